@@ -1,0 +1,2 @@
+//! The OpenFaaS HTTP API (pending).
+pub mod types;

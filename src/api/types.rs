@@ -1,0 +1,187 @@
+//! OpenFaaS wire types with the exact JSON names of faas-provider.
+//!
+//! Invariants the certifier and faas-cli rely on (see the reference, section 2.16):
+//! `labels`/`annotations` always serialise as objects, `envVars`, `limits` and `requests` are
+//! `null` when none were deployed, resource strings are kept verbatim, and unknown request
+//! fields are ignored (no `deny_unknown_fields`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub type StringMap = BTreeMap<String, String>;
+
+/// `POST/PUT /system/functions` body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionDeployment {
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(default)]
+    pub env_process: String,
+    #[serde(default)]
+    pub env_vars: Option<StringMap>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub labels: Option<StringMap>,
+    #[serde(default)]
+    pub annotations: Option<StringMap>,
+    #[serde(default)]
+    pub limits: Option<FunctionResources>,
+    #[serde(default)]
+    pub requests: Option<FunctionResources>,
+    #[serde(default)]
+    pub read_only_root_filesystem: bool,
+}
+
+/// `limits` / `requests`: OpenFaaS resource strings such as `128Mi` or `100m`, kept verbatim.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionResources {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub memory: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cpu: String,
+}
+
+/// `GET /system/function/{name}` and the items of `GET /system/functions`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionStatus {
+    pub name: String,
+    pub image: String,
+    pub namespace: String,
+    pub env_process: String,
+    pub env_vars: Option<StringMap>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    pub labels: StringMap,
+    pub annotations: StringMap,
+    pub limits: Option<FunctionResources>,
+    pub requests: Option<FunctionResources>,
+    pub read_only_root_filesystem: bool,
+    pub invocation_count: u64,
+    pub replicas: u64,
+    pub available_replicas: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// faasgate extension: live latency percentiles and demand from the data plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<FunctionStats>,
+}
+
+/// The `stats` extension of [`FunctionStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionStats {
+    /// Latency percentiles in seconds, over all calls since the function was deployed.
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    /// Requests recorded in the percentiles.
+    pub count: u64,
+    /// Requests being served now.
+    pub inflight: u64,
+    /// Requests held waiting for a ready replica now.
+    pub queued: u64,
+}
+
+/// `POST /system/scale-function/{name}` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleServiceRequest {
+    #[serde(default)]
+    pub service_name: String,
+    pub replicas: Option<u64>,
+    #[serde(default)]
+    pub namespace: String,
+}
+
+/// `DELETE /system/functions` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteFunctionRequest {
+    #[serde(default)]
+    pub function_name: String,
+    #[serde(default)]
+    pub namespace: String,
+}
+
+/// One NDJSON line of `GET /system/logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogMessage {
+    pub name: String,
+    pub namespace: String,
+    pub instance: String,
+    /// RFC 3339 with nanoseconds.
+    pub timestamp: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionInfo {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit_message: String,
+    pub sha: String,
+    pub release: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    pub provider: String,
+    pub orchestration: String,
+    pub version: VersionInfo,
+}
+
+/// `GET /system/info`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    pub provider: ProviderInfo,
+    pub version: VersionInfo,
+    pub arch: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_ignores_unknown_fields_and_keeps_nulls() {
+        let d: FunctionDeployment = serde_json::from_str(
+            r#"{"service":"env","image":"functions/alpine:latest","envProcess":"env",
+                "network":"func_functions","registryAuth":"x","limits":{"memory":"5Mi","cpu":"100m"}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.service, "env");
+        assert!(d.env_vars.is_none());
+        assert_eq!(d.limits.unwrap().memory, "5Mi");
+        assert!(d.requests.is_none());
+    }
+
+    #[test]
+    fn status_serialises_exact_names() {
+        let s = FunctionStatus {
+            name: "env".into(),
+            namespace: "openfaas-fn".into(),
+            ..Default::default()
+        };
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert!(v["envVars"].is_null());
+        assert!(v["labels"].is_object());
+        assert!(v["annotations"].is_object());
+        assert_eq!(v["availableReplicas"], 0);
+        assert_eq!(v["replicas"], 0);
+        assert_eq!(v["invocationCount"], 0);
+        assert!(v["limits"].is_null());
+        assert_eq!(v["readOnlyRootFilesystem"], false);
+        assert!(v.get("stats").is_none());
+    }
+}

@@ -1,0 +1,191 @@
+//! Typed configuration and every environment variable name the gateway reads, in one place.
+//!
+//! Durations follow OpenFaaS: an integer is seconds, otherwise a Go duration (`65s`, `1m30s`,
+//! `500ms`). Errors name the variable, the value and the rule.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Environment variable names.
+pub mod env {
+    pub const LISTEN: &str = "FAASGATE_LISTEN";
+    pub const PROVIDER: &str = "FAASGATE_PROVIDER";
+    pub const DATA_DIR: &str = "FAASGATE_DATA_DIR";
+    pub const BASIC_AUTH_USER: &str = "FAASGATE_BASIC_AUTH_USER";
+    pub const BASIC_AUTH_PASSWORD: &str = "FAASGATE_BASIC_AUTH_PASSWORD";
+    pub const MAX_BODY_BYTES: &str = "FAASGATE_MAX_BODY_BYTES";
+    pub const HOLD_TIMEOUT: &str = "FAASGATE_HOLD_TIMEOUT";
+    pub const MAX_QUEUE: &str = "FAASGATE_MAX_QUEUE";
+    /// OpenFaaS gateway variables.
+    pub const READ_TIMEOUT: &str = "read_timeout";
+    pub const WRITE_TIMEOUT: &str = "write_timeout";
+    pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
+}
+
+#[derive(Debug, Error, PartialEq)]
+#[error("{name}={value:?}: {rule}")]
+pub struct ConfigError {
+    pub name: String,
+    pub value: String,
+    pub rule: &'static str,
+}
+
+/// Which provider runs functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderKind {
+    /// Functions run as child processes on this machine.
+    Local,
+}
+
+/// Everything `faasgate serve` needs, resolved from flags and environment.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub provider: ProviderKind,
+    pub data_dir: PathBuf,
+    pub stacks: Vec<PathBuf>,
+    pub auth: bool,
+    pub timeouts: Timeouts,
+    /// Largest `/system/*` request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// How long a request may wait for a ready replica (cold start, all replicas starting).
+    pub hold_timeout: Duration,
+    /// How many requests per function may wait at once (429 beyond).
+    pub max_queue: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// Reading a request's headers.
+    pub read: Duration,
+    /// Bound on draining in-flight requests at shutdown.
+    pub write: Duration,
+    /// Waiting for a function's response headers (504 beyond).
+    pub upstream: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            read: Duration::from_secs(60),
+            write: Duration::from_secs(60),
+            upstream: Duration::from_secs(60),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// A configuration for tests and embedding: loopback port 0, auth off.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            provider: ProviderKind::Local,
+            data_dir,
+            stacks: Vec::new(),
+            auth: false,
+            timeouts: Timeouts::default(),
+            max_body_bytes: 4 << 20,
+            hold_timeout: Duration::from_secs(30),
+            max_queue: 10_000,
+        }
+    }
+}
+
+impl Timeouts {
+    /// Reads `read_timeout`, `write_timeout`, `upstream_timeout` through `lookup`.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut t = Self::default();
+        if let Some(v) = lookup(env::READ_TIMEOUT) {
+            t.read = parse_duration(env::READ_TIMEOUT, &v)?;
+        }
+        if let Some(v) = lookup(env::WRITE_TIMEOUT) {
+            t.write = parse_duration(env::WRITE_TIMEOUT, &v)?;
+        }
+        if let Some(v) = lookup(env::UPSTREAM_TIMEOUT) {
+            t.upstream = parse_duration(env::UPSTREAM_TIMEOUT, &v)?;
+        }
+        Ok(t)
+    }
+}
+
+/// Parses `30` (seconds) or a Go duration such as `1m30s`, `500ms`, `1.5s`, `2h`.
+pub fn parse_duration(name: &str, value: &str) -> Result<Duration, ConfigError> {
+    let err = || ConfigError {
+        name: name.to_string(),
+        value: value.to_string(),
+        rule: "expected seconds (e.g. 30) or a duration such as 500ms, 65s, 1m30s",
+    };
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(err());
+    }
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0f64;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
+        if num_end == 0 {
+            return Err(err());
+        }
+        let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err()),
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("t", "65").unwrap(), Duration::from_secs(65));
+        assert_eq!(parse_duration("t", "65s").unwrap(), Duration::from_secs(65));
+        assert_eq!(
+            parse_duration("t", "1m30s").unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse_duration("t", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_duration("t", "1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
+        let e = parse_duration("write_timeout", "soon").unwrap_err();
+        assert!(e.to_string().starts_with("write_timeout=\"soon\""));
+        assert!(parse_duration("t", "").is_err());
+        assert!(parse_duration("t", "10x").is_err());
+        assert!(parse_duration("t", "s").is_err());
+    }
+
+    #[test]
+    fn timeouts_from_env() {
+        let t = Timeouts::from_env(|k| (k == env::UPSTREAM_TIMEOUT).then(|| "5s".to_string()))
+            .unwrap();
+        assert_eq!(t.upstream, Duration::from_secs(5));
+        assert_eq!(t.read, Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,71 @@
+//! The provider contract: what the API asks of whatever runs functions (local processes or
+//! Nomad jobs). Providers own function specs and replicas; they publish ready replica sets to
+//! the data plane ([`crate::dataplane::Routes`]) and never sit on the request path.
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use thiserror::Error;
+
+use crate::api::types::{FunctionDeployment, FunctionStatus, LogMessage, ProviderInfo};
+use crate::names::FunctionKey;
+
+/// Errors a provider reports; the API maps each to one HTTP status in `api::error`.
+#[derive(Debug, Error)]
+pub enum ProviderError {
+    /// The function does not exist (404).
+    #[error("function {0} not found")]
+    NotFound(FunctionKey),
+    /// The function exists already (POST of an existing function: 409 here).
+    #[error("function {0} already exists")]
+    AlreadyExists(FunctionKey),
+    /// The request is invalid for this provider; the message names the field (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The namespace is not one this provider serves (404 on reads, 400 on writes).
+    #[error("namespace {0:?} not found")]
+    UnknownNamespace(String),
+    /// The provider's backend failed (500), e.g. a process could not be spawned.
+    #[error("{0}")]
+    Backend(String),
+    /// The backend answered with an error status and message (passed through, e.g. Nomad).
+    #[error("{message}")]
+    Upstream { status: u16, message: String },
+}
+
+/// Query of `GET /system/logs`.
+#[derive(Debug, Clone)]
+pub struct LogQuery {
+    pub function: FunctionKey,
+    /// Only this replica, when set.
+    pub instance: Option<String>,
+    /// Only the last `tail` lines of history (None = all that is kept).
+    pub tail: Option<usize>,
+    /// Only lines at or after this time.
+    pub since: Option<time::OffsetDateTime>,
+    /// Keep the stream open for new lines.
+    pub follow: bool,
+}
+
+pub type LogStream = BoxStream<'static, LogMessage>;
+
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Creates a function and starts its initial replicas (`com.openfaas.scale.min`, default 1)
+    /// without waiting for them to become ready.
+    async fn deploy(&self, spec: FunctionDeployment) -> Result<(), ProviderError>;
+    /// Replaces a function's spec, keeping its replica count; `NotFound` when absent.
+    async fn update(&self, spec: FunctionDeployment) -> Result<(), ProviderError>;
+    /// Stops every replica (draining in-flight requests) and forgets the function.
+    async fn delete(&self, key: &FunctionKey) -> Result<(), ProviderError>;
+    /// Sets the desired replica count (0 allowed). `replicas` reads back the new value at once.
+    async fn scale(&self, key: &FunctionKey, replicas: u64) -> Result<(), ProviderError>;
+    /// Functions of one namespace, sorted by name.
+    async fn list(&self, namespace: &str) -> Result<Vec<FunctionStatus>, ProviderError>;
+    async fn status(&self, key: &FunctionKey) -> Result<FunctionStatus, ProviderError>;
+    /// Namespaces this provider serves (always includes the default).
+    async fn namespaces(&self) -> Result<Vec<String>, ProviderError>;
+    async fn logs(&self, query: LogQuery) -> Result<LogStream, ProviderError>;
+    fn info(&self) -> ProviderInfo;
+    /// Stops everything the provider started (gateway shutdown). Must leave no process behind.
+    async fn shutdown(&self);
+}

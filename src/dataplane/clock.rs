@@ -1,0 +1,16 @@
+//! A coarse monotonic millisecond clock for the hot path (throttle windows, arrivals).
+//! `Instant::now()` is a vDSO call; this is only a subtraction on top of it, with no
+//! allocation, and the epoch is fixed at first use.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds since the process's first call; monotonic.
+pub fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}

@@ -1,0 +1,15 @@
+//! The invocation hot path: route lookup, hold for capacity, p2c pick, pooled forward.
+//!
+//! Invariants: no lock is taken and no `.await` holds a guard; state is read from `ArcSwap`
+//! snapshots published by the control plane; demand and latency are counted in atomics.
+
+pub mod balance;
+pub mod body;
+pub mod clock;
+pub mod forward;
+pub mod pool;
+pub mod replica;
+pub mod table;
+
+pub use replica::Replica;
+pub use table::{FunctionHandle, FunctionState, Routes};

@@ -1,0 +1,87 @@
+//! Per-replica HTTP/1.1 keep-alive connection pool, lock-free.
+//!
+//! Idle connections sit in a bounded `crossbeam` `ArrayQueue` (a lock-free MPMC ring), so a
+//! checkout is one `pop` and a checkin one `push`: no mutex, unlike hyper-util's legacy client
+//! pool, which locks per checkout. A connection is checked in by the response body wrapper
+//! when the body has ended, so a connection is only ever reused for one request at a time.
+//! Closed connections are dropped at checkout (`is_closed`, then `ready()`), and a request that
+//! a pooled connection could not send comes back untouched for a retry (see `forward`).
+
+use std::io;
+use std::net::SocketAddr;
+
+use crossbeam_queue::ArrayQueue;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Idle connections kept per replica.
+pub const MAX_IDLE: usize = 1024;
+
+pub type Sender = SendRequest<Incoming>;
+
+pub struct Pool {
+    addr: SocketAddr,
+    idle: ArrayQueue<Sender>,
+}
+
+/// A connection checked out of a pool, and whether it was reused.
+pub struct Checkout {
+    pub sender: Sender,
+    pub reused: bool,
+}
+
+impl Pool {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            idle: ArrayQueue::new(MAX_IDLE),
+        }
+    }
+
+    /// An idle connection ready for a request, or a new one.
+    pub async fn checkout(&self) -> io::Result<Checkout> {
+        while let Some(mut sender) = self.idle.pop() {
+            if sender.is_closed() {
+                continue;
+            }
+            if sender.ready().await.is_ok() {
+                return Ok(Checkout {
+                    sender,
+                    reused: true,
+                });
+            }
+        }
+        Ok(Checkout {
+            sender: self.connect().await?,
+            reused: false,
+        })
+    }
+
+    /// Returns a connection whose response has ended. Dropped if the pool is full or closed.
+    pub fn checkin(&self, sender: Sender) {
+        if !sender.is_closed() {
+            let _ = self.idle.push(sender);
+        }
+    }
+
+    /// Idle connections now (tests, metrics).
+    pub fn idle(&self) -> usize {
+        self.idle.len()
+    }
+
+    async fn connect(&self) -> io::Result<Sender> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+        tokio::spawn(async move {
+            // Ends when the peer closes or the sender is dropped; errors are per-request.
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+}

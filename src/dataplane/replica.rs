@@ -1,0 +1,103 @@
+//! One replica: an HTTP endpoint speaking the watchdog contract, wherever it runs.
+//!
+//! A replica carries the only mutable per-replica state of the data plane, all atomics:
+//! `pending` (requests picked and not yet finished, the p2c load) and `throttled_until`
+//! (set when it answered 429; p2c avoids it until then). Its keep-alive pool lives here too,
+//! so a replica that survives a snapshot rebuild keeps its connections and counts.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::dataplane::clock;
+use crate::dataplane::pool::Pool;
+
+/// How long a replica that answered 429 stays out of p2c's first choice.
+pub const THROTTLE_MS: u64 = 250;
+
+pub struct Replica {
+    id: Box<str>,
+    addr: SocketAddr,
+    pending: AtomicUsize,
+    throttled_until_ms: AtomicU64,
+    pool: Pool,
+}
+
+/// Decrements a replica's pending count when dropped (end of the response body, or error).
+pub struct PendingGuard {
+    replica: Arc<Replica>,
+}
+
+// === impl Replica ===
+
+impl Replica {
+    pub fn new(id: impl Into<Box<str>>, addr: SocketAddr) -> Arc<Self> {
+        Arc::new(Self {
+            id: id.into(),
+            addr,
+            pending: AtomicUsize::new(0),
+            throttled_until_ms: AtomicU64::new(0),
+            pool: Pool::new(addr),
+        })
+    }
+
+    /// The instance name (process or allocation id), as shown in logs.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Requests currently picked for this replica and not finished.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn is_throttled(&self, now_ms: u64) -> bool {
+        self.throttled_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// Marks the replica as saturated (it answered 429) for [`THROTTLE_MS`].
+    pub fn throttle(&self) {
+        self.throttled_until_ms
+            .store(clock::now_ms() + THROTTLE_MS, Ordering::Relaxed);
+    }
+
+    /// Counts one request against this replica until the guard drops.
+    pub fn start(self: &Arc<Self>) -> PendingGuard {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        PendingGuard {
+            replica: self.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+// === impl PendingGuard ===
+
+impl PendingGuard {
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.replica.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}

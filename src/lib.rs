@@ -1,0 +1,41 @@
+//! # faasgate
+//!
+//! An OpenFaaS-compatible Functions-as-a-Service gateway and autoscaler.
+//!
+//! ## The planes
+//! - **Data plane** ([`dataplane`]): serves `/function/{name}`. It reads immutable snapshots
+//!   (the route table, each function's [`dataplane::FunctionState`]) through `ArcSwap`, picks a
+//!   replica by power of two choices over pending requests, forwards over a pooled keep-alive
+//!   connection and streams the body back, counting demand and latency in atomics.
+//! - **Control plane** ([`control`]): providers (the embedded `local` one runs functions as
+//!   `faasgate watchdog` child processes) own function specs and replicas and publish new
+//!   snapshots off the request path; the cold-start task scales a function from zero when a
+//!   held request asks for it.
+//! - **API** ([`api`]): the OpenFaaS HTTP API (`/system/*` behind basic auth, `/healthz`,
+//!   `/metrics`, `/ui/`) on the same listener.
+//!
+//! ## The life of a request
+//! `api::router` matches `/function/{name}[.{ns}][/{path}]`, looks the function up with a
+//! borrowed key (no allocation), and hands it to `dataplane::forward`: no ready replica ->
+//! hold (bounded) and wake a scale-up; else p2c pick -> checkout a pooled connection -> send ->
+//! response body wrapped so the connection returns to the pool and latency is recorded when
+//! the body ends.
+//!
+//! ## Where state lives
+//! Function specs: the provider (the local one persists them under the data dir). Replica
+//! sets and counters: the data plane's [`dataplane::Routes`]. Nothing else is shared.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod metrics;
+pub mod names;
+pub mod stack;
+pub mod watchdog;
+
+/// The release, from Cargo.
+pub const RELEASE: &str = env!("CARGO_PKG_VERSION");
+/// The git commit this binary was built from (set by build.rs; `unknown` outside git).
+pub const SHA: &str = env!("FAASGATE_GIT_SHA");
