@@ -30,6 +30,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+
 pub mod metrics;
 pub mod names;
 pub mod stack;

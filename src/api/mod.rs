@@ -1,2 +1,2 @@
-//! The OpenFaaS HTTP API (pending).
+//! The OpenFaaS HTTP API (being assembled).
 pub mod types;

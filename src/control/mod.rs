@@ -1,6 +1,7 @@
 //! The control plane: providers (who run functions) and the tasks that change replica counts.
 //! Nothing here runs on the request path; it publishes snapshots to the data plane.
 
+pub mod cold_start;
 pub mod local;
 pub mod provider;
 

@@ -1,0 +1,440 @@
+//! Forwarding one invocation to a replica: hold for capacity, pick, send, stream back.
+//!
+//! Contract (OpenFaaS gateway semantics, reference section 2.3):
+//! - method, sub-path, raw query, headers and status are preserved; redirects pass through;
+//!   hop-by-hop headers are removed both ways; `X-Call-Id` (kept if sent), `X-Start-Time`
+//!   (unix nanoseconds), `X-Forwarded-For` and `X-Forwarded-Host` are added.
+//! - A request is retried on another replica only when it was never sent: connect failure, or
+//!   a pooled connection that hyper hands the request back from (`TrySendError`).
+//! - Errors map to statuses in one place, [`ForwardError::status`]: no ready replica within
+//!   the hold timeout 503, hold queue full 429, upstream failure 502, upstream timeout 504.
+//! - No lock is taken; allocations per request are the upstream URI and the header values
+//!   hyper needs (`X-Call-Id`, `X-Start-Time`); `X-Forwarded-For` is formatted once per
+//!   client connection.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::dataplane::balance;
+use crate::dataplane::body::{GatewayBody, ProxiedBody};
+use crate::dataplane::clock;
+use crate::dataplane::replica::DOWN_MS;
+use crate::dataplane::table::FunctionHandle;
+
+pub const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
+pub const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that apply to one hop only (RFC 9110 section 7.6.1, and Go's list).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Sends of one request (each only when the previous never left the gateway).
+const MAX_ATTEMPTS: usize = 8;
+
+/// Settings of the forwarder.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    pub upstream_timeout: Duration,
+    pub hold_timeout: Duration,
+    pub max_queue: u64,
+}
+
+/// Sends functions that need a scale from zero to the control plane.
+pub type ColdStartSender = mpsc::UnboundedSender<Arc<FunctionHandle>>;
+
+pub struct Forwarder {
+    config: ForwardConfig,
+    cold_start: ColdStartSender,
+}
+
+/// What the data plane knows of the client connection, computed once per connection.
+#[derive(Clone)]
+pub struct Peer {
+    pub forwarded_for: HeaderValue,
+}
+
+#[derive(Debug, Error)]
+pub enum ForwardError {
+    #[error("No ready replica of {function} within {waited:?}; it is being started, retry later.")]
+    NoReplicas { function: String, waited: Duration },
+    #[error("Too many requests are waiting for {function} to start ({max}); retry later.")]
+    QueueFull { function: String, max: u64 },
+    #[error("Function {function} was removed while the request waited.")]
+    Removed { function: String },
+    #[error("Can't reach service for: {function}.")]
+    Upstream { function: String },
+    #[error("Upstream timeout after {0:?}.")]
+    Timeout(Duration),
+    #[error("Bad request path.")]
+    BadPath,
+}
+
+/// Counts one invocation from arrival to the end of its response; records on drop.
+pub struct Invocation {
+    handle: Arc<FunctionHandle>,
+    start: Instant,
+    code: u16,
+}
+
+// === impl ForwardError ===
+
+impl ForwardError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ForwardError::NoReplicas { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ForwardError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ForwardError::Removed { .. } => StatusCode::NOT_FOUND,
+            ForwardError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ForwardError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ForwardError::BadPath => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+// === impl Invocation ===
+
+impl Invocation {
+    fn start(handle: Arc<FunctionHandle>) -> Self {
+        let d = &handle.demand;
+        d.arrivals.fetch_add(1, Ordering::Relaxed);
+        d.last_arrival_ms.store(clock::now_ms(), Ordering::Relaxed);
+        d.inflight.fetch_add(1, Ordering::Relaxed);
+        handle.metrics.started.fetch_add(1, Ordering::Relaxed);
+        Self {
+            handle,
+            start: Instant::now(),
+            code: 0,
+        }
+    }
+}
+
+impl Drop for Invocation {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        let code = if self.code == 0 { 499 } else { self.code };
+        self.handle.metrics.codes.record(code, elapsed);
+        self.handle.metrics.latency.record(elapsed);
+        self.handle.demand.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl Peer ===
+
+impl Peer {
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        let forwarded_for = HeaderValue::from_str(&addr.to_string())
+            .expect("a socket address is a valid header value");
+        Self { forwarded_for }
+    }
+}
+
+// === impl Forwarder ===
+
+impl Forwarder {
+    pub fn new(config: ForwardConfig, cold_start: ColdStartSender) -> Self {
+        Self { config, cold_start }
+    }
+
+    /// Forwards `req` to a replica of `handle`. `rest` is the path after the function name
+    /// (`""` or `/sub/path`), the query is taken from the request URI.
+    pub async fn forward(
+        &self,
+        handle: Arc<FunctionHandle>,
+        mut req: Request<Incoming>,
+        rest_start: usize,
+        peer: &Peer,
+    ) -> Response<GatewayBody> {
+        let mut invocation = Invocation::start(handle);
+        let start_time = start_time_header();
+        let (call_id, generated) = match req.headers().get(&X_CALL_ID) {
+            Some(v) => (v.clone(), false),
+            None => (new_call_id(), true),
+        };
+        match rewrite_request(&mut req, rest_start, &call_id, &start_time, peer) {
+            Ok(()) => {}
+            Err(e) => return error_response(invocation, e, call_id, generated, start_time),
+        }
+        match self.send(&invocation.handle, req).await {
+            Ok((resp, sender, pending)) => {
+                let (mut parts, body) = resp.into_parts();
+                if parts.status == StatusCode::TOO_MANY_REQUESTS {
+                    pending.replica().throttle();
+                }
+                invocation.code = parts.status.as_u16();
+                strip_hop_by_hop(&mut parts.headers);
+                if generated {
+                    parts.headers.insert(X_CALL_ID, call_id);
+                }
+                parts.headers.insert(X_START_TIME, start_time);
+                let body = ProxiedBody::new(body, sender, pending, invocation);
+                Response::from_parts(parts, GatewayBody::Proxied(body))
+            }
+            Err(e) => error_response(invocation, e, call_id, generated, start_time),
+        }
+    }
+
+    async fn send(
+        &self,
+        handle: &Arc<FunctionHandle>,
+        mut req: Request<Incoming>,
+    ) -> Result<
+        (
+            Response<Incoming>,
+            crate::dataplane::pool::Sender,
+            crate::dataplane::replica::PendingGuard,
+        ),
+        ForwardError,
+    > {
+        // A request is re-sent only when it never left: a refused connection (the replica is
+        // marked down and skipped) or a pooled connection that hands the request back.
+        let mut attempts = 0usize;
+        loop {
+            attempts += 1;
+            if attempts > MAX_ATTEMPTS {
+                return Err(ForwardError::Upstream {
+                    function: handle.label().to_string(),
+                });
+            }
+            let state = handle.state();
+            let picked = balance::pick(&state.replicas, clock::now_ms()).cloned();
+            let Some(replica) = picked else {
+                drop(state);
+                // No replica, or every replica refused us: wait for the provider's next set.
+                self.hold(handle).await?;
+                continue;
+            };
+            drop(state);
+            let pending = replica.start();
+            let mut checkout = match replica.pool().checkout().await {
+                Ok(c) => c,
+                Err(_) => {
+                    replica.mark_down();
+                    continue;
+                }
+            };
+            let sent = tokio::time::timeout(
+                self.config.upstream_timeout,
+                checkout.sender.try_send_request(req),
+            )
+            .await;
+            match sent {
+                Err(_) => return Err(ForwardError::Timeout(self.config.upstream_timeout)),
+                Ok(Ok(resp)) => return Ok((resp, checkout.sender, pending)),
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(unsent) => {
+                        req = unsent;
+                        continue;
+                    }
+                    None => {
+                        let _: TrySendError<Request<Incoming>> = e;
+                        return Err(ForwardError::Upstream {
+                            function: handle.label().to_string(),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// Waits (bounded) until the function has a ready replica, asking the control plane for
+    /// one scale-up from zero when it has none desired. Replicas marked down (connection
+    /// refused) do not count: the wait ends when the provider publishes a new set or a down
+    /// mark expires.
+    async fn hold(&self, handle: &Arc<FunctionHandle>) -> Result<(), ForwardError> {
+        let demand = &handle.demand;
+        let queued = demand.queued.fetch_add(1, Ordering::AcqRel);
+        let _queued = QueuedGuard(handle);
+        if queued >= self.config.max_queue {
+            return Err(ForwardError::QueueFull {
+                function: handle.label().to_string(),
+                max: self.config.max_queue,
+            });
+        }
+        let deadline = tokio::time::Instant::now() + self.config.hold_timeout;
+        loop {
+            let notified = handle.ready_notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = handle.state();
+                let now = clock::now_ms();
+                if state.replicas.iter().any(|r| !r.is_down(now)) {
+                    return Ok(());
+                }
+                if handle.is_removed() {
+                    return Err(ForwardError::Removed {
+                        function: handle.label().to_string(),
+                    });
+                }
+                if state.desired == 0 && handle.claim_cold_start() {
+                    let _ = self.cold_start.send(handle.clone());
+                }
+            }
+            // Down marks expire on their own: re-check at least that often.
+            let wake = deadline.min(tokio::time::Instant::now() + Duration::from_millis(DOWN_MS));
+            if tokio::time::timeout_at(wake, notified).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return Err(ForwardError::NoReplicas {
+                    function: handle.label().to_string(),
+                    waited: self.config.hold_timeout,
+                });
+            }
+        }
+    }
+}
+
+struct QueuedGuard<'a>(&'a FunctionHandle);
+
+impl Drop for QueuedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.demand.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn error_response(
+    mut invocation: Invocation,
+    e: ForwardError,
+    call_id: HeaderValue,
+    generated: bool,
+    start_time: HeaderValue,
+) -> Response<GatewayBody> {
+    let status = e.status();
+    invocation.code = status.as_u16();
+    tracing::debug!(function = invocation.handle.label(), error = %e, "invocation failed");
+    let mut resp = Response::new(GatewayBody::full(e.to_string()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if generated {
+        h.insert(X_CALL_ID, call_id);
+    }
+    h.insert(X_START_TIME, start_time);
+    h.insert(
+        HeaderName::from_static("x-openfaas-internal"),
+        HeaderValue::from_static("proxy"),
+    );
+    resp
+}
+
+/// Turns the client's request into the upstream request, in place.
+fn rewrite_request(
+    req: &mut Request<Incoming>,
+    rest_start: usize,
+    call_id: &HeaderValue,
+    start_time: &HeaderValue,
+    peer: &Peer,
+) -> Result<(), ForwardError> {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(PathAndQuery::as_str)
+        .unwrap_or("/");
+    let rest = pq.get(rest_start..).ok_or(ForwardError::BadPath)?;
+    let uri = if rest.is_empty() {
+        Uri::from_static("/")
+    } else if rest.starts_with('?') {
+        let mut s = String::with_capacity(rest.len() + 1);
+        s.push('/');
+        s.push_str(rest);
+        Uri::try_from(s).map_err(|_| ForwardError::BadPath)?
+    } else {
+        Uri::try_from(rest).map_err(|_| ForwardError::BadPath)?
+    };
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    headers.insert(X_CALL_ID, call_id.clone());
+    headers.insert(X_START_TIME, start_time.clone());
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR, peer.forwarded_for.clone());
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = headers.get(header::HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
+    Ok(())
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in &HOP_BY_HOP {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+fn start_time_header() -> HeaderValue {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut buf = itoa::Buffer::new();
+    HeaderValue::from_str(buf.format(nanos)).expect("digits are a valid header value")
+}
+
+/// A random UUID v4 in its canonical text form, formatted without `format!`.
+fn new_call_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut v = fastrand::u128(..);
+    v = (v & !(0xf << 76)) | (0x4 << 76); // version 4
+    v = (v & !(0x3 << 62)) | (0x2 << 62); // variant 10
+    let mut out = [0u8; 36];
+    let mut j = 0;
+    for i in 0..16 {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[j] = b'-';
+            j += 1;
+        }
+        let byte = (v >> (120 - 8 * i)) as u8;
+        out[j] = HEX[(byte >> 4) as usize];
+        out[j + 1] = HEX[(byte & 0xf) as usize];
+        j += 2;
+    }
+    HeaderValue::from_bytes(&out).expect("hex and dashes are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_id_is_a_uuid_v4() {
+        let id = new_call_id();
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+        assert_eq!(s.matches('-').count(), 4);
+        assert_ne!(new_call_id(), id);
+    }
+
+    #[test]
+    fn start_time_is_unix_nanos() {
+        let v: u64 = start_time_header().to_str().unwrap().parse().unwrap();
+        assert!(v > 1_600_000_000_000_000_000);
+    }
+}

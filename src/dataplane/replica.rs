@@ -14,12 +14,15 @@ use crate::dataplane::pool::Pool;
 
 /// How long a replica that answered 429 stays out of p2c's first choice.
 pub const THROTTLE_MS: u64 = 250;
+/// How long a replica that refused a connection is skipped (until its provider republishes).
+pub const DOWN_MS: u64 = 1000;
 
 pub struct Replica {
     id: Box<str>,
     addr: SocketAddr,
     pending: AtomicUsize,
     throttled_until_ms: AtomicU64,
+    down_until_ms: AtomicU64,
     pool: Pool,
 }
 
@@ -37,6 +40,7 @@ impl Replica {
             addr,
             pending: AtomicUsize::new(0),
             throttled_until_ms: AtomicU64::new(0),
+            down_until_ms: AtomicU64::new(0),
             pool: Pool::new(addr),
         })
     }
@@ -67,6 +71,17 @@ impl Replica {
     pub fn throttle(&self) {
         self.throttled_until_ms
             .store(clock::now_ms() + THROTTLE_MS, Ordering::Relaxed);
+    }
+
+    /// True while the replica is presumed gone (it refused a connection recently).
+    pub fn is_down(&self, now_ms: u64) -> bool {
+        self.down_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// Marks the replica as unreachable for [`DOWN_MS`]: p2c skips it meanwhile.
+    pub fn mark_down(&self) {
+        self.down_until_ms
+            .store(clock::now_ms() + DOWN_MS, Ordering::Relaxed);
     }
 
     /// Counts one request against this replica until the guard drops.

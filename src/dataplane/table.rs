@@ -60,6 +60,7 @@ pub struct FunctionHandle {
     pub metrics: FunctionMetrics,
     ready: Notify,
     cold_start_requested: AtomicBool,
+    removed: AtomicBool,
 }
 
 // === impl Routes ===
@@ -109,6 +110,7 @@ impl Routes {
         self.map.store(Arc::new(next));
         if let Some(h) = &removed {
             // Wake held requests so they see the function is gone.
+            h.removed.store(true, Ordering::Release);
             h.ready.notify_waiters();
         }
         removed
@@ -128,6 +130,7 @@ impl FunctionHandle {
             metrics: FunctionMetrics::default(),
             ready: Notify::new(),
             cold_start_requested: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
         }
     }
 
@@ -150,19 +153,16 @@ impl FunctionHandle {
         self.state.load_full()
     }
 
-    /// Replaces the function's state in one store and wakes held requests when replicas are
-    /// ready. Called by providers only.
+    /// Replaces the function's state in one store and wakes held requests (they re-check the
+    /// new state). Called by providers only.
     pub fn publish(&self, state: FunctionState) {
-        let has_ready = !state.replicas.is_empty();
         let scaled_up = state.desired > 0;
         self.state.store(Arc::new(state));
         if scaled_up {
             // A new cold start may be requested once the function is up again.
             self.cold_start_requested.store(false, Ordering::Release);
         }
-        if has_ready {
-            self.ready.notify_waiters();
-        }
+        self.ready.notify_waiters();
     }
 
     /// Updates only the desired count, keeping replicas (scale calls answer at once).
@@ -183,6 +183,11 @@ impl FunctionHandle {
     /// Lets a failed cold start be retried by the next held request.
     pub fn release_cold_start(&self) {
         self.cold_start_requested.store(false, Ordering::Release);
+    }
+
+    /// True once the function was removed from the route table.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 
     pub fn ready_notify(&self) -> &Notify {

@@ -1,0 +1,98 @@
+//! API errors and the one place they become HTTP statuses.
+//!
+//! Client input is 4xx with a plain-text message that names the field; provider failures
+//! map by kind (`NotFound` 404, `Invalid` 400, backend 500, a backend's own status passed on).
+
+use http::{header, HeaderValue, Response, StatusCode};
+use thiserror::Error;
+
+use crate::control::ProviderError;
+use crate::dataplane::body::GatewayBody;
+use crate::names::NameError;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Name(#[from] NameError),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("Feature not implemented in this version of faasgate")]
+    NotImplemented,
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::Name(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Provider(p) => match p {
+                ProviderError::NotFound(_) | ProviderError::UnknownNamespace(_) => {
+                    StatusCode::NOT_FOUND
+                }
+                ProviderError::AlreadyExists(_) => StatusCode::CONFLICT,
+                ProviderError::Invalid(_) => StatusCode::BAD_REQUEST,
+                ProviderError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ProviderError::Upstream { status, .. } => StatusCode::from_u16(*status)
+                    .ok()
+                    .filter(|s| s.is_client_error() || s.is_server_error())
+                    .unwrap_or(StatusCode::BAD_GATEWAY),
+            },
+        }
+    }
+
+    pub fn into_response(self) -> Response<GatewayBody> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %self, "request failed");
+        }
+        text(status, self.to_string())
+    }
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<GatewayBody> {
+    let mut resp = Response::new(GatewayBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A JSON response.
+pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<GatewayBody> {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut resp = Response::new(GatewayBody::full(body));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// An empty response with a status.
+pub fn empty(status: StatusCode) -> Response<GatewayBody> {
+    let mut resp = Response::new(GatewayBody::Empty);
+    *resp.status_mut() = status;
+    resp
+}

@@ -1,0 +1,26 @@
+//! `/system/info` and `/system/namespaces`.
+
+use http::{Response, StatusCode};
+
+use super::error::{json, ApiError};
+use super::types::{GatewayInfo, VersionInfo};
+use super::Gateway;
+use crate::dataplane::body::GatewayBody;
+
+pub fn info(gw: &Gateway) -> Response<GatewayBody> {
+    let info = GatewayInfo {
+        provider: gw.provider.info(),
+        version: VersionInfo {
+            commit_message: String::new(),
+            sha: crate::SHA.to_string(),
+            release: crate::RELEASE.to_string(),
+        },
+        arch: std::env::consts::ARCH.to_string(),
+    };
+    json(StatusCode::OK, &info)
+}
+
+pub async fn namespaces(gw: &Gateway) -> Result<Response<GatewayBody>, ApiError> {
+    let ns = gw.provider.namespaces().await?;
+    Ok(json(StatusCode::OK, &ns))
+}
