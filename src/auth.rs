@@ -145,11 +145,14 @@ pub fn load_or_create(
     let password_path = dir.join(PASSWORD_FILE);
 
     let env_user = non_empty(env::BASIC_AUTH_USER, env(env::BASIC_AUTH_USER))?;
+    validate_user(env::BASIC_AUTH_USER, env_user.as_deref())?;
     let env_password = non_empty(env::BASIC_AUTH_PASSWORD, env(env::BASIC_AUTH_PASSWORD))?;
+    let user_what = || user_path.display().to_string();
     let file_user = match &env_user {
         Some(_) => None,
         None => read_secret(&user_path)?,
     };
+    validate_user(&user_what(), file_user.as_deref())?;
 
     let (password, source) = match env_password {
         Some(p) => (p, CredentialSource::Env),
@@ -162,7 +165,7 @@ pub fn load_or_create(
                     .unwrap_or_else(|| DEFAULT_USER.to_string());
                 create_secrets_dir(&dir)?;
                 if file_user.is_none() {
-                    write_secret(&user_path, &user)?;
+                    ignore_exists(write_secret(&user_path, &user))?;
                 }
                 let password = generate_password()?;
                 match write_secret(&password_path, &password) {
@@ -182,18 +185,15 @@ pub fn load_or_create(
         },
     };
 
-    // Re-read the user file if another process wrote it while we generated.
     let user = match (env_user, file_user) {
         (Some(u), _) | (None, Some(u)) => u,
-        (None, None) => read_secret(&user_path)?.unwrap_or_else(|| DEFAULT_USER.to_string()),
+        // Re-read: another process may have written the user file while we generated.
+        (None, None) => {
+            let u = read_secret(&user_path)?;
+            validate_user(&user_what(), u.as_deref())?;
+            u.unwrap_or_else(|| DEFAULT_USER.to_string())
+        }
     };
-    if user.contains(':') {
-        let what = match source {
-            CredentialSource::Env => env::BASIC_AUTH_USER.to_string(),
-            _ => user_path.display().to_string(),
-        };
-        return Err(AuthError::ColonInUser { what });
-    }
     Ok((Credentials { user, password }, source))
 }
 
@@ -217,6 +217,25 @@ fn password_matches(given: &[u8], expected: &[u8]) -> bool {
         let same: bool = std::hint::black_box(expected.ct_eq(expected)).into();
         std::hint::black_box(same);
         false
+    }
+}
+
+fn validate_user(what: &str, user: Option<&str>) -> Result<(), AuthError> {
+    match user {
+        Some(u) if u.contains(':') => Err(AuthError::ColonInUser {
+            what: what.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Treats "already exists" as success (a concurrent start wrote the same file).
+fn ignore_exists(r: Result<(), AuthError>) -> Result<(), AuthError> {
+    match r {
+        Err(AuthError::Write { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+            Ok(())
+        }
+        r => r,
     }
 }
 
@@ -407,7 +426,8 @@ mod tests {
             (env::BASIC_AUTH_PASSWORD, "envpw"),
         ]
         .into();
-        let (c, source) = load_or_create(tmp.path(), |k| vars.get(k).map(|v| v.to_string())).unwrap();
+        let (c, source) =
+            load_or_create(tmp.path(), |k| vars.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(source, CredentialSource::Env);
         assert_eq!(c, Credentials::new("envuser", "envpw"));
 
@@ -464,10 +484,15 @@ mod tests {
         let e = load_or_create(tmp.path(), no_env).unwrap_err();
         assert!(e.to_string().contains(PASSWORD_FILE), "{e}");
 
-        let e = load_or_create(tmp.path(), |k| {
+        let clean = tempfile::tempdir().unwrap();
+        let e = load_or_create(clean.path(), |k| {
             (k == env::BASIC_AUTH_USER).then(|| "a:b".to_string())
         })
         .unwrap_err();
-        assert!(matches!(e, AuthError::ColonInUser { .. }), "{e}");
+        assert!(
+            matches!(e, AuthError::ColonInUser { ref what } if what == env::BASIC_AUTH_USER),
+            "{e}"
+        );
+        assert!(!clean.path().join(SECRETS_DIR).exists(), "nothing written");
     }
 }

@@ -6,8 +6,8 @@
 //! `Http_Content_Length`, `Http_Host`. Each header contributes its first value only. Pure:
 //! no I/O; the caller adds these on top of the watchdog's own environment.
 
-use http::request::Parts;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::request::Parts;
 
 /// `X-Call-Id` (any case) -> `Http_X_Call_Id`.
 pub fn header_env_name(header: &str) -> String {
@@ -93,11 +93,7 @@ mod tests {
             .unwrap();
         let (parts, ()) = req.into_parts();
         let vars = request_env(&parts);
-        let get = |k: &str| {
-            vars.iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("Http_Method"), Some("PUT"));
         assert_eq!(get("Http_Path"), Some("/some/path"));
         assert_eq!(get("Http_Query"), Some("a=1&b=2"));

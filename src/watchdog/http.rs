@@ -144,21 +144,20 @@ impl HttpProxy {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let body = PooledBody::new(body, sender, self.pool.clone());
-        Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed_unsync(),
+        ))
     }
 
     fn rewrite(&self, req: Request<Incoming>, remote: SocketAddr) -> Request<Incoming> {
         let (mut parts, body) = req.into_parts();
-        let original_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let target = if self.prefix.is_empty() {
             pq.parse::<Uri>()
@@ -258,10 +257,16 @@ impl Body for PooledBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {
+                if let Some((sender, pool)) = this.conn.take() {
+                    pool.checkin(sender);
+                }
+            }
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                // hyper stops polling once the body says it has ended: check in now.
                 if let Some((sender, pool)) = this.conn.take() {
                     pool.checkin(sender);
                 }
@@ -291,10 +296,16 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::LOCATION, HeaderValue::from_static("/elsewhere"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         strip_hop_by_hop(&mut h);

@@ -102,5 +102,7 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
 
 /// A complete body.
 pub fn full(body: impl Into<Bytes>) -> RespBody {
-    Full::new(body.into()).map_err(|e| match e {}).boxed_unsync()
+    Full::new(body.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
 }

@@ -14,9 +14,7 @@ use time::OffsetDateTime;
 /// Writes one timestamped line to stderr; errors writing stderr are ignored.
 pub fn line(args: fmt::Arguments<'_>) {
     let format = format_description!("[year]/[month]/[day] [hour]:[minute]:[second]");
-    let stamp = OffsetDateTime::now_utc()
-        .format(format)
-        .unwrap_or_default();
+    let stamp = OffsetDateTime::now_utc().format(format).unwrap_or_default();
     raw(format_args!("{stamp} {args}"));
 }
 

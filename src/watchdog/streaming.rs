@@ -110,13 +110,21 @@ impl Streaming {
             }
         } else {
             let (tx, body) = ChannelBody::channel(CHANNEL_CAPACITY);
-            tokio::spawn(pump(child, stdout, buf.split().freeze(), tx, deadline, start));
+            tokio::spawn(pump(
+                child,
+                stdout,
+                buf.split().freeze(),
+                tx,
+                deadline,
+                start,
+            ));
             body.boxed_unsync()
         };
 
         let mut resp = Response::new(body);
         *resp.status_mut() = StatusCode::OK;
-        resp.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
         Ok(resp)
     }
 }
@@ -215,9 +223,7 @@ async fn until<F: std::future::Future>(
 
 fn elapsed_limit(start: Instant, deadline: Option<tokio::time::Instant>) -> Duration {
     match deadline {
-        Some(d) => d
-            .into_std()
-            .saturating_duration_since(start),
+        Some(d) => d.into_std().saturating_duration_since(start),
         None => start.elapsed(),
     }
 }

@@ -1,0 +1,234 @@
+//! Function logs: a bounded in-memory history plus a live feed for followers.
+//!
+//! Owns, per function, the last [`HISTORY_LINES`] lines written by any of its replicas (stdout
+//! and stderr alike) and a `broadcast` channel that carries every new line.
+//!
+//! Invariants: a line is appended to the history and sent to followers under one short lock,
+//! and a follower subscribes under that same lock while copying the history, so a follower
+//! sees every line exactly once (history, then live), never a gap or a duplicate. A follower
+//! that falls behind the channel loses the lines it missed rather than slowing writers down.
+//! Nothing here awaits while holding the lock.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use futures_util::stream::{self, StreamExt};
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+use crate::api::types::LogMessage;
+use crate::control::provider::{LogQuery, LogStream};
+use crate::names::FunctionKey;
+
+/// Lines of history kept per function.
+pub const HISTORY_LINES: usize = 1000;
+/// Lines a slow follower may lag behind before it skips ahead.
+const FOLLOW_BUFFER: usize = 1024;
+
+const TIMESTAMP: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
+);
+
+/// The log history and live feed of one function.
+pub struct LogBuffer {
+    name: String,
+    namespace: String,
+    capacity: usize,
+    history: Mutex<VecDeque<Entry>>,
+    live: broadcast::Sender<Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    at: OffsetDateTime,
+    message: LogMessage,
+}
+
+// === impl LogBuffer ===
+
+impl LogBuffer {
+    pub fn new(key: &FunctionKey) -> Self {
+        Self::with_capacity(key, HISTORY_LINES)
+    }
+
+    pub fn with_capacity(key: &FunctionKey, capacity: usize) -> Self {
+        let (live, _) = broadcast::channel(FOLLOW_BUFFER);
+        Self {
+            name: key.name().to_string(),
+            namespace: key.namespace().to_string(),
+            capacity: capacity.max(1),
+            history: Mutex::new(VecDeque::with_capacity(capacity.min(64))),
+            live,
+        }
+    }
+
+    /// Records one line of `instance`, stamped now.
+    pub fn push(&self, instance: &str, text: String) {
+        self.push_at(OffsetDateTime::now_utc(), instance, text);
+    }
+
+    /// Records one line of `instance` stamped `at` (UTC).
+    pub fn push_at(&self, at: OffsetDateTime, instance: &str, text: String) {
+        let at = at.to_offset(time::UtcOffset::UTC);
+        let entry = Entry {
+            at,
+            message: LogMessage {
+                name: self.name.clone(),
+                namespace: self.namespace.clone(),
+                instance: instance.to_string(),
+                timestamp: format_timestamp(at),
+                text,
+            },
+        };
+        let mut history = self.history.lock().expect("log history mutex poisoned");
+        if history.len() == self.capacity {
+            history.pop_front();
+        }
+        history.push_back(entry.clone());
+        // No receiver is not an error: nobody follows.
+        let _ = self.live.send(entry);
+    }
+
+    /// The lines `query` asks for: matching history (last `tail`), then, with `follow`, every
+    /// new matching line until the stream is dropped or the function goes away.
+    pub fn stream(&self, query: &LogQuery) -> LogStream {
+        let filter = Filter {
+            instance: query.instance.clone(),
+            since: query.since,
+        };
+        let (past, live) = {
+            let history = self.history.lock().expect("log history mutex poisoned");
+            let live = query.follow.then(|| self.live.subscribe());
+            let mut past: Vec<LogMessage> = history
+                .iter()
+                .filter(|e| filter.matches(e))
+                .map(|e| e.message.clone())
+                .collect();
+            if let Some(tail) = query.tail {
+                let skip = past.len().saturating_sub(tail);
+                past.drain(..skip);
+            }
+            (past, live)
+        };
+        let past = stream::iter(past);
+        match live {
+            None => past.boxed(),
+            Some(rx) => {
+                let live = stream::unfold((rx, filter), |(mut rx, filter)| async move {
+                    loop {
+                        match rx.recv().await {
+                            Ok(entry) if filter.matches(&entry) => {
+                                return Some((entry.message, (rx, filter)))
+                            }
+                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        }
+                    }
+                });
+                past.chain(live).boxed()
+            }
+        }
+    }
+}
+
+struct Filter {
+    instance: Option<String>,
+    since: Option<OffsetDateTime>,
+}
+
+impl Filter {
+    fn matches(&self, e: &Entry) -> bool {
+        self.instance
+            .as_deref()
+            .map_or(true, |i| i == e.message.instance)
+            && self.since.map_or(true, |s| e.at >= s)
+    }
+}
+
+/// RFC 3339, UTC, nanoseconds: `2024-05-01T10:00:00.123456789Z`.
+pub fn format_timestamp(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(TIMESTAMP)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key() -> FunctionKey {
+        FunctionKey::new("echo", "").unwrap()
+    }
+
+    fn query(tail: Option<usize>, since: Option<OffsetDateTime>, instance: Option<&str>) -> LogQuery {
+        LogQuery {
+            function: key(),
+            instance: instance.map(str::to_string),
+            tail,
+            since,
+            follow: false,
+        }
+    }
+
+    async fn texts(buf: &LogBuffer, q: &LogQuery) -> Vec<String> {
+        buf.stream(q).map(|m| m.text).collect::<Vec<_>>().await
+    }
+
+    #[tokio::test]
+    async fn ring_keeps_the_last_lines() {
+        let buf = LogBuffer::with_capacity(&key(), 3);
+        for i in 0..5 {
+            buf.push("a", i.to_string());
+        }
+        assert_eq!(texts(&buf, &query(None, None, None)).await, ["2", "3", "4"]);
+        assert_eq!(texts(&buf, &query(Some(2), None, None)).await, ["3", "4"]);
+        assert_eq!(texts(&buf, &query(Some(10), None, None)).await, ["2", "3", "4"]);
+        assert!(texts(&buf, &query(Some(0), None, None)).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn filters_by_instance_and_since() {
+        let buf = LogBuffer::new(&key());
+        let t0 = OffsetDateTime::now_utc();
+        buf.push_at(t0, "a", "old".into());
+        buf.push_at(t0 + Duration::from_secs(10), "b", "new-b".into());
+        buf.push_at(t0 + Duration::from_secs(20), "a", "new-a".into());
+        let since = Some(t0 + Duration::from_secs(5));
+        assert_eq!(texts(&buf, &query(None, since, None)).await, ["new-b", "new-a"]);
+        assert_eq!(texts(&buf, &query(None, None, Some("a"))).await, ["old", "new-a"]);
+        assert_eq!(texts(&buf, &query(Some(1), since, Some("b"))).await, ["new-b"]);
+    }
+
+    #[tokio::test]
+    async fn timestamps_are_utc_with_nanoseconds() {
+        let at = time::macros::datetime!(2024-05-01 12:00:00.5 +02:00);
+        assert_eq!(format_timestamp(at), "2024-05-01T10:00:00.500000000Z");
+        let buf = LogBuffer::new(&key());
+        buf.push("echo-abc", "hi".into());
+        let q = query(None, None, None);
+        let m = buf.stream(&q).collect::<Vec<_>>().await;
+        assert_eq!(m[0].name, "echo");
+        assert_eq!(m[0].namespace, "openfaas-fn");
+        assert_eq!(m[0].instance, "echo-abc");
+        assert!(OffsetDateTime::parse(
+            &m[0].timestamp,
+            &time::format_description::well_known::Rfc3339
+        )
+        .is_ok());
+    }
+
+    #[tokio::test]
+    async fn follow_sees_history_then_live_lines() {
+        let buf = LogBuffer::new(&key());
+        buf.push("a", "1".into());
+        let mut q = query(None, None, None);
+        q.follow = true;
+        let mut s = buf.stream(&q);
+        buf.push("a", "2".into());
+        assert_eq!(s.next().await.unwrap().text, "1");
+        assert_eq!(s.next().await.unwrap().text, "2");
+        drop(buf);
+        assert!(s.next().await.is_none());
+    }
+}

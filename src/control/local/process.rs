@@ -1,0 +1,122 @@
+//! Spawning and signalling replica processes, so that none outlives the gateway.
+//!
+//! Owns the OS-level guarantees: every replica is spawned with `kill_on_drop`, stdin null,
+//! stdout and stderr piped, in its own process group (so a stop reaches the watchdog and the
+//! function processes it forked), and on Linux with `PR_SET_PDEATHSIG(SIGKILL)`.
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process.
+//! Runtime threads may come and go (blocking pool), so every spawn happens on one dedicated,
+//! never-exiting spawner thread that enters the caller's runtime to register the child.
+//! This module holds the crate's only `unsafe` blocks for processes: `prctl` in `pre_exec`
+//! and `kill(2)` on a process group, each in one small function with its safety argument.
+
+use std::io;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+struct SpawnRequest {
+    command: Command,
+    runtime: tokio::runtime::Handle,
+    reply: oneshot::Sender<io::Result<Child>>,
+}
+
+static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+
+/// Spawns `command` as a replica process (see the module doc for the settings applied).
+pub async fn spawn(mut command: Command) -> io::Result<Child> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    die_with_parent(&mut command);
+
+    let (reply, rx) = oneshot::channel();
+    let request = SpawnRequest {
+        command,
+        runtime: tokio::runtime::Handle::current(),
+        reply,
+    };
+    spawner()?
+        .lock()
+        .map_err(|_| io::Error::other("spawner mutex poisoned"))?
+        .send(request)
+        .map_err(|_| io::Error::other("spawner thread is gone"))?;
+    rx.await
+        .map_err(|_| io::Error::other("spawner thread dropped the request"))?
+}
+
+fn spawner() -> io::Result<&'static Mutex<mpsc::Sender<SpawnRequest>>> {
+    if let Some(s) = SPAWNER.get() {
+        return Ok(s);
+    }
+    let (tx, rx) = mpsc::channel::<SpawnRequest>();
+    let tx = Mutex::new(tx);
+    // Two racing first callers may both build a thread; the loser's sender is dropped here,
+    // so its thread ends at once without ever having spawned a child.
+    if SPAWNER.set(tx).is_ok() {
+        std::thread::Builder::new()
+            .name("faasgate-spawner".into())
+            .spawn(move || {
+                for mut req in rx {
+                    let _enter = req.runtime.enter();
+                    let _ = req.reply.send(req.command.spawn());
+                }
+            })?;
+    }
+    SPAWNER
+        .get()
+        .ok_or_else(|| io::Error::other("spawner not initialised"))
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec. It only calls `prctl(2)`,
+    // `getppid(2)` and `kill(2)` on itself, which are async-signal-safe, allocate nothing and
+    // touch no state shared with the parent's other threads.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // The gateway may have died between fork and prctl.
+            if libc::getppid() as u32 != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
+
+/// Sends `signal` to the process group `pgid` (a replica and everything it forked).
+/// `ESRCH` (the group is gone) is not an error.
+#[allow(unsafe_code)]
+pub fn signal_group(pgid: u32, signal: libc::c_int) -> io::Result<()> {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return Err(io::Error::other("pid out of range"));
+    };
+    if pgid <= 1 {
+        return Err(io::Error::other("refusing to signal process group <= 1"));
+    }
+    // SAFETY: kill(2) takes plain integers and has no memory-safety preconditions; a negative
+    // pid addresses exactly the process group, and pgid > 1 excludes "every process".
+    let rc = unsafe { libc::kill(-pgid, signal) };
+    if rc == -1 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(());
+        }
+        return Err(err);
+    }
+    Ok(())
+}

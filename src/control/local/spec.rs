@@ -1,0 +1,189 @@
+//! What the local provider reads from a deployment and what it shows back.
+//!
+//! Owns the provider-specific validation (`envProcess` is required: there is no image to take
+//! a default from), the `com.openfaas.scale.min` label, the replica environment
+//! ([`ReplicaSpec`]) and the `FunctionStatus` rendering with the echo rules of the reference
+//! (section 2.16): `envVars` as deployed (null when none), `labels`/`annotations` always
+//! objects, `faas_function=<name>` added, resources verbatim, namespace filled.
+//! Pure functions only.
+
+use std::ffi::OsString;
+
+use crate::api::types::{FunctionDeployment, FunctionStatus, StringMap};
+use crate::control::provider::ProviderError;
+use crate::names::FunctionKey;
+
+pub const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
+pub const LABEL_FUNCTION: &str = "faas_function";
+/// Replicas started on deploy when `com.openfaas.scale.min` is absent.
+pub const DEFAULT_SCALE_MIN: u64 = 1;
+
+/// Everything a replica process of one spec version needs: its extra environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSpec {
+    /// Added to the gateway's own environment, in order (later wins).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// Checks what this provider needs beyond the API's validation.
+pub fn validate(d: &FunctionDeployment) -> Result<(), ProviderError> {
+    if d.env_process.trim().is_empty() {
+        return Err(ProviderError::Invalid(
+            "envProcess is required by the local provider (the command the watchdog runs)".into(),
+        ));
+    }
+    scale_min(d)?;
+    Ok(())
+}
+
+/// `com.openfaas.scale.min`, default 1.
+pub fn scale_min(d: &FunctionDeployment) -> Result<u64, ProviderError> {
+    match d.labels.as_ref().and_then(|l| l.get(LABEL_SCALE_MIN)) {
+        None => Ok(DEFAULT_SCALE_MIN),
+        Some(v) => v.trim().parse::<u64>().map_err(|_| {
+            ProviderError::Invalid(format!(
+                "label {LABEL_SCALE_MIN} must be a non-negative integer, got {v:?}"
+            ))
+        }),
+    }
+}
+
+/// Replicas a cold start asks for: `max(1, scale.min)`.
+pub fn cold_start_replicas(d: &FunctionDeployment) -> u64 {
+    scale_min(d).unwrap_or(DEFAULT_SCALE_MIN).max(1)
+}
+
+/// The environment of the replicas: `envVars`, then the watchdog's own settings.
+pub fn replica_spec(d: &FunctionDeployment) -> ReplicaSpec {
+    let mut env: Vec<(OsString, OsString)> = d
+        .env_vars
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    env.push(("fprocess".into(), d.env_process.as_str().into()));
+    env.push(("port".into(), "0".into()));
+    env.push(("bind_address".into(), "127.0.0.1".into()));
+    ReplicaSpec { env }
+}
+
+/// Live numbers added to the echoed deployment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub desired: u64,
+    pub available: u64,
+    pub invocations: u64,
+}
+
+/// The status of a function: the deployment echoed exactly, plus counts.
+pub fn status(
+    key: &FunctionKey,
+    d: &FunctionDeployment,
+    created_at: &str,
+    counts: Counts,
+) -> FunctionStatus {
+    let mut labels: StringMap = d.labels.clone().unwrap_or_default();
+    labels.insert(LABEL_FUNCTION.into(), key.name().into());
+    FunctionStatus {
+        name: key.name().into(),
+        image: d.image.clone(),
+        namespace: key.namespace().into(),
+        env_process: d.env_process.clone(),
+        env_vars: d.env_vars.clone(),
+        constraints: d.constraints.clone(),
+        secrets: d.secrets.clone(),
+        labels,
+        annotations: d.annotations.clone().unwrap_or_default(),
+        limits: d.limits.clone(),
+        requests: d.requests.clone(),
+        read_only_root_filesystem: d.read_only_root_filesystem,
+        invocation_count: counts.invocations,
+        replicas: counts.desired,
+        available_replicas: counts.available,
+        created_at: Some(created_at.into()),
+        stats: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::FunctionResources;
+
+    fn with_labels(labels: &[(&str, &str)]) -> FunctionDeployment {
+        FunctionDeployment {
+            service: "f".into(),
+            env_process: "cat".into(),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn scale_min_label() {
+        assert_eq!(scale_min(&FunctionDeployment::default()).unwrap(), 1);
+        assert_eq!(scale_min(&with_labels(&[])).unwrap(), 1);
+        assert_eq!(scale_min(&with_labels(&[(LABEL_SCALE_MIN, "3")])).unwrap(), 3);
+        assert_eq!(scale_min(&with_labels(&[(LABEL_SCALE_MIN, "0")])).unwrap(), 0);
+        assert_eq!(cold_start_replicas(&with_labels(&[(LABEL_SCALE_MIN, "0")])), 1);
+        for bad in ["-1", "two", "", "1.5"] {
+            let err = scale_min(&with_labels(&[(LABEL_SCALE_MIN, bad)])).unwrap_err();
+            assert!(
+                matches!(&err, ProviderError::Invalid(m) if m.contains(LABEL_SCALE_MIN)),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_process_is_required() {
+        let mut d = with_labels(&[]);
+        assert!(validate(&d).is_ok());
+        d.env_process = " ".into();
+        assert!(matches!(validate(&d), Err(ProviderError::Invalid(m)) if m.contains("envProcess")));
+    }
+
+    #[test]
+    fn replica_env_adds_watchdog_settings_last() {
+        let mut d = with_labels(&[]);
+        d.env_vars = Some([("A".to_string(), "1".to_string())].into());
+        let env = replica_spec(&d).env;
+        let names: Vec<_> = env.iter().map(|(k, _)| k.to_str().unwrap()).collect();
+        assert_eq!(names, ["A", "fprocess", "port", "bind_address"]);
+        assert_eq!(env[1].1, "cat");
+    }
+
+    #[test]
+    fn status_echoes_the_deployment() {
+        let key = FunctionKey::new("f", "").unwrap();
+        let mut d = with_labels(&[("x", "y")]);
+        d.limits = Some(FunctionResources {
+            memory: "5Mi".into(),
+            cpu: "100m".into(),
+        });
+        let s = status(
+            &key,
+            &d,
+            "2024-05-01T10:00:00Z",
+            Counts {
+                desired: 2,
+                available: 1,
+                invocations: 7,
+            },
+        );
+        assert_eq!(s.namespace, "openfaas-fn");
+        assert!(s.env_vars.is_none());
+        assert_eq!(s.labels.get("x").unwrap(), "y");
+        assert_eq!(s.labels.get(LABEL_FUNCTION).unwrap(), "f");
+        assert!(s.annotations.is_empty());
+        assert_eq!(s.limits.unwrap().memory, "5Mi");
+        assert!(s.requests.is_none());
+        assert_eq!((s.replicas, s.available_replicas, s.invocation_count), (2, 1, 7));
+        assert!(s.stats.is_none());
+    }
+}

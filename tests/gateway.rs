@@ -1,0 +1,481 @@
+//! Integration tests of `faasgate serve` on the local provider: the real binary on port 0
+//! with a temporary data dir, functions run as `faasgate watchdog` child processes.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{descendants, eventually, Gateway};
+
+fn env_fn(name: &str) -> serde_json::Value {
+    json!({
+        "service": name,
+        "image": "docker.io/functions/alpine:latest",
+        "envProcess": "env",
+        "envVars": {"custom_env": "custom_env_value"},
+        "labels": {"canary_build": "true"},
+        "annotations": {"some-json": "{\n  \"a\": 1\n}"},
+        "limits": {"memory": "5Mi", "cpu": "100m"}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_list_status_and_invoke_with_every_verb() {
+    let gw = Gateway::start();
+    let r = gw.deploy(env_fn("env-test")).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    // replicas = desired at once; availableReplicas once healthy.
+    let s = gw.status("env-test").await;
+    assert_eq!(s["replicas"], 1);
+    let s = gw.wait_available("env-test", 1).await;
+    assert_eq!(s["name"], "env-test");
+    assert_eq!(s["namespace"], "openfaas-fn");
+    assert_eq!(s["image"], "docker.io/functions/alpine:latest");
+    assert_eq!(s["envProcess"], "env");
+    assert_eq!(s["envVars"]["custom_env"], "custom_env_value");
+    assert_eq!(s["labels"]["faas_function"], "env-test");
+    assert_eq!(s["labels"]["canary_build"], "true");
+    assert_eq!(s["annotations"]["some-json"], "{\n  \"a\": 1\n}");
+    assert_eq!(s["limits"], json!({"memory": "5Mi", "cpu": "100m"}));
+    assert!(s["requests"].is_null());
+
+    let list = gw.get("/system/functions").await;
+    assert_eq!(list.status, 200);
+    let list = list.json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "env-test");
+
+    for verb in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+        let r = gw.req(verb, "/function/env-test", "").await;
+        assert_eq!(r.status, 200, "{verb}: {}", r.text());
+        assert!(r.text().contains(&format!("Http_Method={verb}")), "{}", r.text());
+        assert!(r.text().contains("custom_env=custom_env_value"));
+        assert!(!r.header("x-call-id").unwrap_or("").is_empty(), "{verb} X-Call-Id");
+        assert!(!r.header("x-start-time").unwrap_or("").is_empty(), "{verb} X-Start-Time");
+    }
+    // Namespace suffix, sub-path and raw query pass through.
+    let r = gw
+        .req("POST", "/function/env-test.openfaas-fn/sub/path?testing=1", "")
+        .await;
+    assert_eq!(r.status, 200);
+    let body = r.text();
+    assert!(body.contains("Http_Query=testing=1"), "{body}");
+    assert!(body.contains("Http_Path=/sub/path"), "{body}");
+    // A client's X-Call-Id is kept.
+    let r = gw
+        .req_h("GET", "/function/env-test", &[("X-Call-Id", "my-call")], "")
+        .await;
+    assert!(r.text().contains("Http_X_Call_Id=my-call"), "{}", r.text());
+
+    // The invocations are counted in status and metrics.
+    let s = gw.status("env-test").await;
+    assert!(s["invocationCount"].as_u64().unwrap() >= 7, "{s}");
+    assert!(s["stats"]["p50"].as_f64().unwrap() > 0.0, "{s}");
+    let m = gw.get("/metrics").await.text();
+    assert!(
+        m.contains(r#"gateway_function_invocation_total{code="200",function_name="env-test.openfaas-fn"}"#),
+        "{m}"
+    );
+    assert!(m.contains("gateway_functions_seconds_bucket"));
+    assert!(m.contains(r#"gateway_service_count{function_name="env-test.openfaas-fn"} 1"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_function_hashes_the_body() {
+    let gw = Gateway::start();
+    let r = gw
+        .deploy(json!({"service": "stronghash", "image": "x", "envProcess": "sha512sum"}))
+        .await;
+    assert_eq!(r.status, 202);
+    let r = gw.req("POST", "/function/stronghash", "hello").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("9b71d224bd62f378"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_up_down_to_zero_and_back_on_invoke() {
+    let gw = Gateway::start();
+    let mut f = env_fn("scaler");
+    f["labels"] = json!({"com.openfaas.scale.min": "2"});
+    assert_eq!(gw.deploy(f).await.status, 202);
+    assert_eq!(gw.status("scaler").await["replicas"], 2);
+    gw.wait_available("scaler", 2).await;
+
+    let scale = |n: u64| json!({"serviceName": "scaler", "replicas": n});
+    let r = gw.post_json("/system/scale-function/scaler", scale(3)).await;
+    assert!(r.status == 200 || r.status == 202, "{}", r.text());
+    assert_eq!(gw.status("scaler").await["replicas"], 3);
+    gw.wait_available("scaler", 3).await;
+
+    assert_eq!(gw.post_json("/system/scale-function/scaler", scale(1)).await.status, 202);
+    assert_eq!(gw.status("scaler").await["replicas"], 1);
+    gw.wait_available("scaler", 1).await;
+
+    assert_eq!(gw.post_json("/system/scale-function/scaler", scale(0)).await.status, 202);
+    assert_eq!(gw.status("scaler").await["replicas"], 0);
+    gw.wait_available("scaler", 0).await;
+    // Scaled to zero, the function is still listed.
+    assert_eq!(gw.get("/system/functions").await.json()[0]["name"], "scaler");
+
+    // An invoke at zero is held, scales the function up (to max(1, min) = 2) and succeeds.
+    let r = gw.req("GET", "/function/scaler", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("Http_Method=GET"));
+    assert_eq!(gw.status("scaler").await["replicas"], 2);
+
+    // Unknown function: 404 on status, scale and invoke.
+    assert_eq!(gw.get("/system/function/nope").await.status, 404);
+    let r = gw
+        .post_json("/system/scale-function/nope", json!({"replicas": 1}))
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(gw.req("POST", "/function/nope", "").await.status, 404);
+    assert_eq!(gw.req("POST", "/function/.openfaas-fn", "").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_concurrent_requests_at_a_cold_function_all_succeed() {
+    let gw = Gateway::start();
+    assert_eq!(gw.deploy(env_fn("cold")).await.status, 202);
+    gw.wait_available("cold", 1).await;
+    let r = gw
+        .post_json("/system/scale-function/cold", json!({"replicas": 0}))
+        .await;
+    assert_eq!(r.status, 202);
+    gw.wait_available("cold", 0).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let addr = gw.addr;
+        tasks.push(tokio::spawn(async move {
+            support::request(addr, "GET", "/function/cold", &[], Default::default())
+                .await
+                .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    // Exactly one scale-up happened: to max(1, min) = 1.
+    assert_eq!(gw.status("cold").await["replicas"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_under_load_fails_no_request() {
+    let gw = Gateway::start();
+    let mut f = env_fn("roller");
+    f["labels"] = json!({"com.openfaas.scale.min": "2"});
+    assert_eq!(gw.deploy(f.clone()).await.status, 202);
+    gw.wait_available("roller", 2).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (addr, stop) = (gw.addr, stop.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = support::request(addr, "POST", "/function/roller", &[], "x".into()).await;
+                if r.status == 200 {
+                    ok += 1
+                } else {
+                    failed.push((r.status, r.text()))
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f["envVars"] = json!({"custom_env": "v2"});
+    let r = gw
+        .req_h(
+            "PUT",
+            "/system/functions",
+            &[("content-type", "application/json")],
+            serde_json::to_vec(&f).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    // The new spec reads back at once and the count is kept.
+    let s = gw.status("roller").await;
+    assert_eq!(s["envVars"]["custom_env"], "v2");
+    assert_eq!(s["replicas"], 2);
+    // Wait until every answer comes from the new replicas.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut all_new = true;
+        for _ in 0..6 {
+            let r = gw.req("GET", "/function/roller", "").await;
+            all_new &= r.text().contains("custom_env=v2");
+        }
+        if all_new {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "roll did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        let (ok, failed) = w.await.unwrap();
+        assert!(failed.is_empty(), "failed during the roll: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 10, "too little load to prove anything: {total}");
+    gw.wait_available("roller", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_replica_is_replaced_while_requests_succeed() {
+    let gw = Gateway::start();
+    let mut f = env_fn("crashy");
+    f["labels"] = json!({"com.openfaas.scale.min": "2"});
+    assert_eq!(gw.deploy(f).await.status, 202);
+    gw.wait_available("crashy", 2).await;
+    let before = descendants(gw.pid());
+    assert!(before.len() >= 2, "{before:?}");
+    // Kill one watchdog (a direct child of the gateway).
+    let victim = *before
+        .iter()
+        .find(|p| support::descendants(gw.pid()).contains(p) && is_child_of(**p, gw.pid()))
+        .expect("a watchdog child");
+    support::signal(victim, libc::SIGKILL);
+    for i in 0..40 {
+        let r = gw.req("GET", "/function/crashy", "").await;
+        assert_eq!(r.status, 200, "request {i} after the kill: {}", r.text());
+    }
+    eventually(Duration::from_secs(60), "a replacement replica", || {
+        !support::alive(victim)
+    })
+    .await;
+    gw.wait_available("crashy", 2).await;
+    let r = gw.req("GET", "/function/crashy", "").await;
+    assert_eq!(r.status, 200);
+}
+
+fn is_child_of(pid: u32, parent: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|x| x.1.split_whitespace().nth(1).map(|p| p == parent.to_string()))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_stops_the_function() {
+    let gw = Gateway::start();
+    assert_eq!(gw.deploy(env_fn("gone")).await.status, 202);
+    gw.wait_available("gone", 1).await;
+    let del = |name: &str| {
+        serde_json::to_vec(&json!({"functionName": name})).unwrap()
+    };
+    let r = gw
+        .req_h("DELETE", "/system/functions", &[("content-type", "application/json")], del("gone"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(gw.get("/system/function/gone").await.status, 404);
+    assert_eq!(gw.req("GET", "/function/gone", "").await.status, 404);
+    let r = gw
+        .req_h("DELETE", "/system/functions", &[("content-type", "application/json")], del("gone"))
+        .await;
+    assert_eq!(r.status, 404);
+    eventually(Duration::from_secs(30), "replica processes gone", || {
+        descendants(gw.pid()).is_empty()
+    })
+    .await;
+    let r = gw
+        .req_h("DELETE", "/system/functions", &[], "")
+        .await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_restores_functions_and_shutdown_leaves_no_child() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start_in(tmp.path(), &["--no-auth"], &[]);
+    assert_eq!(gw.deploy(env_fn("one")).await.status, 202);
+    let mut two = env_fn("two");
+    two["namespace"] = json!("team");
+    assert_eq!(gw.deploy(two).await.status, 202);
+    let r = gw
+        .post_json("/system/scale-function/one", json!({"replicas": 2}))
+        .await;
+    assert_eq!(r.status, 202);
+    gw.wait_available("one", 2).await;
+    gw.wait_available("two.team", 1).await;
+    let children = descendants(gw.pid());
+    assert!(children.len() >= 3, "{children:?}");
+    assert_eq!(gw.stop(), Some(0));
+    for pid in &children {
+        assert!(!support::alive(*pid), "child {pid} outlived the gateway");
+    }
+
+    let gw = Gateway::start_in(tmp.path(), &["--no-auth"], &[]);
+    assert_eq!(gw.status("one").await["replicas"], 2);
+    gw.wait_available("one", 2).await;
+    gw.wait_available("two.team", 1).await;
+    let ns = gw.get("/system/namespaces").await.json();
+    assert_eq!(ns, json!(["openfaas-fn", "team"]));
+    let r = gw.req("GET", "/function/two.team", "").await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_routes_need_basic_auth() {
+    let gw = Gateway::start_with(
+        &[],
+        &[("FAASGATE_BASIC_AUTH_PASSWORD", "s3cret-pass")],
+    );
+    let r = gw.get("/system/functions").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"Restricted\""));
+    let r = gw.get("/ui/").await;
+    assert_eq!(r.status, 401);
+    // admin:wrong, then admin:s3cret-pass
+    let r = gw
+        .req_h("GET", "/system/functions", &[("authorization", "Basic YWRtaW46d3Jvbmc=")], "")
+        .await;
+    assert_eq!(r.status, 401);
+    let r = gw
+        .req_h(
+            "GET",
+            "/system/functions",
+            &[("authorization", "Basic YWRtaW46czNjcmV0LXBhc3M=")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.get("/healthz").await.status, 200);
+    assert_eq!(gw.get("/metrics").await.status, 200);
+    assert_eq!(gw.req("GET", "/function/none", "").await.status, 404);
+    // The password never reaches the log.
+    assert!(!gw.log.lock().unwrap().join("\n").contains("s3cret-pass"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_password_is_written_0600_and_not_logged() {
+    use std::os::unix::fs::PermissionsExt;
+    let gw = Gateway::start_with(&[], &[]);
+    let file = gw.data_dir.join("secrets/basic-auth-password");
+    let meta = std::fs::metadata(&file).expect("password file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let password = std::fs::read_to_string(&file).unwrap();
+    assert!(password.trim().len() >= 32);
+    let log = gw.log.lock().unwrap().join("\n");
+    assert!(!log.contains(password.trim()));
+    assert!(log.contains("basic-auth-password"), "the log names the file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_and_changes_nothing() {
+    let gw = Gateway::start_with(&["--no-auth", "--max-body-bytes", "2000"], &[]);
+    assert_eq!(gw.deploy(env_fn("keep")).await.status, 202);
+    let before = gw.status("keep").await;
+
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("bad name", serde_json::to_vec(&json!({"service": "a b", "envProcess": "env"})).unwrap(), 400, "must match"),
+        ("long name", serde_json::to_vec(&json!({"service": "x".repeat(64), "envProcess": "env"})).unwrap(), 400, "longer than 63"),
+        ("no service", serde_json::to_vec(&json!({"image": "x", "envProcess": "env"})).unwrap(), 400, "service is required"),
+        ("no envProcess", serde_json::to_vec(&json!({"service": "keep"})).unwrap(), 400, "envProcess"),
+        ("malformed JSON", b"{\"service\": ".to_vec(), 400, "invalid JSON"),
+        ("bad namespace", serde_json::to_vec(&json!({"service": "keep", "namespace": "a.b", "envProcess": "env"})).unwrap(), 400, "namespace"),
+        ("too large", serde_json::to_vec(&json!({"service": "keep", "envProcess": "env", "envVars": {"big": "x".repeat(5000)}})).unwrap(), 413, "larger than"),
+    ];
+    for (what, body, status, msg) in cases {
+        for method in ["POST", "PUT"] {
+            let r = gw
+                .req_h(method, "/system/functions", &[("content-type", "application/json")], body.clone())
+                .await;
+            assert_eq!(r.status, status, "{what} ({method}): {}", r.text());
+            assert!(r.text().contains(msg), "{what}: {:?} lacks {msg:?}", r.text());
+        }
+    }
+    let r = gw.get("/system/functions?namespace=nope").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = gw
+        .post_json("/system/scale-function/keep", json!({"serviceName": "keep"}))
+        .await;
+    assert_eq!(r.status, 400, "scale without replicas");
+    let r = gw
+        .req_h("PUT", "/system/functions", &[("content-type", "application/json")],
+            serde_json::to_vec(&json!({"service": "missing", "envProcess": "env"})).unwrap())
+        .await;
+    assert_eq!(r.status, 404, "PUT of a missing function");
+
+    let mut after = gw.status("keep").await;
+    let mut before = before;
+    for v in [&mut before, &mut after] {
+        v.as_object_mut().unwrap().remove("availableReplicas");
+        v.as_object_mut().unwrap().remove("stats");
+    }
+    assert_eq!(before, after, "bad input changed the deployed function");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_info_namespaces_logs_and_form_deploys() {
+    let gw = Gateway::start();
+    let r = gw.get("/").await;
+    assert_eq!(r.status, 307);
+    assert_eq!(r.header("location"), Some("/ui/"));
+    assert_eq!(gw.get("/ui/").await.status, 200);
+    assert_eq!(gw.get("/nowhere").await.status, 404);
+    assert_eq!(gw.get("/system/scale-function/x").await.status, 405);
+    assert_eq!(gw.req("PATCH", "/system/functions", "").await.status, 405);
+    assert_eq!(gw.req("POST", "/healthz", "").await.status, 405);
+
+    let info = gw.get("/system/info").await.json();
+    assert_eq!(info["provider"]["provider"], "faasgate");
+    assert_eq!(info["provider"]["orchestration"], "local");
+    assert!(!info["provider"]["version"]["release"].as_str().unwrap().is_empty());
+    assert!(!info["provider"]["version"]["sha"].as_str().unwrap().is_empty());
+    assert!(!info["version"]["sha"].as_str().unwrap().is_empty());
+    assert_eq!(gw.get("/system/namespaces").await.json(), json!(["openfaas-fn"]));
+
+    // Form-encoded deploy, as the Airflow hook sends it.
+    let r = gw
+        .req_h(
+            "POST",
+            "/system/functions",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "service=test-logger&image=functions%2Falpine%3Alatest&envProcess=cat",
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gw.wait_available("test-logger", 1).await;
+    let r = gw.req("POST", "/function/test-logger", "openfaas-fn").await;
+    assert_eq!(r.text(), "openfaas-fn");
+
+    // Logs: NDJSON, ends without follow, carries the watchdog's lines.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = gw
+            .get("/system/logs?name=test-logger&namespace=openfaas-fn&follow=false")
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+        let lines: Vec<serde_json::Value> = r
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+            .collect();
+        assert!(lines.iter().all(|l| l["name"] == "test-logger"));
+        let texts: Vec<&str> = lines.iter().filter_map(|l| l["text"].as_str()).collect();
+        if texts.iter().any(|t| t.contains("Forking fprocess"))
+            && texts.iter().any(|t| t.contains("Wrote 11 Bytes"))
+        {
+            let tail = gw
+                .get("/system/logs?name=test-logger&tail=1&follow=false")
+                .await
+                .text();
+            assert_eq!(tail.lines().count(), 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "log lines missing: {texts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gw.get("/system/logs").await.status, 422);
+    assert_eq!(gw.get("/system/logs?name=test-logger&tail=x").await.status, 422);
+}
