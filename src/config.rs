@@ -183,8 +183,8 @@ mod tests {
 
     #[test]
     fn timeouts_from_env() {
-        let t = Timeouts::from_env(|k| (k == env::UPSTREAM_TIMEOUT).then(|| "5s".to_string()))
-            .unwrap();
+        let t =
+            Timeouts::from_env(|k| (k == env::UPSTREAM_TIMEOUT).then(|| "5s".to_string())).unwrap();
         assert_eq!(t.upstream, Duration::from_secs(5));
         assert_eq!(t.read, Duration::from_secs(60));
     }

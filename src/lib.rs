@@ -30,7 +30,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod dataplane;
-
+pub mod gateway;
 pub mod metrics;
 pub mod names;
 pub mod stack;

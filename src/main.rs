@@ -104,6 +104,7 @@ fn init_tracing() {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -111,8 +112,7 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let _ = (listener, shutdown_signal());
-    anyhow::bail!("assembling");
+    faasgate::gateway::run(config, listener, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -50,14 +50,28 @@ async fn deploy_list_status_and_invoke_with_every_verb() {
     for verb in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
         let r = gw.req(verb, "/function/env-test", "").await;
         assert_eq!(r.status, 200, "{verb}: {}", r.text());
-        assert!(r.text().contains(&format!("Http_Method={verb}")), "{}", r.text());
+        assert!(
+            r.text().contains(&format!("Http_Method={verb}")),
+            "{}",
+            r.text()
+        );
         assert!(r.text().contains("custom_env=custom_env_value"));
-        assert!(!r.header("x-call-id").unwrap_or("").is_empty(), "{verb} X-Call-Id");
-        assert!(!r.header("x-start-time").unwrap_or("").is_empty(), "{verb} X-Start-Time");
+        assert!(
+            !r.header("x-call-id").unwrap_or("").is_empty(),
+            "{verb} X-Call-Id"
+        );
+        assert!(
+            !r.header("x-start-time").unwrap_or("").is_empty(),
+            "{verb} X-Start-Time"
+        );
     }
     // Namespace suffix, sub-path and raw query pass through.
     let r = gw
-        .req("POST", "/function/env-test.openfaas-fn/sub/path?testing=1", "")
+        .req(
+            "POST",
+            "/function/env-test.openfaas-fn/sub/path?testing=1",
+            "",
+        )
         .await;
     assert_eq!(r.status, 200);
     let body = r.text();
@@ -75,7 +89,9 @@ async fn deploy_list_status_and_invoke_with_every_verb() {
     assert!(s["stats"]["p50"].as_f64().unwrap() > 0.0, "{s}");
     let m = gw.get("/metrics").await.text();
     assert!(
-        m.contains(r#"gateway_function_invocation_total{code="200",function_name="env-test.openfaas-fn"}"#),
+        m.contains(
+            r#"gateway_function_invocation_total{code="200",function_name="env-test.openfaas-fn"}"#
+        ),
         "{m}"
     );
     assert!(m.contains("gateway_functions_seconds_bucket"));
@@ -104,20 +120,35 @@ async fn scale_up_down_to_zero_and_back_on_invoke() {
     gw.wait_available("scaler", 2).await;
 
     let scale = |n: u64| json!({"serviceName": "scaler", "replicas": n});
-    let r = gw.post_json("/system/scale-function/scaler", scale(3)).await;
+    let r = gw
+        .post_json("/system/scale-function/scaler", scale(3))
+        .await;
     assert!(r.status == 200 || r.status == 202, "{}", r.text());
     assert_eq!(gw.status("scaler").await["replicas"], 3);
     gw.wait_available("scaler", 3).await;
 
-    assert_eq!(gw.post_json("/system/scale-function/scaler", scale(1)).await.status, 202);
+    assert_eq!(
+        gw.post_json("/system/scale-function/scaler", scale(1))
+            .await
+            .status,
+        202
+    );
     assert_eq!(gw.status("scaler").await["replicas"], 1);
     gw.wait_available("scaler", 1).await;
 
-    assert_eq!(gw.post_json("/system/scale-function/scaler", scale(0)).await.status, 202);
+    assert_eq!(
+        gw.post_json("/system/scale-function/scaler", scale(0))
+            .await
+            .status,
+        202
+    );
     assert_eq!(gw.status("scaler").await["replicas"], 0);
     gw.wait_available("scaler", 0).await;
     // Scaled to zero, the function is still listed.
-    assert_eq!(gw.get("/system/functions").await.json()[0]["name"], "scaler");
+    assert_eq!(
+        gw.get("/system/functions").await.json()[0]["name"],
+        "scaler"
+    );
 
     // An invoke at zero is held, scales the function up (to max(1, min) = 2) and succeeds.
     let r = gw.req("GET", "/function/scaler", "").await;
@@ -132,7 +163,10 @@ async fn scale_up_down_to_zero_and_back_on_invoke() {
         .await;
     assert_eq!(r.status, 404);
     assert_eq!(gw.req("POST", "/function/nope", "").await.status, 404);
-    assert_eq!(gw.req("POST", "/function/.openfaas-fn", "").await.status, 404);
+    assert_eq!(
+        gw.req("POST", "/function/.openfaas-fn", "").await.status,
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,8 +292,11 @@ fn is_child_of(pid: u32, parent: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|x| x.1.split_whitespace().nth(1).map(|p| p == parent.to_string()))
+            s.rsplit_once(')').and_then(|x| {
+                x.1.split_whitespace()
+                    .nth(1)
+                    .map(|p| p == parent.to_string())
+            })
         })
         .unwrap_or(false)
 }
@@ -269,26 +306,32 @@ async fn delete_stops_the_function() {
     let gw = Gateway::start();
     assert_eq!(gw.deploy(env_fn("gone")).await.status, 202);
     gw.wait_available("gone", 1).await;
-    let del = |name: &str| {
-        serde_json::to_vec(&json!({"functionName": name})).unwrap()
-    };
+    let del = |name: &str| serde_json::to_vec(&json!({"functionName": name})).unwrap();
     let r = gw
-        .req_h("DELETE", "/system/functions", &[("content-type", "application/json")], del("gone"))
+        .req_h(
+            "DELETE",
+            "/system/functions",
+            &[("content-type", "application/json")],
+            del("gone"),
+        )
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(gw.get("/system/function/gone").await.status, 404);
     assert_eq!(gw.req("GET", "/function/gone", "").await.status, 404);
     let r = gw
-        .req_h("DELETE", "/system/functions", &[("content-type", "application/json")], del("gone"))
+        .req_h(
+            "DELETE",
+            "/system/functions",
+            &[("content-type", "application/json")],
+            del("gone"),
+        )
         .await;
     assert_eq!(r.status, 404);
     eventually(Duration::from_secs(30), "replica processes gone", || {
         descendants(gw.pid()).is_empty()
     })
     .await;
-    let r = gw
-        .req_h("DELETE", "/system/functions", &[], "")
-        .await;
+    let r = gw.req_h("DELETE", "/system/functions", &[], "").await;
     assert_eq!(r.status, 400);
 }
 
@@ -325,18 +368,23 @@ async fn restart_restores_functions_and_shutdown_leaves_no_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_routes_need_basic_auth() {
-    let gw = Gateway::start_with(
-        &[],
-        &[("FAASGATE_BASIC_AUTH_PASSWORD", "s3cret-pass")],
-    );
+    let gw = Gateway::start_with(&[], &[("FAASGATE_BASIC_AUTH_PASSWORD", "s3cret-pass")]);
     let r = gw.get("/system/functions").await;
     assert_eq!(r.status, 401);
-    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"Restricted\""));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"Restricted\"")
+    );
     let r = gw.get("/ui/").await;
     assert_eq!(r.status, 401);
     // admin:wrong, then admin:s3cret-pass
     let r = gw
-        .req_h("GET", "/system/functions", &[("authorization", "Basic YWRtaW46d3Jvbmc=")], "")
+        .req_h(
+            "GET",
+            "/system/functions",
+            &[("authorization", "Basic YWRtaW46d3Jvbmc=")],
+            "",
+        )
         .await;
     assert_eq!(r.status, 401);
     let r = gw
@@ -366,7 +414,10 @@ async fn generated_password_is_written_0600_and_not_logged() {
     assert!(password.trim().len() >= 32);
     let log = gw.log.lock().unwrap().join("\n");
     assert!(!log.contains(password.trim()));
-    assert!(log.contains("basic-auth-password"), "the log names the file");
+    assert!(
+        log.contains("basic-auth-password"),
+        "the log names the file"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,21 +438,37 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     for (what, body, status, msg) in cases {
         for method in ["POST", "PUT"] {
             let r = gw
-                .req_h(method, "/system/functions", &[("content-type", "application/json")], body.clone())
+                .req_h(
+                    method,
+                    "/system/functions",
+                    &[("content-type", "application/json")],
+                    body.clone(),
+                )
                 .await;
             assert_eq!(r.status, status, "{what} ({method}): {}", r.text());
-            assert!(r.text().contains(msg), "{what}: {:?} lacks {msg:?}", r.text());
+            assert!(
+                r.text().contains(msg),
+                "{what}: {:?} lacks {msg:?}",
+                r.text()
+            );
         }
     }
     let r = gw.get("/system/functions?namespace=nope").await;
     assert_eq!(r.status, 404, "{}", r.text());
     let r = gw
-        .post_json("/system/scale-function/keep", json!({"serviceName": "keep"}))
+        .post_json(
+            "/system/scale-function/keep",
+            json!({"serviceName": "keep"}),
+        )
         .await;
     assert_eq!(r.status, 400, "scale without replicas");
     let r = gw
-        .req_h("PUT", "/system/functions", &[("content-type", "application/json")],
-            serde_json::to_vec(&json!({"service": "missing", "envProcess": "env"})).unwrap())
+        .req_h(
+            "PUT",
+            "/system/functions",
+            &[("content-type", "application/json")],
+            serde_json::to_vec(&json!({"service": "missing", "envProcess": "env"})).unwrap(),
+        )
         .await;
     assert_eq!(r.status, 404, "PUT of a missing function");
 
@@ -429,10 +496,19 @@ async fn routes_info_namespaces_logs_and_form_deploys() {
     let info = gw.get("/system/info").await.json();
     assert_eq!(info["provider"]["provider"], "faasgate");
     assert_eq!(info["provider"]["orchestration"], "local");
-    assert!(!info["provider"]["version"]["release"].as_str().unwrap().is_empty());
-    assert!(!info["provider"]["version"]["sha"].as_str().unwrap().is_empty());
+    assert!(!info["provider"]["version"]["release"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+    assert!(!info["provider"]["version"]["sha"]
+        .as_str()
+        .unwrap()
+        .is_empty());
     assert!(!info["version"]["sha"].as_str().unwrap().is_empty());
-    assert_eq!(gw.get("/system/namespaces").await.json(), json!(["openfaas-fn"]));
+    assert_eq!(
+        gw.get("/system/namespaces").await.json(),
+        json!(["openfaas-fn"])
+    );
 
     // Form-encoded deploy, as the Airflow hook sends it.
     let r = gw
@@ -473,9 +549,15 @@ async fn routes_info_namespaces_logs_and_form_deploys() {
             assert_eq!(tail.lines().count(), 1);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "log lines missing: {texts:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log lines missing: {texts:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(gw.get("/system/logs").await.status, 422);
-    assert_eq!(gw.get("/system/logs?name=test-logger&tail=x").await.status, 422);
+    assert_eq!(
+        gw.get("/system/logs?name=test-logger&tail=x").await.status,
+        422
+    );
 }

@@ -29,7 +29,10 @@ struct Query {
     follow: Option<String>,
 }
 
-pub async fn logs(gw: &Gateway, req: &Request<Incoming>) -> Result<Response<GatewayBody>, ApiError> {
+pub async fn logs(
+    gw: &Gateway,
+    req: &Request<Incoming>,
+) -> Result<Response<GatewayBody>, ApiError> {
     let q: Query = serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
         .map_err(|e| ApiError::Unprocessable(format!("invalid query: {e}")))?;
     if q.name.is_empty() {

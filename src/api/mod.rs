@@ -1,2 +1,209 @@
-//! The OpenFaaS HTTP API (being assembled).
+//! The OpenFaaS HTTP API on one listener: routing, auth, and one file per resource.
+//!
+//! Routes (reference section 2): `ANY /function/{name}[.{ns}][/{path}]` (open, the hot path,
+//! matched first), `/system/*` and `/ui/` (basic auth), `/healthz` and `/metrics` (open),
+//! `/` (307 to `/ui/`). Unknown paths answer 404, known paths with a wrong method 405.
+
+pub mod error;
+pub mod functions;
+pub mod logs;
+pub mod server;
+pub mod system;
 pub mod types;
+pub mod ui;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use crate::auth::{self, Credentials};
+use crate::control::Provider;
+use crate::dataplane::body::GatewayBody;
+use crate::dataplane::forward::{Forwarder, Peer};
+use crate::dataplane::Routes;
+use crate::metrics::exposition::Exposition;
+use crate::names::KeyRef;
+use error::{empty, text, ApiError};
+
+const FUNCTION_PREFIX: &str = "/function/";
+
+/// Everything a request may need; shared by all connections.
+pub struct Gateway {
+    pub routes: Arc<Routes>,
+    pub forwarder: Forwarder,
+    pub provider: Arc<dyn Provider>,
+    pub auth: Option<Credentials>,
+    pub exposition: Exposition,
+    pub max_body_bytes: usize,
+}
+
+/// The `?namespace=` query of /system routes.
+#[derive(Debug, Default, Deserialize)]
+pub struct NamespaceQuery {
+    #[serde(default)]
+    pub namespace: String,
+}
+
+impl Gateway {
+    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<GatewayBody> {
+        let path = req.uri().path();
+        if let Some(rest) = path.strip_prefix(FUNCTION_PREFIX) {
+            let segment = rest.split('/').next().unwrap_or("");
+            let rest_start = FUNCTION_PREFIX.len() + segment.len();
+            return match self.routes.get(KeyRef::parse_segment(segment, "")) {
+                Some(handle) => self.forwarder.forward(handle, req, rest_start, peer).await,
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    format!("error finding function {segment}: not found"),
+                ),
+            };
+        }
+        match self.route(req).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<GatewayBody>, ApiError> {
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        match path.as_str() {
+            "/healthz" => {
+                only(&method, &[Method::GET, Method::HEAD]).map(|_| text(StatusCode::OK, "OK"))
+            }
+            "/metrics" => only(&method, &[Method::GET]).map(|_| self.metrics()),
+            "/" => only(&method, &[Method::GET, Method::HEAD]).map(|_| {
+                let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
+                r.headers_mut()
+                    .insert(header::LOCATION, HeaderValue::from_static("/ui/"));
+                r
+            }),
+            p if p == "/ui" || p.starts_with("/ui/") => {
+                if let Some(denied) = self.authorize(&req) {
+                    return Ok(denied);
+                }
+                ui::serve(&method, p)
+            }
+            p if p.starts_with("/system/") => {
+                if let Some(denied) = self.authorize(&req) {
+                    return Ok(denied);
+                }
+                self.system(req, &p["/system/".len()..]).await
+            }
+            _ => Ok(text(StatusCode::NOT_FOUND, "404 page not found")),
+        }
+    }
+
+    async fn system(
+        &self,
+        req: Request<Incoming>,
+        sub: &str,
+    ) -> Result<Response<GatewayBody>, ApiError> {
+        let method = req.method().clone();
+        let (resource, name) = match sub.split_once('/') {
+            Some((r, n)) => (r, Some(n)),
+            None => (sub, None),
+        };
+        match (resource, name) {
+            ("functions", None) => match method {
+                Method::GET => functions::list(self, &req).await,
+                Method::POST => functions::deploy(self, req, false).await,
+                Method::PUT => functions::deploy(self, req, true).await,
+                Method::DELETE => functions::delete(self, req).await,
+                _ => Err(ApiError::MethodNotAllowed),
+            },
+            ("function", Some(name)) => {
+                only(&method, &[Method::GET])?;
+                functions::status(self, &req, name).await
+            }
+            ("scale-function", Some(name)) => {
+                only(&method, &[Method::POST])?;
+                functions::scale(self, req, name).await
+            }
+            ("namespaces", None) => {
+                only(&method, &[Method::GET])?;
+                system::namespaces(self).await
+            }
+            ("info", None) => {
+                only(&method, &[Method::GET])?;
+                Ok(system::info(self))
+            }
+            ("logs", None) => {
+                only(&method, &[Method::GET])?;
+                logs::logs(self, &req).await
+            }
+            ("secrets", None) | ("namespace", _) | ("alert", None) | ("telemetry", None) => {
+                Err(ApiError::NotImplemented)
+            }
+            _ => Ok(text(StatusCode::NOT_FOUND, "404 page not found")),
+        }
+    }
+
+    /// None when the request may proceed; else the 401 response.
+    fn authorize<B>(&self, req: &Request<B>) -> Option<Response<GatewayBody>> {
+        let creds = self.auth.as_ref()?;
+        if creds.check(req.headers().get(header::AUTHORIZATION)) {
+            return None;
+        }
+        let mut resp = text(StatusCode::UNAUTHORIZED, auth::UNAUTHORIZED_BODY);
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(auth::WWW_AUTHENTICATE),
+        );
+        Some(resp)
+    }
+
+    fn metrics(&self) -> Response<GatewayBody> {
+        let mut resp = text(StatusCode::OK, self.exposition.render());
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::exposition::CONTENT_TYPE),
+        );
+        resp
+    }
+
+    /// Reads a whole /system request body, bounded by `max_body_bytes` (413 beyond).
+    pub async fn read_body(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(http::request::Parts, Bytes), ApiError> {
+        let limit = self.max_body_bytes;
+        let (parts, body) = req.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::TooLarge { limit });
+        }
+        match Limited::new(body, limit).collect().await {
+            Ok(c) => Ok((parts, c.to_bytes())),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(ApiError::TooLarge { limit })
+            }
+            Err(e) => Err(ApiError::BadRequest(format!("reading request body: {e}"))),
+        }
+    }
+}
+
+/// Parses the `?namespace=` query (other parameters are ignored).
+pub fn namespace_query<B>(req: &Request<B>) -> Result<NamespaceQuery, ApiError> {
+    match req.uri().query() {
+        None => Ok(NamespaceQuery::default()),
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}"))),
+    }
+}
+
+fn only(method: &Method, allowed: &[Method]) -> Result<(), ApiError> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed)
+    }
+}

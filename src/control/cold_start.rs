@@ -40,7 +40,11 @@ async fn scale_from_zero(provider: &dyn Provider, handle: &FunctionHandle) {
         let target = state.cold_start_replicas.max(1);
         match provider.scale(handle.key(), target).await {
             Ok(()) => {
-                tracing::info!(function = handle.label(), replicas = target, "scaled from zero");
+                tracing::info!(
+                    function = handle.label(),
+                    replicas = target,
+                    "scaled from zero"
+                );
                 return;
             }
             Err(ProviderError::NotFound(_)) => return,

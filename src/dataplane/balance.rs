@@ -77,7 +77,12 @@ mod tests {
 
     fn replicas(n: usize) -> Vec<Arc<Replica>> {
         (0..n)
-            .map(|i| Replica::new(format!("r{i}"), SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16))))
+            .map(|i| {
+                Replica::new(
+                    format!("r{i}"),
+                    SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                )
+            })
             .collect()
     }
 

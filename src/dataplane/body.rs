@@ -14,9 +14,9 @@ use futures_util::stream::BoxStream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::dataplane::forward::Invocation;
 use crate::dataplane::pool::Sender;
 use crate::dataplane::replica::PendingGuard;
-use crate::dataplane::forward::Invocation;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -87,7 +87,12 @@ impl Body for GatewayBody {
 // === impl ProxiedBody ===
 
 impl ProxiedBody {
-    pub fn new(inner: Incoming, sender: Sender, pending: PendingGuard, invocation: Invocation) -> Self {
+    pub fn new(
+        inner: Incoming,
+        sender: Sender,
+        pending: PendingGuard,
+        invocation: Invocation,
+    ) -> Self {
         let mut body = Self {
             inner,
             sender: Some(sender),

@@ -210,7 +210,9 @@ mod tests {
         assert!(routes
             .get(KeyRef::parse_segment("echo.openfaas-fn", ""))
             .is_some());
-        assert!(routes.get(KeyRef::parse_segment("echo.other", "")).is_none());
+        assert!(routes
+            .get(KeyRef::parse_segment("echo.other", ""))
+            .is_none());
         assert!(routes.remove(&k).is_some());
         assert!(routes.get(k.as_ref()).is_none());
     }

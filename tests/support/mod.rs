@@ -180,7 +180,11 @@ impl Gateway {
                     panic!("timed out waiting for {name}: {what}; last status {v}");
                 }
             } else if Instant::now() > deadline {
-                panic!("timed out waiting for {name}: {what}; last {} {}", r.status, r.text());
+                panic!(
+                    "timed out waiting for {name}: {what}; last {} {}",
+                    r.status,
+                    r.text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

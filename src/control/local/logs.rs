@@ -161,7 +161,11 @@ mod tests {
         FunctionKey::new("echo", "").unwrap()
     }
 
-    fn query(tail: Option<usize>, since: Option<OffsetDateTime>, instance: Option<&str>) -> LogQuery {
+    fn query(
+        tail: Option<usize>,
+        since: Option<OffsetDateTime>,
+        instance: Option<&str>,
+    ) -> LogQuery {
         LogQuery {
             function: key(),
             instance: instance.map(str::to_string),
@@ -183,7 +187,10 @@ mod tests {
         }
         assert_eq!(texts(&buf, &query(None, None, None)).await, ["2", "3", "4"]);
         assert_eq!(texts(&buf, &query(Some(2), None, None)).await, ["3", "4"]);
-        assert_eq!(texts(&buf, &query(Some(10), None, None)).await, ["2", "3", "4"]);
+        assert_eq!(
+            texts(&buf, &query(Some(10), None, None)).await,
+            ["2", "3", "4"]
+        );
         assert!(texts(&buf, &query(Some(0), None, None)).await.is_empty());
     }
 
@@ -195,9 +202,18 @@ mod tests {
         buf.push_at(t0 + Duration::from_secs(10), "b", "new-b".into());
         buf.push_at(t0 + Duration::from_secs(20), "a", "new-a".into());
         let since = Some(t0 + Duration::from_secs(5));
-        assert_eq!(texts(&buf, &query(None, since, None)).await, ["new-b", "new-a"]);
-        assert_eq!(texts(&buf, &query(None, None, Some("a"))).await, ["old", "new-a"]);
-        assert_eq!(texts(&buf, &query(Some(1), since, Some("b"))).await, ["new-b"]);
+        assert_eq!(
+            texts(&buf, &query(None, since, None)).await,
+            ["new-b", "new-a"]
+        );
+        assert_eq!(
+            texts(&buf, &query(None, None, Some("a"))).await,
+            ["old", "new-a"]
+        );
+        assert_eq!(
+            texts(&buf, &query(Some(1), since, Some("b"))).await,
+            ["new-b"]
+        );
     }
 
     #[tokio::test]

@@ -1,1 +1,366 @@
-//! The local provider (pending).
+//! The embedded `local` provider: functions run as `faasgate watchdog` child processes.
+//!
+//! Owns the function records of this machine (persisted by [`store`]) and, per function, one
+//! supervisor task ([`supervisor`]) that owns its replica processes ([`instance`]), probes
+//! their health ([`health`]) and publishes the ready ones to the data plane's
+//! [`Routes`]. Replica output goes to an in-memory log per function ([`logs`]).
+//!
+//! Invariants:
+//! - A control operation answers without waiting for processes: deploy and scale publish the
+//!   desired count at once, update persists the new spec and starts a rolling replace in the
+//!   background; status shows the new values immediately.
+//! - Operations on one function are serialised by its `ops` mutex (tokio, held across the
+//!   persist); the function table and records sit behind `std` mutexes held for a few
+//!   instructions (or one small file write), never across `.await`.
+//! - A record is persisted before the change it describes is applied, so a restart brings
+//!   back every accepted function with its replica count.
+//! - [`Provider::shutdown`] returns only once every process it started has been reaped; the
+//!   [`process`] module makes sure none outlives the gateway even when it is killed.
+
+mod health;
+mod instance;
+mod logs;
+mod process;
+mod spec;
+mod store;
+mod supervisor;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::format_description::well_known::Rfc3339;
+use tokio::task::JoinHandle;
+
+pub use self::logs::{LogBuffer, HISTORY_LINES};
+pub use self::spec::{DEFAULT_SCALE_MIN, LABEL_SCALE_MIN};
+pub use self::store::{StoreError, StoredFunction};
+
+use self::spec::Counts;
+use self::store::Store;
+use self::supervisor::{spawn_supervisor, Shared, StopMode, SupervisorConfig};
+use crate::api::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
+use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
+use crate::dataplane::Routes;
+use crate::names::{FunctionKey, DEFAULT_NAMESPACE};
+
+/// How the local provider runs functions.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Function records live under `<data_dir>/functions`.
+    pub data_dir: PathBuf,
+    /// Program and arguments of the watchdog, e.g. `[current_exe, "watchdog"]`.
+    pub watchdog_command: Vec<OsString>,
+    /// Bound on waiting for a stopped replica's in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+/// The embedded provider; see the module doc.
+pub struct LocalProvider {
+    routes: Arc<Routes>,
+    store: Store,
+    cfg: Arc<SupervisorConfig>,
+    functions: Mutex<BTreeMap<FunctionKey, Arc<Function>>>,
+}
+
+/// One live replica process, for diagnostics and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// Instance name as shown in logs (`<name>-<random>`).
+    pub id: String,
+    /// Process id (also its process group id).
+    pub pid: u32,
+}
+
+struct Function {
+    shared: Arc<Shared>,
+    record: Mutex<Arc<StoredFunction>>,
+    /// Serialises update, scale and delete of this function.
+    ops: tokio::sync::Mutex<()>,
+    deleted: AtomicBool,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+// === impl LocalProvider ===
+
+impl LocalProvider {
+    /// Opens the data dir and starts every persisted function with its persisted replica count.
+    pub async fn start(
+        opts: LocalOptions,
+        routes: Arc<Routes>,
+    ) -> Result<Arc<LocalProvider>, ProviderError> {
+        if opts.watchdog_command.is_empty() {
+            return Err(ProviderError::Backend(
+                "local provider: the watchdog command is empty".into(),
+            ));
+        }
+        let store = Store::open(&opts.data_dir).map_err(backend)?;
+        let records = store.load_all().map_err(backend)?;
+        let provider = Arc::new(LocalProvider {
+            routes,
+            store,
+            cfg: Arc::new(SupervisorConfig {
+                watchdog_command: opts.watchdog_command.into(),
+                drain_timeout: opts.drain_timeout,
+            }),
+            functions: Mutex::new(BTreeMap::new()),
+        });
+        {
+            let mut functions = provider.lock_functions();
+            for (key, record) in records {
+                tracing::info!(function = %key, replicas = record.replicas, "restoring function");
+                let f = provider.launch(key.clone(), record);
+                functions.insert(key, f);
+            }
+        }
+        Ok(provider)
+    }
+
+    /// Live processes of a function (starting, serving or draining), sorted by instance id;
+    /// `None` when the function does not exist.
+    pub fn instances(&self, key: &FunctionKey) -> Option<Vec<InstanceInfo>> {
+        let f = self.lock_functions().get(key).cloned()?;
+        Some(
+            f.shared
+                .pids()
+                .into_iter()
+                .map(|(id, pid)| InstanceInfo { id, pid })
+                .collect(),
+        )
+    }
+
+    fn lock_functions(&self) -> std::sync::MutexGuard<'_, BTreeMap<FunctionKey, Arc<Function>>> {
+        self.functions
+            .lock()
+            .expect("function table mutex poisoned")
+    }
+
+    fn get(&self, key: &FunctionKey) -> Result<Arc<Function>, ProviderError> {
+        self.lock_functions()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ProviderError::NotFound(key.clone()))
+    }
+
+    /// Publishes the function to the route table and starts its supervisor.
+    fn launch(&self, key: FunctionKey, record: StoredFunction) -> Arc<Function> {
+        let handle = self.routes.upsert(&key);
+        let shared = Shared::new(
+            key,
+            handle,
+            record.replicas,
+            spec::cold_start_replicas(&record.deployment),
+            spec::replica_spec(&record.deployment),
+        );
+        let task = spawn_supervisor(shared.clone(), self.cfg.clone());
+        Arc::new(Function {
+            shared,
+            record: Mutex::new(Arc::new(record)),
+            ops: tokio::sync::Mutex::new(()),
+            deleted: AtomicBool::new(false),
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    fn status_of(&self, f: &Function) -> FunctionStatus {
+        let record = f.record();
+        let handle = &f.shared.handle;
+        spec::status(
+            &f.shared.key,
+            &record.deployment,
+            &record.created_at,
+            Counts {
+                desired: f.shared.desired(),
+                available: f.shared.available(),
+                invocations: handle.metrics.codes.total(),
+            },
+        )
+    }
+}
+
+impl Drop for LocalProvider {
+    /// Without [`Provider::shutdown`], still stops every process (in the background).
+    fn drop(&mut self) {
+        if let Ok(functions) = self.functions.lock() {
+            for f in functions.values() {
+                f.shared.stop(StopMode::Now);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    async fn deploy(&self, deployment: FunctionDeployment) -> Result<(), ProviderError> {
+        spec::validate(&deployment)?;
+        let key = key_of(&deployment)?;
+        let replicas = spec::scale_min(&deployment)?;
+        let created_at = time::OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .map_err(|e| ProviderError::Backend(format!("format createdAt: {e}")))?;
+        let record = StoredFunction {
+            deployment,
+            replicas,
+            created_at,
+        };
+        let mut functions = self.lock_functions();
+        if functions.contains_key(&key) {
+            return Err(ProviderError::AlreadyExists(key));
+        }
+        self.store.save(&key, &record).map_err(backend)?;
+        let f = self.launch(key.clone(), record);
+        functions.insert(key, f);
+        Ok(())
+    }
+
+    async fn update(&self, deployment: FunctionDeployment) -> Result<(), ProviderError> {
+        let key = key_of(&deployment)?;
+        let f = self.get(&key)?;
+        spec::validate(&deployment)?;
+        let _ops = f.ops.lock().await;
+        if f.deleted.load(Ordering::Acquire) {
+            return Err(ProviderError::NotFound(key));
+        }
+        let current = f.record();
+        let replica_spec = spec::replica_spec(&deployment);
+        let cold_start = spec::cold_start_replicas(&deployment);
+        let record = StoredFunction {
+            deployment,
+            replicas: f.shared.desired(),
+            created_at: current.created_at.clone(),
+        };
+        self.store.save(&key, &record).map_err(backend)?;
+        f.set_record(record);
+        f.shared.set_spec(replica_spec, cold_start);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &FunctionKey) -> Result<(), ProviderError> {
+        let f = self.get(key)?;
+        let task = {
+            let _ops = f.ops.lock().await;
+            if f.deleted.swap(true, Ordering::AcqRel) {
+                return Err(ProviderError::NotFound(key.clone()));
+            }
+            if let Err(e) = self.store.remove(key) {
+                f.deleted.store(false, Ordering::Release);
+                return Err(backend(e));
+            }
+            {
+                let mut functions = self.lock_functions();
+                if functions.get(key).is_some_and(|g| Arc::ptr_eq(g, &f)) {
+                    functions.remove(key);
+                }
+                self.routes.remove(key);
+            }
+            f.shared.stop(StopMode::Drain);
+            f.take_task()
+        };
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
+    async fn scale(&self, key: &FunctionKey, replicas: u64) -> Result<(), ProviderError> {
+        let f = self.get(key)?;
+        let _ops = f.ops.lock().await;
+        if f.deleted.load(Ordering::Acquire) {
+            return Err(ProviderError::NotFound(key.clone()));
+        }
+        let mut record = StoredFunction::clone(&f.record());
+        record.replicas = replicas;
+        self.store.save(key, &record).map_err(backend)?;
+        f.set_record(record);
+        f.shared.set_desired(replicas);
+        Ok(())
+    }
+
+    async fn list(&self, namespace: &str) -> Result<Vec<FunctionStatus>, ProviderError> {
+        let functions: Vec<Arc<Function>> = self
+            .lock_functions()
+            .iter()
+            .filter(|(k, _)| k.namespace() == namespace)
+            .map(|(_, f)| f.clone())
+            .collect();
+        let mut out: Vec<FunctionStatus> = functions.iter().map(|f| self.status_of(f)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn status(&self, key: &FunctionKey) -> Result<FunctionStatus, ProviderError> {
+        let f = self.get(key)?;
+        Ok(self.status_of(&f))
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, ProviderError> {
+        let mut set: BTreeSet<String> = self
+            .lock_functions()
+            .keys()
+            .map(|k| k.namespace().to_string())
+            .collect();
+        set.insert(DEFAULT_NAMESPACE.to_string());
+        Ok(set.into_iter().collect())
+    }
+
+    async fn logs(&self, query: LogQuery) -> Result<LogStream, ProviderError> {
+        let f = self.get(&query.function)?;
+        Ok(f.shared.logs.stream(&query))
+    }
+
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            provider: "faasgate".into(),
+            orchestration: "local".into(),
+            version: VersionInfo {
+                commit_message: String::new(),
+                sha: crate::SHA.into(),
+                release: crate::RELEASE.into(),
+            },
+        }
+    }
+
+    async fn shutdown(&self) {
+        let functions: Vec<Arc<Function>> = self.lock_functions().values().cloned().collect();
+        let mut tasks = Vec::new();
+        for f in &functions {
+            f.shared.stop(StopMode::Now);
+            if let Some(task) = f.take_task() {
+                tasks.push(task);
+            }
+        }
+        for result in futures_util::future::join_all(tasks).await {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "function supervisor failed during shutdown");
+            }
+        }
+    }
+}
+
+// === impl Function ===
+
+impl Function {
+    fn record(&self) -> Arc<StoredFunction> {
+        self.record.lock().expect("record mutex poisoned").clone()
+    }
+
+    fn set_record(&self, record: StoredFunction) {
+        *self.record.lock().expect("record mutex poisoned") = Arc::new(record);
+    }
+
+    fn take_task(&self) -> Option<JoinHandle<()>> {
+        self.task.lock().expect("task mutex poisoned").take()
+    }
+}
+
+fn key_of(d: &FunctionDeployment) -> Result<FunctionKey, ProviderError> {
+    FunctionKey::new(&d.service, &d.namespace).map_err(|e| ProviderError::Invalid(e.to_string()))
+}
+
+fn backend(e: StoreError) -> ProviderError {
+    ProviderError::Backend(e.to_string())
+}

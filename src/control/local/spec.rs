@@ -67,6 +67,29 @@ pub fn replica_spec(d: &FunctionDeployment) -> ReplicaSpec {
     ReplicaSpec { env }
 }
 
+/// Settings that differ per replica. In `mode=http` the function process listens on a port
+/// of its own: each replica gets a free loopback port in `PORT`, and `upstream_url` pointing
+/// at it unless the function set one (a fixed `upstream_url` allows one replica per machine).
+pub fn instance_env(env: &[(OsString, OsString)]) -> std::io::Result<Vec<(OsString, OsString)>> {
+    let get = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v);
+    if get("mode").map(|m| m != "http").unwrap_or(true) {
+        return Ok(Vec::new());
+    }
+    // The kernel hands out ephemeral ports round-robin, so the port just released is not
+    // reused before the function binds it in practice.
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port();
+    let mut out = vec![(OsString::from("PORT"), OsString::from(port.to_string()))];
+    if get("upstream_url").is_none() && get("http_upstream_url").is_none() {
+        out.push((
+            "upstream_url".into(),
+            format!("http://127.0.0.1:{port}").into(),
+        ));
+    }
+    Ok(out)
+}
+
 /// Live numbers added to the echoed deployment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counts {
@@ -128,9 +151,18 @@ mod tests {
     fn scale_min_label() {
         assert_eq!(scale_min(&FunctionDeployment::default()).unwrap(), 1);
         assert_eq!(scale_min(&with_labels(&[])).unwrap(), 1);
-        assert_eq!(scale_min(&with_labels(&[(LABEL_SCALE_MIN, "3")])).unwrap(), 3);
-        assert_eq!(scale_min(&with_labels(&[(LABEL_SCALE_MIN, "0")])).unwrap(), 0);
-        assert_eq!(cold_start_replicas(&with_labels(&[(LABEL_SCALE_MIN, "0")])), 1);
+        assert_eq!(
+            scale_min(&with_labels(&[(LABEL_SCALE_MIN, "3")])).unwrap(),
+            3
+        );
+        assert_eq!(
+            scale_min(&with_labels(&[(LABEL_SCALE_MIN, "0")])).unwrap(),
+            0
+        );
+        assert_eq!(
+            cold_start_replicas(&with_labels(&[(LABEL_SCALE_MIN, "0")])),
+            1
+        );
         for bad in ["-1", "two", "", "1.5"] {
             let err = scale_min(&with_labels(&[(LABEL_SCALE_MIN, bad)])).unwrap_err();
             assert!(
@@ -146,6 +178,32 @@ mod tests {
         assert!(validate(&d).is_ok());
         d.env_process = " ".into();
         assert!(matches!(validate(&d), Err(ProviderError::Invalid(m)) if m.contains("envProcess")));
+    }
+
+    #[test]
+    fn http_mode_replicas_get_their_own_port() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(OsString, OsString)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect()
+        };
+        assert!(instance_env(&env(&[("fprocess", "cat")]))
+            .unwrap()
+            .is_empty());
+        let a = instance_env(&env(&[("mode", "http")])).unwrap();
+        assert_eq!(a[0].0, "PORT");
+        assert_eq!(a[1].0, "upstream_url");
+        assert!(a[1]
+            .1
+            .to_string_lossy()
+            .ends_with(&*a[0].1.to_string_lossy()));
+        let fixed = instance_env(&env(&[
+            ("mode", "http"),
+            ("upstream_url", "http://127.0.0.1:5000"),
+        ]))
+        .unwrap();
+        assert_eq!(fixed.len(), 1);
     }
 
     #[test]
@@ -183,7 +241,10 @@ mod tests {
         assert!(s.annotations.is_empty());
         assert_eq!(s.limits.unwrap().memory, "5Mi");
         assert!(s.requests.is_none());
-        assert_eq!((s.replicas, s.available_replicas, s.invocation_count), (2, 1, 7));
+        assert_eq!(
+            (s.replicas, s.available_replicas, s.invocation_count),
+            (2, 1, 7)
+        );
         assert!(s.stats.is_none());
     }
 }

@@ -205,7 +205,10 @@ mod tests {
 
         let reopened = Store::open(dir.path()).unwrap();
         let all = reopened.load_all().unwrap();
-        assert_eq!(all, vec![(a.clone(), record("a.b", 3)), (b.clone(), record("b", 0))]);
+        assert_eq!(
+            all,
+            vec![(a.clone(), record("a.b", 3)), (b.clone(), record("b", 0))]
+        );
 
         reopened.remove(&a).unwrap();
         reopened.remove(&a).unwrap();

@@ -6,7 +6,7 @@
 
 use std::ffi::OsString;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -87,7 +87,15 @@ pub async fn run(
         }
     };
 
-    let result = serve(&config, listener, routes, provider.clone(), credentials, shutdown).await;
+    let result = serve(
+        &config,
+        listener,
+        routes,
+        provider.clone(),
+        credentials,
+        shutdown,
+    )
+    .await;
     tracing::info!("stopping functions");
     provider.shutdown().await;
     result
@@ -136,15 +144,15 @@ async fn serve(
 
 /// Deploys a stack file's functions: new ones are deployed, changed ones updated, unchanged
 /// ones (e.g. restored from the data dir after a restart) left alone.
-pub async fn apply_stack(provider: &dyn Provider, path: &PathBuf) -> Result<(), GatewayError> {
+pub async fn apply_stack(provider: &dyn Provider, path: &Path) -> Result<(), GatewayError> {
     let specs = crate::stack::load_stack_file(path).map_err(|source| GatewayError::Stack {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     })?;
     for mut spec in specs {
         let key = FunctionKey::new(&spec.service, &spec.namespace).map_err(|e| {
             GatewayError::StackDeploy {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 function: spec.service.clone(),
                 source: ProviderError::Invalid(e.to_string()),
             }
@@ -157,7 +165,7 @@ pub async fn apply_stack(provider: &dyn Provider, path: &PathBuf) -> Result<(), 
             Err(e) => Err(e),
         };
         result.map_err(|source| GatewayError::StackDeploy {
-            path: path.clone(),
+            path: path.to_path_buf(),
             function: key.to_string(),
             source,
         })?;

@@ -1,0 +1,321 @@
+//! One replica process, from spawn to reaping: the task that owns its `Child`.
+//!
+//! Owns the process of one instance (`<name>-<random>`): spawns the watchdog with the replica
+//! environment, forwards every stdout/stderr line to the function's logs, learns the address
+//! from the first stderr line starting with [`LISTENING_PREFIX`] (bounded by
+//! [`LISTEN_TIMEOUT`]), then probes `/_/health` (every 50 ms until the first 200, then every
+//! second) and reports each change to its supervisor as an [`Event`].
+//!
+//! Invariants: the task always reaps its child before it ends (stop: SIGTERM to the process
+//! group, SIGKILL after [`TERM_GRACE`]; crash: SIGKILL to what the replica left in its group),
+//! and its pid is listed in the registry exactly while the process may be alive. It ends with
+//! [`EventKind::Exited`] unless it was asked to stop. A dropped stop sender counts as a stop,
+//! so a supervisor that goes away takes its processes with it.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::health;
+use super::logs::LogBuffer;
+use super::process;
+use super::spec::{self, ReplicaSpec};
+use crate::watchdog::LISTENING_PREFIX;
+
+/// How long a new process may take to print its address.
+pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stopped process may take to exit after SIGTERM before SIGKILL.
+pub const TERM_GRACE: Duration = Duration::from_secs(5);
+/// Probe period until the first healthy answer.
+pub const PROBE_FAST: Duration = Duration::from_millis(50);
+/// Probe period once the replica has been healthy.
+pub const PROBE_STEADY: Duration = Duration::from_secs(1);
+/// Consecutive failed probes that take a healthy replica out of rotation (one lost probe
+/// under load should not empty a function).
+pub const UNHEALTHY_AFTER: u32 = 2;
+
+/// Live processes of one function: instance id -> pid.
+pub type Pids = Arc<Mutex<BTreeMap<Arc<str>, u32>>>;
+
+/// What an instance reports to its supervisor.
+#[derive(Debug)]
+pub struct Event {
+    pub id: Arc<str>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug)]
+pub enum EventKind {
+    /// The process printed its address.
+    Listening(SocketAddr),
+    /// `/_/health` answered 200 (first time, or again after `Unhealthy`).
+    Healthy,
+    /// Probes failed [`UNHEALTHY_AFTER`] times in a row.
+    Unhealthy,
+    /// The process is gone (crash, failed start, no address in time); it has been reaped.
+    Exited(String),
+}
+
+/// What every instance of one function shares.
+#[derive(Clone)]
+pub struct InstanceContext {
+    pub command: Arc<[OsString]>,
+    pub logs: Arc<LogBuffer>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub pids: Pids,
+}
+
+/// A running instance task: send on `stop` (or drop it) to stop the process.
+pub struct InstanceHandle {
+    pub stop: oneshot::Sender<()>,
+    pub task: JoinHandle<()>,
+}
+
+// === impl InstanceContext ===
+
+impl InstanceContext {
+    /// Starts one instance of `spec` named `id`.
+    pub fn spawn_instance(&self, id: Arc<str>, spec: Arc<ReplicaSpec>) -> InstanceHandle {
+        let (stop, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(self.clone().run(id, spec, stop_rx));
+        InstanceHandle { stop, task }
+    }
+
+    async fn run(self, id: Arc<str>, spec: Arc<ReplicaSpec>, mut stop: oneshot::Receiver<()>) {
+        let Some((program, args)) = self.command.split_first() else {
+            self.exited(&id, "no watchdog command configured".into());
+            return;
+        };
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)));
+        match spec::instance_env(&spec.env) {
+            Ok(extra) => {
+                command.envs(extra);
+            }
+            Err(e) => {
+                self.exited(&id, format!("allocating a port: {e}"));
+                return;
+            }
+        }
+        let mut child = match process::spawn(command).await {
+            Ok(child) => child,
+            Err(e) => {
+                self.exited(&id, format!("spawn {}: {e}", program.to_string_lossy()));
+                return;
+            }
+        };
+        let Some(pid) = child.id() else {
+            let status = child.wait().await;
+            self.exited(&id, format!("exited at once: {status:?}"));
+            return;
+        };
+        self.pids
+            .lock()
+            .expect("pid registry mutex poisoned")
+            .insert(id.clone(), pid);
+
+        let (addr_tx, addr_rx) = oneshot::channel();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward_lines(out, self.logs.clone(), id.clone(), None));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward_lines(
+                err,
+                self.logs.clone(),
+                id.clone(),
+                Some(addr_tx),
+            ));
+        }
+
+        let outcome = self.supervise(&id, &mut child, &mut stop, addr_rx).await;
+        match outcome {
+            Outcome::Stop => terminate(&mut child, pid).await,
+            Outcome::Kill(reason) => {
+                terminate(&mut child, pid).await;
+                self.forget(&id);
+                self.exited(&id, reason);
+                return;
+            }
+            Outcome::Exited(status) => {
+                // Whatever the replica forked may still run in its group.
+                let _ = process::signal_group(pid, libc::SIGKILL);
+                self.forget(&id);
+                self.exited(&id, status);
+                return;
+            }
+        }
+        self.forget(&id);
+    }
+
+    async fn supervise(
+        &self,
+        id: &Arc<str>,
+        child: &mut Child,
+        stop: &mut oneshot::Receiver<()>,
+        addr_rx: oneshot::Receiver<SocketAddr>,
+    ) -> Outcome {
+        let addr = tokio::select! {
+            biased;
+            _ = &mut *stop => return Outcome::Stop,
+            status = child.wait() => return Outcome::Exited(describe(status)),
+            addr = tokio::time::timeout(LISTEN_TIMEOUT, addr_rx) => match addr {
+                Ok(Ok(addr)) => addr,
+                Ok(Err(_)) => return Outcome::Kill("stderr closed before the address was printed".into()),
+                Err(_) => return Outcome::Kill(format!("no address printed within {LISTEN_TIMEOUT:?}")),
+            },
+        };
+        self.send(id, EventKind::Listening(addr));
+
+        let mut healthy = false;
+        let mut ever_healthy = false;
+        let mut failures = 0u32;
+        loop {
+            let period = if ever_healthy {
+                PROBE_STEADY
+            } else {
+                PROBE_FAST
+            };
+            let probe = async {
+                tokio::time::sleep(period).await;
+                health::probe(addr).await
+            };
+            tokio::select! {
+                biased;
+                _ = &mut *stop => return Outcome::Stop,
+                status = child.wait() => return Outcome::Exited(describe(status)),
+                ok = probe => {
+                    if ok {
+                        failures = 0;
+                        ever_healthy = true;
+                        if !healthy {
+                            healthy = true;
+                            self.send(id, EventKind::Healthy);
+                        }
+                    } else if healthy {
+                        failures += 1;
+                        if failures >= UNHEALTHY_AFTER {
+                            healthy = false;
+                            self.send(id, EventKind::Unhealthy);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&self, id: &Arc<str>, kind: EventKind) {
+        // The supervisor is gone only when it stops: nothing to tell then.
+        let _ = self.events.send(Event {
+            id: id.clone(),
+            kind,
+        });
+    }
+
+    fn exited(&self, id: &Arc<str>, reason: String) {
+        tracing::warn!(instance = %id, %reason, "replica exited");
+        self.send(id, EventKind::Exited(reason));
+    }
+
+    fn forget(&self, id: &Arc<str>) {
+        self.pids
+            .lock()
+            .expect("pid registry mutex poisoned")
+            .remove(id);
+    }
+}
+
+enum Outcome {
+    /// Asked to stop: terminate gracefully, report nothing.
+    Stop,
+    /// Unusable (no address): terminate and report.
+    Kill(String),
+    /// Exited on its own: already reaped.
+    Exited(String),
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => format!("process exited: {s}"),
+        Err(e) => format!("waiting for process: {e}"),
+    }
+}
+
+/// SIGTERM to the group, SIGKILL after [`TERM_GRACE`], reap, then SIGKILL to any straggler
+/// left in the group.
+async fn terminate(child: &mut Child, pgid: u32) {
+    if let Err(e) = process::signal_group(pgid, libc::SIGTERM) {
+        tracing::debug!(pgid, error = %e, "SIGTERM failed");
+    }
+    if tokio::time::timeout(TERM_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = process::signal_group(pgid, libc::SIGKILL);
+        let _ = child.wait().await;
+    }
+    let _ = process::signal_group(pgid, libc::SIGKILL);
+}
+
+/// Sends each line of `pipe` to `logs`; on stderr, also the first address line to `addr`.
+async fn forward_lines<R: AsyncRead + Unpin>(
+    pipe: R,
+    logs: Arc<LogBuffer>,
+    id: Arc<str>,
+    mut addr: Option<oneshot::Sender<SocketAddr>>,
+) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+        let line = String::from_utf8_lossy(&buf).into_owned();
+        if addr.is_some() {
+            if let Some(parsed) = parse_listening(&line) {
+                if let Some(tx) = addr.take() {
+                    let _ = tx.send(parsed);
+                }
+            }
+        }
+        logs.push(&id, line);
+    }
+}
+
+/// The address in a `LISTENING_PREFIX ip:port` line.
+pub fn parse_listening(line: &str) -> Option<SocketAddr> {
+    line.strip_prefix(LISTENING_PREFIX)?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_listening_line() {
+        let line = format!("{LISTENING_PREFIX}127.0.0.1:4321");
+        assert_eq!(
+            parse_listening(&line),
+            Some("127.0.0.1:4321".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listening(&format!("{line} \r")),
+            Some("127.0.0.1:4321".parse().unwrap())
+        );
+        assert_eq!(parse_listening("listening on 127.0.0.1:1"), None);
+        assert_eq!(parse_listening(&format!("{LISTENING_PREFIX}nope")), None);
+    }
+}
