@@ -169,7 +169,7 @@ pub async fn apply_stack(provider: &dyn Provider, path: &Path) -> Result<(), Gat
             function: key.to_string(),
             source,
         })?;
-        tracing::info!(function = %key, stack = %path.display(), "stack function ready to serve");
+        tracing::info!(function = %key, stack = %path.display(), "stack function deployed");
     }
     Ok(())
 }
