@@ -35,6 +35,9 @@ async fn scale_from_zero(provider: &dyn Provider, handle: &FunctionHandle) {
     for attempt in 1..=MAX_TRIES {
         let state = handle.state_full();
         if state.desired > 0 || handle.is_removed() {
+            // Claimed from a stale snapshot, or scaled up meanwhile: nothing to do; the next
+            // cold period may claim again.
+            handle.release_cold_start();
             return;
         }
         let target = state.cold_start_replicas.max(1);

@@ -156,10 +156,12 @@ impl FunctionHandle {
     /// Replaces the function's state in one store and wakes held requests (they re-check the
     /// new state). Called by providers only.
     pub fn publish(&self, state: FunctionState) {
-        let scaled_up = state.desired > 0;
-        self.state.store(Arc::new(state));
-        if scaled_up {
-            // A new cold start may be requested once the function is up again.
+        let desired = state.desired;
+        let previous = self.state.swap(Arc::new(state));
+        if desired > 0 || previous.desired > 0 {
+            // Up (or going down from up): the next cold period starts unclaimed. Clearing on
+            // the way down too drops a claim a request made from a stale snapshot while the
+            // function was up, which would otherwise block every later scale from zero.
             self.cold_start_requested.store(false, Ordering::Release);
         }
         self.ready.notify_waiters();
@@ -224,5 +226,20 @@ mod tests {
         assert!(!h.claim_cold_start());
         h.publish_desired(1, 1);
         assert!(h.claim_cold_start());
+    }
+
+    /// A request that read `desired == 0` just before a scale-up claims the cold start; the
+    /// cold-start task then finds the function up and does nothing. When the function is
+    /// later scaled to zero, the next held request must be able to claim again.
+    #[test]
+    fn stale_claim_does_not_outlive_a_scale_to_zero() {
+        let h = FunctionHandle::new(FunctionKey::new("f", "").unwrap());
+        h.publish_desired(1, 1);
+        assert!(h.claim_cold_start(), "stale request claims while up");
+        h.publish_desired(0, 1); // scaled to zero
+        assert!(h.claim_cold_start());
+        // While cold, republishing (replica set changes) keeps the claim.
+        h.publish_desired(0, 1);
+        assert!(!h.claim_cold_start());
     }
 }
