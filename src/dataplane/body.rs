@@ -27,6 +27,13 @@ pub enum GatewayBody {
     Stream(BoxStream<'static, Result<Bytes, BoxError>>),
 }
 
+/// The body sent to a replica: the client's, streamed, or none. A bodiless request can be
+/// sent again (to another replica, after a 429) because nothing of it was consumed.
+pub enum UpstreamBody {
+    Client(Incoming),
+    Empty,
+}
+
 /// An upstream response body with the resources to release when it ends.
 pub struct ProxiedBody {
     inner: Incoming,
@@ -80,6 +87,52 @@ impl Body for GatewayBody {
             GatewayBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |b| b.len() as u64)),
             GatewayBody::Proxied(p) => p.inner.size_hint(),
             GatewayBody::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+// === impl UpstreamBody ===
+
+impl UpstreamBody {
+    /// The client's body; `Empty` when it has none (GET, `Content-Length: 0`).
+    pub fn from_client(body: Incoming) -> Self {
+        if body.is_end_stream() {
+            UpstreamBody::Empty
+        } else {
+            UpstreamBody::Client(body)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, UpstreamBody::Empty)
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Client(b) => b.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Client(b) => b.size_hint(),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
         }
     }
 }

@@ -4,8 +4,12 @@
 //! - method, sub-path, raw query, headers and status are preserved; redirects pass through;
 //!   hop-by-hop headers are removed both ways; `X-Call-Id` (kept if sent), `X-Start-Time`
 //!   (unix nanoseconds), `X-Forwarded-For` and `X-Forwarded-Host` are added.
-//! - A request is retried on another replica only when it was never sent: connect failure, or
-//!   a pooled connection that hyper hands the request back from (`TrySendError`).
+//! - A request is retried on another replica only when it was never sent: connect failure, a
+//!   pooled connection that hyper hands the request back from (`TrySendError`), or a replica
+//!   that is draining (see `replica`). One more case: a bodiless request answered 429 (the
+//!   watchdog's `max_inflight`: the call was refused, not run) goes to another replica when
+//!   one is in rotation and not throttled itself; else the 429 reaches the client.
+//!   Only then is the request's head cloned (functions with one replica never pay for it).
 //! - Errors map to statuses in one place, [`ForwardError::status`]: no ready replica within
 //!   the hold timeout 503, hold queue full 429, upstream failure 502, upstream timeout 504.
 //! - No lock is taken; allocations per request are the upstream URI and the header values
@@ -25,9 +29,10 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::dataplane::balance;
-use crate::dataplane::body::{GatewayBody, ProxiedBody};
+use crate::dataplane::body::{GatewayBody, ProxiedBody, UpstreamBody};
 use crate::dataplane::clock;
-use crate::dataplane::replica::DOWN_MS;
+use crate::dataplane::pool::Sender;
+use crate::dataplane::replica::{PendingGuard, Replica, DOWN_MS};
 use crate::dataplane::table::FunctionHandle;
 
 pub const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
@@ -35,8 +40,9 @@ pub const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Headers that apply to one hop only (RFC 9110 section 7.6.1, and Go's list).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that apply to one hop only (RFC 9110 section 7.6.1, and Go's list). hyper
+/// frames each hop itself (`Transfer-Encoding`), so it is removed too.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
@@ -44,6 +50,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
     header::TE,
     header::TRAILER,
+    header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
 
@@ -173,12 +180,10 @@ impl Forwarder {
             Ok(()) => {}
             Err(e) => return error_response(invocation, e, call_id, generated, start_time),
         }
+        let req = req.map(UpstreamBody::from_client);
         match self.send(&invocation.handle, req).await {
             Ok((resp, sender, pending)) => {
                 let (mut parts, body) = resp.into_parts();
-                if parts.status == StatusCode::TOO_MANY_REQUESTS {
-                    pending.replica().throttle();
-                }
                 invocation.code = parts.status.as_u16();
                 strip_hop_by_hop(&mut parts.headers);
                 if generated {
@@ -195,17 +200,11 @@ impl Forwarder {
     async fn send(
         &self,
         handle: &Arc<FunctionHandle>,
-        mut req: Request<Incoming>,
-    ) -> Result<
-        (
-            Response<Incoming>,
-            crate::dataplane::pool::Sender,
-            crate::dataplane::replica::PendingGuard,
-        ),
-        ForwardError,
-    > {
+        mut req: Request<UpstreamBody>,
+    ) -> Result<(Response<Incoming>, Sender, PendingGuard), ForwardError> {
         // A request is re-sent only when it never left: a refused connection (the replica is
-        // marked down and skipped) or a pooled connection that hands the request back.
+        // marked down and skipped), a pooled connection that hands the request back, a
+        // replica found draining, or a bodiless request refused with 429 (see the module doc).
         let mut attempts = 0usize;
         loop {
             attempts += 1;
@@ -216,6 +215,7 @@ impl Forwarder {
             }
             let state = handle.state();
             let picked = balance::pick(&state.replicas, clock::now_ms()).cloned();
+            let several = state.replicas.len() > 1;
             let Some(replica) = picked else {
                 drop(state);
                 // No replica, or every replica refused us: wait for the provider's next set.
@@ -224,6 +224,10 @@ impl Forwarder {
             };
             drop(state);
             let pending = replica.start();
+            if replica.is_draining() {
+                // Its provider is stopping it and published a set without it: pick again.
+                continue;
+            }
             let mut checkout = match replica.pool().checkout().await {
                 Ok(c) => c,
                 Err(_) => {
@@ -231,6 +235,7 @@ impl Forwarder {
                     continue;
                 }
             };
+            let replay = (several && req.body().is_empty()).then(|| replay_of(&req));
             let sent = tokio::time::timeout(
                 self.config.upstream_timeout,
                 checkout.sender.try_send_request(req),
@@ -238,14 +243,26 @@ impl Forwarder {
             .await;
             match sent {
                 Err(_) => return Err(ForwardError::Timeout(self.config.upstream_timeout)),
-                Ok(Ok(resp)) => return Ok((resp, checkout.sender, pending)),
+                Ok(Ok(resp)) => {
+                    if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+                        replica.throttle();
+                        if let Some(again) = replay {
+                            if has_other_open(handle, &replica) {
+                                // The refusal's connection is dropped with its unread body.
+                                req = again;
+                                continue;
+                            }
+                        }
+                    }
+                    return Ok((resp, checkout.sender, pending));
+                }
                 Ok(Err(mut e)) => match e.take_message() {
                     Some(unsent) => {
                         req = unsent;
                         continue;
                     }
                     None => {
-                        let _: TrySendError<Request<Incoming>> = e;
+                        let _: TrySendError<Request<UpstreamBody>> = e;
                         return Err(ForwardError::Upstream {
                             function: handle.label().to_string(),
                         });
@@ -303,6 +320,25 @@ impl Forwarder {
     }
 }
 
+/// True when `handle` has a replica in rotation other than `not` that is neither down,
+/// throttled nor draining: somewhere a refused request may go instead.
+fn has_other_open(handle: &FunctionHandle, not: &Arc<Replica>) -> bool {
+    let now = clock::now_ms();
+    handle.state().replicas.iter().any(|r| {
+        !Arc::ptr_eq(r, not) && !r.is_down(now) && !r.is_throttled(now) && !r.is_draining()
+    })
+}
+
+/// A copy of a bodiless request, to send it again.
+fn replay_of(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
+    let mut again = Request::new(UpstreamBody::Empty);
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
+}
+
 struct QueuedGuard<'a>(&'a FunctionHandle);
 
 impl Drop for QueuedGuard<'_> {
@@ -340,8 +376,8 @@ fn error_response(
 }
 
 /// Turns the client's request into the upstream request, in place.
-fn rewrite_request(
-    req: &mut Request<Incoming>,
+fn rewrite_request<B>(
+    req: &mut Request<B>,
     rest_start: usize,
     call_id: &HeaderValue,
     start_time: &HeaderValue,
@@ -379,7 +415,28 @@ fn rewrite_request(
     Ok(())
 }
 
+/// Removes hop-by-hop headers, and the headers the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case("close")
+                    || token.eq_ignore_ascii_case("keep-alive")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
+    }
     for name in &HOP_BY_HOP {
         if headers.contains_key(name) {
             headers.remove(name);
@@ -430,6 +487,44 @@ mod tests {
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
         assert_eq!(s.matches('-').count(), 4);
         assert_ne!(new_call_id(), id);
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert(header::LOCATION, HeaderValue::from_static("/elsewhere"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "location"]);
+    }
+
+    #[test]
+    fn replay_copies_the_head_of_a_bodiless_request() {
+        let req = Request::builder()
+            .method("DELETE")
+            .uri("/sub?q=1")
+            .header("x-a", "b")
+            .body(UpstreamBody::Empty)
+            .unwrap();
+        let again = replay_of(&req);
+        assert_eq!(again.method(), "DELETE");
+        assert_eq!(again.uri(), "/sub?q=1");
+        assert_eq!(again.headers()["x-a"], "b");
+        assert!(again.body().is_empty());
     }
 
     #[test]

@@ -11,15 +11,16 @@ use std::io;
 use std::net::SocketAddr;
 
 use crossbeam_queue::ArrayQueue;
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::dataplane::body::UpstreamBody;
+
 /// Idle connections kept per replica.
 pub const MAX_IDLE: usize = 1024;
 
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<UpstreamBody>;
 
 pub struct Pool {
     addr: SocketAddr,

@@ -4,9 +4,16 @@
 //! `pending` (requests picked and not yet finished, the p2c load) and `throttled_until`
 //! (set when it answered 429; p2c avoids it until then). Its keep-alive pool lives here too,
 //! so a replica that survives a snapshot rebuild keeps its connections and counts.
+//!
+//! Draining is a handshake between the data plane and whoever stops the replica, so no
+//! request is sent to a process being stopped: the data plane increments `pending`, then
+//! reads `draining`; the stopper publishes a set without the replica, sets `draining`, then
+//! waits for `pending` to reach 0. Both sides use `SeqCst`, so in the single total order either
+//! the request sees `draining` (and picks again from the new set) or the stopper sees the
+//! request's pending count (and waits for it). `replica::tests::drain_handshake` checks it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::dataplane::clock;
@@ -23,6 +30,7 @@ pub struct Replica {
     pending: AtomicUsize,
     throttled_until_ms: AtomicU64,
     down_until_ms: AtomicU64,
+    draining: AtomicBool,
     pool: Pool,
 }
 
@@ -41,6 +49,7 @@ impl Replica {
             pending: AtomicUsize::new(0),
             throttled_until_ms: AtomicU64::new(0),
             down_until_ms: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
             pool: Pool::new(addr),
         })
     }
@@ -56,7 +65,7 @@ impl Replica {
 
     /// Requests currently picked for this replica and not finished.
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
+        self.pending.load(Ordering::SeqCst)
     }
 
     pub fn pool(&self) -> &Pool {
@@ -84,12 +93,24 @@ impl Replica {
             .store(clock::now_ms() + DOWN_MS, Ordering::Relaxed);
     }
 
-    /// Counts one request against this replica until the guard drops.
+    /// Counts one request against this replica until the guard drops. The caller must then
+    /// check [`Replica::is_draining`] and pick again if it is set (see the module doc).
     pub fn start(self: &Arc<Self>) -> PendingGuard {
-        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.pending.fetch_add(1, Ordering::SeqCst);
         PendingGuard {
             replica: self.clone(),
         }
+    }
+
+    /// Marks the replica as leaving: no new request may be sent to it. Call after publishing
+    /// a set without it and before waiting for [`Replica::pending`] to reach 0.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`Replica::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -113,6 +134,37 @@ impl PendingGuard {
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        self.replica.pending.fetch_sub(1, Ordering::Relaxed);
+        self.replica.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// Many rounds of a request racing a drain: whenever the request goes ahead (it did not
+    /// see `draining`), the drainer must have seen its pending count.
+    #[test]
+    fn drain_handshake() {
+        for _ in 0..2000 {
+            let r = Replica::new("r", SocketAddr::from(([127, 0, 0, 1], 1)));
+            let sent = Arc::new(AtomicBool::new(false));
+            let (r2, sent2) = (r.clone(), sent.clone());
+            let request = std::thread::spawn(move || {
+                let guard = r2.start();
+                // The guard lives until the join, after the drainer has looked.
+                (!r2.is_draining()).then(|| {
+                    sent2.store(true, Ordering::SeqCst);
+                    guard
+                })
+            });
+            r.drain();
+            let seen_pending = r.pending() > 0;
+            let _guard = request.join().unwrap();
+            if sent.load(Ordering::SeqCst) {
+                assert!(seen_pending, "a request slipped past a drain");
+            }
+        }
     }
 }

@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 
 use super::response::{CallError, RespBody};
 use super::WatchdogError;
+use crate::dataplane::body::UpstreamBody;
 use crate::dataplane::pool::{Checkout, Pool, Sender};
 
 /// How often to probe the upstream port until it accepts connections.
@@ -190,7 +191,10 @@ impl HttpProxy {
     ) -> Result<(Response<Incoming>, Sender), CallError> {
         let Checkout { mut sender, reused } =
             self.pool.checkout().await.map_err(CallError::Connect)?;
-        match sender.try_send_request(req).await {
+        match sender
+            .try_send_request(req.map(UpstreamBody::from_client))
+            .await
+        {
             Ok(resp) => Ok((resp, sender)),
             Err(mut e) => match e.take_message() {
                 Some(req) if reused => {

@@ -425,6 +425,10 @@ impl Supervisor {
                     let _ = task.await;
                 });
                 self.publish();
+                if let Some(replica) = &slot.replica {
+                    // Gone: requests holding an older snapshot pick again.
+                    replica.drain();
+                }
             }
         }
     }
@@ -467,10 +471,12 @@ impl Supervisor {
 
 /// Waits (bounded) for the replica's in-flight requests, then stops its process.
 async fn drain_and_stop(slot: Slot, timeout: Duration) {
-    if let (Some(replica), false) = (&slot.replica, timeout.is_zero()) {
+    if let Some(replica) = &slot.replica {
+        // The set without this replica is published already; from here on a request that
+        // picked it from an older snapshot sees `draining` and picks again, and one that
+        // did not see it is counted in `pending` (the handshake of `dataplane::replica`).
+        replica.drain();
         let deadline = Instant::now() + timeout;
-        // Requests that picked the replica from the previous snapshot start within a moment.
-        tokio::time::sleep(DRAIN_POLL).await;
         while replica.pending() > 0 && Instant::now() < deadline {
             tokio::time::sleep(DRAIN_POLL).await;
         }
