@@ -561,3 +561,289 @@ async fn routes_info_namespaces_logs_and_form_deploys() {
         422
     );
 }
+
+/// An http-mode function (python3): `/stream` writes a chunked event stream whose last event
+/// waits for the file `$MARKER`; `/redirect` answers 302; `/headers` echoes request headers.
+const HTTP_FN: &str = r#"
+import json, os, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        if self.path.startswith("/stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.chunk(b"data: first\n\n")
+            deadline = time.time() + 60
+            while not os.path.exists(os.environ["MARKER"]) and time.time() < deadline:
+                time.sleep(0.02)
+            self.chunk(b"data: last\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        elif self.path.startswith("/redirect"):
+            body = b"moved"
+            self.send_response(302)
+            self.send_header("Location", "http://example.com/elsewhere")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    def chunk(self, b):
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
+        self.wfile.flush()
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// Writes `HTTP_FN` into `dir` and deploys it as an http-mode function `name`.
+async fn deploy_http_fn(gw: &Gateway, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let script = dir.join("fn.py");
+    std::fs::write(&script, HTTP_FN).unwrap();
+    let marker = dir.join("go");
+    let r = gw
+        .deploy(json!({
+            "service": name,
+            "image": "local/http-fn",
+            "envProcess": format!("python3 {}", script.display()),
+            "envVars": {"mode": "http", "MARKER": marker.to_string_lossy()},
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gw.wait_available(name, 1).await;
+    marker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_timeout_answers_504() {
+    let gw = Gateway::start_with(&["--no-auth"], &[("upstream_timeout", "1s")]);
+    let r = gw
+        .deploy(json!({
+            "service": "sleepy",
+            "image": "functions/alpine:latest",
+            "envProcess": "sleep 5",
+            "envVars": {"exec_timeout": "30s"},
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gw.wait_available("sleepy", 1).await;
+    // The function answers nothing for 5 s; the gateway gives up after 1 s.
+    let r = gw.req("POST", "/function/sleepy", "").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.header("x-call-id").is_some());
+    let metrics = gw.get("/metrics").await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_function_invocation_total{")
+                && l.contains(r#"function_name="sleepy.openfaas-fn""#)
+                && l.contains(r#"code="504""#)
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_reaches_the_client_chunk_by_chunk() {
+    use http_body_util::BodyExt;
+    let gw = Gateway::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = deploy_http_fn(&gw, tmp.path(), "sse").await;
+
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/function/sse/stream")
+        .header("host", gw.addr.to_string())
+        .header("accept", "text/event-stream")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(60), sender.send_request(req))
+        .await
+        .expect("response head within 60 s")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    // The function cannot finish before the marker exists: the first event arriving now
+    // proves it was streamed, not buffered.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("data: first\n\n") {
+        let frame = tokio::time::timeout(Duration::from_secs(60), body.frame())
+            .await
+            .expect("first event within 60 s")
+            .expect("the stream goes on until the marker exists")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.extend_from_slice(&data);
+        }
+    }
+    assert!(!String::from_utf8_lossy(&seen).contains("last"));
+    std::fs::write(&marker, b"").unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(60), body.collect())
+        .await
+        .expect("end of stream within 60 s")
+        .unwrap()
+        .to_bytes();
+    seen.extend_from_slice(&rest);
+    assert_eq!(
+        String::from_utf8_lossy(&seen),
+        "data: first\n\ndata: last\n\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_pass_through_and_forwarded_headers_reach_the_function() {
+    let gw = Gateway::start();
+    let tmp = tempfile::tempdir().unwrap();
+    deploy_http_fn(&gw, tmp.path(), "web").await;
+
+    let r = gw.get("/function/web/redirect").await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert_eq!(r.header("location"), Some("http://example.com/elsewhere"));
+    assert_eq!(r.text(), "moved");
+
+    let r = gw
+        .req_h(
+            "GET",
+            "/function/web/headers?x=1",
+            &[("connection", "keep-alive, x-hop"), ("x-hop", "1")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = r.json();
+    let host = gw.addr.to_string();
+    assert_eq!(seen["x-forwarded-host"], host.as_str());
+    let xff = seen["x-forwarded-for"].as_str().unwrap();
+    assert!(xff.starts_with("127.0.0.1:"), "{xff}");
+    assert!(seen["x-call-id"].as_str().is_some_and(|v| v.len() == 36));
+    assert!(seen["x-start-time"].as_str().is_some());
+    assert!(
+        seen.get("x-hop").is_none(),
+        "Connection-named header forwarded: {seen}"
+    );
+
+    // Values the client sent are kept.
+    let r = gw
+        .req_h(
+            "GET",
+            "/function/web/headers",
+            &[
+                ("x-forwarded-for", "10.1.2.3"),
+                ("x-forwarded-host", "example.org"),
+                ("x-call-id", "my-call"),
+            ],
+            "",
+        )
+        .await;
+    let seen = r.json();
+    assert_eq!(seen["x-forwarded-for"], "10.1.2.3");
+    assert_eq!(seen["x-forwarded-host"], "example.org");
+    assert_eq!(seen["x-call-id"], "my-call");
+    assert_eq!(
+        r.header("x-call-id"),
+        None,
+        "only a generated call id is returned"
+    );
+}
+
+/// A streaming function (python3): body `hold` waits for the file `$MARKER`, anything else
+/// answers at once.
+const SLOW_FN: &str = r#"
+import os, sys, time
+body = sys.stdin.read()
+if body == "hold":
+    deadline = time.time() + 60
+    while not os.path.exists(os.environ["MARKER"]) and time.time() < deadline:
+        time.sleep(0.02)
+    print("held")
+else:
+    print("quick")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answering_429_is_avoided() {
+    let gw = Gateway::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("slow.py");
+    std::fs::write(&script, SLOW_FN).unwrap();
+    let marker = tmp.path().join("go");
+    let r = gw
+        .deploy(json!({
+            "service": "busy",
+            "image": "local/busy",
+            "envProcess": format!("python3 {}", script.display()),
+            "envVars": {"max_inflight": "1", "MARKER": marker.to_string_lossy()},
+            "labels": {"com.openfaas.scale.min": "2"},
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gw.wait_available("busy", 2).await;
+
+    // The replicas' addresses, from their watchdogs' first log lines.
+    let mut addrs: Vec<std::net::SocketAddr> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while addrs.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "addresses not logged");
+        let logs = gw.get("/system/logs?name=busy&follow=false").await.text();
+        addrs = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|l| {
+                l["text"]
+                    .as_str()?
+                    .strip_prefix("faasgate watchdog listening on ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Saturate one replica behind the gateway's back: it answers 429 to anything else.
+    let saturated = addrs[0];
+    let held =
+        tokio::spawn(
+            async move { support::request(saturated, "POST", "/", &[], "hold".into()).await },
+        );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while support::request(saturated, "GET", "/_/ready", &[], bytes::Bytes::new())
+        .await
+        .status
+        != 429
+    {
+        assert!(std::time::Instant::now() < deadline, "replica never busy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Every request through the gateway succeeds: p2c draws the busy replica about half the
+    // time, and a refused bodiless request goes to the other one.
+    for i in 0..20 {
+        let r = gw.get("/function/busy").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.text().trim(), "quick");
+    }
+
+    std::fs::write(&marker, b"").unwrap();
+    let r = held.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text().trim(), "held");
+}
