@@ -30,6 +30,7 @@ pub mod env {
     pub const NOMAD_JOB_PREFIX: &str = "FAASGATE_NOMAD_JOB_PREFIX";
     pub const NOMAD_JOB_TEMPLATE: &str = "FAASGATE_NOMAD_JOB_TEMPLATE";
     pub const DISCOVERY: &str = "FAASGATE_DISCOVERY";
+    pub const NOMAD_WATCHDOG_PATH: &str = "FAASGATE_NOMAD_WATCHDOG_PATH";
     /// The standard Nomad client variables.
     pub const NOMAD_ADDR: &str = "NOMAD_ADDR";
     pub const NOMAD_TOKEN: &str = "NOMAD_TOKEN";
@@ -70,6 +71,8 @@ pub struct ConfigError {
 pub enum ProviderKind {
     /// Functions run as child processes on this machine.
     Local,
+    /// Functions run as Nomad jobs (nomad provider, issue 3).
+    Nomad,
 }
 
 /// Everything `faasgate serve` needs, resolved from flags and environment.
@@ -87,6 +90,8 @@ pub struct GatewayConfig {
     pub hold_timeout: Duration,
     /// How many requests per function may wait at once (429 beyond).
     pub max_queue: u64,
+    /// Settings of the nomad provider (`Some` when `provider` is `Nomad`; issue 3).
+    pub nomad: Option<crate::control::nomad::NomadOptions>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,6 +127,7 @@ impl GatewayConfig {
             max_body_bytes: 4 << 20,
             hold_timeout: Duration::from_secs(30),
             max_queue: 10_000,
+            nomad: None,
         }
     }
 }

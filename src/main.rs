@@ -62,7 +62,62 @@ struct ServeArgs {
     /// How many invocations per function may wait for a replica at once (429 beyond).
     #[arg(long, env = config::env::MAX_QUEUE, default_value_t = 10_000)]
     max_queue: u64,
+    #[command(flatten)]
+    nomad: NomadArgs,
 }
+
+// --- nomad provider (issue 3): `faasgate serve --provider nomad` flags ---
+
+/// With `--provider nomad`. The Nomad client itself is configured by NOMAD_ADDR,
+/// NOMAD_TOKEN, NOMAD_NAMESPACE, NOMAD_REGION (and Consul by CONSUL_HTTP_ADDR,
+/// CONSUL_HTTP_TOKEN); TLS variables are refused with an error naming them.
+#[derive(clap::Args)]
+struct NomadArgs {
+    /// Datacenters of function jobs, comma-separated; default: omitted (Nomad's default).
+    #[arg(long, env = config::env::NOMAD_DATACENTERS, value_name = "A,B", value_delimiter = ',')]
+    datacenters: Vec<String>,
+    /// Function job IDs are <PREFIX><name>.<namespace>; faasgate manages only these jobs.
+    #[arg(long, env = config::env::NOMAD_JOB_PREFIX, value_name = "PREFIX",
+          default_value = faasgate::control::nomad::render::DEFAULT_JOB_PREFIX)]
+    job_prefix: String,
+    /// A job template replacing nomad/function.job.json (see `faasgate render`).
+    #[arg(long, env = config::env::NOMAD_JOB_TEMPLATE, value_name = "FILE")]
+    job_template: Option<PathBuf>,
+    /// Where replicas are found: Nomad's service catalog, or Consul's (passing instances).
+    #[arg(long, env = config::env::DISCOVERY, value_enum, default_value = "nomad")]
+    discovery: faasgate::discovery::DiscoveryKind,
+    /// The faasgate binary on Nomad clients that exec/raw_exec function jobs run.
+    #[arg(long = "nomad-watchdog-path", env = config::env::NOMAD_WATCHDOG_PATH, value_name = "PATH",
+          default_value = faasgate::control::nomad::render::DEFAULT_WATCHDOG_PATH)]
+    watchdog_path: String,
+}
+
+fn nomad_options(args: NomadArgs) -> anyhow::Result<faasgate::control::nomad::NomadOptions> {
+    use faasgate::client::{ConsulSettings, NomadSettings};
+    use faasgate::control::nomad::{render, NomadOptions};
+    let lookup = |k: &str| std::env::var(k).ok();
+    let mut opts = NomadOptions::new(NomadSettings::from_env(lookup)?);
+    if args.discovery == faasgate::discovery::DiscoveryKind::Consul {
+        opts.consul = Some(ConsulSettings::from_env(lookup)?);
+    }
+    opts.discovery = args.discovery;
+    opts.render.job_prefix = args.job_prefix;
+    opts.render.datacenters = args
+        .datacenters
+        .into_iter()
+        .filter(|d| !d.is_empty())
+        .collect();
+    opts.render.watchdog_path = args.watchdog_path;
+    if let Some(path) = &args.job_template {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --job-template {}", path.display()))?;
+        opts.render.template =
+            Some(render::parse_template(&text).with_context(|| path.display().to_string())?);
+    }
+    Ok(opts)
+}
+
+// --- end nomad provider ---
 
 // --- render (issue 3): `faasgate render` ---
 
@@ -176,6 +231,10 @@ fn main() -> anyhow::Result<()> {
                 max_body_bytes: args.max_body_bytes,
                 hold_timeout: config::parse_duration("--hold-timeout", &args.hold_timeout)?,
                 max_queue: args.max_queue,
+                nomad: match args.provider {
+                    ProviderKind::Nomad => Some(nomad_options(args.nomad)?),
+                    ProviderKind::Local => None,
+                },
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
