@@ -137,6 +137,21 @@ fn faasgate_runs_as_a_system_job_on_port_8080() {
         args.iter().any(|a| a.contains("NOMAD_ADDR_http")),
         "{args:?}"
     );
+    // The binary accepts these flags (clap rejects an unknown flag or value before --help).
+    let resolved: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("${NOMAD_ADDR_http}", "10.0.0.1:8080"))
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faasgate"))
+        .args(&resolved)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "faasgate {resolved:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Secrets from Nomad Variables into the environment, rendered under secrets/.
     let secrets = template(task, "secrets/faasgate.env");
