@@ -125,6 +125,7 @@ async fn run(catalog: Arc<Catalog>, service: String, publisher: Arc<Publisher>, 
                 r = &mut fetch => break r,
                 _ = tokio::time::sleep(cfg.probe_interval), if set.has_pending() => {
                     if set.probe_pending().await {
+                        tracing::debug!(function, service, ready = set.ready.len(), pending = set.pending.len(), "instance became ready");
                         publisher.set_replicas(set.ready());
                     }
                 }
