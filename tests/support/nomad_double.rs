@@ -624,8 +624,17 @@ fn canonicalize(job: &mut Value, namespace: &str) {
     o.entry("AllAtOnce").or_insert(json!(false));
     o.entry("NodePool").or_insert(json!("default"));
     o.entry("VaultNamespace").or_insert(json!(""));
+    if let Some(u) = o.get_mut("Update") {
+        defaults(
+            u,
+            json!({"AutoPromote": false, "AutoRevert": false, "Canary": 0, "HealthCheck": "",
+                "HealthyDeadline": 0, "MaxParallel": 1, "MinHealthyTime": 0,
+                "ProgressDeadline": 0, "Stagger": 30_000_000_000u64}),
+        );
+    }
     if let Some(groups) = o.get_mut("TaskGroups").and_then(Value::as_array_mut) {
         for g in groups {
+            canonicalize_group(g);
             if let Some(g) = g.as_object_mut() {
                 if !g.get("Count").is_some_and(Value::is_number) {
                     let min = g
@@ -635,6 +644,77 @@ fn canonicalize(job: &mut Value, namespace: &str) {
                     g.insert("Count".into(), json!(min.unwrap_or(1)));
                 }
             }
+        }
+    }
+}
+
+/// Inserts every key of `with` that `v` (an object) lacks.
+fn defaults(v: &mut Value, with: Value) {
+    if let (Some(o), Value::Object(d)) = (v.as_object_mut(), with) {
+        for (k, dv) in d {
+            o.entry(k).or_insert(dv);
+        }
+    }
+}
+
+fn canonicalize_group(g: &mut Value) {
+    defaults(
+        g,
+        json!({"Affinities": null, "Constraints": null, "Meta": null, "Spreads": null,
+            "Volumes": null, "Scaling": null, "ShutdownDelay": null, "Disconnect": null,
+            "StopAfterClientDisconnect": null, "MaxClientDisconnect": null,
+            "RestartPolicy": {"Attempts": 2, "Delay": 15_000_000_000u64,
+                "Interval": 1_800_000_000_000u64, "Mode": "fail"},
+            "EphemeralDisk": {"Migrate": false, "SizeMB": 300, "Sticky": false}}),
+    );
+    for (k, d) in [
+        (
+            "EphemeralDisk",
+            json!({"Migrate": false, "SizeMB": 300, "Sticky": false}),
+        ),
+        (
+            "ReschedulePolicy",
+            json!({"Attempts": 0, "Interval": 0, "Delay": 30_000_000_000u64,
+                "DelayFunction": "exponential", "MaxDelay": 3_600_000_000_000u64, "Unlimited": true}),
+        ),
+    ] {
+        if let Some(v) = g.get_mut(k).filter(|v| v.is_object()) {
+            defaults(v, d);
+        }
+    }
+    for n in g["Networks"].as_array_mut().into_iter().flatten() {
+        defaults(
+            n,
+            json!({"CIDR": "", "DNS": null, "Device": "", "IP": "", "MBits": 0, "Mode": "",
+                "ReservedPorts": null, "DynamicPorts": null}),
+        );
+        for p in n["DynamicPorts"].as_array_mut().into_iter().flatten() {
+            defaults(p, json!({"HostNetwork": "default", "Value": 0, "To": 0}));
+        }
+    }
+    for s in g["Services"].as_array_mut().into_iter().flatten() {
+        defaults(
+            s,
+            json!({"Address": "", "AddressMode": "auto", "CanaryMeta": null, "CanaryTags": null,
+                "CheckRestart": null, "Checks": null, "Connect": null, "EnableTagOverride": false,
+                "Meta": null, "OnUpdate": "require_healthy", "Provider": "consul", "Tags": null,
+                "TaggedAddresses": null, "TaskName": ""}),
+        );
+    }
+    for t in g["Tasks"].as_array_mut().into_iter().flatten() {
+        defaults(
+            t,
+            json!({"Affinities": null, "Artifacts": null, "Constraints": null, "Env": null,
+                "KillSignal": "", "KillTimeout": 5_000_000_000u64, "Leader": false,
+                "Lifecycle": null, "Meta": null, "Services": null, "ShutdownDelay": 0,
+                "Templates": null, "User": "", "Vault": null, "VolumeMounts": null,
+                "LogConfig": {"Disabled": false, "MaxFileSizeMB": 10, "MaxFiles": 10}}),
+        );
+        if let Some(l) = t.get_mut("LogConfig").filter(|v| v.is_object()) {
+            defaults(
+                l,
+                json!({"Disabled": false, "MaxFileSizeMB": 10, "MaxFiles": 10}),
+            );
         }
     }
 }
