@@ -23,6 +23,39 @@ pub mod env {
     pub const READ_TIMEOUT: &str = "read_timeout";
     pub const WRITE_TIMEOUT: &str = "write_timeout";
     pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
+
+    // --- nomad provider (issue 3) ---
+    /// faasgate's Nomad provider flags.
+    pub const NOMAD_DATACENTERS: &str = "FAASGATE_NOMAD_DATACENTERS";
+    pub const NOMAD_JOB_PREFIX: &str = "FAASGATE_NOMAD_JOB_PREFIX";
+    pub const NOMAD_JOB_TEMPLATE: &str = "FAASGATE_NOMAD_JOB_TEMPLATE";
+    pub const DISCOVERY: &str = "FAASGATE_DISCOVERY";
+    pub const NOMAD_WATCHDOG_PATH: &str = "FAASGATE_NOMAD_WATCHDOG_PATH";
+    /// The standard Nomad client variables.
+    pub const NOMAD_ADDR: &str = "NOMAD_ADDR";
+    pub const NOMAD_TOKEN: &str = "NOMAD_TOKEN";
+    pub const NOMAD_NAMESPACE: &str = "NOMAD_NAMESPACE";
+    pub const NOMAD_REGION: &str = "NOMAD_REGION";
+    pub const NOMAD_HTTP_AUTH: &str = "NOMAD_HTTP_AUTH";
+    pub const NOMAD_CACERT: &str = "NOMAD_CACERT";
+    pub const NOMAD_CAPATH: &str = "NOMAD_CAPATH";
+    pub const NOMAD_CLIENT_CERT: &str = "NOMAD_CLIENT_CERT";
+    pub const NOMAD_CLIENT_KEY: &str = "NOMAD_CLIENT_KEY";
+    pub const NOMAD_TLS_SERVER_NAME: &str = "NOMAD_TLS_SERVER_NAME";
+    pub const NOMAD_SKIP_VERIFY: &str = "NOMAD_SKIP_VERIFY";
+    /// The standard Consul client variables.
+    pub const CONSUL_HTTP_ADDR: &str = "CONSUL_HTTP_ADDR";
+    pub const CONSUL_HTTP_TOKEN: &str = "CONSUL_HTTP_TOKEN";
+    pub const CONSUL_HTTP_TOKEN_FILE: &str = "CONSUL_HTTP_TOKEN_FILE";
+    pub const CONSUL_HTTP_AUTH: &str = "CONSUL_HTTP_AUTH";
+    pub const CONSUL_HTTP_SSL: &str = "CONSUL_HTTP_SSL";
+    pub const CONSUL_NAMESPACE: &str = "CONSUL_NAMESPACE";
+    pub const CONSUL_CACERT: &str = "CONSUL_CACERT";
+    pub const CONSUL_CAPATH: &str = "CONSUL_CAPATH";
+    pub const CONSUL_CLIENT_CERT: &str = "CONSUL_CLIENT_CERT";
+    pub const CONSUL_CLIENT_KEY: &str = "CONSUL_CLIENT_KEY";
+    pub const CONSUL_TLS_SERVER_NAME: &str = "CONSUL_TLS_SERVER_NAME";
+    // --- end nomad provider ---
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -38,6 +71,8 @@ pub struct ConfigError {
 pub enum ProviderKind {
     /// Functions run as child processes on this machine.
     Local,
+    /// Functions run as Nomad jobs (nomad provider, issue 3).
+    Nomad,
 }
 
 /// Everything `faasgate serve` needs, resolved from flags and environment.
@@ -55,6 +90,8 @@ pub struct GatewayConfig {
     pub hold_timeout: Duration,
     /// How many requests per function may wait at once (429 beyond).
     pub max_queue: u64,
+    /// Settings of the nomad provider (`Some` when `provider` is `Nomad`; issue 3).
+    pub nomad: Option<crate::control::nomad::NomadOptions>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,6 +127,7 @@ impl GatewayConfig {
             max_body_bytes: 4 << 20,
             hold_timeout: Duration::from_secs(30),
             max_queue: 10_000,
+            nomad: None,
         }
     }
 }

@@ -85,6 +85,13 @@ pub async fn run(
             )
             .await?
         }
+        // --- nomad provider (issue 3) ---
+        ProviderKind::Nomad => {
+            let opts = config.nomad.clone().ok_or_else(|| {
+                ProviderError::Backend("--provider nomad needs the nomad settings".into())
+            })?;
+            crate::control::nomad::NomadProvider::start(opts, routes.clone()).await?
+        } // --- end nomad provider ---
     };
 
     let result = serve(

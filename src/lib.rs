@@ -27,9 +27,11 @@
 
 pub mod api;
 pub mod auth;
+pub mod client; // nomad provider (issue 3)
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod discovery; // nomad provider (issue 3)
 pub mod gateway;
 pub mod metrics;
 pub mod names;

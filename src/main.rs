@@ -32,6 +32,8 @@ enum Command {
     Watchdog,
     /// Print the release and git commit.
     Version,
+    /// Print the Nomad job JSON faasgate would register for a stack file's functions.
+    Render(RenderArgs),
 }
 
 #[derive(clap::Args)]
@@ -60,7 +62,147 @@ struct ServeArgs {
     /// How many invocations per function may wait for a replica at once (429 beyond).
     #[arg(long, env = config::env::MAX_QUEUE, default_value_t = 10_000)]
     max_queue: u64,
+    #[command(flatten)]
+    nomad: NomadArgs,
 }
+
+// --- nomad provider (issue 3): `faasgate serve --provider nomad` flags ---
+
+/// With `--provider nomad`. The Nomad client itself is configured by NOMAD_ADDR,
+/// NOMAD_TOKEN, NOMAD_NAMESPACE, NOMAD_REGION (and Consul by CONSUL_HTTP_ADDR,
+/// CONSUL_HTTP_TOKEN); TLS variables are refused with an error naming them.
+#[derive(clap::Args)]
+struct NomadArgs {
+    /// Datacenters of function jobs, comma-separated; default: omitted (Nomad's default).
+    #[arg(long, env = config::env::NOMAD_DATACENTERS, value_name = "A,B", value_delimiter = ',')]
+    datacenters: Vec<String>,
+    /// Function job IDs are <PREFIX><name>.<namespace>; faasgate manages only these jobs.
+    #[arg(long, env = config::env::NOMAD_JOB_PREFIX, value_name = "PREFIX",
+          default_value = faasgate::control::nomad::render::DEFAULT_JOB_PREFIX)]
+    job_prefix: String,
+    /// A job template replacing nomad/function.job.json (see `faasgate render`).
+    #[arg(long, env = config::env::NOMAD_JOB_TEMPLATE, value_name = "FILE")]
+    job_template: Option<PathBuf>,
+    /// Where replicas are found: Nomad's service catalog, or Consul's (passing instances).
+    #[arg(long, env = config::env::DISCOVERY, value_enum, default_value = "nomad")]
+    discovery: faasgate::discovery::DiscoveryKind,
+    /// The faasgate binary on Nomad clients that exec/raw_exec function jobs run.
+    #[arg(long = "nomad-watchdog-path", env = config::env::NOMAD_WATCHDOG_PATH, value_name = "PATH",
+          default_value = faasgate::control::nomad::render::DEFAULT_WATCHDOG_PATH)]
+    watchdog_path: String,
+}
+
+fn nomad_options(args: NomadArgs) -> anyhow::Result<faasgate::control::nomad::NomadOptions> {
+    use faasgate::client::{ConsulSettings, NomadSettings};
+    use faasgate::control::nomad::{render, NomadOptions};
+    let lookup = |k: &str| std::env::var(k).ok();
+    let mut opts = NomadOptions::new(NomadSettings::from_env(lookup)?);
+    if args.discovery == faasgate::discovery::DiscoveryKind::Consul {
+        opts.consul = Some(ConsulSettings::from_env(lookup)?);
+    }
+    opts.discovery = args.discovery;
+    opts.render.job_prefix = args.job_prefix;
+    opts.render.datacenters = args
+        .datacenters
+        .into_iter()
+        .filter(|d| !d.is_empty())
+        .collect();
+    opts.render.watchdog_path = args.watchdog_path;
+    if let Some(path) = &args.job_template {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --job-template {}", path.display()))?;
+        opts.render.template =
+            Some(render::parse_template(&text).with_context(|| path.display().to_string())?);
+    }
+    Ok(opts)
+}
+
+// --- end nomad provider ---
+
+// --- render (issue 3): `faasgate render` ---
+
+/// Prints `{"Job": {...}}`, the body of `POST /v1/jobs` (and input for `nomad job run -json`),
+/// one document per function in name order.
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// The OpenFaaS stack file.
+    #[arg(short = 'f', long = "file", value_name = "STACK_YML")]
+    file: PathBuf,
+    /// Only this function (then the output is exactly one JSON document).
+    #[arg(long, value_name = "NAME")]
+    function: Option<String>,
+    /// Job IDs are <PREFIX><name>.<namespace>.
+    #[arg(long, value_name = "P", default_value = faasgate::control::nomad::render::DEFAULT_JOB_PREFIX)]
+    job_prefix: String,
+    /// Datacenters, comma-separated; default: omitted (Nomad's default).
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    datacenters: Vec<String>,
+    /// A job template replacing nomad/function.job.json.
+    #[arg(long, value_name = "FILE")]
+    job_template: Option<PathBuf>,
+    /// The group count; default: each function's com.openfaas.scale.min label, else 1.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// The Nomad namespace of the jobs; default: omitted.
+    #[arg(long, value_name = "NS")]
+    nomad_namespace: Option<String>,
+    /// The Nomad region of the jobs; default: omitted.
+    #[arg(long)]
+    region: Option<String>,
+    /// The faasgate binary exec/raw_exec function jobs run as their watchdog.
+    #[arg(long, value_name = "PATH", default_value = faasgate::control::nomad::render::DEFAULT_WATCHDOG_PATH)]
+    watchdog_path: String,
+}
+
+fn render(args: RenderArgs) -> anyhow::Result<()> {
+    use faasgate::control::nomad::render;
+    use std::io::Write;
+
+    let template = match &args.job_template {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --job-template {}", path.display()))?;
+            Some(render::parse_template(&text).with_context(|| path.display().to_string())?)
+        }
+        None => None,
+    };
+    let opts = render::RenderOptions {
+        job_prefix: args.job_prefix,
+        datacenters: args
+            .datacenters
+            .into_iter()
+            .filter(|d| !d.is_empty())
+            .collect(),
+        nomad_namespace: args.nomad_namespace,
+        region: args.region,
+        template,
+        watchdog_path: args.watchdog_path,
+    };
+    let mut functions = faasgate::stack::load_stack_file(&args.file)
+        .with_context(|| format!("loading {}", args.file.display()))?;
+    if let Some(name) = &args.function {
+        functions.retain(|f| &f.service == name);
+        anyhow::ensure!(
+            !functions.is_empty(),
+            "function {name:?} is not in {}",
+            args.file.display()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    for spec in &functions {
+        let count = match args.count {
+            Some(n) => n,
+            None => render::initial_count(spec)?,
+        };
+        let job = render::render_job(spec, count, &opts)
+            .with_context(|| format!("function {:?}", spec.service))?;
+        serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "Job": job }))?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+// --- end render ---
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -76,6 +218,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(faasgate::watchdog::run_from_env())
                 .context("watchdog")
         }
+        Command::Render(args) => render(args),
         Command::Serve(args) => {
             init_tracing();
             let config = GatewayConfig {
@@ -88,6 +231,10 @@ fn main() -> anyhow::Result<()> {
                 max_body_bytes: args.max_body_bytes,
                 hold_timeout: config::parse_duration("--hold-timeout", &args.hold_timeout)?,
                 max_queue: args.max_queue,
+                nomad: match args.provider {
+                    ProviderKind::Nomad => Some(nomad_options(args.nomad)?),
+                    ProviderKind::Local => None,
+                },
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

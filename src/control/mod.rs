@@ -3,6 +3,7 @@
 
 pub mod cold_start;
 pub mod local;
+pub mod nomad;
 pub mod provider;
 
 pub use provider::{LogQuery, LogStream, Provider, ProviderError};

@@ -1,0 +1,21 @@
+//! Wire types of the Nomad and Consul HTTP APIs, with the servers' exact field names.
+//!
+//! Parsing is lenient by rule (reference section 1): every field is optional, a missing
+//! field or an explicit `null` reads as the zero value ([`nd`]), unknown fields are ignored,
+//! and times may be `null` or `"0001-01-01T00:00:00Z"` (kept as strings). Serialisation
+//! writes what the servers accept. `tests/nomad_conformance.rs` parses every fixture of
+//! `../shared/fixtures` with these types.
+
+pub mod consul;
+pub mod nomad;
+
+use serde::{Deserialize, Deserializer};
+
+/// `null` or absent -> `T::default()`.
+pub fn nd<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}

@@ -1,0 +1,17 @@
+//! The `nomad` provider: functions as Nomad jobs.
+//!
+//! - [`render`]: one deployment -> one job JSON, from an operator-replaceable template.
+//! - [`resources`]: OpenFaaS resource strings -> Nomad MHz / MiB.
+//! - [`constraints`]: OpenFaaS `attr op value` constraints -> Nomad constraints.
+//! - [`provider`]: the [`crate::control::Provider`] on the Nomad HTTP API (deploy, update,
+//!   scale, delete, list, status, namespaces) and the set of functions routed, kept in step
+//!   with Nomad; replicas come from [`crate::discovery`].
+//! - [`logs`]: Nomad's client logs API as OpenFaaS log lines.
+
+pub mod constraints;
+pub mod logs;
+pub mod provider;
+pub mod render;
+pub mod resources;
+
+pub use provider::{NomadOptions, NomadProvider};

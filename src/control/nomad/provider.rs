@@ -1,0 +1,744 @@
+//! The Nomad provider: OpenFaaS operations as Nomad HTTP API calls, and the set of functions
+//! this gateway routes to, kept in step with Nomad.
+//!
+//! Nomad is the source of truth; this provider is stateless across restarts:
+//! - deploy: `POST /v1/jobs` with the rendered job and `com.openfaas.scale.min` (default 1)
+//!   as the count; update: read the job, render with its **current** group `Count`, and
+//!   register with `PreserveCounts` (a scale racing the update is kept too);
+//! - scale: `POST /v1/job/{id}/scale` `{Count, Target:{Group}, Message}` (one call per
+//!   decision, never a re-register); delete: `DELETE /v1/job/{id}?purge=true`;
+//! - list/status: jobs under the prefix (`GET /v1/jobs?prefix=&meta=true`), the deployment
+//!   read back from the job meta, `replicas` = the group `Count`, `availableReplicas` = the
+//!   instances discovery has found ready. A job scaled to 0 is listed; a stopped one is not.
+//!
+//! Tracking: every live function job gets a route-table entry, a [`Publisher`] and a
+//! catalog watcher ([`crate::discovery`]). Functions are tracked when this gateway deploys
+//! them, when a read meets them, and by the reconciler, a blocking query on the jobs list
+//! that also picks up changes made by other gateways or by hand (`nomad job scale`). A
+//! function is untracked when deleted here, or when a jobs list at least as new as what we
+//! know no longer holds it.
+//!
+//! Namespaces: an OpenFaaS namespace is a segment of the job ID (`<prefix><name>.<ns>`) and a
+//! job meta key; all function jobs live in one Nomad namespace (`NOMAD_NAMESPACE`, default
+//! `default`), so no Nomad namespace has to be created per OpenFaaS namespace.
+//!
+//! Errors: Nomad's status and plain-text message reach the API caller as
+//! [`ProviderError::Upstream`]; an unreachable Nomad is 502, a timeout 504.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use super::logs;
+use super::render::{self, RenderError, RenderOptions};
+use crate::api::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
+use crate::client::nomad::job_view;
+use crate::client::wire::nomad::{JobListStub, JobRegisterRequest, ScalingRequest, ScalingTarget};
+use crate::client::{
+    ClientError, ConsulClient, ConsulSettings, NomadClient, NomadSettings, QueryOptions,
+};
+use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
+use crate::dataplane::Routes;
+use crate::discovery::watch::Backoff;
+use crate::discovery::{
+    spawn_watcher, Catalog, DiscoveryKind, Publisher, WatchConfig, WatchHandle,
+};
+use crate::names::{FunctionKey, DEFAULT_NAMESPACE};
+
+/// The label that sets a function's first and scale-from-zero replica count.
+const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
+const LABEL_FUNCTION: &str = "faas_function";
+
+/// Everything the Nomad provider needs, resolved by the CLI.
+#[derive(Debug, Clone)]
+pub struct NomadOptions {
+    pub nomad: NomadSettings,
+    /// Required when `discovery` is Consul.
+    pub consul: Option<ConsulSettings>,
+    pub discovery: DiscoveryKind,
+    pub render: RenderOptions,
+    pub watch: WatchConfig,
+    /// How long the jobs-list reconciler's blocking query is held.
+    pub reconcile_wait: Duration,
+}
+
+/// The provider; see the module doc.
+pub struct NomadProvider {
+    nomad: Arc<NomadClient>,
+    catalog: Arc<Catalog>,
+    routes: Arc<Routes>,
+    opts: NomadOptions,
+    functions: Mutex<BTreeMap<FunctionKey, Arc<Tracked>>>,
+    reconciler: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A function this gateway routes to.
+struct Tracked {
+    job_id: String,
+    publisher: Arc<Publisher>,
+    facts: Mutex<JobFacts>,
+    _watch: WatchHandle,
+}
+
+/// What faasgate reads from a function's job.
+#[derive(Debug, Clone)]
+struct JobFacts {
+    spec: FunctionDeployment,
+    count: u64,
+    group: String,
+    service: String,
+    task: String,
+    submit_time: i64,
+    /// The job's `JobModifyIndex` when read (or the index a write here returned).
+    job_modify_index: u64,
+}
+
+// === impl NomadOptions ===
+
+impl NomadOptions {
+    /// Options with Nomad at `settings` and everything else default.
+    pub fn new(nomad: NomadSettings) -> Self {
+        Self {
+            render: RenderOptions {
+                nomad_namespace: nomad.namespace.clone(),
+                region: nomad.region.clone(),
+                ..RenderOptions::default()
+            },
+            nomad,
+            consul: None,
+            discovery: DiscoveryKind::Nomad,
+            watch: WatchConfig::default(),
+            reconcile_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+// === impl NomadProvider ===
+
+impl NomadProvider {
+    /// Checks the options (the template renders), builds the clients, reads the jobs that
+    /// exist (a Nomad that is down is retried in the background) and starts the reconciler.
+    pub async fn start(
+        opts: NomadOptions,
+        routes: Arc<Routes>,
+    ) -> Result<Arc<NomadProvider>, ProviderError> {
+        render::check_options(&opts.render)
+            .map_err(|e| ProviderError::Backend(format!("nomad provider: {e}")))?;
+        let nomad = Arc::new(NomadClient::new(&opts.nomad));
+        let catalog = Arc::new(match opts.discovery {
+            DiscoveryKind::Nomad => Catalog::Nomad(nomad.clone()),
+            DiscoveryKind::Consul => {
+                let settings = opts.consul.as_ref().ok_or_else(|| {
+                    ProviderError::Backend(
+                        "nomad provider: --discovery consul needs the Consul settings".into(),
+                    )
+                })?;
+                Catalog::Consul(Arc::new(ConsulClient::new(settings)))
+            }
+        });
+        tracing::info!(
+            nomad = %nomad.address(),
+            namespace = nomad.namespace().unwrap_or("default"),
+            discovery = catalog.name(),
+            job_prefix = %opts.render.job_prefix,
+            "nomad provider"
+        );
+        let provider = Arc::new(NomadProvider {
+            nomad,
+            catalog,
+            routes,
+            opts,
+            functions: Mutex::new(BTreeMap::new()),
+            reconciler: Mutex::new(None),
+        });
+        match provider
+            .nomad
+            .list_jobs(&provider.opts.render.job_prefix, QueryOptions::default())
+            .await
+        {
+            Ok(list) => provider.sync(&list.value, list.index).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list function jobs yet; retrying in the background")
+            }
+        }
+        let task = tokio::spawn(reconcile(Arc::downgrade(&provider)));
+        *provider
+            .reconciler
+            .lock()
+            .expect("reconciler mutex poisoned") = Some(task);
+        Ok(provider)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<FunctionKey, Arc<Tracked>>> {
+        self.functions
+            .lock()
+            .expect("function table mutex poisoned")
+    }
+
+    fn job_id(&self, key: &FunctionKey) -> String {
+        render::job_id(&self.opts.render.job_prefix, key)
+    }
+
+    /// Renders `spec` with `count`, adapting service providers to the discovery in use.
+    fn render(&self, spec: &FunctionDeployment, count: u64) -> Result<Value, ProviderError> {
+        let mut job = render::render_job(spec, count, &self.opts.render).map_err(render_error)?;
+        if self.opts.discovery == DiscoveryKind::Consul {
+            set_service_provider(&mut job, "consul");
+        }
+        Ok(job)
+    }
+
+    /// Reads a live function job: `None` when absent, stopped or not a function job.
+    async fn read(&self, key: &FunctionKey) -> Result<Option<JobFacts>, ProviderError> {
+        let job = match self.nomad.job(&self.job_id(key)).await {
+            Ok(j) => j.value,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(upstream(e)),
+        };
+        Ok(facts_of(&job).filter(|(k, _)| k == key).map(|(_, f)| f))
+    }
+
+    /// Starts routing to `key` (or refreshes what is known of it).
+    fn track(&self, key: &FunctionKey, facts: JobFacts) -> Arc<Tracked> {
+        let mut functions = self.lock();
+        if let Some(t) = functions.get(key) {
+            let t = t.clone();
+            drop(functions);
+            t.publisher
+                .set_desired(facts.count, cold_start_replicas(&facts.spec));
+            *t.facts.lock().expect("facts mutex poisoned") = facts;
+            return t;
+        }
+        let handle = self.routes.upsert(key);
+        let publisher = Arc::new(Publisher::new(
+            handle,
+            facts.count,
+            cold_start_replicas(&facts.spec),
+        ));
+        let watch = spawn_watcher(
+            self.catalog.clone(),
+            facts.service.clone(),
+            publisher.clone(),
+            self.opts.watch.clone(),
+        );
+        tracing::info!(function = %key, service = %facts.service, replicas = facts.count, "routing to function");
+        let t = Arc::new(Tracked {
+            job_id: self.job_id(key),
+            publisher,
+            facts: Mutex::new(facts),
+            _watch: watch,
+        });
+        functions.insert(key.clone(), t.clone());
+        t
+    }
+
+    fn untrack(&self, key: &FunctionKey) {
+        let removed = self.lock().remove(key);
+        if removed.is_some() {
+            self.routes.remove(key);
+            tracing::info!(function = %key, "no longer routing to function");
+        }
+    }
+
+    /// Brings the tracked set in line with a jobs list read at `index`.
+    async fn sync(&self, stubs: &[JobListStub], index: u64) {
+        let mut live = BTreeSet::new();
+        for stub in stubs {
+            if stub.stop || !stub.id.starts_with(&self.opts.render.job_prefix) {
+                continue;
+            }
+            // With `meta=true` (Nomad 1.5+) the key is in the stub; older servers need a read.
+            let key = stub
+                .meta
+                .as_ref()
+                .and_then(|m| render::key_from_job(&serde_json::json!({ "Meta": m })));
+            if let Some(key) = &key {
+                live.insert(key.clone());
+                let known = self.lock().get(key).map(|t| t.facts().job_modify_index);
+                if known.is_some_and(|k| k >= stub.job_modify_index) {
+                    continue;
+                }
+            }
+            match self.nomad.job(&stub.id).await {
+                Ok(job) => {
+                    if let Some((k, f)) = facts_of(&job.value) {
+                        live.insert(k.clone());
+                        self.track(&k, f);
+                    }
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::debug!(job = %stub.id, error = %e, "cannot read function job");
+                }
+            }
+        }
+        let stale: Vec<FunctionKey> = self
+            .lock()
+            .iter()
+            .filter(|(k, t)| !live.contains(*k) && t.facts().job_modify_index <= index)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.untrack(&k);
+        }
+    }
+
+    fn status_of(&self, key: &FunctionKey, facts: &JobFacts) -> FunctionStatus {
+        let (available, invocations) = match self.lock().get(key) {
+            Some(t) => (
+                t.publisher.available(),
+                t.publisher.handle().metrics.codes.total(),
+            ),
+            None => (0, 0),
+        };
+        status(key, facts, available, invocations)
+    }
+
+    /// The live function jobs, read from Nomad, tracking any not yet tracked.
+    async fn live_jobs(&self) -> Result<Vec<(FunctionKey, JobFacts)>, ProviderError> {
+        let list = self
+            .nomad
+            .list_jobs(&self.opts.render.job_prefix, QueryOptions::default())
+            .await
+            .map_err(upstream)?;
+        self.sync(&list.value, list.index).await;
+        let functions = self.lock();
+        let mut out: Vec<(FunctionKey, JobFacts)> = functions
+            .iter()
+            .map(|(k, t)| (k.clone(), t.facts()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+impl Drop for NomadProvider {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.reconciler.lock() {
+            if let Some(t) = r.take() {
+                t.abort();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for NomadProvider {
+    async fn deploy(&self, mut spec: FunctionDeployment) -> Result<(), ProviderError> {
+        let key = key_of(&spec)?;
+        spec.namespace = key.namespace().to_string();
+        let count = render::initial_count(&spec).map_err(render_error)?;
+        let job = self.render(&spec, count)?;
+        if self.read(&key).await?.is_some() {
+            return Err(ProviderError::AlreadyExists(key));
+        }
+        let resp = self
+            .nomad
+            .register(&JobRegisterRequest {
+                job: job.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(upstream)?;
+        tracing::info!(function = %key, job = %self.job_id(&key), replicas = count, eval = %resp.eval_id, "function job registered");
+        match facts_of(&job) {
+            Some((_, mut f)) => {
+                f.job_modify_index = resp.job_modify_index;
+                self.track(&key, f);
+            }
+            None => tracing::warn!(function = %key, "rendered job does not describe the function"),
+        }
+        Ok(())
+    }
+
+    async fn update(&self, mut spec: FunctionDeployment) -> Result<(), ProviderError> {
+        let key = key_of(&spec)?;
+        spec.namespace = key.namespace().to_string();
+        let current = self
+            .read(&key)
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(key.clone()))?;
+        let job = self.render(&spec, current.count)?;
+        let resp = self
+            .nomad
+            .register(&JobRegisterRequest {
+                job: job.clone(),
+                preserve_counts: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(upstream)?;
+        tracing::info!(function = %key, replicas = current.count, eval = %resp.eval_id, "function job updated");
+        if let Some((_, mut f)) = facts_of(&job) {
+            f.count = current.count;
+            f.job_modify_index = resp.job_modify_index;
+            self.track(&key, f);
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: &FunctionKey) -> Result<(), ProviderError> {
+        if self.read(key).await?.is_none() {
+            self.untrack(key);
+            return Err(ProviderError::NotFound(key.clone()));
+        }
+        self.nomad
+            .deregister(&self.job_id(key), true)
+            .await
+            .map_err(upstream)?;
+        self.untrack(key);
+        tracing::info!(function = %key, "function job purged");
+        Ok(())
+    }
+
+    async fn scale(&self, key: &FunctionKey, replicas: u64) -> Result<(), ProviderError> {
+        let tracked = self.lock().get(key).cloned();
+        let (job_id, group) = match &tracked {
+            Some(t) => (t.job_id.clone(), t.facts().group),
+            None => {
+                let f = self
+                    .read(key)
+                    .await?
+                    .ok_or_else(|| ProviderError::NotFound(key.clone()))?;
+                let group = f.group.clone();
+                self.track(key, f);
+                (self.job_id(key), group)
+            }
+        };
+        let count = i64::try_from(replicas)
+            .map_err(|_| ProviderError::Invalid(format!("replicas {replicas} is too large")))?;
+        let req = ScalingRequest {
+            count: Some(count),
+            target: ScalingTarget {
+                group,
+                ..Default::default()
+            },
+            message: format!("faasgate: scale {key} to {replicas}"),
+            ..Default::default()
+        };
+        match self.nomad.scale(&job_id, &req).await {
+            Ok(resp) => {
+                if let Some(t) = self.lock().get(key) {
+                    let mut f = t.facts.lock().expect("facts mutex poisoned");
+                    f.count = replicas;
+                    f.job_modify_index = f.job_modify_index.max(resp.job_modify_index);
+                    t.publisher
+                        .set_desired(replicas, cold_start_replicas(&f.spec));
+                }
+                tracing::info!(function = %key, replicas, "function scaled");
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => {
+                self.untrack(key);
+                Err(ProviderError::NotFound(key.clone()))
+            }
+            Err(e) => Err(upstream(e)),
+        }
+    }
+
+    async fn list(&self, namespace: &str) -> Result<Vec<FunctionStatus>, ProviderError> {
+        Ok(self
+            .live_jobs()
+            .await?
+            .iter()
+            .filter(|(k, _)| k.namespace() == namespace)
+            .map(|(k, f)| self.status_of(k, f))
+            .collect())
+    }
+
+    async fn status(&self, key: &FunctionKey) -> Result<FunctionStatus, ProviderError> {
+        let facts = self
+            .read(key)
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(key.clone()))?;
+        self.track(key, facts.clone());
+        Ok(self.status_of(key, &facts))
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, ProviderError> {
+        let mut set: BTreeSet<String> = self
+            .live_jobs()
+            .await?
+            .into_iter()
+            .map(|(k, _)| k.namespace().to_string())
+            .collect();
+        set.insert(DEFAULT_NAMESPACE.to_string());
+        Ok(set.into_iter().collect())
+    }
+
+    async fn logs(&self, query: LogQuery) -> Result<LogStream, ProviderError> {
+        let facts = self
+            .read(&query.function)
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(query.function.clone()))?;
+        logs::stream(
+            self.nomad.clone(),
+            self.job_id(&query.function),
+            facts.task,
+            query,
+        )
+        .await
+    }
+
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            provider: "faasgate".into(),
+            orchestration: "nomad".into(),
+            version: VersionInfo {
+                commit_message: String::new(),
+                sha: crate::SHA.into(),
+                release: crate::RELEASE.into(),
+            },
+        }
+    }
+
+    /// Stops watching; the function jobs keep running (Nomad owns them).
+    async fn shutdown(&self) {
+        if let Some(t) = self
+            .reconciler
+            .lock()
+            .expect("reconciler mutex poisoned")
+            .take()
+        {
+            t.abort();
+        }
+        let all: Vec<Arc<Tracked>> = std::mem::take(&mut *self.lock()).into_values().collect();
+        drop(all);
+    }
+}
+
+// === impl Tracked ===
+
+impl Tracked {
+    fn facts(&self) -> JobFacts {
+        self.facts.lock().expect("facts mutex poisoned").clone()
+    }
+}
+
+/// Follows the jobs list with a blocking query and syncs the tracked set on every change.
+async fn reconcile(provider: std::sync::Weak<NomadProvider>) {
+    let mut last = 0u64;
+    let mut backoff = Backoff::default();
+    loop {
+        let Some(p) = provider.upgrade() else { return };
+        let q = QueryOptions::blocking(last, p.opts.reconcile_wait);
+        let nomad = p.nomad.clone();
+        let prefix = p.opts.render.job_prefix.clone();
+        let (base, max) = (p.opts.watch.backoff_base, p.opts.watch.backoff_max);
+        drop(p);
+        match nomad.list_jobs(&prefix, q).await {
+            Ok(list) => {
+                backoff.reset();
+                last = if list.index < last { 0 } else { list.index };
+                let Some(p) = provider.upgrade() else { return };
+                p.sync(&list.value, list.index).await;
+            }
+            Err(e) => {
+                let delay = backoff.next(base, max, fastrand::f64());
+                tracing::debug!(error = %e, ?delay, "jobs list read failed");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Reads the function key and facts from a job (a read one, or one just rendered).
+fn facts_of(job: &Value) -> Option<(FunctionKey, JobFacts)> {
+    let key = render::key_from_job(job)?;
+    let spec = render::spec_from_job(job)?;
+    let view = job_view(job).ok()?;
+    if view.stop {
+        return None;
+    }
+    let group = render::group_name(job)?;
+    let count = render::group_count(job).unwrap_or(0);
+    let service = view
+        .services()
+        .first()
+        .map(|s| s.name.clone())
+        .unwrap_or_else(|| render::service_name(&key));
+    let task = view.main_task().map(|t| t.name.clone()).unwrap_or_default();
+    Some((
+        key,
+        JobFacts {
+            spec,
+            count,
+            group,
+            service,
+            task,
+            submit_time: view.submit_time,
+            job_modify_index: view.job_modify_index,
+        },
+    ))
+}
+
+/// Sets `Provider` on every service of the job (group and task level).
+fn set_service_provider(job: &mut Value, provider: &str) {
+    let Some(groups) = job.get_mut("TaskGroups").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for g in groups {
+        let mut lists: Vec<&mut Value> = Vec::new();
+        if let Some(obj) = g.as_object_mut() {
+            for (k, v) in obj.iter_mut() {
+                if k == "Services" {
+                    lists.push(v);
+                } else if k == "Tasks" {
+                    if let Some(tasks) = v.as_array_mut() {
+                        for t in tasks {
+                            if let Some(s) = t.get_mut("Services") {
+                                lists.push(s);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for list in lists {
+            for s in list.as_array_mut().into_iter().flatten() {
+                if let Some(o) = s.as_object_mut() {
+                    o.insert("Provider".into(), Value::String(provider.into()));
+                }
+            }
+        }
+    }
+}
+
+/// The OpenFaaS status of a function: its deployment echoed, plus counts.
+fn status(key: &FunctionKey, facts: &JobFacts, available: u64, invocations: u64) -> FunctionStatus {
+    let d = &facts.spec;
+    let mut labels = d.labels.clone().unwrap_or_default();
+    labels.insert(LABEL_FUNCTION.into(), key.name().into());
+    let created_at = (facts.submit_time > 0)
+        .then(|| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(facts.submit_time))
+                .ok()?
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .flatten();
+    FunctionStatus {
+        name: key.name().into(),
+        image: d.image.clone(),
+        namespace: key.namespace().into(),
+        env_process: d.env_process.clone(),
+        env_vars: d.env_vars.clone(),
+        constraints: d.constraints.clone(),
+        secrets: d.secrets.clone(),
+        labels,
+        annotations: d.annotations.clone().unwrap_or_default(),
+        limits: d.limits.clone(),
+        requests: d.requests.clone(),
+        read_only_root_filesystem: d.read_only_root_filesystem,
+        invocation_count: invocations,
+        replicas: facts.count,
+        available_replicas: available,
+        created_at,
+        stats: None,
+    }
+}
+
+/// Replicas a cold start asks for: `max(1, com.openfaas.scale.min)`.
+fn cold_start_replicas(spec: &FunctionDeployment) -> u64 {
+    spec.labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_SCALE_MIN))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn key_of(d: &FunctionDeployment) -> Result<FunctionKey, ProviderError> {
+    FunctionKey::new(&d.service, &d.namespace).map_err(|e| ProviderError::Invalid(e.to_string()))
+}
+
+fn render_error(e: RenderError) -> ProviderError {
+    match e {
+        RenderError::Template(_) => ProviderError::Backend(e.to_string()),
+        other => ProviderError::Invalid(other.to_string()),
+    }
+}
+
+/// A Nomad error as the API caller sees it: Nomad's own status and message.
+fn upstream(e: ClientError) -> ProviderError {
+    match e {
+        ClientError::Status {
+            status, message, ..
+        } => ProviderError::Upstream {
+            status,
+            message: format!("nomad: {message}"),
+        },
+        ClientError::Unreachable { .. } => ProviderError::Upstream {
+            status: 502,
+            message: e.to_string(),
+        },
+        ClientError::Timeout { .. } => ProviderError::Upstream {
+            status: 504,
+            message: e.to_string(),
+        },
+        ClientError::Decode { .. } => ProviderError::Backend(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nomad_errors_keep_status_and_message() {
+        let e = upstream(ClientError::Status {
+            service: "nomad",
+            status: 500,
+            message: "1 error occurred:\n\t* Missing job task groups".into(),
+        });
+        assert!(
+            matches!(&e, ProviderError::Upstream { status: 500, message } if message.contains("Missing job task groups"))
+        );
+        let e = upstream(ClientError::Unreachable {
+            service: "nomad",
+            addr: "http://127.0.0.1:1".into(),
+            reason: "refused".into(),
+        });
+        assert!(matches!(e, ProviderError::Upstream { status: 502, .. }));
+    }
+
+    #[test]
+    fn facts_come_from_the_rendered_job() {
+        let spec = FunctionDeployment {
+            service: "echo".into(),
+            namespace: "team-a".into(),
+            image: "ghcr.io/x/echo:1".into(),
+            labels: Some([(LABEL_SCALE_MIN.to_string(), "3".to_string())].into()),
+            ..Default::default()
+        };
+        let job = render::render_job(&spec, 3, &RenderOptions::default()).unwrap();
+        let (key, f) = facts_of(&job).unwrap();
+        assert_eq!(key.to_string(), "echo.team-a");
+        assert_eq!(f.count, 3);
+        assert_eq!(f.service, render::service_name(&key));
+        assert_eq!(f.spec, spec);
+        assert!(!f.task.is_empty() && !f.group.is_empty());
+        assert_eq!(cold_start_replicas(&f.spec), 3);
+        let s = status(&key, &f, 2, 0);
+        assert_eq!((s.replicas, s.available_replicas), (3, 2));
+        assert_eq!(s.labels[LABEL_FUNCTION], "echo");
+        assert_eq!(s.namespace, "team-a");
+    }
+
+    #[test]
+    fn consul_discovery_sets_service_providers() {
+        let mut job = json!({"TaskGroups": [{"Services": [{"Name": "a", "Provider": "nomad"}],
+            "Tasks": [{"Services": [{"Name": "b"}]}]}]});
+        set_service_provider(&mut job, "consul");
+        assert_eq!(job["TaskGroups"][0]["Services"][0]["Provider"], "consul");
+        assert_eq!(
+            job["TaskGroups"][0]["Tasks"][0]["Services"][0]["Provider"],
+            "consul"
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! Replica sets from a service catalog: Nomad's native one or Consul's health catalog.
+//!
+//! Per function, one watcher ([`watch`]) holds a blocking query on the function's service
+//! (`GET /v1/service/{name}` on Nomad, `GET /v1/health/service/{name}?passing` on Consul),
+//! and each answer becomes a new replica set for the data plane, published through the
+//! function's [`Publisher`] as one [`FunctionState`].
+//!
+//! Invariants:
+//! - **Diffed, never rebuilt.** A replica that is in the new answer with the same address
+//!   keeps its `Arc<Replica>` (its keep-alive pool and pending count); only new instances get
+//!   a new `Replica`, and gone ones simply leave the set (requests already on them finish).
+//! - **Only ready instances are routed.** Nomad's catalog has no health filter and lists a
+//!   group service before the task listens, so with [`Catalog::Nomad`] a new instance stays
+//!   pending until its `/_/health` answers 200 ([`probe`]). Consul's `?passing` already
+//!   filters on every check.
+//! - **Unreachable catalog = keep serving.** On an error the watcher backs off (exponential,
+//!   jittered) and publishes nothing: the last known replicas keep serving.
+//! - **Blocking-query rules** (reference section 4): the index is floored to 1, a smaller
+//!   index than the last resets to a non-blocking read, wake-ups without a change are normal
+//!   (the body is diffed), and a token bucket bounds the query rate under churn.
+//! - The desired count and the ready set are published together, under the publisher's lock,
+//!   so a scale call and a catalog change never overwrite each other with stale values.
+
+pub mod probe;
+pub mod watch;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use crate::client::{ClientError, ConsulClient, Indexed, NomadClient, QueryOptions};
+use crate::dataplane::{FunctionHandle, FunctionState, Replica};
+
+pub use watch::{spawn_watcher, WatchConfig, WatchHandle};
+
+/// Which catalog discovery reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DiscoveryKind {
+    /// Nomad's native service catalog (`provider = "nomad"` services).
+    #[default]
+    Nomad,
+    /// Consul's health catalog (`provider = "consul"` services), passing instances only.
+    Consul,
+}
+
+/// One instance of a service as the catalog lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Instance {
+    /// The allocation ID when known (the replica's name in logs), else the registration ID.
+    pub id: String,
+    pub addr: SocketAddr,
+}
+
+/// A service catalog.
+pub enum Catalog {
+    Nomad(Arc<NomadClient>),
+    Consul(Arc<ConsulClient>),
+}
+
+/// Publishes one function's [`FunctionState`]: desired count and ready replicas together.
+pub struct Publisher {
+    handle: Arc<FunctionHandle>,
+    state: Mutex<Published>,
+}
+
+#[derive(Clone)]
+struct Published {
+    desired: u64,
+    cold_start_replicas: u64,
+    replicas: Arc<[Arc<Replica>]>,
+}
+
+// === impl Catalog ===
+
+impl Catalog {
+    /// Whether new instances must pass a readiness probe before they are routed.
+    pub fn needs_probe(&self) -> bool {
+        matches!(self, Catalog::Nomad(_))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Catalog::Nomad(_) => "nomad",
+            Catalog::Consul(_) => "consul",
+        }
+    }
+
+    /// The instances of `service`, read with `q` (blocking when `q.index > 0`).
+    pub async fn instances(
+        &self,
+        service: &str,
+        q: QueryOptions,
+    ) -> Result<Indexed<Vec<Instance>>, ClientError> {
+        match self {
+            Catalog::Nomad(c) => {
+                let r = c.service(service, q).await?;
+                let mut out = Vec::with_capacity(r.value.len());
+                for reg in &r.value {
+                    match parse_addr(&reg.address, reg.port) {
+                        Some(addr) => out.push(Instance {
+                            id: if reg.alloc_id.is_empty() {
+                                reg.id.clone()
+                            } else {
+                                reg.alloc_id.clone()
+                            },
+                            addr,
+                        }),
+                        None => tracing::warn!(
+                            service,
+                            address = %reg.address,
+                            port = reg.port,
+                            "skipping a registration whose address is not an IP:port"
+                        ),
+                    }
+                }
+                Ok(Indexed {
+                    value: dedup(out),
+                    index: r.index,
+                })
+            }
+            Catalog::Consul(c) => {
+                let r = c.health_service(service, true, q).await?;
+                let mut out = Vec::with_capacity(r.value.len());
+                for e in r.value.iter().filter(|e| e.is_passing()) {
+                    match parse_addr(e.address(), e.service.port) {
+                        Some(addr) => out.push(Instance {
+                            id: alloc_of_consul_id(&e.service.id).to_string(),
+                            addr,
+                        }),
+                        None => tracing::warn!(
+                            service,
+                            address = %e.address(),
+                            "skipping an instance whose address is not an IP:port"
+                        ),
+                    }
+                }
+                Ok(Indexed {
+                    value: dedup(out),
+                    index: r.index,
+                })
+            }
+        }
+    }
+}
+
+/// Sorted, one entry per address (two registrations of one address are one replica).
+fn dedup(mut v: Vec<Instance>) -> Vec<Instance> {
+    v.sort_by(|a, b| a.addr.cmp(&b.addr).then(a.id.cmp(&b.id)));
+    v.dedup_by(|a, b| a.addr == b.addr);
+    v
+}
+
+fn parse_addr(address: &str, port: u16) -> Option<SocketAddr> {
+    let ip: IpAddr = address.trim_matches(['[', ']']).parse().ok()?;
+    (port != 0).then_some(SocketAddr::new(ip, port))
+}
+
+/// `_nomad-task-<allocID>-<task>-<svc>-<label>` -> the alloc ID; anything else unchanged.
+fn alloc_of_consul_id(id: &str) -> &str {
+    match id.strip_prefix("_nomad-task-") {
+        Some(rest) if rest.len() >= 36 && rest.is_char_boundary(36) => &rest[..36],
+        _ => id,
+    }
+}
+
+// === impl Publisher ===
+
+impl Publisher {
+    pub fn new(handle: Arc<FunctionHandle>, desired: u64, cold_start_replicas: u64) -> Self {
+        let current = handle.state_full();
+        let p = Self {
+            handle,
+            state: Mutex::new(Published {
+                desired,
+                cold_start_replicas,
+                replicas: current.replicas.clone(),
+            }),
+        };
+        p.publish(&p.lock());
+        p
+    }
+
+    pub fn handle(&self) -> &Arc<FunctionHandle> {
+        &self.handle
+    }
+
+    /// Replicas in rotation now.
+    pub fn replicas(&self) -> Arc<[Arc<Replica>]> {
+        self.lock().replicas.clone()
+    }
+
+    /// Ready replicas now (`availableReplicas`).
+    pub fn available(&self) -> u64 {
+        self.lock().replicas.len() as u64
+    }
+
+    pub fn desired(&self) -> u64 {
+        self.lock().desired
+    }
+
+    /// Sets the desired count (and the scale-from-zero target); publishes when it changed.
+    pub fn set_desired(&self, desired: u64, cold_start_replicas: u64) {
+        let mut s = self.lock();
+        if s.desired == desired && s.cold_start_replicas == cold_start_replicas {
+            return;
+        }
+        s.desired = desired;
+        s.cold_start_replicas = cold_start_replicas;
+        self.publish(&s);
+    }
+
+    /// Replaces the ready set (already diffed by the caller).
+    pub fn set_replicas(&self, replicas: Vec<Arc<Replica>>) {
+        let mut s = self.lock();
+        s.replicas = replicas.into();
+        self.publish(&s);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
+        self.state.lock().expect("publisher mutex poisoned")
+    }
+
+    fn publish(&self, s: &Published) {
+        self.handle.publish(FunctionState {
+            replicas: s.replicas.clone(),
+            desired: s.desired,
+            cold_start_replicas: s.cold_start_replicas,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consul_ids_name_the_allocation() {
+        assert_eq!(
+            alloc_of_consul_id(
+                "_nomad-task-177160af-26f6-619f-9c9f-5e46d1104395-group-fn-fn-x-http"
+            ),
+            "177160af-26f6-619f-9c9f-5e46d1104395"
+        );
+        assert_eq!(alloc_of_consul_id("redis"), "redis");
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_addr("10.0.0.5", 27521),
+            Some("10.0.0.5:27521".parse().unwrap())
+        );
+        assert_eq!(parse_addr("::1", 80), Some("[::1]:80".parse().unwrap()));
+        assert_eq!(parse_addr("node.local", 80), None);
+        assert_eq!(parse_addr("10.0.0.5", 0), None);
+    }
+
+    #[test]
+    fn publisher_keeps_desired_and_replicas_together() {
+        let key = crate::names::FunctionKey::new("f", "").unwrap();
+        let handle = Arc::new(FunctionHandle::new(key));
+        let p = Publisher::new(handle.clone(), 2, 1);
+        assert_eq!(handle.state().desired, 2);
+        let r = Replica::new("a", "127.0.0.1:1".parse().unwrap());
+        p.set_replicas(vec![r.clone()]);
+        p.set_desired(3, 1);
+        let st = handle.state_full();
+        assert_eq!(st.desired, 3);
+        assert!(Arc::ptr_eq(&st.replicas[0], &r));
+    }
+}

@@ -1,0 +1,677 @@
+//! Conformance of the Nomad/Consul client and of the API double with the official samples in
+//! `../shared/fixtures/{nomad,consul}` (verbatim bodies from the Nomad and Consul docs).
+//!
+//! - Every fixture file parses with the client's wire types (`faasgate::client::wire`), and a
+//!   file without a known wire type fails the test (so a new fixture cannot be skipped).
+//! - The double's answers have the fixtures' shapes: at every level, every key the double
+//!   sends is one the fixtures know (or a documented addition of real servers), every key all
+//!   fixtures agree on is present, and values have the fixtures' JSON types (`null` matches
+//!   anything, as servers send `null` for unset nested values). Maps keyed by data (`Meta`,
+//!   `Summary`, ...) compare their values.
+//!
+//! The fixture tests read `FAASGATE_FIXTURES_DIR` (`.ci/run` sets it to `../shared/fixtures`):
+//! unset, they print that they were skipped and pass; set to a directory without the
+//! fixtures, they fail. The client-vs-double checks below them need no fixtures.
+
+#[path = "support/nomad_double.rs"]
+mod nomad_double;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use faasgate::api::types::FunctionDeployment;
+use faasgate::client::wire::consul as cw;
+use faasgate::client::wire::nomad as nw;
+use faasgate::client::{NomadClient, NomadSettings, QueryOptions};
+use faasgate::control::nomad::render::{self, RenderOptions};
+use faasgate::names::FunctionKey;
+use nomad_double::NomadDouble;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+const FIXTURES_ENV: &str = "FAASGATE_FIXTURES_DIR";
+
+/// Keys whose object values are maps keyed by data (names, IDs), not structs.
+const DATA_MAPS: &[&str] = &[
+    "Meta",
+    "Config",
+    "Env",
+    "Summary",
+    "TaskGroups",
+    "TaskStates",
+    "TaggedAddresses",
+    "NodeMeta",
+    "ServiceMeta",
+    "ServiceTaggedAddresses",
+    "Details",
+    "QueuedAllocations",
+    "FailedTGAllocs",
+    "NodesAvailable",
+    "Policy",
+];
+
+fn fixtures() -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os(FIXTURES_ENV) else {
+        eprintln!(
+            "SKIPPED: {FIXTURES_ENV} is not set; .ci/run sets it to ../shared/fixtures \
+             to check the client and the double against the official samples"
+        );
+        return None;
+    };
+    let dir = PathBuf::from(dir);
+    for sub in ["nomad", "consul"] {
+        assert!(
+            dir.join(sub).is_dir(),
+            "{FIXTURES_ENV}={} does not contain {sub}/ (expected ../shared/fixtures)",
+            dir.display()
+        );
+    }
+    Some(dir)
+}
+
+fn load(dir: &std::path::Path, rel: &str) -> Value {
+    let p = dir.join(rel);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn parse<T: DeserializeOwned>(name: &str, v: &Value) -> T {
+    serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("fixture {name} does not parse with its wire type: {e}"))
+}
+
+#[test]
+fn every_fixture_parses_with_the_client_wire_types() {
+    let Some(dir) = fixtures() else { return };
+    let mut seen = 0;
+    for sub in ["nomad", "consul"] {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        names.sort();
+        for name in names {
+            let v = load(&dir, &format!("{sub}/{name}"));
+            let n = name.as_str();
+            match (sub, n) {
+                ("nomad", "allocation-checks.json") => {
+                    let m: BTreeMap<String, nw::AllocCheckStatus> = parse(n, &v);
+                    assert!(m.values().all(|c| c.status == "success"));
+                }
+                ("nomad", "allocation-services.json")
+                | ("nomad", "job-services.json")
+                | ("nomad", "service-registrations.json") => {
+                    let l: Vec<nw::ServiceRegistration> = parse(n, &v);
+                    assert!(l.iter().all(|r| r.port > 0 && !r.alloc_id.is_empty()));
+                }
+                ("nomad", "allocation-stop-response.json") => {
+                    let r: nw::AllocStopResponse = parse(n, &v);
+                    assert!(r.index > 0);
+                }
+                ("nomad", "allocation-with-shared-ports.json") => {
+                    let a: nw::Allocation = parse(n, &v);
+                    let ports = a.allocated_resources.unwrap().shared.unwrap().ports;
+                    assert_eq!(ports[0].host_ip, "192.168.1.9");
+                    assert_eq!(ports[0].value, 5678);
+                }
+                ("nomad", "allocation.json") => {
+                    let a: nw::Allocation = parse(n, &v);
+                    assert!(!a.id.is_empty());
+                }
+                ("nomad", "allocations-list.json") | ("nomad", "job-allocations.json") => {
+                    let l: Vec<nw::Allocation> = parse(n, &v);
+                    assert!(l.iter().all(|a| !a.task_states.is_empty()));
+                    assert!(l.iter().any(|a| a.is_live()));
+                }
+                ("nomad", "deployment.json") => {
+                    let d: nw::Deployment = parse(n, &v);
+                    assert!(!d.task_groups.is_empty());
+                }
+                ("nomad", "job-deployment-latest.json") => {
+                    let _: Option<nw::Deployment> = parse(n, &v);
+                }
+                ("nomad", "job-deployments.json") => {
+                    let _: Vec<nw::Deployment> = parse(n, &v);
+                }
+                ("nomad", "evaluation.json") => {
+                    let e: nw::Evaluation = parse(n, &v);
+                    assert_eq!(e.status, "blocked");
+                    assert!(!e.failed_tg_allocs.is_empty());
+                }
+                ("nomad", "job-evaluations.json") => {
+                    let _: Vec<nw::Evaluation> = parse(n, &v);
+                }
+                ("nomad", "job-deregister-response.json") => {
+                    let r: nw::JobDeregisterResponse = parse(n, &v);
+                    assert!(!r.eval_id.is_empty());
+                }
+                ("nomad", "job-evaluate-response.json")
+                | ("nomad", "job-register-response.json")
+                | ("nomad", "job-scale-response.json")
+                | ("nomad", "job-update-response.json") => {
+                    let r: nw::JobRegisterResponse = parse(n, &v);
+                    assert!(r.job_modify_index > 0);
+                }
+                ("nomad", "job-parse-response.json") | ("nomad", "job.json") => {
+                    let j: nw::Job = parse(n, &v);
+                    assert!(!j.id.is_empty());
+                }
+                ("nomad", "job-register-payload-full.json")
+                | ("nomad", "job-register-payload.json") => {
+                    let r: nw::JobRegisterRequest = parse(n, &v);
+                    let j = faasgate::client::nomad::job_view(&r.job).unwrap();
+                    assert!(!j.services().is_empty(), "{n}: the group service is read");
+                }
+                ("nomad", "job-scale-payload.json") => {
+                    let r: nw::ScalingRequest = parse(n, &v);
+                    assert_eq!((r.count, r.target.group.as_str()), (Some(5), "cache"));
+                    // What faasgate sends reads back the same.
+                    let again: nw::ScalingRequest =
+                        serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+                    assert_eq!(again, r);
+                }
+                ("nomad", "job-scale-status.json") => {
+                    let s: nw::JobScaleStatus = parse(n, &v);
+                    assert_eq!(s.task_groups["cache"].desired, 1);
+                }
+                ("nomad", "job-summary.json") => {
+                    let s: nw::JobSummary = parse(n, &v);
+                    assert_eq!(s.summary["cache"].running, 1);
+                }
+                ("nomad", "job-versions-diffs.json") => {
+                    let r: nw::JobVersions = parse(n, &v);
+                    assert!(r.versions.iter().all(|j| !j.task_groups.is_empty()));
+                }
+                ("nomad", "jobs-list-full.json") | ("nomad", "jobs-list.json") => {
+                    let l: Vec<nw::JobListStub> = parse(n, &v);
+                    assert!(l
+                        .iter()
+                        .all(|s| s.job_summary.is_some() && s.job_modify_index > 0));
+                }
+                ("nomad", "scaling-policies.json") => {
+                    let _: Vec<nw::ScalingPolicy> = parse(n, &v);
+                }
+                ("nomad", "scaling-policy.json") => {
+                    let p: nw::ScalingPolicy = parse(n, &v);
+                    assert_eq!(p.target["Group"], "cache");
+                }
+                ("nomad", "services-list.json") => {
+                    let l: Vec<nw::ServiceRegistrationListStub> = parse(n, &v);
+                    assert!(!l[0].services.is_empty());
+                }
+                ("consul", "agent-service-register-payload.json") => {
+                    let _: cw::AgentServiceRegistration = parse(n, &v);
+                }
+                ("consul", "catalog-service.json") => {
+                    let l: Vec<cw::CatalogService> = parse(n, &v);
+                    assert_eq!(l[0].service_port, 5000);
+                }
+                ("consul", "catalog-services.json") => {
+                    let _: cw::CatalogServices = parse(n, &v);
+                }
+                ("consul", "health-checks-service.json")
+                | ("consul", "health-state-passing.json") => {
+                    let _: Vec<cw::HealthCheck> = parse(n, &v);
+                }
+                ("consul", "health-service.json") => {
+                    let l: Vec<cw::ServiceEntry> = parse(n, &v);
+                    assert!(l[0].is_passing());
+                    assert_eq!(l[0].address(), "10.1.10.12");
+                }
+                _ => panic!("fixture {sub}/{name} has no wire type in this test; add one"),
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 38, "only {seen} fixtures found");
+}
+
+// === shapes ===
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Compares `actual` with `fixtures` (see the module doc); `extra` keys are allowed anywhere.
+fn check_shape(
+    path: &str,
+    actual: &Value,
+    fixtures: &[&Value],
+    extra: &[&str],
+    errs: &mut Vec<String>,
+) {
+    let fx: Vec<&Value> = fixtures.iter().copied().filter(|v| !v.is_null()).collect();
+    if actual.is_null() || fx.is_empty() {
+        return;
+    }
+    if !fx.iter().any(|f| kind(f) == kind(actual)) {
+        errs.push(format!(
+            "{path}: {} where the fixtures have {}",
+            kind(actual),
+            kind(fx[0])
+        ));
+        return;
+    }
+    let last = path.rsplit('.').next().unwrap_or("");
+    match actual {
+        Value::Object(a) if DATA_MAPS.contains(&last) => {
+            let values: Vec<&Value> = fx
+                .iter()
+                .filter_map(|f| f.as_object())
+                .flat_map(|m| m.values())
+                .collect();
+            for (k, v) in a {
+                check_shape(&format!("{path}[{k}]"), v, &values, extra, errs);
+            }
+        }
+        Value::Object(a) => {
+            let objs: Vec<&serde_json::Map<String, Value>> =
+                fx.iter().filter_map(|f| f.as_object()).collect();
+            let union: BTreeSet<&String> = objs.iter().flat_map(|m| m.keys()).collect();
+            let required: BTreeSet<&String> = union
+                .iter()
+                .copied()
+                .filter(|k| objs.iter().all(|m| m.contains_key(*k)))
+                .collect();
+            for k in a.keys() {
+                if !union.contains(k) && !extra.contains(&k.as_str()) {
+                    errs.push(format!("{path}.{k}: not in the fixtures"));
+                }
+            }
+            for k in required {
+                if !a.contains_key(k) {
+                    errs.push(format!("{path}.{k}: missing (every fixture has it)"));
+                }
+            }
+            for (k, v) in a {
+                let children: Vec<&Value> = objs.iter().filter_map(|m| m.get(k)).collect();
+                check_shape(&format!("{path}.{k}"), v, &children, extra, errs);
+            }
+        }
+        Value::Array(a) => {
+            let elems: Vec<&Value> = fx.iter().filter_map(|f| f.as_array()).flatten().collect();
+            for (i, v) in a.iter().enumerate() {
+                check_shape(&format!("{path}[{i}]"), v, &elems, extra, errs);
+            }
+        }
+        _ => {}
+    }
+}
+
+struct Raw {
+    status: u16,
+    content_type: String,
+    index: Option<String>,
+    body: Value,
+    text: String,
+}
+
+async fn raw(double: &NomadDouble, method: &str, path: &str, body: Option<Value>) -> Raw {
+    let b = body
+        .map(|v| Bytes::from(serde_json::to_vec(&v).unwrap()))
+        .unwrap_or_default();
+    let r = support::request(double.addr(), method, path, &[], b).await;
+    let text = r.text();
+    Raw {
+        status: r.status,
+        content_type: r.header("content-type").unwrap_or("").to_string(),
+        index: r
+            .header("x-nomad-index")
+            .or(r.header("x-consul-index"))
+            .map(str::to_string),
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+fn function_job(name: &str, provider: &str) -> Value {
+    let spec = FunctionDeployment {
+        service: name.into(),
+        env_process: "cat".into(),
+        annotations: Some([("com.faasgate.driver".to_string(), "raw_exec".to_string())].into()),
+        ..Default::default()
+    };
+    let opts = RenderOptions {
+        watchdog_path: support::BIN.into(),
+        ..Default::default()
+    };
+    let mut job = render::render_job(&spec, 1, &opts).unwrap();
+    job["TaskGroups"][0]["Services"][0]["Provider"] = json!(provider);
+    job
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_double_answers_in_the_fixture_shapes() {
+    let Some(dir) = fixtures() else { return };
+    let f = |rel: &str| load(&dir, rel);
+    let double = NomadDouble::start().await;
+    let mut errs = Vec::new();
+    let mut check = |what: &str, actual: &Value, fx: Vec<Value>, extra: &[&str]| {
+        let refs: Vec<&Value> = fx.iter().collect();
+        check_shape(what, actual, &refs, extra, &mut errs);
+    };
+
+    let nomad_job = function_job("shape", "nomad");
+    let id = nomad_job["ID"].as_str().unwrap().to_string();
+    let r = raw(&double, "POST", "/v1/jobs", Some(json!({"Job": nomad_job}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.index.is_some());
+    check(
+        "register",
+        &r.body,
+        vec![
+            f("nomad/job-register-response.json"),
+            f("nomad/job-update-response.json"),
+        ],
+        &["NextToken"],
+    );
+    let consul_job = function_job("shape-consul", "consul");
+    let cid = consul_job["ID"].as_str().unwrap().to_string();
+    assert_eq!(
+        raw(
+            &double,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"Job": consul_job}))
+        )
+        .await
+        .status,
+        200
+    );
+    let key = FunctionKey::new("shape-consul", "").unwrap();
+    let consul_service = render::service_name(&key);
+    let nomad_service = render::service_name(&FunctionKey::new("shape", "").unwrap());
+    // Running, registered, and passing its check in Consul.
+    let d = double.clone();
+    let cs = consul_service.clone();
+    let mut passing = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !passing {
+        assert!(
+            Instant::now() < deadline,
+            "consul instance never passed its check"
+        );
+        let h = raw(&d, "GET", &format!("/v1/health/service/{cs}?passing"), None).await;
+        passing = h.body.as_array().is_some_and(|a| !a.is_empty());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for("both allocations running", || double.pids().len() == 2).await;
+
+    let r = raw(&double, "GET", "/v1/jobs?meta=true", None).await;
+    check(
+        "jobs",
+        &r.body,
+        vec![f("nomad/jobs-list.json"), f("nomad/jobs-list-full.json")],
+        // `Meta` with ?meta=true (1.5+), `Unknown` in group summaries (1.x servers).
+        &["Meta", "Unknown"],
+    );
+    let versions = f("nomad/job-versions-diffs.json");
+    let r = raw(&double, "GET", &format!("/v1/job/{id}"), None).await;
+    check(
+        "job",
+        &r.body,
+        vec![
+            versions["Versions"][0].clone(),
+            f("nomad/job.json"),
+            f("nomad/job-parse-response.json"),
+            f("nomad/job-register-payload-full.json")["Job"].clone(),
+        ],
+        &[],
+    );
+    let r = raw(&double, "GET", &format!("/v1/job/{id}/summary"), None).await;
+    check(
+        "summary",
+        &r.body,
+        vec![f("nomad/job-summary.json")],
+        &["Namespace", "Unknown"],
+    );
+    let r = raw(&double, "GET", &format!("/v1/job/{id}/allocations"), None).await;
+    check(
+        "allocations",
+        &r.body,
+        vec![
+            f("nomad/job-allocations.json"),
+            f("nomad/allocations-list.json"),
+        ],
+        &[],
+    );
+    let r = raw(
+        &double,
+        "GET",
+        &format!("/v1/service/{nomad_service}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.body.as_array().map(Vec::len), Some(1), "{}", r.text);
+    check(
+        "service",
+        &r.body,
+        vec![f("nomad/service-registrations.json")],
+        &[],
+    );
+    let r = raw(&double, "GET", &format!("/v1/job/{id}/services"), None).await;
+    check(
+        "job services",
+        &r.body,
+        vec![f("nomad/job-services.json")],
+        &[],
+    );
+    let r = raw(&double, "GET", "/v1/services", None).await;
+    check(
+        "services",
+        &r.body,
+        vec![f("nomad/services-list.json")],
+        &[],
+    );
+    let r = raw(
+        &double,
+        "GET",
+        &format!("/v1/health/service/{consul_service}"),
+        None,
+    )
+    .await;
+    check(
+        "health",
+        &r.body,
+        vec![f("consul/health-service.json")],
+        &[],
+    );
+    let r = raw(
+        &double,
+        "GET",
+        &format!("/v1/catalog/service/{consul_service}"),
+        None,
+    )
+    .await;
+    check(
+        "catalog",
+        &r.body,
+        vec![f("consul/catalog-service.json")],
+        &[],
+    );
+
+    let scale = json!({"Count": 2, "Target": {"Group": "fn"}, "Message": "shape test"});
+    let r = raw(&double, "POST", &format!("/v1/job/{id}/scale"), Some(scale)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    check(
+        "scale",
+        &r.body,
+        vec![f("nomad/job-scale-response.json")],
+        &[],
+    );
+    let r = raw(&double, "GET", &format!("/v1/job/{id}/scale"), None).await;
+    check(
+        "scale status",
+        &r.body,
+        vec![f("nomad/job-scale-status.json")],
+        &[],
+    );
+    let alloc = double.live_allocs(&id)[0].clone();
+    let r = raw(
+        &double,
+        "POST",
+        &format!("/v1/allocation/{alloc}/stop"),
+        None,
+    )
+    .await;
+    check(
+        "alloc stop",
+        &r.body,
+        vec![f("nomad/allocation-stop-response.json")],
+        &[],
+    );
+    let r = raw(
+        &double,
+        "DELETE",
+        &format!("/v1/job/{cid}?purge=true"),
+        None,
+    )
+    .await;
+    check(
+        "deregister",
+        &r.body,
+        vec![f("nomad/job-deregister-response.json")],
+        &[
+            "VolumeEvalID",
+            "VolumeEvalIndex",
+            "Index",
+            "LastContact",
+            "KnownLeader",
+            "NextToken",
+        ],
+    );
+    assert!(
+        errs.is_empty(),
+        "the double's shapes differ from the fixtures:\n{}",
+        errs.join("\n")
+    );
+    let _ = raw(&double, "DELETE", &format!("/v1/job/{id}?purge=true"), None).await;
+    wait_for("processes stopped", || double.pids().is_empty()).await;
+}
+
+// === client against the double (no fixtures needed) ===
+
+fn client(double: &NomadDouble, token: Option<&str>) -> NomadClient {
+    let mut settings = NomadSettings::for_addr(&double.url()).unwrap();
+    if let Some(t) = token {
+        settings.token = faasgate::client::Secret::new(t);
+    }
+    NomadClient::new(&settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_plain_text_with_the_server_status() {
+    let double = NomadDouble::start_with(Some("right"), None).await;
+    let e = client(&double, Some("wrong")).job("x").await.unwrap_err();
+    assert_eq!(e.status(), Some(403));
+    assert!(e.to_string().contains("Permission denied"), "{e}");
+    assert!(!format!("{e:?}").contains("wrong"));
+    let c = client(&double, Some("right"));
+    let e = c.job("missing").await.unwrap_err();
+    assert!(e.is_not_found());
+    assert!(e.to_string().ends_with("job not found"), "{e}");
+    // Deleting a missing job is 200 with zero fields, not 404.
+    let r = c.deregister("missing", true).await.unwrap();
+    assert_eq!(r.eval_id, "");
+    let r = raw(&double, "GET", "/v1/job/missing", None).await;
+    assert_eq!(r.status, 403, "the raw request carries no token");
+    let e = c
+        .register(&nw::JobRegisterRequest {
+            job: json!({"ID": "bad", "TaskGroups": []}),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(500));
+    assert!(e.to_string().contains("Missing job task groups"), "{e}");
+    // A bare number is not a Go duration.
+    let double = NomadDouble::start().await;
+    let r = raw(&double, "GET", "/v1/jobs?index=1&wait=10", None).await;
+    assert_eq!((r.status, r.text.as_str()), (400, "Invalid wait time"));
+    assert!(r.content_type.starts_with("text/plain"));
+    let r = raw(&double, "GET", "/v1/nope", None).await;
+    assert_eq!((r.status, r.text.as_str()), (404, ""));
+    let r = raw(&double, "PATCH", "/v1/jobs", None).await;
+    assert_eq!((r.status, r.text.as_str()), (405, "Invalid method"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_queries_wake_on_change_and_reset_when_the_index_goes_back() {
+    let double = NomadDouble::start().await;
+    let c = Arc::new(client(&double, None));
+    let job = function_job("block", "nomad");
+    let service = render::service_name(&FunctionKey::new("block", "").unwrap());
+    let first = c.service(&service, QueryOptions::default()).await.unwrap();
+    assert!(first.value.is_empty() && first.index >= 1);
+    // A held query answers once a registration appears.
+    let held = {
+        let (c, s) = (c.clone(), service.clone());
+        tokio::spawn(async move {
+            c.service(
+                &s,
+                QueryOptions::blocking(first.index, Duration::from_secs(60)),
+            )
+            .await
+        })
+    };
+    c.register(&nw::JobRegisterRequest {
+        job,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let woke = held.await.unwrap().unwrap();
+    assert!(woke.index > first.index);
+    assert_eq!(woke.value.len(), 1);
+    // With nothing changing, a short wait answers with the same index (never 304).
+    let same = c
+        .service(
+            &service,
+            QueryOptions::blocking(woke.index + 1_000_000, Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(same.value, woke.value);
+    // Index goes backwards (snapshot restore): the tracker resets to a non-blocking read.
+    let mut tracker = faasgate::discovery::watch::IndexTracker::default();
+    tracker.observe(woke.index);
+    double.lower_index(3);
+    let after = c
+        .service(
+            &service,
+            QueryOptions::blocking(woke.index, Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        tracker.observe(after.index),
+        "index {} < {}",
+        after.index,
+        woke.index
+    );
+    assert_eq!(tracker.last, 0);
+    c.deregister("faasgate-block.openfaas-fn", true)
+        .await
+        .unwrap();
+    wait_for("processes stopped", || double.pids().is_empty()).await;
+}

@@ -1,0 +1,1951 @@
+//! A Nomad + Consul HTTP API double for tests, on 127.0.0.1.
+//!
+//! It answers in the shapes of `../shared/fixtures/{nomad,consul}` (checked by
+//! `tests/nomad_conformance.rs`) with the contract of `../shared/reference/nomad-consul-api.md`:
+//! `X-Nomad-Index`/`X-Consul-Index` per table, real blocking (`index`/`wait`, held until the
+//! table index passes `index` or the wait ends; 5-minute cap on Nomad, 10 on Consul; no jitter),
+//! plain-text errors, 403 `Permission denied` on a wrong Nomad token, 404 `job not found`,
+//! `[]` for empty lists, 200 with zero fields for deleting a missing job.
+//!
+//! Its scheduler really runs `raw_exec`/`exec` tasks as local processes: `Config.command` and
+//! `Config.args` with the task `Env`, `${NOMAD_*}` interpolated, on a dynamic loopback port
+//! (`NOMAD_PORT_http`, `NOMAD_ADDR_http`, ...). Group services are registered when an
+//! allocation is placed (before the task listens, as Nomad does) in Nomad's catalog or, with
+//! `Provider: "consul"`, in Consul's (check status from probing `/_/health`, so `?passing`
+//! shows an instance once it answers). Stopping an allocation deregisters its services first,
+//! waits the group's `ShutdownDelay`, then sends SIGTERM, then SIGKILL after `KillTimeout`.
+//! Docker tasks are placed but stay `pending` (no Docker here).
+//!
+//! Test hooks are methods: [`NomadDouble::stop_server`] / [`NomadDouble::start_server`] (the
+//! API goes away and comes back on the same port; allocations keep running),
+//! [`NomadDouble::requests`] (every write received), [`NomadDouble::lower_index`].
+#![allow(dead_code, clippy::result_large_err)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+const NODE_ID: &str = "7406e90b-de16-d118-80fe-60d0f2730cb3";
+const NODE_NAME: &str = "double";
+const DC: &str = "dc1";
+const NOMAD_MAX_WAIT: Duration = Duration::from_secs(300);
+const CONSUL_MAX_WAIT: Duration = Duration::from_secs(600);
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// One write the double received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Value,
+}
+
+pub struct NomadDouble {
+    pub state: Arc<State>,
+    addr: Mutex<SocketAddr>,
+    server: Mutex<Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>>,
+    _logs: tempfile::TempDir,
+}
+
+pub struct State {
+    inner: Mutex<Inner>,
+    changed: watch::Sender<u64>,
+    /// The ACL token Nomad requests must carry (none: ACLs disabled).
+    pub nomad_token: Option<String>,
+    pub consul_token: Option<String>,
+    logs_dir: PathBuf,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    index: u64,
+    jobs_idx: u64,
+    summary_idx: u64,
+    allocs_idx: u64,
+    services_idx: u64,
+    consul_idx: u64,
+    jobs: BTreeMap<String, JobRec>,
+    allocs: BTreeMap<String, AllocRec>,
+    evals: u64,
+}
+
+struct JobRec {
+    job: Value,
+    events: BTreeMap<String, Vec<Value>>,
+}
+
+struct AllocRec {
+    id: String,
+    job_id: String,
+    namespace: String,
+    group: String,
+    task: String,
+    slot: u64,
+    job_version: u64,
+    desired: String,
+    client: String,
+    task_state: String,
+    failed: bool,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    create_index: u64,
+    modify_index: u64,
+    create_time: i64,
+    modify_time: i64,
+    port: u16,
+    pid: Option<u32>,
+    services: Vec<ServiceRec>,
+    check_passing: bool,
+    stop: Option<watch::Sender<bool>>,
+}
+
+#[derive(Clone)]
+struct ServiceRec {
+    id: String,
+    name: String,
+    tags: Vec<String>,
+    meta: Map<String, Value>,
+    provider: String,
+    create_index: u64,
+}
+
+// === impl NomadDouble ===
+
+impl NomadDouble {
+    /// Starts the double with ACLs off.
+    pub async fn start() -> Arc<Self> {
+        Self::start_with(None, None).await
+    }
+
+    /// Starts the double; with a token, Nomad requests without it get 403.
+    pub async fn start_with(nomad_token: Option<&str>, consul_token: Option<&str>) -> Arc<Self> {
+        let logs = tempfile::tempdir().expect("tempdir for task logs");
+        let (changed, _) = watch::channel(0);
+        let state = Arc::new(State {
+            inner: Mutex::new(Inner {
+                index: 10,
+                jobs_idx: 1,
+                summary_idx: 1,
+                allocs_idx: 1,
+                services_idx: 1,
+                consul_idx: 1,
+                ..Default::default()
+            }),
+            changed,
+            nomad_token: nomad_token.map(str::to_string),
+            consul_token: consul_token.map(str::to_string),
+            logs_dir: logs.path().to_path_buf(),
+            requests: Mutex::new(Vec::new()),
+        });
+        let d = Arc::new(NomadDouble {
+            state,
+            addr: Mutex::new(SocketAddr::from(([127, 0, 0, 1], 0))),
+            server: Mutex::new(None),
+            _logs: logs,
+        });
+        d.start_server().await;
+        d
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        *self.addr.lock().unwrap()
+    }
+
+    /// `http://127.0.0.1:<port>` (NOMAD_ADDR / CONSUL_HTTP_ADDR).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// (Re)starts serving on the same address.
+    pub async fn start_server(&self) {
+        let want = self.addr();
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(want).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 100, "double cannot bind {want}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        *self.addr.lock().unwrap() = listener.local_addr().unwrap();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, self.state.clone(), rx));
+        *self.server.lock().unwrap() = Some((tx, task));
+    }
+
+    /// Closes the listener and every open connection (held blocking queries included).
+    /// Allocations keep running, as they would while Nomad's servers are down.
+    pub async fn stop_server(&self) {
+        let server = self.server.lock().unwrap().take();
+        if let Some((tx, task)) = server {
+            let _ = tx.send(true);
+            let _ = task.await;
+        }
+    }
+
+    /// Every write received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Lowers every index (a snapshot restore): clients must reset.
+    pub fn lower_index(&self, to: u64) {
+        let mut i = self.state.inner.lock().unwrap();
+        i.index = to;
+        i.jobs_idx = to;
+        i.summary_idx = to;
+        i.allocs_idx = to;
+        i.services_idx = to;
+        i.consul_idx = to;
+        drop(i);
+        self.state.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Live allocation IDs of a job (desired `run`), oldest first.
+    pub fn live_allocs(&self, job_id: &str) -> Vec<String> {
+        let i = self.state.inner.lock().unwrap();
+        let mut v: Vec<&AllocRec> = i
+            .allocs
+            .values()
+            .filter(|a| a.job_id == job_id && a.desired == "run")
+            .collect();
+        v.sort_by_key(|a| a.create_index);
+        v.iter().map(|a| a.id.clone()).collect()
+    }
+
+    /// Pids of the processes the double runs now.
+    pub fn pids(&self) -> Vec<u32> {
+        let i = self.state.inner.lock().unwrap();
+        i.allocs.values().filter_map(|a| a.pid).collect()
+    }
+
+    /// Stops an allocation as `POST /v1/allocation/:id/stop` does (it is replaced).
+    pub fn stop_alloc(self: &Arc<Self>, id: &str) {
+        let _ = stop_alloc(&self.state, id);
+    }
+
+    /// The job as stored, if any.
+    pub fn job(&self, id: &str) -> Option<Value> {
+        let i = self.state.inner.lock().unwrap();
+        i.jobs.get(id).map(|j| j.job.clone())
+    }
+}
+
+impl Drop for NomadDouble {
+    fn drop(&mut self) {
+        if let Some((tx, task)) = self.server.lock().unwrap().take() {
+            let _ = tx.send(true);
+            task.abort();
+        }
+        let pids = {
+            let mut i = self.state.inner.lock().unwrap();
+            for a in i.allocs.values_mut() {
+                if let Some(s) = &a.stop {
+                    let _ = s.send(true);
+                }
+            }
+            i.allocs.values().filter_map(|a| a.pid).collect::<Vec<_>>()
+        };
+        for pid in pids {
+            kill_group(pid, "KILL");
+        }
+    }
+}
+
+fn kill_group(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg("--")
+        .arg(format!("-{pid}"))
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let Ok((stream, _)) = r else { continue };
+                let state = state.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(state, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+// === request handling ===
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    r
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    full(status, "text/plain; charset=utf-8", msg.to_string())
+}
+
+fn json_resp(v: &Value) -> Response<Body> {
+    full(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_vec(v).unwrap(),
+    )
+}
+
+fn with_index(mut r: Response<Body>, header: &str, index: u64, consul: bool) -> Response<Body> {
+    let h = r.headers_mut();
+    h.insert(
+        http::HeaderName::from_bytes(header.as_bytes()).unwrap(),
+        index.to_string().parse().unwrap(),
+    );
+    if consul {
+        h.insert("x-consul-knownleader", "true".parse().unwrap());
+        h.insert("x-consul-lastcontact", "0".parse().unwrap());
+        h.insert("x-consul-effective-consistency", "leader".parse().unwrap());
+        h.insert("x-consul-default-acl-policy", "allow".parse().unwrap());
+    } else {
+        h.insert("x-nomad-knownleader", "true".parse().unwrap());
+        h.insert("x-nomad-lastcontact", "0".parse().unwrap());
+    }
+    r
+}
+
+fn query_map(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(req.uri().query().unwrap_or(""))
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// `index` and `wait` of a blocking read, or the 400 to answer.
+fn blocking_params(
+    q: &BTreeMap<String, String>,
+    cap: Duration,
+) -> Result<(u64, Duration), &'static str> {
+    let index = match q.get("index") {
+        None => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| "Invalid index")?,
+    };
+    let wait = match q.get("wait") {
+        None => cap,
+        Some(v) if v.bytes().all(|b| b.is_ascii_digit()) => return Err("Invalid wait time"),
+        Some(v) => faasgate::config::parse_duration("wait", v).map_err(|_| "Invalid wait time")?,
+    };
+    Ok((index, wait.min(cap)))
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let q = query_map(&req);
+    let consul = path.starts_with("/v1/health/") || path.starts_with("/v1/catalog/");
+    if consul {
+        if let Some(want) = &state.consul_token {
+            let got = req
+                .headers()
+                .get("x-consul-token")
+                .and_then(|v| v.to_str().ok());
+            match got {
+                Some(t) if t.trim() == want => {}
+                Some(_) => return text(StatusCode::FORBIDDEN, "ACL not found"),
+                // Anonymous: reads are filtered, not rejected.
+                None => {
+                    let idx = state.inner.lock().unwrap().consul_idx.max(1);
+                    return with_index(json_resp(&json!([])), "x-consul-index", idx, true);
+                }
+            }
+        }
+    } else if let Some(want) = &state.nomad_token {
+        let got = req
+            .headers()
+            .get("x-nomad-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .map(str::to_string)
+            .or_else(|| {
+                req.headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(|v| v.trim().to_string())
+            });
+        if got.as_deref() != Some(want.as_str()) {
+            return text(StatusCode::FORBIDDEN, "Permission denied");
+        }
+    }
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::BAD_REQUEST, "bad body"),
+    };
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let is_write = matches!(method, Method::POST | Method::PUT | Method::DELETE);
+    if is_write {
+        state.requests.lock().unwrap().push(Recorded {
+            method: method.to_string(),
+            path: path.clone(),
+            query: q
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&"),
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        });
+    }
+    let read_body = || -> Result<Value, Response<Body>> {
+        if body.is_empty() {
+            return Err(text(StatusCode::BAD_REQUEST, "Request body is empty"));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| text(StatusCode::BAD_REQUEST, &format!("json: {e}")))
+    };
+    match (segs.as_slice(), &method) {
+        (["v1", "jobs"], m) if m == Method::POST || m == Method::PUT => match read_body() {
+            Ok(b) => register(&state, b, &q, None),
+            Err(r) => r,
+        },
+        (["v1", "jobs"], &Method::GET) => list_jobs(&state, &q).await,
+        (["v1", "jobs"], _) => text(StatusCode::METHOD_NOT_ALLOWED, "Invalid method"),
+        (["v1", "job", id], &Method::GET) => read_job(&state, id, &q).await,
+        (["v1", "job", id], m) if m == Method::POST || m == Method::PUT => match read_body() {
+            Ok(b) => register(&state, b, &q, Some(id)),
+            Err(r) => r,
+        },
+        (["v1", "job", id], &Method::DELETE) => deregister(&state, id, &q),
+        (["v1", "job", _], _) => text(StatusCode::METHOD_NOT_ALLOWED, "Invalid method"),
+        (["v1", "job", id, "scale"], &Method::GET) => scale_status(&state, id, &q).await,
+        (["v1", "job", id, "scale"], m) if m == Method::POST || m == Method::PUT => {
+            match read_body() {
+                Ok(b) => scale(&state, id, b),
+                Err(r) => r,
+            }
+        }
+        (["v1", "job", id, "summary"], &Method::GET) => summary(&state, id, &q).await,
+        (["v1", "job", id, "allocations"], &Method::GET) => job_allocs(&state, id, &q).await,
+        (["v1", "job", id, "services"], &Method::GET) => job_services(&state, id, &q).await,
+        (["v1", "allocation", id], &Method::GET) => read_alloc(&state, id),
+        (["v1", "allocation", id, "stop"], m) if m == Method::POST || m == Method::PUT => {
+            stop_alloc(&state, id)
+        }
+        (["v1", "services"], &Method::GET) => services_list(&state, &q).await,
+        (["v1", "service", ""], &Method::GET) => {
+            text(StatusCode::BAD_REQUEST, "missing service name")
+        }
+        (["v1", "service", name], &Method::GET) => service(&state, name, &q).await,
+        (["v1", "client", "fs", "logs", alloc], &Method::GET) => logs(&state, alloc, &q),
+        (["v1", "health", "service", name], &Method::GET) => health(&state, name, &q).await,
+        (["v1", "catalog", "service", name], &Method::GET) => catalog(&state, name, &q).await,
+        _ => full(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", ""),
+    }
+}
+
+/// Holds a read until `table(inner) > index` or `wait` passes; returns the table index.
+async fn block(
+    state: &State,
+    q: &BTreeMap<String, String>,
+    cap: Duration,
+    table: impl Fn(&Inner) -> u64,
+) -> Result<u64, Response<Body>> {
+    let (index, wait) = blocking_params(q, cap).map_err(|m| text(StatusCode::BAD_REQUEST, m))?;
+    let mut rx = state.changed.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let cur = table(&state.inner.lock().unwrap());
+        if index == 0 || cur > index {
+            return Ok(cur);
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Ok(table(&state.inner.lock().unwrap())),
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn uuid() -> String {
+    let h = |n: usize| -> String {
+        (0..n)
+            .map(|_| format!("{:x}", fastrand::u8(..16)))
+            .collect()
+    };
+    format!("{}-{}-{}-{}-{}", h(8), h(4), h(4), h(4), h(12))
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn bump(&mut self) -> u64 {
+        self.index += 1;
+        self.index
+    }
+
+    fn next_eval(&mut self) -> String {
+        self.evals += 1;
+        uuid()
+    }
+}
+
+impl State {
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+// === jobs ===
+
+const SERVER_FIELDS: [&str; 11] = [
+    "Status",
+    "StatusDescription",
+    "Stable",
+    "Version",
+    "SubmitTime",
+    "CreateIndex",
+    "ModifyIndex",
+    "JobModifyIndex",
+    "Stop",
+    "NomadTokenID",
+    "Dispatched",
+];
+
+fn valid_service_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn multierror(errs: &[String]) -> String {
+    let mut s = format!(
+        "{} error{} occurred:\n",
+        errs.len(),
+        if errs.len() == 1 { "" } else { "s" }
+    );
+    for e in errs {
+        s.push_str(&format!("\t* {e}\n"));
+    }
+    s.push('\n');
+    s
+}
+
+/// Server-side defaults of a submitted job (reference section 7).
+fn canonicalize(job: &mut Value, namespace: &str) {
+    let o = job.as_object_mut().unwrap();
+    let id = o.get("ID").cloned().unwrap_or(Value::Null);
+    o.entry("Name").or_insert(id.clone());
+    if o.get("Name").is_some_and(Value::is_null) {
+        o.insert("Name".into(), id);
+    }
+    o.insert("Namespace".into(), json!(namespace));
+    if !o
+        .get("Region")
+        .and_then(Value::as_str)
+        .is_some_and(|r| !r.is_empty())
+    {
+        o.insert("Region".into(), json!("global"));
+    }
+    if !o
+        .get("Type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty())
+    {
+        o.insert("Type".into(), json!("service"));
+    }
+    if !o.get("Priority").is_some_and(Value::is_number) {
+        o.insert("Priority".into(), json!(50));
+    }
+    if !o.get("Datacenters").is_some_and(Value::is_array) {
+        o.insert("Datacenters".into(), json!(["*"]));
+    }
+    for k in [
+        "Constraints",
+        "Affinities",
+        "Spreads",
+        "Meta",
+        "Multiregion",
+        "Periodic",
+        "ParameterizedJob",
+        "Payload",
+    ] {
+        o.entry(k).or_insert(Value::Null);
+    }
+    o.entry("ParentID").or_insert(json!(""));
+    o.entry("AllAtOnce").or_insert(json!(false));
+    o.entry("NodePool").or_insert(json!("default"));
+    o.entry("VaultNamespace").or_insert(json!(""));
+    if let Some(u) = o.get_mut("Update") {
+        defaults(
+            u,
+            json!({"AutoPromote": false, "AutoRevert": false, "Canary": 0, "HealthCheck": "",
+                "HealthyDeadline": 0, "MaxParallel": 1, "MinHealthyTime": 0,
+                "ProgressDeadline": 0, "Stagger": 30_000_000_000u64}),
+        );
+    }
+    if let Some(groups) = o.get_mut("TaskGroups").and_then(Value::as_array_mut) {
+        for g in groups {
+            canonicalize_group(g);
+            if let Some(g) = g.as_object_mut() {
+                if !g.get("Count").is_some_and(Value::is_number) {
+                    let min = g
+                        .get("Scaling")
+                        .and_then(|s| s.get("Min"))
+                        .and_then(Value::as_u64);
+                    g.insert("Count".into(), json!(min.unwrap_or(1)));
+                }
+            }
+        }
+    }
+}
+
+/// Inserts every key of `with` that `v` (an object) lacks.
+fn defaults(v: &mut Value, with: Value) {
+    if let (Some(o), Value::Object(d)) = (v.as_object_mut(), with) {
+        for (k, dv) in d {
+            o.entry(k).or_insert(dv);
+        }
+    }
+}
+
+fn canonicalize_group(g: &mut Value) {
+    defaults(
+        g,
+        json!({"Affinities": null, "Constraints": null, "Meta": null, "Spreads": null,
+            "Volumes": null, "Scaling": null, "ShutdownDelay": null, "Disconnect": null,
+            "StopAfterClientDisconnect": null, "MaxClientDisconnect": null,
+            "RestartPolicy": {"Attempts": 2, "Delay": 15_000_000_000u64,
+                "Interval": 1_800_000_000_000u64, "Mode": "fail"},
+            "EphemeralDisk": {"Migrate": false, "SizeMB": 300, "Sticky": false}}),
+    );
+    for (k, d) in [
+        (
+            "EphemeralDisk",
+            json!({"Migrate": false, "SizeMB": 300, "Sticky": false}),
+        ),
+        (
+            "ReschedulePolicy",
+            json!({"Attempts": 0, "Interval": 0, "Delay": 30_000_000_000u64,
+                "DelayFunction": "exponential", "MaxDelay": 3_600_000_000_000u64, "Unlimited": true}),
+        ),
+    ] {
+        if let Some(v) = g.get_mut(k).filter(|v| v.is_object()) {
+            defaults(v, d);
+        }
+    }
+    for n in g["Networks"].as_array_mut().into_iter().flatten() {
+        defaults(
+            n,
+            json!({"CIDR": "", "DNS": null, "Device": "", "IP": "", "MBits": 0, "Mode": "",
+                "ReservedPorts": null, "DynamicPorts": null}),
+        );
+        for p in n["DynamicPorts"].as_array_mut().into_iter().flatten() {
+            defaults(p, json!({"HostNetwork": "default", "Value": 0, "To": 0}));
+        }
+    }
+    for s in g["Services"].as_array_mut().into_iter().flatten() {
+        defaults(
+            s,
+            json!({"Address": "", "AddressMode": "auto", "CanaryMeta": null, "CanaryTags": null,
+                "CheckRestart": null, "Checks": null, "Connect": null, "EnableTagOverride": false,
+                "Meta": null, "OnUpdate": "require_healthy", "Provider": "consul", "Tags": null,
+                "TaggedAddresses": null, "TaskName": ""}),
+        );
+    }
+    for t in g["Tasks"].as_array_mut().into_iter().flatten() {
+        defaults(
+            t,
+            json!({"Affinities": null, "Artifacts": null, "Constraints": null, "Env": null,
+                "KillSignal": "", "KillTimeout": 5_000_000_000u64, "Leader": false,
+                "Lifecycle": null, "Meta": null, "Services": null, "ShutdownDelay": 0,
+                "Templates": null, "User": "", "Vault": null, "VolumeMounts": null,
+                "LogConfig": {"Disabled": false, "MaxFileSizeMB": 10, "MaxFiles": 10}}),
+        );
+        if let Some(l) = t.get_mut("LogConfig").filter(|v| v.is_object()) {
+            defaults(
+                l,
+                json!({"Disabled": false, "MaxFileSizeMB": 10, "MaxFiles": 10}),
+            );
+        }
+    }
+}
+
+fn spec_part(job: &Value) -> Value {
+    let mut j = job.clone();
+    if let Some(o) = j.as_object_mut() {
+        for k in SERVER_FIELDS {
+            o.remove(k);
+        }
+    }
+    j
+}
+
+fn register(
+    state: &Arc<State>,
+    body: Value,
+    q: &BTreeMap<String, String>,
+    url_id: Option<&str>,
+) -> Response<Body> {
+    let Some(mut job) = body.get("Job").cloned().filter(Value::is_object) else {
+        return text(StatusCode::BAD_REQUEST, "Job must be specified");
+    };
+    let id = job
+        .get("ID")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if id.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "Job ID hasn't been provided");
+    }
+    if url_id.is_some_and(|u| u != id) {
+        return text(StatusCode::BAD_REQUEST, "Job ID does not match name");
+    }
+    let namespace = q
+        .get("namespace")
+        .cloned()
+        .or_else(|| {
+            job.get("Namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    // Validation (500 with go-multierror text, as Nomad does).
+    let mut errs = Vec::new();
+    let groups = job
+        .get("TaskGroups")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if groups.is_empty() {
+        errs.push("Missing job task groups".to_string());
+    }
+    for g in &groups {
+        for s in g
+            .get("Services")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = s.get("Name").and_then(Value::as_str).unwrap_or("");
+            if !valid_service_name(name) {
+                errs.push(format!(
+                    "Service name must be valid per RFC 1123 and can contain only alphanumeric characters or dashes: {name:?}"
+                ));
+            }
+        }
+        if !matches!(g.get("Tasks").and_then(Value::as_array), Some(t) if !t.is_empty()) {
+            errs.push("Missing tasks for task group".to_string());
+        }
+    }
+    if !errs.is_empty() {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, &multierror(&errs));
+    }
+    canonicalize(&mut job, &namespace);
+    let enforce = body
+        .get("EnforceIndex")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let check_index = body
+        .get("JobModifyIndex")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let preserve = body
+        .get("PreserveCounts")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+
+    let mut i = state.inner.lock().unwrap();
+    let existing = i.jobs.get(&id).map(|j| j.job.clone());
+    if enforce {
+        let cur = existing.as_ref().and_then(|j| j["JobModifyIndex"].as_u64());
+        let msg = match (check_index, cur) {
+            (0, Some(_)) => Some("Enforcing job modify index 0: job already exists".to_string()),
+            (n, None) if n > 0 => Some(format!(
+                "Enforcing job modify index {n}: job does not exist"
+            )),
+            (n, Some(c)) if n > 0 && n != c => Some(format!(
+                "Enforcing job modify index {n}: job exists with conflicting job modify index: {c}"
+            )),
+            _ => None,
+        };
+        if let Some(m) = msg {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, &m);
+        }
+    }
+    if preserve {
+        if let Some(old) = &existing {
+            let counts: BTreeMap<String, Value> = old["TaskGroups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|g| Some((g["Name"].as_str()?.to_string(), g["Count"].clone())))
+                .collect();
+            for g in job["TaskGroups"].as_array_mut().into_iter().flatten() {
+                if let Some(c) = g["Name"].as_str().and_then(|n| counts.get(n)) {
+                    g["Count"] = c.clone();
+                }
+            }
+        }
+    }
+    let unchanged = existing.as_ref().is_some_and(|old| {
+        !old["Stop"].as_bool().unwrap_or(false) && spec_part(old) == spec_part(&job)
+    });
+    let eval_id = i.next_eval();
+    let job_modify_index;
+    if unchanged {
+        job_modify_index = existing.as_ref().unwrap()["JobModifyIndex"]
+            .as_u64()
+            .unwrap_or(0);
+        i.bump();
+    } else {
+        let idx = i.bump();
+        let (version, create_index) = match &existing {
+            Some(old) => (
+                old["Version"].as_u64().unwrap_or(0) + 1,
+                old["CreateIndex"].as_u64().unwrap_or(idx),
+            ),
+            None => (0, idx),
+        };
+        let o = job.as_object_mut().unwrap();
+        o.insert("Version".into(), json!(version));
+        o.insert("CreateIndex".into(), json!(create_index));
+        o.insert("ModifyIndex".into(), json!(idx));
+        o.insert("JobModifyIndex".into(), json!(idx));
+        o.insert("SubmitTime".into(), json!(now_ns()));
+        o.insert("Stop".into(), json!(false));
+        o.insert("Stable".into(), json!(false));
+        o.insert("Status".into(), json!("pending"));
+        o.insert("StatusDescription".into(), json!(""));
+        o.insert("NomadTokenID".into(), json!(""));
+        o.insert("Dispatched".into(), json!(false));
+        let events = i
+            .jobs
+            .get(&id)
+            .map(|j| j.events.clone())
+            .unwrap_or_default();
+        i.jobs.insert(id.clone(), JobRec { job, events });
+        i.jobs_idx = idx;
+        i.summary_idx = idx;
+        job_modify_index = idx;
+    }
+    let index = i.index;
+    drop(i);
+    if !unchanged {
+        schedule(state, &id);
+    }
+    state.notify();
+    with_index(
+        json_resp(&json!({
+            "EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": job_modify_index,
+            "Warnings": "", "Index": index, "LastContact": 0, "KnownLeader": false, "NextToken": ""
+        })),
+        "x-nomad-index",
+        index,
+        false,
+    )
+}
+
+fn summary_of(i: &Inner, id: &str, job: &Value) -> Value {
+    let mut summary = Map::new();
+    for g in job["TaskGroups"].as_array().into_iter().flatten() {
+        let name = g["Name"].as_str().unwrap_or("");
+        let (mut running, mut starting, mut complete, mut failed) = (0, 0, 0, 0);
+        for a in i
+            .allocs
+            .values()
+            .filter(|a| a.job_id == id && a.group == name)
+        {
+            match a.client.as_str() {
+                "running" => running += 1,
+                "pending" => starting += 1,
+                "complete" => complete += 1,
+                "failed" => failed += 1,
+                _ => {}
+            }
+        }
+        summary.insert(
+            name.to_string(),
+            json!({"Queued": 0, "Complete": complete, "Failed": failed, "Running": running,
+                   "Starting": starting, "Lost": 0, "Unknown": 0}),
+        );
+    }
+    json!({
+        "JobID": id, "Namespace": job["Namespace"], "Summary": summary,
+        "Children": {"Pending": 0, "Running": 0, "Dead": 0},
+        "CreateIndex": job["CreateIndex"], "ModifyIndex": i.summary_idx
+    })
+}
+
+fn job_status(i: &Inner, id: &str, job: &Value) -> &'static str {
+    let live = i
+        .allocs
+        .values()
+        .any(|a| a.job_id == id && a.desired == "run");
+    if live {
+        "running"
+    } else if job["Stop"].as_bool().unwrap_or(false)
+        || job["TaskGroups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|g| g["Count"].as_u64() == Some(0))
+    {
+        "dead"
+    } else {
+        "pending"
+    }
+}
+
+fn job_out(i: &Inner, id: &str, job: &Value) -> Value {
+    let mut j = job.clone();
+    j["Status"] = json!(job_status(i, id, job));
+    j
+}
+
+async fn list_jobs(state: &Arc<State>, q: &BTreeMap<String, String>) -> Response<Body> {
+    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.jobs_idx.max(i.summary_idx)).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let with_meta = q.get("meta").is_some_and(|v| v == "true");
+    let ns = q
+        .get("namespace")
+        .cloned()
+        .unwrap_or_else(|| "default".into());
+    let i = state.inner.lock().unwrap();
+    let list: Vec<Value> = i
+        .jobs
+        .iter()
+        .filter(|(id, j)| id.starts_with(&prefix) && (ns == "*" || j.job["Namespace"] == json!(ns)))
+        .map(|(id, j)| {
+            let job = &j.job;
+            let mut stub = json!({
+                "ID": id, "ParentID": "", "Name": job["Name"], "Namespace": job["Namespace"],
+                "Datacenters": job["Datacenters"], "Multiregion": null, "Type": job["Type"],
+                "Priority": job["Priority"], "Periodic": false, "ParameterizedJob": false,
+                "Stop": job["Stop"], "Status": job_status(&i, id, job), "StatusDescription": "",
+                "JobSummary": summary_of(&i, id, job),
+                "CreateIndex": job["CreateIndex"], "ModifyIndex": job["ModifyIndex"],
+                "JobModifyIndex": job["JobModifyIndex"], "SubmitTime": job["SubmitTime"],
+            });
+            if with_meta {
+                stub["Meta"] = job["Meta"].clone();
+            }
+            stub
+        })
+        .collect();
+    with_index(json_resp(&Value::Array(list)), "x-nomad-index", idx, false)
+}
+
+async fn read_job(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Response<Body> {
+    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| {
+        i.jobs
+            .get(id)
+            .map(|j| j.job["ModifyIndex"].as_u64().unwrap_or(0))
+            .unwrap_or(i.jobs_idx)
+    })
+    .await
+    {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let i = state.inner.lock().unwrap();
+    match i.jobs.get(id) {
+        Some(j) => with_index(
+            json_resp(&job_out(&i, id, &j.job)),
+            "x-nomad-index",
+            idx,
+            false,
+        ),
+        None => with_index(
+            text(StatusCode::NOT_FOUND, "job not found"),
+            "x-nomad-index",
+            idx,
+            false,
+        ),
+    }
+}
+
+fn deregister(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Response<Body> {
+    let purge = match q.get("purge").map(String::as_str) {
+        None | Some("") | Some("false") => false,
+        Some("true") | Some("1") => true,
+        Some(v) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("Failed to parse value of \"purge\" ({v}) as a bool: invalid syntax"),
+            )
+        }
+    };
+    let mut i = state.inner.lock().unwrap();
+    if !i.jobs.contains_key(id) {
+        return json_resp(
+            &json!({"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0,
+            "VolumeEvalID": "", "VolumeEvalIndex": 0, "Index": 0, "LastContact": 0,
+            "KnownLeader": false, "NextToken": ""}),
+        );
+    }
+    let idx = i.bump();
+    if purge {
+        i.jobs.remove(id);
+    } else if let Some(j) = i.jobs.get_mut(id) {
+        j.job["Stop"] = json!(true);
+        j.job["ModifyIndex"] = json!(idx);
+        j.job["JobModifyIndex"] = json!(idx);
+    }
+    i.jobs_idx = idx;
+    i.summary_idx = idx;
+    let eval = i.next_eval();
+    drop(i);
+    stop_job_allocs(state, id);
+    state.notify();
+    with_index(
+        json_resp(
+            &json!({"EvalID": eval, "EvalCreateIndex": idx, "JobModifyIndex": idx,
+            "VolumeEvalID": "", "VolumeEvalIndex": 0, "Index": idx, "LastContact": 0,
+            "KnownLeader": false, "NextToken": ""}),
+        ),
+        "x-nomad-index",
+        idx,
+        false,
+    )
+}
+
+fn scale(state: &Arc<State>, id: &str, body: Value) -> Response<Body> {
+    let group = body["Target"]["Group"].as_str().unwrap_or("").to_string();
+    if group.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing task group name for scaling action",
+        );
+    }
+    if body["Target"]["Job"].as_str().is_some_and(|j| j != id) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "job ID in payload did not match URL",
+        );
+    }
+    if !matches!(
+        body.get("Error"),
+        None | Some(Value::Bool(_)) | Some(Value::Null)
+    ) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "json: cannot unmarshal string into Go struct field ScalingRequest.Error of type bool",
+        );
+    }
+    let count = body.get("Count").and_then(Value::as_i64);
+    if count.is_some_and(|c| c < 0) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "scaling action count can't be negative",
+        );
+    }
+    let mut i = state.inner.lock().unwrap();
+    let idx = i.index + 1;
+    let Some(rec) = i.jobs.get_mut(id) else {
+        return text(StatusCode::NOT_FOUND, &format!("job \"{id}\" not found"));
+    };
+    let Some(g) = rec.job["TaskGroups"]
+        .as_array_mut()
+        .and_then(|gs| gs.iter_mut().find(|g| g["Name"] == json!(group)))
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            &format!("task group \"{group}\" specified for scaling does not exist in job"),
+        );
+    };
+    let previous = g["Count"].as_i64().unwrap_or(0);
+    if let Some(c) = count {
+        if let Some(min) = g["Scaling"]["Min"].as_i64() {
+            if c < min {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("group count was less than scaling policy minimum: {c} < {min}"),
+                );
+            }
+        }
+        if let Some(max) = g["Scaling"]["Max"].as_i64() {
+            if c > max {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("group count was greater than scaling policy maximum: {c} > {max}"),
+                );
+            }
+        }
+        g["Count"] = json!(c);
+        let v = rec.job["Version"].as_u64().unwrap_or(0) + 1;
+        rec.job["Version"] = json!(v);
+        rec.job["ModifyIndex"] = json!(idx);
+        rec.job["JobModifyIndex"] = json!(idx);
+    }
+    let eval = uuid();
+    rec.events.entry(group.clone()).or_default().insert(
+        0,
+        json!({"Time": now_ns(), "Count": count, "PreviousCount": previous,
+               "Message": body["Message"], "Error": body["Error"].as_bool().unwrap_or(false),
+               "Meta": body["Meta"], "EvalID": count.map(|_| eval.clone()), "CreateIndex": idx}),
+    );
+    let job_modify_index = rec.job["JobModifyIndex"].clone();
+    i.index = idx;
+    i.jobs_idx = idx;
+    i.summary_idx = idx;
+    drop(i);
+    if count.is_some() {
+        schedule(state, id);
+    }
+    state.notify();
+    with_index(
+        json_resp(
+            &json!({"EvalID": count.map(|_| eval), "EvalCreateIndex": idx,
+            "JobModifyIndex": job_modify_index, "Warnings": "", "Index": idx,
+            "LastContact": 0, "KnownLeader": false}),
+        ),
+        "x-nomad-index",
+        idx,
+        false,
+    )
+}
+
+async fn scale_status(
+    state: &Arc<State>,
+    id: &str,
+    q: &BTreeMap<String, String>,
+) -> Response<Body> {
+    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.jobs_idx.max(i.allocs_idx)).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let i = state.inner.lock().unwrap();
+    let Some(rec) = i.jobs.get(id) else {
+        return with_index(
+            text(StatusCode::NOT_FOUND, "job not found"),
+            "x-nomad-index",
+            idx,
+            false,
+        );
+    };
+    let mut groups = Map::new();
+    for g in rec.job["TaskGroups"].as_array().into_iter().flatten() {
+        let name = g["Name"].as_str().unwrap_or("");
+        let placed = i
+            .allocs
+            .values()
+            .filter(|a| a.job_id == id && a.group == name && a.desired == "run")
+            .count();
+        let running = i
+            .allocs
+            .values()
+            .filter(|a| {
+                a.job_id == id && a.group == name && a.desired == "run" && a.client == "running"
+            })
+            .count();
+        let events = rec
+            .events
+            .get(name)
+            .map(|e| Value::Array(e.iter().take(20).cloned().collect()))
+            .unwrap_or(Value::Null);
+        groups.insert(
+            name.into(),
+            json!({"Desired": g["Count"], "Placed": placed, "Running": running,
+            "Healthy": running, "Unhealthy": 0, "Events": events}),
+        );
+    }
+    with_index(
+        json_resp(&json!({"JobID": id, "Namespace": rec.job["Namespace"],
+            "JobCreateIndex": rec.job["CreateIndex"], "JobModifyIndex": rec.job["ModifyIndex"],
+            "JobStopped": rec.job["Stop"], "TaskGroups": groups})),
+        "x-nomad-index",
+        idx,
+        false,
+    )
+}
+
+async fn summary(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Response<Body> {
+    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.summary_idx).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let i = state.inner.lock().unwrap();
+    match i.jobs.get(id) {
+        Some(j) => with_index(
+            json_resp(&summary_of(&i, id, &j.job)),
+            "x-nomad-index",
+            idx,
+            false,
+        ),
+        None => with_index(
+            text(StatusCode::NOT_FOUND, "job not found"),
+            "x-nomad-index",
+            idx,
+            false,
+        ),
+    }
+}
+
+// === allocations ===
+
+fn alloc_stub(a: &AllocRec) -> Value {
+    let event = |kind: &str, msg: &str| {
+        json!({"Type": kind, "Time": a.create_time, "FailsTask": false, "RestartReason": "",
+            "SetupError": "", "DriverError": "", "ExitCode": 0, "Signal": 0, "Message": "",
+            "KillTimeout": 0, "KillError": "", "KillReason": "", "StartDelay": 0,
+            "DownloadError": "", "ValidationError": "", "DiskLimit": 0, "FailedSibling": "",
+            "VaultError": "", "TaskSignalReason": "", "TaskSignal": "", "DriverMessage": "",
+            "DisplayMessage": msg, "Details": {}, "GenericSource": ""})
+    };
+    let mut events = vec![event("Received", "Task received by client")];
+    if a.started_at.is_some() {
+        events.push(event("Started", "Task started by client"));
+    }
+    json!({
+        "ID": a.id, "EvalID": uuid(), "Name": format!("{}.{}[{}]", a.job_id, a.group, a.slot),
+        "Namespace": a.namespace, "NodeID": NODE_ID, "NodeName": NODE_NAME, "JobID": a.job_id,
+        "JobType": "service", "JobVersion": a.job_version, "TaskGroup": a.group,
+        "DesiredStatus": a.desired, "DesiredDescription": "", "ClientStatus": a.client,
+        "ClientDescription": "", "DesiredTransition": {"ForceReschedule": null, "Migrate": null, "Reschedule": null},
+        "TaskStates": {a.task.clone(): {"State": a.task_state, "Failed": a.failed, "Restarts": 0,
+            "LastRestart": null, "StartedAt": a.started_at, "FinishedAt": a.finished_at,
+            "TaskHandle": null, "Events": events}},
+        "DeploymentStatus": null, "FollowupEvalID": "", "RescheduleTracker": null,
+        "PreemptedAllocations": null, "PreemptedByAllocation": "",
+        "CreateIndex": a.create_index, "ModifyIndex": a.modify_index,
+        "CreateTime": a.create_time, "ModifyTime": a.modify_time,
+    })
+}
+
+async fn job_allocs(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Response<Body> {
+    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.allocs_idx).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let i = state.inner.lock().unwrap();
+    let list: Vec<Value> = i
+        .allocs
+        .values()
+        .filter(|a| a.job_id == id)
+        .map(alloc_stub)
+        .collect();
+    with_index(json_resp(&Value::Array(list)), "x-nomad-index", idx, false)
+}
+
+fn read_alloc(state: &Arc<State>, id: &str) -> Response<Body> {
+    let i = state.inner.lock().unwrap();
+    match i.allocs.get(id) {
+        Some(a) => {
+            let mut v = alloc_stub(a);
+            v["AllocatedResources"] = json!({"Shared": {"DiskMB": 300, "Ports": [
+                {"Label": "http", "Value": a.port, "HostIP": "127.0.0.1"}]}});
+            with_index(json_resp(&v), "x-nomad-index", i.allocs_idx, false)
+        }
+        None => text(StatusCode::NOT_FOUND, "alloc not found"),
+    }
+}
+
+/// `POST /v1/allocation/:id/stop`: the scheduler replaces it.
+fn stop_alloc(state: &Arc<State>, id: &str) -> Response<Body> {
+    let job_id = {
+        let i = state.inner.lock().unwrap();
+        match i.allocs.get(id) {
+            Some(a) => a.job_id.clone(),
+            None => return text(StatusCode::NOT_FOUND, "alloc not found"),
+        }
+    };
+    stop_allocs(state, &[id.to_string()]);
+    schedule(state, &job_id);
+    let idx = state.inner.lock().unwrap().index;
+    with_index(
+        json_resp(&json!({"EvalID": uuid(), "Index": idx})),
+        "x-nomad-index",
+        idx,
+        false,
+    )
+}
+
+/// Places or stops allocations so every group of `job_id` runs `Count` of them.
+fn schedule(state: &Arc<State>, job_id: &str) {
+    let mut to_start = Vec::new();
+    let mut to_stop = Vec::new();
+    {
+        let mut i = state.inner.lock().unwrap();
+        let Some(rec) = i.jobs.get(job_id) else {
+            return;
+        };
+        let job = rec.job.clone();
+        if job["Stop"].as_bool().unwrap_or(false) {
+            drop(i);
+            stop_job_allocs(state, job_id);
+            return;
+        }
+        let version = job["Version"].as_u64().unwrap_or(0);
+        for g in job["TaskGroups"].as_array().into_iter().flatten() {
+            let group = g["Name"].as_str().unwrap_or("").to_string();
+            let count = g["Count"].as_u64().unwrap_or(0) as usize;
+            let mut live: Vec<(u64, String, u64)> = i
+                .allocs
+                .values()
+                .filter(|a| a.job_id == job_id && a.group == group && a.desired == "run")
+                .map(|a| (a.slot, a.id.clone(), a.job_version))
+                .collect();
+            live.sort();
+            // A new job version replaces every allocation (no deployments: all at once).
+            let (old, current): (Vec<_>, Vec<_>) = live.into_iter().partition(|a| a.2 != version);
+            to_stop.extend(old.into_iter().map(|a| a.1));
+            let mut current = current;
+            while current.len() > count {
+                to_stop.push(current.pop().unwrap().1);
+            }
+            let used: BTreeSet<u64> = current.iter().map(|a| a.0).collect();
+            let mut slot = 0;
+            for _ in current.len()..count {
+                while used.contains(&slot)
+                    || to_start
+                        .iter()
+                        .any(|(_, _, s, g2): &(String, Value, u64, String)| {
+                            *s == slot && *g2 == group
+                        })
+                {
+                    slot += 1;
+                }
+                let id = uuid();
+                to_start.push((id, g.clone(), slot, group.clone()));
+                slot += 1;
+            }
+        }
+        // Place: register the group's services before the task starts (as Nomad does).
+        for (id, g, slot, group) in &to_start {
+            let idx = i.bump();
+            let port = free_port();
+            let task = g["Tasks"][0]["Name"].as_str().unwrap_or("task").to_string();
+            let services: Vec<ServiceRec> = g["Services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let name = s["Name"].as_str().unwrap_or("").to_string();
+                    let label = s["PortLabel"].as_str().unwrap_or("http");
+                    ServiceRec {
+                        id: format!("_nomad-task-{id}-group-{group}-{name}-{label}"),
+                        name,
+                        tags: s["Tags"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|t| t.as_str().map(str::to_string))
+                            .collect(),
+                        meta: s["Meta"].as_object().cloned().unwrap_or_default(),
+                        provider: s["Provider"]
+                            .as_str()
+                            .filter(|p| !p.is_empty())
+                            .unwrap_or("consul")
+                            .to_string(),
+                        create_index: idx,
+                    }
+                })
+                .collect();
+            let now = now_ns();
+            i.allocs.insert(
+                id.clone(),
+                AllocRec {
+                    id: id.clone(),
+                    job_id: job_id.to_string(),
+                    namespace: job["Namespace"].as_str().unwrap_or("default").to_string(),
+                    group: group.clone(),
+                    task,
+                    slot: *slot,
+                    job_version: version,
+                    desired: "run".into(),
+                    client: "pending".into(),
+                    task_state: "pending".into(),
+                    failed: false,
+                    started_at: None,
+                    finished_at: None,
+                    create_index: idx,
+                    modify_index: idx,
+                    create_time: now,
+                    modify_time: now,
+                    port,
+                    pid: None,
+                    services,
+                    check_passing: false,
+                    stop: None,
+                },
+            );
+            i.allocs_idx = idx;
+            i.summary_idx = idx;
+            i.services_idx = idx;
+            i.consul_idx = idx;
+        }
+    }
+    stop_allocs(state, &to_stop);
+    for (id, g, _, _) in to_start {
+        tokio::spawn(run_alloc(state.clone(), id, g));
+    }
+    state.notify();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn stop_job_allocs(state: &Arc<State>, job_id: &str) {
+    let ids: Vec<String> = {
+        let i = state.inner.lock().unwrap();
+        i.allocs
+            .values()
+            .filter(|a| a.job_id == job_id && a.desired == "run")
+            .map(|a| a.id.clone())
+            .collect()
+    };
+    stop_allocs(state, &ids);
+}
+
+/// Marks allocations stopped and deregisters their services now; their tasks are killed
+/// after the group's shutdown delay by [`run_alloc`].
+fn stop_allocs(state: &Arc<State>, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    let mut i = state.inner.lock().unwrap();
+    for id in ids {
+        let idx = i.bump();
+        if let Some(a) = i.allocs.get_mut(id) {
+            a.desired = "stop".into();
+            a.modify_index = idx;
+            a.modify_time = now_ns();
+            a.services.clear();
+            if let Some(s) = &a.stop {
+                let _ = s.send(true);
+            } else if a.pid.is_none() {
+                a.client = "complete".into();
+            }
+        }
+        i.allocs_idx = idx;
+        i.summary_idx = idx;
+        i.services_idx = idx;
+        i.consul_idx = idx;
+    }
+    drop(i);
+    state.notify();
+}
+
+fn interpolate(s: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => {
+                let name = &rest[start + 2..start + end];
+                match vars.get(name) {
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(&rest[start..start + end + 1]),
+                }
+                rest = &rest[start + end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn update_alloc(state: &State, id: &str, f: impl FnOnce(&mut AllocRec)) {
+    let mut i = state.inner.lock().unwrap();
+    let idx = i.bump();
+    if let Some(a) = i.allocs.get_mut(id) {
+        f(a);
+        a.modify_index = idx;
+        a.modify_time = now_ns();
+    }
+    i.allocs_idx = idx;
+    i.summary_idx = idx;
+    drop(i);
+    state.notify();
+}
+
+/// Runs one allocation's task: start, health-check (for Consul), stop on request.
+async fn run_alloc(state: Arc<State>, id: String, group: Value) {
+    let task = group["Tasks"][0].clone();
+    let driver = task["Driver"].as_str().unwrap_or("");
+    let (job_id, port, slot, gname, namespace) = {
+        let i = state.inner.lock().unwrap();
+        let Some(a) = i.allocs.get(&id) else { return };
+        (
+            a.job_id.clone(),
+            a.port,
+            a.slot,
+            a.group.clone(),
+            a.namespace.clone(),
+        )
+    };
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    {
+        let mut i = state.inner.lock().unwrap();
+        match i.allocs.get_mut(&id) {
+            Some(a) if a.desired == "run" => a.stop = Some(stop_tx),
+            _ => return,
+        }
+    }
+    if driver != "raw_exec" && driver != "exec" {
+        // No Docker here: placed, never started.
+        let _ = stop_rx.changed().await;
+        update_alloc(&state, &id, |a| {
+            a.client = "complete".into();
+            a.task_state = "dead".into();
+        });
+        return;
+    }
+    let task_name = task["Name"].as_str().unwrap_or("task").to_string();
+    let mut vars = BTreeMap::new();
+    for (k, v) in [
+        ("NOMAD_PORT_http", port.to_string()),
+        ("NOMAD_HOST_PORT_http", port.to_string()),
+        ("NOMAD_IP_http", "127.0.0.1".into()),
+        ("NOMAD_HOST_IP_http", "127.0.0.1".into()),
+        ("NOMAD_ADDR_http", format!("127.0.0.1:{port}")),
+        ("NOMAD_HOST_ADDR_http", format!("127.0.0.1:{port}")),
+        ("NOMAD_ALLOC_ID", id.clone()),
+        ("NOMAD_ALLOC_NAME", format!("{job_id}.{gname}[{slot}]")),
+        ("NOMAD_ALLOC_INDEX", slot.to_string()),
+        ("NOMAD_JOB_ID", job_id.clone()),
+        ("NOMAD_JOB_NAME", job_id.clone()),
+        ("NOMAD_GROUP_NAME", gname.clone()),
+        ("NOMAD_TASK_NAME", task_name.clone()),
+        ("NOMAD_NAMESPACE", namespace.clone()),
+        ("NOMAD_DC", DC.into()),
+        ("NOMAD_REGION", "global".into()),
+    ] {
+        vars.insert(k.to_string(), v);
+    }
+    let command = interpolate(task["Config"]["command"].as_str().unwrap_or(""), &vars);
+    let args: Vec<String> = task["Config"]["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(|s| interpolate(s, &vars)))
+        .collect();
+    let dir = state.logs_dir.join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::fs::File::create(dir.join(format!("{task_name}.stdout.0"))).unwrap();
+    let err = std::fs::File::create(dir.join(format!("{task_name}.stderr.0"))).unwrap();
+    let mut cmd = tokio::process::Command::new(&command);
+    cmd.args(&args)
+        .envs(&vars)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(true);
+    for (k, v) in task["Env"].as_object().into_iter().flatten() {
+        cmd.env(k, interpolate(v.as_str().unwrap_or(""), &vars));
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("[nomad double] cannot start {command:?}: {e}");
+            update_alloc(&state, &id, |a| {
+                a.client = "failed".into();
+                a.task_state = "dead".into();
+                a.failed = true;
+                a.services.clear();
+            });
+            return;
+        }
+    };
+    let pid = child.id();
+    update_alloc(&state, &id, |a| {
+        a.pid = pid;
+        a.client = "running".into();
+        a.task_state = "running".into();
+        a.started_at = Some(rfc3339_now());
+    });
+    let shutdown_delay = Duration::from_nanos(group["ShutdownDelay"].as_u64().unwrap_or(0));
+    let kill_timeout = Duration::from_nanos(task["KillTimeout"].as_u64().unwrap_or(5_000_000_000));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut exited = None;
+    loop {
+        tokio::select! {
+            st = child.wait() => { exited = Some(st); break; }
+            _ = stop_rx.changed() => break,
+            _ = tokio::time::sleep(CHECK_EVERY) => {
+                let ok = health_ok(addr).await;
+                let changed = {
+                    let mut i = state.inner.lock().unwrap();
+                    let before = i.allocs.get(&id).map(|a| a.check_passing);
+                    if before.is_some_and(|b| b != ok) {
+                        if let Some(a) = i.allocs.get_mut(&id) { a.check_passing = ok; }
+                        let idx = i.bump();
+                        i.consul_idx = idx;
+                        true
+                    } else { false }
+                };
+                if changed { state.notify(); }
+            }
+        }
+    }
+    let failed = match exited {
+        Some(st) => !st.map(|s| s.success()).unwrap_or(false),
+        None => {
+            // Stop: services are gone already; let the gateway see it, then signal.
+            tokio::time::sleep(shutdown_delay).await;
+            if let Some(pid) = pid {
+                kill_group(pid, "TERM");
+            }
+            if tokio::time::timeout(kill_timeout, child.wait())
+                .await
+                .is_err()
+            {
+                if let Some(pid) = pid {
+                    kill_group(pid, "KILL");
+                }
+                let _ = child.wait().await;
+            }
+            false
+        }
+    };
+    let stopped = {
+        let i = state.inner.lock().unwrap();
+        i.allocs
+            .get(&id)
+            .map(|a| a.desired != "run")
+            .unwrap_or(true)
+    };
+    update_alloc(&state, &id, |a| {
+        a.pid = None;
+        a.client = if failed && !stopped {
+            "failed".into()
+        } else {
+            "complete".into()
+        };
+        a.failed = failed && !stopped;
+        a.task_state = "dead".into();
+        a.finished_at = Some(rfc3339_now());
+        if !stopped {
+            a.desired = "stop".into();
+            a.services.clear();
+        }
+    });
+    if !stopped {
+        // Crashed: the scheduler replaces it.
+        {
+            let mut i = state.inner.lock().unwrap();
+            let idx = i.bump();
+            i.services_idx = idx;
+            i.consul_idx = idx;
+        }
+        schedule(&state, &job_id);
+    }
+}
+
+async fn health_ok(addr: SocketAddr) -> bool {
+    let fut = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake::<
+            _,
+            http_body_util::Empty<Bytes>,
+        >(TokioIo::new(stream))
+        .await
+        .ok()?;
+        let driver = tokio::spawn(conn);
+        let req = Request::get("/_/health")
+            .header("host", addr.to_string())
+            .body(http_body_util::Empty::new())
+            .ok()?;
+        let st = sender.send_request(req).await.ok()?.status();
+        driver.abort();
+        Some(st == StatusCode::OK)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), fut).await,
+        Ok(Some(true))
+    )
+}
+
+// === services ===
+
+fn registrations<'a>(i: &'a Inner, provider: &str) -> Vec<(&'a AllocRec, &'a ServiceRec)> {
+    let mut v: Vec<(&AllocRec, &ServiceRec)> = i
+        .allocs
+        .values()
+        .flat_map(|a| a.services.iter().map(move |s| (a, s)))
+        .filter(|(_, s)| s.provider == provider)
+        .collect();
+    v.sort_by_key(|(a, _)| a.create_index);
+    v
+}
+
+fn registration_json(a: &AllocRec, s: &ServiceRec) -> Value {
+    json!({"ID": s.id, "ServiceName": s.name, "Namespace": a.namespace, "NodeID": NODE_ID,
+        "Datacenter": DC, "JobID": a.job_id, "AllocID": a.id, "Tags": s.tags,
+        "Address": "127.0.0.1", "Port": a.port, "CreateIndex": s.create_index,
+        "ModifyIndex": s.create_index})
+}
+
+async fn service(state: &Arc<State>, name: &str, q: &BTreeMap<String, String>) -> Response<Body> {
+    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.services_idx.max(1)).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let i = state.inner.lock().unwrap();
+    let list: Vec<Value> = registrations(&i, "nomad")
+        .into_iter()
+        .filter(|(_, s)| s.name == name)
+        .map(|(a, s)| registration_json(a, s))
+        .collect();
+    with_index(json_resp(&Value::Array(list)), "x-nomad-index", idx, false)
+}
+
+async fn job_services(
+    state: &Arc<State>,
+    id: &str,
+    q: &BTreeMap<String, String>,
+) -> Response<Body> {
+    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.services_idx.max(1)).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let i = state.inner.lock().unwrap();
+    if !i.jobs.contains_key(id) {
+        return with_index(
+            text(StatusCode::NOT_FOUND, "job not found"),
+            "x-nomad-index",
+            idx,
+            false,
+        );
+    }
+    let list: Vec<Value> = registrations(&i, "nomad")
+        .into_iter()
+        .filter(|(a, _)| a.job_id == id)
+        .map(|(a, s)| registration_json(a, s))
+        .collect();
+    with_index(json_resp(&Value::Array(list)), "x-nomad-index", idx, false)
+}
+
+async fn services_list(state: &Arc<State>, q: &BTreeMap<String, String>) -> Response<Body> {
+    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.services_idx.max(1)).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let i = state.inner.lock().unwrap();
+    let mut by_ns: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for (a, s) in registrations(&i, "nomad") {
+        by_ns
+            .entry(a.namespace.clone())
+            .or_default()
+            .entry(s.name.clone())
+            .or_default()
+            .extend(s.tags.iter().cloned());
+    }
+    let list: Vec<Value> = by_ns
+        .into_iter()
+        .map(|(ns, svcs)| {
+            json!({"Namespace": ns, "Services": svcs.into_iter()
+                .map(|(n, t)| json!({"ServiceName": n, "Tags": t})).collect::<Vec<_>>()})
+        })
+        .collect();
+    with_index(json_resp(&Value::Array(list)), "x-nomad-index", idx, false)
+}
+
+fn consul_checks(a: &AllocRec, s: &ServiceRec) -> Vec<Value> {
+    vec![
+        json!({"Node": NODE_NAME, "CheckID": format!("_nomad-check-{}", &a.id[..8]),
+            "Name": "watchdog health", "Status": if a.check_passing { "passing" } else { "critical" },
+            "Notes": "", "Output": "", "ServiceID": s.id, "ServiceName": s.name,
+            "ServiceTags": s.tags, "Namespace": "default"}),
+        json!({"Node": NODE_NAME, "CheckID": "serfHealth", "Name": "Serf Health Status",
+            "Status": "passing", "Notes": "", "Output": "", "ServiceID": "", "ServiceName": "",
+            "ServiceTags": [], "Namespace": "default"}),
+    ]
+}
+
+async fn health(state: &Arc<State>, name: &str, q: &BTreeMap<String, String>) -> Response<Body> {
+    let passing = match q.get("passing").map(String::as_str) {
+        None => false,
+        Some("") | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(_) => return text(StatusCode::BAD_REQUEST, "Invalid value for ?passing"),
+    };
+    let idx = match block(state, q, CONSUL_MAX_WAIT, |i| i.consul_idx.max(1)).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let i = state.inner.lock().unwrap();
+    let list: Vec<Value> = registrations(&i, "consul")
+        .into_iter()
+        .filter(|(_, s)| s.name == name)
+        .filter(|(a, _)| !passing || a.check_passing)
+        .map(|(a, s)| {
+            let mut meta = s.meta.clone();
+            meta.insert("external-source".into(), json!("nomad"));
+            json!({
+                "Node": {"ID": NODE_ID, "Node": NODE_NAME, "Address": "127.0.0.1", "Datacenter": DC,
+                    "TaggedAddresses": {"lan": "127.0.0.1", "wan": "127.0.0.1"}, "Meta": {}},
+                "Service": {"ID": s.id, "Service": s.name, "Tags": s.tags, "Address": "127.0.0.1",
+                    "TaggedAddresses": {"lan": {"address": "127.0.0.1", "port": a.port}},
+                    "Meta": meta, "Port": a.port, "Weights": {"Passing": 1, "Warning": 1},
+                    "Namespace": "default"},
+                "Checks": consul_checks(a, s),
+            })
+        })
+        .collect();
+    with_index(
+        json_resp(&Value::Array(list)),
+        "x-consul-index",
+        idx.max(1),
+        true,
+    )
+}
+
+async fn catalog(state: &Arc<State>, name: &str, q: &BTreeMap<String, String>) -> Response<Body> {
+    let idx = match block(state, q, CONSUL_MAX_WAIT, |i| i.consul_idx.max(1)).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let i = state.inner.lock().unwrap();
+    let list: Vec<Value> = registrations(&i, "consul")
+        .into_iter()
+        .filter(|(_, s)| s.name == name)
+        .map(|(a, s)| {
+            json!({"ID": NODE_ID, "Node": NODE_NAME, "Address": "127.0.0.1", "Datacenter": DC,
+                "TaggedAddresses": {"lan": "127.0.0.1", "wan": "127.0.0.1"}, "NodeMeta": {},
+                "CreateIndex": s.create_index, "ModifyIndex": s.create_index,
+                "ServiceAddress": "127.0.0.1", "ServiceEnableTagOverride": false,
+                "ServiceID": s.id, "ServiceName": s.name, "ServicePort": a.port,
+                "ServiceMeta": s.meta, "ServiceTaggedAddresses": {"lan": {"address": "127.0.0.1", "port": a.port}},
+                "ServiceTags": s.tags,
+                "ServiceProxy": {"DestinationServiceName": "", "DestinationServiceID": "",
+                    "LocalServiceAddress": "", "LocalServicePort": 0, "Config": null, "Upstreams": null},
+                "ServiceConnect": {"Native": false, "Proxy": null}, "Namespace": "default"})
+        })
+        .collect();
+    with_index(
+        json_resp(&Value::Array(list)),
+        "x-consul-index",
+        idx.max(1),
+        true,
+    )
+}
+
+// === logs ===
+
+/// `GET /v1/client/fs/logs/:alloc` with `plain=true` (raw bytes) and `follow`.
+fn logs(state: &Arc<State>, alloc: &str, q: &BTreeMap<String, String>) -> Response<Body> {
+    let task = q.get("task").cloned().unwrap_or_default();
+    let kind = q.get("type").cloned().unwrap_or_default();
+    if kind != "stdout" && kind != "stderr" {
+        return text(StatusCode::BAD_REQUEST, "must provide logs type");
+    }
+    {
+        let i = state.inner.lock().unwrap();
+        match i.allocs.get(alloc) {
+            None => return text(StatusCode::NOT_FOUND, "alloc not found"),
+            Some(a) if a.task != task => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("unknown task name {task:?}"),
+                )
+            }
+            _ => {}
+        }
+    }
+    let path = state.logs_dir.join(alloc).join(format!("{task}.{kind}.0"));
+    let follow = q.get("follow").is_some_and(|v| v == "true");
+    let offset: u64 = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let from_end = q.get("origin").is_some_and(|v| v == "end");
+    let state = state.clone();
+    let alloc = alloc.to_string();
+    let stream = futures_util::stream::unfold(None::<u64>, move |pos| {
+        let (path, state, alloc) = (path.clone(), state.clone(), alloc.clone());
+        async move {
+            let mut pos = pos;
+            loop {
+                let data = std::fs::read(&path).unwrap_or_default();
+                let len = data.len() as u64;
+                let start = pos.unwrap_or(if from_end {
+                    len.saturating_sub(offset)
+                } else {
+                    offset.min(len)
+                });
+                if start < len {
+                    let chunk = Bytes::copy_from_slice(&data[start as usize..]);
+                    return Some((Ok::<_, std::io::Error>(Frame::data(chunk)), Some(len)));
+                }
+                let running = state
+                    .inner
+                    .lock()
+                    .unwrap()
+                    .allocs
+                    .get(&alloc)
+                    .is_some_and(|a| a.pid.is_some());
+                if !follow || !running {
+                    return None;
+                }
+                pos = Some(start);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    r.headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    r
+}
