@@ -240,16 +240,24 @@ async fn scenario(gw: &Gateway, c: &Client) {
     fill(c, "#dep-name", "ui-cat").await;
     fill(c, "#dep-fprocess", "").await;
     click(c, "#dep-submit").await;
-    wait_text(c, "#dep-fprocess-err", WAIT, "the envProcess API error", |t| {
-        t.contains("envProcess is required")
-    })
+    wait_text(
+        c,
+        "#dep-fprocess-err",
+        WAIT,
+        "the envProcess API error",
+        |t| t.contains("envProcess is required"),
+    )
     .await;
     fill(c, "#dep-fprocess", "cat").await;
     fill(c, "#dep-scale-min", "lots").await;
     click(c, "#dep-submit").await;
-    wait_text(c, "#dep-scale-min-err", WAIT, "the scale.min API error", |t| {
-        t.contains("com.openfaas.scale.min")
-    })
+    wait_text(
+        c,
+        "#dep-scale-min-err",
+        WAIT,
+        "the scale.min API error",
+        |t| t.contains("com.openfaas.scale.min"),
+    )
     .await;
     fill(c, "#dep-scale-min", "1").await;
     fill(c, "#dep-scale-max", "5").await;
@@ -262,9 +270,15 @@ async fn scenario(gw: &Gateway, c: &Client) {
         t.contains("API_TOKEN")
     })
     .await;
-    assert!(!env.contains("do-not-show-me"), "env values are never shown");
+    assert!(
+        !env.contains("do-not-show-me"),
+        "env values are never shown"
+    );
     let page = c.source().await.expect("page source");
-    assert!(!page.contains("do-not-show-me"), "env values are not in the page");
+    assert!(
+        !page.contains("do-not-show-me"),
+        "env values are not in the page"
+    );
     wait_text(c, "#fn-labels", WAIT, "labels", |t| t.contains("team")).await;
     wait_text(c, "#fn-scale-settings", WAIT, "scale labels", |t| {
         t.contains("max") && t.contains('5')
@@ -274,9 +288,13 @@ async fn scenario(gw: &Gateway, c: &Client) {
     // The list shows it, with no invocations yet.
     click(c, "#fn-back").await;
     let row = "tr[data-name='ui-cat']";
-    wait_text(c, &format!("{row} td:nth-child(4)"), WAIT, "0 invocations", |t| {
-        t == "0"
-    })
+    wait_text(
+        c,
+        &format!("{row} td:nth-child(4)"),
+        WAIT,
+        "0 invocations",
+        |t| t == "0",
+    )
     .await;
 
     // Invoke from the invoke panel.
@@ -294,7 +312,10 @@ async fn scenario(gw: &Gateway, c: &Client) {
     fill(c, "#inv-body", "hello from the browser").await;
     for i in 1..=5 {
         click(c, "#inv-send").await;
-        wait_text(c, "#inv-status", WAIT, "the invoke status", |t| t == "200 OK").await;
+        wait_text(c, "#inv-status", WAIT, "the invoke status", |t| {
+            t == "200 OK"
+        })
+        .await;
         wait_text(c, "#inv-resp-body", WAIT, "the echoed body", |t| {
             t == "hello from the browser"
         })
@@ -447,7 +468,10 @@ async fn scenario(gw: &Gateway, c: &Client) {
     .await;
     println!("list of {BULK} rendered {:?} after reload", t0.elapsed());
     let rows = c
-        .execute("return document.querySelectorAll('#fns-body tr').length", vec![])
+        .execute(
+            "return document.querySelectorAll('#fns-body tr').length",
+            vec![],
+        )
         .await
         .expect("row count");
     assert_eq!(rows.as_u64(), Some(BULK as u64));
@@ -459,7 +483,10 @@ async fn scenario(gw: &Gateway, c: &Client) {
         .await
         .unwrap();
     fill(c, "#filter", "fn-0999").await;
-    wait_text(c, "#list-meta", WAIT, "one shown", |t| t.contains("1 shown")).await;
+    wait_text(c, "#list-meta", WAIT, "one shown", |t| {
+        t.contains("1 shown")
+    })
+    .await;
     // Still refreshing: the "updated" time moves on.
     wait_text(
         c,

@@ -127,7 +127,11 @@ fn summarise(ring: &VecDeque<Sample>) -> Option<Sample> {
     } else {
         last.rate
     };
-    let recent = ring.iter().rev().take(RATE_WINDOW).find(|s| s.p50.is_some());
+    let recent = ring
+        .iter()
+        .rev()
+        .take(RATE_WINDOW)
+        .find(|s| s.p50.is_some());
     Some(Sample {
         rate,
         p50: recent.and_then(|s| s.p50),
@@ -150,11 +154,12 @@ impl Sampler {
         for (key, handle) in routes.iter() {
             let state = handle.state();
             let invocations = handle.metrics.codes.total();
-            // First sight: the baseline is now, so the first window is empty.
+            // First sight: counters start at zero when a function is created (and the
+            // sampler starts with the gateway), so the first window holds every call so far.
             let base = self.last.entry(key.clone()).or_insert_with(|| Baseline {
-                t: now,
-                invocations,
-                latency: (invocations > 0).then(|| handle.metrics.latency.snapshot()),
+                t: now.saturating_sub(INTERVAL.as_millis() as u64),
+                invocations: 0,
+                latency: None,
             });
             let secs = now.saturating_sub(base.t) as f64 / 1000.0;
             let rate = if secs > 0.0 {
@@ -225,6 +230,9 @@ mod tests {
         let series = Series::new();
         let mut sampler = Sampler::new();
 
+        // Calls before the first tick count in the first window.
+        h.metrics.codes.record(200, Duration::from_millis(50));
+        h.metrics.latency.record(Duration::from_millis(50));
         sampler.tick(&routes.snapshot(), 10_000, &series);
         // 10 slow calls in the first second, 20 fast ones in the next.
         for _ in 0..10 {
@@ -241,8 +249,9 @@ mod tests {
 
         let s = series.function(&key);
         assert_eq!(s.len(), 4);
-        assert_eq!(s[0].p50, None);
-        assert_eq!((s[1].rate, s[1].invocations), (10.0, 10));
+        assert_eq!((s[0].rate, s[0].invocations), (1.0, 1));
+        assert!((s[0].p50.unwrap() - 0.05).abs() < 0.002, "{:?}", s[0]);
+        assert_eq!((s[1].rate, s[1].invocations), (10.0, 11));
         let p = s[1].p50.unwrap();
         assert!((p - 0.1).abs() < 0.004, "{p}");
         // The window holds only the fast calls: the slow ones were subtracted.
@@ -254,14 +263,23 @@ mod tests {
 
         let latest = series.latest("openfaas-fn");
         assert_eq!(latest.len(), 1);
-        assert_eq!(latest[0].1.rate, 10.0, "30 calls over 3 s");
-        assert!(latest[0].1.p50.is_some(), "newest percentiles within the window");
+        assert_eq!(
+            latest[0].1.rate, 10.0,
+            "30 calls over the 3 s since the first sample"
+        );
+        assert!(
+            latest[0].1.p50.is_some(),
+            "newest percentiles within the window"
+        );
         assert!(series.latest("other").is_empty());
 
         h.publish(FunctionState::default());
         routes.remove(&key);
         sampler.tick(&routes.snapshot(), 14_000, &series);
-        assert!(series.function(&key).is_empty(), "removed functions are dropped");
+        assert!(
+            series.function(&key).is_empty(),
+            "removed functions are dropped"
+        );
     }
 
     #[test]
