@@ -360,7 +360,7 @@ async fn scenario(gw: &Gateway, c: &Client) {
     wait_present(c, "#chart svg path.c-ready", "the replicas line").await;
     c.set_window_size(1280, 1900).await.expect("tall window");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let fn_shot = save(c, &shots, "function").await;
+    let fn_shot = save(c, &shots, "ui-function").await;
 
     // The count rose in the list.
     click(c, "#fn-back").await;
@@ -378,10 +378,10 @@ async fn scenario(gw: &Gateway, c: &Client) {
     .await;
     c.set_window_size(1280, 720).await.expect("window");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let list_shot = save(c, &shots, "list").await;
+    let list_shot = save(c, &shots, "ui-list").await;
     c.set_window_size(390, 844).await.expect("narrow window");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    save(c, &shots, "list-narrow").await;
+    save(c, &shots, "ui-list-narrow").await;
     c.set_window_size(1280, 1000).await.expect("window");
 
     // Delete: cancel first (nothing happens), then confirm.
@@ -424,7 +424,7 @@ async fn scenario(gw: &Gateway, c: &Client) {
         t.contains("must match")
     })
     .await;
-    save(c, &shots, "deploy").await;
+    save(c, &shots, "ui-deploy").await;
 
     // 1,000 functions in one namespace (at zero replicas: no processes): all listed,
     // filterable, and the page keeps refreshing.
