@@ -18,11 +18,13 @@ use crate::api::Gateway;
 use crate::auth::{self, CredentialSource};
 use crate::config::{GatewayConfig, ProviderKind};
 use crate::control::cold_start::spawn_cold_start;
+use crate::control::events::ScaleEvents;
 use crate::control::local::{LocalOptions, LocalProvider};
 use crate::control::{Provider, ProviderError};
 use crate::dataplane::forward::{ForwardConfig, Forwarder};
 use crate::dataplane::Routes;
 use crate::metrics::exposition::Exposition;
+use crate::metrics::series::{spawn_sampler, Series};
 use crate::names::FunctionKey;
 
 #[derive(Debug, Error)]
@@ -119,8 +121,12 @@ async fn serve(
     for path in &config.stacks {
         apply_stack(provider.as_ref(), path).await?;
     }
+    // UI (issue 6): scale decisions and per-function time series, sampled off the request path.
+    let events = Arc::new(ScaleEvents::default());
+    let series = Arc::new(Series::new());
+    let sampler = spawn_sampler(routes.clone(), series.clone());
     let (cold_tx, cold_rx) = mpsc::unbounded_channel();
-    let cold_task = spawn_cold_start(provider.clone(), cold_rx);
+    let cold_task = spawn_cold_start(provider.clone(), events.clone(), cold_rx);
     let gateway = Arc::new(Gateway {
         routes: routes.clone(),
         forwarder: Forwarder::new(
@@ -135,6 +141,8 @@ async fn serve(
         auth,
         exposition: Exposition::new(routes),
         max_body_bytes: config.max_body_bytes,
+        series,
+        events,
     });
     tracing::info!(listen = %listener.local_addr()?, "faasgate is serving");
     crate::api::server::serve(
@@ -146,6 +154,7 @@ async fn serve(
     )
     .await;
     cold_task.abort();
+    sampler.abort();
     Ok(())
 }
 

@@ -50,7 +50,7 @@ struct ServeArgs {
     /// Deploy (or update) the functions of an OpenFaaS stack.yml at start; may repeat.
     #[arg(long = "stack", value_name = "FILE")]
     stacks: Vec<PathBuf>,
-    /// Disable basic auth on /system/* and /ui/.
+    /// Disable basic auth on /system/* and /ui/api/*.
     #[arg(long)]
     no_auth: bool,
     /// Largest /system/* request body, in bytes (413 beyond).

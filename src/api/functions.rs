@@ -19,7 +19,7 @@ use super::types::{
     StringMap,
 };
 use super::{namespace_query, Gateway};
-use crate::control::ProviderError;
+use crate::control::{events, ProviderError};
 use crate::dataplane::body::GatewayBody;
 use crate::names::{validate_namespace, FunctionKey, DEFAULT_NAMESPACE};
 
@@ -189,6 +189,9 @@ pub async fn scale(gw: &Gateway, req: Request<Incoming>, name: &str) -> ApiResul
         s.namespace.as_str()
     };
     let key = FunctionKey::parse_segment(name, ns)?;
+    let from = gw.routes.get(key.as_ref()).map(|h| h.state().desired);
     gw.provider.scale(&key, replicas).await?;
+    gw.events
+        .record(&key, from.unwrap_or(0), replicas, events::reason::API);
     Ok(empty(StatusCode::ACCEPTED))
 }

@@ -1,7 +1,8 @@
 //! The OpenFaaS HTTP API on one listener: routing, auth, and one file per resource.
 //!
 //! Routes (reference section 2): `ANY /function/{name}[.{ns}][/{path}]` (open, the hot path,
-//! matched first), `/system/*` and `/ui/` (basic auth), `/healthz` and `/metrics` (open),
+//! matched first), `/system/*` (basic auth), `/ui/` (the web UI: its files are open, its
+//! data under `/ui/api/*` needs basic auth, see `ui`), `/healthz` and `/metrics` (open),
 //! `/` (307 to `/ui/`). Unknown paths answer 404, known paths with a wrong method 405.
 
 pub mod error;
@@ -21,11 +22,13 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use crate::auth::{self, Credentials};
+use crate::control::events::ScaleEvents;
 use crate::control::Provider;
 use crate::dataplane::body::GatewayBody;
 use crate::dataplane::forward::{Forwarder, Peer};
 use crate::dataplane::Routes;
 use crate::metrics::exposition::Exposition;
+use crate::metrics::series::Series;
 use crate::names::KeyRef;
 use error::{empty, text, ApiError};
 
@@ -39,6 +42,10 @@ pub struct Gateway {
     pub auth: Option<Credentials>,
     pub exposition: Exposition,
     pub max_body_bytes: usize,
+    /// Per-function time series the UI charts (issue 6).
+    pub series: Arc<Series>,
+    /// Recent scaling decisions: the scale API, cold starts and the autoscaler record here.
+    pub events: Arc<ScaleEvents>,
 }
 
 /// The `?namespace=` query of /system routes.
@@ -82,12 +89,7 @@ impl Gateway {
                     .insert(header::LOCATION, HeaderValue::from_static("/ui/"));
                 r
             }),
-            p if p == "/ui" || p.starts_with("/ui/") => {
-                if let Some(denied) = self.authorize(&req) {
-                    return Ok(denied);
-                }
-                ui::serve(&method, p)
-            }
+            p if p == "/ui" || p.starts_with("/ui/") => ui::route(self, &req, p),
             p if p.starts_with("/system/") => {
                 if let Some(denied) = self.authorize(&req) {
                     return Ok(denied);
@@ -144,7 +146,7 @@ impl Gateway {
     }
 
     /// None when the request may proceed; else the 401 response.
-    fn authorize<B>(&self, req: &Request<B>) -> Option<Response<GatewayBody>> {
+    pub(crate) fn authorize<B>(&self, req: &Request<B>) -> Option<Response<GatewayBody>> {
         let creds = self.auth.as_ref()?;
         if creds.check(req.headers().get(header::AUTHORIZATION)) {
             return None;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::control::events::{reason, ScaleEvents};
 use crate::control::{Provider, ProviderError};
 use crate::dataplane::FunctionHandle;
 
@@ -20,17 +21,19 @@ pub const MAX_TRIES: u32 = 20;
 
 pub fn spawn_cold_start(
     provider: Arc<dyn Provider>,
+    events: Arc<ScaleEvents>,
     mut rx: mpsc::UnboundedReceiver<Arc<FunctionHandle>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(handle) = rx.recv().await {
             let provider = provider.clone();
-            tokio::spawn(async move { scale_from_zero(provider.as_ref(), &handle).await });
+            let events = events.clone();
+            tokio::spawn(async move { scale_from_zero(provider.as_ref(), &events, &handle).await });
         }
     })
 }
 
-async fn scale_from_zero(provider: &dyn Provider, handle: &FunctionHandle) {
+async fn scale_from_zero(provider: &dyn Provider, events: &ScaleEvents, handle: &FunctionHandle) {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=MAX_TRIES {
         let state = handle.state_full();
@@ -43,6 +46,7 @@ async fn scale_from_zero(provider: &dyn Provider, handle: &FunctionHandle) {
         let target = state.cold_start_replicas.max(1);
         match provider.scale(handle.key(), target).await {
             Ok(()) => {
+                events.record(handle.key(), 0, target, reason::COLD_START);
                 tracing::info!(
                     function = handle.label(),
                     replicas = target,

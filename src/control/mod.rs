@@ -2,6 +2,7 @@
 //! Nothing here runs on the request path; it publishes snapshots to the data plane.
 
 pub mod cold_start;
+pub mod events;
 pub mod local;
 pub mod nomad;
 pub mod provider;

@@ -8,6 +8,7 @@
 pub mod codes;
 pub mod exposition;
 pub mod histogram;
+pub mod series;
 
 use std::sync::atomic::AtomicU64;
 
