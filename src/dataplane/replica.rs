@@ -4,9 +4,16 @@
 //! `pending` (requests picked and not yet finished, the p2c load) and `throttled_until`
 //! (set when it answered 429; p2c avoids it until then). Its keep-alive pool lives here too,
 //! so a replica that survives a snapshot rebuild keeps its connections and counts.
+//!
+//! Draining without loss: a provider that stops a replica first publishes a set without it,
+//! then calls [`Replica::drain`] and waits for `pending() == 0`. A request that picked it
+//! from an older snapshot increments `pending` and then checks `is_draining` (both SeqCst,
+//! as the drainer's store and load are): either the request sees the flag and picks again,
+//! or the drainer sees the request pending and waits for it. Nothing is sent to a stopped
+//! replica.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::dataplane::clock;
@@ -23,6 +30,7 @@ pub struct Replica {
     pending: AtomicUsize,
     throttled_until_ms: AtomicU64,
     down_until_ms: AtomicU64,
+    draining: AtomicBool,
     pool: Pool,
 }
 
@@ -41,6 +49,7 @@ impl Replica {
             pending: AtomicUsize::new(0),
             throttled_until_ms: AtomicU64::new(0),
             down_until_ms: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
             pool: Pool::new(addr),
         })
     }
@@ -84,12 +93,32 @@ impl Replica {
             .store(clock::now_ms() + DOWN_MS, Ordering::Relaxed);
     }
 
-    /// Counts one request against this replica until the guard drops.
+    /// Counts one request against this replica until the guard drops. The caller checks
+    /// [`Replica::is_draining`] afterwards and gives the replica up if it is set.
     pub fn start(self: &Arc<Self>) -> PendingGuard {
-        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.pending.fetch_add(1, Ordering::SeqCst);
         PendingGuard {
             replica: self.clone(),
         }
+    }
+
+    /// Marks the replica as leaving: requests that still pick it (from an older snapshot)
+    /// go elsewhere. Call after publishing a set without it, then wait for `pending() == 0`
+    /// with [`Replica::pending_after_drain`].
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`Replica::drain`] was called.
+    #[inline]
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Pending requests, read with the ordering that pairs with [`Replica::start`]: after
+    /// `drain`, once this reads 0 no request will be sent to the replica any more.
+    pub fn pending_after_drain(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
     }
 }
 
@@ -114,5 +143,24 @@ impl PendingGuard {
 impl Drop for PendingGuard {
     fn drop(&mut self) {
         self.replica.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_draining_replica_is_seen_by_late_pickers() {
+        let r = Replica::new("r", "127.0.0.1:1".parse().unwrap());
+        let g = r.start();
+        assert!(!r.is_draining());
+        r.drain();
+        assert_eq!(r.pending_after_drain(), 1, "the drainer waits for it");
+        drop(g);
+        let late = r.start();
+        assert!(late.replica().is_draining(), "a late picker backs off");
+        drop(late);
+        assert_eq!(r.pending_after_drain(), 0);
     }
 }
