@@ -1,4 +1,5 @@
-//! Assembling and running a gateway: provider, data plane, cold-start task, stacks, server.
+//! Assembling and running a gateway: provider, data plane, cold-start task, autoscaler,
+//! stacks, server.
 //!
 //! [`run`] takes a bound listener and a shutdown future (tests bind `127.0.0.1:0`). Shutdown
 //! order: stop accepting, drain in-flight requests (bounded by `write_timeout`), then stop
@@ -19,6 +20,7 @@ use crate::auth::{self, CredentialSource};
 use crate::config::{GatewayConfig, ProviderKind};
 use crate::control::cold_start::spawn_cold_start;
 use crate::control::local::{LocalOptions, LocalProvider};
+use crate::control::scaler::{spawn_scaler, LocalDemand, Scaling};
 use crate::control::{Provider, ProviderError};
 use crate::dataplane::forward::{ForwardConfig, Forwarder};
 use crate::dataplane::Routes;
@@ -114,6 +116,17 @@ async fn serve(
     }
     let (cold_tx, cold_rx) = mpsc::unbounded_channel();
     let cold_task = spawn_cold_start(provider.clone(), cold_rx);
+    // --- scaler branch: the queue-depth autoscaler and what alerts and /metrics share ---
+    let scaling = Scaling::new(config.scaler.clone());
+    let scaler_task = config.scaler.enabled.then(|| {
+        let source = Arc::new(LocalDemand::new(routes.clone()));
+        spawn_scaler(scaling.clone(), source, provider.clone())
+    });
+    let exposition = Exposition::new(routes.clone());
+    exposition
+        .register(Box::new(scaling.stats.collector()))
+        .expect("scaler metric names are distinct from the gateway's");
+    // --- end scaler branch ---
     let gateway = Arc::new(Gateway {
         routes: routes.clone(),
         forwarder: Forwarder::new(
@@ -126,8 +139,9 @@ async fn serve(
         ),
         provider,
         auth,
-        exposition: Exposition::new(routes),
+        exposition,
         max_body_bytes: config.max_body_bytes,
+        scaling,
     });
     tracing::info!(listen = %listener.local_addr()?, "faasgate is serving");
     crate::api::server::serve(
@@ -139,6 +153,9 @@ async fn serve(
     )
     .await;
     cold_task.abort();
+    if let Some(task) = scaler_task {
+        task.abort();
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! matched first), `/system/*` and `/ui/` (basic auth), `/healthz` and `/metrics` (open),
 //! `/` (307 to `/ui/`). Unknown paths answer 404, known paths with a wrong method 405.
 
+pub mod alert;
 pub mod error;
 pub mod functions;
 pub mod logs;
@@ -21,6 +22,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use crate::auth::{self, Credentials};
+use crate::control::scaler::Scaling;
 use crate::control::Provider;
 use crate::dataplane::body::GatewayBody;
 use crate::dataplane::forward::{Forwarder, Peer};
@@ -39,6 +41,8 @@ pub struct Gateway {
     pub auth: Option<Credentials>,
     pub exposition: Exposition,
     pub max_body_bytes: usize,
+    /// The scaler's shared state: alert book and decision counters (scaler branch).
+    pub scaling: Arc<Scaling>,
 }
 
 /// The `?namespace=` query of /system routes.
@@ -136,7 +140,11 @@ impl Gateway {
                 only(&method, &[Method::GET])?;
                 logs::logs(self, &req).await
             }
-            ("secrets", None) | ("namespace", _) | ("alert", None) | ("telemetry", None) => {
+            ("alert", None) => {
+                only(&method, &[Method::POST])?;
+                alert::alert(self, req).await
+            }
+            ("secrets", None) | ("namespace", _) | ("telemetry", None) => {
                 Err(ApiError::NotImplemented)
             }
             _ => Ok(text(StatusCode::NOT_FOUND, "404 page not found")),
