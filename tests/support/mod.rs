@@ -345,6 +345,9 @@ pub fn free_port() -> u16 {
         .expect("bind a loopback port")
 }
 
+/// One load worker: its successes and failures (status, body).
+pub type LoadWorker = tokio::task::JoinHandle<(u32, Vec<(u16, String)>)>;
+
 /// Runs `workers` concurrent request loops against `path` until `stop` is set; returns
 /// the successes and every failure (status, body).
 pub fn spawn_load(
@@ -352,7 +355,7 @@ pub fn spawn_load(
     path: &'static str,
     workers: usize,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<(u32, Vec<(u16, String)>)>> {
+) -> Vec<LoadWorker> {
     (0..workers)
         .map(|_| {
             let stop = stop.clone();
@@ -373,9 +376,7 @@ pub fn spawn_load(
 }
 
 /// Waits for load workers; returns total successes and all failures.
-pub async fn join_load(
-    workers: Vec<tokio::task::JoinHandle<(u32, Vec<(u16, String)>)>>,
-) -> (u32, Vec<(u16, String)>) {
+pub async fn join_load(workers: Vec<LoadWorker>) -> (u32, Vec<(u16, String)>) {
     let (mut ok, mut failed) = (0, Vec::new());
     for w in workers {
         let (o, f) = w.await.expect("load worker");
