@@ -78,7 +78,13 @@ async fn concurrent_load_raises_replicas_and_its_end_lowers_them_losing_nothing(
     );
     let log = gw.log.lock().unwrap().join("\n");
     assert!(
-        log.contains("scale decision") && log.contains("reason=\"panic\" stable="),
+        log.lines().any(|l| l.contains("scale decision")
+            && l.contains("function=slow.openfaas-fn")
+            && l.contains("direction=\"up\"")
+            && l.contains(" stable=")
+            && l.contains(" panic=")
+            && l.contains(" ready=")
+            && l.contains(" inflight=")),
         "a decision is logged with its inputs:\n{log}"
     );
 }
