@@ -19,6 +19,13 @@ pub mod env {
     pub const MAX_BODY_BYTES: &str = "FAASGATE_MAX_BODY_BYTES";
     pub const HOLD_TIMEOUT: &str = "FAASGATE_HOLD_TIMEOUT";
     pub const MAX_QUEUE: &str = "FAASGATE_MAX_QUEUE";
+    // --- scaler branch ---
+    pub const SCALER_TICK: &str = "FAASGATE_SCALER_TICK";
+    pub const SCALE_STABLE_WINDOW: &str = "FAASGATE_SCALE_STABLE_WINDOW";
+    pub const SCALE_PANIC_WINDOW: &str = "FAASGATE_SCALE_PANIC_WINDOW";
+    pub const SCALE_DOWN_DELAY: &str = "FAASGATE_SCALE_DOWN_DELAY";
+    pub const ALERT_MIN_INTERVAL: &str = "FAASGATE_ALERT_MIN_INTERVAL";
+    // --- end scaler branch ---
     /// OpenFaaS gateway variables.
     pub const READ_TIMEOUT: &str = "read_timeout";
     pub const WRITE_TIMEOUT: &str = "write_timeout";
@@ -92,6 +99,8 @@ pub struct GatewayConfig {
     pub max_queue: u64,
     /// Settings of the nomad provider (`Some` when `provider` is `Nomad`; issue 3).
     pub nomad: Option<crate::control::nomad::NomadOptions>,
+    /// The queue-depth autoscaler and alert scaling (scaler branch).
+    pub scaler: crate::control::scaler::ScalerConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,6 +137,7 @@ impl GatewayConfig {
             hold_timeout: Duration::from_secs(30),
             max_queue: 10_000,
             nomad: None,
+            scaler: Default::default(),
         }
     }
 }

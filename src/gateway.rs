@@ -1,4 +1,5 @@
-//! Assembling and running a gateway: provider, data plane, cold-start task, stacks, server.
+//! Assembling and running a gateway: provider, data plane, cold-start task, autoscaler,
+//! stacks, server.
 //!
 //! [`run`] takes a bound listener and a shutdown future (tests bind `127.0.0.1:0`). Shutdown
 //! order: stop accepting, drain in-flight requests (bounded by `write_timeout`), then stop
@@ -18,8 +19,8 @@ use crate::api::Gateway;
 use crate::auth::{self, CredentialSource};
 use crate::config::{GatewayConfig, ProviderKind};
 use crate::control::cold_start::spawn_cold_start;
-use crate::control::events::ScaleEvents;
 use crate::control::local::{LocalOptions, LocalProvider};
+use crate::control::scaler::{spawn_scaler, LocalDemand, Scaling};
 use crate::control::{Provider, ProviderError};
 use crate::dataplane::forward::{ForwardConfig, Forwarder};
 use crate::dataplane::Routes;
@@ -122,11 +123,22 @@ async fn serve(
         apply_stack(provider.as_ref(), path).await?;
     }
     // UI (issue 6): scale decisions and per-function time series, sampled off the request path.
-    let events = Arc::new(ScaleEvents::default());
+    let scaling = Scaling::new(config.scaler.clone());
+    let events = scaling.events.clone();
     let series = Arc::new(Series::new());
     let sampler = spawn_sampler(routes.clone(), series.clone());
     let (cold_tx, cold_rx) = mpsc::unbounded_channel();
     let cold_task = spawn_cold_start(provider.clone(), events.clone(), cold_rx);
+    // --- scaler branch: the queue-depth autoscaler and what alerts and /metrics share ---
+    let scaler_task = config.scaler.enabled.then(|| {
+        let source = Arc::new(LocalDemand::new(routes.clone()));
+        spawn_scaler(scaling.clone(), source, provider.clone())
+    });
+    let exposition = Exposition::new(routes.clone());
+    exposition
+        .register(Box::new(scaling.stats.collector()))
+        .expect("scaler metric names are distinct from the gateway's");
+    // --- end scaler branch ---
     let gateway = Arc::new(Gateway {
         routes: routes.clone(),
         forwarder: Forwarder::new(
@@ -139,10 +151,11 @@ async fn serve(
         ),
         provider,
         auth,
-        exposition: Exposition::new(routes),
+        exposition,
         max_body_bytes: config.max_body_bytes,
         series,
         events,
+        scaling,
     });
     tracing::info!(listen = %listener.local_addr()?, "faasgate is serving");
     crate::api::server::serve(
@@ -155,6 +168,9 @@ async fn serve(
     .await;
     cold_task.abort();
     sampler.abort();
+    if let Some(task) = scaler_task {
+        task.abort();
+    }
     Ok(())
 }
 

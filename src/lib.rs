@@ -10,7 +10,8 @@
 //! - **Control plane** ([`control`]): providers (the embedded `local` one runs functions as
 //!   `faasgate watchdog` child processes) own function specs and replicas and publish new
 //!   snapshots off the request path; the cold-start task scales a function from zero when a
-//!   held request asks for it.
+//!   held request asks for it; the scaler (`control::scaler`) sizes every function to the
+//!   demand the data plane counts, and `/system/alert` applies Prometheus alerts.
 //! - **API** ([`api`]): the OpenFaaS HTTP API (`/system/*` behind basic auth, `/healthz`,
 //!   `/metrics`, `/ui/`) on the same listener.
 //!

@@ -25,7 +25,7 @@ enum Command {
     /// The OpenFaaS gateway variables read_timeout (request headers), write_timeout (bound on
     /// draining at shutdown) and upstream_timeout (waiting for a function's response) are
     /// honoured: seconds or Go durations such as 65s.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the function-side watchdog, configured like of-watchdog through env vars:
     /// fprocess, mode (streaming|http), upstream_url, port, read_timeout, write_timeout,
     /// exec_timeout, max_inflight, bind_address.
@@ -64,6 +64,8 @@ struct ServeArgs {
     max_queue: u64,
     #[command(flatten)]
     nomad: NomadArgs,
+    #[command(flatten)]
+    scaler: ScalerArgs,
 }
 
 // --- nomad provider (issue 3): `faasgate serve --provider nomad` flags ---
@@ -204,6 +206,58 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
 
 // --- end render ---
 
+// === scaler branch ===
+/// The queue-depth autoscaler (per-function settings are `com.openfaas.scale.*` labels).
+#[derive(clap::Args)]
+struct ScalerArgs {
+    /// Turn the queue-depth autoscaler off (alert scaling and scale from zero still work).
+    #[arg(long)]
+    no_autoscale: bool,
+    /// How often the autoscaler decides (100ms to 500ms is the useful range).
+    #[arg(long, env = config::env::SCALER_TICK, default_value = "200ms")]
+    scaler_tick: String,
+    /// Averaging window of demand for ordinary scaling.
+    #[arg(long, env = config::env::SCALE_STABLE_WINDOW, default_value = "60s")]
+    scale_stable_window: String,
+    /// Averaging window of demand for panic mode (a sudden load).
+    #[arg(long, env = config::env::SCALE_PANIC_WINDOW, default_value = "6s")]
+    scale_panic_window: String,
+    /// How long demand must stay lower before each step down (at most halving).
+    #[arg(long, env = config::env::SCALE_DOWN_DELAY, default_value = "30s")]
+    scale_down_delay: String,
+    /// Deliveries of one firing alert closer than this are replays and do not step again.
+    #[arg(long, env = config::env::ALERT_MIN_INTERVAL, default_value = "25s")]
+    alert_min_interval: String,
+}
+
+impl ScalerArgs {
+    fn config(&self) -> anyhow::Result<faasgate::control::scaler::ScalerConfig> {
+        let tick = config::parse_duration("--scaler-tick", &self.scaler_tick)?;
+        anyhow::ensure!(
+            tick >= std::time::Duration::from_millis(10)
+                && tick <= std::time::Duration::from_secs(10),
+            "--scaler-tick={:?}: must be between 10ms and 10s",
+            self.scaler_tick
+        );
+        Ok(faasgate::control::scaler::ScalerConfig {
+            enabled: !self.no_autoscale,
+            tick,
+            stable_window: config::parse_duration(
+                "--scale-stable-window",
+                &self.scale_stable_window,
+            )?,
+            panic_window: config::parse_duration("--scale-panic-window", &self.scale_panic_window)?,
+            scale_down_delay: config::parse_duration("--scale-down-delay", &self.scale_down_delay)?,
+            alert_min_interval: config::parse_duration(
+                "--alert-min-interval",
+                &self.alert_min_interval,
+            )?,
+            ..Default::default()
+        })
+    }
+}
+// === end scaler branch ===
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -235,6 +289,7 @@ fn main() -> anyhow::Result<()> {
                     ProviderKind::Nomad => Some(nomad_options(args.nomad)?),
                     ProviderKind::Local => None,
                 },
+                scaler: args.scaler.config()?,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -74,7 +74,7 @@ pub async fn status(gw: &Gateway, req: &Request<Incoming>, name: &str) -> ApiRes
             p99: p.p99,
             p999: p.p999,
             count: p.count,
-            inflight: h.demand.inflight.load(Ordering::Relaxed),
+            inflight: h.demand.inflight(),
             queued: h.demand.queued.load(Ordering::Relaxed),
         });
     }

@@ -5,6 +5,7 @@
 //! data under `/ui/api/*` needs basic auth, see `ui`), `/healthz` and `/metrics` (open),
 //! `/` (307 to `/ui/`). Unknown paths answer 404, known paths with a wrong method 405.
 
+pub mod alert;
 pub mod error;
 pub mod functions;
 pub mod logs;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 
 use crate::auth::{self, Credentials};
 use crate::control::events::ScaleEvents;
+use crate::control::scaler::Scaling;
 use crate::control::Provider;
 use crate::dataplane::body::GatewayBody;
 use crate::dataplane::forward::{Forwarder, Peer};
@@ -46,6 +48,8 @@ pub struct Gateway {
     pub series: Arc<Series>,
     /// Recent scaling decisions: the scale API, cold starts and the autoscaler record here.
     pub events: Arc<ScaleEvents>,
+    /// The scaler's shared state: alert book and decision counters (scaler branch).
+    pub scaling: Arc<Scaling>,
 }
 
 /// The `?namespace=` query of /system routes.
@@ -138,7 +142,11 @@ impl Gateway {
                 only(&method, &[Method::GET])?;
                 logs::logs(self, &req).await
             }
-            ("secrets", None) | ("namespace", _) | ("alert", None) | ("telemetry", None) => {
+            ("alert", None) => {
+                only(&method, &[Method::POST])?;
+                alert::alert(self, req).await
+            }
+            ("secrets", None) | ("namespace", _) | ("telemetry", None) => {
                 Err(ApiError::NotImplemented)
             }
             _ => Ok(text(StatusCode::NOT_FOUND, "404 page not found")),

@@ -1,10 +1,13 @@
-//! The control plane: providers (who run functions) and the tasks that change replica counts.
+//! The control plane: providers (who run functions) and the tasks that change replica counts:
+//! the queue-depth scaler, Prometheus alert scaling and scale from zero.
 //! Nothing here runs on the request path; it publishes snapshots to the data plane.
 
+pub mod alert;
 pub mod cold_start;
 pub mod events;
 pub mod local;
 pub mod nomad;
 pub mod provider;
+pub mod scaler;
 
 pub use provider::{LogQuery, LogStream, Provider, ProviderError};

@@ -99,6 +99,8 @@ pub enum ForwardError {
 pub struct Invocation {
     handle: Arc<FunctionHandle>,
     start: Instant,
+    /// `start` in `clock` microseconds (demand accounting).
+    start_us: u64,
     code: u16,
 }
 
@@ -121,14 +123,14 @@ impl ForwardError {
 
 impl Invocation {
     fn start(handle: Arc<FunctionHandle>) -> Self {
-        let d = &handle.demand;
-        d.arrivals.fetch_add(1, Ordering::Relaxed);
-        d.last_arrival_ms.store(clock::now_ms(), Ordering::Relaxed);
-        d.inflight.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let start_us = clock::us_at(start);
+        handle.demand.begin(start_us);
         handle.metrics.started.fetch_add(1, Ordering::Relaxed);
         Self {
             handle,
-            start: Instant::now(),
+            start,
+            start_us,
             code: 0,
         }
     }
@@ -140,7 +142,9 @@ impl Drop for Invocation {
         let code = if self.code == 0 { 499 } else { self.code };
         self.handle.metrics.codes.record(code, elapsed);
         self.handle.metrics.latency.record(elapsed);
-        self.handle.demand.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.handle
+            .demand
+            .end(self.start_us + elapsed.as_micros() as u64);
     }
 }
 
@@ -225,7 +229,10 @@ impl Forwarder {
             drop(state);
             let pending = replica.start();
             if replica.is_draining() {
-                // Its provider is stopping it and published a set without it: pick again.
+                // Picked from a snapshot older than its removal: its drain may already have
+                // seen zero pending, so it must not get this request (see `Replica::drain`).
+                drop(pending);
+                tokio::task::yield_now().await;
                 continue;
             }
             let mut checkout = match replica.pool().checkout().await {

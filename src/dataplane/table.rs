@@ -8,6 +8,13 @@
 //! and its [`FunctionState`] (ready replicas, desired count, scale settings) is itself one
 //! immutable value behind `ArcSwap`, replaced whole by [`FunctionHandle::publish`]. So a
 //! reader sees the replicas and the desired count of the same instant, never half an update.
+//!
+//! [`Demand`] is what the scaler reads (through a `DemandSource`): per function, one packed
+//! word holds the requests in flight (held ones included) and the running integral of that
+//! count over time, so the scaler gets the exact time-weighted mean concurrency of any
+//! interval from two samples, not a noisy point sample. A request costs one `fetch_add` at
+//! its start and one at its end (as a plain in-flight counter would), plus the arrival count:
+//! no lock, no allocation. `benches/demand.rs` measures it against the counters it replaced.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +23,7 @@ use arc_swap::ArcSwap;
 use hashbrown::HashMap;
 use tokio::sync::Notify;
 
+use crate::control::scaler::ScaleSettings;
 use crate::dataplane::replica::Replica;
 use crate::metrics::FunctionMetrics;
 use crate::names::{FunctionKey, KeyRef};
@@ -37,19 +45,51 @@ pub struct FunctionState {
     pub desired: u64,
     /// Replicas a cold start asks for: `max(1, com.openfaas.scale.min)`.
     pub cold_start_replicas: u64,
+    /// The `com.openfaas.scale.*` settings, parsed once when the provider publishes.
+    pub scale: ScaleSettings,
 }
 
+/// Bits of the packed demand word that count requests in flight (up to 2^20 - 1 at once).
+const INFLIGHT_BITS: u32 = 20;
+const INFLIGHT_MASK: u64 = (1 << INFLIGHT_BITS) - 1;
+/// The busy-time integral is kept modulo 2^44 microseconds: differences of two samples are
+/// exact while they are below that (about 2.9e5 requests in flight for a whole minute).
+pub const BUSY_MASK: u64 = (1 << (64 - INFLIGHT_BITS)) - 1;
+
 /// Per-function demand, counted on the request path with relaxed atomics.
+///
+/// The packed word: low [`INFLIGHT_BITS`] = requests in flight now (from arrival to the end
+/// of the response, held ones included); high bits = `sum(end_us) - sum(start_us)` over every
+/// request, wrapping, where a request still in flight has no end yet. So at time `t` the
+/// integral of the in-flight count since start is `high + inflight * t` (mod 2^44), and both
+/// halves are read in one load, never torn.
 #[derive(Debug, Default)]
 pub struct Demand {
-    /// Requests being forwarded or streamed now.
-    pub inflight: AtomicU64,
-    /// Requests held waiting for a ready replica now.
+    concurrency: AtomicU64,
+    /// Requests held waiting for a ready replica now (a subset of in flight).
     pub queued: AtomicU64,
     /// Requests received since start (monotonic).
     pub arrivals: AtomicU64,
     /// `clock::now_ms()` of the last arrival.
     pub last_arrival_ms: AtomicU64,
+}
+
+/// One reading of a function's [`Demand`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DemandSample {
+    /// When it was read, `clock::now_us()`.
+    pub at_us: u64,
+    /// Requests in flight, held ones included.
+    pub inflight: u64,
+    /// Requests held waiting for a ready replica.
+    pub queued: u64,
+    /// Requests received since start.
+    pub arrivals: u64,
+    /// `clock::now_ms()` of the last arrival (0: none yet).
+    pub last_arrival_ms: u64,
+    /// Integral of the in-flight count over time since start, in microseconds, modulo
+    /// 2^44: `busy_between(a, b) / (b.at_us - a.at_us)` is the mean concurrency.
+    pub busy_us: u64,
 }
 
 pub struct FunctionHandle {
@@ -117,6 +157,66 @@ impl Routes {
     }
 }
 
+// === impl Demand ===
+
+impl Demand {
+    /// Counts a request arriving at `now_us` (`clock` microseconds).
+    #[inline]
+    pub fn begin(&self, now_us: u64) {
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
+        self.last_arrival_ms.store(now_us / 1000, Ordering::Relaxed);
+        // high -= now_us, low += 1: the low field is below its maximum, so nothing carries.
+        self.concurrency.fetch_add(
+            (now_us.wrapping_neg() << INFLIGHT_BITS).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Counts the end of a request begun earlier, at `end_us`.
+    #[inline]
+    pub fn end(&self, end_us: u64) {
+        // high += end_us, low -= 1: written as one wrapping add; the low field is >= 1.
+        self.concurrency
+            .fetch_add((end_us << INFLIGHT_BITS).wrapping_sub(1), Ordering::Relaxed);
+    }
+
+    /// Requests in flight now, held ones included.
+    pub fn inflight(&self) -> u64 {
+        self.concurrency.load(Ordering::Relaxed) & INFLIGHT_MASK
+    }
+
+    /// Reads every counter; `at_us` is taken after the packed word, so a request that began
+    /// in between adds at most its own few microseconds.
+    pub fn sample(&self) -> DemandSample {
+        let word = self.concurrency.load(Ordering::Relaxed);
+        let at_us = crate::dataplane::clock::now_us();
+        self.sample_word(word, at_us)
+    }
+
+    fn sample_word(&self, word: u64, at_us: u64) -> DemandSample {
+        let inflight = word & INFLIGHT_MASK;
+        let busy_us =
+            (word >> INFLIGHT_BITS).wrapping_add(inflight.wrapping_mul(at_us)) & BUSY_MASK;
+        DemandSample {
+            at_us,
+            inflight,
+            queued: self.queued.load(Ordering::Relaxed),
+            arrivals: self.arrivals.load(Ordering::Relaxed),
+            last_arrival_ms: self.last_arrival_ms.load(Ordering::Relaxed),
+            busy_us,
+        }
+    }
+}
+
+// === impl DemandSample ===
+
+impl DemandSample {
+    /// Microseconds of in-flight time (request x microsecond) between `earlier` and `self`.
+    pub fn busy_since(&self, earlier: &DemandSample) -> u64 {
+        self.busy_us.wrapping_sub(earlier.busy_us) & BUSY_MASK
+    }
+}
+
 // === impl FunctionHandle ===
 
 impl FunctionHandle {
@@ -174,6 +274,7 @@ impl FunctionHandle {
             replicas: cur.replicas.clone(),
             desired,
             cold_start_replicas,
+            scale: cur.scale,
         });
     }
 
@@ -217,6 +318,78 @@ mod tests {
             .is_none());
         assert!(routes.remove(&k).is_some());
         assert!(routes.get(k.as_ref()).is_none());
+    }
+
+    #[test]
+    fn demand_integrates_inflight_over_time() {
+        let d = Demand::default();
+        let at = |us| d.sample_word(d.concurrency.load(Ordering::Relaxed), us);
+        let s0 = at(1_000);
+        d.begin(1_000);
+        d.begin(2_000);
+        let s1 = at(3_000);
+        assert_eq!(s1.inflight, 2);
+        assert_eq!(s1.busy_since(&s0), 2_000 + 1_000);
+        d.end(4_000);
+        assert_eq!(d.inflight(), 1);
+        let s2 = at(5_000);
+        // 1 ms more of two requests, then 1 ms of one.
+        assert_eq!(s2.busy_since(&s1), 2_000 + 1_000);
+        d.end(5_000);
+        let s3 = at(9_000);
+        assert_eq!(s3.inflight, 0);
+        assert_eq!(s3.busy_since(&s2), 0);
+        assert_eq!(s3.arrivals, 2);
+        assert_eq!(s3.last_arrival_ms, 2);
+    }
+
+    proptest::proptest! {
+        /// Whatever the interleaving of begins and ends, the integral between two samples is
+        /// the sum of each request's overlap with the interval.
+        #[test]
+        fn demand_integral_matches_the_overlaps(
+            reqs in proptest::collection::vec((0u64..1_000_000, 0u64..1_000_000), 0..40),
+            a in 0u64..2_000_000,
+            len in 0u64..2_000_000,
+        ) {
+            let base = u64::MAX / 2; // far from zero: exercises the wrapping arithmetic
+            let b = a + len;
+            let mut events: Vec<(u64, bool)> = Vec::new();
+            for &(start, dur) in &reqs {
+                events.push((base + start, true));
+                events.push((base + start + dur, false));
+            }
+            // Ends before begins at the same instant cannot underflow: each end follows its begin.
+            events.sort_by_key(|&(t, begin)| (t, begin));
+            let d = Demand::default();
+            let mut samples = [None, None];
+            // Replay in time order, sampling at a and b.
+            let mut pending = [(base + a, 0usize), (base + b, 1usize)];
+            pending.sort();
+            let mut next = 0;
+            for &(t, begin) in &events {
+                while next < pending.len() && pending[next].0 < t {
+                    let (at, slot) = pending[next];
+                    samples[slot] = Some(d.sample_word(d.concurrency.load(Ordering::Relaxed), at));
+                    next += 1;
+                }
+                if begin { d.begin(t) } else { d.end(t) }
+            }
+            while next < pending.len() {
+                let (at, slot) = pending[next];
+                samples[slot] = Some(d.sample_word(d.concurrency.load(Ordering::Relaxed), at));
+                next += 1;
+            }
+            let (sa, sb) = (samples[0].unwrap(), samples[1].unwrap());
+            let want: u64 = reqs
+                .iter()
+                .map(|&(start, dur)| {
+                    let (s, e) = (base + start, base + start + dur);
+                    e.min(base + b).saturating_sub(s.max(base + a))
+                })
+                .sum();
+            proptest::prop_assert_eq!(sb.busy_since(&sa), want);
+        }
     }
 
     #[test]

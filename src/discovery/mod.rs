@@ -28,6 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use crate::client::{ClientError, ConsulClient, Indexed, NomadClient, QueryOptions};
+use crate::control::scaler::ScaleSettings;
 use crate::dataplane::{FunctionHandle, FunctionState, Replica};
 
 pub use watch::{spawn_watcher, WatchConfig, WatchHandle};
@@ -66,6 +67,7 @@ pub struct Publisher {
 struct Published {
     desired: u64,
     cold_start_replicas: u64,
+    scale: ScaleSettings,
     replicas: Arc<[Arc<Replica>]>,
 }
 
@@ -165,13 +167,19 @@ fn alloc_of_consul_id(id: &str) -> &str {
 // === impl Publisher ===
 
 impl Publisher {
-    pub fn new(handle: Arc<FunctionHandle>, desired: u64, cold_start_replicas: u64) -> Self {
+    pub fn new(
+        handle: Arc<FunctionHandle>,
+        desired: u64,
+        cold_start_replicas: u64,
+        scale: ScaleSettings,
+    ) -> Self {
         let current = handle.state_full();
         let p = Self {
             handle,
             state: Mutex::new(Published {
                 desired,
                 cold_start_replicas,
+                scale,
                 replicas: current.replicas.clone(),
             }),
         };
@@ -195,6 +203,17 @@ impl Publisher {
 
     pub fn desired(&self) -> u64 {
         self.lock().desired
+    }
+
+    /// Sets the autoscaler's settings (parsed from the function's labels); publishes when
+    /// they changed.
+    pub fn set_scale(&self, scale: ScaleSettings) {
+        let mut s = self.lock();
+        if s.scale == scale {
+            return;
+        }
+        s.scale = scale;
+        self.publish(&s);
     }
 
     /// Sets the desired count (and the scale-from-zero target); publishes when it changed.
@@ -224,6 +243,7 @@ impl Publisher {
             replicas: s.replicas.clone(),
             desired: s.desired,
             cold_start_replicas: s.cold_start_replicas,
+            scale: s.scale,
         });
     }
 }
@@ -258,7 +278,7 @@ mod tests {
     fn publisher_keeps_desired_and_replicas_together() {
         let key = crate::names::FunctionKey::new("f", "").unwrap();
         let handle = Arc::new(FunctionHandle::new(key));
-        let p = Publisher::new(handle.clone(), 2, 1);
+        let p = Publisher::new(handle.clone(), 2, 1, ScaleSettings::default());
         assert_eq!(handle.state().desired, 2);
         let r = Replica::new("a", "127.0.0.1:1".parse().unwrap());
         p.set_replicas(vec![r.clone()]);

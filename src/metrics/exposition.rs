@@ -266,10 +266,8 @@ impl Families {
             .push(gauge(only_name(), state.desired as f64));
         self.ready_count
             .push(gauge(only_name(), state.replicas.len() as f64));
-        self.inflight.push(gauge(
-            only_name(),
-            h.demand.inflight.load(Ordering::Relaxed) as f64,
-        ));
+        self.inflight
+            .push(gauge(only_name(), h.demand.inflight() as f64));
         self.queued.push(gauge(
             only_name(),
             h.demand.queued.load(Ordering::Relaxed) as f64,
@@ -315,14 +313,14 @@ impl Families {
     }
 }
 
-fn label(name: &str, value: &str) -> LabelPair {
+pub(crate) fn label(name: &str, value: &str) -> LabelPair {
     let mut l = LabelPair::default();
     l.set_name(name.to_string());
     l.set_value(value.to_string());
     l
 }
 
-fn counter(labels: Vec<LabelPair>, v: f64) -> Metric {
+pub(crate) fn counter(labels: Vec<LabelPair>, v: f64) -> Metric {
     let mut c = Counter::default();
     c.set_value(v);
     let mut m = Metric::from_label(labels);
@@ -330,7 +328,7 @@ fn counter(labels: Vec<LabelPair>, v: f64) -> Metric {
     m
 }
 
-fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
+pub(crate) fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
     let mut g = Gauge::default();
     g.set_value(v);
     let mut m = Metric::from_label(labels);
@@ -362,12 +360,13 @@ mod tests {
         for ms in [3, 30, 20_000] {
             echo.metrics.latency.record(Duration::from_millis(ms));
         }
-        echo.demand.inflight.fetch_add(1, Ordering::Relaxed);
+        echo.demand.begin(crate::dataplane::clock::now_us());
         echo.demand.queued.fetch_add(4, Ordering::Relaxed);
         echo.publish(FunctionState {
             replicas: vec![Replica::new("r1", "127.0.0.1:1".parse().unwrap())].into(),
             desired: 2,
             cold_start_replicas: 1,
+            ..Default::default()
         });
         idle.publish_desired(0, 1);
 

@@ -193,7 +193,7 @@ impl Sampler {
                     rate,
                     p50,
                     p99,
-                    inflight: handle.demand.inflight.load(Ordering::Relaxed),
+                    inflight: handle.demand.inflight(),
                     queued: handle.demand.queued.load(Ordering::Relaxed),
                 },
             ));

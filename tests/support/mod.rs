@@ -327,3 +327,61 @@ pub async fn request(
         body,
     }
 }
+
+/// The value of the first `/metrics` sample whose line starts with `prefix` (name and
+/// labels, e.g. `gateway_service_count{function_name="f.openfaas-fn"}`).
+pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A free loopback port (bound, then released: a small race, as with any such helper).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a loopback port")
+}
+
+/// One load worker: its successes and failures (status, body).
+pub type LoadWorker = tokio::task::JoinHandle<(u32, Vec<(u16, String)>)>;
+
+/// Runs `workers` concurrent request loops against `path` until `stop` is set; returns
+/// the successes and every failure (status, body).
+pub fn spawn_load(
+    addr: SocketAddr,
+    path: &'static str,
+    workers: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<LoadWorker> {
+    (0..workers)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = request(addr, "POST", path, &[], Bytes::from_static(b"x")).await;
+                    if r.status == 200 {
+                        ok += 1;
+                    } else {
+                        failed.push((r.status, r.text()));
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect()
+}
+
+/// Waits for load workers; returns total successes and all failures.
+pub async fn join_load(workers: Vec<LoadWorker>) -> (u32, Vec<(u16, String)>) {
+    let (mut ok, mut failed) = (0, Vec::new());
+    for w in workers {
+        let (o, f) = w.await.expect("load worker");
+        ok += o;
+        failed.extend(f);
+    }
+    (ok, failed)
+}

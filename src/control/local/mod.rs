@@ -45,6 +45,7 @@ use self::store::Store;
 use self::supervisor::{spawn_supervisor, Shared, StopMode, SupervisorConfig};
 use crate::api::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
 use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
+use crate::control::scaler::ScaleSettings;
 use crate::dataplane::Routes;
 use crate::names::{FunctionKey, DEFAULT_NAMESPACE};
 
@@ -153,7 +154,7 @@ impl LocalProvider {
             key,
             handle,
             record.replicas,
-            spec::cold_start_replicas(&record.deployment),
+            ScaleSettings::from_deployment(&record.deployment),
             spec::replica_spec(&record.deployment),
         );
         let task = spawn_supervisor(shared.clone(), self.cfg.clone());
@@ -227,7 +228,7 @@ impl Provider for LocalProvider {
         }
         let current = f.record();
         let replica_spec = spec::replica_spec(&deployment);
-        let cold_start = spec::cold_start_replicas(&deployment);
+        let scale = ScaleSettings::from_deployment(&deployment);
         let record = StoredFunction {
             deployment,
             replicas: f.shared.desired(),
@@ -235,7 +236,7 @@ impl Provider for LocalProvider {
         };
         self.store.save(&key, &record).map_err(backend)?;
         f.set_record(record);
-        f.shared.set_spec(replica_spec, cold_start);
+        f.shared.set_spec(replica_spec, scale);
         Ok(())
     }
 

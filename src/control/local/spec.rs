@@ -48,11 +48,6 @@ pub fn scale_min(d: &FunctionDeployment) -> Result<u64, ProviderError> {
     }
 }
 
-/// Replicas a cold start asks for: `max(1, scale.min)`.
-pub fn cold_start_replicas(d: &FunctionDeployment) -> u64 {
-    scale_min(d).unwrap_or(DEFAULT_SCALE_MIN).max(1)
-}
-
 /// The environment of the replicas: `envVars`, then the watchdog's own settings.
 pub fn replica_spec(d: &FunctionDeployment) -> ReplicaSpec {
     let mut env: Vec<(OsString, OsString)> = d
@@ -158,10 +153,6 @@ mod tests {
         assert_eq!(
             scale_min(&with_labels(&[(LABEL_SCALE_MIN, "0")])).unwrap(),
             0
-        );
-        assert_eq!(
-            cold_start_replicas(&with_labels(&[(LABEL_SCALE_MIN, "0")])),
-            1
         );
         for bad in ["-1", "two", "", "1.5"] {
             let err = scale_min(&with_labels(&[(LABEL_SCALE_MIN, bad)])).unwrap_err();

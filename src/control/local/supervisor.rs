@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use super::instance::{Event, EventKind, InstanceContext, InstanceHandle, Pids};
 use super::logs::LogBuffer;
 use super::spec::ReplicaSpec;
+use crate::control::scaler::ScaleSettings;
 use crate::dataplane::{FunctionHandle, FunctionState, Replica};
 use crate::names::FunctionKey;
 
@@ -76,6 +77,7 @@ pub struct Shared {
 struct Target {
     desired: u64,
     cold_start_replicas: u64,
+    scale: ScaleSettings,
     spec: Arc<ReplicaSpec>,
     generation: u64,
     stop: Option<StopMode>,
@@ -128,7 +130,7 @@ impl Shared {
         key: FunctionKey,
         handle: Arc<FunctionHandle>,
         desired: u64,
-        cold_start_replicas: u64,
+        scale: ScaleSettings,
         spec: ReplicaSpec,
     ) -> Arc<Self> {
         let logs = Arc::new(LogBuffer::new(&key));
@@ -139,7 +141,8 @@ impl Shared {
             pids: Pids::default(),
             target: Mutex::new(Target {
                 desired,
-                cold_start_replicas,
+                cold_start_replicas: scale.cold_start_replicas(),
+                scale,
                 spec: Arc::new(spec),
                 generation: 0,
                 stop: None,
@@ -157,11 +160,12 @@ impl Shared {
     }
 
     /// Replaces the replica spec: the supervisor rolls every replica onto it.
-    pub fn set_spec(&self, spec: ReplicaSpec, cold_start_replicas: u64) {
+    pub fn set_spec(&self, spec: ReplicaSpec, scale: ScaleSettings) {
         self.update(|t| {
             t.spec = Arc::new(spec);
             t.generation += 1;
-            t.cold_start_replicas = cold_start_replicas;
+            t.cold_start_replicas = scale.cold_start_replicas();
+            t.scale = scale;
         });
     }
 
@@ -219,6 +223,7 @@ impl Shared {
             replicas: t.ready.clone(),
             desired: t.desired,
             cold_start_replicas: t.cold_start_replicas,
+            scale: t.scale,
         });
     }
 }

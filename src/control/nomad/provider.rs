@@ -42,6 +42,7 @@ use crate::client::{
     ClientError, ConsulClient, ConsulSettings, NomadClient, NomadSettings, QueryOptions,
 };
 use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
+use crate::control::scaler::ScaleSettings;
 use crate::dataplane::Routes;
 use crate::discovery::watch::Backoff;
 use crate::discovery::{
@@ -210,6 +211,8 @@ impl NomadProvider {
             drop(functions);
             t.publisher
                 .set_desired(facts.count, cold_start_replicas(&facts.spec));
+            t.publisher
+                .set_scale(ScaleSettings::from_deployment(&facts.spec));
             *t.facts.lock().expect("facts mutex poisoned") = facts;
             return t;
         }
@@ -218,6 +221,7 @@ impl NomadProvider {
             handle,
             facts.count,
             cold_start_replicas(&facts.spec),
+            ScaleSettings::from_deployment(&facts.spec),
         ));
         let watch = spawn_watcher(
             self.catalog.clone(),

@@ -1,0 +1,548 @@
+//! The scaling decision for one function: a pure function of its demand, settings, replica
+//! counts and the time, plus the little state the rules need between ticks.
+//!
+//! The rules (issue 4, after Knative's KPA):
+//! - `per_replica = target x target-proportion`; `want = ceil(demand / per_replica)` for the
+//!   stable window's average demand and for the panic window's.
+//! - **Panic** starts when the panic-window demand is at least `panic_threshold` (2) times the
+//!   ready capacity (`ready x per_replica`; any demand with no replica ready) and lasts one
+//!   stable window after the condition last held. While panicking the count only goes up,
+//!   to `max(want_panic, want_stable, want_current, desired)`, where `want_current` is for the
+//!   demand of the latest tick (the newest part of the panic window): so a load step is met
+//!   in one or two calls, not one per tick while the 6 s average climbs. Otherwise the
+//!   count follows `want_stable`.
+//! - The desired count (replicas starting included) is what `want` is compared with, so
+//!   replicas on the way are counted as capacity and never asked for twice.
+//! - **Down**: at most halving per decision (`>= ceil(desired / 2)`), and only once `want`
+//!   has stayed below `desired` for `scale_down_delay`; the step taken is the largest `want`
+//!   seen during that delay.
+//! - **Bounds**: `[max(1, min, alert floor), max]`. Below the bound the count is raised at once
+//!   (reason `min`), above `max` lowered at once (reason `max`).
+//! - **Zero**: with `com.openfaas.scale.zero=true`, once no request arrived for
+//!   `zero-duration`, none is in flight or held, and the function is not panicking, the count
+//!   goes to 0 in one step (reason `idle`). A function at 0 is left to the cold-start path,
+//!   which scales it up once for all held requests.
+//! - `min == max` disables all of this. A rejected scale call is retried with exponential
+//!   backoff (`retry_base` doubling to `retry_max`), decided afresh each time.
+//!
+//! No clock is read: `Input::now_us` is the demand source's time. Tests drive it directly.
+
+use std::time::Duration;
+
+use crate::control::scaler::settings::ScaleSettings;
+use crate::control::scaler::ScalerConfig;
+
+/// What one decision looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Input {
+    pub now_us: u64,
+    pub settings: ScaleSettings,
+    /// Desired replicas as the provider reports them (starting ones included).
+    pub desired: u64,
+    /// Replicas ready to serve.
+    pub ready: u64,
+    /// Average demand over the stable window (in the settings' unit).
+    pub stable: f64,
+    /// Average demand over the panic window.
+    pub panic: f64,
+    /// Average demand over the latest tick.
+    pub current: f64,
+    /// Requests in flight now, held ones included.
+    pub inflight: u64,
+    /// Time since the last arrival (or since the function was first seen).
+    pub idle_for: Duration,
+    /// Lower bound set by a firing Prometheus alert (0: none).
+    pub alert_floor: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Panic-window demand (scale up only).
+    Panic,
+    /// Stable-window demand.
+    Stable,
+    /// No arrival for zero-duration: to zero.
+    Idle,
+    /// Raised to the lower bound (min or an alert floor).
+    Min,
+    /// Lowered to max.
+    Max,
+    /// A firing alert (the alert handler's decisions).
+    AlertFiring,
+    /// A resolved alert.
+    AlertResolved,
+}
+
+/// One scale call to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub from: u64,
+    pub to: u64,
+    pub direction: Direction,
+    pub reason: Reason,
+}
+
+/// What the rules remember between ticks for one function.
+#[derive(Debug, Clone)]
+pub struct Decider {
+    panic_until_us: u64,
+    down_since_us: Option<u64>,
+    down_want: u64,
+    retry_at_us: u64,
+    retry_delay: Duration,
+    /// The count last set and until when to believe it over a provider that lags.
+    last_set: Option<(u64, u64)>,
+}
+
+/// How long a count just set is trusted over a provider reading that has not caught up.
+const SET_TRUST: Duration = Duration::from_secs(5);
+
+// === impl Direction / Reason ===
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Panic => "panic",
+            Reason::Stable => "stable",
+            Reason::Idle => "idle",
+            Reason::Min => "min",
+            Reason::Max => "max",
+            Reason::AlertFiring => "alert_firing",
+            Reason::AlertResolved => "alert_resolved",
+        }
+    }
+}
+
+// === impl Decider ===
+
+impl Default for Decider {
+    fn default() -> Self {
+        Self {
+            panic_until_us: 0,
+            down_since_us: None,
+            down_want: 0,
+            retry_at_us: 0,
+            retry_delay: Duration::ZERO,
+            last_set: None,
+        }
+    }
+}
+
+impl Decider {
+    /// True while in panic mode at `now_us`.
+    pub fn panicking(&self, now_us: u64) -> bool {
+        now_us < self.panic_until_us
+    }
+
+    /// The scale call to make now, if any. Call [`Decider::on_result`] with its outcome.
+    pub fn decide(&mut self, cfg: &ScalerConfig, input: &Input) -> Option<Decision> {
+        let now = input.now_us;
+        let s = &input.settings;
+        let desired = match self.last_set {
+            Some((n, until)) if input.desired != n && now < until => n,
+            _ => {
+                self.last_set = None;
+                input.desired
+            }
+        };
+        if !s.autoscaled() || desired == 0 {
+            self.down_since_us = None;
+            return None;
+        }
+        let per = s.per_replica();
+        let capacity = input.ready as f64 * per;
+        if input.panic > 0.0 && input.panic >= cfg.panic_threshold * capacity {
+            self.panic_until_us = now + us(cfg.stable_window);
+        }
+        let panicking = self.panicking(now);
+        if now < self.retry_at_us {
+            return None;
+        }
+        let want_stable = replicas_for(input.stable, per);
+        let want_panic = replicas_for(input.panic, per);
+        let idle = s.zero && input.inflight == 0 && input.idle_for >= s.zero_duration && !panicking;
+
+        let (mut want, mut reason) = if idle {
+            (0, Reason::Idle)
+        } else if panicking {
+            let want_current = replicas_for(input.current, per);
+            (
+                want_panic.max(want_stable).max(want_current).max(desired),
+                Reason::Panic,
+            )
+        } else {
+            (want_stable, Reason::Stable)
+        };
+        if !idle {
+            let floor = s.min.max(1).max(input.alert_floor).min(s.max);
+            if want < floor {
+                want = floor;
+                if desired < floor {
+                    reason = Reason::Min;
+                }
+            }
+            if want > s.max {
+                want = s.max;
+                if desired > s.max {
+                    reason = Reason::Max;
+                }
+            }
+        }
+
+        let to = match want.cmp(&desired) {
+            std::cmp::Ordering::Equal => {
+                self.down_since_us = None;
+                return None;
+            }
+            std::cmp::Ordering::Greater => {
+                self.down_since_us = None;
+                want
+            }
+            std::cmp::Ordering::Less if reason == Reason::Idle => want,
+            std::cmp::Ordering::Less if desired > s.max => {
+                reason = Reason::Max;
+                s.max
+            }
+            std::cmp::Ordering::Less => {
+                let want = want.max(desired.div_ceil(2));
+                let since = *self.down_since_us.get_or_insert(now);
+                if since == now {
+                    self.down_want = want;
+                }
+                self.down_want = self.down_want.max(want);
+                if now - since < us(cfg.scale_down_delay) {
+                    return None;
+                }
+                self.down_want
+            }
+        };
+        if to == desired {
+            return None;
+        }
+        Some(Decision {
+            from: desired,
+            to,
+            direction: if to > desired {
+                Direction::Up
+            } else {
+                Direction::Down
+            },
+            reason,
+        })
+    }
+
+    /// Records the outcome of the call made for `decision` at `now_us`.
+    pub fn on_result(&mut self, cfg: &ScalerConfig, decision: &Decision, ok: bool, now_us: u64) {
+        if ok {
+            self.retry_delay = Duration::ZERO;
+            self.retry_at_us = 0;
+            self.down_since_us = None;
+            self.last_set = Some((decision.to, now_us + us(SET_TRUST)));
+        } else {
+            self.retry_delay = if self.retry_delay.is_zero() {
+                cfg.retry_base
+            } else {
+                (self.retry_delay * 2).min(cfg.retry_max)
+            };
+            self.retry_at_us = now_us + us(self.retry_delay);
+        }
+    }
+
+    /// The delay before the next try after a failure (zero when the last call succeeded).
+    pub fn retry_delay(&self) -> Duration {
+        self.retry_delay
+    }
+}
+
+/// `ceil(demand / per_replica)`, ignoring float noise just above a whole number.
+pub fn replicas_for(demand: f64, per_replica: f64) -> u64 {
+    if demand <= 0.0 || per_replica <= 0.0 {
+        return 0;
+    }
+    (demand / per_replica - 1e-9).ceil().max(0.0) as u64
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::scaler::settings::labels;
+    use proptest::prelude::*;
+
+    const S: u64 = 1_000_000;
+
+    fn cfg() -> ScalerConfig {
+        ScalerConfig::default()
+    }
+
+    fn input(now_s: u64, desired: u64, ready: u64, stable: f64, panic: f64) -> Input {
+        Input {
+            now_us: now_s * S,
+            settings: ScaleSettings::default(),
+            desired,
+            ready,
+            stable,
+            panic,
+            current: panic,
+            inflight: panic as u64,
+            idle_for: Duration::ZERO,
+            alert_floor: 0,
+        }
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> ScaleSettings {
+        let m = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ScaleSettings::from_maps(Some(&m), None)
+    }
+
+    #[test]
+    fn steady_demand_at_target_changes_nothing() {
+        let mut d = Decider::default();
+        // 2 replicas plan for 90 in flight: 80 needs 2.
+        for t in 0..600 {
+            assert_eq!(d.decide(&cfg(), &input(t, 2, 2, 80.0, 85.0)), None);
+        }
+    }
+
+    #[test]
+    fn panic_scales_up_at_once_to_the_panic_want_and_only_up() {
+        let mut d = Decider::default();
+        // 1 ready replica (capacity 45), panic demand 450 >= 2 x 45.
+        let got = d.decide(&cfg(), &input(0, 1, 1, 20.0, 450.0)).unwrap();
+        assert_eq!(
+            got,
+            Decision {
+                from: 1,
+                to: 10,
+                direction: Direction::Up,
+                reason: Reason::Panic
+            }
+        );
+        d.on_result(&cfg(), &got, true, 0);
+        // Replicas are starting (desired 10, ready 1): counted, not asked for again.
+        assert_eq!(d.decide(&cfg(), &input(1, 10, 1, 30.0, 440.0)), None);
+        // Demand falls while still panicking (within a stable window): no scale-down.
+        assert_eq!(d.decide(&cfg(), &input(30, 10, 10, 5.0, 5.0)), None);
+        assert!(d.panicking(30 * S));
+        // Panic over after a stable window without the condition; then the delay applies.
+        assert!(!d.panicking(61 * S));
+        assert_eq!(d.decide(&cfg(), &input(61, 10, 10, 5.0, 5.0)), None);
+        let down = d.decide(&cfg(), &input(91, 10, 10, 5.0, 5.0)).unwrap();
+        assert_eq!(
+            (down.to, down.direction, down.reason),
+            (5, Direction::Down, Reason::Stable)
+        );
+    }
+
+    #[test]
+    fn scale_down_halves_at_most_and_waits_the_delay_each_step() {
+        let mut d = Decider::default();
+        let mut desired = 20;
+        let mut t = 0;
+        let mut steps = Vec::new();
+        while t < 600 {
+            if let Some(dec) = d.decide(&cfg(), &input(t, desired, desired, 0.0, 0.0)) {
+                steps.push((t, dec.to));
+                d.on_result(&cfg(), &dec, true, t * S);
+                desired = dec.to;
+            }
+            t += 1;
+        }
+        assert_eq!(
+            steps,
+            [(30, 10), (61, 5), (92, 3), (123, 2), (154, 1)],
+            "one halving per delay, down to min 1"
+        );
+    }
+
+    #[test]
+    fn the_largest_want_during_the_delay_is_taken() {
+        let mut d = Decider::default();
+        assert_eq!(d.decide(&cfg(), &input(0, 10, 10, 45.0, 45.0)), None);
+        // A blip to 7 replicas' worth during the delay.
+        assert_eq!(d.decide(&cfg(), &input(10, 10, 10, 300.0, 300.0)), None);
+        let dec = d.decide(&cfg(), &input(30, 10, 10, 45.0, 45.0)).unwrap();
+        assert_eq!(dec.to, 7);
+        // Back at or above desired: the delay restarts.
+        let mut d = Decider::default();
+        assert_eq!(d.decide(&cfg(), &input(0, 10, 10, 45.0, 45.0)), None);
+        assert_eq!(d.decide(&cfg(), &input(20, 10, 10, 450.0, 450.0)), None);
+        assert_eq!(d.decide(&cfg(), &input(40, 10, 10, 45.0, 45.0)), None);
+        assert!(d.decide(&cfg(), &input(70, 10, 10, 45.0, 45.0)).is_some());
+    }
+
+    #[test]
+    fn stable_scales_up_without_panic() {
+        let mut d = Decider::default();
+        // Capacity 4 x 45 = 180; stable 200 needs 5; panic 300 < 360: no panic.
+        let dec = d.decide(&cfg(), &input(0, 4, 4, 200.0, 300.0)).unwrap();
+        assert_eq!((dec.to, dec.reason), (5, Reason::Stable));
+        assert!(!d.panicking(0));
+    }
+
+    #[test]
+    fn bounds_and_disabled() {
+        let mut d = Decider::default();
+        let mut i = input(0, 3, 3, 10_000.0, 10_000.0);
+        i.settings = settings(&[(labels::MIN, "2"), (labels::MAX, "5")]);
+        assert_eq!(d.decide(&cfg(), &i).unwrap().to, 5);
+        // Below min (a manual scale): raised at once.
+        let mut d = Decider::default();
+        let mut i = input(0, 1, 1, 0.0, 0.0);
+        i.settings = settings(&[(labels::MIN, "3")]);
+        let dec = d.decide(&cfg(), &i).unwrap();
+        assert_eq!((dec.to, dec.reason), (3, Reason::Min));
+        // Above max: lowered at once, no halving.
+        let mut d = Decider::default();
+        let mut i = input(0, 30, 30, 0.0, 0.0);
+        i.settings = settings(&[(labels::MAX, "4")]);
+        let dec = d.decide(&cfg(), &i).unwrap();
+        assert_eq!((dec.to, dec.reason), (4, Reason::Max));
+        // min == max: nothing, whatever the demand.
+        let mut d = Decider::default();
+        let mut i = input(0, 1, 1, 1e6, 1e6);
+        i.settings = settings(&[(labels::MIN, "2"), (labels::MAX, "2")]);
+        assert_eq!(d.decide(&cfg(), &i), None);
+        // An alert floor is a lower bound.
+        let mut d = Decider::default();
+        let mut i = input(0, 2, 2, 0.0, 0.0);
+        i.alert_floor = 6;
+        let dec = d.decide(&cfg(), &i).unwrap();
+        assert_eq!((dec.to, dec.reason), (6, Reason::Min));
+    }
+
+    #[test]
+    fn idle_goes_to_zero_only_when_allowed_and_nothing_is_in_flight() {
+        let z = settings(&[(labels::ZERO, "true"), (labels::ZERO_DURATION, "10s")]);
+        let mut i = input(100, 2, 2, 0.0, 0.0);
+        i.settings = z;
+        i.idle_for = Duration::from_secs(9);
+        let mut d = Decider::default();
+        // Not idle long enough: the ordinary scale-down (to min 1) after its delay.
+        assert_eq!(d.decide(&cfg(), &i), None);
+        i.idle_for = Duration::from_secs(10);
+        i.inflight = 1;
+        assert_eq!(d.decide(&cfg(), &i), None, "a request in flight or held");
+        i.inflight = 0;
+        let dec = d.decide(&cfg(), &i).unwrap();
+        assert_eq!((dec.to, dec.reason), (0, Reason::Idle));
+        // Without the label: never zero.
+        let mut d = Decider::default();
+        i.settings = ScaleSettings::default();
+        i.idle_for = Duration::from_secs(3600);
+        i.now_us = 1000 * S;
+        let mut last = None;
+        for t in 0..200 {
+            i.now_us = (1000 + t) * S;
+            if let Some(dec) = d.decide(&cfg(), &i) {
+                last = Some(dec);
+            }
+        }
+        assert_eq!(last.unwrap().to, 1);
+        // At zero: left to the cold-start path.
+        i.desired = 0;
+        i.inflight = 100;
+        assert_eq!(Decider::default().decide(&cfg(), &i), None);
+    }
+
+    #[test]
+    fn failures_back_off_and_a_lagging_provider_is_not_asked_twice() {
+        let c = cfg();
+        let mut d = Decider::default();
+        let i = input(0, 1, 1, 0.0, 450.0);
+        let dec = d.decide(&c, &i).unwrap();
+        d.on_result(&c, &dec, false, 0);
+        assert_eq!(d.retry_delay(), c.retry_base);
+        let mut at = |us: u64| {
+            let mut j = i;
+            j.now_us = us;
+            d.decide(&c, &j)
+        };
+        assert_eq!(at(c.retry_base.as_micros() as u64 - 1), None);
+        let again = at(c.retry_base.as_micros() as u64).unwrap();
+        assert_eq!(again, dec, "the same call, decided afresh");
+        d.on_result(&c, &again, false, 100_000);
+        assert_eq!(d.retry_delay(), c.retry_base * 2);
+        for _ in 0..20 {
+            d.on_result(&c, &again, false, 100_000);
+        }
+        assert_eq!(d.retry_delay(), c.retry_max);
+        d.on_result(&c, &again, true, 200_000);
+        assert_eq!(d.retry_delay(), Duration::ZERO);
+        // The provider still reports 1: the count just set (10) is believed for a while.
+        let mut j = i;
+        j.now_us = 300_000;
+        assert_eq!(d.decide(&c, &j), None);
+    }
+
+    proptest! {
+        /// Whatever the inputs: the result is within the bounds (or 0 only when idle to zero
+        /// is allowed), a step down never goes below half, and nothing is decided when the
+        /// count would not change.
+        #[test]
+        fn decisions_respect_bounds_and_halving(
+            min in 0u64..10, extra in 0u64..30, desired in 1u64..60, ready in 0u64..60,
+            stable in 0f64..5000.0, panic in 0f64..5000.0, zero in any::<bool>(),
+            idle_s in 0u64..2000, inflight in 0u64..3, floor in 0u64..40,
+            ticks in proptest::collection::vec(0u64..5, 1..20),
+        ) {
+            let max = min.max(1) + extra;
+            let z = if zero { "true" } else { "false" };
+            let s = settings(&[
+                (labels::MIN, &min.to_string()),
+                (labels::MAX, &max.to_string()),
+                (labels::ZERO, z),
+            ]);
+            let mut d = Decider::default();
+            let mut now = 0;
+            for step in ticks {
+                now += step * S;
+                let i = Input {
+                    now_us: now, settings: s, desired, ready, stable, panic, current: panic, inflight,
+                    idle_for: Duration::from_secs(idle_s), alert_floor: floor,
+                };
+                if let Some(dec) = d.decide(&cfg(), &i) {
+                    prop_assert_ne!(dec.to, dec.from);
+                    prop_assert_eq!(dec.from, desired);
+                    if !s.autoscaled() { prop_assert!(false, "disabled but decided {:?}", dec); }
+                    if dec.to == 0 {
+                        prop_assert!(zero && inflight == 0 && idle_s >= 900);
+                        prop_assert_eq!(dec.reason, Reason::Idle);
+                    } else {
+                        prop_assert!(dec.to <= s.max);
+                        prop_assert!(dec.to >= s.min.max(1).min(s.max));
+                        if dec.direction == Direction::Down && dec.reason != Reason::Max {
+                            prop_assert!(dec.to >= desired.div_ceil(2), "{:?}", dec);
+                        }
+                        if dec.direction == Direction::Up && dec.reason != Reason::Min {
+                            let want = replicas_for(stable.max(panic), s.per_replica());
+                            prop_assert!(dec.to <= want.max(1), "{:?}", dec);
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}

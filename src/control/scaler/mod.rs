@@ -1,0 +1,248 @@
+//! The queue-depth autoscaler: a control-plane task that sizes every function to its demand.
+//!
+//! Every `tick` (default 200 ms) it asks a [`DemandSource`] for each function's cumulative
+//! demand counters, folds them into a [`window::DemandWindow`] (stable 60 s and panic 6 s
+//! averages of in-flight + held requests, or of requests per second), and asks the pure
+//! [`decide::Decider`] whether to call the provider. The rules are in [`decide`]; the
+//! per-function settings come from `com.openfaas.scale.*` labels ([`settings`]) parsed when
+//! the provider publishes.
+//!
+//! Invariants:
+//! - Never on the request path: the data plane only bumps atomics, the task reads them.
+//! - At most one provider call per function at a time, one per decision, none on a tick
+//!   where nothing changes. A failed call is logged and retried with backoff.
+//! - Each decision is logged with its inputs and counted in
+//!   `faasgate_scale_decisions_total` ([`stats`]).
+//! - A function at zero is left to the cold-start task (`control::cold_start`), so held
+//!   requests share exactly one scale-up.
+//!
+//! Tests: `decide` and `window` are pure and tested with injected time (and properties of the
+//! bounds and halving); [`run_scaler`] is tested on tokio's paused clock with a scripted
+//! source and a recording provider.
+
+pub mod decide;
+pub mod settings;
+pub mod source;
+pub mod stats;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::control::alert::AlertBook;
+use crate::control::{Provider, ProviderError};
+use crate::names::FunctionKey;
+
+pub use decide::{Decider, Decision, Direction, Input, Reason};
+pub use settings::{ScaleKind, ScaleSettings};
+pub use source::{DemandSource, LocalDemand, Observation};
+pub use stats::ScaleStats;
+pub use window::DemandWindow;
+
+/// Settings of the scaler, common to every function.
+#[derive(Debug, Clone)]
+pub struct ScalerConfig {
+    /// Whether the queue-depth scaler runs (`--no-autoscale` turns it off).
+    pub enabled: bool,
+    /// Period of the decisions.
+    pub tick: Duration,
+    pub stable_window: Duration,
+    pub panic_window: Duration,
+    /// Panic when panic-window demand >= this x ready capacity.
+    pub panic_threshold: f64,
+    /// How long demand must stay below the count before a step down.
+    pub scale_down_delay: Duration,
+    /// First delay before retrying a rejected scale call; doubles up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Alert deliveries of one alert closer than this are replays (see `control::alert`).
+    pub alert_min_interval: Duration,
+}
+
+/// What the scaler, the alert handler and `/metrics` share.
+pub struct Scaling {
+    pub config: ScalerConfig,
+    pub alerts: AlertBook,
+    pub stats: Arc<ScaleStats>,
+    /// Recent decisions of every kind, shown by the UI.
+    pub events: Arc<crate::control::events::ScaleEvents>,
+}
+
+/// Per-function state of the loop.
+struct FunctionScaler {
+    label: String,
+    window: DemandWindow,
+    decider: Decider,
+    first_seen_us: u64,
+    call: Option<(Decision, JoinHandle<Result<(), ProviderError>>)>,
+}
+
+// === impl ScalerConfig ===
+
+impl Default for ScalerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tick: Duration::from_millis(200),
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+            panic_threshold: 2.0,
+            scale_down_delay: Duration::from_secs(30),
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            alert_min_interval: crate::control::alert::DEFAULT_MIN_INTERVAL,
+        }
+    }
+}
+
+// === impl Scaling ===
+
+impl Scaling {
+    pub fn new(config: ScalerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            alerts: AlertBook::new(
+                config.alert_min_interval,
+                crate::control::alert::DEFAULT_FLOOR_TTL,
+            ),
+            config,
+            stats: Arc::new(ScaleStats::default()),
+            events: Arc::new(crate::control::events::ScaleEvents::default()),
+        })
+    }
+}
+
+/// Starts the scaler task; it runs until aborted.
+pub fn spawn_scaler(
+    scaling: Arc<Scaling>,
+    source: Arc<dyn DemandSource>,
+    provider: Arc<dyn Provider>,
+) -> JoinHandle<()> {
+    tokio::spawn(run_scaler(scaling, source, provider))
+}
+
+/// The scaler loop (see the module doc).
+pub async fn run_scaler(
+    scaling: Arc<Scaling>,
+    source: Arc<dyn DemandSource>,
+    provider: Arc<dyn Provider>,
+) {
+    let cfg = &scaling.config;
+    let horizon = cfg.stable_window.max(cfg.panic_window);
+    let mut functions: HashMap<FunctionKey, FunctionScaler> = HashMap::new();
+    let mut observed = Vec::new();
+    let mut interval = tokio::time::interval(cfg.tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        observed.clear();
+        source.observe(&mut observed);
+        let now = tokio::time::Instant::now();
+        let mut seen = Vec::with_capacity(observed.len());
+        for obs in observed.drain(..) {
+            let at_us = obs.demand.at_us;
+            let f = functions
+                .entry(obs.key.clone())
+                .or_insert_with(|| FunctionScaler {
+                    label: obs.key.to_string(),
+                    window: DemandWindow::new(horizon),
+                    decider: Decider::default(),
+                    first_seen_us: at_us,
+                    call: None,
+                });
+            f.window.push(obs.demand);
+            seen.push(obs.key.clone());
+
+            // A call in progress: wait for it; record its outcome.
+            if let Some((decision, call)) = f.call.take() {
+                if !call.is_finished() {
+                    f.call = Some((decision, call));
+                    continue;
+                }
+                let result = call
+                    .await
+                    .unwrap_or_else(|e| Err(ProviderError::Backend(e.to_string())));
+                let ok = match result {
+                    Ok(()) => true,
+                    Err(ProviderError::NotFound(_)) => true,
+                    Err(e) => {
+                        f.decider.on_result(cfg, &decision, false, at_us);
+                        tracing::warn!(function = %f.label, to = decision.to, error = %e,
+                            retry_in = ?f.decider.retry_delay(), "scale call rejected; will retry");
+                        false
+                    }
+                };
+                if ok {
+                    f.decider.on_result(cfg, &decision, true, at_us);
+                }
+            }
+
+            let stable = f.window.average(cfg.stable_window, obs.settings.kind);
+            let panic = f.window.average(cfg.panic_window, obs.settings.kind);
+            let current = f.window.latest(obs.settings.kind);
+            let last_arrival_us = obs.demand.last_arrival_ms * 1000;
+            let input = Input {
+                now_us: at_us,
+                settings: obs.settings,
+                desired: obs.desired,
+                ready: obs.ready,
+                stable,
+                panic,
+                current,
+                inflight: obs.demand.inflight,
+                idle_for: Duration::from_micros(
+                    at_us.saturating_sub(last_arrival_us.max(f.first_seen_us)),
+                ),
+                alert_floor: scaling.alerts.floor(&obs.key, now),
+            };
+            let decision = f.decider.decide(cfg, &input);
+            scaling
+                .stats
+                .observe(&f.label, stable, panic, f.decider.panicking(at_us));
+            let Some(decision) = decision else { continue };
+            tracing::info!(
+                function = %f.label,
+                from = decision.from,
+                to = decision.to,
+                direction = decision.direction.as_str(),
+                reason = decision.reason.as_str(),
+                stable = format_args!("{stable:.2}"),
+                panic = format_args!("{panic:.2}"),
+                ready = obs.ready,
+                inflight = obs.demand.inflight,
+                queued = obs.demand.queued,
+                idle_s = input.idle_for.as_secs(),
+                alert_floor = input.alert_floor,
+                "scale decision"
+            );
+            scaling
+                .stats
+                .decision(&f.label, decision.direction, decision.reason);
+            scaling.events.record(
+                &obs.key,
+                decision.from,
+                decision.to,
+                decision.reason.as_str(),
+            );
+            let (provider, key) = (provider.clone(), obs.key.clone());
+            let call = tokio::spawn(async move { provider.scale(&key, decision.to).await });
+            f.call = Some((decision, call));
+        }
+        // Functions gone from the source: forget them.
+        if seen.len() != functions.len() {
+            let seen: std::collections::HashSet<_> = seen.into_iter().collect();
+            functions.retain(|k, f| {
+                let keep = seen.contains(k);
+                if !keep {
+                    scaling.stats.forget(&f.label);
+                }
+                keep
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,87 @@
+//! Where the scaler's demand comes from: the [`DemandSource`] trait and its local form.
+//!
+//! A source reports, per function, cumulative demand counters ([`DemandSample`]) with the
+//! function's settings and replica counts. The scaler turns successive reports into window
+//! averages, so a source never averages anything itself. [`LocalDemand`] reads this
+//! gateway's route table (one snapshot load, relaxed atomic reads: nothing on the request
+//! path waits for it). A cluster source (later) sums the same counters over every gateway
+//! instance, which is sound because integrals and arrival counts add up.
+
+use std::sync::Arc;
+
+use crate::control::scaler::settings::ScaleSettings;
+use crate::dataplane::table::DemandSample;
+use crate::dataplane::Routes;
+use crate::names::FunctionKey;
+
+/// One function's demand and replica counts at one instant.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub key: FunctionKey,
+    pub settings: ScaleSettings,
+    /// Desired replicas (starting ones included).
+    pub desired: u64,
+    /// Replicas in rotation.
+    pub ready: u64,
+    pub demand: DemandSample,
+}
+
+/// Something that can report every function's demand now.
+pub trait DemandSource: Send + Sync + 'static {
+    /// Appends one observation per function to `out`.
+    fn observe(&self, out: &mut Vec<Observation>);
+}
+
+/// Demand seen by this gateway alone.
+pub struct LocalDemand {
+    routes: Arc<Routes>,
+}
+
+// === impl LocalDemand ===
+
+impl LocalDemand {
+    pub fn new(routes: Arc<Routes>) -> Self {
+        Self { routes }
+    }
+}
+
+impl DemandSource for LocalDemand {
+    fn observe(&self, out: &mut Vec<Observation>) {
+        for (key, handle) in self.routes.snapshot().iter() {
+            let state = handle.state();
+            out.push(Observation {
+                key: key.clone(),
+                settings: state.scale,
+                desired: state.desired,
+                ready: state.replicas.len() as u64,
+                demand: handle.demand.sample(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::FunctionState;
+
+    #[test]
+    fn reports_every_function_of_the_table() {
+        let routes = Arc::new(Routes::new());
+        let h = routes.upsert(&FunctionKey::new("a", "").unwrap());
+        routes.upsert(&FunctionKey::new("b", "x").unwrap());
+        h.publish(FunctionState {
+            desired: 3,
+            ..Default::default()
+        });
+        h.demand.begin(crate::dataplane::clock::now_us());
+        let mut out = Vec::new();
+        LocalDemand::new(routes).observe(&mut out);
+        out.sort_by(|a, b| a.key.name().cmp(b.key.name()));
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].desired, out[0].ready), (3, 0));
+        assert_eq!(out[0].demand.inflight, 1);
+        assert_eq!(out[0].demand.arrivals, 1);
+        assert_eq!(out[1].demand.inflight, 0);
+    }
+}
