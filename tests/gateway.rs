@@ -172,7 +172,8 @@ async fn scale_up_down_to_zero_and_back_on_invoke() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_of_concurrent_requests_at_a_cold_function_all_succeed() {
-    let gw = Gateway::start();
+    // Without the autoscaler, so the one scale-up seen is the cold start's.
+    let gw = Gateway::start_with(&["--no-auth", "--no-autoscale"], &[]);
     assert_eq!(gw.deploy(env_fn("cold")).await.status, 202);
     gw.wait_available("cold", 1).await;
     let r = gw

@@ -8,8 +8,11 @@
 //!   pooled connection that hyper hands the request back from (`TrySendError`), or a replica
 //!   that is draining (see `replica`). One more case: a bodiless request answered 429 (the
 //!   watchdog's `max_inflight`: the call was refused, not run) goes to another replica when
-//!   one is in rotation and not throttled itself; else the 429 reaches the client.
-//!   Only then is the request's head cloned (functions with one replica never pay for it).
+//!   one is in rotation and not throttled itself; else the 429 reaches the client. And a
+//!   bodiless GET/HEAD/OPTIONS/TRACE whose reused keep-alive connection turns out closed by
+//!   the replica (no response byte) is sent again, as Go's transport does: a replica killed
+//!   between requests cannot have acted on it. Only for these cases is the request's head
+//!   cloned before sending.
 //! - Errors map to statuses in one place, [`ForwardError::status`]: no ready replica within
 //!   the hold timeout 503, hold queue full 429, upstream failure 502, upstream timeout 504.
 //! - No lock is taken; allocations per request are the upstream URI and the header values
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use thiserror::Error;
@@ -242,7 +245,13 @@ impl Forwarder {
                     continue;
                 }
             };
-            let replay = (several && req.body().is_empty()).then(|| replay_of(&req));
+            // A bodiless request keeps a copy when it may have to be sent again: to dodge a
+            // 429 (several replicas), or because a reused connection may turn out to have been
+            // closed by the replica (then an idempotent request is re-sent, as Go's transport
+            // does: the replica cannot have acted on it).
+            let replay = (req.body().is_empty()
+                && (several || (checkout.reused && idempotent(req.method()))))
+            .then(|| replay_of(&req));
             let sent = tokio::time::timeout(
                 self.config.upstream_timeout,
                 checkout.sender.try_send_request(req),
@@ -269,7 +278,12 @@ impl Forwarder {
                         continue;
                     }
                     None => {
+                        let stale = checkout.reused && e.error().is_incomplete_message();
                         let _: TrySendError<Request<UpstreamBody>> = e;
+                        if let Some(again) = replay.filter(|r| stale && idempotent(r.method())) {
+                            req = again;
+                            continue;
+                        }
                         return Err(ForwardError::Upstream {
                             function: handle.label().to_string(),
                         });
@@ -334,6 +348,15 @@ fn has_other_open(handle: &FunctionHandle, not: &Arc<Replica>) -> bool {
     handle.state().replicas.iter().any(|r| {
         !Arc::ptr_eq(r, not) && !r.is_down(now) && !r.is_throttled(now) && !r.is_draining()
     })
+}
+
+/// Methods that may be sent again after a connection closed under them (RFC 9110 9.2.2;
+/// the set Go's transport retries without an idempotency key).
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// A copy of a bodiless request, to send it again.
