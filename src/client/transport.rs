@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 
 use crate::client::tls::TlsConnector;
 use crate::client::{ClientError, Secret};
@@ -280,30 +281,35 @@ impl Transport {
         what: &str,
     ) -> Result<Reply, ClientError> {
         let req = self.request(&method, path_and_query, body.clone())?;
-        let (mut sender, reused) = match self.checkout().await {
-            Some(s) => (s, true),
-            None => (self.connect().await?, false),
+        let (mut sender, conn_error) = match self.checkout().await {
+            Some(s) => (s, None),
+            None => {
+                let (s, c) = self.connect().await?;
+                (s, Some(c))
+            }
         };
+        let reused = conn_error.is_none();
         let resp = match sender.try_send_request(req).await {
             Ok(r) => r,
             Err(mut e) => {
                 if !(reused && e.take_message().is_some()) {
-                    return Err(self.unreachable_hyper(e.into_error()));
+                    return Err(self.failed(e.into_error(), conn_error).await);
                 }
                 // The pooled connection was closed before the request left: once more, fresh.
-                sender = self.connect().await?;
+                let (fresh, conn_error) = self.connect().await?;
+                sender = fresh;
                 let req = self.request(&method, path_and_query, body)?;
-                sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| self.unreachable_hyper(e))?
+                match sender.send_request(req).await {
+                    Ok(r) => r,
+                    Err(e) => return Err(self.failed(e, Some(conn_error)).await),
+                }
             }
         };
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()
             .await
-            .map_err(|e| self.unreachable_hyper(e))?
+            .map_err(|e| self.unreachable(chain(&e)))?
             .to_bytes();
         self.checkin(sender);
         if !parts.status.is_success() {
@@ -321,12 +327,12 @@ impl Transport {
     pub async fn stream(&self, path_and_query: &str) -> Result<Response<Incoming>, ClientError> {
         let what = format!("GET {}", strip_query(path_and_query));
         let fut = async {
-            let mut sender = self.connect().await?;
+            let (mut sender, conn_error) = self.connect().await?;
             let req = self.request(&Method::GET, path_and_query, None)?;
-            sender
-                .send_request(req)
-                .await
-                .map_err(|e| self.unreachable_hyper(e))
+            match sender.send_request(req).await {
+                Ok(r) => Ok(r),
+                Err(e) => Err(self.failed(e, Some(conn_error)).await),
+            }
         };
         let resp = tokio::time::timeout(CALL_TIMEOUT, fut)
             .await
@@ -395,7 +401,12 @@ impl Transport {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    /// A new connection, and where its driver reports how it failed (a TLS alert the server
+    /// sends after the handshake, e.g. for a missing client certificate, ends the driver, not
+    /// the request).
+    async fn connect(
+        &self,
+    ) -> Result<(SendRequest<Full<Bytes>>, oneshot::Receiver<String>), ClientError> {
         let connect = self.endpoint.connect(self.tls.as_ref());
         let io = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(io)) => io,
@@ -414,11 +425,14 @@ impl Transport {
         };
         let (sender, conn) = http1::handshake(TokioIo::new(io))
             .await
-            .map_err(|e| self.unreachable_hyper(e))?;
+            .map_err(|e| self.unreachable(chain(&e)))?;
+        let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let Err(e) = conn.await {
+                let _ = tx.send(chain(&e));
+            }
         });
-        Ok(sender)
+        Ok((sender, rx))
     }
 
     fn unreachable(&self, e: impl fmt::Display) -> ClientError {
@@ -429,18 +443,29 @@ impl Transport {
         }
     }
 
-    /// As [`Self::unreachable`] for a hyper error, with its causes (a TLS alert the server
-    /// sent after the handshake, e.g. a missing client certificate, is only in a cause).
-    fn unreachable_hyper(&self, e: hyper::Error) -> ClientError {
-        let mut reason = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            reason.push_str(": ");
-            reason.push_str(&s.to_string());
-            src = s.source();
+    /// A request that failed on a fresh connection: the error with its causes, and the
+    /// connection driver's own error when it has one (waited for briefly).
+    async fn failed(
+        &self,
+        e: hyper::Error,
+        conn_error: Option<oneshot::Receiver<String>>,
+    ) -> ClientError {
+        let mut reason = chain(&e);
+        if let Some(rx) = conn_error {
+            if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+                reason = format!("{reason}; connection: {c}");
+            }
         }
         if self.endpoint.is_tls()
-            && (reason.contains("CertificateRequired") || reason.contains("BadCertificate"))
+            && [
+                "alert: CertificateRequired",
+                "alert: BadCertificate",
+                "alert: UnknownCA",
+                "alert: CertificateUnknown",
+                "alert: HandshakeFailure",
+            ]
+            .iter()
+            .any(|a| reason.contains(a))
         {
             let var = if self.service == "consul" {
                 "CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY"
@@ -488,6 +513,18 @@ pub fn index_of(headers: &HeaderMap, name: &str) -> u64 {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0)
         .max(1)
+}
+
+/// An error and its causes, `: `-joined.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
 
 fn strip_query(p: &str) -> &str {
