@@ -56,6 +56,7 @@ pub mod env {
     pub const CONSUL_HTTP_TOKEN_FILE: &str = "CONSUL_HTTP_TOKEN_FILE";
     pub const CONSUL_HTTP_AUTH: &str = "CONSUL_HTTP_AUTH";
     pub const CONSUL_HTTP_SSL: &str = "CONSUL_HTTP_SSL";
+    pub const CONSUL_HTTP_SSL_VERIFY: &str = "CONSUL_HTTP_SSL_VERIFY";
     pub const CONSUL_NAMESPACE: &str = "CONSUL_NAMESPACE";
     pub const CONSUL_CACERT: &str = "CONSUL_CACERT";
     pub const CONSUL_CAPATH: &str = "CONSUL_CAPATH";

@@ -71,8 +71,10 @@ struct ServeArgs {
 // --- nomad provider (issue 3): `faasgate serve --provider nomad` flags ---
 
 /// With `--provider nomad`. The Nomad client itself is configured by NOMAD_ADDR,
-/// NOMAD_TOKEN, NOMAD_NAMESPACE, NOMAD_REGION (and Consul by CONSUL_HTTP_ADDR,
-/// CONSUL_HTTP_TOKEN); TLS variables are refused with an error naming them.
+/// NOMAD_TOKEN, NOMAD_NAMESPACE, NOMAD_REGION and the TLS variables NOMAD_CACERT,
+/// NOMAD_CAPATH, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY, NOMAD_TLS_SERVER_NAME,
+/// NOMAD_SKIP_VERIFY (and Consul by CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_SSL,
+/// CONSUL_CACERT, ... as the consul CLI reads them).
 #[derive(clap::Args)]
 struct NomadArgs {
     /// Datacenters of function jobs, comma-separated; default: omitted (Nomad's default).

@@ -30,7 +30,8 @@ impl ConsulClient {
                 TOKEN_HEADER,
                 &settings.token,
                 settings.http_auth.as_ref(),
-            ),
+            )
+            .with_tls(settings.tls.clone()),
             namespace: settings.namespace.clone(),
         }
     }

@@ -3,9 +3,9 @@
 //! ask and what an answer means.
 //!
 //! - [`settings`]: the standard client environment (`NOMAD_ADDR`, `NOMAD_TOKEN`, ...,
-//!   `CONSUL_HTTP_ADDR`, ...), resolved once. TLS is not built in: an `https` address or any
-//!   TLS variable is a configuration error that names the variable (never silently ignored).
-//! - [`transport`]: HTTP/1.1 over TCP (or a unix socket) with a small keep-alive pool, the
+//!   `CONSUL_HTTP_ADDR`, ...), resolved once, TLS files loaded and checked included.
+//! - [`tls`]: rustls client configuration (CA file/dir, mTLS pair, server name, skip-verify).
+//! - [`transport`]: HTTP/1.1 over TCP, TLS or a unix socket with a small keep-alive pool, the
 //!   ACL token header, timeouts sized for blocking queries, and plain-text error bodies
 //!   turned into [`ClientError::Status`].
 //! - [`nomad`], [`consul`]: one method per endpoint, each returning a typed value and, for
@@ -19,6 +19,7 @@
 pub mod consul;
 pub mod nomad;
 pub mod settings;
+pub mod tls;
 pub mod transport;
 pub mod wire;
 

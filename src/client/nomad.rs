@@ -60,7 +60,8 @@ impl NomadClient {
                 TOKEN_HEADER,
                 &settings.token,
                 settings.http_auth.as_ref(),
-            ),
+            )
+            .with_tls(settings.tls.clone()),
             namespace: settings.namespace.clone(),
             region: settings.region.clone(),
         }

@@ -1,17 +1,24 @@
 //! Client settings from the standard Nomad and Consul environment variables, resolved once.
 //!
-//! Honoured: `NOMAD_ADDR` (default `http://127.0.0.1:4646`; `http://`, `unix://` or bare
-//! `host:port`), `NOMAD_TOKEN` (`X-Nomad-Token`), `NOMAD_NAMESPACE`, `NOMAD_REGION`,
-//! `NOMAD_HTTP_AUTH` (`user[:pass]`); `CONSUL_HTTP_ADDR` (default `127.0.0.1:8500`),
-//! `CONSUL_HTTP_TOKEN` / `CONSUL_HTTP_TOKEN_FILE` (`X-Consul-Token`, the file wins),
-//! `CONSUL_HTTP_AUTH`, `CONSUL_NAMESPACE` (`ns`), and the Consul datacenter is the agent's.
+//! Honoured: `NOMAD_ADDR` (default `http://127.0.0.1:4646`; `http://`, `https://`,
+//! `unix://` or bare `host:port`), `NOMAD_TOKEN` (`X-Nomad-Token`), `NOMAD_NAMESPACE`,
+//! `NOMAD_REGION`, `NOMAD_HTTP_AUTH` (`user[:pass]`); `CONSUL_HTTP_ADDR` (default
+//! `127.0.0.1:8500`), `CONSUL_HTTP_TOKEN` / `CONSUL_HTTP_TOKEN_FILE` (`X-Consul-Token`, the
+//! file wins), `CONSUL_HTTP_AUTH`, `CONSUL_NAMESPACE` (`ns`), and the Consul datacenter is
+//! the agent's.
 //!
-//! TLS is not built into this binary. Rather than ignore a TLS setting, resolving fails with a
-//! [`ConfigError`] naming the variable: an `https://` address, `NOMAD_CACERT`, `NOMAD_CAPATH`,
-//! `NOMAD_CLIENT_CERT`, `NOMAD_CLIENT_KEY`, `NOMAD_TLS_SERVER_NAME`, a true
-//! `NOMAD_SKIP_VERIFY`, a true `CONSUL_HTTP_SSL`, and the `CONSUL_*` TLS twins. Reach a TLS
-//! cluster through the local agent's plain-HTTP address or a TLS-terminating proxy.
+//! TLS, as the Go clients read it: an `https://` address (or, for Consul, a bare address with
+//! `CONSUL_HTTP_SSL=true`) connects over TLS configured by `NOMAD_CACERT` / `NOMAD_CAPATH`
+//! (verification roots; default the compiled-in Mozilla roots), `NOMAD_CLIENT_CERT` +
+//! `NOMAD_CLIENT_KEY` (mTLS), `NOMAD_TLS_SERVER_NAME` (SNI and the name verified, e.g.
+//! `server.global.nomad`), `NOMAD_SKIP_VERIFY=true`; and the `CONSUL_*` twins, with
+//! `CONSUL_HTTP_SSL_VERIFY=false` for skip-verify. The files are loaded and checked here, so
+//! a bad file fails at startup with a [`ConfigError`] naming the variable and the path. With
+//! an `http://` address the TLS variables are ignored, as the Go clients do, with a warning.
 
+use std::path::PathBuf;
+
+use crate::client::tls::{TlsConnector, TlsOptions, TlsVars};
 use crate::client::transport::Endpoint;
 use crate::client::Secret;
 use crate::config::{env, ConfigError};
@@ -26,6 +33,8 @@ pub struct NomadSettings {
     pub region: Option<String>,
     /// Basic auth for a proxy in front of Nomad.
     pub http_auth: Option<(String, Secret)>,
+    /// Set when the address is `https`.
+    pub tls: Option<TlsConnector>,
 }
 
 /// Resolved Consul client settings.
@@ -36,10 +45,27 @@ pub struct ConsulSettings {
     pub http_auth: Option<(String, Secret)>,
     /// Consul Enterprise namespace (`?ns=`).
     pub namespace: Option<String>,
+    /// Set when the address is `https` (or bare with `CONSUL_HTTP_SSL=true`).
+    pub tls: Option<TlsConnector>,
 }
 
-const TLS_RULE: &str = "TLS is not built into faasgate: use the agent's plain-HTTP address \
-                        (e.g. http://127.0.0.1:4646) or a TLS-terminating proxy, and unset this";
+const NOMAD_TLS: TlsVars = TlsVars {
+    ca_cert: env::NOMAD_CACERT,
+    ca_path: env::NOMAD_CAPATH,
+    client_cert: env::NOMAD_CLIENT_CERT,
+    client_key: env::NOMAD_CLIENT_KEY,
+    server_name: env::NOMAD_TLS_SERVER_NAME,
+    skip_verify: env::NOMAD_SKIP_VERIFY,
+};
+
+const CONSUL_TLS: TlsVars = TlsVars {
+    ca_cert: env::CONSUL_CACERT,
+    ca_path: env::CONSUL_CAPATH,
+    client_cert: env::CONSUL_CLIENT_CERT,
+    client_key: env::CONSUL_CLIENT_KEY,
+    server_name: env::CONSUL_TLS_SERVER_NAME,
+    skip_verify: env::CONSUL_HTTP_SSL_VERIFY,
+};
 
 // === impl NomadSettings ===
 
@@ -49,25 +75,16 @@ impl NomadSettings {
     /// Reads the `NOMAD_*` variables through `lookup` (empty values count as unset).
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
-        for name in [
-            env::NOMAD_CACERT,
-            env::NOMAD_CAPATH,
-            env::NOMAD_CLIENT_CERT,
-            env::NOMAD_CLIENT_KEY,
-            env::NOMAD_TLS_SERVER_NAME,
-        ] {
-            if let Some(v) = get(name) {
-                return Err(tls_error(name, &v));
-            }
-        }
-        if let Some(v) = get(env::NOMAD_SKIP_VERIFY) {
-            if parse_bool(env::NOMAD_SKIP_VERIFY, &v)? {
-                return Err(tls_error(env::NOMAD_SKIP_VERIFY, &v));
-            }
-        }
         let addr = get(env::NOMAD_ADDR).unwrap_or_else(|| Self::DEFAULT_ADDR.to_string());
         let endpoint = Endpoint::parse(env::NOMAD_ADDR, &addr)?;
+        let skip_verify = match get(env::NOMAD_SKIP_VERIFY) {
+            Some(v) => parse_bool(env::NOMAD_SKIP_VERIFY, &v)?,
+            None => false,
+        };
+        let opts = tls_options(&get, &NOMAD_TLS, skip_verify);
+        let tls = resolve_tls("nomad", &endpoint, &NOMAD_TLS, &opts)?;
         Ok(Self {
+            tls,
             endpoint,
             token: Secret::new(get(env::NOMAD_TOKEN).unwrap_or_default().trim()),
             namespace: get(env::NOMAD_NAMESPACE),
@@ -90,24 +107,18 @@ impl ConsulSettings {
     /// Reads the `CONSUL_*` variables through `lookup` (empty values count as unset).
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
-        for name in [
-            env::CONSUL_CACERT,
-            env::CONSUL_CAPATH,
-            env::CONSUL_CLIENT_CERT,
-            env::CONSUL_CLIENT_KEY,
-            env::CONSUL_TLS_SERVER_NAME,
-        ] {
-            if let Some(v) = get(name) {
-                return Err(tls_error(name, &v));
-            }
-        }
-        if let Some(v) = get(env::CONSUL_HTTP_SSL) {
-            if parse_bool(env::CONSUL_HTTP_SSL, &v)? {
-                return Err(tls_error(env::CONSUL_HTTP_SSL, &v));
-            }
-        }
+        let ssl = match get(env::CONSUL_HTTP_SSL) {
+            Some(v) => parse_bool(env::CONSUL_HTTP_SSL, &v)?,
+            None => false,
+        };
         let addr = get(env::CONSUL_HTTP_ADDR).unwrap_or_else(|| Self::DEFAULT_ADDR.to_string());
-        let endpoint = Endpoint::parse(env::CONSUL_HTTP_ADDR, &addr)?;
+        let endpoint = Endpoint::parse_with(env::CONSUL_HTTP_ADDR, &addr, ssl)?;
+        let verify = match get(env::CONSUL_HTTP_SSL_VERIFY) {
+            Some(v) => parse_bool(env::CONSUL_HTTP_SSL_VERIFY, &v)?,
+            None => true,
+        };
+        let opts = tls_options(&get, &CONSUL_TLS, !verify);
+        let tls = resolve_tls("consul", &endpoint, &CONSUL_TLS, &opts)?;
         let token = match get(env::CONSUL_HTTP_TOKEN_FILE) {
             Some(path) => {
                 let t = std::fs::read_to_string(path.trim()).map_err(|_| ConfigError {
@@ -124,6 +135,7 @@ impl ConsulSettings {
             token,
             http_auth: get(env::CONSUL_HTTP_AUTH).map(|v| split_auth(&v)),
             namespace: get(env::CONSUL_NAMESPACE),
+            tls,
         })
     }
 
@@ -133,13 +145,38 @@ impl ConsulSettings {
     }
 }
 
-fn tls_error(name: &str, value: &str) -> ConfigError {
-    // Paths and server names are not secrets; still, show only what is needed.
-    ConfigError {
-        name: name.to_string(),
-        value: value.to_string(),
-        rule: TLS_RULE,
+fn tls_options(get: &dyn Fn(&str) -> Option<String>, vars: &TlsVars, skip: bool) -> TlsOptions {
+    let path = |k: &str| get(k).map(|v| PathBuf::from(v.trim()));
+    TlsOptions {
+        ca_cert: path(vars.ca_cert),
+        ca_path: path(vars.ca_path),
+        client_cert: path(vars.client_cert),
+        client_key: path(vars.client_key),
+        server_name: get(vars.server_name).map(|v| v.trim().to_string()),
+        skip_verify: skip,
     }
+}
+
+/// Builds the TLS configuration for an `https` endpoint; for a clear one, TLS variables are
+/// ignored (the Go clients' rule) with a warning naming them.
+fn resolve_tls(
+    service: &'static str,
+    endpoint: &Endpoint,
+    vars: &TlsVars,
+    opts: &TlsOptions,
+) -> Result<Option<TlsConnector>, ConfigError> {
+    if endpoint.is_tls() {
+        return TlsConnector::build(service, vars, opts).map(Some);
+    }
+    if *opts != TlsOptions::default() {
+        tracing::warn!(
+            service,
+            address = %endpoint,
+            "TLS variables are set but the address is not https: they are ignored ({}, ...)",
+            vars.ca_cert
+        );
+    }
+    Ok(None)
 }
 
 /// Go's `strconv.ParseBool`.
@@ -195,22 +232,52 @@ mod tests {
     }
 
     #[test]
-    fn tls_settings_are_refused_by_name() {
-        for (k, v) in [
+    fn tls_settings_are_read_and_checked() {
+        // https with no CA file: the compiled-in roots.
+        let s = NomadSettings::from_env(lookup(&[("NOMAD_ADDR", "https://nomad:4646")])).unwrap();
+        assert!(s.endpoint.is_tls() && s.tls.is_some());
+        // A CA file that does not exist: named, with its path.
+        let e = NomadSettings::from_env(lookup(&[
             ("NOMAD_ADDR", "https://nomad:4646"),
-            ("NOMAD_CACERT", "/etc/nomad/ca.pem"),
-            ("NOMAD_CLIENT_CERT", "/c.pem"),
+            ("NOMAD_CACERT", "/nonexistent/ca.pem"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.name, "NOMAD_CACERT");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let e = NomadSettings::from_env(lookup(&[
+            ("NOMAD_ADDR", "https://nomad:4646"),
+            ("NOMAD_TLS_SERVER_NAME", "bad name"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.name, "NOMAD_TLS_SERVER_NAME");
+        // With an http address the TLS variables are ignored, as the Go client does.
+        let s = NomadSettings::from_env(lookup(&[
+            ("NOMAD_ADDR", "http://nomad:4646"),
+            ("NOMAD_CACERT", "/nonexistent/ca.pem"),
             ("NOMAD_SKIP_VERIFY", "true"),
-            ("NOMAD_TLS_SERVER_NAME", "server.global.nomad"),
-        ] {
-            let e = NomadSettings::from_env(lookup(&[(k, v)])).unwrap_err();
-            assert_eq!(e.name, k, "{e}");
-            assert!(e.to_string().contains("TLS"), "{e}");
-        }
-        let e = ConsulSettings::from_env(lookup(&[("CONSUL_HTTP_SSL", "true")])).unwrap_err();
-        assert_eq!(e.name, "CONSUL_HTTP_SSL");
+        ]))
+        .unwrap();
+        assert!(s.tls.is_none());
         let e = NomadSettings::from_env(lookup(&[("NOMAD_SKIP_VERIFY", "maybe")])).unwrap_err();
         assert!(e.rule.contains("boolean"));
+
+        // Consul: CONSUL_HTTP_SSL makes a bare address https; SSL_VERIFY=false skips checks.
+        let s = ConsulSettings::from_env(lookup(&[
+            ("CONSUL_HTTP_ADDR", "10.0.0.1:8501"),
+            ("CONSUL_HTTP_SSL", "true"),
+            ("CONSUL_HTTP_SSL_VERIFY", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(s.endpoint.to_string(), "https://10.0.0.1:8501");
+        assert!(s.tls.is_some());
+        let e = ConsulSettings::from_env(lookup(&[
+            ("CONSUL_HTTP_ADDR", "https://consul:8501"),
+            ("CONSUL_CLIENT_KEY", "/k.pem"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.name, "CONSUL_CLIENT_KEY");
+        let e = ConsulSettings::from_env(lookup(&[("CONSUL_HTTP_SSL_VERIFY", "nah")])).unwrap_err();
+        assert_eq!(e.name, "CONSUL_HTTP_SSL_VERIFY");
     }
 
     #[test]

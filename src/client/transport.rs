@@ -1,5 +1,5 @@
-//! HTTP/1.1 to one Nomad or Consul agent: a keep-alive pool, auth headers, timeouts, and
-//! error bodies turned into [`ClientError`].
+//! HTTP/1.1 to one Nomad or Consul agent, in clear or over TLS ([`TlsConnector`]): a
+//! keep-alive pool, auth headers, timeouts, and error bodies turned into [`ClientError`].
 //!
 //! Control-plane traffic only (a few calls per second, plus one held blocking query per
 //! watched service), so the idle pool is a `std` mutex around a small `Vec`, held for a push
@@ -23,7 +23,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 
+use crate::client::tls::TlsConnector;
 use crate::client::{ClientError, Secret};
 use crate::config::ConfigError;
 
@@ -44,7 +46,7 @@ pub struct Endpoint {
 
 #[derive(Clone, PartialEq, Eq)]
 enum EndpointKind {
-    Tcp { authority: String },
+    Tcp { authority: String, tls: bool },
     Unix { path: PathBuf },
 }
 
@@ -54,6 +56,7 @@ pub struct Transport {
     endpoint: Endpoint,
     headers: HeaderMap,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    tls: Option<TlsConnector>,
 }
 
 /// A complete answer with a success status.
@@ -70,21 +73,23 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 // === impl Endpoint ===
 
 impl Endpoint {
-    /// Parses `http://host:port[/prefix]`, `unix:///path` or a bare `host:port`.
-    /// `https://` is refused (see `settings`): the error names `var`.
+    /// Parses `http(s)://host:port[/prefix]`, `unix:///path` or a bare `host:port`; errors
+    /// name `var`.
     pub fn parse(var: &str, value: &str) -> Result<Self, ConfigError> {
+        Self::parse_with(var, value, false)
+    }
+
+    /// As [`Endpoint::parse`]; a bare `host:port` means `https` when `bare_https` is set
+    /// (`CONSUL_HTTP_SSL=true`). An explicit scheme always wins, as in the Go clients.
+    pub fn parse_with(var: &str, value: &str, bare_https: bool) -> Result<Self, ConfigError> {
+        const SHAPE: &str =
+            "expected http://host:port, https://host:port, unix:///path or host:port";
         let err = |rule: &'static str| ConfigError {
             name: var.to_string(),
             value: value.to_string(),
             rule,
         };
         let v = value.trim();
-        if v.starts_with("https://") {
-            return Err(err(
-                "TLS is not built into faasgate: use the agent's plain-HTTP address \
-                 or a TLS-terminating proxy",
-            ));
-        }
         if let Some(path) = v.strip_prefix("unix://") {
             if path.is_empty() {
                 return Err(err(
@@ -96,16 +101,22 @@ impl Endpoint {
                 prefix: String::new(),
             });
         }
-        let rest = v.strip_prefix("http://").unwrap_or(v);
+        let (rest, tls) = if let Some(r) = v.strip_prefix("https://") {
+            (r, true)
+        } else if let Some(r) = v.strip_prefix("http://") {
+            (r, false)
+        } else {
+            (v, bare_https)
+        };
         if rest.contains("://") {
-            return Err(err("expected http://host:port, unix:///path or host:port"));
+            return Err(err(SHAPE));
         }
         let (authority, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
         };
         if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
-            return Err(err("expected http://host:port, unix:///path or host:port"));
+            return Err(err(SHAPE));
         }
         // A missing port means the scheme's default.
         let authority = if authority.rsplit_once(':').is_some_and(|(h, p)| {
@@ -114,29 +125,50 @@ impl Endpoint {
         {
             authority.to_string()
         } else if authority.contains(':') && !authority.starts_with('[') {
-            return Err(err("expected http://host:port, unix:///path or host:port"));
+            return Err(err(SHAPE));
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if tls { 443 } else { 80 })
         };
         Ok(Self {
-            kind: EndpointKind::Tcp { authority },
+            kind: EndpointKind::Tcp { authority, tls },
             prefix: prefix.to_string(),
         })
+    }
+
+    /// True for an `https` address.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.kind, EndpointKind::Tcp { tls: true, .. })
     }
 
     /// The value of the `Host` header.
     fn host(&self) -> &str {
         match &self.kind {
-            EndpointKind::Tcp { authority } => authority,
+            EndpointKind::Tcp { authority, .. } => authority,
             EndpointKind::Unix { .. } => "localhost",
         }
     }
 
-    async fn connect(&self) -> std::io::Result<Box<dyn Io>> {
+    async fn connect(&self, tls: Option<&TlsConnector>) -> std::io::Result<Box<dyn Io>> {
         match &self.kind {
-            EndpointKind::Tcp { authority } => {
+            EndpointKind::Tcp {
+                authority,
+                tls: use_tls,
+            } => {
                 let s = tokio::net::TcpStream::connect(authority.as_str()).await?;
                 s.set_nodelay(true)?;
+                if !*use_tls {
+                    return Ok(Box::new(s));
+                }
+                let tls = tls.ok_or_else(|| {
+                    std::io::Error::other("https address without a TLS configuration")
+                })?;
+                let host = match authority.rsplit_once(':') {
+                    Some((h, _)) => h,
+                    None => authority.as_str(),
+                };
+                let s = tls.connect(host, s).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
+                })?;
                 Ok(Box::new(s))
             }
             EndpointKind::Unix { path } => {
@@ -149,7 +181,10 @@ impl Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            EndpointKind::Tcp { authority } => write!(f, "http://{authority}{}", self.prefix),
+            EndpointKind::Tcp { authority, tls } => {
+                let scheme = if *tls { "https" } else { "http" };
+                write!(f, "{scheme}://{authority}{}", self.prefix)
+            }
             EndpointKind::Unix { path } => write!(f, "unix://{}", path.display()),
         }
     }
@@ -199,7 +234,14 @@ impl Transport {
             endpoint,
             headers,
             idle: Mutex::new(Vec::new()),
+            tls: None,
         }
+    }
+
+    /// Connections to an `https` endpoint go through `tls` (settings always set one then).
+    pub fn with_tls(mut self, tls: Option<TlsConnector>) -> Self {
+        self.tls = tls;
+        self
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -239,30 +281,35 @@ impl Transport {
         what: &str,
     ) -> Result<Reply, ClientError> {
         let req = self.request(&method, path_and_query, body.clone())?;
-        let (mut sender, reused) = match self.checkout().await {
-            Some(s) => (s, true),
-            None => (self.connect().await?, false),
+        let (mut sender, conn_error) = match self.checkout().await {
+            Some(s) => (s, None),
+            None => {
+                let (s, c) = self.connect().await?;
+                (s, Some(c))
+            }
         };
+        let reused = conn_error.is_none();
         let resp = match sender.try_send_request(req).await {
             Ok(r) => r,
             Err(mut e) => {
                 if !(reused && e.take_message().is_some()) {
-                    return Err(self.unreachable(e.into_error()));
+                    return Err(self.failed(e.into_error(), conn_error).await);
                 }
                 // The pooled connection was closed before the request left: once more, fresh.
-                sender = self.connect().await?;
+                let (fresh, conn_error) = self.connect().await?;
+                sender = fresh;
                 let req = self.request(&method, path_and_query, body)?;
-                sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| self.unreachable(e))?
+                match sender.send_request(req).await {
+                    Ok(r) => r,
+                    Err(e) => return Err(self.failed(e, Some(conn_error)).await),
+                }
             }
         };
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()
             .await
-            .map_err(|e| self.unreachable(e))?
+            .map_err(|e| self.unreachable(chain(&e)))?
             .to_bytes();
         self.checkin(sender);
         if !parts.status.is_success() {
@@ -280,12 +327,12 @@ impl Transport {
     pub async fn stream(&self, path_and_query: &str) -> Result<Response<Incoming>, ClientError> {
         let what = format!("GET {}", strip_query(path_and_query));
         let fut = async {
-            let mut sender = self.connect().await?;
+            let (mut sender, conn_error) = self.connect().await?;
             let req = self.request(&Method::GET, path_and_query, None)?;
-            sender
-                .send_request(req)
-                .await
-                .map_err(|e| self.unreachable(e))
+            match sender.send_request(req).await {
+                Ok(r) => Ok(r),
+                Err(e) => Err(self.failed(e, Some(conn_error)).await),
+            }
         };
         let resp = tokio::time::timeout(CALL_TIMEOUT, fut)
             .await
@@ -354,19 +401,38 @@ impl Transport {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
-        let io = match tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect()).await {
+    /// A new connection, and where its driver reports how it failed (a TLS alert the server
+    /// sends after the handshake, e.g. for a missing client certificate, ends the driver, not
+    /// the request).
+    async fn connect(
+        &self,
+    ) -> Result<(SendRequest<Full<Bytes>>, oneshot::Receiver<String>), ClientError> {
+        let connect = self.endpoint.connect(self.tls.as_ref());
+        let io = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(io)) => io,
+            Ok(Err(e)) if self.endpoint.is_tls() && e.to_string().contains("peer certificate") => {
+                let var = if self.service == "consul" {
+                    "CONSUL"
+                } else {
+                    "NOMAD"
+                };
+                return Err(self.unreachable(format!(
+                    "{e} (check {var}_CACERT/{var}_CAPATH and {var}_TLS_SERVER_NAME)"
+                )));
+            }
             Ok(Err(e)) => return Err(self.unreachable(e)),
             Err(_) => return Err(self.unreachable("connect timed out")),
         };
         let (sender, conn) = http1::handshake(TokioIo::new(io))
             .await
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.unreachable(chain(&e)))?;
+        let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let Err(e) = conn.await {
+                let _ = tx.send(chain(&e));
+            }
         });
-        Ok(sender)
+        Ok((sender, rx))
     }
 
     fn unreachable(&self, e: impl fmt::Display) -> ClientError {
@@ -375,6 +441,42 @@ impl Transport {
             addr: self.endpoint.to_string(),
             reason: e.to_string(),
         }
+    }
+
+    /// A request that failed on a fresh connection: the error with its causes, and the
+    /// connection driver's own error when it has one (waited for briefly).
+    async fn failed(
+        &self,
+        e: hyper::Error,
+        conn_error: Option<oneshot::Receiver<String>>,
+    ) -> ClientError {
+        let mut reason = chain(&e);
+        if let Some(rx) = conn_error {
+            if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
+                reason = format!("{reason}; connection: {c}");
+            }
+        }
+        if self.endpoint.is_tls()
+            && [
+                "alert: CertificateRequired",
+                "alert: BadCertificate",
+                "alert: UnknownCA",
+                "alert: CertificateUnknown",
+                "alert: HandshakeFailure",
+            ]
+            .iter()
+            .any(|a| reason.contains(a))
+        {
+            let var = if self.service == "consul" {
+                "CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY"
+            } else {
+                "NOMAD_CLIENT_CERT/NOMAD_CLIENT_KEY"
+            };
+            reason.push_str(&format!(
+                " (the server wants a client certificate it trusts: check {var})"
+            ));
+        }
+        self.unreachable(reason)
     }
 
     fn status_error(&self, status: StatusCode, body: &[u8], what: &str) -> ClientError {
@@ -411,6 +513,18 @@ pub fn index_of(headers: &HeaderMap, name: &str) -> u64 {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0)
         .max(1)
+}
+
+/// An error and its causes, `: `-joined.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
 
 fn strip_query(p: &str) -> &str {
@@ -456,10 +570,19 @@ mod tests {
         assert_eq!(e.to_string(), "http://proxy:80/nomad");
         let e = Endpoint::parse("X", "unix:///run/nomad.sock").unwrap();
         assert_eq!(e.to_string(), "unix:///run/nomad.sock");
+        let e = Endpoint::parse("NOMAD_ADDR", "https://x:4646").unwrap();
+        assert!(e.is_tls());
+        assert_eq!(e.to_string(), "https://x:4646");
+        assert_eq!(e.host(), "x:4646");
+        let e = Endpoint::parse("X", "https://nomad.example").unwrap();
+        assert_eq!(e.to_string(), "https://nomad.example:443");
+        // CONSUL_HTTP_SSL: a bare address is https, an explicit scheme wins.
+        let e = Endpoint::parse_with("X", "10.0.0.1:8501", true).unwrap();
+        assert_eq!(e.to_string(), "https://10.0.0.1:8501");
+        let e = Endpoint::parse_with("X", "http://10.0.0.1:8500", true).unwrap();
+        assert!(!e.is_tls());
         assert_eq!(
-            Endpoint::parse("NOMAD_ADDR", "https://x:4646")
-                .unwrap_err()
-                .name,
+            Endpoint::parse("NOMAD_ADDR", "ftp://x").unwrap_err().name,
             "NOMAD_ADDR"
         );
         assert!(Endpoint::parse("X", "ftp://x").is_err());

@@ -60,6 +60,8 @@ pub struct NomadDouble {
     pub state: Arc<State>,
     addr: Mutex<SocketAddr>,
     server: Mutex<Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>>,
+    /// Serve HTTPS with this acceptor (Nomad's `tls { http = true }`).
+    tls: Option<tokio_rustls::TlsAcceptor>,
     _logs: tempfile::TempDir,
 }
 
@@ -136,6 +138,27 @@ impl NomadDouble {
 
     /// Starts the double; with a token, Nomad requests without it get 403.
     pub async fn start_with(nomad_token: Option<&str>, consul_token: Option<&str>) -> Arc<Self> {
+        Self::start_inner(nomad_token, consul_token, None).await
+    }
+
+    /// Starts the double serving HTTPS only, with `tls` (which may require client certs).
+    pub async fn start_tls(
+        tls: Arc<tokio_rustls::rustls::ServerConfig>,
+        nomad_token: Option<&str>,
+    ) -> Arc<Self> {
+        Self::start_inner(
+            nomad_token,
+            None,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+        )
+        .await
+    }
+
+    async fn start_inner(
+        nomad_token: Option<&str>,
+        consul_token: Option<&str>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Arc<Self> {
         let logs = tempfile::tempdir().expect("tempdir for task logs");
         let (changed, _) = watch::channel(0);
         let state = Arc::new(State {
@@ -158,6 +181,7 @@ impl NomadDouble {
             state,
             addr: Mutex::new(SocketAddr::from(([127, 0, 0, 1], 0))),
             server: Mutex::new(None),
+            tls,
             _logs: logs,
         });
         d.start_server().await;
@@ -168,9 +192,10 @@ impl NomadDouble {
         *self.addr.lock().unwrap()
     }
 
-    /// `http://127.0.0.1:<port>` (NOMAD_ADDR / CONSUL_HTTP_ADDR).
+    /// `http(s)://127.0.0.1:<port>` (NOMAD_ADDR / CONSUL_HTTP_ADDR).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
     }
 
     /// (Re)starts serving on the same address.
@@ -189,7 +214,7 @@ impl NomadDouble {
         };
         *self.addr.lock().unwrap() = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, self.state.clone(), rx));
+        let task = tokio::spawn(serve(listener, self.state.clone(), rx, self.tls.clone()));
         *self.server.lock().unwrap() = Some((tx, task));
     }
 
@@ -281,21 +306,37 @@ fn kill_group(pid: u32, sig: &str) {
         .status();
 }
 
-async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             r = listener.accept() => {
                 let Ok((stream, _)) = r else { continue };
                 let state = state.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(handle(state, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        // A failed handshake (no or untrusted client cert) just drops the
+                        // connection, after rustls has sent its alert.
+                        Some(tls) => {
+                            if let Ok(s) = tls.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                    }
                 });
             }
             _ = stop.changed() => break,
