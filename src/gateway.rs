@@ -209,7 +209,10 @@ pub async fn apply_stack(provider: &dyn Provider, path: &Path) -> Result<(), Gat
 /// Whether a running function already has exactly this deployment.
 fn matches(status: &FunctionStatus, spec: &FunctionDeployment) -> bool {
     let mut labels = spec.labels.clone().unwrap_or_default();
-    labels.insert("faas_function".into(), spec.service.clone());
+    labels.insert(
+        crate::api::types::LABEL_FUNCTION.into(),
+        spec.service.clone(),
+    );
     status.image == spec.image
         && status.env_process == spec.env_process
         && status.env_vars == spec.env_vars

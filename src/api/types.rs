@@ -78,6 +78,54 @@ pub struct FunctionStatus {
     pub stats: Option<FunctionStats>,
 }
 
+/// The label every function carries with its own name (as faas-netes adds it).
+pub const LABEL_FUNCTION: &str = "faas_function";
+
+/// Live numbers a provider adds to the echoed deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaCounts {
+    /// `replicas`: the desired count.
+    pub desired: u64,
+    /// `availableReplicas`: replicas passing their health check.
+    pub available: u64,
+    pub invocations: u64,
+}
+
+impl FunctionStatus {
+    /// The status of a function: its deployment echoed exactly (reference section 2.16:
+    /// `envVars`/`limits`/`requests` stay null when none were deployed, labels and
+    /// annotations are objects, `faas_function=<name>` is added), plus live counts.
+    pub fn from_deployment(
+        name: &str,
+        namespace: &str,
+        d: &FunctionDeployment,
+        created_at: Option<String>,
+        counts: ReplicaCounts,
+    ) -> Self {
+        let mut labels = d.labels.clone().unwrap_or_default();
+        labels.insert(LABEL_FUNCTION.into(), name.into());
+        FunctionStatus {
+            name: name.into(),
+            image: d.image.clone(),
+            namespace: namespace.into(),
+            env_process: d.env_process.clone(),
+            env_vars: d.env_vars.clone(),
+            constraints: d.constraints.clone(),
+            secrets: d.secrets.clone(),
+            labels,
+            annotations: d.annotations.clone().unwrap_or_default(),
+            limits: d.limits.clone(),
+            requests: d.requests.clone(),
+            read_only_root_filesystem: d.read_only_root_filesystem,
+            invocation_count: counts.invocations,
+            replicas: counts.desired,
+            available_replicas: counts.available,
+            created_at,
+            stats: None,
+        }
+    }
+}
+
 /// The `stats` extension of [`FunctionStatus`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FunctionStats {

@@ -9,12 +9,12 @@
 
 use std::ffi::OsString;
 
-use crate::api::types::{FunctionDeployment, FunctionStatus, StringMap};
+use crate::api::types::{FunctionDeployment, FunctionStatus, ReplicaCounts};
 use crate::control::provider::ProviderError;
 use crate::names::FunctionKey;
 
 pub const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
-pub const LABEL_FUNCTION: &str = "faas_function";
+
 /// Replicas started on deploy when `com.openfaas.scale.min` is absent.
 pub const DEFAULT_SCALE_MIN: u64 = 1;
 
@@ -100,27 +100,17 @@ pub fn status(
     created_at: &str,
     counts: Counts,
 ) -> FunctionStatus {
-    let mut labels: StringMap = d.labels.clone().unwrap_or_default();
-    labels.insert(LABEL_FUNCTION.into(), key.name().into());
-    FunctionStatus {
-        name: key.name().into(),
-        image: d.image.clone(),
-        namespace: key.namespace().into(),
-        env_process: d.env_process.clone(),
-        env_vars: d.env_vars.clone(),
-        constraints: d.constraints.clone(),
-        secrets: d.secrets.clone(),
-        labels,
-        annotations: d.annotations.clone().unwrap_or_default(),
-        limits: d.limits.clone(),
-        requests: d.requests.clone(),
-        read_only_root_filesystem: d.read_only_root_filesystem,
-        invocation_count: counts.invocations,
-        replicas: counts.desired,
-        available_replicas: counts.available,
-        created_at: Some(created_at.into()),
-        stats: None,
-    }
+    FunctionStatus::from_deployment(
+        key.name(),
+        key.namespace(),
+        d,
+        Some(created_at.into()),
+        ReplicaCounts {
+            desired: counts.desired,
+            available: counts.available,
+            invocations: counts.invocations,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -228,7 +218,10 @@ mod tests {
         assert_eq!(s.namespace, "openfaas-fn");
         assert!(s.env_vars.is_none());
         assert_eq!(s.labels.get("x").unwrap(), "y");
-        assert_eq!(s.labels.get(LABEL_FUNCTION).unwrap(), "f");
+        assert_eq!(
+            s.labels.get(crate::api::types::LABEL_FUNCTION).unwrap(),
+            "f"
+        );
         assert!(s.annotations.is_empty());
         assert_eq!(s.limits.unwrap().memory, "5Mi");
         assert!(s.requests.is_none());

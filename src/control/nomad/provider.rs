@@ -52,7 +52,7 @@ use crate::names::{FunctionKey, DEFAULT_NAMESPACE};
 
 /// The label that sets a function's first and scale-from-zero replica count.
 const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
-const LABEL_FUNCTION: &str = "faas_function";
+use crate::api::types::ReplicaCounts;
 
 /// Everything the Nomad provider needs, resolved by the CLI.
 #[derive(Debug, Clone)]
@@ -614,9 +614,6 @@ fn set_service_provider(job: &mut Value, provider: &str) {
 
 /// The OpenFaaS status of a function: its deployment echoed, plus counts.
 fn status(key: &FunctionKey, facts: &JobFacts, available: u64, invocations: u64) -> FunctionStatus {
-    let d = &facts.spec;
-    let mut labels = d.labels.clone().unwrap_or_default();
-    labels.insert(LABEL_FUNCTION.into(), key.name().into());
     let created_at = (facts.submit_time > 0)
         .then(|| {
             time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(facts.submit_time))
@@ -625,25 +622,17 @@ fn status(key: &FunctionKey, facts: &JobFacts, available: u64, invocations: u64)
                 .ok()
         })
         .flatten();
-    FunctionStatus {
-        name: key.name().into(),
-        image: d.image.clone(),
-        namespace: key.namespace().into(),
-        env_process: d.env_process.clone(),
-        env_vars: d.env_vars.clone(),
-        constraints: d.constraints.clone(),
-        secrets: d.secrets.clone(),
-        labels,
-        annotations: d.annotations.clone().unwrap_or_default(),
-        limits: d.limits.clone(),
-        requests: d.requests.clone(),
-        read_only_root_filesystem: d.read_only_root_filesystem,
-        invocation_count: invocations,
-        replicas: facts.count,
-        available_replicas: available,
+    FunctionStatus::from_deployment(
+        key.name(),
+        key.namespace(),
+        &facts.spec,
         created_at,
-        stats: None,
-    }
+        ReplicaCounts {
+            desired: facts.count,
+            available,
+            invocations,
+        },
+    )
 }
 
 /// Replicas a cold start asks for: `max(1, com.openfaas.scale.min)`.
@@ -730,7 +719,7 @@ mod tests {
         assert_eq!(cold_start_replicas(&f.spec), 3);
         let s = status(&key, &f, 2, 0);
         assert_eq!((s.replicas, s.available_replicas), (3, 2));
-        assert_eq!(s.labels[LABEL_FUNCTION], "echo");
+        assert_eq!(s.labels[crate::api::types::LABEL_FUNCTION], "echo");
         assert_eq!(s.namespace, "team-a");
     }
 
