@@ -120,14 +120,17 @@ impl ForwardError {
 impl Invocation {
     /// Counts an arrival (demand, `started`); the invocation is recorded when dropped.
     pub fn start(handle: Arc<FunctionHandle>) -> Self {
+        // One clock read serves the latency, the arrival time and the first pick.
+        let start = Instant::now();
         let d = &handle.demand;
         d.arrivals.fetch_add(1, Ordering::Relaxed);
-        d.last_arrival_ms.store(clock::now_ms(), Ordering::Relaxed);
+        d.last_arrival_ms
+            .store(clock::ms_at(start), Ordering::Relaxed);
         d.inflight.fetch_add(1, Ordering::Relaxed);
         handle.metrics.started.fetch_add(1, Ordering::Relaxed);
         Self {
             handle,
-            start: Instant::now(),
+            start,
             code: 0,
         }
     }
@@ -184,7 +187,8 @@ impl Forwarder {
             Ok(()) => {}
             Err(e) => return error_response(invocation, e, call_id, generated, start_time),
         }
-        match self.send(&invocation.handle, req).await {
+        let arrived_ms = clock::ms_at(invocation.start);
+        match self.send(&invocation.handle, req, arrived_ms).await {
             Ok((resp, sender, pending)) => {
                 let (mut parts, body) = resp.into_parts();
                 if parts.status == StatusCode::TOO_MANY_REQUESTS {
@@ -207,6 +211,7 @@ impl Forwarder {
         &self,
         handle: &Arc<FunctionHandle>,
         mut req: Request<Incoming>,
+        arrived_ms: u64,
     ) -> Result<
         (
             Response<Incoming>,
@@ -226,7 +231,12 @@ impl Forwarder {
                 });
             }
             let state = handle.state();
-            let picked = balance::pick(&state.replicas, clock::now_ms()).cloned();
+            let now = if attempts == 1 {
+                arrived_ms
+            } else {
+                clock::now_ms()
+            };
+            let picked = balance::pick(&state.replicas, now).cloned();
             let Some(replica) = picked else {
                 drop(state);
                 // No replica, or every replica refused us: wait for the provider's next set.
@@ -390,9 +400,11 @@ fn rewrite_request(
     Ok(())
 }
 
+/// Removes hop-by-hop headers. Requests rarely carry one, so the common case is one pass over
+/// the (few) names present, comparing against the list, instead of hashing eight names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
+    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        for name in &HOP_BY_HOP {
             headers.remove(name);
         }
     }
@@ -476,6 +488,21 @@ mod tests {
         }
         let long = vec![b'a'; SLAB_BYTES + 10];
         assert_eq!(slab_value(&long).len(), SLAB_BYTES + 10);
+    }
+
+    #[test]
+    fn strips_hop_by_hop_only() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["host", "x-custom"]);
     }
 
     #[test]
