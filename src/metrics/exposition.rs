@@ -194,12 +194,11 @@ impl Collector for FunctionCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let snapshot = self.routes.snapshot();
-        let mut handles: Vec<&Arc<FunctionHandle>> = snapshot.values().collect();
+        let mut handles = self.routes.snapshot();
         handles.sort_unstable_by(|a, b| a.label().cmp(b.label()));
 
         let mut f = Families::with_capacity(handles.len());
-        for h in handles {
+        for h in &handles {
             f.add(h);
         }
         f.into_families()

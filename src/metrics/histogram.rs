@@ -5,7 +5,14 @@
 //! allocation after the first record (buckets are allocated lazily, so a never-invoked function
 //! costs one pointer). Reading takes a snapshot into an [`hdrhistogram::Histogram`], which
 //! answers percentiles and lets callers subtract two snapshots for windowed percentiles.
-//! `benches/` compares this with a shared `Mutex<hdrhistogram::Histogram>`.
+//!
+//! Decision (`benches/dataplane.rs`, group `latency_record`, 4 threads on 2 cores): one record
+//! costs 9.8 ns here, 23.6 ns into a shared `Mutex<hdrhistogram::Histogram>` (ratio 0.42), and
+//! 4.9 ns into a per-thread HDR recorder (ratio 2.0). Per-thread recorders are cheaper to
+//! write but need a merge that either blocks the request path or lags (hdrhistogram's
+//! `SyncHistogram::refresh` waits for every recorder); a scrape here reads the live buckets
+//! with no coordination, and 5 ns a request is below what the load test can resolve, so the
+//! shared atomic buckets stay.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -23,7 +23,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::dataplane::table::RouteMap;
+use crate::dataplane::FunctionHandle;
 use crate::dataplane::Routes;
 use crate::names::FunctionKey;
 
@@ -105,9 +105,11 @@ impl Series {
         out
     }
 
-    fn append(&self, routes: &RouteMap, samples: Vec<(FunctionKey, Sample)>) {
+    fn append(&self, routes: &[Arc<FunctionHandle>], samples: Vec<(FunctionKey, Sample)>) {
+        let live: std::collections::HashSet<&FunctionKey> =
+            routes.iter().map(|h| h.key()).collect();
         let mut rings = self.rings.lock().expect("series mutex poisoned");
-        rings.retain(|k, _| routes.contains_key(k));
+        rings.retain(|k, _| live.contains(k));
         for (key, sample) in samples {
             let ring = rings.entry(key).or_default();
             if ring.len() == KEEP {
@@ -148,10 +150,13 @@ impl Sampler {
     }
 
     /// Takes one sample of every function in `routes` at `now` (Unix ms) into `series`.
-    pub fn tick(&mut self, routes: &RouteMap, now: u64, series: &Series) {
-        self.last.retain(|k, _| routes.contains_key(k));
+    pub fn tick(&mut self, routes: &[Arc<FunctionHandle>], now: u64, series: &Series) {
+        let live: std::collections::HashSet<&FunctionKey> =
+            routes.iter().map(|h| h.key()).collect();
+        self.last.retain(|k, _| live.contains(k));
         let mut samples = Vec::with_capacity(routes.len());
-        for (key, handle) in routes.iter() {
+        for handle in routes.iter() {
+            let key = handle.key();
             let state = handle.state();
             let invocations = handle.metrics.codes.total();
             // First sight: counters start at zero when a function is created (and the

@@ -47,10 +47,10 @@ impl LocalDemand {
 
 impl DemandSource for LocalDemand {
     fn observe(&self, out: &mut Vec<Observation>) {
-        for (key, handle) in self.routes.snapshot().iter() {
+        for handle in self.routes.snapshot().iter() {
             let state = handle.state();
             out.push(Observation {
-                key: key.clone(),
+                key: handle.key().clone(),
                 settings: state.scale,
                 desired: state.desired,
                 ready: state.replicas.len() as u64,
