@@ -12,8 +12,12 @@
 //! - `gateway`: client -> the real gateway path (`api::server::serve`, routing, p2c, pool,
 //!   metrics, demand, headers) -> upstream.
 //!
-//! `gateway - bare` is what faasgate's own code allocates per request: the budget is zero
-//! (measured: 0.00 for GET and POST; it was 4 before header values came from a slab).
+//! `gateway - bare` is what faasgate's own code allocates per request: zero for a request
+//! with a body (measured 0.00 for POST; it was 4 before header values came from a slab), and
+//! two for a bodiless GET on a reused connection: the copy of the request head (its header
+//! map) kept so that the request can be sent again if the replica turns out to have closed
+//! that connection (see `dataplane::forward`). That copy is the price of not failing a GET
+//! when a replica dies or drops an idle keep-alive connection; the budget says so.
 //! `bare - direct` is what proxying costs in hyper, 13 for a GET (14 for a POST), measured
 //! with a backtrace per allocation: in the proxy, the server side's read-buffer split
 //! (`BytesMut::split_to` promoting to shared), a read-buffer reserve and the header-read
@@ -48,8 +52,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
-/// Heap allocations per request that faasgate's own code may add to a bare hyper proxy.
-const OWN_BUDGET: f64 = 0.0;
+/// Heap allocations per request that faasgate's own code may add to a bare hyper proxy:
+/// none with a body; for a bodiless idempotent request, the two of its head's copy.
+const OWN_BUDGET_WITH_BODY: f64 = 0.0;
+const OWN_BUDGET_BODILESS: f64 = 2.0;
 /// Heap allocations per request hyper needs to proxy one request (measured: see the
 /// module doc; the slack absorbs hyper and tokio version changes).
 const HYPER_BUDGET: f64 = 16.0;
@@ -114,10 +120,15 @@ fn proxied_requests_stay_within_the_allocation_budget() {
             );
         }
         for (method, direct, bare, gateway) in &report {
+            let budget = if method == Method::GET {
+                OWN_BUDGET_BODILESS
+            } else {
+                OWN_BUDGET_WITH_BODY
+            };
             assert!(
-                gateway - bare <= OWN_BUDGET + 0.01,
+                gateway - bare <= budget + 0.01,
                 "{method}: faasgate's own code allocates {:.2} times per request \
-                 (budget {OWN_BUDGET}); direct {direct:.2}, bare {bare:.2}, gateway {gateway:.2}",
+                 (budget {budget}); direct {direct:.2}, bare {bare:.2}, gateway {gateway:.2}",
                 gateway - bare
             );
             assert!(
