@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what `cargo test` needs beyond a Rust toolchain, when missing (Debian, as root):
-# python3 (example functions, some tests), and Chromium with its WebDriver for the UI test
-# (tests/ui_browser.rs drives /usr/bin/chromium through /usr/bin/chromedriver).
+# python3 (example functions, some tests), Chromium with its WebDriver for the UI test
+# (tests/ui_browser.rs drives /usr/bin/chromium through /usr/bin/chromedriver), and the real
+# Prometheus and Alertmanager for the alert-scaling test (tests/prometheus.rs).
 set -euo pipefail
 
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test-setup: installing ${missing[*]}"
