@@ -117,6 +117,10 @@ impl Tracker {
             stable: self.window.average(cfg.stable_window, kind),
             panic: self.window.average(cfg.panic_window, kind),
             current: self.window.latest(kind),
+            stable_rps: self.window.average(cfg.stable_window, ScaleKind::Rps),
+            panic_rps: self.window.average(cfg.panic_window, ScaleKind::Rps),
+            current_rps: self.window.latest(ScaleKind::Rps),
+            latency: self.window.latency(cfg.panic_window),
             inflight: obs.demand.inflight,
             idle_for: Duration::from_micros(
                 at_us.saturating_sub(last_arrival_us.max(self.first_seen_us)),
