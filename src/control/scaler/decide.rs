@@ -293,9 +293,9 @@ impl Decider {
         if let Some(w) = input.latency {
             let ready = input.ready as f64;
             let short = input.panic > ready * s.per_replica() || input.current > ready * s.target;
-            let stale = self
-                .latency
-                .is_none_or(|(_, at)| input.now_us.saturating_sub(at) >= us(cfg.stable_window));
+            let stale = self.latency.map_or(true, |(_, at)| {
+                input.now_us.saturating_sub(at) >= us(cfg.stable_window)
+            });
             if !short || stale {
                 self.latency = Some((w, input.now_us));
             }

@@ -80,7 +80,7 @@ impl DemandWindow {
     /// Mean time a request spent in flight over the last `window`, in seconds, by Little's
     /// law (in-flight integral / arrivals); None with fewer than [`MIN_LATENCY_ARRIVALS`].
     pub fn latency(&self, window: Duration) -> Option<f64> {
-        let Some(last) = self.last else { return None };
+        let last = self.last?;
         let from = last.at_us.saturating_sub(window.as_micros() as u64);
         let (mut busy, mut arrivals) = (0u64, 0u64);
         for t in self.ticks.iter().rev().take_while(|t| t.end_us > from) {
