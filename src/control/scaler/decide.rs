@@ -29,7 +29,7 @@
 
 use std::time::Duration;
 
-use crate::control::scaler::settings::ScaleSettings;
+use crate::control::scaler::settings::{ScaleKind, ScaleSettings};
 use crate::control::scaler::ScalerConfig;
 
 /// What one decision looks at.
@@ -47,6 +47,12 @@ pub struct Input {
     pub panic: f64,
     /// Average demand over the latest tick.
     pub current: f64,
+    /// Arrivals per second over the stable window, the panic window and the latest tick.
+    pub stable_rps: f64,
+    pub panic_rps: f64,
+    pub current_rps: f64,
+    /// Mean time in flight (s) over the panic window by Little's law, if enough arrivals.
+    pub latency: Option<f64>,
     /// Requests in flight now, held ones included.
     pub inflight: u64,
     /// Time since the last arrival (or since the function was first seen).
@@ -98,6 +104,10 @@ pub struct Decider {
     retry_delay: Duration,
     /// The count last set and until when to believe it over a provider that lags.
     last_set: Option<(u64, u64)>,
+    /// Time in flight (s) measured while capacity was not short, and when (capacity type).
+    latency: Option<(f64, u64)>,
+    /// Consecutive ticks whose demand exceeded the full capacity of the desired count.
+    over_ticks: u32,
 }
 
 /// How long a count just set is trusted over a provider reading that has not caught up.
@@ -139,6 +149,8 @@ impl Default for Decider {
             retry_at_us: 0,
             retry_delay: Duration::ZERO,
             last_set: None,
+            latency: None,
+            over_ticks: 0,
         }
     }
 }
@@ -165,26 +177,43 @@ impl Decider {
             return None;
         }
         let per = s.per_replica();
+        let (stable, panic, current) = self.demand(cfg, input);
         let capacity = input.ready as f64 * per;
-        if input.panic > 0.0 && input.panic >= cfg.panic_threshold * capacity {
+        if panic > 0.0 && panic >= cfg.panic_threshold * capacity {
+            self.panic_until_us = now + us(cfg.stable_window);
+        }
+        // A burst: the latest tick's demand above the full capacity (target, not the planned
+        // proportion) of every replica asked for, two ticks running (one noisy or partly
+        // loaded tick never starts a call; the second sizes the step whole).
+        if current > desired as f64 * s.target {
+            self.over_ticks += 1;
+        } else {
+            self.over_ticks = 0;
+        }
+        let burst = self.over_ticks >= 2;
+        if burst {
+            // A burst panics too: scale-up only for a stable window, which still holds the
+            // old demand.
             self.panic_until_us = now + us(cfg.stable_window);
         }
         let panicking = self.panicking(now);
         if now < self.retry_at_us {
             return None;
         }
-        let want_stable = replicas_for(input.stable, per);
-        let want_panic = replicas_for(input.panic, per);
+        let want_stable = replicas_for(stable, per);
+        let want_panic = replicas_for(panic, per);
+        let want_current = replicas_for(current, per);
         let idle = s.zero && input.inflight == 0 && input.idle_for >= s.zero_duration && !panicking;
 
         let (mut want, mut reason) = if idle {
             (0, Reason::Idle)
         } else if panicking {
-            let want_current = replicas_for(input.current, per);
-            (
-                want_panic.max(want_stable).max(want_current).max(desired),
-                Reason::Panic,
-            )
+            let up = if burst {
+                want_panic.max(want_stable).max(want_current)
+            } else {
+                0
+            };
+            (up.max(desired), Reason::Panic)
         } else {
             (want_stable, Reason::Stable)
         };
@@ -246,6 +275,41 @@ impl Decider {
         })
     }
 
+    /// The stable, panic and latest-tick demand the rules size on, in the settings' unit.
+    ///
+    /// For the capacity type, once a time in flight `W` has been measured while capacity was
+    /// not short, demand is `arrival rate x W` (Little's law): the load offered, without the
+    /// backlog that piles up (and then drains) while replicas start, which the in-flight
+    /// count includes and which would otherwise be sized for as if it lasted. `W` is
+    /// re-measured on every tick where the panic window's in-flight demand fits the ready
+    /// replicas' planned load, and in any case after a stable window (so a function that
+    /// really got slower is sized on its new `W`). Without a `W` yet (a new function), or
+    /// for the rps type, the averages are used as they are.
+    fn demand(&mut self, cfg: &ScalerConfig, input: &Input) -> (f64, f64, f64) {
+        let s = &input.settings;
+        if s.kind != ScaleKind::Capacity {
+            return (input.stable, input.panic, input.current);
+        }
+        if let Some(w) = input.latency {
+            let ready = input.ready as f64;
+            let short = input.panic > ready * s.per_replica() || input.current > ready * s.target;
+            let stale = self.latency.map_or(true, |(_, at)| {
+                input.now_us.saturating_sub(at) >= us(cfg.stable_window)
+            });
+            if !short || stale {
+                self.latency = Some((w, input.now_us));
+            }
+        }
+        match self.latency {
+            Some((w, _)) => (
+                input.stable_rps * w,
+                input.panic_rps * w,
+                input.current_rps * w,
+            ),
+            None => (input.stable, input.panic, input.current),
+        }
+    }
+
     /// Records the outcome of the call made for `decision` at `now_us`.
     pub fn on_result(&mut self, cfg: &ScalerConfig, decision: &Decision, ok: bool, now_us: u64) {
         if ok {
@@ -302,6 +366,10 @@ mod tests {
             stable,
             panic,
             current: panic,
+            stable_rps: 0.0,
+            panic_rps: 0.0,
+            current_rps: 0.0,
+            latency: None,
             inflight: panic as u64,
             idle_for: Duration::ZERO,
             alert_floor: 0,
@@ -328,7 +396,11 @@ mod tests {
     #[test]
     fn panic_scales_up_at_once_to_the_panic_want_and_only_up() {
         let mut d = Decider::default();
-        // 1 ready replica (capacity 45), panic demand 450 >= 2 x 45.
+        // 1 ready replica (capacity 45), panic demand 450 >= 2 x 45: panic at once, but a
+        // single tick above capacity is not yet a burst (it may be noise or a partly loaded
+        // tick); the second sizes it.
+        assert_eq!(d.decide(&cfg(), &input(0, 1, 1, 20.0, 450.0)), None);
+        assert!(d.panicking(0));
         let got = d.decide(&cfg(), &input(0, 1, 1, 20.0, 450.0)).unwrap();
         assert_eq!(
             got,
@@ -406,6 +478,7 @@ mod tests {
         let mut d = Decider::default();
         let mut i = input(0, 3, 3, 10_000.0, 10_000.0);
         i.settings = settings(&[(labels::MIN, "2"), (labels::MAX, "5")]);
+        assert_eq!(d.decide(&cfg(), &i), None, "one tick is not a burst");
         assert_eq!(d.decide(&cfg(), &i).unwrap().to, 5);
         // Below min (a manual scale): raised at once.
         let mut d = Decider::default();
@@ -471,6 +544,7 @@ mod tests {
         let c = cfg();
         let mut d = Decider::default();
         let i = input(0, 1, 1, 0.0, 450.0);
+        assert_eq!(d.decide(&c, &i), None, "one tick is not a burst");
         let dec = d.decide(&c, &i).unwrap();
         d.on_result(&c, &dec, false, 0);
         assert_eq!(d.retry_delay(), c.retry_base);
@@ -519,7 +593,8 @@ mod tests {
             for step in ticks {
                 now += step * S;
                 let i = Input {
-                    now_us: now, settings: s, desired, ready, stable, panic, current: panic, inflight,
+                    now_us: now, settings: s, desired, ready, stable, panic, current: panic,
+                    stable_rps: 0.0, panic_rps: 0.0, current_rps: 0.0, latency: None, inflight,
                     idle_for: Duration::from_secs(idle_s), alert_floor: floor,
                 };
                 if let Some(dec) = d.decide(&cfg(), &i) {

@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::control::alert::AlertBook;
 use crate::control::{Provider, ProviderError};
+use crate::dataplane::table::DemandSample;
 use crate::names::FunctionKey;
 
 pub use decide::{Decider, Decision, Direction, Input, Reason};
@@ -74,10 +75,78 @@ pub struct Scaling {
 /// Per-function state of the loop.
 struct FunctionScaler {
     label: String,
-    window: DemandWindow,
-    decider: Decider,
-    first_seen_us: u64,
+    tracker: Tracker,
     call: Option<(Decision, JoinHandle<Result<(), ProviderError>>)>,
+}
+
+/// The pure part of the loop for one function: its demand window, its decider, and how an
+/// observation becomes a decision [`Input`]. The loop and the simulator
+/// (`tests/scaler_sim.rs`) both drive this, so the simulator runs the real rules.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    pub window: DemandWindow,
+    pub decider: Decider,
+    first_seen_us: u64,
+}
+
+impl Tracker {
+    /// A function first seen at `first_seen_us` (idle time counts from then).
+    pub fn new(cfg: &ScalerConfig, first_seen_us: u64) -> Self {
+        Self {
+            window: DemandWindow::new(cfg.stable_window.max(cfg.panic_window)),
+            decider: Decider::default(),
+            first_seen_us,
+        }
+    }
+
+    /// Folds in a demand sample (call this every tick, even while a call is in progress).
+    pub fn push(&mut self, demand: DemandSample) {
+        self.window.push(demand);
+    }
+
+    /// The decision input after the latest [`Tracker::push`].
+    pub fn input(&self, cfg: &ScalerConfig, obs: &Observed, alert_floor: u64) -> Input {
+        let kind = obs.settings.kind;
+        let at_us = obs.demand.at_us;
+        let last_arrival_us = obs.demand.last_arrival_ms * 1000;
+        Input {
+            now_us: at_us,
+            settings: obs.settings,
+            desired: obs.desired,
+            ready: obs.ready,
+            stable: self.window.average(cfg.stable_window, kind),
+            panic: self.window.average(cfg.panic_window, kind),
+            current: self.window.latest(kind),
+            stable_rps: self.window.average(cfg.stable_window, ScaleKind::Rps),
+            panic_rps: self.window.average(cfg.panic_window, ScaleKind::Rps),
+            current_rps: self.window.latest(ScaleKind::Rps),
+            latency: self.window.latency(cfg.panic_window),
+            inflight: obs.demand.inflight,
+            idle_for: Duration::from_micros(
+                at_us.saturating_sub(last_arrival_us.max(self.first_seen_us)),
+            ),
+            alert_floor,
+        }
+    }
+
+    /// Decides on `input` (from [`Tracker::input`]).
+    pub fn decide(&mut self, cfg: &ScalerConfig, input: &Input) -> Option<Decision> {
+        self.decider.decide(cfg, input)
+    }
+
+    /// Records the outcome of a call, seen at `at_us`.
+    pub fn on_result(&mut self, cfg: &ScalerConfig, decision: &Decision, ok: bool, at_us: u64) {
+        self.decider.on_result(cfg, decision, ok, at_us);
+    }
+}
+
+/// What [`Tracker::input`] needs of an observation (an [`Observation`] without its key).
+#[derive(Debug, Clone, Copy)]
+pub struct Observed {
+    pub settings: ScaleSettings,
+    pub desired: u64,
+    pub ready: u64,
+    pub demand: DemandSample,
 }
 
 // === impl ScalerConfig ===
@@ -130,7 +199,6 @@ pub async fn run_scaler(
     provider: Arc<dyn Provider>,
 ) {
     let cfg = &scaling.config;
-    let horizon = cfg.stable_window.max(cfg.panic_window);
     let mut functions: HashMap<FunctionKey, FunctionScaler> = HashMap::new();
     let mut observed = Vec::new();
     let mut interval = tokio::time::interval(cfg.tick);
@@ -147,12 +215,10 @@ pub async fn run_scaler(
                 .entry(obs.key.clone())
                 .or_insert_with(|| FunctionScaler {
                     label: obs.key.to_string(),
-                    window: DemandWindow::new(horizon),
-                    decider: Decider::default(),
-                    first_seen_us: at_us,
+                    tracker: Tracker::new(cfg, at_us),
                     call: None,
                 });
-            f.window.push(obs.demand);
+            f.tracker.push(obs.demand);
             seen.push(obs.key.clone());
 
             // A call in progress: wait for it; record its outcome.
@@ -168,39 +234,31 @@ pub async fn run_scaler(
                     Ok(()) => true,
                     Err(ProviderError::NotFound(_)) => true,
                     Err(e) => {
-                        f.decider.on_result(cfg, &decision, false, at_us);
+                        f.tracker.on_result(cfg, &decision, false, at_us);
                         tracing::warn!(function = %f.label, to = decision.to, error = %e,
-                            retry_in = ?f.decider.retry_delay(), "scale call rejected; will retry");
+                            retry_in = ?f.tracker.decider.retry_delay(), "scale call rejected; will retry");
                         false
                     }
                 };
                 if ok {
-                    f.decider.on_result(cfg, &decision, true, at_us);
+                    f.tracker.on_result(cfg, &decision, true, at_us);
                 }
             }
 
-            let stable = f.window.average(cfg.stable_window, obs.settings.kind);
-            let panic = f.window.average(cfg.panic_window, obs.settings.kind);
-            let current = f.window.latest(obs.settings.kind);
-            let last_arrival_us = obs.demand.last_arrival_ms * 1000;
-            let input = Input {
-                now_us: at_us,
+            let observed = Observed {
                 settings: obs.settings,
                 desired: obs.desired,
                 ready: obs.ready,
-                stable,
-                panic,
-                current,
-                inflight: obs.demand.inflight,
-                idle_for: Duration::from_micros(
-                    at_us.saturating_sub(last_arrival_us.max(f.first_seen_us)),
-                ),
-                alert_floor: scaling.alerts.floor(&obs.key, now),
+                demand: obs.demand,
             };
-            let decision = f.decider.decide(cfg, &input);
+            let input = f
+                .tracker
+                .input(cfg, &observed, scaling.alerts.floor(&obs.key, now));
+            let (stable, panic) = (input.stable, input.panic);
+            let decision = f.tracker.decide(cfg, &input);
             scaling
                 .stats
-                .observe(&f.label, stable, panic, f.decider.panicking(at_us));
+                .observe(&f.label, stable, panic, f.tracker.decider.panicking(at_us));
             let Some(decision) = decision else { continue };
             tracing::info!(
                 function = %f.label,

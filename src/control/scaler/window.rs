@@ -13,6 +13,9 @@ use std::time::Duration;
 use crate::control::scaler::settings::ScaleKind;
 use crate::dataplane::table::DemandSample;
 
+/// Arrivals a [`DemandWindow::latency`] estimate needs.
+pub const MIN_LATENCY_ARRIVALS: u64 = 10;
+
 /// A function's recent demand.
 #[derive(Debug, Clone)]
 pub struct DemandWindow {
@@ -72,6 +75,19 @@ impl DemandWindow {
             Some(t) => t.average(kind),
             None => 0.0,
         }
+    }
+
+    /// Mean time a request spent in flight over the last `window`, in seconds, by Little's
+    /// law (in-flight integral / arrivals); None with fewer than [`MIN_LATENCY_ARRIVALS`].
+    pub fn latency(&self, window: Duration) -> Option<f64> {
+        let last = self.last?;
+        let from = last.at_us.saturating_sub(window.as_micros() as u64);
+        let (mut busy, mut arrivals) = (0u64, 0u64);
+        for t in self.ticks.iter().rev().take_while(|t| t.end_us > from) {
+            busy += t.busy_us;
+            arrivals += t.arrivals;
+        }
+        (arrivals >= MIN_LATENCY_ARRIVALS).then(|| busy as f64 / 1e6 / arrivals as f64)
     }
 
     /// Mean demand over the last `window` (intervals ending within it), in `kind`'s unit:
@@ -142,6 +158,9 @@ mod tests {
         let rps = w.average(Duration::from_secs(6), ScaleKind::Rps);
         assert!((rps - 100.0).abs() < 1e-9, "{rps}");
         assert!((w.latest(ScaleKind::Capacity) - 10.0).abs() < 1e-9);
+        // Little's law: 60 request-seconds for 600 arrivals in the last 6 s.
+        let lat = w.latency(Duration::from_secs(6)).unwrap();
+        assert!((lat - 0.1).abs() < 1e-9, "{lat}");
         // Old intervals fall out of the horizon.
         for i in 61..=200 {
             w.push(sample(i as f64, busy, arrivals));
