@@ -466,7 +466,7 @@ fn rewrite_request<B>(
 
 /// Removes hop-by-hop headers, and the headers the `Connection` header names.
 /// Requests rarely carry one, so the common case is one pass over the (few) names present.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }

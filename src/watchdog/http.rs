@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 use super::response::{CallError, RespBody};
 use super::WatchdogError;
 use crate::dataplane::body::UpstreamBody;
+use crate::dataplane::forward::strip_hop_by_hop;
 use crate::dataplane::pool::{Checkout, Pool, Sender};
 
 /// How often to probe the upstream port until it accepts connections.
@@ -38,17 +39,6 @@ pub const READY_POLL: Duration = Duration::from_millis(20);
 /// How long the function may take to start listening.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -222,20 +212,6 @@ async fn connect(addr: SocketAddr) -> io::Result<Sender> {
     Ok(sender)
 }
 
-/// Drops hop-by-hop headers and any header the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-}
-
 // === impl PooledBody ===
 
 impl PooledBody {
@@ -296,26 +272,6 @@ impl Body for PooledBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strips_hop_by_hop_and_connection_named_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
-        );
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert(header::LOCATION, HeaderValue::from_static("/elsewhere"));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        strip_hop_by_hop(&mut h);
-        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left, vec!["location", "content-length"]);
-    }
 
     #[tokio::test]
     async fn resolves_once_with_prefix() {
