@@ -297,7 +297,9 @@ impl Forwarder {
                         continue;
                     }
                     None => {
-                        let stale = checkout.reused && e.error().is_incomplete_message();
+                        // No response byte came back on a reused connection (EOF or reset): as Go's
+                        // transport does, treat it as stale, whatever the error kind.
+                        let stale = checkout.reused;
                         let _: TrySendError<Request<UpstreamBody>> = e;
                         if let Some(again) = replay.filter(|r| stale && idempotent(r.method())) {
                             req = again;
