@@ -90,9 +90,11 @@ pub async fn run(
         }
         // --- nomad provider (issue 3) ---
         ProviderKind::Nomad => {
-            let opts = config.nomad.clone().ok_or_else(|| {
+            let mut opts = config.nomad.clone().ok_or_else(|| {
                 ProviderError::Backend("--provider nomad needs the nomad settings".into())
             })?;
+            // A replica leaving on a scale-down gets as long as a request may wait for it.
+            opts.drain_timeout = config.timeouts.upstream;
             crate::control::nomad::NomadProvider::start(opts, routes.clone()).await?
         } // --- end nomad provider ---
     };

@@ -108,7 +108,13 @@ impl Replica {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    /// True once [`Replica::drain`] was called.
+    /// Puts a drained replica back in rotation: the stop it was drained for did not happen
+    /// (e.g. Nomad refused the scale call). Call before publishing a set that holds it again.
+    pub fn undrain(&self) {
+        self.draining.store(false, Ordering::SeqCst);
+    }
+
+    /// True once [`Replica::drain`] was called (and not undone by [`Replica::undrain`]).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }

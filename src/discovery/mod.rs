@@ -20,10 +20,17 @@
 //!   (the body is diffed), and a token bucket bounds the query rate under churn.
 //! - The desired count and the ready set are published together, under the publisher's lock,
 //!   so a scale call and a catalog change never overwrite each other with stale values.
+//! - **Draining instances stay out.** A provider about to stop instances takes them out of
+//!   rotation first ([`Publisher::drain`]); while their catalog entries remain, every set the
+//!   watcher publishes leaves them out, so discovery never re-adds a replica being stopped.
+//!   Once the stop is ordered ([`Publisher::commit_drain`]) an entry is forgotten when the
+//!   catalog no longer lists the instance (instance ids are allocation UUIDs, never reused);
+//!   if the stop is called off, [`Publisher::undrain`] puts the instances back.
 
 pub mod probe;
 pub mod watch;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -68,7 +75,12 @@ struct Published {
     desired: u64,
     cold_start_replicas: u64,
     scale: ScaleSettings,
+    /// Ready replicas as discovery last found them, draining ones included.
+    found: Arc<[Arc<Replica>]>,
+    /// In rotation: `found` without the draining instances (what the data plane sees).
     replicas: Arc<[Arc<Replica>]>,
+    /// Instance ids taken out of rotation ahead of a stop; `true` once the stop is ordered.
+    draining: BTreeMap<String, bool>,
 }
 
 // === impl Catalog ===
@@ -180,7 +192,9 @@ impl Publisher {
                 desired,
                 cold_start_replicas,
                 scale,
+                found: current.replicas.clone(),
                 replicas: current.replicas.clone(),
+                draining: BTreeMap::new(),
             }),
         };
         p.publish(&p.lock());
@@ -227,11 +241,75 @@ impl Publisher {
         self.publish(&s);
     }
 
-    /// Replaces the ready set (already diffed by the caller).
+    /// Replaces the ready set (already diffed by the caller); draining instances stay out.
     pub fn set_replicas(&self, replicas: Vec<Arc<Replica>>) {
         let mut s = self.lock();
-        s.replicas = replicas.into();
+        s.found = replicas.into();
+        s.rotate();
         self.publish(&s);
+    }
+
+    /// Takes the instances `ids` out of rotation ahead of their stop: publishes the set
+    /// without them, then marks their replicas draining (the order the handshake of
+    /// [`crate::dataplane::replica`] needs). Returns those replicas, whose
+    /// [`Replica::pending`] the caller waits on. Ids not ready yet are kept out when they
+    /// become ready.
+    pub fn drain(&self, ids: &[String]) -> Vec<Arc<Replica>> {
+        let mut s = self.lock();
+        for id in ids {
+            s.draining.entry(id.clone()).or_insert(false);
+        }
+        s.rotate();
+        self.publish(&s);
+        let drained: Vec<Arc<Replica>> = s
+            .found
+            .iter()
+            .filter(|r| ids.iter().any(|id| id == r.id()))
+            .cloned()
+            .collect();
+        for r in &drained {
+            r.drain();
+        }
+        drained
+    }
+
+    /// Records that the stop of the draining instances `ids` was ordered: each is forgotten
+    /// once the catalog no longer lists it ([`Publisher::forget_gone`]).
+    pub fn commit_drain(&self, ids: &[String]) {
+        let mut s = self.lock();
+        for id in ids {
+            if let Some(ordered) = s.draining.get_mut(id) {
+                *ordered = true;
+            }
+        }
+    }
+
+    /// Puts the draining instances `ids` back in rotation (their stop was called off).
+    pub fn undrain(&self, ids: &[String]) {
+        let mut s = self.lock();
+        let before = s.draining.len();
+        s.draining.retain(|id, _| !ids.contains(id));
+        if s.draining.len() == before {
+            return;
+        }
+        for r in s.found.iter().filter(|r| ids.iter().any(|id| id == r.id())) {
+            r.undrain();
+        }
+        s.rotate();
+        self.publish(&s);
+    }
+
+    /// Instance ids now out of rotation ahead of a stop, sorted.
+    pub fn draining(&self) -> Vec<String> {
+        self.lock().draining.keys().cloned().collect()
+    }
+
+    /// Forgets the drained instances whose stop was ordered and that the catalog no longer
+    /// lists (`listed` is the catalog's whole answer, ready or not).
+    pub fn forget_gone(&self, listed: &[Instance]) {
+        let mut s = self.lock();
+        s.draining
+            .retain(|id, ordered| !*ordered || listed.iter().any(|i| &i.id == id));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
@@ -245,6 +323,23 @@ impl Publisher {
             cold_start_replicas: s.cold_start_replicas,
             scale: s.scale,
         });
+    }
+}
+
+// === impl Published ===
+
+impl Published {
+    /// Recomputes the replicas in rotation: those found, without the draining ones.
+    fn rotate(&mut self) {
+        self.replicas = if self.draining.is_empty() {
+            self.found.clone()
+        } else {
+            self.found
+                .iter()
+                .filter(|r| !self.draining.contains_key(r.id()))
+                .cloned()
+                .collect()
+        };
     }
 }
 
@@ -286,5 +381,54 @@ mod tests {
         let st = handle.state_full();
         assert_eq!(st.desired, 3);
         assert!(Arc::ptr_eq(&st.replicas[0], &r));
+    }
+
+    fn ids(handle: &FunctionHandle) -> Vec<String> {
+        let mut v: Vec<String> = handle
+            .state()
+            .replicas
+            .iter()
+            .map(|r| r.id().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn inst(id: &str, port: u16) -> Instance {
+        Instance {
+            id: id.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    #[test]
+    fn drained_instances_stay_out_until_undrained_or_gone() {
+        let key = crate::names::FunctionKey::new("f", "").unwrap();
+        let handle = Arc::new(FunctionHandle::new(key));
+        let p = Publisher::new(handle.clone(), 3, 1, ScaleSettings::default());
+        let [a, b, c] = ["a", "b", "c"].map(|id| Replica::new(id, "127.0.0.1:1".parse().unwrap()));
+        p.set_replicas(vec![a.clone(), b.clone(), c.clone()]);
+
+        // "d" is not ready yet: it stays out when it becomes ready.
+        let drained = p.drain(&["c".into(), "d".into()]);
+        assert_eq!(drained.len(), 1);
+        assert!(Arc::ptr_eq(&drained[0], &c) && c.is_draining());
+        assert_eq!(ids(&handle), ["a", "b"]);
+        // Discovery republishes while the catalog still lists them: they stay out.
+        let d = Replica::new("d", "127.0.0.1:2".parse().unwrap());
+        p.set_replicas(vec![a.clone(), b.clone(), c.clone(), d.clone()]);
+        assert_eq!(ids(&handle), ["a", "b"]);
+
+        // The stop was called off for "c": back in rotation, no longer draining.
+        p.undrain(&["c".into()]);
+        assert!(!c.is_draining());
+        assert_eq!(ids(&handle), ["a", "b", "c"]);
+
+        // An ordered stop is forgotten once the catalog no longer lists the instance.
+        p.commit_drain(&["d".into()]);
+        p.forget_gone(&[inst("a", 1), inst("b", 1), inst("c", 1), inst("d", 2)]);
+        assert_eq!(p.draining(), ["d"]);
+        p.forget_gone(&[inst("a", 1), inst("b", 1), inst("c", 1)]);
+        assert!(p.draining().is_empty());
     }
 }

@@ -150,6 +150,7 @@ async fn run(catalog: Arc<Catalog>, service: String, publisher: Arc<Publisher>, 
                         "catalog index went backwards; re-reading"
                     );
                 }
+                publisher.forget_gone(&answer.value);
                 let mut changed = set.apply(&answer.value, catalog.needs_probe());
                 if set.has_pending() {
                     changed |= set.probe_pending().await;

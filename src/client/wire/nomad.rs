@@ -660,4 +660,11 @@ impl Allocation {
     pub fn is_live(&self) -> bool {
         self.desired_status == "run" && matches!(self.client_status.as_str(), "pending" | "running")
     }
+
+    /// Nomad's `TerminalStatus`: desired `stop`/`evict`, or `complete`/`failed`/`lost` on the
+    /// client (an `unknown` one, on a disconnected client, is not terminal).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.desired_status.as_str(), "stop" | "evict")
+            || matches!(self.client_status.as_str(), "complete" | "failed" | "lost")
+    }
 }

@@ -6,6 +6,8 @@
 //! - [`provider`]: the [`crate::control::Provider`] on the Nomad HTTP API (deploy, update,
 //!   scale, delete, list, status, namespaces) and the set of functions routed, kept in step
 //!   with Nomad; replicas come from [`crate::discovery`].
+//! - [`scale_down`]: which allocations Nomad stops when a count drops (they leave rotation
+//!   and finish their requests before the scale call).
 //! - [`logs`]: Nomad's client logs API as OpenFaaS log lines.
 
 pub mod constraints;
@@ -13,5 +15,6 @@ pub mod logs;
 pub mod provider;
 pub mod render;
 pub mod resources;
+pub mod scale_down;
 
 pub use provider::{NomadOptions, NomadProvider};

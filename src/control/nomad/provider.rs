@@ -7,6 +7,12 @@
 //!   register with `PreserveCounts` (a scale racing the update is kept too);
 //! - scale: `POST /v1/job/{id}/scale` `{Count, Target:{Group}, Message}` (one call per
 //!   decision, never a re-register); delete: `DELETE /v1/job/{id}?purge=true`;
+//! - scale down without losing a request: before a scale call that lowers the count, the
+//!   allocations Nomad will stop ([`scale_down`]: the highest name indexes) leave rotation
+//!   ([`Publisher::drain`]) and their in-flight requests finish (bounded by
+//!   [`NomadOptions::drain_timeout`]); only then is scale called. If Nomad refuses, they go
+//!   back in rotation; if Nomad keeps one running after all, it goes back once that is seen
+//!   (within [`STOP_CHECK`]). Scale calls of one function are serialised.
 //! - list/status: jobs under the prefix (`GET /v1/jobs?prefix=&meta=true`), the deployment
 //!   read back from the job meta, `replicas` = the group `Count`, `availableReplicas` = the
 //!   instances discovery has found ready. A job scaled to 0 is listed; a stopped one is not.
@@ -35,6 +41,7 @@ use tokio::task::JoinHandle;
 
 use super::logs;
 use super::render::{self, RenderError, RenderOptions};
+use super::scale_down;
 use crate::api::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
 use crate::client::nomad::job_view;
 use crate::client::wire::nomad::{JobListStub, JobRegisterRequest, ScalingRequest, ScalingTarget};
@@ -49,6 +56,11 @@ use crate::discovery::{
     spawn_watcher, Catalog, DiscoveryKind, Publisher, WatchConfig, WatchHandle,
 };
 use crate::names::{FunctionKey, DEFAULT_NAMESPACE};
+
+/// How often a drain looks at the pending counts of the replicas it waits for.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+/// How long after a scale-down Nomad has to stop the allocations drained for it.
+const STOP_CHECK: Duration = Duration::from_secs(30);
 
 /// The label that sets a function's first and scale-from-zero replica count.
 const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
@@ -65,6 +77,8 @@ pub struct NomadOptions {
     pub watch: WatchConfig,
     /// How long the jobs-list reconciler's blocking query is held.
     pub reconcile_wait: Duration,
+    /// Bound on waiting for the in-flight requests of replicas drained before a scale-down.
+    pub drain_timeout: Duration,
 }
 
 /// The provider; see the module doc.
@@ -81,6 +95,8 @@ pub struct NomadProvider {
 struct Tracked {
     job_id: String,
     publisher: Arc<Publisher>,
+    /// Serialises scale calls (a drain and its scale call are one step).
+    scaling: tokio::sync::Mutex<()>,
     facts: Mutex<JobFacts>,
     _watch: WatchHandle,
 }
@@ -114,6 +130,7 @@ impl NomadOptions {
             discovery: DiscoveryKind::Nomad,
             watch: WatchConfig::default(),
             reconcile_wait: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -233,6 +250,7 @@ impl NomadProvider {
         let t = Arc::new(Tracked {
             job_id: self.job_id(key),
             publisher,
+            scaling: tokio::sync::Mutex::new(()),
             facts: Mutex::new(facts),
             _watch: watch,
         });
@@ -289,6 +307,46 @@ impl NomadProvider {
         for k in stale {
             self.untrack(&k);
         }
+    }
+
+    /// Takes out of rotation the allocations of `group` that Nomad stops when the count
+    /// becomes `count`, and waits (bounded by [`NomadOptions::drain_timeout`]) until their
+    /// replicas have no request in flight. Returns their allocation IDs (none: no stop).
+    async fn drain_for_scale_down(
+        &self,
+        key: &FunctionKey,
+        tracked: &Tracked,
+        group: &str,
+        count: u64,
+    ) -> Result<Vec<String>, ProviderError> {
+        let allocs = self
+            .nomad
+            .job_allocations(&tracked.job_id, QueryOptions::default())
+            .await
+            .map_err(upstream)?
+            .value;
+        let ids: Vec<String> = scale_down::allocs_to_stop(&allocs, &tracked.job_id, group, count)
+            .into_iter()
+            .map(|a| a.id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let replicas = tracked.publisher.drain(&ids);
+        let inflight: usize = replicas.iter().map(|r| r.pending()).sum();
+        tracing::info!(function = %key, allocations = ?ids, replicas = replicas.len(), inflight,
+            "draining replicas before scale-down");
+        let deadline = tokio::time::Instant::now() + self.opts.drain_timeout;
+        while replicas.iter().any(|r| r.pending() > 0) {
+            if tokio::time::Instant::now() >= deadline {
+                let left: usize = replicas.iter().map(|r| r.pending()).sum();
+                tracing::warn!(function = %key, inflight = left, timeout = ?self.opts.drain_timeout,
+                    "drain timed out; scaling down with requests in flight");
+                break;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        Ok(ids)
     }
 
     fn status_of(&self, key: &FunctionKey, facts: &JobFacts) -> FunctionStatus {
@@ -401,31 +459,51 @@ impl Provider for NomadProvider {
 
     async fn scale(&self, key: &FunctionKey, replicas: u64) -> Result<(), ProviderError> {
         let tracked = self.lock().get(key).cloned();
-        let (job_id, group) = match &tracked {
-            Some(t) => (t.job_id.clone(), t.facts().group),
+        let tracked = match tracked {
+            Some(t) => t,
             None => {
                 let f = self
                     .read(key)
                     .await?
                     .ok_or_else(|| ProviderError::NotFound(key.clone()))?;
-                let group = f.group.clone();
-                self.track(key, f);
-                (self.job_id(key), group)
+                self.track(key, f)
             }
         };
         let count = i64::try_from(replicas)
             .map_err(|_| ProviderError::Invalid(format!("replicas {replicas} is too large")))?;
+        let _one_at_a_time = tracked.scaling.lock().await;
+        let facts = tracked.facts();
+        let drained = if replicas < facts.count || replicas == 0 {
+            self.drain_for_scale_down(key, &tracked, &facts.group, replicas)
+                .await?
+        } else {
+            Vec::new()
+        };
         let req = ScalingRequest {
             count: Some(count),
             target: ScalingTarget {
-                group,
+                group: facts.group,
                 ..Default::default()
             },
             message: format!("faasgate: scale {key} to {replicas}"),
             ..Default::default()
         };
-        match self.nomad.scale(&job_id, &req).await {
+        let result = self.nomad.scale(&tracked.job_id, &req).await;
+        if result.is_err() && !drained.is_empty() {
+            tracked.publisher.undrain(&drained);
+            tracing::info!(function = %key, allocations = ?drained, "scale call failed; drained replicas are back in rotation");
+        }
+        match result {
             Ok(resp) => {
+                if !drained.is_empty() {
+                    tracked.publisher.commit_drain(&drained);
+                    tokio::spawn(confirm_stops(
+                        self.nomad.clone(),
+                        tracked.publisher.clone(),
+                        tracked.job_id.clone(),
+                        drained,
+                    ));
+                }
                 if let Some(t) = self.lock().get(key) {
                     let mut f = t.facts.lock().expect("facts mutex poisoned");
                     f.count = replicas;
@@ -521,6 +599,48 @@ impl Tracked {
     fn facts(&self) -> JobFacts {
         self.facts.lock().expect("facts mutex poisoned").clone()
     }
+}
+
+/// Watches the allocations drained for a scale-down until Nomad has stopped them all, for
+/// at most [`STOP_CHECK`]; any still wanted then (Nomad chose others, e.g. ones on a draining
+/// node) goes back in rotation.
+async fn confirm_stops(
+    nomad: Arc<NomadClient>,
+    publisher: Arc<Publisher>,
+    job_id: String,
+    mut waiting: Vec<String>,
+) {
+    let deadline = tokio::time::Instant::now() + STOP_CHECK;
+    let mut index = 0;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let q = if index == 0 {
+            QueryOptions::default()
+        } else {
+            QueryOptions::blocking(index, deadline - now)
+        };
+        match tokio::time::timeout_at(deadline, nomad.job_allocations(&job_id, q)).await {
+            Ok(Ok(list)) => {
+                index = list.index.max(1);
+                waiting.retain(|id| list.value.iter().any(|a| &a.id == id && !a.is_terminal()));
+                if waiting.is_empty() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(job = %job_id, error = %e, "cannot read allocations after a scale-down");
+                index = 0;
+                tokio::time::sleep(DRAIN_POLL * 25).await;
+            }
+            Err(_) => break,
+        }
+    }
+    tracing::warn!(job = %job_id, allocations = ?waiting,
+        "Nomad kept allocations drained for a scale-down running; back in rotation");
+    publisher.undrain(&waiting);
 }
 
 /// Follows the jobs list with a blocking query and syncs the tracked set on every change.
