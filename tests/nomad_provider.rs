@@ -361,3 +361,166 @@ async fn consul_discovery_routes_passing_instances() {
     let log = gw.log.lock().unwrap().join("\n");
     assert!(!log.contains("consul-acl"));
 }
+
+/// A streaming-mode function that answers `<allocation ID> <body>`; a body starting with
+/// `slow` is first noted in `$MARKS/started` and then takes 4 s.
+const SLOW_ECHO: &str = r#"import os, sys, time
+body = sys.stdin.read()
+alloc = os.environ.get("NOMAD_ALLOC_ID", "?")
+if body.startswith("slow"):
+    with open(os.path.join(os.environ["MARKS"], "started"), "a") as f:
+        f.write(alloc + "\n")
+    time.sleep(4)
+sys.stdout.write(alloc + " " + body)
+"#;
+
+/// Scale 3 -> 1 while slow requests run on every replica: the two allocations Nomad stops
+/// (the highest name indexes) leave rotation, finish their requests, and only then is scale
+/// called. Without the drain, those requests would be cut: the double stops an allocation
+/// 2 s (its `ShutdownDelay`) after the scale, and the watchdog (`write_timeout` 300ms) cuts
+/// what is still running at SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_down_drains_the_allocations_nomad_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("slow_echo.py");
+    std::fs::write(&script, SLOW_ECHO).unwrap();
+    let started = dir.path().join("started");
+    let double = NomadDouble::start().await;
+    let gw = Arc::new(gateway(&double, &[], &[]));
+    let r = gw
+        .deploy(json!({
+            "service": "echo",
+            "image": "",
+            "envProcess": format!("python3 {}", script.display()),
+            "envVars": {"MARKS": dir.path().to_string_lossy(), "write_timeout": "300ms"},
+            "labels": {"com.openfaas.scale.min": "1"},
+            "annotations": {"com.faasgate.driver": "raw_exec"}
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = gw
+        .post_json("/system/scale-function/echo", json!({"replicas": 3}))
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.text());
+    gw.wait_available("echo", 3).await;
+    let slots = double.live_slots(JOB);
+    assert_eq!(slots.len(), 3, "{slots:?}");
+    // Nomad stops the highest name indexes: [2] and [1]; [0] stays.
+    let leaving: Vec<String> = slots[..2].iter().map(|s| s.1.clone()).collect();
+    let staying = slots[2].1.clone();
+    assert_eq!(slots[2].0, 0);
+
+    // Slow requests on every replica (p2c spreads 9 over 3), all started before the decision.
+    let slow: Vec<_> = (0..9)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.req("POST", "/function/echo", format!("slow-{i}")).await })
+        })
+        .collect();
+    eventually(Duration::from_secs(30), "9 slow requests running", || {
+        let started = started.clone();
+        async move { std::fs::read_to_string(&started).is_ok_and(|s| s.lines().count() == 9) }
+    })
+    .await;
+
+    // Fast requests all along: each notes when it was sent and who answered.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fast: Vec<_> = (0..2)
+        .map(|w| {
+            let (gw, stop) = (gw.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = format!("fast-{w}-{n}");
+                    let sent = Instant::now();
+                    let r = gw.req("POST", "/function/echo", body.clone()).await;
+                    seen.push((sent, r.status, r.text(), body));
+                    n += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+
+    let scale = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            gw.post_json("/system/scale-function/echo", json!({"replicas": 1}))
+                .await
+        })
+    };
+    eventually(Duration::from_secs(30), "the drain decision", || {
+        let gw = gw.clone();
+        async move {
+            gw.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("draining replicas before scale-down"))
+        }
+    })
+    .await;
+    let decided = Instant::now();
+    let r = scale.await.unwrap();
+    assert!(r.status < 300, "{} {}", r.status, r.text());
+    // Nomad stopped exactly the drained allocations.
+    assert_eq!(double.live_slots(JOB), vec![(0, staying.clone())]);
+    let scale_calls: Vec<_> = double
+        .requests()
+        .into_iter()
+        .filter(|w| w.path == format!("/v1/job/{JOB}/scale"))
+        .collect();
+    assert_eq!(scale_calls.last().unwrap().body["Count"], 1);
+    gw.wait_available("echo", 1).await;
+    let mark = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "fast requests after the scale",
+        || {
+            let gw = gw.clone();
+            async move { gw.req("POST", "/function/echo", "after").await.status == 200 }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+
+    // Every slow request completed with 200, the ones on the leaving replicas included.
+    let mut served_slow = std::collections::BTreeSet::new();
+    for (i, h) in slow.into_iter().enumerate() {
+        let r = h.await.unwrap();
+        assert_eq!(r.status, 200, "slow-{i}: {}", r.text());
+        let text = r.text();
+        let (alloc, body) = text.split_once(' ').unwrap();
+        assert_eq!(body, format!("slow-{i}"));
+        served_slow.insert(alloc.to_string());
+    }
+    for a in &leaving {
+        assert!(
+            served_slow.contains(a),
+            "no slow request was in flight on {a}"
+        );
+    }
+    // Every fast request completed with 200; none sent after the decision reached a
+    // leaving replica.
+    let mut after_decision = 0;
+    for h in fast {
+        for (sent, status, text, body) in h.await.unwrap() {
+            assert_eq!(status, 200, "{body}: {text}");
+            let (alloc, echoed) = text.split_once(' ').unwrap();
+            assert_eq!(echoed, body);
+            if sent > decided {
+                after_decision += 1;
+                assert!(
+                    !leaving.iter().any(|a| a == alloc),
+                    "{body}, sent after the drain decision, reached the leaving {alloc}"
+                );
+            }
+        }
+    }
+    assert!(
+        after_decision > 0,
+        "no fast request was sent during the drain"
+    );
+    assert!(mark >= decided);
+}

@@ -101,6 +101,8 @@ struct AllocRec {
     task: String,
     slot: u64,
     job_version: u64,
+    /// The group it was placed for, without `Count` (what a scale leaves unchanged).
+    group_spec: Value,
     desired: String,
     client: String,
     task_state: String,
@@ -116,6 +118,14 @@ struct AllocRec {
     services: Vec<ServiceRec>,
     check_passing: bool,
     stop: Option<watch::Sender<bool>>,
+}
+
+impl AllocRec {
+    /// Nomad's `TerminalStatus`: stopping or evicted, or done on the client.
+    fn is_terminal(&self) -> bool {
+        matches!(self.desired.as_str(), "stop" | "evict")
+            || matches!(self.client.as_str(), "complete" | "failed" | "lost")
+    }
 }
 
 #[derive(Clone)]
@@ -256,6 +266,20 @@ impl NomadDouble {
             .collect();
         v.sort_by_key(|a| a.create_index);
         v.iter().map(|a| a.id.clone()).collect()
+    }
+
+    /// Live allocations of a job (not terminal) as `(name index, ID)`, highest index first:
+    /// the order in which a scale-down stops them.
+    pub fn live_slots(&self, job_id: &str) -> Vec<(u64, String)> {
+        let i = self.state.inner.lock().unwrap();
+        let mut v: Vec<(u64, String)> = i
+            .allocs
+            .values()
+            .filter(|a| a.job_id == job_id && !a.is_terminal())
+            .map(|a| (a.slot, a.id.clone()))
+            .collect();
+        v.sort_by(|a, b| b.cmp(a));
+        v
     }
 
     /// Pids of the processes the double runs now.
@@ -1277,6 +1301,9 @@ async fn summary(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> 
 
 // === allocations ===
 
+/// Go's zero `time.Time`, as Nomad writes the unset times of a task state.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
 fn alloc_stub(a: &AllocRec) -> Value {
     let event = |kind: &str, msg: &str| {
         json!({"Type": kind, "Time": a.create_time, "FailsTask": false, "RestartReason": "",
@@ -1297,9 +1324,11 @@ fn alloc_stub(a: &AllocRec) -> Value {
         "DesiredStatus": a.desired, "DesiredDescription": "", "ClientStatus": a.client,
         "ClientDescription": "", "DesiredTransition": {"ForceReschedule": null, "Migrate": null, "Reschedule": null},
         "TaskStates": {a.task.clone(): {"State": a.task_state, "Failed": a.failed, "Restarts": 0,
-            "LastRestart": null, "StartedAt": a.started_at, "FinishedAt": a.finished_at,
+            "LastRestart": ZERO_TIME, "StartedAt": a.started_at.as_deref().unwrap_or(ZERO_TIME),
+            "FinishedAt": a.finished_at.as_deref().unwrap_or(ZERO_TIME),
             "TaskHandle": null, "Events": events}},
-        "DeploymentStatus": null, "FollowupEvalID": "", "RescheduleTracker": null,
+        "DeploymentStatus": null, "FollowupEvalID": "", "NextAllocation": "",
+        "RescheduleTracker": null,
         "PreemptedAllocations": null, "PreemptedByAllocation": "",
         "CreateIndex": a.create_index, "ModifyIndex": a.modify_index,
         "CreateTime": a.create_time, "ModifyTime": a.modify_time,
@@ -1373,20 +1402,29 @@ fn schedule(state: &Arc<State>, job_id: &str) {
         for g in job["TaskGroups"].as_array().into_iter().flatten() {
             let group = g["Name"].as_str().unwrap_or("").to_string();
             let count = g["Count"].as_u64().unwrap_or(0) as usize;
+            let spec = group_spec(g);
+            // A new version that changes only counts (a scale) updates allocations in place,
+            // as Nomad's reconciler does; any other change replaces them (no deployments:
+            // all at once).
+            for a in i.allocs.values_mut() {
+                let same_group = a.job_id == job_id && a.group == group;
+                if same_group && a.job_version != version && a.group_spec == spec {
+                    a.job_version = version;
+                }
+            }
             let mut live: Vec<(u64, String, u64)> = i
                 .allocs
                 .values()
-                .filter(|a| a.job_id == job_id && a.group == group && a.desired == "run")
+                .filter(|a| a.job_id == job_id && a.group == group && !a.is_terminal())
                 .map(|a| (a.slot, a.id.clone(), a.job_version))
                 .collect();
             live.sort();
-            // A new job version replaces every allocation (no deployments: all at once).
-            let (old, current): (Vec<_>, Vec<_>) = live.into_iter().partition(|a| a.2 != version);
+            let (old, mut current): (Vec<_>, Vec<_>) =
+                live.into_iter().partition(|a| a.2 != version);
             to_stop.extend(old.into_iter().map(|a| a.1));
-            let mut current = current;
-            while current.len() > count {
-                to_stop.push(current.pop().unwrap().1);
-            }
+            let stopped = highest_to_stop(&current, count);
+            current.retain(|a| !stopped.contains(&a.1));
+            to_stop.extend(stopped);
             let used: BTreeSet<u64> = current.iter().map(|a| a.0).collect();
             let mut slot = 0;
             for _ in current.len()..count {
@@ -1446,6 +1484,7 @@ fn schedule(state: &Arc<State>, job_id: &str) {
                     task,
                     slot: *slot,
                     job_version: version,
+                    group_spec: group_spec(g),
                     desired: "run".into(),
                     client: "pending".into(),
                     task_state: "pending".into(),
@@ -1474,6 +1513,37 @@ fn schedule(state: &Arc<State>, job_id: &str) {
         tokio::spawn(run_alloc(state.clone(), id, g));
     }
     state.notify();
+}
+
+/// A task group without its `Count`.
+fn group_spec(g: &Value) -> Value {
+    let mut g = g.clone();
+    if let Some(o) = g.as_object_mut() {
+        o.remove("Count");
+    }
+    g
+}
+
+/// Which of a group's live allocations (`(slot, id, version)`, sorted) go when the count is
+/// `count`, as Nomad's reconciler chooses (`computeStop`): the names of the highest slots in
+/// use (`NameIndex.Highest`, gaps skipped), then, if duplicate names left too few, any others.
+fn highest_to_stop(live: &[(u64, String, u64)], count: usize) -> Vec<String> {
+    let mut remove = live.len().saturating_sub(count);
+    let slots: BTreeSet<u64> = live.iter().map(|a| a.0).collect();
+    let highest: BTreeSet<u64> = slots.into_iter().rev().take(remove).collect();
+    let mut stop = Vec::new();
+    for pass_matches_names in [true, false] {
+        for a in live {
+            if remove == 0 {
+                return stop;
+            }
+            if (!pass_matches_names || highest.contains(&a.0)) && !stop.contains(&a.1) {
+                stop.push(a.1.clone());
+                remove -= 1;
+            }
+        }
+    }
+    stop
 }
 
 fn free_port() -> u16 {
