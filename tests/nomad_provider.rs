@@ -374,6 +374,28 @@ if body.startswith("slow"):
 sys.stdout.write(alloc + " " + body)
 "#;
 
+/// Deploys [`SLOW_ECHO`] (written into `dir`) as `echo` and scales it to `replicas` ready.
+async fn deploy_slow_echo(gw: &Gateway, dir: &std::path::Path, replicas: u64) {
+    let script = dir.join("slow_echo.py");
+    std::fs::write(&script, SLOW_ECHO).unwrap();
+    let r = gw
+        .deploy(json!({
+            "service": "echo",
+            "image": "",
+            "envProcess": format!("python3 {}", script.display()),
+            "envVars": {"MARKS": dir.to_string_lossy(), "write_timeout": "300ms"},
+            "labels": {"com.openfaas.scale.min": "1"},
+            "annotations": {"com.faasgate.driver": "raw_exec"}
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = gw
+        .post_json("/system/scale-function/echo", json!({"replicas": replicas}))
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.text());
+    gw.wait_available("echo", replicas).await;
+}
+
 /// Scale 3 -> 1 while slow requests run on every replica: the two allocations Nomad stops
 /// (the highest name indexes) leave rotation, finish their requests, and only then is scale
 /// called. Without the drain, those requests would be cut: the double stops an allocation
@@ -382,27 +404,10 @@ sys.stdout.write(alloc + " " + body)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_down_drains_the_allocations_nomad_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("slow_echo.py");
-    std::fs::write(&script, SLOW_ECHO).unwrap();
     let started = dir.path().join("started");
     let double = NomadDouble::start().await;
     let gw = Arc::new(gateway(&double, &[], &[]));
-    let r = gw
-        .deploy(json!({
-            "service": "echo",
-            "image": "",
-            "envProcess": format!("python3 {}", script.display()),
-            "envVars": {"MARKS": dir.path().to_string_lossy(), "write_timeout": "300ms"},
-            "labels": {"com.openfaas.scale.min": "1"},
-            "annotations": {"com.faasgate.driver": "raw_exec"}
-        }))
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    let r = gw
-        .post_json("/system/scale-function/echo", json!({"replicas": 3}))
-        .await;
-    assert!(r.status < 300, "{} {}", r.status, r.text());
-    gw.wait_available("echo", 3).await;
+    deploy_slow_echo(&gw, dir.path(), 3).await;
     let slots = double.live_slots(JOB);
     assert_eq!(slots.len(), 3, "{slots:?}");
     // Nomad stops the highest name indexes: [2] and [1]; [0] stays.
@@ -523,4 +528,46 @@ async fn scale_down_drains_the_allocations_nomad_stops() {
         "no fast request was sent during the drain"
     );
     assert!(mark >= decided);
+}
+
+/// A scale-down Nomad refuses (400, as during an active deployment) reaches the caller with
+/// Nomad's message, and the replicas drained for it go back in rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_scale_down_puts_drained_replicas_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let double = NomadDouble::start().await;
+    let gw = gateway(&double, &[], &[]);
+    deploy_slow_echo(&gw, dir.path(), 2).await;
+    let slots = double.live_slots(JOB);
+
+    double.refuse_next_scale("scaling blocked due to active deployment");
+    let r = gw
+        .post_json("/system/scale-function/echo", json!({"replicas": 1}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("active deployment"), "{}", r.text());
+    assert!(gw
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("draining replicas before scale-down")));
+    let s = gw.status("echo").await;
+    assert_eq!(
+        (s["replicas"].as_u64(), s["availableReplicas"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(double.live_slots(JOB), slots, "nothing was stopped");
+    // Both replicas serve again, the drained one ([1]) included.
+    let mut served = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let r = gw.req("POST", "/function/echo", format!("again-{i}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        served.insert(r.text().split_once(' ').unwrap().0.to_string());
+        if served.len() == 2 {
+            break;
+        }
+    }
+    let all: std::collections::BTreeSet<String> = slots.into_iter().map(|s| s.1).collect();
+    assert_eq!(served, all);
 }

@@ -18,7 +18,9 @@
 //!
 //! Test hooks are methods: [`NomadDouble::stop_server`] / [`NomadDouble::start_server`] (the
 //! API goes away and comes back on the same port; allocations keep running),
-//! [`NomadDouble::requests`] (every write received), [`NomadDouble::lower_index`].
+//! [`NomadDouble::requests`] (every write received), [`NomadDouble::lower_index`],
+//! [`NomadDouble::refuse_next_scale`], [`NomadDouble::live_slots`]. A scale down stops the
+//! highest name indexes and a count-only change keeps allocations, as Nomad does.
 #![allow(dead_code, clippy::result_large_err)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -73,6 +75,8 @@ pub struct State {
     pub consul_token: Option<String>,
     logs_dir: PathBuf,
     requests: Mutex<Vec<Recorded>>,
+    /// The answer of the next scale call, when set ([`NomadDouble::refuse_next_scale`]).
+    refuse_scale: Mutex<Option<String>>,
 }
 
 #[derive(Default)]
@@ -186,6 +190,7 @@ impl NomadDouble {
             consul_token: consul_token.map(str::to_string),
             logs_dir: logs.path().to_path_buf(),
             requests: Mutex::new(Vec::new()),
+            refuse_scale: Mutex::new(None),
         });
         let d = Arc::new(NomadDouble {
             state,
@@ -280,6 +285,12 @@ impl NomadDouble {
             .collect();
         v.sort_by(|a, b| b.cmp(a));
         v
+    }
+
+    /// The next scale call is answered 400 with `message` and changes nothing (as Nomad
+    /// refuses a scale during an active deployment).
+    pub fn refuse_next_scale(&self, message: &str) {
+        *self.state.refuse_scale.lock().unwrap() = Some(message.to_string());
     }
 
     /// Pids of the processes the double runs now.
@@ -1128,6 +1139,9 @@ fn deregister(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Res
 }
 
 fn scale(state: &Arc<State>, id: &str, body: Value) -> Response<Body> {
+    if let Some(msg) = state.refuse_scale.lock().unwrap().take() {
+        return text(StatusCode::BAD_REQUEST, &msg);
+    }
     let group = body["Target"]["Group"].as_str().unwrap_or("").to_string();
     if group.is_empty() {
         return text(
