@@ -73,7 +73,6 @@ pub struct Publisher {
 #[derive(Clone)]
 struct Published {
     desired: u64,
-    cold_start_replicas: u64,
     scale: ScaleSettings,
     /// Ready replicas as discovery last found them, draining ones included.
     found: Arc<[Arc<Replica>]>,
@@ -179,18 +178,12 @@ fn alloc_of_consul_id(id: &str) -> &str {
 // === impl Publisher ===
 
 impl Publisher {
-    pub fn new(
-        handle: Arc<FunctionHandle>,
-        desired: u64,
-        cold_start_replicas: u64,
-        scale: ScaleSettings,
-    ) -> Self {
+    pub fn new(handle: Arc<FunctionHandle>, desired: u64, scale: ScaleSettings) -> Self {
         let current = handle.state_full();
         let p = Self {
             handle,
             state: Mutex::new(Published {
                 desired,
-                cold_start_replicas,
                 scale,
                 found: current.replicas.clone(),
                 replicas: current.replicas.clone(),
@@ -230,14 +223,13 @@ impl Publisher {
         self.publish(&s);
     }
 
-    /// Sets the desired count (and the scale-from-zero target); publishes when it changed.
-    pub fn set_desired(&self, desired: u64, cold_start_replicas: u64) {
+    /// Sets the desired count; publishes when it changed.
+    pub fn set_desired(&self, desired: u64) {
         let mut s = self.lock();
-        if s.desired == desired && s.cold_start_replicas == cold_start_replicas {
+        if s.desired == desired {
             return;
         }
         s.desired = desired;
-        s.cold_start_replicas = cold_start_replicas;
         self.publish(&s);
     }
 
@@ -320,7 +312,7 @@ impl Publisher {
         self.handle.publish(FunctionState {
             replicas: s.replicas.clone(),
             desired: s.desired,
-            cold_start_replicas: s.cold_start_replicas,
+            cold_start_replicas: s.scale.cold_start_replicas(),
             scale: s.scale,
         });
     }
@@ -373,11 +365,11 @@ mod tests {
     fn publisher_keeps_desired_and_replicas_together() {
         let key = crate::names::FunctionKey::new("f", "").unwrap();
         let handle = Arc::new(FunctionHandle::new(key));
-        let p = Publisher::new(handle.clone(), 2, 1, ScaleSettings::default());
+        let p = Publisher::new(handle.clone(), 2, ScaleSettings::default());
         assert_eq!(handle.state().desired, 2);
         let r = Replica::new("a", "127.0.0.1:1".parse().unwrap());
         p.set_replicas(vec![r.clone()]);
-        p.set_desired(3, 1);
+        p.set_desired(3);
         let st = handle.state_full();
         assert_eq!(st.desired, 3);
         assert!(Arc::ptr_eq(&st.replicas[0], &r));
@@ -405,7 +397,7 @@ mod tests {
     fn drained_instances_stay_out_until_undrained_or_gone() {
         let key = crate::names::FunctionKey::new("f", "").unwrap();
         let handle = Arc::new(FunctionHandle::new(key));
-        let p = Publisher::new(handle.clone(), 3, 1, ScaleSettings::default());
+        let p = Publisher::new(handle.clone(), 3, ScaleSettings::default());
         let [a, b, c] = ["a", "b", "c"].map(|id| Replica::new(id, "127.0.0.1:1".parse().unwrap()));
         p.set_replicas(vec![a.clone(), b.clone(), c.clone()]);
 

@@ -76,7 +76,6 @@ pub struct Shared {
 
 struct Target {
     desired: u64,
-    cold_start_replicas: u64,
     scale: ScaleSettings,
     spec: Arc<ReplicaSpec>,
     generation: u64,
@@ -141,7 +140,6 @@ impl Shared {
             pids: Pids::default(),
             target: Mutex::new(Target {
                 desired,
-                cold_start_replicas: scale.cold_start_replicas(),
                 scale,
                 spec: Arc::new(spec),
                 generation: 0,
@@ -164,7 +162,6 @@ impl Shared {
         self.update(|t| {
             t.spec = Arc::new(spec);
             t.generation += 1;
-            t.cold_start_replicas = scale.cold_start_replicas();
             t.scale = scale;
         });
     }
@@ -222,7 +219,7 @@ impl Shared {
         self.handle.publish(FunctionState {
             replicas: t.ready.clone(),
             desired: t.desired,
-            cold_start_replicas: t.cold_start_replicas,
+            cold_start_replicas: t.scale.cold_start_replicas(),
             scale: t.scale,
         });
     }

@@ -62,8 +62,6 @@ const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// How long after a scale-down Nomad has to stop the allocations drained for it.
 const STOP_CHECK: Duration = Duration::from_secs(30);
 
-/// The label that sets a function's first and scale-from-zero replica count.
-const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
 use crate::api::types::ReplicaCounts;
 
 /// Everything the Nomad provider needs, resolved by the CLI.
@@ -226,8 +224,7 @@ impl NomadProvider {
         if let Some(t) = functions.get(key) {
             let t = t.clone();
             drop(functions);
-            t.publisher
-                .set_desired(facts.count, cold_start_replicas(&facts.spec));
+            t.publisher.set_desired(facts.count);
             t.publisher
                 .set_scale(ScaleSettings::from_deployment(&facts.spec));
             *t.facts.lock().expect("facts mutex poisoned") = facts;
@@ -237,7 +234,6 @@ impl NomadProvider {
         let publisher = Arc::new(Publisher::new(
             handle,
             facts.count,
-            cold_start_replicas(&facts.spec),
             ScaleSettings::from_deployment(&facts.spec),
         ));
         let watch = spawn_watcher(
@@ -508,8 +504,7 @@ impl Provider for NomadProvider {
                     let mut f = t.facts.lock().expect("facts mutex poisoned");
                     f.count = replicas;
                     f.job_modify_index = f.job_modify_index.max(resp.job_modify_index);
-                    t.publisher
-                        .set_desired(replicas, cold_start_replicas(&f.spec));
+                    t.publisher.set_desired(replicas);
                 }
                 tracing::info!(function = %key, replicas, "function scaled");
                 Ok(())
@@ -755,16 +750,6 @@ fn status(key: &FunctionKey, facts: &JobFacts, available: u64, invocations: u64)
     )
 }
 
-/// Replicas a cold start asks for: `max(1, com.openfaas.scale.min)`.
-fn cold_start_replicas(spec: &FunctionDeployment) -> u64 {
-    spec.labels
-        .as_ref()
-        .and_then(|l| l.get(LABEL_SCALE_MIN))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(1)
-        .max(1)
-}
-
 fn key_of(d: &FunctionDeployment) -> Result<FunctionKey, ProviderError> {
     FunctionKey::new(&d.service, &d.namespace).map_err(|e| ProviderError::Invalid(e.to_string()))
 }
@@ -800,6 +785,7 @@ fn upstream(e: ClientError) -> ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::scaler::settings::labels as scale_labels;
     use serde_json::json;
 
     #[test]
@@ -826,7 +812,7 @@ mod tests {
             service: "echo".into(),
             namespace: "team-a".into(),
             image: "ghcr.io/x/echo:1".into(),
-            labels: Some([(LABEL_SCALE_MIN.to_string(), "3".to_string())].into()),
+            labels: Some([(scale_labels::MIN.to_string(), "3".to_string())].into()),
             ..Default::default()
         };
         let job = render::render_job(&spec, 3, &RenderOptions::default()).unwrap();
@@ -836,7 +822,10 @@ mod tests {
         assert_eq!(f.service, render::service_name(&key));
         assert_eq!(f.spec, spec);
         assert!(!f.task.is_empty() && !f.group.is_empty());
-        assert_eq!(cold_start_replicas(&f.spec), 3);
+        assert_eq!(
+            ScaleSettings::from_deployment(&f.spec).cold_start_replicas(),
+            3
+        );
         let s = status(&key, &f, 2, 0);
         assert_eq!((s.replicas, s.available_replicas), (3, 2));
         assert_eq!(s.labels[crate::api::types::LABEL_FUNCTION], "echo");

@@ -132,7 +132,8 @@ impl ScaleSettings {
         self.target * self.target_proportion
     }
 
-    /// Replicas a scale from zero asks for: `max(1, min)`.
+    /// Replicas a scale from zero asks for: `max(1, min)`. The one place this is decided:
+    /// providers publish it from here (`FunctionState::cold_start_replicas`).
     pub fn cold_start_replicas(&self) -> u64 {
         self.min.max(1)
     }
