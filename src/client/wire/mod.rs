@@ -6,6 +6,30 @@
 //! writes what the servers accept. `tests/nomad_conformance.rs` parses every fixture of
 //! `../shared/fixtures` with these types.
 
+/// Declares wire structs under the lenient rule, stated once instead of on every field: each
+/// struct derives `Debug, Clone, Default, PartialEq, Serialize, Deserialize` with PascalCase
+/// names, and every field reads as its zero value when absent or `null` (`default` and
+/// [`nd`]). Fields keep their own `rename` and `skip_serializing_if`.
+macro_rules! lenient {
+    ($(
+        $(#[$attr:meta])*
+        pub struct $name:ident {
+            $( $(#[$fattr:meta])* pub $field:ident : $ty:ty ),* $(,)?
+        }
+    )*) => {$(
+        $(#[$attr])*
+        #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        pub struct $name {
+            $(
+                $(#[$fattr])*
+                #[serde(default, deserialize_with = "crate::client::wire::nd")]
+                pub $field: $ty,
+            )*
+        }
+    )*};
+}
+
 pub mod consul;
 pub mod nomad;
 
