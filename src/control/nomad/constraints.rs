@@ -238,70 +238,74 @@ fn valid_interpolation(inner: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn t(s: &str) -> (String, &'static str, String) {
-        let c = translate(s).unwrap_or_else(|e| panic!("{e}"));
-        (c.l_target, c.operand, c.r_target)
-    }
-
-    fn c(l: &str, op: &'static str, r: &str) -> (String, &'static str, String) {
-        (l.to_string(), op, r.to_string())
+    /// Checks each `(written, (LTarget, Operand, RTarget))` row.
+    fn check(rows: &[(&str, (&str, &str, &str))]) {
+        for (written, want) in rows {
+            let c = translate(written).unwrap_or_else(|e| panic!("{e}"));
+            let got = (c.l_target.as_str(), c.operand, c.r_target.as_str());
+            assert_eq!(got, *want, "{written}");
+        }
     }
 
     #[test]
     fn swarm_forms_map_to_nomad_attributes() {
-        assert_eq!(
-            t("node.platform.os == linux"),
-            c("${attr.kernel.name}", "=", "linux")
-        );
-        assert_eq!(
-            t("node.platform.arch == x86_64"),
-            c("${attr.cpu.arch}", "=", "amd64")
-        );
-        assert_eq!(
-            t("node.platform.arch != aarch64"),
-            c("${attr.cpu.arch}", "!=", "arm64")
-        );
-        assert_eq!(
-            t("node.hostname==worker-1"),
-            c("${attr.unique.hostname}", "=", "worker-1")
-        );
-        assert_eq!(t("node.labels.gpu == true"), c("${meta.gpu}", "=", "true"));
-        assert_eq!(t("node.id != abc"), c("${node.unique.id}", "!=", "abc"));
-        assert_eq!(t("datacenter = dc2"), c("${node.datacenter}", "=", "dc2"));
-        assert_eq!(t("node.class = \"fast\""), c("${node.class}", "=", "fast"));
+        check(&[
+            (
+                "node.platform.os == linux",
+                ("${attr.kernel.name}", "=", "linux"),
+            ),
+            (
+                "node.platform.arch == x86_64",
+                ("${attr.cpu.arch}", "=", "amd64"),
+            ),
+            (
+                "node.platform.arch != aarch64",
+                ("${attr.cpu.arch}", "!=", "arm64"),
+            ),
+            (
+                "node.hostname==worker-1",
+                ("${attr.unique.hostname}", "=", "worker-1"),
+            ),
+            ("node.labels.gpu == true", ("${meta.gpu}", "=", "true")),
+            ("node.id != abc", ("${node.unique.id}", "!=", "abc")),
+            ("datacenter = dc2", ("${node.datacenter}", "=", "dc2")),
+            ("node.class = \"fast\"", ("${node.class}", "=", "fast")),
+        ]);
     }
 
     #[test]
     fn nomad_forms_pass_through() {
-        assert_eq!(
-            t("${attr.kernel.name} = linux"),
-            c("${attr.kernel.name}", "=", "linux")
-        );
-        assert_eq!(
-            t("${attr.kernel.version} version >= 5.4, < 7"),
-            c("${attr.kernel.version}", "version", ">= 5.4, < 7")
-        );
-        assert_eq!(
-            t("${attr.os.name} regexp ^(ubuntu|debian)$"),
-            c("${attr.os.name}", "regexp", "^(ubuntu|debian)$")
-        );
-        assert_eq!(t("meta.rack is_set"), c("${meta.rack}", "is_set", ""));
-        assert_eq!(
-            t("attr.driver.docker is_not_set"),
-            c("${attr.driver.docker}", "is_not_set", "")
-        );
-        assert_eq!(
-            t("${meta.tags} set_contains_any a,b"),
-            c("${meta.tags}", "set_contains_any", "a,b")
-        );
-        assert_eq!(
-            t("attr.cpu.numcores >= 4"),
-            c("${attr.cpu.numcores}", ">=", "4")
-        );
-        assert_eq!(
-            t("${attr.cpu.arch} = x86_64"),
-            c("${attr.cpu.arch}", "=", "amd64")
-        );
+        check(&[
+            (
+                "${attr.kernel.name} = linux",
+                ("${attr.kernel.name}", "=", "linux"),
+            ),
+            (
+                "${attr.kernel.version} version >= 5.4, < 7",
+                ("${attr.kernel.version}", "version", ">= 5.4, < 7"),
+            ),
+            (
+                "${attr.os.name} regexp ^(ubuntu|debian)$",
+                ("${attr.os.name}", "regexp", "^(ubuntu|debian)$"),
+            ),
+            ("meta.rack is_set", ("${meta.rack}", "is_set", "")),
+            (
+                "attr.driver.docker is_not_set",
+                ("${attr.driver.docker}", "is_not_set", ""),
+            ),
+            (
+                "${meta.tags} set_contains_any a,b",
+                ("${meta.tags}", "set_contains_any", "a,b"),
+            ),
+            (
+                "attr.cpu.numcores >= 4",
+                ("${attr.cpu.numcores}", ">=", "4"),
+            ),
+            (
+                "${attr.cpu.arch} = x86_64",
+                ("${attr.cpu.arch}", "=", "amd64"),
+            ),
+        ]);
     }
 
     #[test]
@@ -337,12 +341,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        // A fixed seed: the same cases on every run and machine.
-        #![proptest_config(proptest::test_runner::Config {
-            rng_seed: proptest::test_runner::RngSeed::Fixed(0x0fa5_6a7e),
-            failure_persistence: None,
-            ..Default::default()
-        })]
+        #![proptest_config(crate::control::nomad::fixed_seed_proptest())]
         #[test]
         fn never_panics(s in "\\PC{0,40}") {
             let _ = translate(&s);

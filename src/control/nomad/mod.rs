@@ -18,3 +18,14 @@ pub mod resources;
 pub mod scale_down;
 
 pub use provider::{NomadOptions, NomadProvider};
+
+/// Settings of this module's property tests: a fixed seed (the same cases on every run and
+/// machine) and no failure files written into the tree.
+#[cfg(test)]
+pub(crate) fn fixed_seed_proptest() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x0fa5_6a7e),
+        failure_persistence: None,
+        ..Default::default()
+    }
+}

@@ -309,12 +309,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        // A fixed seed: the same cases on every run and machine.
-        #![proptest_config(proptest::test_runner::Config {
-            rng_seed: proptest::test_runner::RngSeed::Fixed(0x0fa5_6a7e),
-            failure_persistence: None,
-            ..Default::default()
-        })]
+        #![proptest_config(crate::control::nomad::fixed_seed_proptest())]
         #[test]
         fn parsers_never_panic(s in "\\PC{0,12}") {
             let _ = memory_mb("limits.memory", &s);
