@@ -575,6 +575,52 @@ async fn block(
     }
 }
 
+/// A Nomad read: held as [`block`] says on `table`, then `answer` (under the lock) with
+/// `X-Nomad-Index`; `None` is Nomad's plain-text 404 `job not found`.
+async fn nomad_read(
+    state: &State,
+    q: &BTreeMap<String, String>,
+    table: impl Fn(&Inner) -> u64,
+    answer: impl FnOnce(&Inner) -> Option<Value>,
+) -> Response<Body> {
+    let idx = match block(state, q, NOMAD_MAX_WAIT, table).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let body = answer(&state.inner.lock().unwrap());
+    let r = match body {
+        Some(v) => json_resp(&v),
+        None => text(StatusCode::NOT_FOUND, "job not found"),
+    };
+    nomad_index(r, idx)
+}
+
+/// A Consul read: held as [`block`] says on `table`, then the list `answer` gives (under the
+/// lock) with `X-Consul-Index` (at least 1) and Consul's headers.
+async fn consul_read(
+    state: &State,
+    q: &BTreeMap<String, String>,
+    table: impl Fn(&Inner) -> u64,
+    answer: impl FnOnce(&Inner) -> Vec<Value>,
+) -> Response<Body> {
+    let idx = match block(state, q, CONSUL_MAX_WAIT, table).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let list = answer(&state.inner.lock().unwrap());
+    with_index(
+        json_resp(&Value::Array(list)),
+        "x-consul-index",
+        idx.max(1),
+        true,
+    )
+}
+
+/// `r` with Nomad's index headers.
+fn nomad_index(r: Response<Body>, index: u64) -> Response<Body> {
+    with_index(r, "x-nomad-index", index, false)
+}
+
 fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -960,14 +1006,12 @@ fn register(
         schedule(state, &id);
     }
     state.notify();
-    with_index(
+    nomad_index(
         json_resp(&json!({
             "EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": job_modify_index,
             "Warnings": "", "Index": index, "LastContact": 0, "KnownLeader": false, "NextToken": ""
         })),
-        "x-nomad-index",
         index,
-        false,
     )
 }
 
@@ -1029,68 +1073,57 @@ fn job_out(i: &Inner, id: &str, job: &Value) -> Value {
 }
 
 async fn list_jobs(state: &Arc<State>, q: &BTreeMap<String, String>) -> Response<Body> {
-    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.jobs_idx.max(i.summary_idx)).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     let with_meta = q.get("meta").is_some_and(|v| v == "true");
     let ns = q
         .get("namespace")
         .cloned()
         .unwrap_or_else(|| "default".into());
-    let i = state.inner.lock().unwrap();
-    let list: Vec<Value> = i
-        .jobs
-        .iter()
-        .filter(|(id, j)| id.starts_with(&prefix) && (ns == "*" || j.job["Namespace"] == json!(ns)))
-        .map(|(id, j)| {
-            let job = &j.job;
-            let mut stub = json!({
-                "ID": id, "ParentID": "", "Name": job["Name"], "Namespace": job["Namespace"],
-                "Datacenters": job["Datacenters"], "Multiregion": null, "Type": job["Type"],
-                "Priority": job["Priority"], "Periodic": false, "ParameterizedJob": false,
-                "Stop": job["Stop"], "Status": job_status(&i, id, job), "StatusDescription": "",
-                "JobSummary": summary_of(&i, id, job),
-                "CreateIndex": job["CreateIndex"], "ModifyIndex": job["ModifyIndex"],
-                "JobModifyIndex": job["JobModifyIndex"], "SubmitTime": job["SubmitTime"],
-            });
-            if with_meta {
-                stub["Meta"] = job["Meta"].clone();
-            }
-            stub
-        })
-        .collect();
-    with_index(json_resp(&Value::Array(list)), "x-nomad-index", idx, false)
+    nomad_read(
+        state,
+        q,
+        |i| i.jobs_idx.max(i.summary_idx),
+        |i| {
+            let list = i
+            .jobs
+            .iter()
+            .filter(|(id, j)| {
+                id.starts_with(&prefix) && (ns == "*" || j.job["Namespace"] == json!(ns))
+            })
+            .map(|(id, j)| {
+                let job = &j.job;
+                let mut stub = json!({
+                    "ID": id, "ParentID": "", "Name": job["Name"], "Namespace": job["Namespace"],
+                    "Datacenters": job["Datacenters"], "Multiregion": null, "Type": job["Type"],
+                    "Priority": job["Priority"], "Periodic": false, "ParameterizedJob": false,
+                    "Stop": job["Stop"], "Status": job_status(i, id, job), "StatusDescription": "",
+                    "JobSummary": summary_of(i, id, job),
+                    "CreateIndex": job["CreateIndex"], "ModifyIndex": job["ModifyIndex"],
+                    "JobModifyIndex": job["JobModifyIndex"], "SubmitTime": job["SubmitTime"],
+                });
+                if with_meta {
+                    stub["Meta"] = job["Meta"].clone();
+                }
+                stub
+            })
+            .collect();
+            Some(Value::Array(list))
+        },
+    )
+    .await
 }
 
 async fn read_job(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Response<Body> {
-    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| {
+    let table = |i: &Inner| {
         i.jobs
             .get(id)
             .map(|j| j.job["ModifyIndex"].as_u64().unwrap_or(0))
             .unwrap_or(i.jobs_idx)
+    };
+    nomad_read(state, q, table, |i| {
+        i.jobs.get(id).map(|j| job_out(i, id, &j.job))
     })
     .await
-    {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let i = state.inner.lock().unwrap();
-    match i.jobs.get(id) {
-        Some(j) => with_index(
-            json_resp(&job_out(&i, id, &j.job)),
-            "x-nomad-index",
-            idx,
-            false,
-        ),
-        None => with_index(
-            text(StatusCode::NOT_FOUND, "job not found"),
-            "x-nomad-index",
-            idx,
-            false,
-        ),
-    }
 }
 
 fn deregister(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Response<Body> {
@@ -1126,15 +1159,13 @@ fn deregister(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Res
     drop(i);
     stop_job_allocs(state, id);
     state.notify();
-    with_index(
+    nomad_index(
         json_resp(
             &json!({"EvalID": eval, "EvalCreateIndex": idx, "JobModifyIndex": idx,
             "VolumeEvalID": "", "VolumeEvalIndex": 0, "Index": idx, "LastContact": 0,
             "KnownLeader": false, "NextToken": ""}),
         ),
-        "x-nomad-index",
         idx,
-        false,
     )
 }
 
@@ -1225,15 +1256,13 @@ fn scale(state: &Arc<State>, id: &str, body: Value) -> Response<Body> {
         schedule(state, id);
     }
     state.notify();
-    with_index(
+    nomad_index(
         json_resp(
             &json!({"EvalID": count.map(|_| eval), "EvalCreateIndex": idx,
             "JobModifyIndex": job_modify_index, "Warnings": "", "Index": idx,
             "LastContact": 0, "KnownLeader": false}),
         ),
-        "x-nomad-index",
         idx,
-        false,
     )
 }
 
@@ -1242,75 +1271,48 @@ async fn scale_status(
     id: &str,
     q: &BTreeMap<String, String>,
 ) -> Response<Body> {
-    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.jobs_idx.max(i.allocs_idx)).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let i = state.inner.lock().unwrap();
-    let Some(rec) = i.jobs.get(id) else {
-        return with_index(
-            text(StatusCode::NOT_FOUND, "job not found"),
-            "x-nomad-index",
-            idx,
-            false,
-        );
-    };
-    let mut groups = Map::new();
-    for g in rec.job["TaskGroups"].as_array().into_iter().flatten() {
-        let name = g["Name"].as_str().unwrap_or("");
-        let placed = i
-            .allocs
-            .values()
-            .filter(|a| a.job_id == id && a.group == name && a.desired == "run")
-            .count();
-        let running = i
-            .allocs
-            .values()
-            .filter(|a| {
-                a.job_id == id && a.group == name && a.desired == "run" && a.client == "running"
-            })
-            .count();
-        let events = rec
-            .events
-            .get(name)
-            .map(|e| Value::Array(e.iter().take(20).cloned().collect()))
-            .unwrap_or(Value::Null);
-        groups.insert(
-            name.into(),
-            json!({"Desired": g["Count"], "Placed": placed, "Running": running,
-            "Healthy": running, "Unhealthy": 0, "Events": events}),
-        );
-    }
-    with_index(
-        json_resp(&json!({"JobID": id, "Namespace": rec.job["Namespace"],
+    nomad_read(
+        state,
+        q,
+        |i| i.jobs_idx.max(i.allocs_idx),
+        |i| {
+            let rec = i.jobs.get(id)?;
+            let mut groups = Map::new();
+            for g in rec.job["TaskGroups"].as_array().into_iter().flatten() {
+                let name = g["Name"].as_str().unwrap_or("");
+                let placed: Vec<&AllocRec> = i
+                    .allocs
+                    .values()
+                    .filter(|a| a.job_id == id && a.group == name && a.desired == "run")
+                    .collect();
+                let running = placed.iter().filter(|a| a.client == "running").count();
+                let events = rec
+                    .events
+                    .get(name)
+                    .map(|e| Value::Array(e.iter().take(20).cloned().collect()))
+                    .unwrap_or(Value::Null);
+                groups.insert(
+                    name.into(),
+                    json!({"Desired": g["Count"], "Placed": placed.len(), "Running": running,
+                "Healthy": running, "Unhealthy": 0, "Events": events}),
+                );
+            }
+            Some(json!({"JobID": id, "Namespace": rec.job["Namespace"],
             "JobCreateIndex": rec.job["CreateIndex"], "JobModifyIndex": rec.job["ModifyIndex"],
-            "JobStopped": rec.job["Stop"], "TaskGroups": groups})),
-        "x-nomad-index",
-        idx,
-        false,
+            "JobStopped": rec.job["Stop"], "TaskGroups": groups}))
+        },
     )
+    .await
 }
 
 async fn summary(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Response<Body> {
-    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.summary_idx).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let i = state.inner.lock().unwrap();
-    match i.jobs.get(id) {
-        Some(j) => with_index(
-            json_resp(&summary_of(&i, id, &j.job)),
-            "x-nomad-index",
-            idx,
-            false,
-        ),
-        None => with_index(
-            text(StatusCode::NOT_FOUND, "job not found"),
-            "x-nomad-index",
-            idx,
-            false,
-        ),
-    }
+    nomad_read(
+        state,
+        q,
+        |i| i.summary_idx,
+        |i| i.jobs.get(id).map(|j| summary_of(i, id, &j.job)),
+    )
+    .await
 }
 
 // === allocations ===
@@ -1350,18 +1352,16 @@ fn alloc_stub(a: &AllocRec) -> Value {
 }
 
 async fn job_allocs(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Response<Body> {
-    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.allocs_idx).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let i = state.inner.lock().unwrap();
-    let list: Vec<Value> = i
-        .allocs
-        .values()
-        .filter(|a| a.job_id == id)
-        .map(alloc_stub)
-        .collect();
-    with_index(json_resp(&Value::Array(list)), "x-nomad-index", idx, false)
+    nomad_read(
+        state,
+        q,
+        |i| i.allocs_idx,
+        |i| {
+            let list = i.allocs.values().filter(|a| a.job_id == id).map(alloc_stub);
+            Some(Value::Array(list.collect()))
+        },
+    )
+    .await
 }
 
 fn read_alloc(state: &Arc<State>, id: &str) -> Response<Body> {
@@ -1371,7 +1371,7 @@ fn read_alloc(state: &Arc<State>, id: &str) -> Response<Body> {
             let mut v = alloc_stub(a);
             v["AllocatedResources"] = json!({"Shared": {"DiskMB": 300, "Ports": [
                 {"Label": "http", "Value": a.port, "HostIP": "127.0.0.1"}]}});
-            with_index(json_resp(&v), "x-nomad-index", i.allocs_idx, false)
+            nomad_index(json_resp(&v), i.allocs_idx)
         }
         None => text(StatusCode::NOT_FOUND, "alloc not found"),
     }
@@ -1389,12 +1389,7 @@ fn stop_alloc(state: &Arc<State>, id: &str) -> Response<Body> {
     stop_allocs(state, &[id.to_string()]);
     schedule(state, &job_id);
     let idx = state.inner.lock().unwrap().index;
-    with_index(
-        json_resp(&json!({"EvalID": uuid(), "Index": idx})),
-        "x-nomad-index",
-        idx,
-        false,
-    )
+    nomad_index(json_resp(&json!({"EvalID": uuid(), "Index": idx})), idx)
 }
 
 /// Places or stops allocations so every group of `job_id` runs `Count` of them.
@@ -1866,17 +1861,19 @@ fn registration_json(a: &AllocRec, s: &ServiceRec) -> Value {
 }
 
 async fn service(state: &Arc<State>, name: &str, q: &BTreeMap<String, String>) -> Response<Body> {
-    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.services_idx.max(1)).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let i = state.inner.lock().unwrap();
-    let list: Vec<Value> = registrations(&i, "nomad")
-        .into_iter()
-        .filter(|(_, s)| s.name == name)
-        .map(|(a, s)| registration_json(a, s))
-        .collect();
-    with_index(json_resp(&Value::Array(list)), "x-nomad-index", idx, false)
+    nomad_read(
+        state,
+        q,
+        |i| i.services_idx.max(1),
+        |i| {
+            let list = registrations(i, "nomad")
+                .into_iter()
+                .filter(|(_, s)| s.name == name)
+                .map(|(a, s)| registration_json(a, s));
+            Some(Value::Array(list.collect()))
+        },
+    )
+    .await
 }
 
 async fn job_services(
@@ -1884,50 +1881,45 @@ async fn job_services(
     id: &str,
     q: &BTreeMap<String, String>,
 ) -> Response<Body> {
-    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.services_idx.max(1)).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let i = state.inner.lock().unwrap();
-    if !i.jobs.contains_key(id) {
-        return with_index(
-            text(StatusCode::NOT_FOUND, "job not found"),
-            "x-nomad-index",
-            idx,
-            false,
-        );
-    }
-    let list: Vec<Value> = registrations(&i, "nomad")
-        .into_iter()
-        .filter(|(a, _)| a.job_id == id)
-        .map(|(a, s)| registration_json(a, s))
-        .collect();
-    with_index(json_resp(&Value::Array(list)), "x-nomad-index", idx, false)
+    nomad_read(
+        state,
+        q,
+        |i| i.services_idx.max(1),
+        |i| {
+            i.jobs.get(id)?;
+            let list = registrations(i, "nomad")
+                .into_iter()
+                .filter(|(a, _)| a.job_id == id)
+                .map(|(a, s)| registration_json(a, s));
+            Some(Value::Array(list.collect()))
+        },
+    )
+    .await
 }
 
 async fn services_list(state: &Arc<State>, q: &BTreeMap<String, String>) -> Response<Body> {
-    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.services_idx.max(1)).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let i = state.inner.lock().unwrap();
-    let mut by_ns: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
-    for (a, s) in registrations(&i, "nomad") {
-        by_ns
-            .entry(a.namespace.clone())
-            .or_default()
-            .entry(s.name.clone())
-            .or_default()
-            .extend(s.tags.iter().cloned());
-    }
-    let list: Vec<Value> = by_ns
-        .into_iter()
-        .map(|(ns, svcs)| {
-            json!({"Namespace": ns, "Services": svcs.into_iter()
+    nomad_read(
+        state,
+        q,
+        |i| i.services_idx.max(1),
+        |i| {
+            let mut by_ns: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+            for (a, s) in registrations(i, "nomad") {
+                by_ns
+                    .entry(a.namespace.clone())
+                    .or_default()
+                    .entry(s.name.clone())
+                    .or_default()
+                    .extend(s.tags.iter().cloned());
+            }
+            let list = by_ns.into_iter().map(|(ns, svcs)| {
+                json!({"Namespace": ns, "Services": svcs.into_iter()
                 .map(|(n, t)| json!({"ServiceName": n, "Tags": t})).collect::<Vec<_>>()})
-        })
-        .collect();
-    with_index(json_resp(&Value::Array(list)), "x-nomad-index", idx, false)
+            });
+            Some(Value::Array(list.collect()))
+        },
+    )
+    .await
 }
 
 fn consul_checks(a: &AllocRec, s: &ServiceRec) -> Vec<Value> {
@@ -1949,65 +1941,49 @@ async fn health(state: &Arc<State>, name: &str, q: &BTreeMap<String, String>) ->
         Some("false") | Some("0") => false,
         Some(_) => return text(StatusCode::BAD_REQUEST, "Invalid value for ?passing"),
     };
-    let idx = match block(state, q, CONSUL_MAX_WAIT, |i| i.consul_idx.max(1)).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let i = state.inner.lock().unwrap();
-    let list: Vec<Value> = registrations(&i, "consul")
-        .into_iter()
-        .filter(|(_, s)| s.name == name)
-        .filter(|(a, _)| !passing || a.check_passing)
-        .map(|(a, s)| {
-            let mut meta = s.meta.clone();
-            meta.insert("external-source".into(), json!("nomad"));
-            json!({
-                "Node": {"ID": NODE_ID, "Node": NODE_NAME, "Address": "127.0.0.1", "Datacenter": DC,
-                    "TaggedAddresses": {"lan": "127.0.0.1", "wan": "127.0.0.1"}, "Meta": {}},
-                "Service": {"ID": s.id, "Service": s.name, "Tags": s.tags, "Address": "127.0.0.1",
-                    "TaggedAddresses": {"lan": {"address": "127.0.0.1", "port": a.port}},
-                    "Meta": meta, "Port": a.port, "Weights": {"Passing": 1, "Warning": 1},
-                    "Namespace": "default"},
-                "Checks": consul_checks(a, s),
+    consul_read(state, q, |i| i.consul_idx.max(1), |i| {
+        registrations(i, "consul")
+            .into_iter()
+            .filter(|(_, s)| s.name == name)
+            .filter(|(a, _)| !passing || a.check_passing)
+            .map(|(a, s)| {
+                let mut meta = s.meta.clone();
+                meta.insert("external-source".into(), json!("nomad"));
+                json!({
+                    "Node": {"ID": NODE_ID, "Node": NODE_NAME, "Address": "127.0.0.1", "Datacenter": DC,
+                        "TaggedAddresses": {"lan": "127.0.0.1", "wan": "127.0.0.1"}, "Meta": {}},
+                    "Service": {"ID": s.id, "Service": s.name, "Tags": s.tags, "Address": "127.0.0.1",
+                        "TaggedAddresses": {"lan": {"address": "127.0.0.1", "port": a.port}},
+                        "Meta": meta, "Port": a.port, "Weights": {"Passing": 1, "Warning": 1},
+                        "Namespace": "default"},
+                    "Checks": consul_checks(a, s),
+                })
             })
-        })
-        .collect();
-    with_index(
-        json_resp(&Value::Array(list)),
-        "x-consul-index",
-        idx.max(1),
-        true,
-    )
+            .collect()
+    })
+    .await
 }
 
 async fn catalog(state: &Arc<State>, name: &str, q: &BTreeMap<String, String>) -> Response<Body> {
-    let idx = match block(state, q, CONSUL_MAX_WAIT, |i| i.consul_idx.max(1)).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let i = state.inner.lock().unwrap();
-    let list: Vec<Value> = registrations(&i, "consul")
-        .into_iter()
-        .filter(|(_, s)| s.name == name)
-        .map(|(a, s)| {
-            json!({"ID": NODE_ID, "Node": NODE_NAME, "Address": "127.0.0.1", "Datacenter": DC,
-                "TaggedAddresses": {"lan": "127.0.0.1", "wan": "127.0.0.1"}, "NodeMeta": {},
-                "CreateIndex": s.create_index, "ModifyIndex": s.create_index,
-                "ServiceAddress": "127.0.0.1", "ServiceEnableTagOverride": false,
-                "ServiceID": s.id, "ServiceName": s.name, "ServicePort": a.port,
-                "ServiceMeta": s.meta, "ServiceTaggedAddresses": {"lan": {"address": "127.0.0.1", "port": a.port}},
-                "ServiceTags": s.tags,
-                "ServiceProxy": {"DestinationServiceName": "", "DestinationServiceID": "",
-                    "LocalServiceAddress": "", "LocalServicePort": 0, "Config": null, "Upstreams": null},
-                "ServiceConnect": {"Native": false, "Proxy": null}, "Namespace": "default"})
-        })
-        .collect();
-    with_index(
-        json_resp(&Value::Array(list)),
-        "x-consul-index",
-        idx.max(1),
-        true,
-    )
+    consul_read(state, q, |i| i.consul_idx.max(1), |i| {
+        registrations(i, "consul")
+            .into_iter()
+            .filter(|(_, s)| s.name == name)
+            .map(|(a, s)| {
+                json!({"ID": NODE_ID, "Node": NODE_NAME, "Address": "127.0.0.1", "Datacenter": DC,
+                    "TaggedAddresses": {"lan": "127.0.0.1", "wan": "127.0.0.1"}, "NodeMeta": {},
+                    "CreateIndex": s.create_index, "ModifyIndex": s.create_index,
+                    "ServiceAddress": "127.0.0.1", "ServiceEnableTagOverride": false,
+                    "ServiceID": s.id, "ServiceName": s.name, "ServicePort": a.port,
+                    "ServiceMeta": s.meta, "ServiceTaggedAddresses": {"lan": {"address": "127.0.0.1", "port": a.port}},
+                    "ServiceTags": s.tags,
+                    "ServiceProxy": {"DestinationServiceName": "", "DestinationServiceID": "",
+                        "LocalServiceAddress": "", "LocalServicePort": 0, "Config": null, "Upstreams": null},
+                    "ServiceConnect": {"Native": false, "Proxy": null}, "Namespace": "default"})
+            })
+            .collect()
+    })
+    .await
 }
 
 // === logs ===
