@@ -571,3 +571,74 @@ async fn refused_scale_down_puts_drained_replicas_back() {
     let all: std::collections::BTreeSet<String> = slots.into_iter().map(|s| s.1).collect();
     assert_eq!(served, all);
 }
+
+/// A scale call made while an older scale-down drains ends that drain at once: the older
+/// call fails with 409 and never reaches Nomad, the newer one is applied, and the requests
+/// on the replicas that were draining complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn newer_scale_call_supersedes_a_draining_scale_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let double = NomadDouble::start().await;
+    let gw = Arc::new(gateway(&double, &[], &[]));
+    deploy_slow_echo(&gw, dir.path(), 2).await;
+    let slots = double.live_slots(JOB);
+    let slow: Vec<_> = (0..6)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.req("POST", "/function/echo", format!("slow-{i}")).await })
+        })
+        .collect();
+    eventually(Duration::from_secs(30), "6 slow requests running", || {
+        let started = started.clone();
+        async move { std::fs::read_to_string(&started).is_ok_and(|s| s.lines().count() == 6) }
+    })
+    .await;
+
+    let down = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            gw.post_json("/system/scale-function/echo", json!({"replicas": 1}))
+                .await
+        })
+    };
+    eventually(Duration::from_secs(30), "the drain decision", || {
+        let gw = gw.clone();
+        async move {
+            gw.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("draining replicas before scale-down"))
+        }
+    })
+    .await;
+    let r = gw
+        .post_json("/system/scale-function/echo", json!({"replicas": 3}))
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.text());
+    let r = down.await.unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("superseded"), "{}", r.text());
+
+    let counts: Vec<Value> = double
+        .requests()
+        .into_iter()
+        .filter(|w| w.path == format!("/v1/job/{JOB}/scale"))
+        .map(|w| w.body["Count"].clone())
+        .collect();
+    assert_eq!(
+        counts,
+        [json!(2), json!(3)],
+        "the scale to 1 never reached Nomad"
+    );
+    gw.wait_available("echo", 3).await;
+    let live: Vec<String> = double.live_slots(JOB).into_iter().map(|s| s.1).collect();
+    for (_, id) in &slots {
+        assert!(live.contains(id), "{id} was kept");
+    }
+    for (i, h) in slow.into_iter().enumerate() {
+        let r = h.await.unwrap();
+        assert_eq!(r.status, 200, "slow-{i}: {}", r.text());
+    }
+}

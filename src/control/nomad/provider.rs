@@ -12,7 +12,9 @@
 //!   ([`Publisher::drain`]) and their in-flight requests finish (bounded by
 //!   [`NomadOptions::drain_timeout`]); only then is scale called. If Nomad refuses, they go
 //!   back in rotation; if Nomad keeps one running after all, it goes back once that is seen
-//!   (within [`STOP_CHECK`]). Scale calls of one function are serialised.
+//!   (within [`STOP_CHECK`]). Scale calls of one function are serialised; a newer one
+//!   ends the drain of an older scale-down, which then fails with 409 (a scale-up never
+//!   waits behind the drain of a scale-down it replaces).
 //! - list/status: jobs under the prefix (`GET /v1/jobs?prefix=&meta=true`), the deployment
 //!   read back from the job meta, `replicas` = the group `Count`, `availableReplicas` = the
 //!   instances discovery has found ready. A job scaled to 0 is listed; a stopped one is not.
@@ -32,6 +34,7 @@
 //! [`ProviderError::Upstream`]; an unreachable Nomad is 502, a timeout 504.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,6 +98,8 @@ struct Tracked {
     publisher: Arc<Publisher>,
     /// Serialises scale calls (a drain and its scale call are one step).
     scaling: tokio::sync::Mutex<()>,
+    /// Scale calls begun; a drain whose call is no longer the latest gives up.
+    scale_calls: AtomicU64,
     facts: Mutex<JobFacts>,
     _watch: WatchHandle,
 }
@@ -247,6 +252,7 @@ impl NomadProvider {
             job_id: self.job_id(key),
             publisher,
             scaling: tokio::sync::Mutex::new(()),
+            scale_calls: AtomicU64::new(0),
             facts: Mutex::new(facts),
             _watch: watch,
         });
@@ -308,12 +314,16 @@ impl NomadProvider {
     /// Takes out of rotation the allocations of `group` that Nomad stops when the count
     /// becomes `count`, and waits (bounded by [`NomadOptions::drain_timeout`]) until their
     /// replicas have no request in flight. Returns their allocation IDs (none: no stop).
+    /// A newer scale call of the function (`call` is no longer the latest) ends the wait: the
+    /// replicas go back in rotation and this call fails with 409, so a scale-up never waits
+    /// behind the drain of a scale-down it replaces.
     async fn drain_for_scale_down(
         &self,
         key: &FunctionKey,
         tracked: &Tracked,
         group: &str,
         count: u64,
+        call: u64,
     ) -> Result<Vec<String>, ProviderError> {
         let allocs = self
             .nomad
@@ -333,7 +343,20 @@ impl NomadProvider {
         tracing::info!(function = %key, allocations = ?ids, replicas = replicas.len(), inflight,
             "draining replicas before scale-down");
         let deadline = tokio::time::Instant::now() + self.opts.drain_timeout;
-        while replicas.iter().any(|r| r.pending() > 0) {
+        loop {
+            if tracked.scale_calls.load(Ordering::SeqCst) != call {
+                tracked.publisher.undrain(&ids);
+                tracing::info!(function = %key, to = count, "scale-down superseded while draining; replicas back in rotation");
+                return Err(ProviderError::Upstream {
+                    status: 409,
+                    message: format!(
+                        "scale of {key} to {count} was superseded by a newer scale call"
+                    ),
+                });
+            }
+            if replicas.iter().all(|r| r.pending() == 0) {
+                break;
+            }
             if tokio::time::Instant::now() >= deadline {
                 let left: usize = replicas.iter().map(|r| r.pending()).sum();
                 tracing::warn!(function = %key, inflight = left, timeout = ?self.opts.drain_timeout,
@@ -467,10 +490,11 @@ impl Provider for NomadProvider {
         };
         let count = i64::try_from(replicas)
             .map_err(|_| ProviderError::Invalid(format!("replicas {replicas} is too large")))?;
+        let call = tracked.scale_calls.fetch_add(1, Ordering::SeqCst) + 1;
         let _one_at_a_time = tracked.scaling.lock().await;
         let facts = tracked.facts();
         let drained = if replicas < facts.count || replicas == 0 {
-            self.drain_for_scale_down(key, &tracked, &facts.group, replicas)
+            self.drain_for_scale_down(key, &tracked, &facts.group, replicas, call)
                 .await?
         } else {
             Vec::new()
