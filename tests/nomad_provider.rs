@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use nomad_double::NomadDouble;
 use serde_json::{json, Value};
-use support::{Gateway, BIN};
+use support::{Gateway, Resp, BIN};
+use tokio::task::JoinHandle;
 
 const TOKEN: &str = "s3cr3t-nomad-token-0f9a";
 const JOB: &str = "faasgate-echo.openfaas-fn";
@@ -396,6 +397,46 @@ async fn deploy_slow_echo(gw: &Gateway, dir: &std::path::Path, replicas: u64) {
     gw.wait_available("echo", replicas).await;
 }
 
+/// Sends `n` slow requests to `echo` and waits until the function runs them all.
+async fn start_slow(gw: &Arc<Gateway>, dir: &std::path::Path, n: usize) -> Vec<JoinHandle<Resp>> {
+    let slow: Vec<_> = (0..n)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.req("POST", "/function/echo", format!("slow-{i}")).await })
+        })
+        .collect();
+    let started = dir.join("started");
+    eventually(Duration::from_secs(30), "the slow requests running", || {
+        let started = started.clone();
+        async move { std::fs::read_to_string(&started).is_ok_and(|s| s.lines().count() == n) }
+    })
+    .await;
+    slow
+}
+
+/// Asks for `echo` at `replicas` and returns the call once the gateway is draining for it.
+async fn scale_down_until_draining(gw: &Arc<Gateway>, replicas: u64) -> JoinHandle<Resp> {
+    let call = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            gw.post_json("/system/scale-function/echo", json!({"replicas": replicas}))
+                .await
+        })
+    };
+    eventually(Duration::from_secs(30), "the drain decision", || {
+        let gw = gw.clone();
+        async move {
+            gw.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("draining replicas before scale-down"))
+        }
+    })
+    .await;
+    call
+}
+
 /// Scale 3 -> 1 while slow requests run on every replica: the two allocations Nomad stops
 /// (the highest name indexes) leave rotation, finish their requests, and only then is scale
 /// called. Without the drain, those requests would be cut: the double stops an allocation
@@ -404,7 +445,6 @@ async fn deploy_slow_echo(gw: &Gateway, dir: &std::path::Path, replicas: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_down_drains_the_allocations_nomad_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let started = dir.path().join("started");
     let double = NomadDouble::start().await;
     let gw = Arc::new(gateway(&double, &[], &[]));
     deploy_slow_echo(&gw, dir.path(), 3).await;
@@ -416,17 +456,7 @@ async fn scale_down_drains_the_allocations_nomad_stops() {
     assert_eq!(slots[2].0, 0);
 
     // Slow requests on every replica (p2c spreads 9 over 3), all started before the decision.
-    let slow: Vec<_> = (0..9)
-        .map(|i| {
-            let gw = gw.clone();
-            tokio::spawn(async move { gw.req("POST", "/function/echo", format!("slow-{i}")).await })
-        })
-        .collect();
-    eventually(Duration::from_secs(30), "9 slow requests running", || {
-        let started = started.clone();
-        async move { std::fs::read_to_string(&started).is_ok_and(|s| s.lines().count() == 9) }
-    })
-    .await;
+    let slow = start_slow(&gw, dir.path(), 9).await;
 
     // Fast requests all along: each notes when it was sent and who answered.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -448,24 +478,7 @@ async fn scale_down_drains_the_allocations_nomad_stops() {
         })
         .collect();
 
-    let scale = {
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            gw.post_json("/system/scale-function/echo", json!({"replicas": 1}))
-                .await
-        })
-    };
-    eventually(Duration::from_secs(30), "the drain decision", || {
-        let gw = gw.clone();
-        async move {
-            gw.log
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains("draining replicas before scale-down"))
-        }
-    })
-    .await;
+    let scale = scale_down_until_draining(&gw, 1).await;
     let decided = Instant::now();
     let r = scale.await.unwrap();
     assert!(r.status < 300, "{} {}", r.status, r.text());
@@ -578,41 +591,12 @@ async fn refused_scale_down_puts_drained_replicas_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn newer_scale_call_supersedes_a_draining_scale_down() {
     let dir = tempfile::tempdir().unwrap();
-    let started = dir.path().join("started");
     let double = NomadDouble::start().await;
     let gw = Arc::new(gateway(&double, &[], &[]));
     deploy_slow_echo(&gw, dir.path(), 2).await;
     let slots = double.live_slots(JOB);
-    let slow: Vec<_> = (0..6)
-        .map(|i| {
-            let gw = gw.clone();
-            tokio::spawn(async move { gw.req("POST", "/function/echo", format!("slow-{i}")).await })
-        })
-        .collect();
-    eventually(Duration::from_secs(30), "6 slow requests running", || {
-        let started = started.clone();
-        async move { std::fs::read_to_string(&started).is_ok_and(|s| s.lines().count() == 6) }
-    })
-    .await;
-
-    let down = {
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            gw.post_json("/system/scale-function/echo", json!({"replicas": 1}))
-                .await
-        })
-    };
-    eventually(Duration::from_secs(30), "the drain decision", || {
-        let gw = gw.clone();
-        async move {
-            gw.log
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains("draining replicas before scale-down"))
-        }
-    })
-    .await;
+    let slow = start_slow(&gw, dir.path(), 6).await;
+    let down = scale_down_until_draining(&gw, 1).await;
     let r = gw
         .post_json("/system/scale-function/echo", json!({"replicas": 3}))
         .await;
