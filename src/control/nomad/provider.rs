@@ -12,7 +12,7 @@
 //!   ([`Publisher::drain`]) and their in-flight requests finish (bounded by
 //!   [`NomadOptions::drain_timeout`]); only then is scale called. If Nomad refuses, they go
 //!   back in rotation; if Nomad keeps one running after all, it goes back once that is seen
-//!   (within [`STOP_CHECK`]). Scale calls of one function are serialised; a newer one
+//!   (within `STOP_CHECK`, 30 s). Scale calls of one function are serialised; a newer one
 //!   ends the drain of an older scale-down, which then fails with 409 (a scale-up never
 //!   waits behind the drain of a scale-down it replaces).
 //! - list/status: jobs under the prefix (`GET /v1/jobs?prefix=&meta=true`), the deployment
