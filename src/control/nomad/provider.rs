@@ -522,6 +522,7 @@ impl Provider for NomadProvider {
                         tracked.publisher.clone(),
                         tracked.job_id.clone(),
                         drained,
+                        STOP_CHECK,
                     ));
                 }
                 if let Some(t) = self.lock().get(key) {
@@ -621,15 +622,16 @@ impl Tracked {
 }
 
 /// Watches the allocations drained for a scale-down until Nomad has stopped them all, for
-/// at most [`STOP_CHECK`]; any still wanted then (Nomad chose others, e.g. ones on a draining
-/// node) goes back in rotation.
+/// at most `within` ([`STOP_CHECK`]); any still wanted then (Nomad chose others, e.g. ones on
+/// a draining node) goes back in rotation.
 async fn confirm_stops(
     nomad: Arc<NomadClient>,
     publisher: Arc<Publisher>,
     job_id: String,
     mut waiting: Vec<String>,
+    within: Duration,
 ) {
-    let deadline = tokio::time::Instant::now() + STOP_CHECK;
+    let deadline = tokio::time::Instant::now() + within;
     let mut index = 0;
     loop {
         let now = tokio::time::Instant::now();
@@ -854,6 +856,92 @@ mod tests {
         assert_eq!((s.replicas, s.available_replicas), (3, 2));
         assert_eq!(s.labels[crate::api::types::LABEL_FUNCTION], "echo");
         assert_eq!(s.namespace, "team-a");
+    }
+
+    /// A Nomad that answers every request with `allocations` (index 7).
+    async fn nomad_answering(allocations: Value) -> Arc<NomadClient> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let body = allocations.to_string();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let mut r = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(body.clone()),
+                        ));
+                        r.headers_mut()
+                            .insert("x-nomad-index", http::HeaderValue::from_static("7"));
+                        async move { Ok::<_, std::convert::Infallible>(r) }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                });
+            }
+        });
+        let settings =
+            NomadSettings::from_env(|k| (k == "NOMAD_ADDR").then(|| format!("http://{addr}")))
+                .unwrap();
+        Arc::new(NomadClient::new(&settings))
+    }
+
+    /// A publisher routing to replica `a1`, drained for a scale-down whose stop was ordered.
+    fn drained_a1() -> (Arc<Publisher>, Arc<crate::dataplane::Replica>) {
+        let key = FunctionKey::new("f", "").unwrap();
+        let handle = Arc::new(crate::dataplane::FunctionHandle::new(key));
+        let publisher = Arc::new(Publisher::new(handle, 2, ScaleSettings::default()));
+        let a1 = crate::dataplane::Replica::new("a1", "127.0.0.1:1".parse().unwrap());
+        publisher.set_replicas(vec![a1.clone()]);
+        publisher.drain(&["a1".to_string()]);
+        publisher.commit_drain(&["a1".to_string()]);
+        assert!(publisher.replicas().is_empty());
+        (publisher, a1)
+    }
+
+    #[tokio::test]
+    async fn an_allocation_nomad_keeps_goes_back_in_rotation() {
+        let nomad = nomad_answering(json!([{"ID": "a1", "Name": "j.fn[1]", "TaskGroup": "fn",
+            "DesiredStatus": "run", "ClientStatus": "running"}]))
+        .await;
+        let (publisher, a1) = drained_a1();
+        let within = Duration::from_millis(300);
+        confirm_stops(
+            nomad,
+            publisher.clone(),
+            "j".into(),
+            vec!["a1".into()],
+            within,
+        )
+        .await;
+        assert!(publisher.draining().is_empty());
+        assert!(!a1.is_draining());
+        assert_eq!(publisher.replicas().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_allocation_nomad_stops_stays_out() {
+        let nomad = nomad_answering(json!([{"ID": "a1", "Name": "j.fn[1]", "TaskGroup": "fn",
+            "DesiredStatus": "stop", "ClientStatus": "running"}]))
+        .await;
+        let (publisher, a1) = drained_a1();
+        // Returns as soon as Nomad is seen stopping it, well before the bound.
+        let within = Duration::from_secs(60);
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            confirm_stops(
+                nomad,
+                publisher.clone(),
+                "j".into(),
+                vec!["a1".into()],
+                within,
+            ),
+        )
+        .await
+        .expect("confirm_stops returns once the stop is seen");
+        assert_eq!(publisher.draining(), ["a1"]);
+        assert!(a1.is_draining() && publisher.replicas().is_empty());
     }
 
     #[test]
