@@ -324,7 +324,10 @@ impl Queue {
         let admit = self.held.min(cap.saturating_sub(self.serving));
         self.serving += admit;
         self.held -= admit;
-        self.busy_us += (self.serving + self.held) * DT_US;
+        // The data plane's integral is continuous: a request arriving (or ending) within this
+        // step was in flight for half of it on average, not for all (or none) of it.
+        self.busy_us +=
+            (self.serving + self.held) * DT_US - arrivals * DT_US / 2 + done * DT_US / 2;
     }
 
     fn sample(&self, now: u64) -> DemandSample {
@@ -347,6 +350,8 @@ struct Faasgate {
     settings: ScaleSettings,
     tracker: Option<Tracker>,
     call: Option<Decision>,
+    /// Print every decision with its inputs (`SIM_TRACE`).
+    trace: bool,
 }
 
 impl Faasgate {
@@ -372,6 +377,24 @@ impl Faasgate {
         };
         let input = tracker.input(cfg, &obs, 0);
         if let Some(dec) = tracker.decide(cfg, &input) {
+            if self.trace {
+                let w = input.service_time.map_or(0.0, |w| w.mean);
+                eprintln!(
+                    "  {:.2} s: {} -> {} ({:?}) ready {} held {} in flight {} W {:.4} rate {:.0}..{:.0} settled {} {:?}",
+                    (now - T0_US) as f64 / 1e6,
+                    dec.from,
+                    dec.to,
+                    dec.reason,
+                    obs.ready,
+                    q.held,
+                    q.serving + q.held,
+                    w,
+                    input.recent.low,
+                    input.recent.high,
+                    input.recent.settled,
+                    tracker.decider.sizing(),
+                );
+            }
             if dec.to == 0 {
                 log.zero_call(now, q);
             }
@@ -536,6 +559,7 @@ fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
             settings: settings(),
             tracker: None,
             call: None,
+            trace: tracing(sc, seed),
         }),
         Decider::Kpa(Kpa {
             window: DemandWindow::new(Duration::from_secs(60)),
@@ -573,7 +597,7 @@ fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
         now += DT_US;
     }
     let n = needed(sc.peak);
-    if std::env::var("SIM_TRACE").is_ok_and(|v| v == format!("{}/{seed}", sc.name)) {
+    if tracing(sc, seed) {
         for (i, p) in providers.iter().enumerate() {
             let c: Vec<_> = p
                 .changes
@@ -632,6 +656,12 @@ fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
         }
         o
     })
+}
+
+/// `SIM_TRACE="<load>/<seed>"` (or `<load>/*`) prints that run's calls.
+fn tracing(sc: &Scenario, seed: u64) -> bool {
+    std::env::var("SIM_TRACE")
+        .is_ok_and(|v| v == format!("{}/{seed}", sc.name) || v == format!("{}/*", sc.name))
 }
 
 // === the table ===
