@@ -16,7 +16,11 @@
 //!   scale up, a real step does as soon as the ticks after it prove it (a x2 step in about
 //!   0.4 s, a x100 one in one tick). The step goes at once to the *upper* bound (`Z_SIZE`) of
 //!   the window that proved it: undersizing would cost a second call and a deployment, a
-//!   standard error of oversizing costs next to nothing. If the newest tick is still
+//!   standard error of oversizing costs next to nothing. That margin is at most
+//!   `max(1, 10%)` of the sure need (the lower bound), and at most the step itself: a short
+//!   window's upper bound is wide, the margin is to save a call, not to buy capacity, and a
+//!   one-replica step (a load at the edge of a count, or a slow ramp) gets one at most. If
+//!   the newest tick is still
 //!   significantly above the one before (the load changed inside it), the call waits one tick,
 //!   so it is not sized on a partly loaded tick.
 //! - **Panic** (after Knative's KPA): a scale-up decided on the short windows, or a recent
@@ -364,7 +368,9 @@ impl Decider {
         let up = fast.max(slow);
         Sizing {
             up,
-            to: up.max(replicas_for(r.high * w_high, per)),
+            to: up
+                .max(replicas_for(r.high * w_high, per))
+                .min(up + (up / 10).max(1).min(up.saturating_sub(desired))),
             down: replicas_for(stable_high.max(r.high) * w_high, per)
                 .max(replicas_for((stable_high + drain) * w_high, s.target)),
             fast: fast > desired,
