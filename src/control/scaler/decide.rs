@@ -450,6 +450,7 @@ fn us(d: Duration) -> u64 {
 mod tests {
     use super::*;
     use crate::control::scaler::settings::labels;
+    use crate::control::scaler::window::{ArrivalRate, ServiceTime};
     use proptest::prelude::*;
 
     const S: u64 = 1_000_000;
@@ -670,6 +671,98 @@ mod tests {
         let mut j = i;
         j.now_us = 300_000;
         assert_eq!(d.decide(&c, &j), None);
+    }
+
+    /// An input with a measured service time `w` (from 100k completions) and arrival rates
+    /// in requests per second: the recent window's bounds and the stable window's rate.
+    fn little(now_ms: u64, desired: u64, recent: (f64, f64), stable_rps: f64, w: f64) -> Input {
+        let mut i = input(0, desired, desired, 0.0, 0.0);
+        i.settings = settings(&[(labels::MAX, "100")]);
+        i.now_us = now_ms * 1000;
+        i.recent = ArrivalRate {
+            low: recent.0,
+            high: recent.1,
+            settled: true,
+        };
+        i.stable_arrivals = (stable_rps * 60.0) as u64;
+        i.stable_secs = 60.0;
+        i.service_time = Some(ServiceTime {
+            mean: w,
+            completions: 100_000,
+        });
+        i.inflight = (stable_rps * w) as u64;
+        i
+    }
+
+    #[test]
+    fn little_law_sizes_a_step_once_at_its_upper_bound_and_noise_not_at_all() {
+        let mut d = Decider::default();
+        // 2000 rps x 0.1 s = 200 in flight: 5 replicas of 45. Bounds 1900..2100 stay on 5.
+        for t in 0..3000 {
+            let i = little(t * 200, 5, (1900.0, 2100.0), 2000.0, 0.1);
+            assert_eq!(d.decide(&cfg(), &i), None, "tick {t}");
+        }
+        // A x15 step proven by the newest ticks: at once towards the upper bound (3170 in
+        // flight: 71), at most 10% above the sure need (2827 in flight: 63 -> 69).
+        let i = little(600_200, 5, (28_500.0, 31_500.0), 2500.0, 0.1);
+        let dec = d.decide(&cfg(), &i).unwrap();
+        assert_eq!((dec.to, dec.reason), (69, Reason::Panic));
+        assert!(d.panicking(600_200_000));
+        d.on_result(&cfg(), &dec, true, 600_200_000);
+        // The count just set covers it: no second call.
+        let i = little(600_400, 70, (29_500.0, 30_500.0), 3000.0, 0.1);
+        assert_eq!(d.decide(&cfg(), &i), None);
+    }
+
+    #[test]
+    fn a_step_inside_the_newest_tick_waits_one_tick() {
+        let mut d = Decider::default();
+        let mut i = little(1000, 1, (15_000.0, 16_000.0), 300.0, 0.1);
+        i.recent.settled = false;
+        assert_eq!(d.decide(&cfg(), &i), None, "partly loaded tick");
+        i.now_us += 200_000;
+        i.recent = ArrivalRate {
+            low: 29_000.0,
+            high: 31_000.0,
+            settled: false,
+        };
+        let dec = d.decide(&cfg(), &i).unwrap();
+        assert!(dec.to >= 67 && dec.to <= 73, "{dec:?}");
+    }
+
+    #[test]
+    fn held_requests_drain_over_the_horizon_at_full_target() {
+        let mut d = Decider::default();
+        // 900 rps x 0.1 s = 90 in flight: 2 replicas; 1500 held drain at 50/s over 30 s:
+        // (900 + 50) x 0.1 = 95 in flight fits 2 x 50.
+        let mut i = little(1000, 2, (880.0, 920.0), 900.0, 0.1);
+        i.queued = 1500;
+        assert_eq!(d.decide(&cfg(), &i), None);
+        // 6000 held: 200/s more, 110 in flight: 3 replicas.
+        i.queued = 6000;
+        let dec = d.decide(&cfg(), &i).unwrap();
+        assert_eq!(dec.to, 3, "{dec:?}");
+    }
+
+    #[test]
+    fn down_needs_the_upper_bound_below_the_count() {
+        let mut d = Decider::default();
+        // 10 replicas; demand 300 in flight needs 7 for sure at most: down after the delay,
+        // at most halving.
+        let mut last = None;
+        for t in 0..=31 {
+            last = d
+                .decide(&cfg(), &little(t * 1000, 10, (2900.0, 3100.0), 3000.0, 0.1))
+                .or(last);
+        }
+        let dec = last.unwrap();
+        assert_eq!((dec.to, dec.reason), (7, Reason::Stable));
+        // Demand whose upper bound still needs the count: nothing.
+        let mut d = Decider::default();
+        for t in 0..100 {
+            let i = little(t * 1000, 7, (2900.0, 3100.0), 3000.0, 0.1);
+            assert_eq!(d.decide(&cfg(), &i), None);
+        }
     }
 
     proptest! {

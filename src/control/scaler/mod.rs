@@ -2,8 +2,10 @@
 //!
 //! Every `tick` (default 200 ms) it asks a [`DemandSource`] for each function's cumulative
 //! demand counters, folds them into a [`window::DemandWindow`] (stable 60 s and panic 6 s
-//! averages of in-flight + held requests, or of requests per second), and asks the pure
-//! [`decide::Decider`] whether to call the provider. The rules are in [`decide`]; the
+//! averages of in-flight + held requests or of requests per second, arrival-rate bounds over
+//! trailing windows, the service time of completed requests), and asks the pure
+//! [`decide::Decider`] whether to call the provider: it sizes for arrival rate x service time
+//! (Little's law) plus the held requests to drain. The rules are in [`decide`]; the
 //! per-function settings come from `com.openfaas.scale.*` labels ([`settings`]) parsed when
 //! the provider publishes.
 //!
