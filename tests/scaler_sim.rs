@@ -723,7 +723,16 @@ fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
                 .filter(|(t, _)| secs(*t) >= onset)
                 .collect();
             o.max_desired = after.iter().map(|c| c.1).max().unwrap_or(sc.start_replicas);
-            if let Some(k) = after.iter().position(|c| c.1 >= n) {
+            let at_need = p
+                .changes
+                .iter()
+                .take_while(|(t, _)| secs(*t) < need + phase)
+                .last()
+                .map_or(sc.start_replicas, |c| c.1);
+            if at_need >= n {
+                // Already there when the load needs it (CE's alert fires on the base load).
+                o.reach = Some(0.0);
+            } else if let Some(k) = after.iter().position(|c| c.1 >= n) {
                 // Desired >= N before the load needs N (a ramp's margin) counts as 0.
                 o.reach = Some((secs(after[k].0) - (need + phase)).max(0.0));
                 o.calls_to_reach = k as u32 + 1;
@@ -908,7 +917,8 @@ fn simulated_scaling_meets_the_targets_and_prints_the_comparison() {
          first sawtooth tooth (desired >= N before that counts as 0). Asserted for faasgate over every \
          seed: the step targets on the steps and the spike, the overshoot bound on every load, the \
          steady and idle-gap targets on theirs. OpenFaaS CE's shipped rule fires above 5 requests/s, \
-         below every load here (base {:.0}/s), so it steps towards max whatever the load does.",
+         below every load here (base {:.0}/s), so it steps towards max whatever the load does (CE's \
+         cap of 5 replicas since 2023 is left out, or it would never reach N above 5).",
         simulated_s / 60.0,
         wall.as_secs_f64(),
         scenarios.len(),

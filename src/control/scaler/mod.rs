@@ -113,21 +113,21 @@ impl Tracker {
         let kind = obs.settings.kind;
         let at_us = obs.demand.at_us;
         let last_arrival_us = obs.demand.last_arrival_ms * 1000;
-        let (stable_arrivals, stable_secs) = self.window.arrivals(cfg.stable_window);
+        let stable = self.window.totals(cfg.stable_window);
         Input {
             now_us: at_us,
             settings: obs.settings,
             desired: obs.desired,
             ready: obs.ready,
-            stable: self.window.average(cfg.stable_window, kind),
+            stable: stable.average(kind),
             panic: self.window.average(cfg.panic_window, kind),
             current: self.window.latest(kind),
-            stable_arrivals,
-            stable_secs,
+            stable_arrivals: stable.arrivals,
+            stable_secs: stable.secs(),
             recent: self
                 .window
                 .arrival_rate(cfg.panic_window, decide::Z_TRIGGER, decide::Z_SIZE),
-            service_time: self.window.service_time(cfg.stable_window),
+            service_time: stable.service_time(),
             inflight: obs.demand.inflight,
             queued: obs.demand.queued,
             idle_for: Duration::from_micros(

@@ -48,6 +48,19 @@ struct Tick {
     departures: i64,
 }
 
+/// Sums of the intervals of a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    pub dt_us: u64,
+    /// In-flight integral (held included), request x microseconds.
+    pub busy_us: u64,
+    pub arrivals: u64,
+    /// In-flight integral without time held.
+    pub serving_us: u64,
+    /// Requests ended (see `Tick::departures`).
+    pub departures: i64,
+}
+
 /// Mean service time of the requests completed over a window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServiceTime {
@@ -126,16 +139,7 @@ impl DemandWindow {
     /// requests that ended (Little's law on the requests being served). None with fewer than
     /// [`MIN_COMPLETIONS`].
     pub fn service_time(&self, window: Duration) -> Option<ServiceTime> {
-        let (mut serving, mut departures) = (0u64, 0i64);
-        for t in self.within(window) {
-            serving += t.busy_us.saturating_sub(t.held_us);
-            departures += t.departures;
-        }
-        let completions = u64::try_from(departures).ok()?;
-        (completions >= MIN_COMPLETIONS).then(|| ServiceTime {
-            mean: serving as f64 / 1e6 / completions as f64,
-            completions,
-        })
+        self.totals(window).service_time()
     }
 
     /// Bounds on the arrival rate over trailing windows of 1, 2, ... ticks up to `window`:
@@ -170,12 +174,21 @@ impl DemandWindow {
 
     /// Arrivals over the last `window` and the seconds the intervals cover.
     pub fn arrivals(&self, window: Duration) -> (u64, f64) {
-        let (mut dt, mut arrivals) = (0u64, 0u64);
+        let t = self.totals(window);
+        (t.arrivals, t.dt_us as f64 / 1e6)
+    }
+
+    /// Sums over the last `window` (one pass for every figure of that window).
+    pub fn totals(&self, window: Duration) -> Totals {
+        let mut sum = Totals::default();
         for t in self.within(window) {
-            dt += t.dt_us;
-            arrivals += t.arrivals;
+            sum.dt_us += t.dt_us;
+            sum.busy_us += t.busy_us;
+            sum.arrivals += t.arrivals;
+            sum.serving_us += t.busy_us.saturating_sub(t.held_us);
+            sum.departures += t.departures;
         }
-        (arrivals, dt as f64 / 1e6)
+        sum
     }
 
     /// The intervals ending within the last `window`, newest first.
@@ -189,19 +202,36 @@ impl DemandWindow {
     /// Mean demand over the last `window` (intervals ending within it), in `kind`'s unit:
     /// requests in flight (held included) or requests per second. 0 without data.
     pub fn average(&self, window: Duration, kind: ScaleKind) -> f64 {
-        let (mut dt, mut busy, mut arrivals) = (0u64, 0u64, 0u64);
-        for t in self.within(window) {
-            dt += t.dt_us;
-            busy += t.busy_us;
-            arrivals += t.arrivals;
-        }
-        if dt == 0 {
+        self.totals(window).average(kind)
+    }
+}
+
+// === impl Totals ===
+
+impl Totals {
+    /// Mean demand in `kind`'s unit; 0 without data.
+    pub fn average(&self, kind: ScaleKind) -> f64 {
+        if self.dt_us == 0 {
             return 0.0;
         }
         match kind {
-            ScaleKind::Capacity => busy as f64 / dt as f64,
-            ScaleKind::Rps => arrivals as f64 * 1e6 / dt as f64,
+            ScaleKind::Capacity => self.busy_us as f64 / self.dt_us as f64,
+            ScaleKind::Rps => self.arrivals as f64 * 1e6 / self.dt_us as f64,
         }
+    }
+
+    /// See [`DemandWindow::service_time`].
+    pub fn service_time(&self) -> Option<ServiceTime> {
+        let completions = u64::try_from(self.departures).ok()?;
+        (completions >= MIN_COMPLETIONS).then(|| ServiceTime {
+            mean: self.serving_us as f64 / 1e6 / completions as f64,
+            completions,
+        })
+    }
+
+    /// Seconds covered.
+    pub fn secs(&self) -> f64 {
+        self.dt_us as f64 / 1e6
     }
 }
 
