@@ -17,10 +17,11 @@
 //!   0.4 s, a x100 one in one tick). The step goes at once to the *upper* bound (`Z_SIZE`) of
 //!   the window that proved it: undersizing would cost a second call and a deployment, a
 //!   standard error of oversizing costs next to nothing. That margin is at most
-//!   `max(1, 10%)` of the sure need (the lower bound), and at most the step itself: a short
-//!   window's upper bound is wide, the margin is to save a call, not to buy capacity, and a
-//!   one-replica step (a load at the edge of a count, or a slow ramp) gets one at most. If
-//!   the newest tick is still
+//!   `max(1, 10%)` of the sure need (the lower bound), and less than the step itself: a
+//!   short window's upper bound is wide, the margin is to save a call, not to buy capacity,
+//!   and a one-replica step gets none (its evidence is marginal: a load at the edge of a
+//!   count, a slow ramp, or a rare run of noise on a steady load, which then costs one
+//!   replica at most). If the newest tick is still
 //!   significantly above the one before (the load changed inside it), the call waits one tick,
 //!   so it is not sized on a partly loaded tick.
 //! - **Panic** (after Knative's KPA): a scale-up decided on the short windows, or a recent
@@ -370,7 +371,7 @@ impl Decider {
             up,
             to: up
                 .max(replicas_for(r.high * w_high, per))
-                .min(up + (up / 10).max(1).min(up.saturating_sub(desired))),
+                .min(up + (up / 10).max(1).min(up.saturating_sub(desired + 1))),
             down: replicas_for(stable_high.max(r.high) * w_high, per)
                 .max(replicas_for((stable_high + drain) * w_high, s.target)),
             fast: fast > desired,
