@@ -16,13 +16,15 @@
 //!   boots in a lognormal time (median 1.5 s, sigma 0.35) and is ready at its next health
 //!   check (every 0.5 s); a scale-down takes replicas out of rotation at once (starting ones
 //!   first) and they stop after draining (their requests finish).
-//! - **Deciders**: faasgate's (tick 200 ms, retries with its backoff); KPA-style (tick 2 s,
-//!   stable 60 s / panic 6 s, panic at 2x ready capacity, `ceil(avg / 45)`, no decrease while
-//!   panicking, at most halving, to zero 30 s after the stable window shows no demand);
-//!   OpenFaaS CE's alert path (Prometheus evaluates every 5 s `rate(200s[10s]) > 5` `for: 5s`;
-//!   Alertmanager `group_wait` 5 s, `repeat_interval` 30 s, resolved after a 10 s
-//!   `group_interval`; each firing delivery adds `ceil(max x factor / 100)`, resolved sets
-//!   min, never zero).
+//! - **Deciders**: faasgate's (tick 200 ms, retries with its backoff); KPA-style, Knative's
+//!   rules on the same demand (tick 2 s, stable 60 s / panic 6 s averages, `ceil(avg / 45)`,
+//!   panic when the panic want is >= 200% of the ready pods and until a stable window after
+//!   it last was, only up while panicking, max scale-up rate 1000x and scale-down rate 2x of
+//!   the ready pods, no decision without data, to zero 30 s after the stable window shows
+//!   none); OpenFaaS CE's alert path (scrape every 5 s, rules every 15 s:
+//!   `rate(200s[10s]) > 5` `for: 5s`; Alertmanager `group_wait` 5 s, `group_interval` 10 s,
+//!   `repeat_interval` 30 s, `send_resolved`; each firing delivery adds
+//!   `ceil(max x factor / 100)`, resolved sets min, never zero).
 //!
 //! The test asserts issue 4's targets for faasgate over 50 seeds, prints the side-by-side
 //! table and writes it to `target/scaler-sim.txt`.
@@ -51,7 +53,8 @@ const ZERO_DURATION_S: f64 = 60.0;
 const BASE: f64 = 30.0;
 const FAASGATE_TICK_US: u64 = 200_000;
 const KPA_TICK_US: u64 = 2 * SEC;
-const CE_EVAL_US: u64 = 5 * SEC;
+const CE_SCRAPE_US: u64 = 5 * SEC;
+const CE_EVAL_US: u64 = 15 * SEC;
 
 fn settings() -> ScaleSettings {
     let m = [
@@ -175,12 +178,49 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "idle gaps zd-2s, zd+30s",
             shape: Shape::IdleGaps,
-            duration_s: GAP2_START + ZERO_DURATION_S + 30.0,
+            duration_s: GAP2_START + ZERO_DURATION_S + 45.0,
             onset_s: None,
             start_replicas: 1,
             peak: BASE,
         },
     ]
+}
+
+/// When the load first needs the peak's `N` replicas (seconds; None without an onset). For a
+/// step or a spike that is the onset; for a ramp or a sawtooth, the time it climbs to the
+/// last count's threshold.
+fn need_at(sc: &Scenario) -> Option<f64> {
+    let n = needed(sc.peak);
+    let onset = sc.onset_s?;
+    (0..)
+        .map(|i| onset + i as f64 * DT_US as f64 / 1e6)
+        .take_while(|&t| t <= sc.duration_s)
+        .find(|&t| needed(offered(sc.shape, t)) >= n)
+}
+
+/// Which of issue 4's targets a load shape is held to (all over every seed):
+/// - **Step targets** (first call p99 <= 1 s after the onset, desired >= N p99 <= 2 s after
+///   it in at most 2 calls) apply to step onsets: the steps and the 1 s spike, whose onset is
+///   a x10 step (that it ends a second later does not change when it must be answered). A
+///   ramp or a sawtooth has no step onset: its load crosses one count's threshold after
+///   another, at 14.5 (ramp) or 9.5 (sawtooth) in flight per second, and a rise that small
+///   takes seconds to tell from Poisson noise (a 2.5 sigma bound on a 0.4 s window at 6000
+///   requests/s is 3% wide, about 2 s of the ramp); at the sawtooth's top N is needed for
+///   1.6 s of each minute. Their timings are printed, not asserted.
+/// - **Overshoot** (max desired <= max(N + 1, 1.1 N), N for the peak) applies to every
+///   shape: no load justifies more than its peak needs.
+/// - **Steady**: at most 1 scale change in 10 min. **Idle gaps**: zero after
+///   zero-duration +/- 1 s of the last request, never during the shorter gap.
+struct Targets {
+    step: bool,
+    overshoot: bool,
+}
+
+fn targets(shape: Shape) -> Targets {
+    Targets {
+        step: matches!(shape, Shape::Step(_) | Shape::Spike),
+        overshoot: true,
+    }
 }
 
 /// Offered concurrency at `t` seconds.
@@ -324,7 +364,10 @@ impl Queue {
         let admit = self.held.min(cap.saturating_sub(self.serving));
         self.serving += admit;
         self.held -= admit;
-        self.busy_us += (self.serving + self.held) * DT_US;
+        // The data plane's integral is continuous: a request arriving (or ending) within this
+        // step was in flight for half of it on average, not for all (or none) of it.
+        self.busy_us +=
+            (self.serving + self.held) * DT_US - arrivals * DT_US / 2 + done * DT_US / 2;
     }
 
     fn sample(&self, now: u64) -> DemandSample {
@@ -347,6 +390,8 @@ struct Faasgate {
     settings: ScaleSettings,
     tracker: Option<Tracker>,
     call: Option<Decision>,
+    /// Print every decision with its inputs (`SIM_TRACE`).
+    trace: bool,
 }
 
 impl Faasgate {
@@ -372,6 +417,24 @@ impl Faasgate {
         };
         let input = tracker.input(cfg, &obs, 0);
         if let Some(dec) = tracker.decide(cfg, &input) {
+            if self.trace {
+                let w = input.service_time.map_or(0.0, |w| w.mean);
+                eprintln!(
+                    "  {:.2} s: {} -> {} ({:?}) ready {} held {} in flight {} W {:.4} rate {:.0}..{:.0} settled {} {:?}",
+                    (now - T0_US) as f64 / 1e6,
+                    dec.from,
+                    dec.to,
+                    dec.reason,
+                    obs.ready,
+                    q.held,
+                    q.serving + q.held,
+                    w,
+                    input.recent.low,
+                    input.recent.high,
+                    input.recent.settled,
+                    tracker.decider.sizing(),
+                );
+            }
             if dec.to == 0 {
                 log.zero_call(now, q);
             }
@@ -382,37 +445,62 @@ impl Faasgate {
     }
 }
 
-/// A KPA-style decider (Knative's autoscaler, simplified).
+/// A KPA-style decider: Knative's autoscaler rules (`pkg/autoscaler/scaling/autoscaler.go`)
+/// on the same in-flight + held demand (what queue-proxies and the activator report).
 struct Kpa {
     window: DemandWindow,
-    panic_until: u64,
+    /// When the panic condition last held (Knative's `panicTime`); None: not panicking.
+    panic_time: Option<u64>,
+    max_panic_pods: u64,
     zero_since: Option<u64>,
 }
 
 impl Kpa {
+    fn new() -> Self {
+        Self {
+            window: DemandWindow::new(Duration::from_secs(60)),
+            panic_time: None,
+            max_panic_pods: 0,
+            zero_since: None,
+        }
+    }
+
     fn tick(&mut self, now: u64, q: &Queue, p: &mut Provider, log: &mut Log) {
         if (now - T0_US) % KPA_TICK_US != 0 {
             return;
         }
+        let first = self.window.last().is_none();
         self.window.push(q.sample(now));
-        if p.busy() || p.desired == 0 {
+        // No interval yet: Knative's "no data", which never scales.
+        if first || p.busy() || p.desired == 0 {
             return;
         }
         let per = TARGET * PROPORTION;
         let kind = faasgate::control::scaler::ScaleKind::Capacity;
         let stable = self.window.average(Duration::from_secs(60), kind);
         let panic = self.window.average(Duration::from_secs(6), kind);
-        let ready = p.ready(now);
-        if panic > 0.0 && panic / per >= 2.0 * ready as f64 {
-            self.panic_until = now + 60 * SEC;
+        let ready = p.ready(now).max(1) as f64;
+        // Max scale-up rate 1000, max scale-down rate 2 (of the ready pods).
+        let (max_up, max_down) = ((1000.0 * ready).ceil(), (ready / 2.0).floor());
+        let dspc = (stable / per - 1e-9).ceil().max(0.0);
+        let dppc = (panic / per - 1e-9).ceil().max(0.0);
+        let desired_stable = dspc.clamp(max_down, max_up) as u64;
+        let desired_panic = dppc.clamp(max_down, max_up) as u64;
+        // Panic threshold 200%: panic-window pods / ready pods.
+        let over = dppc / ready >= 2.0;
+        if over {
+            self.panic_time = Some(now);
+        } else if self.panic_time.is_some_and(|t| t + 60 * SEC < now) {
+            self.panic_time = None;
+            self.max_panic_pods = 0;
         }
-        let want_stable = (stable / per - 1e-9).ceil().max(0.0) as u64;
-        let want_panic = (panic / per - 1e-9).ceil().max(0.0) as u64;
-        let mut want = if now < self.panic_until {
-            want_panic.max(p.desired)
-        } else {
-            want_stable.max(p.desired.div_ceil(2))
-        };
+        let mut want = desired_stable;
+        if self.panic_time.is_some() {
+            // Only up while panicking.
+            self.max_panic_pods = self.max_panic_pods.max(want.max(desired_panic));
+            want = self.max_panic_pods;
+        }
+        // Scale to zero after the 30 s grace period once the stable window shows none.
         if want == 0 {
             let since = *self.zero_since.get_or_insert(now);
             if now - since < 30 * SEC {
@@ -432,57 +520,82 @@ impl Kpa {
     }
 }
 
-/// OpenFaaS CE: Prometheus rule -> Alertmanager -> `/system/alert`.
+/// OpenFaaS CE: Prometheus (gateway scraped every 5 s, rules evaluated every 15 s:
+/// `rate(gateway_function_invocation_total{code="200"}[10s]) > 5` `for: 5s`) ->
+/// Alertmanager (`group_wait` 5 s, `group_interval` 10 s, `repeat_interval` 30 s,
+/// `send_resolved`) -> `/system/alert` (firing: `+ceil(max x factor / 100)` up to max;
+/// resolved: min; never zero).
 #[derive(Default)]
 struct Ce {
-    evals: VecDeque<(u64, u64)>,
+    /// Scrapes of the 200s counter: (time, count).
+    scrapes: VecDeque<(u64, u64)>,
     pending_since: Option<u64>,
     firing: bool,
-    /// Next webhook delivery: (when, firing?).
-    next: Option<(u64, bool)>,
+    /// Alertmanager's group: next flush, last notification, whether the last one sent was
+    /// firing; None when there is no group.
+    group: Option<AmGroup>,
+}
+
+struct AmGroup {
+    next_flush: u64,
+    last_sent: Option<u64>,
 }
 
 impl Ce {
     fn tick(&mut self, now: u64, q: &Queue, p: &mut Provider, log: &mut Log) {
-        if (now - T0_US) % CE_EVAL_US == 0 {
-            self.evals.push_back((now, q.completions));
-            while self.evals.front().is_some_and(|(t, _)| *t + 10 * SEC < now) {
-                self.evals.pop_front();
+        let t = now - T0_US;
+        if t % CE_SCRAPE_US == 0 {
+            self.scrapes.push_back((now, q.completions));
+            while self
+                .scrapes
+                .front()
+                .is_some_and(|(s, _)| *s + 10 * SEC <= now)
+            {
+                self.scrapes.pop_front();
             }
-            let (t0, c0) = self.evals[0];
-            let rate = if now > t0 {
-                (q.completions - c0) as f64 * 1e6 / (now - t0) as f64
-            } else {
-                0.0
+        }
+        if t % CE_EVAL_US == 0 {
+            let rate = match (self.scrapes.front(), self.scrapes.back()) {
+                (Some(&(t0, c0)), Some(&(t1, c1))) if t1 > t0 => {
+                    (c1 - c0) as f64 * 1e6 / (t1 - t0) as f64
+                }
+                _ => 0.0,
             };
             if rate > 5.0 {
                 let since = *self.pending_since.get_or_insert(now);
-                if !self.firing && now - since >= 5 * SEC {
+                if now - since >= 5 * SEC && !self.firing {
                     self.firing = true;
-                    self.next = Some((now + 5 * SEC, true));
+                    if self.group.is_none() {
+                        self.group = Some(AmGroup {
+                            next_flush: now + 5 * SEC,
+                            last_sent: None,
+                        });
+                    }
                 }
             } else {
                 self.pending_since = None;
-                if self.firing {
-                    self.firing = false;
-                    self.next = Some((now + 10 * SEC, false));
-                }
+                self.firing = false;
             }
         }
-        if let Some((at, firing)) = self.next {
-            if at <= now {
-                let to = if firing {
-                    self.next = Some((now + 30 * SEC, true));
-                    (p.desired + (MAX * FACTOR).div_ceil(100)).min(MAX)
-                } else {
-                    self.next = None;
-                    1
-                };
-                if to != p.desired {
-                    log.attempts.push(now);
-                    p.start(now, to);
-                }
+        let Some(g) = &mut self.group else { return };
+        if g.next_flush > now {
+            return;
+        }
+        g.next_flush += 10 * SEC;
+        let to = if self.firing {
+            if g.last_sent.is_some_and(|s| now - s < 30 * SEC) {
+                return;
             }
+            g.last_sent = Some(now);
+            (p.desired + (MAX * FACTOR).div_ceil(100)).min(MAX)
+        } else {
+            // Resolved: notified once, then the group is gone.
+            self.group = None;
+            1
+        };
+        if to != p.desired {
+            log.attempts.push(now);
+            p.start(now, to);
         }
     }
 }
@@ -536,12 +649,9 @@ fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
             settings: settings(),
             tracker: None,
             call: None,
+            trace: tracing(sc, seed),
         }),
-        Decider::Kpa(Kpa {
-            window: DemandWindow::new(Duration::from_secs(60)),
-            panic_until: 0,
-            zero_since: None,
-        }),
+        Decider::Kpa(Kpa::new()),
         Decider::Ce(Ce::default()),
     ];
     let mut providers: Vec<Provider> = (0..3)
@@ -573,7 +683,7 @@ fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
         now += DT_US;
     }
     let n = needed(sc.peak);
-    if std::env::var("SIM_TRACE").is_ok_and(|v| v == format!("{}/{seed}", sc.name)) {
+    if tracing(sc, seed) {
         for (i, p) in providers.iter().enumerate() {
             let c: Vec<_> = p
                 .changes
@@ -600,7 +710,7 @@ fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
             max_desired: sc.start_replicas,
             ..Default::default()
         };
-        if let Some(onset) = sc.onset_s.map(|o| o + phase) {
+        if let (Some(onset), Some(need)) = (sc.onset_s.map(|o| o + phase), need_at(sc)) {
             o.first_call = log
                 .attempts
                 .iter()
@@ -613,8 +723,18 @@ fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
                 .filter(|(t, _)| secs(*t) >= onset)
                 .collect();
             o.max_desired = after.iter().map(|c| c.1).max().unwrap_or(sc.start_replicas);
-            if let Some(k) = after.iter().position(|c| c.1 >= n) {
-                o.reach = Some(secs(after[k].0) - onset);
+            let at_need = p
+                .changes
+                .iter()
+                .take_while(|(t, _)| secs(*t) < need + phase)
+                .last()
+                .map_or(sc.start_replicas, |c| c.1);
+            if at_need >= n {
+                // Already there when the load needs it (CE's alert fires on the base load).
+                o.reach = Some(0.0);
+            } else if let Some(k) = after.iter().position(|c| c.1 >= n) {
+                // Desired >= N before the load needs N (a ramp's margin) counts as 0.
+                o.reach = Some((secs(after[k].0) - (need + phase)).max(0.0));
                 o.calls_to_reach = k as u32 + 1;
             }
         } else {
@@ -634,14 +754,24 @@ fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
     })
 }
 
+/// `SIM_TRACE="<load>/<seed>"` (or `<load>/*`) prints that run's calls.
+fn tracing(sc: &Scenario, seed: u64) -> bool {
+    std::env::var("SIM_TRACE")
+        .is_ok_and(|v| v == format!("{}/{seed}", sc.name) || v == format!("{}/*", sc.name))
+}
+
 // === the table ===
 
-/// Nearest-rank percentile of the values present; None when any run never got there.
+/// Nearest-rank percentile, a run that never got there ranking above every value (None when
+/// the rank falls on one; with 50 seeds p99 is the largest, so any such run makes it None).
 fn pct(mut v: Vec<Option<f64>>, q: f64) -> Option<f64> {
-    if v.iter().any(Option::is_none) || v.is_empty() {
+    if v.is_empty() {
         return None;
     }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(|a, b| match (a, b) {
+        (Some(a), Some(b)) => a.partial_cmp(b).unwrap(),
+        (a, b) => b.is_some().cmp(&a.is_some()),
+    });
     let k = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
     v[k]
 }
@@ -677,7 +807,7 @@ fn simulated_scaling_meets_the_targets_and_prints_the_comparison() {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| load | N | decider | onset->1st call p50/p99 s | onset->desired>=N p50/p99 s | calls to N (max) | max desired (max) | scale changes (max) | 400s (mean) | idle->zero s (min/max) |"
+        "| load | N | decider | onset->1st call p50/p99 s | N needed->desired>=N p50/p99 s | calls to N (max) | max desired (max) | scale changes (max) | 400s (mean) | idle->zero s (min/max) |"
     );
     let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|");
     let mut failures = Vec::new();
@@ -736,7 +866,8 @@ fn simulated_scaling_meets_the_targets_and_prints_the_comparison() {
                     failures.push(format!("{}: {what}", sc.name));
                 }
             };
-            if let Shape::Step(_) = sc.shape {
+            let t = targets(sc.shape);
+            if t.step {
                 let p99 = pct(first.clone(), 0.99);
                 check(
                     p99.is_some_and(|x| x <= 1.0),
@@ -748,6 +879,8 @@ fn simulated_scaling_meets_the_targets_and_prints_the_comparison() {
                     format!("desired >= {n} p99 {p99:?} > 2 s"),
                 );
                 check(calls <= 2, format!("{calls} calls to reach {n}"));
+            }
+            if t.overshoot {
                 let bound = (n as f64 + 1.0).max(1.1 * n as f64);
                 check(
                     max_desired as f64 <= bound,
@@ -782,27 +915,28 @@ fn simulated_scaling_meets_the_targets_and_prints_the_comparison() {
         table,
         "\n{SEEDS} seeds per load; N = ceil(offered concurrency / (target 50 x proportion 0.9)); \
          service time {SERVICE_S} s; max {MAX}; zero-duration {ZERO_DURATION_S} s. \
-         {:.0} simulated minutes in {:.2} s wall, {} threads ({:.1} ms of wall per 10 simulated minutes, 3 deciders).",
+         {:.0} simulated minutes in {:.2} s wall, {} threads ({:.1} ms of wall per 10 simulated minutes, 3 deciders).\n\
+         Onset: the step (steps, spike), the start of the ramp, 0 s for the sawtooth. N needed: when the \
+         load first needs N, the onset for steps and the spike, {:.1} s into the ramp, {:.1} s into the \
+         first sawtooth tooth (desired >= N before that counts as 0); the sawtooth needs N only in the last 1.6 s \
+         of each tooth, at most 2.5% above N - 1 replicas' planned load (within their full target), \
+         too little for too short to prove. Asserted for faasgate over every \
+         seed: the step targets on the steps and the spike, the overshoot bound on every load, the \
+         steady and idle-gap targets on theirs. OpenFaaS CE's shipped rule fires above 5 requests/s, \
+         below every load here (base {:.0}/s), so it steps towards max whatever the load does (CE's \
+         cap of 5 replicas since 2023 is left out, or it would never reach N above 5).",
         simulated_s / 60.0,
         wall.as_secs_f64(),
         scenarios.len(),
         wall.as_secs_f64() * 1e3 / (simulated_s / 600.0),
+        need_at(&scenarios[3]).unwrap() - STEP_AT,
+        need_at(&scenarios[5]).unwrap(),
+        BASE / SERVICE_S,
     );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/scaler-sim.txt");
     let _ = std::fs::create_dir_all(path.parent().unwrap());
     std::fs::write(&path, &table).expect("write target/scaler-sim.txt");
     println!("{table}");
-    // Targets still missed (printed, not failed); shrink this list to nothing.
-    const KNOWN_MISSES: &[&str] = &[
-        "step x2: first call",
-        "step x10: desired",
-        "step x100: desired",
-        "step x100: overshoot",
-    ];
-    for f in &failures {
-        println!("KNOWN MISS: {f}");
-    }
-    failures.retain(|f| !KNOWN_MISSES.iter().any(|k| f.starts_with(k)));
     assert!(
         failures.is_empty(),
         "targets missed:\n{}\n\n{table}",

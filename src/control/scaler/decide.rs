@@ -1,21 +1,43 @@
 //! The scaling decision for one function: a pure function of its demand, settings, replica
 //! counts and the time, plus the little state the rules need between ticks.
 //!
-//! The rules (issue 4, after Knative's KPA):
-//! - `per_replica = target x target-proportion`; `want = ceil(demand / per_replica)` for the
-//!   stable window's average demand and for the panic window's.
-//! - **Panic** starts when the panic-window demand is at least `panic_threshold` (2) times the
-//!   ready capacity (`ready x per_replica`; any demand with no replica ready) and lasts one
-//!   stable window after the condition last held. While panicking the count only goes up,
-//!   to `max(want_panic, want_stable, want_current, desired)`, where `want_current` is for the
-//!   demand of the latest tick (the newest part of the panic window): so a load step is met
-//!   in one or two calls, not one per tick while the 6 s average climbs. Otherwise the
-//!   count follows `want_stable`.
+//! **What is sized for** (Little's law). The concurrency a function needs is its arrival rate
+//! `lambda` times its service time `W`: `desired = ceil(lambda x W / (target x proportion))`.
+//! `W` is measured from completed requests over the stable window (time in flight minus time
+//! held, per request ended: [`super::window::DemandWindow::service_time`]), so waiting for
+//! capacity is never taken for work, and a backlog that more replicas would drain is not sized
+//! for as if it lasted. Requests still held add `held / drain_horizon` to the rate, sized at
+//! the full `target` (the `1 - proportion` headroom drains a step's backlog; only a backlog
+//! that headroom would not drain within the horizon buys replicas). For the `rps` type `W` is
+//! 1 and the rate is the load. Both are estimates, so every rule uses a confidence bound
+//! (Poisson for arrivals, `1/sqrt(n)` relative error for the mean of `n` service times):
+//! - **Up** when the *lower* bound (`Z_TRIGGER`) over some trailing window of 1 tick up to the
+//!   panic window, or over the stable window, needs more than the desired count: noise does not
+//!   scale up, a real step does as soon as the ticks after it prove it (a x2 step in about
+//!   0.4 s, a x100 one in one tick). The step goes at once to the *upper* bound (`Z_SIZE`) of
+//!   the window that proved it: undersizing would cost a second call and a deployment, a
+//!   standard error of oversizing costs next to nothing. That margin is at most
+//!   `max(1, 10%)` of the sure need (the lower bound), and less than the step itself: a
+//!   short window's upper bound is wide, the margin is to save a call, not to buy capacity,
+//!   and a one-replica step gets none (its evidence is marginal: a load at the edge of a
+//!   count, a slow ramp, or a rare run of noise on a steady load, which then costs one
+//!   replica at most). If the newest tick is still
+//!   significantly above the one before (the load changed inside it), the call waits one tick,
+//!   so it is not sized on a partly loaded tick.
+//! - **Panic** (after Knative's KPA): a scale-up decided on the short windows, or a recent
+//!   demand at least `panic_threshold` (2) times the ready capacity, starts panic mode for a
+//!   stable window: the count only goes up.
+//! - **Down**, out of panic, when the *upper* bound over the stable window (and the recent
+//!   one) needs fewer than the desired count: at most halving per decision
+//!   (`>= ceil(desired / 2)`), and only once that has held for `scale_down_delay`; the step
+//!   taken is the largest `want` seen during that delay. Between the two bounds nothing
+//!   changes, so steady load makes no calls.
+//! - Until a function has a measured `W` (a new function), the in-flight averages are used as
+//!   they are: up on the stable window, or in panic on a burst (the latest tick above the full
+//!   capacity of the desired count, two ticks running) to `max(want_panic, want_stable,
+//!   want_current)`.
 //! - The desired count (replicas starting included) is what `want` is compared with, so
 //!   replicas on the way are counted as capacity and never asked for twice.
-//! - **Down**: at most halving per decision (`>= ceil(desired / 2)`), and only once `want`
-//!   has stayed below `desired` for `scale_down_delay`; the step taken is the largest `want`
-//!   seen during that delay.
 //! - **Bounds**: `[max(1, min, alert floor), max]`. Below the bound the count is raised at once
 //!   (reason `min`), above `max` lowered at once (reason `max`).
 //! - **Zero**: with `com.openfaas.scale.zero=true`, once no request arrived for
@@ -25,12 +47,20 @@
 //! - `min == max` disables all of this. A rejected scale call is retried with exponential
 //!   backoff (`retry_base` doubling to `retry_max`), decided afresh each time.
 //!
-//! No clock is read: `Input::now_us` is the demand source's time. Tests drive it directly.
+//! No clock is read: `Input::now_us` is the demand source's time. Tests drive it directly;
+//! `tests/scaler_sim.rs` runs these rules against simulated loads and a simulated Nomad.
 
 use std::time::Duration;
 
 use crate::control::scaler::settings::{ScaleKind, ScaleSettings};
+use crate::control::scaler::window::{ArrivalRate, ServiceTime};
 use crate::control::scaler::ScalerConfig;
+
+/// Standard errors below the estimate a need must be to scale up (and above it to scale
+/// down).
+pub const Z_TRIGGER: f64 = 2.5;
+/// Standard errors above the estimate a scale-up is sized for.
+pub const Z_SIZE: f64 = 2.0;
 
 /// What one decision looks at.
 #[derive(Debug, Clone, Copy)]
@@ -41,20 +71,23 @@ pub struct Input {
     pub desired: u64,
     /// Replicas ready to serve.
     pub ready: u64,
-    /// Average demand over the stable window (in the settings' unit).
+    /// Average demand over the stable window (in the settings' unit), as measured.
     pub stable: f64,
     /// Average demand over the panic window.
     pub panic: f64,
     /// Average demand over the latest tick.
     pub current: f64,
-    /// Arrivals per second over the stable window, the panic window and the latest tick.
-    pub stable_rps: f64,
-    pub panic_rps: f64,
-    pub current_rps: f64,
-    /// Mean time in flight (s) over the panic window by Little's law, if enough arrivals.
-    pub latency: Option<f64>,
+    /// Arrivals over the stable window and the seconds it covers.
+    pub stable_arrivals: u64,
+    pub stable_secs: f64,
+    /// Arrival-rate bounds over trailing windows up to the panic window.
+    pub recent: ArrivalRate,
+    /// Service time of the requests completed over the stable window, if enough.
+    pub service_time: Option<ServiceTime>,
     /// Requests in flight now, held ones included.
     pub inflight: u64,
+    /// Requests held now (waiting for a replica).
+    pub queued: u64,
     /// Time since the last arrival (or since the function was first seen).
     pub idle_for: Duration,
     /// Lower bound set by a firing Prometheus alert (0: none).
@@ -104,10 +137,30 @@ pub struct Decider {
     retry_delay: Duration,
     /// The count last set and until when to believe it over a provider that lags.
     last_set: Option<(u64, u64)>,
-    /// Time in flight (s) measured while capacity was not short, and when (capacity type).
-    latency: Option<(f64, u64)>,
-    /// Consecutive ticks whose demand exceeded the full capacity of the desired count.
+    /// Consecutive ticks whose demand exceeded the full capacity of the desired count
+    /// (in-flight sizing, before a service time is known).
     over_ticks: u32,
+    /// A scale-up waited one tick for the load to settle.
+    deferred: bool,
+    /// The latest sizing, for the decision log.
+    sizing: Sizing,
+}
+
+/// Replica counts the demand asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizing {
+    /// Needed for sure (lower bounds): above the desired count, scale up.
+    pub up: u64,
+    /// What a scale-up goes to (upper bound of the window that proved it).
+    pub to: u64,
+    /// Needed at most (upper bounds): below the desired count, scale down.
+    pub down: u64,
+    /// The scale-up comes from the short windows (a panic) rather than the stable one.
+    fast: bool,
+    /// Recent demand at least `panic_threshold` x the ready capacity.
+    panic: bool,
+    /// The newest tick shows no change inside it.
+    settled: bool,
 }
 
 /// How long a count just set is trusted over a provider reading that has not caught up.
@@ -149,8 +202,9 @@ impl Default for Decider {
             retry_at_us: 0,
             retry_delay: Duration::ZERO,
             last_set: None,
-            latency: None,
             over_ticks: 0,
+            deferred: false,
+            sizing: Sizing::default(),
         }
     }
 }
@@ -176,46 +230,42 @@ impl Decider {
             self.down_since_us = None;
             return None;
         }
-        let per = s.per_replica();
-        let (stable, panic, current) = self.demand(cfg, input);
-        let capacity = input.ready as f64 * per;
-        if panic > 0.0 && panic >= cfg.panic_threshold * capacity {
+        let sz = self.size(cfg, input, desired);
+        self.sizing = sz;
+        if sz.panic {
             self.panic_until_us = now + us(cfg.stable_window);
         }
-        // A burst: the latest tick's demand above the full capacity (target, not the planned
-        // proportion) of every replica asked for, two ticks running (one noisy or partly
-        // loaded tick never starts a call; the second sizes the step whole).
-        if current > desired as f64 * s.target {
-            self.over_ticks += 1;
+        // While panicking only the short windows raise the count.
+        let mut up = sz.up > desired && (sz.fast || !self.panicking(now));
+        if up && !sz.settled && !self.deferred {
+            // The load changed inside the newest tick: size it on the next one.
+            self.deferred = true;
+            up = false;
         } else {
-            self.over_ticks = 0;
+            self.deferred = false;
         }
-        let burst = self.over_ticks >= 2;
-        if burst {
-            // A burst panics too: scale-up only for a stable window, which still holds the
-            // old demand.
+        if up && sz.fast {
             self.panic_until_us = now + us(cfg.stable_window);
         }
         let panicking = self.panicking(now);
         if now < self.retry_at_us {
             return None;
         }
-        let want_stable = replicas_for(stable, per);
-        let want_panic = replicas_for(panic, per);
-        let want_current = replicas_for(current, per);
         let idle = s.zero && input.inflight == 0 && input.idle_for >= s.zero_duration && !panicking;
 
         let (mut want, mut reason) = if idle {
             (0, Reason::Idle)
-        } else if panicking {
-            let up = if burst {
-                want_panic.max(want_stable).max(want_current)
+        } else if up {
+            let reason = if sz.fast {
+                Reason::Panic
             } else {
-                0
+                Reason::Stable
             };
-            (up.max(desired), Reason::Panic)
+            (sz.to.max(sz.up), reason)
+        } else if panicking {
+            (desired, Reason::Panic)
         } else {
-            (want_stable, Reason::Stable)
+            (sz.down.min(desired), Reason::Stable)
         };
         if !idle {
             let floor = s.min.max(1).max(input.alert_floor).min(s.max);
@@ -275,38 +325,90 @@ impl Decider {
         })
     }
 
-    /// The stable, panic and latest-tick demand the rules size on, in the settings' unit.
-    ///
-    /// For the capacity type, once a time in flight `W` has been measured while capacity was
-    /// not short, demand is `arrival rate x W` (Little's law): the load offered, without the
-    /// backlog that piles up (and then drains) while replicas start, which the in-flight
-    /// count includes and which would otherwise be sized for as if it lasted. `W` is
-    /// re-measured on every tick where the panic window's in-flight demand fits the ready
-    /// replicas' planned load, and in any case after a stable window (so a function that
-    /// really got slower is sized on its new `W`). Without a `W` yet (a new function), or
-    /// for the rps type, the averages are used as they are.
-    fn demand(&mut self, cfg: &ScalerConfig, input: &Input) -> (f64, f64, f64) {
+    /// The latest sizing (for the decision log).
+    pub fn sizing(&self) -> Sizing {
+        self.sizing
+    }
+
+    /// The replica counts the demand asks for (see the module doc).
+    fn size(&mut self, cfg: &ScalerConfig, input: &Input, desired: u64) -> Sizing {
         let s = &input.settings;
-        if s.kind != ScaleKind::Capacity {
-            return (input.stable, input.panic, input.current);
+        let per = s.per_replica();
+        // Service time bounds (a rate is the load itself for the rps type).
+        let w = match s.kind {
+            ScaleKind::Rps => Some((1.0, 1.0)),
+            ScaleKind::Capacity => input.service_time.map(|st| {
+                let rel = 1.0 / (st.completions as f64).sqrt();
+                (
+                    st.mean * (1.0 - Z_TRIGGER * rel).max(0.0),
+                    st.mean * (1.0 + Z_SIZE * rel),
+                )
+            }),
+        };
+        let Some((w_low, w_high)) = w else {
+            return self.size_on_inflight(cfg, input, desired);
+        };
+        self.over_ticks = 0;
+        if input.stable_secs <= 0.0 {
+            return Sizing {
+                up: 0,
+                to: 0,
+                down: desired,
+                settled: true,
+                ..Default::default()
+            };
         }
-        if let Some(w) = input.latency {
-            let ready = input.ready as f64;
-            let short = input.panic > ready * s.per_replica() || input.current > ready * s.target;
-            let stale = self.latency.map_or(true, |(_, at)| {
-                input.now_us.saturating_sub(at) >= us(cfg.stable_window)
-            });
-            if !short || stale {
-                self.latency = Some((w, input.now_us));
-            }
+        let r = &input.recent;
+        let a = input.stable_arrivals as f64;
+        let stable_low = (a - Z_TRIGGER * a.sqrt()).max(0.0) / input.stable_secs;
+        let stable_high = (a + Z_TRIGGER * (a + 1.0).sqrt()) / input.stable_secs;
+        let drain = input.queued as f64 / cfg.drain_horizon.as_secs_f64().max(1e-3);
+        let fast =
+            replicas_for(r.low * w_low, per).max(replicas_for((r.low + drain) * w_low, s.target));
+        let slow = replicas_for(stable_low * w_low, per);
+        let up = fast.max(slow);
+        Sizing {
+            up,
+            to: up
+                .max(replicas_for(r.high * w_high, per))
+                .min(up + (up / 10).max(1).min(up.saturating_sub(desired + 1))),
+            down: replicas_for(stable_high.max(r.high) * w_high, per)
+                .max(replicas_for((stable_high + drain) * w_high, s.target)),
+            fast: fast > desired,
+            panic: r.low > 0.0 && r.low * w_low >= cfg.panic_threshold * input.ready as f64 * per,
+            settled: r.settled,
         }
-        match self.latency {
-            Some((w, _)) => (
-                input.stable_rps * w,
-                input.panic_rps * w,
-                input.current_rps * w,
-            ),
-            None => (input.stable, input.panic, input.current),
+    }
+
+    /// Sizing on the in-flight averages as measured, before a service time is known: up on
+    /// the stable window, or on a burst (the latest tick above the full `target` capacity of
+    /// the desired count, two ticks running: one noisy tick never starts a call).
+    fn size_on_inflight(&mut self, cfg: &ScalerConfig, input: &Input, desired: u64) -> Sizing {
+        let s = &input.settings;
+        let per = s.per_replica();
+        if input.current > desired as f64 * s.target {
+            self.over_ticks += 1;
+        } else {
+            self.over_ticks = 0;
+        }
+        let burst = self.over_ticks >= 2;
+        let want_stable = replicas_for(input.stable, per);
+        let up = if burst {
+            want_stable
+                .max(replicas_for(input.panic, per))
+                .max(replicas_for(input.current, per))
+        } else {
+            want_stable
+        };
+        Sizing {
+            up,
+            to: up,
+            down: want_stable,
+            fast: burst,
+            panic: burst
+                || (input.panic > 0.0
+                    && input.panic >= cfg.panic_threshold * input.ready as f64 * per),
+            settled: true,
         }
     }
 
@@ -349,6 +451,7 @@ fn us(d: Duration) -> u64 {
 mod tests {
     use super::*;
     use crate::control::scaler::settings::labels;
+    use crate::control::scaler::window::{ArrivalRate, ServiceTime};
     use proptest::prelude::*;
 
     const S: u64 = 1_000_000;
@@ -366,11 +469,12 @@ mod tests {
             stable,
             panic,
             current: panic,
-            stable_rps: 0.0,
-            panic_rps: 0.0,
-            current_rps: 0.0,
-            latency: None,
+            stable_arrivals: 0,
+            stable_secs: 0.0,
+            recent: ArrivalRate::default(),
+            service_time: None,
             inflight: panic as u64,
+            queued: 0,
             idle_for: Duration::ZERO,
             alert_floor: 0,
         }
@@ -570,6 +674,98 @@ mod tests {
         assert_eq!(d.decide(&c, &j), None);
     }
 
+    /// An input with a measured service time `w` (from 100k completions) and arrival rates
+    /// in requests per second: the recent window's bounds and the stable window's rate.
+    fn little(now_ms: u64, desired: u64, recent: (f64, f64), stable_rps: f64, w: f64) -> Input {
+        let mut i = input(0, desired, desired, 0.0, 0.0);
+        i.settings = settings(&[(labels::MAX, "100")]);
+        i.now_us = now_ms * 1000;
+        i.recent = ArrivalRate {
+            low: recent.0,
+            high: recent.1,
+            settled: true,
+        };
+        i.stable_arrivals = (stable_rps * 60.0) as u64;
+        i.stable_secs = 60.0;
+        i.service_time = Some(ServiceTime {
+            mean: w,
+            completions: 100_000,
+        });
+        i.inflight = (stable_rps * w) as u64;
+        i
+    }
+
+    #[test]
+    fn little_law_sizes_a_step_once_at_its_upper_bound_and_noise_not_at_all() {
+        let mut d = Decider::default();
+        // 2000 rps x 0.1 s = 200 in flight: 5 replicas of 45. Bounds 1900..2100 stay on 5.
+        for t in 0..3000 {
+            let i = little(t * 200, 5, (1900.0, 2100.0), 2000.0, 0.1);
+            assert_eq!(d.decide(&cfg(), &i), None, "tick {t}");
+        }
+        // A x15 step proven by the newest ticks: at once towards the upper bound (3170 in
+        // flight: 71), at most 10% above the sure need (2827 in flight: 63 -> 69).
+        let i = little(600_200, 5, (28_500.0, 31_500.0), 2500.0, 0.1);
+        let dec = d.decide(&cfg(), &i).unwrap();
+        assert_eq!((dec.to, dec.reason), (69, Reason::Panic));
+        assert!(d.panicking(600_200_000));
+        d.on_result(&cfg(), &dec, true, 600_200_000);
+        // The count just set covers it: no second call.
+        let i = little(600_400, 70, (29_500.0, 30_500.0), 3000.0, 0.1);
+        assert_eq!(d.decide(&cfg(), &i), None);
+    }
+
+    #[test]
+    fn a_step_inside_the_newest_tick_waits_one_tick() {
+        let mut d = Decider::default();
+        let mut i = little(1000, 1, (15_000.0, 16_000.0), 300.0, 0.1);
+        i.recent.settled = false;
+        assert_eq!(d.decide(&cfg(), &i), None, "partly loaded tick");
+        i.now_us += 200_000;
+        i.recent = ArrivalRate {
+            low: 29_000.0,
+            high: 31_000.0,
+            settled: false,
+        };
+        let dec = d.decide(&cfg(), &i).unwrap();
+        assert!(dec.to >= 67 && dec.to <= 73, "{dec:?}");
+    }
+
+    #[test]
+    fn held_requests_drain_over_the_horizon_at_full_target() {
+        let mut d = Decider::default();
+        // 900 rps x 0.1 s = 90 in flight: 2 replicas; 1500 held drain at 50/s over 30 s:
+        // (900 + 50) x 0.1 = 95 in flight fits 2 x 50.
+        let mut i = little(1000, 2, (880.0, 920.0), 900.0, 0.1);
+        i.queued = 1500;
+        assert_eq!(d.decide(&cfg(), &i), None);
+        // 6000 held: 200/s more, 110 in flight: 3 replicas.
+        i.queued = 6000;
+        let dec = d.decide(&cfg(), &i).unwrap();
+        assert_eq!(dec.to, 3, "{dec:?}");
+    }
+
+    #[test]
+    fn down_needs_the_upper_bound_below_the_count() {
+        let mut d = Decider::default();
+        // 10 replicas; demand 300 in flight needs 7 for sure at most: down after the delay,
+        // at most halving.
+        let mut last = None;
+        for t in 0..=31 {
+            last = d
+                .decide(&cfg(), &little(t * 1000, 10, (2900.0, 3100.0), 3000.0, 0.1))
+                .or(last);
+        }
+        let dec = last.unwrap();
+        assert_eq!((dec.to, dec.reason), (7, Reason::Stable));
+        // Demand whose upper bound still needs the count: nothing.
+        let mut d = Decider::default();
+        for t in 0..100 {
+            let i = little(t * 1000, 7, (2900.0, 3100.0), 3000.0, 0.1);
+            assert_eq!(d.decide(&cfg(), &i), None);
+        }
+    }
+
     proptest! {
         /// Whatever the inputs: the result is within the bounds (or 0 only when idle to zero
         /// is allowed), a step down never goes below half, and nothing is decided when the
@@ -594,7 +790,8 @@ mod tests {
                 now += step * S;
                 let i = Input {
                     now_us: now, settings: s, desired, ready, stable, panic, current: panic,
-                    stable_rps: 0.0, panic_rps: 0.0, current_rps: 0.0, latency: None, inflight,
+                    stable_arrivals: 0, stable_secs: 0.0, recent: ArrivalRate::default(),
+                    service_time: None, inflight, queued: 0,
                     idle_for: Duration::from_secs(idle_s), alert_floor: floor,
                 };
                 if let Some(dec) = d.decide(&cfg(), &i) {

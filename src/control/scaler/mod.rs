@@ -2,8 +2,10 @@
 //!
 //! Every `tick` (default 200 ms) it asks a [`DemandSource`] for each function's cumulative
 //! demand counters, folds them into a [`window::DemandWindow`] (stable 60 s and panic 6 s
-//! averages of in-flight + held requests, or of requests per second), and asks the pure
-//! [`decide::Decider`] whether to call the provider. The rules are in [`decide`]; the
+//! averages of in-flight + held requests or of requests per second, arrival-rate bounds over
+//! trailing windows, the service time of completed requests), and asks the pure
+//! [`decide::Decider`] whether to call the provider: it sizes for arrival rate x service time
+//! (Little's law) plus the held requests to drain. The rules are in [`decide`]; the
 //! per-function settings come from `com.openfaas.scale.*` labels ([`settings`]) parsed when
 //! the provider publishes.
 //!
@@ -56,6 +58,8 @@ pub struct ScalerConfig {
     pub panic_threshold: f64,
     /// How long demand must stay below the count before a step down.
     pub scale_down_delay: Duration,
+    /// Requests held are sized to drain within this (see `decide`).
+    pub drain_horizon: Duration,
     /// First delay before retrying a rejected scale call; doubles up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
@@ -109,19 +113,23 @@ impl Tracker {
         let kind = obs.settings.kind;
         let at_us = obs.demand.at_us;
         let last_arrival_us = obs.demand.last_arrival_ms * 1000;
+        let stable = self.window.totals(cfg.stable_window);
         Input {
             now_us: at_us,
             settings: obs.settings,
             desired: obs.desired,
             ready: obs.ready,
-            stable: self.window.average(cfg.stable_window, kind),
+            stable: stable.average(kind),
             panic: self.window.average(cfg.panic_window, kind),
             current: self.window.latest(kind),
-            stable_rps: self.window.average(cfg.stable_window, ScaleKind::Rps),
-            panic_rps: self.window.average(cfg.panic_window, ScaleKind::Rps),
-            current_rps: self.window.latest(ScaleKind::Rps),
-            latency: self.window.latency(cfg.panic_window),
+            stable_arrivals: stable.arrivals,
+            stable_secs: stable.secs(),
+            recent: self
+                .window
+                .arrival_rate(cfg.panic_window, decide::Z_TRIGGER, decide::Z_SIZE),
+            service_time: stable.service_time(),
             inflight: obs.demand.inflight,
+            queued: obs.demand.queued,
             idle_for: Duration::from_micros(
                 at_us.saturating_sub(last_arrival_us.max(self.first_seen_us)),
             ),
@@ -160,6 +168,7 @@ impl Default for ScalerConfig {
             panic_window: Duration::from_secs(6),
             panic_threshold: 2.0,
             scale_down_delay: Duration::from_secs(30),
+            drain_horizon: Duration::from_secs(30),
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
             alert_min_interval: crate::control::alert::DEFAULT_MIN_INTERVAL,
@@ -256,6 +265,7 @@ pub async fn run_scaler(
                 .input(cfg, &observed, scaling.alerts.floor(&obs.key, now));
             let (stable, panic) = (input.stable, input.panic);
             let decision = f.tracker.decide(cfg, &input);
+            let sizing = f.tracker.decider.sizing();
             scaling
                 .stats
                 .observe(&f.label, stable, panic, f.tracker.decider.panicking(at_us));
@@ -271,6 +281,14 @@ pub async fn run_scaler(
                 ready = obs.ready,
                 inflight = obs.demand.inflight,
                 queued = obs.demand.queued,
+                service_ms = format_args!(
+                    "{:.1}",
+                    input.service_time.map_or(0.0, |w| w.mean * 1e3)
+                ),
+                rate_low = format_args!("{:.1}", input.recent.low),
+                rate_high = format_args!("{:.1}", input.recent.high),
+                need_up = sizing.up,
+                need_down = sizing.down,
                 idle_s = input.idle_for.as_secs(),
                 alert_floor = input.alert_floor,
                 "scale decision"
