@@ -12,7 +12,10 @@
 //! Invariants:
 //! - Never on the request path: the data plane only bumps atomics, the task reads them.
 //! - At most one provider call per function at a time, one per decision, none on a tick
-//!   where nothing changes. A failed call is logged and retried with backoff.
+//!   where nothing changes. A failed call is logged and retried with backoff. The one
+//!   exception: a scale-up is made while a scale-down still waits (the Nomad provider drains
+//!   the allocations it will stop first); the provider ends that drain and fails the older
+//!   call, whose outcome the scaler no longer waits for.
 //! - Each decision is logged with its inputs and counted in
 //!   `faasgate_scale_decisions_total` ([`stats`]).
 //! - A function at zero is left to the cold-start task (`control::cold_start`), so held
@@ -230,12 +233,20 @@ pub async fn run_scaler(
             f.tracker.push(obs.demand);
             seen.push(obs.key.clone());
 
-            // A call in progress: wait for it; record its outcome.
+            // A call in progress: wait for it and record its outcome. A scale-down may wait
+            // on draining replicas (Nomad); a need to go up is not kept waiting behind it.
+            let mut draining = None;
             if let Some((decision, call)) = f.call.take() {
-                if !call.is_finished() {
+                if call.is_finished() {
+                    f.call = Some((decision, call));
+                } else if decision.direction == Direction::Down {
+                    draining = Some((decision, call));
+                } else {
                     f.call = Some((decision, call));
                     continue;
                 }
+            }
+            if let Some((decision, call)) = f.call.take() {
                 let result = call
                     .await
                     .unwrap_or_else(|e| Err(ProviderError::Backend(e.to_string())));
@@ -269,7 +280,21 @@ pub async fn run_scaler(
             scaling
                 .stats
                 .observe(&f.label, stable, panic, f.tracker.decider.panicking(at_us));
-            let Some(decision) = decision else { continue };
+            let decision = match (decision, draining) {
+                (Some(d), Some((down, _call))) if d.direction == Direction::Up => {
+                    // The new call supersedes the scale-down (the provider ends its drain and
+                    // fails it); that call's outcome is not waited for.
+                    tracing::info!(function = %f.label, down_to = down.to, up_to = d.to,
+                        "scale-up supersedes a scale-down still draining");
+                    d
+                }
+                (_, Some(pending)) => {
+                    f.call = Some(pending);
+                    continue;
+                }
+                (Some(d), None) => d,
+                (None, None) => continue,
+            };
             tracing::info!(
                 function = %f.label,
                 from = decision.from,

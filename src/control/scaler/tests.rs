@@ -79,6 +79,8 @@ struct Recorder {
     script: Arc<Scripted>,
     calls: Mutex<Vec<(tokio::time::Duration, u64)>>,
     fail: AtomicU32,
+    /// Scale-downs wait this long before taking effect (a Nomad drain).
+    down_drain: Duration,
 }
 
 #[async_trait]
@@ -97,6 +99,10 @@ impl Provider for Recorder {
                 status: 400,
                 message: "deployment in progress".into(),
             });
+        }
+        let lower = replicas < self.script.state.lock().unwrap().desired;
+        if lower && !self.down_drain.is_zero() {
+            tokio::time::sleep(self.down_drain).await;
         }
         self.script.advance();
         self.script.state.lock().unwrap().desired = replicas;
@@ -135,6 +141,7 @@ fn setup(desired: u64, fail: u32) -> (Arc<Scripted>, Arc<Recorder>, Arc<Scaling>
         script: script.clone(),
         calls: Mutex::new(Vec::new()),
         fail: AtomicU32::new(fail),
+        down_drain: Duration::ZERO,
     });
     let scaling = Scaling::new(ScalerConfig::default());
     (script, rec, scaling)
@@ -239,5 +246,42 @@ async fn an_idle_function_goes_to_zero_at_zero_duration() {
         "to zero at {at:.3} s, zero-duration 120 s"
     );
     assert_eq!(script.state.lock().unwrap().desired, 0);
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scale_up_is_not_kept_waiting_behind_a_draining_scale_down() {
+    let script = Scripted::new(9);
+    let rec = Arc::new(Recorder {
+        script: script.clone(),
+        calls: Mutex::new(Vec::new()),
+        fail: AtomicU32::new(0),
+        down_drain: Duration::from_secs(600),
+    });
+    let scaling = Scaling::new(ScalerConfig::default());
+    let task = spawn_scaler(scaling, script.clone(), rec.clone());
+    script.set_inflight(45);
+    // Quiet enough to scale down: the call starts and then waits on its drain.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while calls(&rec).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no scale-down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (down_at, down_to) = calls(&rec)[0];
+    assert!(down_to < 9, "{:?}", calls(&rec));
+    // The load comes back at 600 in flight (14 replicas) while the drain goes on.
+    script.set_inflight(600);
+    let step = tokio::time::Instant::now();
+    while calls(&rec).len() < 2 {
+        assert!(
+            step.elapsed() < Duration::from_secs(5),
+            "no scale-up during the drain: {:?}",
+            calls(&rec)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (up_at, up_to) = calls(&rec)[1];
+    assert!(up_to >= 14, "{:?}", calls(&rec));
+    assert!(up_at - down_at < 600.0, "made while the down call waits");
     task.abort();
 }
