@@ -8,9 +8,14 @@
 //! sees every line exactly once (history, then live), never a gap or a duplicate. A follower
 //! that falls behind the channel loses the lines it missed rather than slowing writers down.
 //! Nothing here awaits while holding the lock.
+//!
+//! Recording is cheap because replicas log a line per request (as of-watchdog does): an entry
+//! holds the time, the instance and the text, shared (`Arc`) by the history and the live
+//! feed; the OpenFaaS `LogMessage` (names, RFC 3339 timestamp) is built only when a line is
+//! read. Building it per line was ~4k instructions of the gateway's per request under load.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt};
 use time::OffsetDateTime;
@@ -34,14 +39,15 @@ pub struct LogBuffer {
     name: String,
     namespace: String,
     capacity: usize,
-    history: Mutex<VecDeque<Entry>>,
-    live: broadcast::Sender<Entry>,
+    history: Mutex<VecDeque<Arc<Entry>>>,
+    live: broadcast::Sender<Arc<Entry>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Entry {
     at: OffsetDateTime,
-    message: LogMessage,
+    instance: Arc<str>,
+    text: String,
 }
 
 // === impl LogBuffer ===
@@ -63,23 +69,17 @@ impl LogBuffer {
     }
 
     /// Records one line of `instance`, stamped now.
-    pub fn push(&self, instance: &str, text: String) {
+    pub fn push(&self, instance: &Arc<str>, text: String) {
         self.push_at(OffsetDateTime::now_utc(), instance, text);
     }
 
     /// Records one line of `instance` stamped `at` (UTC).
-    pub fn push_at(&self, at: OffsetDateTime, instance: &str, text: String) {
-        let at = at.to_offset(time::UtcOffset::UTC);
-        let entry = Entry {
-            at,
-            message: LogMessage {
-                name: self.name.clone(),
-                namespace: self.namespace.clone(),
-                instance: instance.to_string(),
-                timestamp: format_timestamp(at),
-                text,
-            },
-        };
+    pub fn push_at(&self, at: OffsetDateTime, instance: &Arc<str>, text: String) {
+        let entry = Arc::new(Entry {
+            at: at.to_offset(time::UtcOffset::UTC),
+            instance: instance.clone(),
+            text,
+        });
         let mut history = self.history.lock().expect("log history mutex poisoned");
         if history.len() == self.capacity {
             history.pop_front();
@@ -87,6 +87,11 @@ impl LogBuffer {
         history.push_back(entry.clone());
         // No receiver is not an error: nobody follows.
         let _ = self.live.send(entry);
+    }
+
+    /// The OpenFaaS form of an entry, made when it is read.
+    fn message(&self, e: &Entry) -> LogMessage {
+        message(&self.name, &self.namespace, e)
     }
 
     /// The lines `query` asks for: matching history (last `tail`), then, with `follow`, every
@@ -102,7 +107,7 @@ impl LogBuffer {
             let mut past: Vec<LogMessage> = history
                 .iter()
                 .filter(|e| filter.matches(e))
-                .map(|e| e.message.clone())
+                .map(|e| self.message(e))
                 .collect();
             if let Some(tail) = query.tail {
                 let skip = past.len().saturating_sub(tail);
@@ -114,17 +119,20 @@ impl LogBuffer {
         match live {
             None => past.boxed(),
             Some(rx) => {
-                let live = stream::unfold((rx, filter), |(mut rx, filter)| async move {
-                    loop {
-                        match rx.recv().await {
-                            Ok(entry) if filter.matches(&entry) => {
-                                return Some((entry.message, (rx, filter)))
+                let names = (self.name.clone(), self.namespace.clone());
+                let live =
+                    stream::unfold((rx, filter, names), |(mut rx, filter, names)| async move {
+                        loop {
+                            match rx.recv().await {
+                                Ok(entry) if filter.matches(&entry) => {
+                                    let m = message(&names.0, &names.1, &entry);
+                                    return Some((m, (rx, filter, names)));
+                                }
+                                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                                Err(broadcast::error::RecvError::Closed) => return None,
                             }
-                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                            Err(broadcast::error::RecvError::Closed) => return None,
                         }
-                    }
-                });
+                    });
                 past.chain(live).boxed()
             }
         }
@@ -138,10 +146,18 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, e: &Entry) -> bool {
-        self.instance
-            .as_deref()
-            .map_or(true, |i| i == e.message.instance)
+        self.instance.as_deref().map_or(true, |i| i == &*e.instance)
             && self.since.map_or(true, |s| e.at >= s)
+    }
+}
+
+fn message(name: &str, namespace: &str, e: &Entry) -> LogMessage {
+    LogMessage {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        instance: e.instance.to_string(),
+        timestamp: format_timestamp(e.at),
+        text: e.text.clone(),
     }
 }
 
@@ -183,7 +199,7 @@ mod tests {
     async fn ring_keeps_the_last_lines() {
         let buf = LogBuffer::with_capacity(&key(), 3);
         for i in 0..5 {
-            buf.push("a", i.to_string());
+            buf.push(&"a".into(), i.to_string());
         }
         assert_eq!(texts(&buf, &query(None, None, None)).await, ["2", "3", "4"]);
         assert_eq!(texts(&buf, &query(Some(2), None, None)).await, ["3", "4"]);
@@ -198,9 +214,9 @@ mod tests {
     async fn filters_by_instance_and_since() {
         let buf = LogBuffer::new(&key());
         let t0 = OffsetDateTime::now_utc();
-        buf.push_at(t0, "a", "old".into());
-        buf.push_at(t0 + Duration::from_secs(10), "b", "new-b".into());
-        buf.push_at(t0 + Duration::from_secs(20), "a", "new-a".into());
+        buf.push_at(t0, &"a".into(), "old".into());
+        buf.push_at(t0 + Duration::from_secs(10), &"b".into(), "new-b".into());
+        buf.push_at(t0 + Duration::from_secs(20), &"a".into(), "new-a".into());
         let since = Some(t0 + Duration::from_secs(5));
         assert_eq!(
             texts(&buf, &query(None, since, None)).await,
@@ -221,7 +237,7 @@ mod tests {
         let at = time::macros::datetime!(2024-05-01 12:00:00.5 +02:00);
         assert_eq!(format_timestamp(at), "2024-05-01T10:00:00.500000000Z");
         let buf = LogBuffer::new(&key());
-        buf.push("echo-abc", "hi".into());
+        buf.push(&"echo-abc".into(), "hi".into());
         let q = query(None, None, None);
         let m = buf.stream(&q).collect::<Vec<_>>().await;
         assert_eq!(m[0].name, "echo");
@@ -237,11 +253,11 @@ mod tests {
     #[tokio::test]
     async fn follow_sees_history_then_live_lines() {
         let buf = LogBuffer::new(&key());
-        buf.push("a", "1".into());
+        buf.push(&"a".into(), "1".into());
         let mut q = query(None, None, None);
         q.follow = true;
         let mut s = buf.stream(&q);
-        buf.push("a", "2".into());
+        buf.push(&"a".into(), "2".into());
         assert_eq!(s.next().await.unwrap().text, "1");
         assert_eq!(s.next().await.unwrap().text, "2");
         drop(buf);
