@@ -1,13 +1,15 @@
 //! The gateway's response body: one enum, so no response is boxed on the hot path.
 //!
-//! `Proxied` wraps a function's streamed response: frames pass through as they arrive (SSE
-//! and NDJSON reach the client as produced). When the upstream body ends, the connection goes
+//! `Proxied` is a function's streamed response, read from the replica's connection in the
+//! client connection's own task by the response framing (`http1`): each read becomes a frame
+//! as it arrives (SSE and NDJSON reach the client as produced). When the upstream body ends, the connection goes
 //! back to its replica's pool and the invocation is recorded (status, latency) by dropping the
-//! [`Invocation`]; if the client goes away first, the connection is dropped instead (it may
-//! be mid-response) and the invocation is still recorded.
+//! [`Invocation`]; if the client goes away first, or the framing is broken, or the body was
+//! delimited by the connection's close, the connection is dropped instead and the invocation
+//! is still recorded.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -15,7 +17,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::dataplane::forward::Invocation;
-use crate::dataplane::pool::Sender;
+use crate::dataplane::http1::{ChunkedDecoder, Decoded, Framing, WireError};
+use crate::dataplane::pool::Conn;
 use crate::dataplane::replica::PendingGuard;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -34,15 +37,24 @@ pub enum UpstreamBody {
     Empty,
 }
 
-/// An upstream response body with the resources to release when it ends.
+/// An upstream response body, read from the replica's connection by the response framing,
+/// with the resources to release when it ends.
 pub struct ProxiedBody {
-    inner: Incoming,
-    /// The connection, returned to the pool at end of stream.
-    sender: Option<Sender>,
+    /// The connection; returned to the pool when the body ends cleanly and it may be reused.
+    conn: Option<Conn>,
+    framing: BodyFraming,
+    keep_alive: bool,
     /// Keeps the replica's pending count until the body ends or is dropped.
     pending: Option<PendingGuard>,
     /// Records the invocation when dropped.
     _invocation: Invocation,
+}
+
+enum BodyFraming {
+    Empty,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Close,
 }
 
 // === impl GatewayBody ===
@@ -76,7 +88,7 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Empty => true,
             GatewayBody::Full(d) => d.is_none(),
-            GatewayBody::Proxied(p) => p.sender.is_none() && p.pending.is_none(),
+            GatewayBody::Proxied(p) => p.pending.is_none(),
             GatewayBody::Stream(_) => false,
         }
     }
@@ -85,7 +97,7 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Empty => SizeHint::with_exact(0),
             GatewayBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |b| b.len() as u64)),
-            GatewayBody::Proxied(p) => p.inner.size_hint(),
+            GatewayBody::Proxied(p) => p.size_hint(),
             GatewayBody::Stream(_) => SizeHint::default(),
         }
     }
@@ -141,54 +153,113 @@ impl Body for UpstreamBody {
 
 impl ProxiedBody {
     pub fn new(
-        inner: Incoming,
-        sender: Sender,
+        conn: Conn,
+        framing: Framing,
+        keep_alive: bool,
         pending: PendingGuard,
         invocation: Invocation,
     ) -> Self {
+        let framing = match framing {
+            Framing::Empty | Framing::Length(0) => BodyFraming::Empty,
+            Framing::Length(n) => BodyFraming::Length(n),
+            Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new()),
+            Framing::Close => BodyFraming::Close,
+        };
         let mut body = Self {
-            inner,
-            sender: Some(sender),
+            conn: Some(conn),
+            framing,
+            keep_alive,
             pending: Some(pending),
             _invocation: invocation,
         };
-        if body.inner.is_end_stream() {
+        if matches!(body.framing, BodyFraming::Empty) {
             body.finish();
         }
         body
     }
 
-    fn finish(&mut self) {
-        if let (Some(sender), Some(pending)) = (self.sender.take(), self.pending.take()) {
-            pending.replica().pool().checkin(sender);
+    fn size_hint(&self) -> SizeHint {
+        match (&self.framing, self.pending.is_some()) {
+            (_, false) | (BodyFraming::Empty, _) => SizeHint::with_exact(0),
+            (BodyFraming::Length(n), _) => SizeHint::with_exact(*n),
+            _ => SizeHint::default(),
         }
+    }
+
+    /// The body ended cleanly: the connection goes back to the pool when it may be reused.
+    fn finish(&mut self) {
+        let conn = self.conn.take();
+        if let Some(pending) = self.pending.take() {
+            if let Some(conn) = conn.filter(|_| self.keep_alive) {
+                pending.replica().pool().checkin(conn);
+            }
+        }
+    }
+
+    /// The body failed: the connection is dropped (it may be mid-response), never pooled.
+    fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.pending = None;
+        Poll::Ready(Some(Err(e)))
     }
 
     fn poll_frame_inner(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.sender.is_none() && self.pending.is_none() {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                self.finish();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if self.inner.is_end_stream() {
-                    self.finish();
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let data = match &mut self.framing {
+                BodyFraming::Empty => None,
+                BodyFraming::Length(left) => {
+                    if conn.read.is_empty() {
+                        Some(None)
+                    } else {
+                        let n = (conn.read.len() as u64).min(*left);
+                        *left -= n;
+                        Some(Some(conn.read.split_to(n as usize).freeze()))
+                    }
                 }
-                Poll::Ready(Some(Ok(frame)))
+                BodyFraming::Chunked(decoder) => match decoder.decode(&mut conn.read) {
+                    Ok(Decoded::Data(d)) => Some(Some(d)),
+                    Ok(Decoded::End) => None,
+                    Ok(Decoded::NeedMore) => Some(None),
+                    Err(e) => return self.fail(Box::new(e)),
+                },
+                BodyFraming::Close => {
+                    if conn.read.is_empty() {
+                        Some(None)
+                    } else {
+                        let n = conn.read.len();
+                        Some(Some(conn.read.split_to(n).freeze()))
+                    }
+                }
+            };
+            match data {
+                None => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Some(Some(data)) => {
+                    if matches!(self.framing, BodyFraming::Length(0)) {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(None) => {}
             }
-            Poll::Ready(Some(Err(e))) => {
-                // The connection is broken: drop it, do not pool it.
-                self.sender = None;
-                self.pending = None;
-                Poll::Ready(Some(Err(Box::new(e))))
+            match ready!(conn.poll_read(cx)) {
+                Ok(0) if matches!(self.framing, BodyFraming::Close) => {
+                    self.keep_alive = false;
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return self.fail(Box::new(WireError::Truncated)),
+                Ok(_) => {}
+                Err(e) => return self.fail(Box::new(e)),
             }
-            Poll::Pending => Poll::Pending,
         }
     }
 }

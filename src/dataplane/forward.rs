@@ -28,18 +28,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
 use thiserror::Error;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::dataplane::balance;
 use crate::dataplane::body::{GatewayBody, ProxiedBody, UpstreamBody};
 use crate::dataplane::clock;
-use crate::dataplane::pool::Sender;
+use crate::dataplane::http1::{self, ResponseHead};
+use crate::dataplane::pool::Conn;
 use crate::dataplane::replica::{PendingGuard, Replica, DOWN_MS};
 use crate::dataplane::table::FunctionHandle;
 
@@ -201,15 +205,19 @@ impl Forwarder {
         let req = req.map(UpstreamBody::from_client);
         let arrived_ms = clock::ms_at(invocation.start);
         match self.send(&invocation.handle, req, arrived_ms).await {
-            Ok((resp, sender, pending)) => {
-                let (mut parts, body) = resp.into_parts();
+            Ok((head, conn, pending)) => {
+                let ResponseHead {
+                    mut parts,
+                    framing,
+                    keep_alive,
+                } = head;
                 invocation.code = parts.status.as_u16();
                 strip_hop_by_hop(&mut parts.headers);
                 if generated {
                     parts.headers.insert(X_CALL_ID, call_id);
                 }
                 parts.headers.insert(X_START_TIME, start_time);
-                let body = ProxiedBody::new(body, sender, pending, invocation);
+                let body = ProxiedBody::new(conn, framing, keep_alive, pending, invocation);
                 Response::from_parts(parts, GatewayBody::Proxied(body))
             }
             Err(e) => error_response(invocation, e, call_id, generated, start_time),
@@ -221,10 +229,13 @@ impl Forwarder {
         handle: &Arc<FunctionHandle>,
         mut req: Request<UpstreamBody>,
         arrived_ms: u64,
-    ) -> Result<(Response<Incoming>, Sender, PendingGuard), ForwardError> {
+    ) -> Result<(ResponseHead, Conn, PendingGuard), ForwardError> {
         // A request is re-sent only when it never left: a refused connection (the replica is
-        // marked down and skipped), a pooled connection that hands the request back, a
-        // replica found draining, or a bodiless request refused with 429 (see the module doc).
+        // marked down and skipped), a bodiless request whose write failed on a reused
+        // connection, a replica found draining, or a bodiless request refused with 429 (see
+        // the module doc). The request's head is written from `req`, never consumed, so a
+        // bodiless request is sent again as is.
+        let bodiless = req.body().is_empty();
         let mut attempts = 0usize;
         loop {
             attempts += 1;
@@ -264,52 +275,39 @@ impl Forwarder {
                     continue;
                 }
             };
-            // A bodiless request keeps a copy when it may have to be sent again: to dodge a
-            // 429 (several replicas), or because a reused connection may turn out to have been
-            // closed by the replica (then an idempotent request is re-sent, as Go's transport
-            // does: the replica cannot have acted on it).
-            let replay = (req.body().is_empty()
-                && (several || (checkout.reused && idempotent(req.method()))))
-            .then(|| replay_of(&req));
             let sent = tokio::time::timeout(
                 self.config.upstream_timeout,
-                checkout.sender.try_send_request(req),
+                exchange(&mut checkout.conn, &mut req),
             )
             .await;
             match sent {
                 Err(_) => return Err(ForwardError::Timeout(self.config.upstream_timeout)),
-                Ok(Ok(resp)) => {
-                    if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+                Ok(Ok(head)) => {
+                    if head.parts.status == StatusCode::TOO_MANY_REQUESTS {
                         replica.throttle();
-                        if let Some(again) = replay {
-                            if has_other_open(handle, &replica) {
-                                // The refusal's connection is dropped with its unread body.
-                                req = again;
-                                continue;
-                            }
-                        }
-                    }
-                    return Ok((resp, checkout.sender, pending));
-                }
-                Ok(Err(mut e)) => match e.take_message() {
-                    Some(unsent) => {
-                        req = unsent;
-                        continue;
-                    }
-                    None => {
-                        // No response byte came back on a reused connection (EOF or reset): as Go's
-                        // transport does, treat it as stale, whatever the error kind.
-                        let stale = checkout.reused;
-                        let _: TrySendError<Request<UpstreamBody>> = e;
-                        if let Some(again) = replay.filter(|r| stale && idempotent(r.method())) {
-                            req = again;
+                        if bodiless && several && has_other_open(handle, &replica) {
+                            // The refusal's connection is dropped with its unread body.
                             continue;
                         }
-                        return Err(ForwardError::Upstream {
-                            function: handle.label().to_string(),
-                        });
                     }
-                },
+                    return Ok((head, checkout.conn, pending));
+                }
+                // The write failed on a reused connection the replica had closed: nothing of
+                // a bodiless request can have been acted on.
+                Ok(Err(Failure::NotSent)) if bodiless && checkout.reused => continue,
+                // No response byte came back on a reused connection (EOF or reset): as Go's
+                // transport does, treat it as stale and send an idempotent request again.
+                Ok(Err(Failure::NoResponse))
+                    if bodiless && checkout.reused && idempotent(req.method()) =>
+                {
+                    continue
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(function = handle.label(), error = ?e, "upstream exchange failed");
+                    return Err(ForwardError::Upstream {
+                        function: handle.label().to_string(),
+                    });
+                }
             }
         }
     }
@@ -380,14 +378,92 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-/// A copy of a bodiless request, to send it again.
-fn replay_of(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
-    let mut again = Request::new(UpstreamBody::Empty);
-    *again.method_mut() = req.method().clone();
-    *again.uri_mut() = req.uri().clone();
-    *again.version_mut() = req.version();
-    *again.headers_mut() = req.headers().clone();
-    again
+/// How an exchange failed, for the retry decision.
+#[derive(Debug)]
+enum Failure {
+    /// Writing the request failed before the body was read from the client.
+    NotSent,
+    /// The request was written; the connection closed or reset before any response byte.
+    NoResponse,
+    /// Anything else: a client body error, a malformed response, a reset mid-head.
+    Broken,
+}
+
+/// Writes `req` on `conn` and reads the response head; the body is left on the connection.
+/// The head and a body of known small length go out in one write; a streamed body is written
+/// frame by frame (chunked when its length is unknown), flushed whenever the client's next
+/// frame is not ready yet, so a slow client stream reaches the replica as it arrives.
+async fn exchange(conn: &mut Conn, req: &mut Request<UpstreamBody>) -> Result<ResponseHead, Failure> {
+    let body_len = match req.body() {
+        UpstreamBody::Empty => Some(0),
+        UpstreamBody::Client(b) => b.size_hint().exact(),
+    };
+    let chunked = body_len.is_none();
+    conn.write.clear();
+    http1::write_request_head(req, body_len, &mut conn.write);
+    if let UpstreamBody::Client(body) = req.body_mut() {
+        write_body(conn, body, chunked).await?;
+    } else if conn.stream.write_all(&conn.write).await.is_err() {
+        return Err(Failure::NotSent);
+    }
+    let head_request = req.method() == Method::HEAD;
+    let mut got_byte = false;
+    loop {
+        if !conn.read.is_empty() {
+            got_byte = true;
+            match http1::parse_response_head(&mut conn.read, head_request) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(_) => return Err(Failure::Broken),
+            }
+        }
+        match conn.read_more().await {
+            Ok(n) if n > 0 => {}
+            _ if !got_byte => return Err(Failure::NoResponse),
+            _ => return Err(Failure::Broken),
+        }
+    }
+}
+
+/// Writes the buffered head and the client's body (already framed by the head).
+async fn write_body(conn: &mut Conn, body: &mut Incoming, chunked: bool) -> Result<(), Failure> {
+    let broken = |_| Failure::Broken;
+    loop {
+        let frame = match body.frame().now_or_never() {
+            Some(f) => f,
+            None => {
+                conn.stream.write_all(&conn.write).await.map_err(broken)?;
+                conn.write.clear();
+                body.frame().await
+            }
+        };
+        let Some(frame) = frame else { break };
+        let Ok(data) = frame.map_err(|_| Failure::Broken)?.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            http1::write_chunk_header(data.len(), &mut conn.write);
+        }
+        if conn.write.len() + data.len() <= http1::INLINE_BODY {
+            conn.write.extend_from_slice(&data);
+        } else {
+            conn.stream.write_all(&conn.write).await.map_err(broken)?;
+            conn.write.clear();
+            conn.stream.write_all(&data).await.map_err(broken)?;
+        }
+        if chunked {
+            conn.write.extend_from_slice(b"\r\n");
+        }
+    }
+    if chunked {
+        conn.write.extend_from_slice(http1::LAST_CHUNK);
+    }
+    conn.stream.write_all(&conn.write).await.map_err(broken)?;
+    conn.write.clear();
+    Ok(())
 }
 
 struct QueuedGuard<'a>(&'a FunctionHandle);
@@ -588,21 +664,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["content-type", "location"]);
-    }
-
-    #[test]
-    fn replay_copies_the_head_of_a_bodiless_request() {
-        let req = Request::builder()
-            .method("DELETE")
-            .uri("/sub?q=1")
-            .header("x-a", "b")
-            .body(UpstreamBody::Empty)
-            .unwrap();
-        let again = replay_of(&req);
-        assert_eq!(again.method(), "DELETE");
-        assert_eq!(again.uri(), "/sub?q=1");
-        assert_eq!(again.headers()["x-a"], "b");
-        assert!(again.body().is_empty());
     }
 
     #[test]
