@@ -4,15 +4,20 @@
 //! - method, sub-path, raw query, headers and status are preserved; redirects pass through;
 //!   hop-by-hop headers are removed both ways; `X-Call-Id` (kept if sent), `X-Start-Time`
 //!   (unix nanoseconds), `X-Forwarded-For` and `X-Forwarded-Host` are added.
+//! - The upstream leg is an HTTP/1.1 exchange driven in this request's task on a pooled
+//!   `TcpStream` (`pool`): the head (and a body of known small length) in one write, a
+//!   streamed body after it (chunked when its length is unknown), then the response head
+//!   parsed with `httparse` (`http1`; 1xx skipped, a malformed head is a 502) and the body
+//!   read by its framing as the client takes it (`body::ProxiedBody`). The request is
+//!   written from `&Request`, never consumed, so a bodiless request can be sent again as is.
 //! - A request is retried on another replica only when it was never sent: connect failure, a
-//!   pooled connection that hyper hands the request back from (`TrySendError`), or a replica
-//!   that is draining (see `replica`). One more case: a bodiless request answered 429 (the
+//!   bodiless request whose write failed on a reused connection, or a replica that is
+//!   draining (see `replica`). One more case: a bodiless request answered 429 (the
 //!   watchdog's `max_inflight`: the call was refused, not run) goes to another replica when
 //!   one is in rotation and not throttled itself; else the 429 reaches the client. And a
 //!   bodiless GET/HEAD/OPTIONS/TRACE whose reused keep-alive connection turns out closed by
 //!   the replica (no response byte) is sent again, as Go's transport does: a replica killed
-//!   between requests cannot have acted on it. Only for these cases is the request's head
-//!   cloned before sending.
+//!   between requests cannot have acted on it.
 //! - Errors map to statuses in one place, [`ForwardError::status`]: no ready replica within
 //!   the hold timeout 503, hold queue full 429, upstream failure 502, upstream timeout 504.
 //! - No lock is taken and nothing is allocated per request in this module (proved by
@@ -393,7 +398,10 @@ enum Failure {
 /// The head and a body of known small length go out in one write; a streamed body is written
 /// frame by frame (chunked when its length is unknown), flushed whenever the client's next
 /// frame is not ready yet, so a slow client stream reaches the replica as it arrives.
-async fn exchange(conn: &mut Conn, req: &mut Request<UpstreamBody>) -> Result<ResponseHead, Failure> {
+async fn exchange(
+    conn: &mut Conn,
+    req: &mut Request<UpstreamBody>,
+) -> Result<ResponseHead, Failure> {
     let body_len = match req.body() {
         UpstreamBody::Empty => Some(0),
         UpstreamBody::Client(b) => b.size_hint().exact(),
@@ -428,7 +436,7 @@ async fn exchange(conn: &mut Conn, req: &mut Request<UpstreamBody>) -> Result<Re
 /// Writes the buffered head and the client's body (already framed by the head).
 async fn write_body(conn: &mut Conn, body: &mut Incoming, chunked: bool) -> Result<(), Failure> {
     let broken = |_| Failure::Broken;
-    loop {
+    while !body.is_end_stream() {
         let frame = match body.frame().now_or_never() {
             Some(f) => f,
             None => {

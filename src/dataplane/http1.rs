@@ -21,6 +21,8 @@ pub const MAX_HEADERS: usize = 100;
 /// Bytes a response head may take, with its 1xx heads (hyper's default buffer is ~400 KiB;
 /// a function answering more head than this is broken).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Response header slots kept free for the headers the gateway adds.
+const RESERVED_HEADERS: usize = 4;
 /// Bytes a chunk-size line (with extensions) may take.
 pub const MAX_CHUNK_LINE: usize = 4096;
 /// Bytes the trailer section of a chunked body may take (it is read and dropped).
@@ -100,7 +102,11 @@ pub fn write_request_head<B>(req: &Request<B>, body_len: Option<u64>, out: &mut 
         .uri()
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str);
-    out.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
+    out.extend_from_slice(if target.is_empty() {
+        b"/"
+    } else {
+        target.as_bytes()
+    });
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let headers = req.headers();
     for (name, value) in headers {
@@ -206,7 +212,8 @@ fn build_head(
     version: Version,
     head_request: bool,
 ) -> Result<ResponseHead, WireError> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for the headers the gateway adds (`X-Call-Id`, `X-Start-Time`) without a regrow.
+    let mut headers = HeaderMap::with_capacity(spans.len() + RESERVED_HEADERS);
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
@@ -263,9 +270,8 @@ fn build_head(
         _ => !close,
     };
     // Both framings present is a smuggling signal: answer it, never reuse the connection.
-    let keep_alive = persistent
-        && framing != Framing::Close
-        && !(transfer_encoding && content_length.is_some());
+    let keep_alive =
+        persistent && framing != Framing::Close && !(transfer_encoding && content_length.is_some());
     let mut resp = http::Response::new(());
     *resp.status_mut() = status;
     *resp.version_mut() = version;
@@ -448,7 +454,8 @@ mod tests {
 
     #[test]
     fn parses_a_head_and_leaves_the_body() {
-        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello"[..]);
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello"[..]);
         let h = parse_response_head(&mut buf, false).unwrap().unwrap();
         assert_eq!(h.parts.status, 200);
         assert_eq!(h.parts.headers["x-a"], "b");
@@ -495,7 +502,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
         ] {
-            assert!(parse(bad, false).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse(bad, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES));
         assert_eq!(
@@ -507,23 +518,52 @@ mod tests {
     #[test]
     fn framing_follows_rfc_9112() {
         use Framing::*;
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"), (Length(3), true));
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n"), (Length(3), true));
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), (Chunked, true));
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"), (Chunked, true));
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"), (Close, false));
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"),
+            (Length(3), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n"),
+            (Length(3), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            (Chunked, true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"),
+            (Chunked, true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            (Close, false)
+        );
         assert_eq!(framing("HTTP/1.1 200 OK\r\n\r\n"), (Close, false));
         assert_eq!(framing("HTTP/1.1 204 No Content\r\n\r\n"), (Empty, true));
-        assert_eq!(framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"), (Empty, true));
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"), (Length(3), false));
-        assert_eq!(framing("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n"), (Length(3), false));
-        assert_eq!(framing("HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: Keep-Alive\r\n\r\n"), (Length(3), true));
+        assert_eq!(
+            framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"),
+            (Empty, true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"),
+            (Length(3), false)
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n"),
+            (Length(3), false)
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: Keep-Alive\r\n\r\n"),
+            (Length(3), true)
+        );
         // Both framings: chunked wins, and the connection is not reused.
         assert_eq!(
             framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
             (Chunked, false)
         );
-        let h = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).unwrap().unwrap();
+        let h = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.framing, Empty);
         assert_eq!(h.parts.headers["content-length"], "3");
     }
@@ -536,15 +576,24 @@ mod tests {
             .unwrap();
         let mut out = Vec::new();
         write_request_head(&req, Some(5), &mut out);
-        assert_eq!(out, b"POST /a?b=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(
+            out,
+            b"POST /a?b=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n"
+        );
         out.clear();
         write_request_head(&req, None, &mut out);
-        assert_eq!(out, b"POST /a?b=1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!(
+            out,
+            b"POST /a?b=1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
         out.clear();
         write_request_head(&Request::get("/").body(()).unwrap(), Some(0), &mut out);
         assert_eq!(out, b"GET / HTTP/1.1\r\n\r\n");
         out.clear();
-        let req = Request::put("/").header("content-length", "0").body(()).unwrap();
+        let req = Request::put("/")
+            .header("content-length", "0")
+            .body(())
+            .unwrap();
         write_request_head(&req, Some(0), &mut out);
         assert_eq!(out, b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
         out.clear();
@@ -571,7 +620,10 @@ mod tests {
             decode_all(&mut ChunkedDecoder::new(), body).unwrap(),
             b"hello world0123456789"
         );
-        assert_eq!(decode_all(&mut ChunkedDecoder::new(), b"0\r\n\r\n").unwrap(), b"");
+        assert_eq!(
+            decode_all(&mut ChunkedDecoder::new(), b"0\r\n\r\n").unwrap(),
+            b""
+        );
         for bad in [
             &b"x\r\n"[..],
             b"5\r\nhelloXX",
@@ -580,7 +632,10 @@ mod tests {
             b"5 5\r\nhello\r\n",
         ] {
             assert!(
-                matches!(decode_all(&mut ChunkedDecoder::new(), bad), Err(WireError::Chunk)),
+                matches!(
+                    decode_all(&mut ChunkedDecoder::new(), bad),
+                    Err(WireError::Chunk)
+                ),
                 "{}",
                 String::from_utf8_lossy(bad)
             );

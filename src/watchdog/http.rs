@@ -28,11 +28,11 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::pool::{Checkout, Pool, Sender};
 use super::response::{CallError, RespBody};
 use super::WatchdogError;
 use crate::dataplane::body::UpstreamBody;
 use crate::dataplane::forward::strip_hop_by_hop;
-use super::pool::{Checkout, Pool, Sender};
 
 /// How often to probe the upstream port until it accepts connections.
 pub const READY_POLL: Duration = Duration::from_millis(20);
