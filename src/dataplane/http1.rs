@@ -274,7 +274,7 @@ fn build_head(
         persistent && framing != Framing::Close && !(transfer_encoding && content_length.is_some());
     let mut resp = http::Response::new(());
     *resp.status_mut() = status;
-    *resp.version_mut() = version;
+    // The version is this hop's: the gateway answers its client in its own HTTP/1.1.
     *resp.headers_mut() = headers;
     let (parts, ()) = resp.into_parts();
     Ok(ResponseHead {
