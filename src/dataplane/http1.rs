@@ -11,6 +11,8 @@
 //! connection is reusable only when the framing delimits the body and neither HTTP/1.0 nor
 //! `Connection: close` says otherwise.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
@@ -20,7 +22,7 @@ use thiserror::Error;
 pub const MAX_HEADERS: usize = 100;
 /// Bytes a response head may take, with its 1xx heads (hyper's default buffer is ~400 KiB;
 /// a function answering more head than this is broken).
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const MAX_HEAD_BYTES: usize = u16::MAX as usize;
 /// Response header slots kept free for the headers the gateway adds.
 const RESERVED_HEADERS: usize = 4;
 /// Bytes a chunk-size line (with extensions) may take.
@@ -163,9 +165,12 @@ pub fn parse_response_head(
     head_request: bool,
 ) -> Result<Option<ResponseHead>, WireError> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut slots);
-        let len = match resp.parse(buf) {
+        // Uninitialized slots: zeroing 100 headers cost more than parsing a small head.
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => {
                 return if buf.len() > MAX_HEAD_BYTES {
@@ -191,23 +196,36 @@ pub fn parse_response_head(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        // Positions of each header inside the head, to slice the frozen head afterwards.
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        if len > MAX_HEAD_BYTES {
+            return Err(WireError::HeadTooLarge);
+        }
+        // Positions of each header inside the head (< 64 KiB), to slice the frozen head.
+        let mut spans = [Span::default(); MAX_HEADERS];
         let count = resp.headers.len();
         let base = buf.as_ptr() as usize;
         for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
             let n = h.name.as_ptr() as usize - base;
             let v = h.value.as_ptr() as usize - base;
-            *span = (n, n + h.name.len(), v, v + h.value.len());
+            *span = Span {
+                name: (n as u16, (n + h.name.len()) as u16),
+                value: (v as u16, (v + h.value.len()) as u16),
+            };
         }
         let head = buf.split_to(len).freeze();
         return build_head(&head, &spans[..count], status, version, head_request).map(Some);
     }
 }
 
+/// Where one header's name and value lie in the head.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    name: (u16, u16),
+    value: (u16, u16),
+}
+
 fn build_head(
     head: &Bytes,
-    spans: &[(usize, usize, usize, usize)],
+    spans: &[Span],
     status: StatusCode,
     version: Version,
     head_request: bool,
@@ -219,7 +237,9 @@ fn build_head(
     let mut transfer_encoding = false;
     let mut close = false;
     let mut keep_alive_token = false;
-    for &(ns, ne, vs, ve) in spans {
+    for span in spans {
+        let (ns, ne) = (usize::from(span.name.0), usize::from(span.name.1));
+        let (vs, ve) = (usize::from(span.value.0), usize::from(span.value.1));
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| WireError::Head)?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| WireError::Head)?;
