@@ -214,3 +214,58 @@ async fn a_get_on_a_connection_the_replica_closed_is_sent_again() {
     }
     assert!(accepted.load(Ordering::SeqCst) >= 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_streams_to_an_echoing_replica_and_back() {
+    // The replica echoes the body as it reads it, so its answer starts before the request
+    // ends: the gateway must read while it writes, or both sides' buffers fill and stall.
+    let up = inproc::spawn_upstream().await;
+    let mut gw = gateway_to(up).await;
+    let body = Bytes::from((0..32 * 1024 * 1024).map(|i| i as u8).collect::<Vec<u8>>());
+    let req = Request::post("/function/wire")
+        .header("host", "gateway")
+        .body(Full::new(body.clone()))
+        .unwrap();
+    let call = async {
+        let resp = gw.sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap().to_bytes()
+    };
+    let got = tokio::time::timeout(std::time::Duration::from_secs(30), call)
+        .await
+        .expect("no stall");
+    assert!(
+        got == body,
+        "echo differs: {} of {} bytes",
+        got.len(),
+        body.len()
+    );
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_goes_upstream_chunked() {
+    let up = inproc::spawn_upstream().await;
+    let routes = Arc::new(Routes::new());
+    inproc::publish(&routes, "wire", &[up]);
+    let gw = inproc::spawn_gateway(routes).await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = client::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let parts: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> =
+        ["a", "bc", "", "def"]
+            .into_iter()
+            .map(|p| Ok(http_body::Frame::data(Bytes::from(p))))
+            .collect();
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(parts));
+    let req = Request::post("/function/wire")
+        .header("host", "gateway")
+        .body(body)
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "abcdef"
+    );
+    drop(gw);
+}

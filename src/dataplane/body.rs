@@ -8,16 +8,20 @@
 //! delimited by the connection's close, the connection is dropped instead and the invocation
 //! is still recorded.
 
+use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::stream::BoxStream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::io::AsyncWrite;
 
 use crate::dataplane::forward::Invocation;
-use crate::dataplane::http1::{ChunkedDecoder, Decoded, Framing, WireError};
+use crate::dataplane::http1::{
+    write_chunk_header, ChunkedDecoder, Decoded, Framing, WireError, INLINE_BODY, LAST_CHUNK,
+};
 use crate::dataplane::pool::Conn;
 use crate::dataplane::replica::PendingGuard;
 
@@ -42,12 +46,32 @@ pub enum UpstreamBody {
 pub struct ProxiedBody {
     /// The connection; returned to the pool when the body ends cleanly and it may be reused.
     conn: Option<Conn>,
+    /// The rest of the request body, when the replica answered before it was all sent
+    /// (boxed: rare, and it would make every response body larger).
+    upload: Option<Box<Upload>>,
     framing: BodyFraming,
     keep_alive: bool,
     /// Keeps the replica's pending count until the body ends or is dropped.
     pending: Option<PendingGuard>,
     /// Records the invocation when dropped.
     _invocation: Invocation,
+}
+
+/// The client's request body on its way to the replica, written as the socket takes it.
+/// It is driven by the exchange until the response head arrives, then by the response body:
+/// a replica may answer (and stream its answer) before it has read the whole request, so
+/// the gateway reads while it writes, as hyper's client connection did.
+pub struct Upload {
+    body: Incoming,
+    chunked: bool,
+    /// Written bytes of `conn.write` (the head, chunk framing and small frames).
+    pos: usize,
+    /// A large frame, written from its own buffer after `conn.write`.
+    big: Bytes,
+    /// `\r\n` to frame after `big` (chunked).
+    crlf_after_big: bool,
+    /// The body has ended and its end is staged.
+    ended: bool,
 }
 
 enum BodyFraming {
@@ -149,11 +173,110 @@ impl Body for UpstreamBody {
     }
 }
 
+// === impl Upload ===
+
+impl Upload {
+    /// `conn.write` holds the request head; `chunked` when the body's length is unknown.
+    pub fn new(body: Incoming, chunked: bool) -> Self {
+        Self {
+            body,
+            chunked,
+            pos: 0,
+            big: Bytes::new(),
+            crlf_after_big: false,
+            ended: false,
+        }
+    }
+
+    /// Writes what the socket takes: staged bytes first, then the client's next frames.
+    /// Frames that are ready together are coalesced (up to [`INLINE_BODY`]) into one write,
+    /// so a head and a small body leave in one segment. `Ready(Ok)` once all is written.
+    pub fn poll_send(
+        &mut self,
+        conn: &mut Conn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), BoxError>> {
+        loop {
+            while !self.ended && self.big.is_empty() && conn.write.len() - self.pos < INLINE_BODY {
+                if self.body.is_end_stream() {
+                    self.end(conn);
+                    break;
+                }
+                match Pin::new(&mut self.body).poll_frame(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(None) => self.end(conn),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Box::new(e))),
+                    Poll::Ready(Some(Ok(frame))) => {
+                        // Trailers are not forwarded.
+                        if let Ok(data) = frame.into_data() {
+                            self.stage(conn, data);
+                        }
+                    }
+                }
+            }
+            if self.pos < conn.write.len() {
+                let n = ready!(Pin::new(&mut conn.stream).poll_write(cx, &conn.write[self.pos..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(Box::new(io::Error::from(io::ErrorKind::WriteZero))));
+                }
+                self.pos += n;
+                continue;
+            }
+            conn.write.clear();
+            self.pos = 0;
+            if !self.big.is_empty() {
+                let n = ready!(Pin::new(&mut conn.stream).poll_write(cx, &self.big))?;
+                if n == 0 {
+                    return Poll::Ready(Err(Box::new(io::Error::from(io::ErrorKind::WriteZero))));
+                }
+                self.big.advance(n);
+                if self.big.is_empty() && self.crlf_after_big {
+                    self.crlf_after_big = false;
+                    conn.write.extend_from_slice(b"\r\n");
+                }
+                continue;
+            }
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            // Everything staged is written and the client's next frame is not ready: its
+            // `poll_frame` holds the waker.
+            return Poll::Pending;
+        }
+    }
+
+    fn stage(&mut self, conn: &mut Conn, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        if self.chunked {
+            write_chunk_header(data.len(), &mut conn.write);
+        }
+        if conn.write.len() - self.pos + data.len() <= INLINE_BODY {
+            conn.write.extend_from_slice(&data);
+            if self.chunked {
+                conn.write.extend_from_slice(b"\r\n");
+            }
+        } else {
+            self.big = data;
+            self.crlf_after_big = self.chunked;
+        }
+    }
+
+    fn end(&mut self, conn: &mut Conn) {
+        self.ended = true;
+        if self.chunked {
+            conn.write.extend_from_slice(LAST_CHUNK);
+        }
+    }
+}
+
 // === impl ProxiedBody ===
 
 impl ProxiedBody {
     pub fn new(
         conn: Conn,
+        upload: Option<Box<Upload>>,
         framing: Framing,
         keep_alive: bool,
         pending: PendingGuard,
@@ -168,7 +291,9 @@ impl ProxiedBody {
         let mut body = Self {
             conn: Some(conn),
             framing,
-            keep_alive,
+            // A connection whose request was not all sent cannot carry another one.
+            keep_alive: keep_alive && upload.is_none(),
+            upload,
             pending: Some(pending),
             _invocation: invocation,
         };
@@ -188,6 +313,7 @@ impl ProxiedBody {
 
     /// The body ended cleanly: the connection goes back to the pool when it may be reused.
     fn finish(&mut self) {
+        self.upload = None;
         let conn = self.conn.take();
         if let Some(pending) = self.pending.take() {
             if let Some(conn) = conn.filter(|_| self.keep_alive) {
@@ -199,6 +325,7 @@ impl ProxiedBody {
     /// The body failed: the connection is dropped (it may be mid-response), never pooled.
     fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.conn = None;
+        self.upload = None;
         self.pending = None;
         Poll::Ready(Some(Err(e)))
     }
@@ -208,6 +335,16 @@ impl ProxiedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if let Some(upload) = self.upload.as_mut() {
+                match upload.poll_send(conn, cx) {
+                    Poll::Ready(Ok(())) => self.upload = None,
+                    Poll::Ready(Err(e)) => return self.fail(e),
+                    Poll::Pending => {}
+                }
+            }
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };

@@ -30,22 +30,21 @@
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
-use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::dataplane::balance;
-use crate::dataplane::body::{GatewayBody, ProxiedBody, UpstreamBody};
+use crate::dataplane::body::{GatewayBody, ProxiedBody, Upload, UpstreamBody};
 use crate::dataplane::clock;
 use crate::dataplane::http1::{self, ResponseHead};
 use crate::dataplane::pool::Conn;
@@ -210,7 +209,7 @@ impl Forwarder {
         let req = req.map(UpstreamBody::from_client);
         let arrived_ms = clock::ms_at(invocation.start);
         match self.send(&invocation.handle, req, arrived_ms).await {
-            Ok((head, conn, pending)) => {
+            Ok((head, conn, upload, pending)) => {
                 let ResponseHead {
                     mut parts,
                     framing,
@@ -222,7 +221,7 @@ impl Forwarder {
                     parts.headers.insert(X_CALL_ID, call_id);
                 }
                 parts.headers.insert(X_START_TIME, start_time);
-                let body = ProxiedBody::new(conn, framing, keep_alive, pending, invocation);
+                let body = ProxiedBody::new(conn, upload, framing, keep_alive, pending, invocation);
                 Response::from_parts(parts, GatewayBody::Proxied(body))
             }
             Err(e) => error_response(invocation, e, call_id, generated, start_time),
@@ -234,7 +233,7 @@ impl Forwarder {
         handle: &Arc<FunctionHandle>,
         mut req: Request<UpstreamBody>,
         arrived_ms: u64,
-    ) -> Result<(ResponseHead, Conn, PendingGuard), ForwardError> {
+    ) -> Result<(ResponseHead, Conn, Option<Box<Upload>>, PendingGuard), ForwardError> {
         // A request is re-sent only when it never left: a refused connection (the replica is
         // marked down and skipped), a bodiless request whose write failed on a reused
         // connection, a replica found draining, or a bodiless request refused with 429 (see
@@ -287,7 +286,7 @@ impl Forwarder {
             .await;
             match sent {
                 Err(_) => return Err(ForwardError::Timeout(self.config.upstream_timeout)),
-                Ok(Ok(head)) => {
+                Ok(Ok((head, upload))) => {
                     if head.parts.status == StatusCode::TOO_MANY_REQUESTS {
                         replica.throttle();
                         if bodiless && several && has_other_open(handle, &replica) {
@@ -295,7 +294,7 @@ impl Forwarder {
                             continue;
                         }
                     }
-                    return Ok((head, checkout.conn, pending));
+                    return Ok((head, checkout.conn, upload, pending));
                 }
                 // The write failed on a reused connection the replica had closed: nothing of
                 // a bodiless request can have been acted on.
@@ -394,84 +393,57 @@ enum Failure {
     Broken,
 }
 
-/// Writes `req` on `conn` and reads the response head; the body is left on the connection.
-/// The head and a body of known small length go out in one write; a streamed body is written
-/// frame by frame (chunked when its length is unknown), flushed whenever the client's next
-/// frame is not ready yet, so a slow client stream reaches the replica as it arrives.
+/// Writes `req` on `conn` and reads the response head; the response body is left on the
+/// connection. The head and a small body of known length go out in one write; a streamed body
+/// follows frame by frame (chunked when its length is unknown) while the response is read,
+/// and what is left of it when the head arrives goes on with the response body ([`Upload`]).
 async fn exchange(
     conn: &mut Conn,
     req: &mut Request<UpstreamBody>,
-) -> Result<ResponseHead, Failure> {
+) -> Result<(ResponseHead, Option<Box<Upload>>), Failure> {
     let body_len = match req.body() {
         UpstreamBody::Empty => Some(0),
         UpstreamBody::Client(b) => b.size_hint().exact(),
     };
-    let chunked = body_len.is_none();
     conn.write.clear();
     http1::write_request_head(req, body_len, &mut conn.write);
-    if let UpstreamBody::Client(body) = req.body_mut() {
-        write_body(conn, body, chunked).await?;
-    } else if conn.stream.write_all(&conn.write).await.is_err() {
-        return Err(Failure::NotSent);
-    }
+    let mut upload = match std::mem::replace(req.body_mut(), UpstreamBody::Empty) {
+        UpstreamBody::Client(body) => Some(Upload::new(body, body_len.is_none())),
+        UpstreamBody::Empty => {
+            if conn.stream.write_all(&conn.write).await.is_err() {
+                return Err(Failure::NotSent);
+            }
+            None
+        }
+    };
     let head_request = req.method() == Method::HEAD;
     let mut got_byte = false;
-    loop {
-        if !conn.read.is_empty() {
-            got_byte = true;
-            match http1::parse_response_head(&mut conn.read, head_request) {
-                Ok(Some(head)) => return Ok(head),
-                Ok(None) => {}
-                Err(_) => return Err(Failure::Broken),
+    let head = std::future::poll_fn(|cx| {
+        if let Some(u) = upload.as_mut() {
+            match u.poll_send(conn, cx) {
+                Poll::Ready(Ok(())) => upload = None,
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Failure::Broken)),
+                Poll::Pending => {}
             }
         }
-        match conn.read_more().await {
-            Ok(n) if n > 0 => {}
-            _ if !got_byte => return Err(Failure::NoResponse),
-            _ => return Err(Failure::Broken),
-        }
-    }
-}
-
-/// Writes the buffered head and the client's body (already framed by the head).
-async fn write_body(conn: &mut Conn, body: &mut Incoming, chunked: bool) -> Result<(), Failure> {
-    let broken = |_| Failure::Broken;
-    while !body.is_end_stream() {
-        let frame = match body.frame().now_or_never() {
-            Some(f) => f,
-            None => {
-                conn.stream.write_all(&conn.write).await.map_err(broken)?;
-                conn.write.clear();
-                body.frame().await
+        loop {
+            if !conn.read.is_empty() {
+                got_byte = true;
+                match http1::parse_response_head(&mut conn.read, head_request) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(_) => return Poll::Ready(Err(Failure::Broken)),
+                }
             }
-        };
-        let Some(frame) = frame else { break };
-        let Ok(data) = frame.map_err(|_| Failure::Broken)?.into_data() else {
-            continue; // trailers are not forwarded
-        };
-        if data.is_empty() {
-            continue;
+            match ready!(conn.poll_read(cx)) {
+                Ok(n) if n > 0 => {}
+                _ if !got_byte => return Poll::Ready(Err(Failure::NoResponse)),
+                _ => return Poll::Ready(Err(Failure::Broken)),
+            }
         }
-        if chunked {
-            http1::write_chunk_header(data.len(), &mut conn.write);
-        }
-        if conn.write.len() + data.len() <= http1::INLINE_BODY {
-            conn.write.extend_from_slice(&data);
-        } else {
-            conn.stream.write_all(&conn.write).await.map_err(broken)?;
-            conn.write.clear();
-            conn.stream.write_all(&data).await.map_err(broken)?;
-        }
-        if chunked {
-            conn.write.extend_from_slice(b"\r\n");
-        }
-    }
-    if chunked {
-        conn.write.extend_from_slice(http1::LAST_CHUNK);
-    }
-    conn.stream.write_all(&conn.write).await.map_err(broken)?;
-    conn.write.clear();
-    Ok(())
+    })
+    .await?;
+    Ok((head, upload.map(Box::new)))
 }
 
 struct QueuedGuard<'a>(&'a FunctionHandle);
