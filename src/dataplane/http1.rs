@@ -29,7 +29,8 @@ const RESERVED_HEADERS: usize = 4;
 pub const MAX_CHUNK_LINE: usize = 4096;
 /// Bytes the trailer section of a chunked body may take (it is read and dropped).
 pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
-/// A request body up to this size goes out in the same write as its head.
+/// Request bytes coalesced into one write: the head, and the body's frames that are ready
+/// together (a small body of known length leaves in the same write as its head).
 pub const INLINE_BODY: usize = 16 * 1024;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -240,7 +241,11 @@ fn build_head(
     for span in spans {
         let (ns, ne) = (usize::from(span.name.0), usize::from(span.name.1));
         let (vs, ve) = (usize::from(span.value.0), usize::from(span.value.1));
-        let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| WireError::Head)?;
+        let raw = &head[ns..ne];
+        let name = match known_name(raw) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(raw).map_err(|_| WireError::Head)?,
+        };
         let value =
             HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| WireError::Head)?;
         if name == header::CONTENT_LENGTH {
@@ -302,6 +307,24 @@ fn build_head(
         framing,
         keep_alive,
     })
+}
+
+/// Custom names every watchdog answer carries: taken from constants, since `HeaderName`
+/// allocates for each custom name it parses.
+const KNOWN_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static("x-call-id"),
+    HeaderName::from_static("x-start-time"),
+    HeaderName::from_static("x-duration-seconds"),
+];
+
+fn known_name(raw: &[u8]) -> Option<HeaderName> {
+    if !matches!(raw.first(), Some(b'x' | b'X')) {
+        return None;
+    }
+    KNOWN_NAMES
+        .iter()
+        .find(|n| n.as_str().as_bytes().eq_ignore_ascii_case(raw))
+        .cloned()
 }
 
 /// `Content-Length` value: digits, or a list of equal digit strings (RFC 9110 8.6).
@@ -482,6 +505,16 @@ mod tests {
         assert_eq!(h.framing, Framing::Length(5));
         assert!(h.keep_alive);
         assert_eq!(&buf[..], b"hello");
+    }
+
+    #[test]
+    fn known_custom_names_match_any_case() {
+        let h = parse(b"HTTP/1.1 200 OK\r\nX-Call-ID: a\r\nx-start-time: 1\r\nX-Other: 2\r\nContent-Length: 0\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.parts.headers["x-call-id"], "a");
+        assert_eq!(h.parts.headers["x-start-time"], "1");
+        assert_eq!(h.parts.headers["x-other"], "2");
     }
 
     #[test]
