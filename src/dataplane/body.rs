@@ -1,21 +1,28 @@
 //! The gateway's response body: one enum, so no response is boxed on the hot path.
 //!
-//! `Proxied` wraps a function's streamed response: frames pass through as they arrive (SSE
-//! and NDJSON reach the client as produced). When the upstream body ends, the connection goes
+//! `Proxied` is a function's streamed response, read from the replica's connection in the
+//! client connection's own task by the response framing (`http1`): each read becomes a frame
+//! as it arrives (SSE and NDJSON reach the client as produced). When the upstream body ends, the connection goes
 //! back to its replica's pool and the invocation is recorded (status, latency) by dropping the
-//! [`Invocation`]; if the client goes away first, the connection is dropped instead (it may
-//! be mid-response) and the invocation is still recorded.
+//! [`Invocation`]; if the client goes away first, or the framing is broken, or the body was
+//! delimited by the connection's close, the connection is dropped instead and the invocation
+//! is still recorded.
 
+use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_util::stream::BoxStream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::io::AsyncWrite;
 
 use crate::dataplane::forward::Invocation;
-use crate::dataplane::pool::Sender;
+use crate::dataplane::http1::{
+    write_chunk_header, ChunkedDecoder, Decoded, Framing, WireError, INLINE_BODY, LAST_CHUNK,
+};
+use crate::dataplane::pool::Conn;
 use crate::dataplane::replica::PendingGuard;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -34,15 +41,44 @@ pub enum UpstreamBody {
     Empty,
 }
 
-/// An upstream response body with the resources to release when it ends.
+/// An upstream response body, read from the replica's connection by the response framing,
+/// with the resources to release when it ends.
 pub struct ProxiedBody {
-    inner: Incoming,
-    /// The connection, returned to the pool at end of stream.
-    sender: Option<Sender>,
+    /// The connection; returned to the pool when the body ends cleanly and it may be reused.
+    conn: Option<Conn>,
+    /// The rest of the request body, when the replica answered before it was all sent
+    /// (boxed: rare, and it would make every response body larger).
+    upload: Option<Box<Upload>>,
+    framing: BodyFraming,
+    keep_alive: bool,
     /// Keeps the replica's pending count until the body ends or is dropped.
     pending: Option<PendingGuard>,
     /// Records the invocation when dropped.
     _invocation: Invocation,
+}
+
+/// The client's request body on its way to the replica, written as the socket takes it.
+/// It is driven by the exchange until the response head arrives, then by the response body:
+/// a replica may answer (and stream its answer) before it has read the whole request, so
+/// the gateway reads while it writes, as hyper's client connection did.
+pub struct Upload {
+    body: Incoming,
+    chunked: bool,
+    /// Written bytes of `conn.write` (the head, chunk framing and small frames).
+    pos: usize,
+    /// A large frame, written from its own buffer after `conn.write`.
+    big: Bytes,
+    /// `\r\n` to frame after `big` (chunked).
+    crlf_after_big: bool,
+    /// The body has ended and its end is staged.
+    ended: bool,
+}
+
+enum BodyFraming {
+    Empty,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Close,
 }
 
 // === impl GatewayBody ===
@@ -76,7 +112,7 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Empty => true,
             GatewayBody::Full(d) => d.is_none(),
-            GatewayBody::Proxied(p) => p.sender.is_none() && p.pending.is_none(),
+            GatewayBody::Proxied(p) => p.pending.is_none(),
             GatewayBody::Stream(_) => false,
         }
     }
@@ -85,7 +121,7 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Empty => SizeHint::with_exact(0),
             GatewayBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |b| b.len() as u64)),
-            GatewayBody::Proxied(p) => p.inner.size_hint(),
+            GatewayBody::Proxied(p) => p.size_hint(),
             GatewayBody::Stream(_) => SizeHint::default(),
         }
     }
@@ -137,58 +173,230 @@ impl Body for UpstreamBody {
     }
 }
 
+// === impl Upload ===
+
+impl Upload {
+    /// `conn.write` holds the request head; `chunked` when the body's length is unknown.
+    pub fn new(body: Incoming, chunked: bool) -> Self {
+        Self {
+            body,
+            chunked,
+            pos: 0,
+            big: Bytes::new(),
+            crlf_after_big: false,
+            ended: false,
+        }
+    }
+
+    /// Writes what the socket takes: staged bytes first, then the client's next frames.
+    /// Frames that are ready together are coalesced (up to [`INLINE_BODY`]) into one write,
+    /// so a head and a small body leave in one segment. `Ready(Ok)` once all is written.
+    pub fn poll_send(
+        &mut self,
+        conn: &mut Conn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), BoxError>> {
+        loop {
+            while !self.ended && self.big.is_empty() && conn.write.len() - self.pos < INLINE_BODY {
+                if self.body.is_end_stream() {
+                    self.end(conn);
+                    break;
+                }
+                match Pin::new(&mut self.body).poll_frame(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(None) => self.end(conn),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Box::new(e))),
+                    Poll::Ready(Some(Ok(frame))) => {
+                        // Trailers are not forwarded.
+                        if let Ok(data) = frame.into_data() {
+                            self.stage(conn, data);
+                        }
+                    }
+                }
+            }
+            if self.pos < conn.write.len() {
+                let n = ready!(Pin::new(&mut conn.stream).poll_write(cx, &conn.write[self.pos..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(Box::new(io::Error::from(io::ErrorKind::WriteZero))));
+                }
+                self.pos += n;
+                continue;
+            }
+            conn.write.clear();
+            self.pos = 0;
+            if !self.big.is_empty() {
+                let n = ready!(Pin::new(&mut conn.stream).poll_write(cx, &self.big))?;
+                if n == 0 {
+                    return Poll::Ready(Err(Box::new(io::Error::from(io::ErrorKind::WriteZero))));
+                }
+                self.big.advance(n);
+                if self.big.is_empty() && self.crlf_after_big {
+                    self.crlf_after_big = false;
+                    conn.write.extend_from_slice(b"\r\n");
+                }
+                continue;
+            }
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            // Everything staged is written and the client's next frame is not ready: its
+            // `poll_frame` holds the waker.
+            return Poll::Pending;
+        }
+    }
+
+    fn stage(&mut self, conn: &mut Conn, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        if self.chunked {
+            write_chunk_header(data.len(), &mut conn.write);
+        }
+        if conn.write.len() - self.pos + data.len() <= INLINE_BODY {
+            conn.write.extend_from_slice(&data);
+            if self.chunked {
+                conn.write.extend_from_slice(b"\r\n");
+            }
+        } else {
+            self.big = data;
+            self.crlf_after_big = self.chunked;
+        }
+    }
+
+    fn end(&mut self, conn: &mut Conn) {
+        self.ended = true;
+        if self.chunked {
+            conn.write.extend_from_slice(LAST_CHUNK);
+        }
+    }
+}
+
 // === impl ProxiedBody ===
 
 impl ProxiedBody {
     pub fn new(
-        inner: Incoming,
-        sender: Sender,
+        conn: Conn,
+        upload: Option<Box<Upload>>,
+        framing: Framing,
+        keep_alive: bool,
         pending: PendingGuard,
         invocation: Invocation,
     ) -> Self {
+        let framing = match framing {
+            Framing::Empty | Framing::Length(0) => BodyFraming::Empty,
+            Framing::Length(n) => BodyFraming::Length(n),
+            Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new()),
+            Framing::Close => BodyFraming::Close,
+        };
         let mut body = Self {
-            inner,
-            sender: Some(sender),
+            conn: Some(conn),
+            framing,
+            // A connection whose request was not all sent cannot carry another one.
+            keep_alive: keep_alive && upload.is_none(),
+            upload,
             pending: Some(pending),
             _invocation: invocation,
         };
-        if body.inner.is_end_stream() {
+        if matches!(body.framing, BodyFraming::Empty) {
             body.finish();
         }
         body
     }
 
-    fn finish(&mut self) {
-        if let (Some(sender), Some(pending)) = (self.sender.take(), self.pending.take()) {
-            pending.replica().pool().checkin(sender);
+    fn size_hint(&self) -> SizeHint {
+        match (&self.framing, self.pending.is_some()) {
+            (_, false) | (BodyFraming::Empty, _) => SizeHint::with_exact(0),
+            (BodyFraming::Length(n), _) => SizeHint::with_exact(*n),
+            _ => SizeHint::default(),
         }
+    }
+
+    /// The body ended cleanly: the connection goes back to the pool when it may be reused.
+    fn finish(&mut self) {
+        self.upload = None;
+        let conn = self.conn.take();
+        if let Some(pending) = self.pending.take() {
+            if let Some(conn) = conn.filter(|_| self.keep_alive) {
+                pending.replica().pool().checkin(conn);
+            }
+        }
+    }
+
+    /// The body failed: the connection is dropped (it may be mid-response), never pooled.
+    fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.upload = None;
+        self.pending = None;
+        Poll::Ready(Some(Err(e)))
     }
 
     fn poll_frame_inner(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.sender.is_none() && self.pending.is_none() {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                self.finish();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if self.inner.is_end_stream() {
-                    self.finish();
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if let Some(upload) = self.upload.as_mut() {
+                match upload.poll_send(conn, cx) {
+                    Poll::Ready(Ok(())) => self.upload = None,
+                    Poll::Ready(Err(e)) => return self.fail(e),
+                    Poll::Pending => {}
                 }
-                Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => {
-                // The connection is broken: drop it, do not pool it.
-                self.sender = None;
-                self.pending = None;
-                Poll::Ready(Some(Err(Box::new(e))))
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let data = match &mut self.framing {
+                BodyFraming::Empty => None,
+                BodyFraming::Length(left) => {
+                    if conn.read.is_empty() {
+                        Some(None)
+                    } else {
+                        let n = (conn.read.len() as u64).min(*left);
+                        *left -= n;
+                        Some(Some(conn.read.split_to(n as usize).freeze()))
+                    }
+                }
+                BodyFraming::Chunked(decoder) => match decoder.decode(&mut conn.read) {
+                    Ok(Decoded::Data(d)) => Some(Some(d)),
+                    Ok(Decoded::End) => None,
+                    Ok(Decoded::NeedMore) => Some(None),
+                    Err(e) => return self.fail(Box::new(e)),
+                },
+                BodyFraming::Close => {
+                    if conn.read.is_empty() {
+                        Some(None)
+                    } else {
+                        let n = conn.read.len();
+                        Some(Some(conn.read.split_to(n).freeze()))
+                    }
+                }
+            };
+            match data {
+                None => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Some(Some(data)) => {
+                    if matches!(self.framing, BodyFraming::Length(0)) {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(None) => {}
             }
-            Poll::Pending => Poll::Pending,
+            match ready!(conn.poll_read(cx)) {
+                Ok(0) if matches!(self.framing, BodyFraming::Close) => {
+                    self.keep_alive = false;
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return self.fail(Box::new(WireError::Truncated)),
+                Ok(_) => {}
+                Err(e) => return self.fail(Box::new(e)),
+            }
         }
     }
 }

@@ -4,15 +4,20 @@
 //! - method, sub-path, raw query, headers and status are preserved; redirects pass through;
 //!   hop-by-hop headers are removed both ways; `X-Call-Id` (kept if sent), `X-Start-Time`
 //!   (unix nanoseconds), `X-Forwarded-For` and `X-Forwarded-Host` are added.
+//! - The upstream leg is an HTTP/1.1 exchange driven in this request's task on a pooled
+//!   `TcpStream` (`pool`): the head (and a body of known small length) in one write, a
+//!   streamed body after it (chunked when its length is unknown), then the response head
+//!   parsed with `httparse` (`http1`; 1xx skipped, a malformed head is a 502) and the body
+//!   read by its framing as the client takes it (`body::ProxiedBody`). The request is
+//!   written from `&Request`, never consumed, so a bodiless request can be sent again as is.
 //! - A request is retried on another replica only when it was never sent: connect failure, a
-//!   pooled connection that hyper hands the request back from (`TrySendError`), or a replica
-//!   that is draining (see `replica`). One more case: a bodiless request answered 429 (the
+//!   bodiless request whose write failed on a reused connection, or a replica that is
+//!   draining (see `replica`). One more case: a bodiless request answered 429 (the
 //!   watchdog's `max_inflight`: the call was refused, not run) goes to another replica when
 //!   one is in rotation and not throttled itself; else the 429 reaches the client. And a
 //!   bodiless GET/HEAD/OPTIONS/TRACE whose reused keep-alive connection turns out closed by
 //!   the replica (no response byte) is sent again, as Go's transport does: a replica killed
-//!   between requests cannot have acted on it. Only for these cases is the request's head
-//!   cloned before sending.
+//!   between requests cannot have acted on it.
 //! - Errors map to statuses in one place, [`ForwardError::status`]: no ready replica within
 //!   the hold timeout 503, hold queue full 429, upstream failure 502, upstream timeout 504.
 //! - No lock is taken and nothing is allocated per request in this module (proved by
@@ -25,21 +30,24 @@
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
 use thiserror::Error;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::dataplane::balance;
-use crate::dataplane::body::{GatewayBody, ProxiedBody, UpstreamBody};
+use crate::dataplane::body::{GatewayBody, ProxiedBody, Upload, UpstreamBody};
 use crate::dataplane::clock;
-use crate::dataplane::pool::Sender;
+use crate::dataplane::http1::{self, ResponseHead};
+use crate::dataplane::pool::Conn;
 use crate::dataplane::replica::{PendingGuard, Replica, DOWN_MS};
 use crate::dataplane::table::FunctionHandle;
 
@@ -201,15 +209,19 @@ impl Forwarder {
         let req = req.map(UpstreamBody::from_client);
         let arrived_ms = clock::ms_at(invocation.start);
         match self.send(&invocation.handle, req, arrived_ms).await {
-            Ok((resp, sender, pending)) => {
-                let (mut parts, body) = resp.into_parts();
+            Ok((head, conn, upload, pending)) => {
+                let ResponseHead {
+                    mut parts,
+                    framing,
+                    keep_alive,
+                } = head;
                 invocation.code = parts.status.as_u16();
                 strip_hop_by_hop(&mut parts.headers);
                 if generated {
                     parts.headers.insert(X_CALL_ID, call_id);
                 }
                 parts.headers.insert(X_START_TIME, start_time);
-                let body = ProxiedBody::new(body, sender, pending, invocation);
+                let body = ProxiedBody::new(conn, upload, framing, keep_alive, pending, invocation);
                 Response::from_parts(parts, GatewayBody::Proxied(body))
             }
             Err(e) => error_response(invocation, e, call_id, generated, start_time),
@@ -221,10 +233,13 @@ impl Forwarder {
         handle: &Arc<FunctionHandle>,
         mut req: Request<UpstreamBody>,
         arrived_ms: u64,
-    ) -> Result<(Response<Incoming>, Sender, PendingGuard), ForwardError> {
+    ) -> Result<(ResponseHead, Conn, Option<Box<Upload>>, PendingGuard), ForwardError> {
         // A request is re-sent only when it never left: a refused connection (the replica is
-        // marked down and skipped), a pooled connection that hands the request back, a
-        // replica found draining, or a bodiless request refused with 429 (see the module doc).
+        // marked down and skipped), a bodiless request whose write failed on a reused
+        // connection, a replica found draining, or a bodiless request refused with 429 (see
+        // the module doc). The request's head is written from `req`, never consumed, so a
+        // bodiless request is sent again as is.
+        let bodiless = req.body().is_empty();
         let mut attempts = 0usize;
         loop {
             attempts += 1;
@@ -264,52 +279,39 @@ impl Forwarder {
                     continue;
                 }
             };
-            // A bodiless request keeps a copy when it may have to be sent again: to dodge a
-            // 429 (several replicas), or because a reused connection may turn out to have been
-            // closed by the replica (then an idempotent request is re-sent, as Go's transport
-            // does: the replica cannot have acted on it).
-            let replay = (req.body().is_empty()
-                && (several || (checkout.reused && idempotent(req.method()))))
-            .then(|| replay_of(&req));
             let sent = tokio::time::timeout(
                 self.config.upstream_timeout,
-                checkout.sender.try_send_request(req),
+                exchange(&mut checkout.conn, &mut req),
             )
             .await;
             match sent {
                 Err(_) => return Err(ForwardError::Timeout(self.config.upstream_timeout)),
-                Ok(Ok(resp)) => {
-                    if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+                Ok(Ok((head, upload))) => {
+                    if head.parts.status == StatusCode::TOO_MANY_REQUESTS {
                         replica.throttle();
-                        if let Some(again) = replay {
-                            if has_other_open(handle, &replica) {
-                                // The refusal's connection is dropped with its unread body.
-                                req = again;
-                                continue;
-                            }
-                        }
-                    }
-                    return Ok((resp, checkout.sender, pending));
-                }
-                Ok(Err(mut e)) => match e.take_message() {
-                    Some(unsent) => {
-                        req = unsent;
-                        continue;
-                    }
-                    None => {
-                        // No response byte came back on a reused connection (EOF or reset): as Go's
-                        // transport does, treat it as stale, whatever the error kind.
-                        let stale = checkout.reused;
-                        let _: TrySendError<Request<UpstreamBody>> = e;
-                        if let Some(again) = replay.filter(|r| stale && idempotent(r.method())) {
-                            req = again;
+                        if bodiless && several && has_other_open(handle, &replica) {
+                            // The refusal's connection is dropped with its unread body.
                             continue;
                         }
-                        return Err(ForwardError::Upstream {
-                            function: handle.label().to_string(),
-                        });
                     }
-                },
+                    return Ok((head, checkout.conn, upload, pending));
+                }
+                // The write failed on a reused connection the replica had closed: nothing of
+                // a bodiless request can have been acted on.
+                Ok(Err(Failure::NotSent)) if bodiless && checkout.reused => continue,
+                // No response byte came back on a reused connection (EOF or reset): as Go's
+                // transport does, treat it as stale and send an idempotent request again.
+                Ok(Err(Failure::NoResponse))
+                    if bodiless && checkout.reused && idempotent(req.method()) =>
+                {
+                    continue
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(function = handle.label(), error = ?e, "upstream exchange failed");
+                    return Err(ForwardError::Upstream {
+                        function: handle.label().to_string(),
+                    });
+                }
             }
         }
     }
@@ -380,14 +382,68 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-/// A copy of a bodiless request, to send it again.
-fn replay_of(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
-    let mut again = Request::new(UpstreamBody::Empty);
-    *again.method_mut() = req.method().clone();
-    *again.uri_mut() = req.uri().clone();
-    *again.version_mut() = req.version();
-    *again.headers_mut() = req.headers().clone();
-    again
+/// How an exchange failed, for the retry decision.
+#[derive(Debug)]
+enum Failure {
+    /// Writing the request failed before the body was read from the client.
+    NotSent,
+    /// The request was written; the connection closed or reset before any response byte.
+    NoResponse,
+    /// Anything else: a client body error, a malformed response, a reset mid-head.
+    Broken,
+}
+
+/// Writes `req` on `conn` and reads the response head; the response body is left on the
+/// connection. The head and a small body of known length go out in one write; a streamed body
+/// follows frame by frame (chunked when its length is unknown) while the response is read,
+/// and what is left of it when the head arrives goes on with the response body ([`Upload`]).
+async fn exchange(
+    conn: &mut Conn,
+    req: &mut Request<UpstreamBody>,
+) -> Result<(ResponseHead, Option<Box<Upload>>), Failure> {
+    let body_len = match req.body() {
+        UpstreamBody::Empty => Some(0),
+        UpstreamBody::Client(b) => b.size_hint().exact(),
+    };
+    conn.write.clear();
+    http1::write_request_head(req, body_len, &mut conn.write);
+    let mut upload = match std::mem::replace(req.body_mut(), UpstreamBody::Empty) {
+        UpstreamBody::Client(body) => Some(Upload::new(body, body_len.is_none())),
+        UpstreamBody::Empty => {
+            if conn.stream.write_all(&conn.write).await.is_err() {
+                return Err(Failure::NotSent);
+            }
+            None
+        }
+    };
+    let head_request = req.method() == Method::HEAD;
+    let mut got_byte = false;
+    let head = std::future::poll_fn(|cx| {
+        if let Some(u) = upload.as_mut() {
+            match u.poll_send(conn, cx) {
+                Poll::Ready(Ok(())) => upload = None,
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Failure::Broken)),
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            if !conn.read.is_empty() {
+                got_byte = true;
+                match http1::parse_response_head(&mut conn.read, head_request) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(_) => return Poll::Ready(Err(Failure::Broken)),
+                }
+            }
+            match ready!(conn.poll_read(cx)) {
+                Ok(n) if n > 0 => {}
+                _ if !got_byte => return Poll::Ready(Err(Failure::NoResponse)),
+                _ => return Poll::Ready(Err(Failure::Broken)),
+            }
+        }
+    })
+    .await?;
+    Ok((head, upload.map(Box::new)))
 }
 
 struct QueuedGuard<'a>(&'a FunctionHandle);
@@ -588,21 +644,6 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["content-type", "location"]);
-    }
-
-    #[test]
-    fn replay_copies_the_head_of_a_bodiless_request() {
-        let req = Request::builder()
-            .method("DELETE")
-            .uri("/sub?q=1")
-            .header("x-a", "b")
-            .body(UpstreamBody::Empty)
-            .unwrap();
-        let again = replay_of(&req);
-        assert_eq!(again.method(), "DELETE");
-        assert_eq!(again.uri(), "/sub?q=1");
-        assert_eq!(again.headers()["x-a"], "b");
-        assert!(again.body().is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod balance;
 pub mod body;
 pub mod clock;
 pub mod forward;
+pub mod http1;
 pub mod pool;
 pub mod replica;
 pub mod table;

@@ -1,11 +1,17 @@
-//! Per-replica HTTP/1.1 keep-alive connection pool, lock-free.
+//! Per-replica pool of idle HTTP/1.1 keep-alive connections, lock-free.
+//!
+//! A pooled [`Conn`] is a plain `TcpStream` with its reusable read and write buffers: the
+//! request's own task writes the request and reads the response on it (`forward`, `body`),
+//! with no connection task, channel or oneshot in between (hyper's client connection cost a
+//! task wake and several channel operations per request).
 //!
 //! Idle connections sit in a bounded `crossbeam` `ArrayQueue` (a lock-free MPMC ring), so a
 //! checkout is one `pop` and a checkin one `push`: no mutex, unlike hyper-util's legacy client
-//! pool, which locks per checkout. A connection is checked in by the response body wrapper
-//! when the body has ended, so a connection is only ever reused for one request at a time.
-//! Closed connections are dropped at checkout (`is_closed`, then `ready()`), and a request that
-//! a pooled connection could not send comes back untouched for a retry (see `forward`).
+//! pool, which locks per checkout. A connection is checked in by the response body when the
+//! body has ended cleanly on a persistent connection with nothing left unread, so a
+//! connection only ever carries one request at a time. A connection whose peer has closed
+//! (the reactor saw EOF or a reset: no syscall to check) is dropped at checkout; one closed
+//! without the reactor noticing yet is found when its request fails (see `forward`).
 //!
 //! The ring is allocated at the first check-in, not with the replica: a ring of [`MAX_IDLE`]
 //! slots is ~40 KiB, and with 10,000 functions deployed most replicas never see a request
@@ -14,29 +20,40 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::task::{ready, Context, Poll};
 
+use bytes::BytesMut;
 use crossbeam_queue::ArrayQueue;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use futures_util::FutureExt;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
-
-use crate::dataplane::body::UpstreamBody;
 
 /// Idle connections kept per replica.
 pub const MAX_IDLE: usize = 1024;
-
-pub type Sender = SendRequest<UpstreamBody>;
+/// Initial capacity of a connection's read buffer (grown on demand, kept across requests).
+pub const READ_BUF: usize = 8 * 1024;
 
 pub struct Pool {
     addr: SocketAddr,
-    idle: OnceLock<ArrayQueue<Sender>>,
+    idle: OnceLock<ArrayQueue<Conn>>,
+}
+
+/// One upstream connection and its buffers.
+pub struct Conn {
+    pub stream: TcpStream,
+    /// Bytes read and not yet consumed (empty whenever the connection is idle).
+    pub read: BytesMut,
+    /// The request head (and a small body) being written; cleared per request.
+    pub write: Vec<u8>,
 }
 
 /// A connection checked out of a pool, and whether it was reused.
 pub struct Checkout {
-    pub sender: Sender,
+    pub conn: Conn,
     pub reused: bool,
 }
+
+// === impl Pool ===
 
 impl Pool {
     pub fn new(addr: SocketAddr) -> Self {
@@ -46,32 +63,33 @@ impl Pool {
         }
     }
 
-    /// An idle connection ready for a request, or a new one.
+    /// An idle connection not known to be closed, or a new one.
     pub async fn checkout(&self) -> io::Result<Checkout> {
-        while let Some(mut sender) = self.idle.get().and_then(ArrayQueue::pop) {
-            if sender.is_closed() {
+        while let Some(conn) = self.idle.get().and_then(ArrayQueue::pop) {
+            if conn.peer_closed() {
                 continue;
             }
-            if sender.ready().await.is_ok() {
-                return Ok(Checkout {
-                    sender,
-                    reused: true,
-                });
-            }
+            return Ok(Checkout { conn, reused: true });
         }
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
         Ok(Checkout {
-            sender: self.connect().await?,
+            conn: Conn {
+                stream,
+                read: BytesMut::with_capacity(READ_BUF),
+                write: Vec::with_capacity(1024),
+            },
             reused: false,
         })
     }
 
-    /// Returns a connection whose response has ended. Dropped if the pool is full or closed.
-    pub fn checkin(&self, sender: Sender) {
-        if !sender.is_closed() {
+    /// Returns a connection whose response has ended cleanly. Dropped if the pool is full.
+    pub fn checkin(&self, conn: Conn) {
+        if conn.read.is_empty() {
             let _ = self
                 .idle
                 .get_or_init(|| ArrayQueue::new(MAX_IDLE))
-                .push(sender);
+                .push(conn);
         }
     }
 
@@ -79,18 +97,38 @@ impl Pool {
     pub fn idle(&self) -> usize {
         self.idle.get().map_or(0, ArrayQueue::len)
     }
+}
 
-    async fn connect(&self) -> io::Result<Sender> {
-        let stream = TcpStream::connect(self.addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(io::Error::other)?;
-        tokio::spawn(async move {
-            // Ends when the peer closes or the sender is dropped; errors are per-request.
-            let _ = conn.await;
-        });
-        Ok(sender)
+// === impl Conn ===
+
+impl Conn {
+    /// True when the reactor has seen the peer close or reset this idle connection. Reads
+    /// the readiness the reactor already recorded; makes no syscall.
+    fn peer_closed(&self) -> bool {
+        match self.stream.ready(Interest::READABLE).now_or_never() {
+            Some(Ok(ready)) => ready.is_read_closed() || ready.is_error(),
+            Some(Err(_)) => true,
+            None => false,
+        }
+    }
+}
+
+impl Conn {
+    /// Reads what the socket has into `read` (at least one byte, or `Ok(0)` at EOF).
+    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_BUF / 8 {
+            self.read.reserve(READ_BUF);
+        }
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read_buf(&mut self.read) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    pub async fn read_more(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read(cx)).await
     }
 }

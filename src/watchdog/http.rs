@@ -5,7 +5,7 @@
 //! status pass through unchanged (a 302 reaches the client unfollowed); hop-by-hop headers
 //! (and those named in `Connection`) are dropped both ways; bodies stream both ways (the
 //! server's `Incoming` goes upstream as is). Connections come from
-//! `crate::dataplane::pool::Pool` and go back only when the response body has ended, so a
+//! `super::pool::Pool` and go back only when the response body has ended, so a
 //! connection carries one request at a time. A request that a reused connection could not
 //! send comes back untouched and is retried once on a fresh connection; nothing is retried
 //! after it was sent. The upstream address is resolved once, at start.
@@ -28,11 +28,11 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::pool::{Checkout, Pool, Sender};
 use super::response::{CallError, RespBody};
 use super::WatchdogError;
 use crate::dataplane::body::UpstreamBody;
 use crate::dataplane::forward::strip_hop_by_hop;
-use crate::dataplane::pool::{Checkout, Pool, Sender};
 
 /// How often to probe the upstream port until it accepts connections.
 pub const READY_POLL: Duration = Duration::from_millis(20);

@@ -16,6 +16,7 @@
 pub mod cgi;
 pub mod config;
 pub mod http;
+pub mod pool;
 pub mod process;
 pub mod response;
 pub mod server;
