@@ -269,3 +269,53 @@ async fn a_body_of_unknown_length_goes_upstream_chunked() {
     );
     drop(gw);
 }
+
+/// An upstream whose first connection reads a request and closes without a byte of answer (a
+/// replica killed mid-request); later connections answer `ok`.
+async fn dies_on_first_connection() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut chunk = [0u8; 4096];
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                if n > 0 {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    let _ = s.read(&mut [0u8; 1]).await;
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_get_whose_new_connection_dies_unanswered_is_sent_once_more() {
+    let (up, accepted) = dies_on_first_connection().await;
+    let mut gw = gateway_to(up).await;
+    let (status, _, body) = gw.call(Method::GET).await;
+    assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_non_idempotent_request_whose_connection_dies_unanswered_is_not_resent() {
+    let (up, accepted) = dies_on_first_connection().await;
+    let mut gw = gateway_to(up).await;
+    let (status, _, _) = gw.call(Method::POST).await;
+    assert_eq!(status, 502);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}

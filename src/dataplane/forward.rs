@@ -237,10 +237,12 @@ impl Forwarder {
         // A request is re-sent only when it never left: a refused connection (the replica is
         // marked down and skipped), a bodiless request whose write failed on a reused
         // connection, a replica found draining, or a bodiless request refused with 429 (see
-        // the module doc). The request's head is written from `req`, never consumed, so a
+        // the module doc); and once, an idempotent bodiless request whose new connection died
+        // before any response byte. The request's head is written from `req`, never consumed, so a
         // bodiless request is sent again as is.
         let bodiless = req.body().is_empty();
         let mut attempts = 0usize;
+        let mut fresh_resets = 0usize;
         loop {
             attempts += 1;
             if attempts > MAX_ATTEMPTS {
@@ -305,6 +307,18 @@ impl Forwarder {
                     if bodiless && checkout.reused && idempotent(req.method()) =>
                 {
                     continue
+                }
+                // A new connection closed or reset before any response byte: the replica is
+                // going away (killed, crashed, stopping). An idempotent bodiless request is
+                // sent once more (RFC 9110, 9.2.2), elsewhere when another replica is open.
+                Ok(Err(Failure::NoResponse))
+                    if bodiless && fresh_resets == 0 && idempotent(req.method()) =>
+                {
+                    fresh_resets += 1;
+                    if several && has_other_open(handle, &replica) {
+                        replica.mark_down();
+                    }
+                    continue;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(function = handle.label(), error = ?e, "upstream exchange failed");
