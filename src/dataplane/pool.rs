@@ -35,7 +35,46 @@ pub const READ_BUF: usize = 8 * 1024;
 
 pub struct Pool {
     addr: SocketAddr,
-    idle: OnceLock<ArrayQueue<Conn>>,
+    idle: IdleRing<Conn>,
+}
+
+/// A bounded lock-free ring of idle connections, allocated at the first check-in. Shared by
+/// this pool and the watchdog's (`watchdog::pool`).
+pub struct IdleRing<T> {
+    ring: OnceLock<ArrayQueue<T>>,
+}
+
+impl<T> IdleRing<T> {
+    pub const fn new() -> Self {
+        Self {
+            ring: OnceLock::new(),
+        }
+    }
+
+    /// The most recently usable idle entry, if any (one `pop`, no lock).
+    pub fn pop(&self) -> Option<T> {
+        self.ring.get().and_then(ArrayQueue::pop)
+    }
+
+    /// Keeps `item` for reuse; dropped when [`MAX_IDLE`] are kept already.
+    pub fn push(&self, item: T) {
+        let _ = self
+            .ring
+            .get_or_init(|| ArrayQueue::new(MAX_IDLE))
+            .push(item);
+    }
+
+    /// Entries kept now.
+    #[allow(clippy::len_without_is_empty)] // a count for tests and metrics, not a collection
+    pub fn len(&self) -> usize {
+        self.ring.get().map_or(0, ArrayQueue::len)
+    }
+}
+
+impl<T> Default for IdleRing<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// One upstream connection and its buffers.
@@ -59,13 +98,13 @@ impl Pool {
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
-            idle: OnceLock::new(),
+            idle: IdleRing::new(),
         }
     }
 
     /// An idle connection not known to be closed, or a new one.
     pub async fn checkout(&self) -> io::Result<Checkout> {
-        while let Some(conn) = self.idle.get().and_then(ArrayQueue::pop) {
+        while let Some(conn) = self.idle.pop() {
             if conn.peer_closed() {
                 continue;
             }
@@ -86,16 +125,13 @@ impl Pool {
     /// Returns a connection whose response has ended cleanly. Dropped if the pool is full.
     pub fn checkin(&self, conn: Conn) {
         if conn.read.is_empty() {
-            let _ = self
-                .idle
-                .get_or_init(|| ArrayQueue::new(MAX_IDLE))
-                .push(conn);
+            self.idle.push(conn);
         }
     }
 
     /// Idle connections now (tests, metrics).
     pub fn idle(&self) -> usize {
-        self.idle.get().map_or(0, ArrayQueue::len)
+        self.idle.len()
     }
 }
 

@@ -10,7 +10,6 @@
 //! send comes back untouched and is retried once on a fresh connection; nothing is retried
 //! after it was sent. The upstream address is resolved once, at start.
 
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,8 +23,6 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::pool::{Checkout, Pool, Sender};
@@ -188,7 +185,9 @@ impl HttpProxy {
             Ok(resp) => Ok((resp, sender)),
             Err(mut e) => match e.take_message() {
                 Some(req) if reused => {
-                    let mut fresh = connect(self.addr).await.map_err(CallError::Connect)?;
+                    let mut fresh = super::pool::connect(self.addr)
+                        .await
+                        .map_err(CallError::Connect)?;
                     let resp = fresh.send_request(req).await?;
                     Ok((resp, fresh))
                 }
@@ -196,20 +195,6 @@ impl HttpProxy {
             },
         }
     }
-}
-
-/// A new connection to `addr`, bypassing the idle pool.
-async fn connect(addr: SocketAddr) -> io::Result<Sender> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(io::Error::other)?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
 }
 
 // === impl PooledBody ===

@@ -10,27 +10,23 @@
 //! Closed connections are dropped at checkout (`is_closed`, then `ready()`), and a request that
 //! a pooled connection could not send comes back untouched for a retry (see `forward`).
 //!
-//! The ring is allocated at the first check-in: a ring of [`MAX_IDLE`] slots is ~40 KiB.
+//! The ring is `dataplane::pool::IdleRing`, allocated at the first check-in.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
-use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::dataplane::body::UpstreamBody;
-
-/// Idle connections kept.
-pub const MAX_IDLE: usize = 1024;
+use crate::dataplane::pool::IdleRing;
 
 pub type Sender = SendRequest<UpstreamBody>;
 
 pub struct Pool {
     addr: SocketAddr,
-    idle: OnceLock<ArrayQueue<Sender>>,
+    idle: IdleRing<Sender>,
 }
 
 /// A connection checked out of a pool, and whether it was reused.
@@ -43,13 +39,13 @@ impl Pool {
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
-            idle: OnceLock::new(),
+            idle: IdleRing::new(),
         }
     }
 
     /// An idle connection ready for a request, or a new one.
     pub async fn checkout(&self) -> io::Result<Checkout> {
-        while let Some(mut sender) = self.idle.get().and_then(ArrayQueue::pop) {
+        while let Some(mut sender) = self.idle.pop() {
             if sender.is_closed() {
                 continue;
             }
@@ -61,7 +57,7 @@ impl Pool {
             }
         }
         Ok(Checkout {
-            sender: self.connect().await?,
+            sender: connect(self.addr).await?,
             reused: false,
         })
     }
@@ -69,29 +65,27 @@ impl Pool {
     /// Returns a connection whose response has ended. Dropped if the pool is full or closed.
     pub fn checkin(&self, sender: Sender) {
         if !sender.is_closed() {
-            let _ = self
-                .idle
-                .get_or_init(|| ArrayQueue::new(MAX_IDLE))
-                .push(sender);
+            self.idle.push(sender);
         }
     }
 
     /// Idle connections now (tests, metrics).
     pub fn idle(&self) -> usize {
-        self.idle.get().map_or(0, ArrayQueue::len)
+        self.idle.len()
     }
+}
 
-    async fn connect(&self) -> io::Result<Sender> {
-        let stream = TcpStream::connect(self.addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(io::Error::other)?;
-        tokio::spawn(async move {
-            // Ends when the peer closes or the sender is dropped; errors are per-request.
-            let _ = conn.await;
-        });
-        Ok(sender)
-    }
+/// A new hyper client connection to `addr`, its connection task spawned (it ends when the
+/// peer closes or the sender is dropped; errors are per request).
+pub async fn connect(addr: SocketAddr) -> io::Result<Sender> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
