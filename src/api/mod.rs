@@ -6,6 +6,7 @@
 //! `/` (307 to `/ui/`). Unknown paths answer 404, known paths with a wrong method 405.
 
 pub mod alert;
+pub mod conn;
 pub mod error;
 pub mod functions;
 pub mod logs;

@@ -1,22 +1,18 @@
-//! The accept loop: HTTP/1.1 with keep-alive, a header read timeout, and graceful shutdown.
+//! The accept loop: each connection goes to `conn` (the invocation loop, which hands other
+//! requests to hyper), with a header read timeout and graceful shutdown.
 //!
-//! `serve` runs until `shutdown` resolves, then stops accepting and lets in-flight requests
-//! finish, bounded by `drain` (the gateway's `write_timeout`); connections still open then
-//! are dropped.
+//! `serve` runs until `shutdown` resolves, then stops accepting, tells every connection to
+//! finish the request in hand and close, and waits for them, bounded by `drain` (the
+//! gateway's `write_timeout`); connections still open then are dropped.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use super::Gateway;
-use crate::dataplane::forward::Peer;
+use super::{conn, Gateway};
 
 pub async fn serve(
     listener: TcpListener,
@@ -25,12 +21,8 @@ pub async fn serve(
     drain: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout)
-        .keep_alive(true);
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a receiver: `closed` resolves when the last one ends.
+    let (stopping, watch) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -45,25 +37,18 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let peer = Peer::new(addr);
                 let gw = gateway.clone();
-                let svc = service_fn(move |req| {
-                    let gw = gw.clone();
-                    let peer = peer.clone();
-                    async move { Ok::<_, Infallible>(gw.handle(req, &peer).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                let watch = watch.clone();
+                tokio::spawn(conn::serve(stream, addr, gw, read_timeout, watch));
             }
             _ = &mut shutdown => break,
         }
     }
     drop(listener);
+    drop(watch);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown())
+    stopping.send_replace(true);
+    if tokio::time::timeout(drain, stopping.closed())
         .await
         .is_err()
     {

@@ -46,7 +46,7 @@ use tokio::sync::mpsc;
 use crate::dataplane::balance;
 use crate::dataplane::body::{GatewayBody, ProxiedBody, Upload, UpstreamBody};
 use crate::dataplane::clock;
-use crate::dataplane::http1::{self, ResponseHead};
+use crate::dataplane::http1::{self, RawHead, ResponseHead};
 use crate::dataplane::pool::Conn;
 use crate::dataplane::replica::{PendingGuard, Replica, DOWN_MS};
 use crate::dataplane::table::FunctionHandle;
@@ -152,6 +152,11 @@ impl Invocation {
         }
     }
 
+    /// The arrival in `clock` milliseconds (the first replica pick reuses it).
+    pub fn arrived_ms(&self) -> u64 {
+        self.start_us / 1000
+    }
+
     /// The status to record (499, client closed, when never set).
     pub fn set_status(&mut self, code: u16) {
         self.code = code;
@@ -206,9 +211,9 @@ impl Forwarder {
             Ok(()) => {}
             Err(e) => return error_response(invocation, e, call_id, generated, start_time),
         }
-        let req = req.map(UpstreamBody::from_client);
+        let mut req = req.map(UpstreamBody::from_client);
         let arrived_ms = clock::ms_at(invocation.start);
-        match self.send(&invocation.handle, req, arrived_ms).await {
+        match self.send(&invocation.handle, &mut req, arrived_ms).await {
             Ok((head, conn, upload, pending)) => {
                 let ResponseHead {
                     mut parts,
@@ -228,19 +233,33 @@ impl Forwarder {
         }
     }
 
-    async fn send(
+    /// Sends a request already written in upstream form (`RawRequest`; the client loop's
+    /// byte-level path, `api::conn`) with the same rules as [`Forwarder::forward`]; the
+    /// response head is parsed into `req.head`, its body is left on the returned connection.
+    pub async fn send_raw(
         &self,
         handle: &Arc<FunctionHandle>,
-        mut req: Request<UpstreamBody>,
+        req: &mut RawRequest<'_>,
         arrived_ms: u64,
-    ) -> Result<(ResponseHead, Conn, Option<Box<Upload>>, PendingGuard), ForwardError> {
+    ) -> Result<(Conn, PendingGuard), ForwardError> {
+        let (_, conn, _, pending) = self.send(handle, req, arrived_ms).await?;
+        Ok((conn, pending))
+    }
+
+    async fn send<O: Outbound>(
+        &self,
+        handle: &Arc<FunctionHandle>,
+        req: &mut O,
+        arrived_ms: u64,
+    ) -> Result<(O::Head, Conn, Option<Box<Upload>>, PendingGuard), ForwardError> {
         // A request is re-sent only when it never left: a refused connection (the replica is
         // marked down and skipped), a bodiless request whose write failed on a reused
         // connection, a replica found draining, or a bodiless request refused with 429 (see
         // the module doc); and once, an idempotent bodiless request whose new connection died
         // before any response byte. The request's head is written from `req`, never consumed, so a
         // bodiless request is sent again as is.
-        let bodiless = req.body().is_empty();
+        let bodiless = req.bodiless();
+        let idempotent = req.idempotent();
         let mut attempts = 0usize;
         let mut fresh_resets = 0usize;
         loop {
@@ -283,13 +302,13 @@ impl Forwarder {
             };
             let sent = tokio::time::timeout(
                 self.config.upstream_timeout,
-                exchange(&mut checkout.conn, &mut req),
+                req.exchange(&mut checkout.conn),
             )
             .await;
             match sent {
                 Err(_) => return Err(ForwardError::Timeout(self.config.upstream_timeout)),
                 Ok(Ok((head, upload))) => {
-                    if head.parts.status == StatusCode::TOO_MANY_REQUESTS {
+                    if O::status(&head) == StatusCode::TOO_MANY_REQUESTS {
                         replica.throttle();
                         if bodiless && several && has_other_open(handle, &replica) {
                             // The refusal's connection is dropped with its unread body.
@@ -303,17 +322,13 @@ impl Forwarder {
                 Ok(Err(Failure::NotSent)) if bodiless && checkout.reused => continue,
                 // No response byte came back on a reused connection (EOF or reset): as Go's
                 // transport does, treat it as stale and send an idempotent request again.
-                Ok(Err(Failure::NoResponse))
-                    if bodiless && checkout.reused && idempotent(req.method()) =>
-                {
+                Ok(Err(Failure::NoResponse)) if bodiless && checkout.reused && idempotent => {
                     continue
                 }
                 // A new connection closed or reset before any response byte: the replica is
                 // going away (killed, crashed, stopping). An idempotent bodiless request is
                 // sent once more (RFC 9110, 9.2.2), elsewhere when another replica is open.
-                Ok(Err(Failure::NoResponse))
-                    if bodiless && fresh_resets == 0 && idempotent(req.method()) =>
-                {
+                Ok(Err(Failure::NoResponse)) if bodiless && fresh_resets == 0 && idempotent => {
                     fresh_resets += 1;
                     if several && has_other_open(handle, &replica) {
                         replica.mark_down();
@@ -398,13 +413,105 @@ fn idempotent(m: &Method) -> bool {
 
 /// How an exchange failed, for the retry decision.
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     /// Writing the request failed before the body was read from the client.
     NotSent,
     /// The request was written; the connection closed or reset before any response byte.
     NoResponse,
     /// Anything else: a client body error, a malformed response, a reset mid-head.
     Broken,
+}
+
+/// A request the send loop writes to a replica, and may write again when it never left.
+pub(crate) trait Outbound {
+    /// What the exchange gives back of the response head.
+    type Head;
+    /// No body: the request can be written again as is.
+    fn bodiless(&self) -> bool;
+    /// GET, HEAD, OPTIONS or TRACE: may be sent again after its connection closed under it
+    /// (RFC 9110 9.2.2; the set Go's transport retries without an idempotency key).
+    fn idempotent(&self) -> bool;
+    fn status(head: &Self::Head) -> StatusCode;
+    /// Writes the request on `conn` and reads the response head; the body is left on `conn`.
+    async fn exchange(
+        &mut self,
+        conn: &mut Conn,
+    ) -> Result<(Self::Head, Option<Box<Upload>>), Failure>;
+}
+
+impl Outbound for Request<UpstreamBody> {
+    type Head = ResponseHead;
+
+    fn bodiless(&self) -> bool {
+        self.body().is_empty()
+    }
+
+    fn idempotent(&self) -> bool {
+        idempotent(self.method())
+    }
+
+    fn status(head: &ResponseHead) -> StatusCode {
+        head.parts.status
+    }
+
+    async fn exchange(
+        &mut self,
+        conn: &mut Conn,
+    ) -> Result<(ResponseHead, Option<Box<Upload>>), Failure> {
+        exchange(conn, self).await
+    }
+}
+
+/// A request in upstream wire form, head and whole body in `bytes` (built by `api::conn`
+/// from the client's bytes); the response head is parsed into `head`, the client's head
+/// is then written from it.
+pub struct RawRequest<'a> {
+    pub bytes: &'a [u8],
+    pub bodiless: bool,
+    pub idempotent: bool,
+    pub head_request: bool,
+    pub head: &'a mut RawHead,
+}
+
+impl Outbound for RawRequest<'_> {
+    type Head = StatusCode;
+
+    fn bodiless(&self) -> bool {
+        self.bodiless
+    }
+
+    fn idempotent(&self) -> bool {
+        self.idempotent
+    }
+
+    fn status(head: &StatusCode) -> StatusCode {
+        *head
+    }
+
+    async fn exchange(
+        &mut self,
+        conn: &mut Conn,
+    ) -> Result<(StatusCode, Option<Box<Upload>>), Failure> {
+        if conn.stream.write_all(self.bytes).await.is_err() {
+            return Err(Failure::NotSent);
+        }
+        let mut got_byte = false;
+        loop {
+            if !conn.read.is_empty() {
+                got_byte = true;
+                match http1::parse_response_raw(&mut conn.read, self.head_request, self.head) {
+                    Ok(true) => return Ok((self.head.status, None)),
+                    Ok(false) => {}
+                    Err(_) => return Err(Failure::Broken),
+                }
+            }
+            match conn.read_more().await {
+                Ok(n) if n > 0 => {}
+                _ if !got_byte => return Err(Failure::NoResponse),
+                _ => return Err(Failure::Broken),
+            }
+        }
+    }
 }
 
 /// Writes `req` on `conn` and reads the response head; the response body is left on the
@@ -593,16 +700,24 @@ fn slab_value(bytes: &[u8]) -> HeaderValue {
 }
 
 fn start_time_header() -> HeaderValue {
-    let nanos = SystemTime::now()
+    let mut buf = itoa::Buffer::new();
+    slab_value(buf.format(start_time_nanos()).as_bytes())
+}
+
+/// Now, in unix nanoseconds (`X-Start-Time`).
+pub fn start_time_nanos() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut buf = itoa::Buffer::new();
-    slab_value(buf.format(nanos).as_bytes())
+        .unwrap_or(0)
+}
+
+fn new_call_id() -> HeaderValue {
+    slab_value(&call_id_bytes())
 }
 
 /// A random UUID v4 in its canonical text form, formatted without `format!`.
-fn new_call_id() -> HeaderValue {
+pub fn call_id_bytes() -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut v = fastrand::u128(..);
     v = (v & !(0xf << 76)) | (0x4 << 76); // version 4
@@ -619,7 +734,7 @@ fn new_call_id() -> HeaderValue {
         out[j + 1] = HEX[(byte & 0xf) as usize];
         j += 2;
     }
-    slab_value(&out)
+    out
 }
 
 #[cfg(test)]

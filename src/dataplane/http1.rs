@@ -15,7 +15,7 @@ use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, StatusCode, Version};
+use http::{Method, Request, StatusCode};
 use thiserror::Error;
 
 /// Response headers parsed at most (hyper's default is 100).
@@ -158,13 +158,75 @@ pub fn write_chunk_header(len: usize, out: &mut Vec<u8>) {
 /// The last chunk of a chunked body, without trailers.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// Parses the final response head at the start of `buf`, skipping (consuming) interim 1xx
-/// heads. `Ok(None)`: incomplete, read more. On success the head's bytes are consumed and
-/// `buf` starts at the body.
-pub fn parse_response_head(
+/// A final response head as positions in the bytes it was parsed from: what both the
+/// `HeaderMap` path ([`parse_response_head`]) and the byte-level path (`api::conn`, which
+/// writes the client's head straight from these spans) need, computed once.
+pub struct RawHead {
+    /// Bytes of the head at the start of the buffer (interim 1xx heads already consumed).
+    pub len: usize,
+    pub status: StatusCode,
+    /// The upstream's reason phrase (a position in the head), for codes without a canonical one.
+    reason: Span2,
+    pub framing: Framing,
+    /// The connection may carry another request once this body ends.
+    pub keep_alive: bool,
+    count: usize,
+    spans: [Span; MAX_HEADERS],
+}
+
+/// Where one header's name and value lie in the head.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    name: Span2,
+    value: Span2,
+}
+
+/// A range of the head (< 64 KiB).
+#[derive(Debug, Clone, Copy, Default)]
+struct Span2(u16, u16);
+
+impl Span2 {
+    fn of<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        &head[usize::from(self.0)..usize::from(self.1)]
+    }
+}
+
+impl Default for RawHead {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            status: StatusCode::OK,
+            reason: Span2::default(),
+            framing: Framing::Empty,
+            keep_alive: false,
+            count: 0,
+            spans: [Span::default(); MAX_HEADERS],
+        }
+    }
+}
+
+impl RawHead {
+    /// The headers as `(name, value)` slices of `head` (the bytes the head was parsed from).
+    pub fn headers<'h>(&'h self, head: &'h [u8]) -> impl Iterator<Item = (&'h [u8], &'h [u8])> {
+        self.spans[..self.count]
+            .iter()
+            .map(move |s| (s.name.of(head), s.value.of(head)))
+    }
+
+    /// The reason phrase as sent (may be empty).
+    pub fn reason<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        self.reason.of(head)
+    }
+}
+
+/// Parses the final response head at the start of `buf` into `out`, skipping (consuming)
+/// interim 1xx heads. `Ok(false)`: incomplete, read more. On success the final head is left
+/// in `buf` (its first `out.len` bytes): the caller consumes it.
+pub fn parse_response_raw(
     buf: &mut BytesMut,
     head_request: bool,
-) -> Result<Option<ResponseHead>, WireError> {
+    out: &mut RawHead,
+) -> Result<bool, WireError> {
     loop {
         // Uninitialized slots: zeroing 100 headers cost more than parsing a small head.
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -177,7 +239,7 @@ pub fn parse_response_head(
                 return if buf.len() > MAX_HEAD_BYTES {
                     Err(WireError::HeadTooLarge)
                 } else {
-                    Ok(None)
+                    Ok(false)
                 };
             }
             Err(httparse::Error::TooManyHeaders) => return Err(WireError::HeadTooLarge),
@@ -193,84 +255,106 @@ pub fn parse_response_head(
             buf.advance(len);
             continue;
         }
-        let version = match resp.version {
-            Some(0) => Version::HTTP_10,
-            _ => Version::HTTP_11,
-        };
         if len > MAX_HEAD_BYTES {
             return Err(WireError::HeadTooLarge);
         }
-        // Positions of each header inside the head (< 64 KiB), to slice the frozen head.
-        let mut spans = [Span::default(); MAX_HEADERS];
-        let count = resp.headers.len();
+        // Positions of each header inside the head (< 64 KiB).
         let base = buf.as_ptr() as usize;
-        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-            let n = h.name.as_ptr() as usize - base;
-            let v = h.value.as_ptr() as usize - base;
+        let at = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            Span2(start as u16, (start + s.len()) as u16)
+        };
+        out.count = resp.headers.len();
+        for (span, h) in out.spans.iter_mut().zip(resp.headers.iter()) {
             *span = Span {
-                name: (n as u16, (n + h.name.len()) as u16),
-                value: (v as u16, (v + h.value.len()) as u16),
+                name: at(h.name.as_bytes()),
+                value: at(h.value),
             };
         }
-        let head = buf.split_to(len).freeze();
-        return build_head(&head, &spans[..count], status, version, head_request).map(Some);
+        out.reason = resp.reason.map_or(Span2::default(), |r| at(r.as_bytes()));
+        out.len = len;
+        out.status = status;
+        let http10 = resp.version == Some(0);
+        let (framing, keep_alive) = framing_of(&buf[..len], out, http10, head_request)?;
+        out.framing = framing;
+        out.keep_alive = keep_alive;
+        return Ok(true);
     }
 }
 
-/// Where one header's name and value lie in the head.
-#[derive(Debug, Clone, Copy, Default)]
-struct Span {
-    name: (u16, u16),
-    value: (u16, u16),
+/// Parses the final response head at the start of `buf` into a `HeaderMap`, skipping
+/// (consuming) interim 1xx heads. `Ok(None)`: incomplete, read more. On success the head's
+/// bytes are consumed and `buf` starts at the body.
+pub fn parse_response_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, WireError> {
+    let mut raw = RawHead::default();
+    if !parse_response_raw(buf, head_request, &mut raw)? {
+        return Ok(None);
+    }
+    let head = buf.split_to(raw.len).freeze();
+    // Room for the headers the gateway adds (`X-Call-Id`, `X-Start-Time`) without a regrow.
+    let mut headers = HeaderMap::with_capacity(raw.count + RESERVED_HEADERS);
+    for span in &raw.spans[..raw.count] {
+        let raw_name = span.name.of(&head);
+        let name = match known_name(raw_name) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(raw_name).map_err(|_| WireError::Head)?,
+        };
+        let value = HeaderValue::from_maybe_shared(
+            head.slice(usize::from(span.value.0)..usize::from(span.value.1)),
+        )
+        .map_err(|_| WireError::Head)?;
+        headers.append(name, value);
+    }
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = raw.status;
+    // The version is this hop's: the gateway answers its client in its own HTTP/1.1.
+    *resp.headers_mut() = headers;
+    let (parts, ()) = resp.into_parts();
+    Ok(Some(ResponseHead {
+        parts,
+        framing: raw.framing,
+        keep_alive: raw.keep_alive,
+    }))
 }
 
-fn build_head(
-    head: &Bytes,
-    spans: &[Span],
-    status: StatusCode,
-    version: Version,
+/// The body's framing (RFC 9112 section 6.3) and whether the connection persists after it.
+fn framing_of(
+    head: &[u8],
+    raw: &RawHead,
+    http10: bool,
     head_request: bool,
-) -> Result<ResponseHead, WireError> {
-    // Room for the headers the gateway adds (`X-Call-Id`, `X-Start-Time`) without a regrow.
-    let mut headers = HeaderMap::with_capacity(spans.len() + RESERVED_HEADERS);
+) -> Result<(Framing, bool), WireError> {
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut close = false;
     let mut keep_alive_token = false;
-    for span in spans {
-        let (ns, ne) = (usize::from(span.name.0), usize::from(span.name.1));
-        let (vs, ve) = (usize::from(span.value.0), usize::from(span.value.1));
-        let raw = &head[ns..ne];
-        let name = match known_name(raw) {
-            Some(name) => name,
-            None => HeaderName::from_bytes(raw).map_err(|_| WireError::Head)?,
-        };
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| WireError::Head)?;
-        if name == header::CONTENT_LENGTH {
-            let n = parse_content_length(value.as_bytes())?;
+    for (name, value) in raw.headers(head) {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_content_length(value)?;
             if content_length.is_some_and(|m| m != n) {
                 return Err(WireError::ContentLength);
             }
             content_length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = true;
             // Only a final `chunked` delimits the body; anything after it is read to EOF.
             chunked = value
-                .as_bytes()
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|last| trim(last).eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
                 let token = trim(token);
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        headers.append(name, value);
     }
+    let status = raw.status;
     let bodiless = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -290,23 +374,15 @@ fn build_head(
             None => Framing::Close,
         }
     };
-    let persistent = match version {
-        Version::HTTP_10 => keep_alive_token && !close,
-        _ => !close,
+    let persistent = if http10 {
+        keep_alive_token && !close
+    } else {
+        !close
     };
     // Both framings present is a smuggling signal: answer it, never reuse the connection.
     let keep_alive =
         persistent && framing != Framing::Close && !(transfer_encoding && content_length.is_some());
-    let mut resp = http::Response::new(());
-    *resp.status_mut() = status;
-    // The version is this hop's: the gateway answers its client in its own HTTP/1.1.
-    *resp.headers_mut() = headers;
-    let (parts, ()) = resp.into_parts();
-    Ok(ResponseHead {
-        parts,
-        framing,
-        keep_alive,
-    })
+    Ok((framing, keep_alive))
 }
 
 /// Custom names every watchdog answer carries: taken from constants, since `HeaderName`

@@ -1,0 +1,710 @@
+//! One client connection: invocations served by a byte-level HTTP/1.1 loop, everything else
+//! by hyper.
+//!
+//! The loop reads a request head with `httparse`. When it is an invocation it serves
+//! ([`plan`]: HTTP/1.1, an origin-form `/function/{name}[/path][?query]` target of a deployed
+//! function, no `Transfer-Encoding`, `Expect` or `Upgrade`, a `Content-Length` body of at
+//! most [`FAST_BODY`] bytes), it writes the upstream request straight from the client's
+//! bytes (hop-by-hop headers and those `Connection` names out; `X-Call-Id`, `X-Start-Time`,
+//! `X-Forwarded-For`, `X-Forwarded-Host` in), sends it with the forwarder's rules
+//! (`Forwarder::send_raw`: pick, pool, retries, hold, timeout) and writes the client's
+//! response head straight from the upstream's (the same rewrites), then the body by its
+//! framing. No `HeaderMap`, `Request` or `Response` is built for it.
+//!
+//! Anything else (other paths, HTTP/1.0, chunked or large uploads, `Expect: 100-continue`,
+//! upgrades, unknown functions, malformed or oversized heads) hands the connection, with the
+//! bytes already read, to hyper's server for the rest of its life, where `Gateway::handle`
+//! answers it as it answers every request: one behaviour, which the loop only reaches with
+//! less work (`tests/downstream_wire.rs` runs the same cases through both).
+//!
+//! Invariants: requests on a connection are answered in order, one at a time (a pipelined
+//! request is read after the previous response is written); no lock is taken and nothing
+//! is allocated per request (the buffers belong to the connection); every wait is bounded:
+//! a head by `read_timeout`, the upstream by `upstream_timeout`. On shutdown the loop
+//! finishes the request in hand and closes.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use http::StatusCode;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use super::Gateway;
+use crate::dataplane::forward::{self, Invocation, Peer, RawRequest};
+use crate::dataplane::http1::{self, ChunkedDecoder, Decoded, Framing, RawHead, LAST_CHUNK};
+use crate::dataplane::pool::Conn;
+use crate::dataplane::table::FunctionHandle;
+use crate::names::KeyRef;
+
+/// A request body the loop buffers whole before sending (nginx buffers bodies too); a
+/// longer one is streamed by hyper's path.
+pub const FAST_BODY: usize = 64 * 1024;
+/// Request head bytes the loop waits for; a longer head goes to hyper (which answers 431 or
+/// serves it).
+const MAX_HEAD: usize = 16 * 1024;
+/// Request headers the loop parses; more goes to hyper.
+const MAX_HEADERS: usize = 64;
+/// `Connection`-named headers the loop strips; more goes to hyper.
+const MAX_NAMED: usize = 8;
+/// Response bytes gathered before a write to the client.
+const OUT_INLINE: usize = 64 * 1024;
+const READ_BUF: usize = 8 * 1024;
+const FUNCTION_PREFIX: &[u8] = b"/function/";
+
+/// Headers that apply to one hop only (RFC 9110 section 7.6.1, and Go's list), lowercase.
+const HOP_BY_HOP: [&[u8]; 9] = [
+    b"connection",
+    b"proxy-connection",
+    b"keep-alive",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
+/// Serves one client connection until it closes, errs, idles past `read_timeout`, or the
+/// gateway shuts down (`shutdown` turns true).
+pub async fn serve(
+    stream: TcpStream,
+    addr: SocketAddr,
+    gateway: Arc<Gateway>,
+    read_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer = Peer::new(addr);
+    let mut client = Client {
+        stream,
+        buf: BytesMut::with_capacity(READ_BUF),
+        up: Vec::with_capacity(1024),
+        out: Vec::with_capacity(READ_BUF),
+        head: RawHead::default(),
+    };
+    let sleep = tokio::time::sleep(read_timeout);
+    tokio::pin!(sleep);
+    loop {
+        // A complete request in `buf`, or the connection ends.
+        sleep.as_mut().reset(Instant::now() + read_timeout);
+        let plan = loop {
+            match plan(&gateway, &client.buf, &mut client.up, &peer) {
+                Step::Serve(plan) => break plan,
+                Step::Handoff => {
+                    return handoff(client, peer, gateway, read_timeout, shutdown).await;
+                }
+                Step::More => {}
+            }
+            let idle = client.buf.is_empty();
+            if idle && *shutdown.borrow() {
+                return;
+            }
+            match client.read(sleep.as_mut(), &mut shutdown, idle).await {
+                Ok(true) => {}
+                // EOF, an error, the head timeout, or shutdown while idle: close. A partial
+                // request is dropped, as hyper drops it.
+                _ => return,
+            }
+        };
+        match client.invoke(&gateway, plan).await {
+            Ok(true) if !*shutdown.borrow() => {}
+            _ => {
+                let _ = client.stream.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// The connection's socket and reused buffers.
+struct Client {
+    stream: TcpStream,
+    /// Bytes read from the client and not yet served.
+    buf: BytesMut,
+    /// The upstream request being sent (head and body).
+    up: Vec<u8>,
+    /// Response bytes for the client not yet written.
+    out: Vec<u8>,
+    /// The upstream response head, parsed in place.
+    head: RawHead,
+}
+
+/// What the bytes at the start of the buffer ask for.
+enum Step {
+    /// An incomplete head or body: read more.
+    More,
+    /// Not for the loop: hyper takes the connection.
+    Handoff,
+    /// An invocation whose upstream request is written in `up`.
+    Serve(Plan),
+}
+
+/// An invocation the loop serves.
+struct Plan {
+    handle: Arc<FunctionHandle>,
+    /// Bytes of the request (head and body) at the start of the buffer.
+    len: usize,
+    bodiless: bool,
+    idempotent: bool,
+    head_request: bool,
+    /// The client asked to close after this response.
+    close: bool,
+    /// `X-Call-Id` generated here (`None`: the client sent one, which is kept).
+    call_id: Option<[u8; 36]>,
+    start_time: u64,
+}
+
+fn eq(a: &[u8], lower: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(lower)
+}
+
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| eq(name, h))
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    &s[start..end.max(start)]
+}
+
+/// A `Content-Length` value of digits only.
+fn content_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Reads the request at the start of `buf`; when the loop serves it, writes its upstream
+/// form into `up`.
+fn plan(gateway: &Gateway, buf: &[u8], up: &mut Vec<u8>, peer: &Peer) -> Step {
+    if buf.is_empty() {
+        return Step::More;
+    }
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Step::More,
+        _ => return Step::Handoff,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Step::Handoff;
+    };
+    let target = target.as_bytes();
+    // Origin form only, in the bytes `http::Uri` accepts (others: hyper decides).
+    if !target.starts_with(FUNCTION_PREFIX)
+        || !target
+            .iter()
+            .all(|&b| (0x21..=0x7e).contains(&b) && b != b'#')
+    {
+        return Step::Handoff;
+    }
+    let after = &target[FUNCTION_PREFIX.len()..];
+    let segment_len = after
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(after.len());
+    let Ok(segment) = std::str::from_utf8(&after[..segment_len]) else {
+        return Step::Handoff;
+    };
+    let Some(handle) = gateway.routes.get(KeyRef::parse_segment(segment, "")) else {
+        return Step::Handoff;
+    };
+    let rest = &after[segment_len..];
+
+    let mut length: Option<u64> = None;
+    let mut close = false;
+    let mut host: Option<&[u8]> = None;
+    let (mut has_xff, mut has_xfh, mut has_call_id) = (false, false, false);
+    let mut named: [&[u8]; MAX_NAMED] = [&[]; MAX_NAMED];
+    let mut named_count = 0;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if eq(name, b"content-length") {
+            match content_length(h.value) {
+                Some(n) if length.map_or(true, |m| m == n) => length = Some(n),
+                _ => return Step::Handoff,
+            }
+        } else if eq(name, b"transfer-encoding") || eq(name, b"expect") || eq(name, b"upgrade") {
+            return Step::Handoff;
+        } else if eq(name, b"connection") {
+            for token in h.value.split(|&b| b == b',').map(trim) {
+                if token.is_empty() || eq(token, b"keep-alive") {
+                    continue;
+                }
+                if eq(token, b"close") {
+                    close = true;
+                } else if eq(token, b"upgrade") || named_count == MAX_NAMED {
+                    return Step::Handoff;
+                } else {
+                    named[named_count] = token;
+                    named_count += 1;
+                }
+            }
+        } else if eq(name, b"host") {
+            host = Some(h.value);
+        } else if eq(name, b"x-forwarded-for") {
+            has_xff = true;
+        } else if eq(name, b"x-forwarded-host") {
+            has_xfh = true;
+        } else if eq(name, b"x-call-id") {
+            has_call_id = true;
+        }
+    }
+    let body_len = length.unwrap_or(0);
+    if body_len > FAST_BODY as u64 {
+        return Step::Handoff;
+    }
+    let len = head_len + body_len as usize;
+    if buf.len() < len {
+        return Step::More;
+    }
+
+    let call_id = (!has_call_id).then(forward::call_id_bytes);
+    let start_time = forward::start_time_nanos();
+    let mut itoa = itoa::Buffer::new();
+    up.clear();
+    up.extend_from_slice(method.as_bytes());
+    up.push(b' ');
+    if rest.first() != Some(&b'/') {
+        up.push(b'/');
+    }
+    up.extend_from_slice(rest);
+    up.extend_from_slice(b" HTTP/1.1\r\n");
+    let named = &named[..named_count];
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if is_hop_by_hop(name)
+            || eq(name, b"x-start-time")
+            || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        header(up, name, h.value);
+    }
+    if let Some(id) = &call_id {
+        header(up, b"x-call-id", id);
+    }
+    header(up, b"x-start-time", itoa.format(start_time).as_bytes());
+    if !has_xff {
+        header(up, b"x-forwarded-for", peer.forwarded_for.as_bytes());
+    }
+    if let (false, Some(host)) = (has_xfh, host) {
+        header(up, b"x-forwarded-host", host);
+    }
+    if length.is_none() && matches!(method, "POST" | "PUT" | "PATCH") {
+        // As the hyper path writes an empty body of a method that expects one.
+        header(up, b"content-length", b"0");
+    }
+    up.extend_from_slice(b"\r\n");
+    up.extend_from_slice(&buf[head_len..len]);
+    Step::Serve(Plan {
+        handle,
+        len,
+        bodiless: body_len == 0,
+        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE"),
+        head_request: method == "HEAD",
+        close,
+        call_id,
+        start_time,
+    })
+}
+
+fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Why a response could not be completed; the client connection is closed.
+#[derive(Debug)]
+enum Broken {
+    Client,
+    Upstream,
+}
+
+impl Client {
+    /// Reads more of the client's bytes. `Ok(false)`: EOF, the deadline, or (when `idle`,
+    /// between requests) shutdown.
+    async fn read(
+        &mut self,
+        deadline: Pin<&mut Sleep>,
+        shutdown: &mut watch::Receiver<bool>,
+        idle: bool,
+    ) -> io::Result<bool> {
+        if self.buf.capacity() - self.buf.len() < READ_BUF / 8 {
+            self.buf.reserve(READ_BUF);
+        }
+        tokio::select! {
+            biased;
+            n = self.stream.read_buf(&mut self.buf) => Ok(n? > 0),
+            _ = deadline => Ok(false),
+            _ = shutdown.wait_for(|s| *s), if idle => Ok(false),
+        }
+    }
+
+    /// Serves one planned invocation. `Ok(true)`: the connection may carry another request.
+    async fn invoke(&mut self, gateway: &Gateway, plan: Plan) -> Result<bool, Broken> {
+        let mut invocation = Invocation::start(plan.handle.clone());
+        let mut req = RawRequest {
+            bytes: &self.up,
+            bodiless: plan.bodiless,
+            idempotent: plan.idempotent,
+            head_request: plan.head_request,
+            head: &mut self.head,
+        };
+        let sent = gateway
+            .forwarder
+            .send_raw(&plan.handle, &mut req, invocation.arrived_ms())
+            .await;
+        self.buf.advance(plan.len);
+        self.out.clear();
+        let (mut conn, pending) = match sent {
+            Ok(sent) => sent,
+            Err(e) => {
+                let status = e.status();
+                invocation.set_status(status.as_u16());
+                tracing::debug!(function = plan.handle.label(), error = %e, "invocation failed");
+                self.error_response(status, &e.to_string(), &plan);
+                self.flush().await?;
+                return Ok(!plan.close);
+            }
+        };
+        invocation.set_status(self.head.status.as_u16());
+        let framing = self.head.framing;
+        let mut keep_alive = self.head.keep_alive;
+        self.response_head(&conn.read[..self.head.len], &plan);
+        conn.read.advance(self.head.len);
+        match framing {
+            Framing::Empty => {}
+            Framing::Length(n) => self.copy_length(&mut conn, n).await?,
+            Framing::Chunked => self.copy_chunked(&mut conn).await?,
+            Framing::Close => {
+                keep_alive = false;
+                self.copy_to_close(&mut conn).await?;
+            }
+        }
+        self.flush().await?;
+        if keep_alive {
+            pending.replica().pool().checkin(conn);
+        }
+        drop(pending);
+        drop(invocation);
+        Ok(!plan.close)
+    }
+
+    /// The client's response head, from the upstream's `head` (the bytes `self.head` was
+    /// parsed from): hop-by-hop headers and those the upstream's `Connection` names out,
+    /// this hop's framing, `X-Call-Id` (when generated here) and `X-Start-Time` in.
+    fn response_head(&mut self, head: &[u8], plan: &Plan) {
+        let raw = &self.head;
+        let out = &mut self.out;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(raw.status.as_str().as_bytes());
+        out.push(b' ');
+        match raw.status.canonical_reason() {
+            Some(reason) => out.extend_from_slice(reason.as_bytes()),
+            None => out.extend_from_slice(raw.reason(head)),
+        }
+        out.extend_from_slice(b"\r\n");
+        // For a bodiless answer the upstream's `Content-Length` says what a GET would get
+        // (HEAD) or is 0: it is passed on; otherwise the length is this hop's.
+        let keep_length = raw.framing == Framing::Empty
+            && raw.status != StatusCode::NO_CONTENT
+            && raw.status != StatusCode::NOT_MODIFIED;
+        let mut has_date = false;
+        for (name, value) in raw.headers(head) {
+            if is_hop_by_hop(name)
+                || (eq(name, b"content-length") && !keep_length)
+                || eq(name, b"x-start-time")
+                || (plan.call_id.is_some() && eq(name, b"x-call-id"))
+                || connection_names(raw, head, name)
+            {
+                continue;
+            }
+            has_date |= eq(name, b"date");
+            header(out, name, value);
+        }
+        if let Some(id) = &plan.call_id {
+            header(out, b"x-call-id", id);
+        }
+        let mut itoa = itoa::Buffer::new();
+        header(
+            out,
+            b"x-start-time",
+            itoa.format(plan.start_time).as_bytes(),
+        );
+        match raw.framing {
+            Framing::Empty => {}
+            Framing::Length(n) => header(out, b"content-length", itoa.format(n).as_bytes()),
+            Framing::Chunked | Framing::Close => header(out, b"transfer-encoding", b"chunked"),
+        }
+        if !has_date {
+            date::with(|d| header(out, b"date", d));
+        }
+        if plan.close {
+            header(out, b"connection", b"close");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The answer for an invocation that got no upstream response, as the hyper path writes it.
+    fn error_response(&mut self, status: StatusCode, body: &str, plan: &Plan) {
+        let out = &mut self.out;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        header(out, b"content-type", b"text/plain; charset=utf-8");
+        if let Some(id) = &plan.call_id {
+            header(out, b"x-call-id", id);
+        }
+        let mut itoa = itoa::Buffer::new();
+        header(
+            out,
+            b"x-start-time",
+            itoa.format(plan.start_time).as_bytes(),
+        );
+        header(out, b"x-openfaas-internal", b"proxy");
+        header(out, b"content-length", itoa.format(body.len()).as_bytes());
+        date::with(|d| header(out, b"date", d));
+        if plan.close {
+            header(out, b"connection", b"close");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body.as_bytes());
+    }
+
+    /// Writes what is gathered in `out` to the client.
+    async fn flush(&mut self) -> Result<(), Broken> {
+        if !self.out.is_empty() {
+            self.stream
+                .write_all(&self.out)
+                .await
+                .map_err(|_| Broken::Client)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads more of the upstream body, first writing what the client has not got yet (a
+    /// streamed answer reaches the client as produced). `Ok(false)`: EOF.
+    async fn refill(&mut self, conn: &mut Conn) -> Result<bool, Broken> {
+        self.flush().await?;
+        match conn.read_more().await {
+            Ok(n) => Ok(n > 0),
+            Err(_) => Err(Broken::Upstream),
+        }
+    }
+
+    async fn copy_length(&mut self, conn: &mut Conn, mut left: u64) -> Result<(), Broken> {
+        loop {
+            let take = (conn.read.len() as u64).min(left) as usize;
+            if take > 0 {
+                if self.out.len() + take > OUT_INLINE {
+                    self.flush().await?;
+                    self.stream
+                        .write_all(&conn.read[..take])
+                        .await
+                        .map_err(|_| Broken::Client)?;
+                } else {
+                    self.out.extend_from_slice(&conn.read[..take]);
+                }
+                conn.read.advance(take);
+                left -= take as u64;
+            }
+            if left == 0 {
+                return Ok(());
+            }
+            if !self.refill(conn).await? {
+                return Err(Broken::Upstream);
+            }
+        }
+    }
+
+    async fn copy_chunked(&mut self, conn: &mut Conn) -> Result<(), Broken> {
+        let mut decoder = ChunkedDecoder::new();
+        loop {
+            match decoder.decode(&mut conn.read) {
+                Ok(Decoded::Data(data)) => {
+                    self.chunk(&data);
+                    if self.out.len() > OUT_INLINE {
+                        self.flush().await?;
+                    }
+                }
+                Ok(Decoded::End) => {
+                    self.out.extend_from_slice(LAST_CHUNK);
+                    return Ok(());
+                }
+                Ok(Decoded::NeedMore) => {
+                    if !self.refill(conn).await? {
+                        return Err(Broken::Upstream);
+                    }
+                }
+                Err(_) => return Err(Broken::Upstream),
+            }
+        }
+    }
+
+    /// A body delimited by the upstream closing: sent on chunked, to its end.
+    async fn copy_to_close(&mut self, conn: &mut Conn) -> Result<(), Broken> {
+        loop {
+            if !conn.read.is_empty() {
+                let data = conn.read.split();
+                self.chunk(&data);
+            }
+            if !self.refill(conn).await? {
+                self.out.extend_from_slice(LAST_CHUNK);
+                return Ok(());
+            }
+        }
+    }
+
+    fn chunk(&mut self, data: &[u8]) {
+        if !data.is_empty() {
+            http1::write_chunk_header(data.len(), &mut self.out);
+            self.out.extend_from_slice(data);
+            self.out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Whether the upstream's `Connection` header names `name` (a header for that hop only).
+fn connection_names(raw: &RawHead, head: &[u8], name: &[u8]) -> bool {
+    raw.headers(head)
+        .filter(|(n, _)| eq(n, b"connection"))
+        .any(|(_, v)| v.split(|&b| b == b',').any(|t| eq(trim(t), name)))
+}
+
+/// Gives the connection, and what was read of it, to hyper's server for the rest of its life.
+async fn handoff(
+    client: Client,
+    peer: Peer,
+    gateway: Arc<Gateway>,
+    read_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout)
+        .keep_alive(true);
+    let svc = service_fn(move |req| {
+        let gw = gateway.clone();
+        let peer = peer.clone();
+        async move { Ok::<_, std::convert::Infallible>(gw.handle(req, &peer).await) }
+    });
+    let io = Rewind {
+        prefix: client.buf,
+        stream: client.stream,
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = shutdown.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
+}
+
+/// A stream that yields `prefix` before what is still to be read from `stream`.
+struct Rewind {
+    prefix: BytesMut,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The `Date` header value, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
+    }
+
+    pub fn with<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != secs {
+                let text = httpdate::fmt_http_date(now);
+                let bytes = text.as_bytes();
+                if bytes.len() == 29 {
+                    c.1.copy_from_slice(bytes);
+                    c.0 = secs;
+                }
+            }
+            f(&c.1)
+        })
+    }
+}
