@@ -20,7 +20,8 @@
 //! Invariants: requests on a connection are answered in order, one at a time (a pipelined
 //! request is read after the previous response is written); no lock is taken and nothing
 //! is allocated per request (the buffers belong to the connection); every wait is bounded:
-//! a head by `read_timeout`, the upstream by `upstream_timeout`. On shutdown the loop
+//! a head by `read_timeout` (less at most a tenth of it, or 1 s), the upstream by
+//! `upstream_timeout`. On shutdown the loop
 //! finishes the request in hand and closes.
 
 use std::io;
@@ -94,11 +95,19 @@ pub async fn serve(
     };
     let sleep = tokio::time::sleep(read_timeout);
     tokio::pin!(sleep);
+    // The head deadline is moved only when it has come `grace` closer than `read_timeout`:
+    // one timer update per second of a busy connection, not one per request.
+    let grace = (read_timeout / 10).min(Duration::from_secs(1));
     loop {
         // A complete request in `buf`, or the connection ends.
-        sleep.as_mut().reset(Instant::now() + read_timeout);
+        let fresh = Instant::now() + read_timeout;
+        if sleep.deadline() + grace < fresh {
+            sleep.as_mut().reset(fresh);
+        }
         let plan = loop {
-            match plan(&gateway, &client.buf, &mut client.up, &peer) {
+            let lookup = |key: KeyRef<'_>| gateway.routes.get(key);
+            let forwarded_for = peer.forwarded_for.as_bytes();
+            match plan(&client.buf, &mut client.up, forwarded_for, lookup) {
                 Step::Serve(plan) => break plan,
                 Step::Handoff => {
                     return handoff(client, peer, gateway, read_timeout, shutdown).await;
@@ -140,18 +149,18 @@ struct Client {
 }
 
 /// What the bytes at the start of the buffer ask for.
-enum Step {
+enum Step<H> {
     /// An incomplete head or body: read more.
     More,
     /// Not for the loop: hyper takes the connection.
     Handoff,
     /// An invocation whose upstream request is written in `up`.
-    Serve(Plan),
+    Serve(Plan<H>),
 }
 
-/// An invocation the loop serves.
-struct Plan {
-    handle: Arc<FunctionHandle>,
+/// An invocation the loop serves, of the function `handle`.
+struct Plan<H> {
+    handle: H,
     /// Bytes of the request (head and body) at the start of the buffer.
     len: usize,
     bodiless: bool,
@@ -193,9 +202,14 @@ fn content_length(v: &[u8]) -> Option<u64> {
     Some(v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Reads the request at the start of `buf`; when the loop serves it, writes its upstream
-/// form into `up`.
-fn plan(gateway: &Gateway, buf: &[u8], up: &mut Vec<u8>, peer: &Peer) -> Step {
+/// Reads the request at the start of `buf`; when the loop serves it (`lookup` finds its
+/// function), writes its upstream form into `up`. `forwarded_for` is the client's address.
+fn plan<H>(
+    buf: &[u8],
+    up: &mut Vec<u8>,
+    forwarded_for: &[u8],
+    lookup: impl FnOnce(KeyRef<'_>) -> Option<H>,
+) -> Step<H> {
     if buf.is_empty() {
         return Step::More;
     }
@@ -228,7 +242,7 @@ fn plan(gateway: &Gateway, buf: &[u8], up: &mut Vec<u8>, peer: &Peer) -> Step {
     let Ok(segment) = std::str::from_utf8(&after[..segment_len]) else {
         return Step::Handoff;
     };
-    let Some(handle) = gateway.routes.get(KeyRef::parse_segment(segment, "")) else {
+    let Some(handle) = lookup(KeyRef::parse_segment(segment, "")) else {
         return Step::Handoff;
     };
     let rest = &after[segment_len..];
@@ -308,7 +322,7 @@ fn plan(gateway: &Gateway, buf: &[u8], up: &mut Vec<u8>, peer: &Peer) -> Step {
     }
     header(up, b"x-start-time", itoa.format(start_time).as_bytes());
     if !has_xff {
-        header(up, b"x-forwarded-for", peer.forwarded_for.as_bytes());
+        header(up, b"x-forwarded-for", forwarded_for);
     }
     if let (false, Some(host)) = (has_xfh, host) {
         header(up, b"x-forwarded-host", host);
@@ -366,7 +380,11 @@ impl Client {
     }
 
     /// Serves one planned invocation. `Ok(true)`: the connection may carry another request.
-    async fn invoke(&mut self, gateway: &Gateway, plan: Plan) -> Result<bool, Broken> {
+    async fn invoke(
+        &mut self,
+        gateway: &Gateway,
+        plan: Plan<Arc<FunctionHandle>>,
+    ) -> Result<bool, Broken> {
         let mut invocation = Invocation::start(plan.handle.clone());
         let mut req = RawRequest {
             bytes: &self.up,
@@ -395,7 +413,12 @@ impl Client {
         invocation.set_status(self.head.status.as_u16());
         let framing = self.head.framing;
         let mut keep_alive = self.head.keep_alive;
-        self.response_head(&conn.read[..self.head.len], &plan);
+        response_head(
+            &mut self.out,
+            &self.head,
+            &conn.read[..self.head.len],
+            &plan,
+        );
         conn.read.advance(self.head.len);
         match framing {
             Framing::Empty => {}
@@ -415,63 +438,8 @@ impl Client {
         Ok(!plan.close)
     }
 
-    /// The client's response head, from the upstream's `head` (the bytes `self.head` was
-    /// parsed from): hop-by-hop headers and those the upstream's `Connection` names out,
-    /// this hop's framing, `X-Call-Id` (when generated here) and `X-Start-Time` in.
-    fn response_head(&mut self, head: &[u8], plan: &Plan) {
-        let raw = &self.head;
-        let out = &mut self.out;
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(raw.status.as_str().as_bytes());
-        out.push(b' ');
-        match raw.status.canonical_reason() {
-            Some(reason) => out.extend_from_slice(reason.as_bytes()),
-            None => out.extend_from_slice(raw.reason(head)),
-        }
-        out.extend_from_slice(b"\r\n");
-        // For a bodiless answer the upstream's `Content-Length` says what a GET would get
-        // (HEAD) or is 0: it is passed on; otherwise the length is this hop's.
-        let keep_length = raw.framing == Framing::Empty
-            && raw.status != StatusCode::NO_CONTENT
-            && raw.status != StatusCode::NOT_MODIFIED;
-        let mut has_date = false;
-        for (name, value) in raw.headers(head) {
-            if is_hop_by_hop(name)
-                || (eq(name, b"content-length") && !keep_length)
-                || eq(name, b"x-start-time")
-                || (plan.call_id.is_some() && eq(name, b"x-call-id"))
-                || connection_names(raw, head, name)
-            {
-                continue;
-            }
-            has_date |= eq(name, b"date");
-            header(out, name, value);
-        }
-        if let Some(id) = &plan.call_id {
-            header(out, b"x-call-id", id);
-        }
-        let mut itoa = itoa::Buffer::new();
-        header(
-            out,
-            b"x-start-time",
-            itoa.format(plan.start_time).as_bytes(),
-        );
-        match raw.framing {
-            Framing::Empty => {}
-            Framing::Length(n) => header(out, b"content-length", itoa.format(n).as_bytes()),
-            Framing::Chunked | Framing::Close => header(out, b"transfer-encoding", b"chunked"),
-        }
-        if !has_date {
-            date::with(|d| header(out, b"date", d));
-        }
-        if plan.close {
-            header(out, b"connection", b"close");
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-
     /// The answer for an invocation that got no upstream response, as the hyper path writes it.
-    fn error_response(&mut self, status: StatusCode, body: &str, plan: &Plan) {
+    fn error_response<H>(&mut self, status: StatusCode, body: &str, plan: &Plan<H>) {
         let out = &mut self.out;
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(status.as_str().as_bytes());
@@ -592,6 +560,59 @@ impl Client {
     }
 }
 
+/// The client's response head, from the upstream's `head` (the bytes `raw` was parsed
+/// from): hop-by-hop headers and those the upstream's `Connection` names out, this hop's
+/// framing, `X-Call-Id` (when generated here) and `X-Start-Time` in.
+fn response_head<H>(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan<H>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(raw.status.as_str().as_bytes());
+    out.push(b' ');
+    match raw.status.canonical_reason() {
+        Some(reason) => out.extend_from_slice(reason.as_bytes()),
+        None => out.extend_from_slice(raw.reason(head)),
+    }
+    out.extend_from_slice(b"\r\n");
+    // For a bodiless answer the upstream's `Content-Length` says what a GET would get
+    // (HEAD) or is 0: it is passed on; otherwise the length is this hop's.
+    let keep_length = raw.framing == Framing::Empty
+        && raw.status != StatusCode::NO_CONTENT
+        && raw.status != StatusCode::NOT_MODIFIED;
+    let mut has_date = false;
+    for (name, value) in raw.headers(head) {
+        if is_hop_by_hop(name)
+            || (eq(name, b"content-length") && !keep_length)
+            || eq(name, b"x-start-time")
+            || (plan.call_id.is_some() && eq(name, b"x-call-id"))
+            || connection_names(raw, head, name)
+        {
+            continue;
+        }
+        has_date |= eq(name, b"date");
+        header(out, name, value);
+    }
+    if let Some(id) = &plan.call_id {
+        header(out, b"x-call-id", id);
+    }
+    let mut itoa = itoa::Buffer::new();
+    header(
+        out,
+        b"x-start-time",
+        itoa.format(plan.start_time).as_bytes(),
+    );
+    match raw.framing {
+        Framing::Empty => {}
+        Framing::Length(n) => header(out, b"content-length", itoa.format(n).as_bytes()),
+        Framing::Chunked | Framing::Close => header(out, b"transfer-encoding", b"chunked"),
+    }
+    if !has_date {
+        date::with(|d| header(out, b"date", d));
+    }
+    if plan.close {
+        header(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Whether the upstream's `Connection` header names `name` (a header for that hop only).
 fn connection_names(raw: &RawHead, head: &[u8], name: &[u8]) -> bool {
     raw.headers(head)
@@ -706,5 +727,382 @@ mod date {
             }
             f(&c.1)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PEER: &[u8] = b"10.0.0.9:4000";
+
+    /// Plans `buf` against one function, `echo` in namespace `openfaas-fn`.
+    fn run(buf: &[u8]) -> (Step<()>, Vec<u8>) {
+        let mut up = Vec::new();
+        let step = plan(buf, &mut up, PEER, |k: KeyRef<'_>| {
+            (k.name == "echo" && k.namespace == "openfaas-fn").then_some(())
+        });
+        (step, up)
+    }
+
+    fn served(buf: &[u8]) -> (Plan<()>, String) {
+        match run(buf) {
+            (Step::Serve(p), up) => (p, String::from_utf8(up).unwrap()),
+            (Step::More, _) => panic!("asked for more: {:?}", String::from_utf8_lossy(buf)),
+            (Step::Handoff, _) => panic!("handed off: {:?}", String::from_utf8_lossy(buf)),
+        }
+    }
+
+    /// The upstream head's headers, lowercased names, in order.
+    fn headers(up: &str) -> Vec<(String, String)> {
+        let head = &up[..up.find("\r\n\r\n").unwrap()];
+        head.split("\r\n")
+            .skip(1)
+            .map(|l| {
+                let (n, v) = l.split_once(": ").unwrap();
+                (n.to_ascii_lowercase(), v.to_string())
+            })
+            .collect()
+    }
+
+    fn get<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+        h.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn rewrites_the_head_for_the_upstream() {
+        let (p, up) = served(
+            b"GET /function/echo/a/b?q=1&r=%20 HTTP/1.1\r\nHost: gw:8080\r\n\
+              Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
+              Proxy-Authorization: Basic x\r\nX-Start-Time: 5\r\nAccept: */*\r\n\r\n",
+        );
+        assert!(up.starts_with("GET /a/b?q=1&r=%20 HTTP/1.1\r\n"), "{up}");
+        let h = headers(&up);
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "proxy-authorization",
+        ] {
+            assert!(
+                get(&h, gone).is_empty(),
+                "{gone} reached the upstream: {up}"
+            );
+        }
+        assert_eq!(get(&h, "host"), ["gw:8080"]);
+        assert_eq!(get(&h, "accept"), ["*/*"]);
+        assert_eq!(get(&h, "x-forwarded-for"), ["10.0.0.9:4000"]);
+        assert_eq!(get(&h, "x-forwarded-host"), ["gw:8080"]);
+        assert_eq!(get(&h, "x-start-time"), [p.start_time.to_string().as_str()]);
+        let id = get(&h, "x-call-id");
+        assert_eq!(id.len(), 1);
+        assert_eq!(id[0].as_bytes(), &p.call_id.unwrap());
+        assert!(up.ends_with("\r\n\r\n"));
+        assert!(p.bodiless && p.idempotent && !p.head_request && !p.close);
+    }
+
+    #[test]
+    fn keeps_what_the_client_set() {
+        let (p, up) = served(
+            b"GET /function/echo HTTP/1.1\r\nX-Call-Id: abc\r\nX-Forwarded-For: 1.1.1.1\r\n\
+              X-Forwarded-Host: front\r\nHost: gw\r\n\r\n",
+        );
+        let h = headers(&up);
+        assert!(p.call_id.is_none());
+        assert_eq!(get(&h, "x-call-id"), ["abc"]);
+        assert_eq!(get(&h, "x-forwarded-for"), ["1.1.1.1"]);
+        assert_eq!(get(&h, "x-forwarded-host"), ["front"]);
+    }
+
+    #[test]
+    fn targets_map_to_the_function_path() {
+        for (target, upstream) in [
+            ("/function/echo", "/"),
+            ("/function/echo/", "/"),
+            ("/function/echo?x=1", "/?x=1"),
+            ("/function/echo/p/q?x=1", "/p/q?x=1"),
+            ("/function/echo.openfaas-fn/p", "/p"),
+        ] {
+            let req = format!("GET {target} HTTP/1.1\r\nHost: g\r\n\r\n");
+            let (_, up) = served(req.as_bytes());
+            assert!(
+                up.starts_with(&format!("GET {upstream} HTTP/1.1\r\n")),
+                "{target}: {up}"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_are_buffered_whole_and_pipelined_requests_left() {
+        let req = b"POST /function/echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /function/echo HTTP/1.1\r\n\r\n";
+        let (p, up) = served(req);
+        assert_eq!(
+            p.len,
+            req.len() - "GET /function/echo HTTP/1.1\r\n\r\n".len()
+        );
+        assert!(up.ends_with("\r\n\r\nhello"), "{up}");
+        assert!(!p.bodiless && !p.idempotent);
+        assert_eq!(get(&headers(&up), "content-length"), ["5"]);
+        // No length on a POST: an empty body, announced as the hyper path announces it.
+        let (p, up) = served(b"POST /function/echo HTTP/1.1\r\n\r\n");
+        assert!(p.bodiless);
+        assert_eq!(get(&headers(&up), "content-length"), ["0"]);
+        // A body not yet all read, and a head cut short, ask for more.
+        assert!(matches!(
+            run(b"PUT /function/echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel").0,
+            Step::More
+        ));
+        assert!(matches!(run(b"GET /function/ec").0, Step::More));
+        assert!(matches!(run(b"").0, Step::More));
+    }
+
+    #[test]
+    fn close_head_and_idempotence_are_read() {
+        let (p, _) = served(b"HEAD /function/echo HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(p.close && p.head_request && p.idempotent);
+        let (p, _) = served(b"DELETE /function/echo HTTP/1.1\r\n\r\n");
+        assert!(!p.idempotent && !p.close);
+    }
+
+    #[test]
+    fn what_the_loop_does_not_serve_goes_to_hyper() {
+        let big = format!(
+            "POST /function/echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            FAST_BODY + 1
+        );
+        let long_head = format!(
+            "GET /function/echo HTTP/1.1\r\nX-Long: {}",
+            "a".repeat(MAX_HEAD)
+        );
+        for req in [
+            "GET /function/echo HTTP/1.0\r\n\r\n",
+            "GET /system/info HTTP/1.1\r\n\r\n",
+            "GET /healthz HTTP/1.1\r\n\r\n",
+            "GET http://gw/function/echo HTTP/1.1\r\n\r\n",
+            "GET /function/nope HTTP/1.1\r\n\r\n",
+            "GET /function/echo.other HTTP/1.1\r\n\r\n",
+            "POST /function/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /function/echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "GET /function/echo HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "POST /function/echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            "POST /function/echo HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\na",
+            "POST /function/echo HTTP/1.1\r\nContent-Length: +1\r\n\r\na",
+            "GET /function/echo HTTP/1.1\r\nBad Header\r\n\r\n",
+            "GET /function/echo#frag HTTP/1.1\r\n\r\n",
+            "GET /function/echo HTTP/1.1\r\nConnection: a, b, c, d, e, f, g, h, i\r\n\r\n",
+            "BREW /function/echo HTCPCP/1.0\r\n\r\n",
+            &big,
+            &long_head,
+        ] {
+            assert!(
+                matches!(run(req.as_bytes()).0, Step::Handoff),
+                "served by the loop: {req:?}"
+            );
+        }
+    }
+
+    fn response(upstream: &[u8], head_request: bool, call_id: Option<[u8; 36]>) -> String {
+        let mut buf = BytesMut::from(upstream);
+        let mut raw = RawHead::default();
+        assert!(http1::parse_response_raw(&mut buf, head_request, &mut raw).unwrap());
+        let plan = Plan {
+            handle: (),
+            len: 0,
+            bodiless: true,
+            idempotent: true,
+            head_request,
+            close: false,
+            call_id,
+            start_time: 42,
+        };
+        let mut out = Vec::new();
+        response_head(&mut out, &raw, &buf[..raw.len], &plan);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn rewrites_the_response_head_for_the_client() {
+        let out = response(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive, X-Up\r\n\
+              X-Up: 1\r\nKeep-Alive: timeout=5\r\nX-Start-Time: 7\r\nX-Call-Id: up\r\n\
+              Date: Fri, 27 Nov 2026 10:00:00 GMT\r\nContent-Length: 5\r\n\r\nhello",
+            false,
+            Some(*b"00000000-0000-4000-8000-000000000000"),
+        );
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        let h = headers(&out);
+        for gone in ["connection", "x-up", "keep-alive"] {
+            assert!(get(&h, gone).is_empty(), "{gone} reached the client: {out}");
+        }
+        assert_eq!(get(&h, "content-type"), ["text/plain"]);
+        assert_eq!(get(&h, "content-length"), ["5"]);
+        assert_eq!(get(&h, "x-start-time"), ["42"]);
+        assert_eq!(
+            get(&h, "x-call-id"),
+            ["00000000-0000-4000-8000-000000000000"]
+        );
+        assert_eq!(get(&h, "date"), ["Fri, 27 Nov 2026 10:00:00 GMT"]);
+        assert!(out.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn response_framing_is_this_hops() {
+        // Chunked and close-delimited bodies go to the client chunked; a date is added.
+        for up in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\n\r\n",
+        ] {
+            let h = headers(&response(up, false, None));
+            assert_eq!(get(&h, "transfer-encoding"), ["chunked"]);
+            assert!(get(&h, "content-length").is_empty());
+            assert_eq!(get(&h, "date").len(), 1);
+        }
+        // HEAD keeps the length a GET would get; 204 and 304 carry none of ours.
+        let h = headers(&response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+            true,
+            None,
+        ));
+        assert_eq!(get(&h, "content-length"), ["12"]);
+        let h = headers(&response(
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+            false,
+            None,
+        ));
+        assert!(get(&h, "content-length").is_empty());
+        assert!(get(&h, "transfer-encoding").is_empty());
+        // A code without a canonical reason keeps the upstream's.
+        assert!(response(
+            b"HTTP/1.1 299 Fine Thanks\r\nContent-Length: 0\r\n\r\n",
+            false,
+            None
+        )
+        .starts_with("HTTP/1.1 299 Fine Thanks\r\n"));
+    }
+
+    /// Header names: random ones (never those that make a request go to hyper or that the
+    /// gateway sets from others: those have their own tests) and hop-by-hop ones.
+    fn token() -> impl Strategy<Value = String> {
+        const SPECIAL: [&str; 7] = [
+            "upgrade",
+            "expect",
+            "transfer-encoding",
+            "host",
+            "x-forwarded-host",
+            "x-forwarded-for",
+            "x-call-id",
+        ];
+        prop_oneof![
+            "[A-Za-z][A-Za-z0-9-]{0,12}".prop_filter("special", |n| !SPECIAL
+                .contains(&n.to_ascii_lowercase().as_str())),
+            Just("Connection".to_string()),
+            Just("keep-alive".to_string()),
+            Just("TE".to_string()),
+            Just("Trailer".to_string()),
+            Just("proxy-connection".to_string()),
+            Just("X-Start-Time".to_string()),
+            Just("Content-Length".to_string()),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the headers, the upstream head is well-formed HTTP/1.1 with no
+        /// hop-by-hop or `Connection`-named header, one of each added header, and every
+        /// other header in order; and however the request is split, a prefix asks for more
+        /// and the whole gives the same plan.
+        #[test]
+        fn upstream_heads_are_clean_however_split(
+            headers in proptest::collection::vec((token(), "[ -~]{0,20}"), 0..10),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+            cut in any::<usize>(),
+        ) {
+            let mut req = format!("POST /function/echo/x HTTP/1.1\r\nContent-Length: {}\r\n", body.len());
+            let mut sent = Vec::new();
+            for (n, v) in &headers {
+                if n.eq_ignore_ascii_case("content-length") {
+                    continue;
+                }
+                let v = v.trim();
+                req.push_str(&format!("{n}: {v}\r\n"));
+                sent.push((n.to_ascii_lowercase(), v.to_string()));
+            }
+            req.push_str("\r\n");
+            let mut bytes = req.into_bytes();
+            bytes.extend_from_slice(&body);
+            let (step, up) = run(&bytes);
+            let Step::Serve(p) = step else {
+                return Err(TestCaseError::fail(format!("not served: {:?}", String::from_utf8_lossy(&bytes))));
+            };
+            prop_assert_eq!(p.len, bytes.len());
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Request::new(&mut slots);
+            let head_len = match parsed.parse(&up) {
+                Ok(httparse::Status::Complete(n)) => n,
+                other => return Err(TestCaseError::fail(format!("bad upstream head {other:?}"))),
+            };
+            prop_assert_eq!(&up[head_len..], &body[..]);
+            let named: Vec<String> = sent
+                .iter()
+                .filter(|(n, _)| n == "connection")
+                .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+                .collect();
+            let expected: Vec<(String, String)> = sent
+                .iter()
+                .filter(|(n, _)| !HOP_BY_HOP.iter().any(|h| n.as_bytes() == *h))
+                .filter(|(n, _)| n != "x-start-time" && !named.contains(n))
+                .cloned()
+                .collect();
+            let got: Vec<(String, String)> = parsed
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            let ours = ["content-length", "x-call-id", "x-start-time", "x-forwarded-for"];
+            let theirs: Vec<(String, String)> = got
+                .iter()
+                .filter(|(n, _)| !ours.contains(&n.as_str()))
+                .cloned()
+                .collect();
+            let expected_theirs: Vec<(String, String)> = expected
+                .iter()
+                .filter(|(n, _)| !ours.contains(&n.as_str()))
+                .cloned()
+                .collect();
+            prop_assert_eq!(theirs, expected_theirs);
+            for n in ["x-call-id", "x-start-time", "x-forwarded-for", "content-length"] {
+                let count = got.iter().filter(|(g, _)| g == n).count();
+                let client_sent = expected.iter().filter(|(e, _)| e == n).count();
+                prop_assert_eq!(count, client_sent.max(1), "{}", n);
+            }
+            for (n, _) in &got {
+                prop_assert!(!HOP_BY_HOP.iter().any(|h| n.as_bytes() == *h), "{} upstream", n);
+                prop_assert!(!named.contains(n) || ours.contains(&n.as_str()), "{} named", n);
+            }
+            // Any strict prefix asks for more; the whole buffer gives the same head.
+            let cut = cut % bytes.len();
+            prop_assert!(matches!(run(&bytes[..cut]).0, Step::More));
+            let (again, up2) = run(&bytes);
+            prop_assert!(matches!(again, Step::Serve(_)));
+            prop_assert_eq!(up.len(), up2.len());
+        }
+
+        /// Arbitrary bytes never panic the planner, and what it serves starts with a method.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            prefix in prop_oneof![Just(b"GET /function/echo".to_vec()), Just(Vec::new())],
+            tail in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut bytes = prefix;
+            bytes.extend_from_slice(&tail);
+            if let (Step::Serve(_), up) = run(&bytes) {
+                prop_assert!(up.starts_with(b"GET /"));
+            }
+        }
     }
 }
