@@ -158,6 +158,7 @@ async fn serve(
         series,
         events,
         scaling,
+        byte_loop: true,
     });
     tracing::info!(listen = %listener.local_addr()?, "faasgate is serving");
     crate::api::server::serve(

@@ -376,28 +376,35 @@ async fn scripted(response: Vec<u8>, after: After) -> SocketAddr {
 }
 
 /// A gateway with the named functions published, each with one replica.
-async fn gateway(functions: &[(&str, SocketAddr)]) -> (inproc::InProc, Vec<Arc<FunctionHandle>>) {
+async fn gateway(
+    mode: Mode,
+    functions: &[(&str, SocketAddr)],
+) -> (inproc::InProc, Vec<Arc<FunctionHandle>>) {
     let routes = Arc::new(Routes::new());
     let handles = functions
         .iter()
         .map(|(name, addr)| inproc::publish(&routes, name, &[*addr]))
         .collect();
-    (inproc::spawn_gateway(routes).await, handles)
+    let byte_loop = matches!(mode, Mode::ByteLoop);
+    let listen = ([127, 0, 0, 1], 0).into();
+    (
+        inproc::spawn_gateway_with(listen, routes, byte_loop).await,
+        handles,
+    )
 }
 
 /// A gateway with `echo` (inproc's upstream: GET answers `Hello, world\n`, other methods echo
 /// the body) and `mirror` (answers the request head it got).
-async fn echo_and_mirror() -> inproc::InProc {
+async fn echo_and_mirror(mode: Mode) -> inproc::InProc {
     let echo = inproc::spawn_upstream().await;
     let mirror = mirror().await;
-    gateway(&[("echo", echo), ("mirror", mirror)]).await.0
+    gateway(mode, &[("echo", echo), ("mirror", mirror)]).await.0
 }
 
 // === 1. keep-alive ===
 
-#[tokio::test]
-async fn keep_alive_serves_gets_and_posts_in_sequence() {
-    let gw = echo_and_mirror().await;
+async fn keep_alive_serves_gets_and_posts_in_sequence(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     for i in 0..5 {
         let r = c.roundtrip(&get("/function/echo")).await;
@@ -428,9 +435,8 @@ async fn keep_alive_serves_gets_and_posts_in_sequence() {
 
 // === 2. pipelining ===
 
-#[tokio::test]
-async fn pipelined_requests_are_answered_in_order() {
-    let gw = echo_and_mirror().await;
+async fn pipelined_requests_are_answered_in_order(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     let mut batch = get("/function/mirror/one");
     batch.extend(post("/function/echo", b"second body"));
@@ -450,10 +456,9 @@ async fn pipelined_requests_are_answered_in_order() {
 
 // === 3. function and API routes on one connection ===
 
-#[tokio::test]
-async fn function_and_api_routes_share_a_connection() {
+async fn function_and_api_routes_share_a_connection(mode: Mode) {
     // inproc's gateway has no auth: /system/* is open.
-    let gw = echo_and_mirror().await;
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     let r = c.roundtrip(&get("/function/echo")).await;
     assert_eq!((r.status(), r.body.as_slice()), (200, inproc::GET_BODY));
@@ -474,9 +479,8 @@ async fn function_and_api_routes_share_a_connection() {
 
 // === 4. HTTP/1.0 ===
 
-#[tokio::test]
-async fn http_1_0_is_answered_then_closed() {
-    let gw = echo_and_mirror().await;
+async fn http_1_0_is_answered_then_closed(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     c.send(b"GET /function/echo HTTP/1.0\r\nHost: gw.test\r\n\r\n")
         .await;
@@ -488,15 +492,14 @@ async fn http_1_0_is_answered_then_closed() {
     c.assert_closed().await;
 }
 
-#[tokio::test]
-async fn http_1_0_gets_a_chunked_upstream_answer_close_delimited() {
+async fn http_1_0_gets_a_chunked_upstream_answer_close_delimited(mode: Mode) {
     let up = scripted(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"
             .to_vec(),
         After::KeepOpen,
     )
     .await;
-    let (gw, _) = gateway(&[("chunky", up)]).await;
+    let (gw, _) = gateway(mode, &[("chunky", up)]).await;
     let mut c = Client::connect(gw.addr).await;
     c.send(b"GET /function/chunky HTTP/1.0\r\n\r\n").await;
     let r = c.response().await;
@@ -508,9 +511,8 @@ async fn http_1_0_gets_a_chunked_upstream_answer_close_delimited() {
     assert_eq!(r.body, b"hello, world");
 }
 
-#[tokio::test]
-async fn http_1_0_keep_alive_is_honoured() {
-    let gw = echo_and_mirror().await;
+async fn http_1_0_keep_alive_is_honoured(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     for _ in 0..2 {
         c.send(b"GET /function/echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
@@ -524,9 +526,8 @@ async fn http_1_0_keep_alive_is_honoured() {
 
 // === 5. Connection: close ===
 
-#[tokio::test]
-async fn connection_close_is_answered_then_closed() {
-    let gw = echo_and_mirror().await;
+async fn connection_close_is_answered_then_closed(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     let r = c
         .roundtrip(b"POST /function/echo HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye")
@@ -539,9 +540,8 @@ async fn connection_close_is_answered_then_closed() {
 
 // === 6. chunked request body ===
 
-#[tokio::test]
-async fn a_chunked_request_body_reaches_the_replica_whole() {
-    let gw = echo_and_mirror().await;
+async fn a_chunked_request_body_reaches_the_replica_whole(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     let r = c
         .roundtrip(
@@ -572,9 +572,8 @@ async fn a_chunked_request_body_reaches_the_replica_whole() {
 
 // === 7. Expect: 100-continue ===
 
-#[tokio::test]
-async fn expect_100_continue_gets_an_interim_answer_before_the_body() {
-    let gw = echo_and_mirror().await;
+async fn expect_100_continue_gets_an_interim_answer_before_the_body(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     c.send(b"POST /function/echo HTTP/1.1\r\nHost: gw.test\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n")
         .await;
@@ -597,9 +596,8 @@ async fn expect_100_continue_gets_an_interim_answer_before_the_body() {
     assert_eq!(m.header("expect"), Some("100-continue"));
 }
 
-#[tokio::test]
-async fn expect_100_continue_to_an_unknown_function_is_answered_at_once_then_closed() {
-    let gw = echo_and_mirror().await;
+async fn expect_100_continue_to_an_unknown_function_is_answered_at_once_then_closed(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     c.send(b"POST /function/nope HTTP/1.1\r\nHost: gw.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
         .await;
@@ -615,10 +613,9 @@ async fn expect_100_continue_to_an_unknown_function_is_answered_at_once_then_clo
 
 // === 8. malformed framing ===
 
-#[tokio::test]
-async fn content_length_with_transfer_encoding_is_read_chunked_then_closed() {
+async fn content_length_with_transfer_encoding_is_read_chunked_then_closed(mode: Mode) {
     // RFC 9112 6.1: Transfer-Encoding wins, and the connection closes after the answer.
-    let gw = echo_and_mirror().await;
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     let r = c
         .roundtrip(
@@ -634,9 +631,8 @@ async fn content_length_with_transfer_encoding_is_read_chunked_then_closed() {
     c.assert_closed().await;
 }
 
-#[tokio::test]
-async fn malformed_request_heads_are_400_and_closed() {
-    let gw = echo_and_mirror().await;
+async fn malformed_request_heads_are_400_and_closed(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let cases: [(&str, &[u8]); 7] = [
         (
             "two Content-Lengths",
@@ -678,11 +674,10 @@ async fn malformed_request_heads_are_400_and_closed() {
     }
 }
 
-#[tokio::test]
-async fn a_broken_chunked_request_body_is_502_and_closed() {
+async fn a_broken_chunked_request_body_is_502_and_closed(mode: Mode) {
     // Current behaviour: the client's framing error surfaces as the replica's 502 (and is
     // counted as a 502), not as a 400.
-    let gw = echo_and_mirror().await;
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     let r = c
         .roundtrip(
@@ -698,17 +693,15 @@ async fn a_broken_chunked_request_body_is_502_and_closed() {
     c.assert_closed().await;
 }
 
-#[tokio::test]
-async fn an_http2_preface_is_closed_without_an_answer() {
-    let gw = echo_and_mirror().await;
+async fn an_http2_preface_is_closed_without_an_answer(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     c.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
     c.assert_closed().await;
 }
 
-#[tokio::test]
-async fn lenient_request_heads_are_served() {
-    let gw = echo_and_mirror().await;
+async fn lenient_request_heads_are_served(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
 
     // Bare LF line endings.
@@ -782,11 +775,10 @@ async fn lenient_request_heads_are_served() {
 
 // === 9. large bodies ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_over_max_body_bytes_is_forwarded_on_function_routes() {
+async fn a_body_over_max_body_bytes_is_forwarded_on_function_routes(mode: Mode) {
     // inproc's `max_body_bytes` is 4 MiB; it bounds /system bodies only. A function's body
     // streams through unbounded (current behaviour: no 413 on /function/*).
-    let gw = echo_and_mirror().await;
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     let body = pattern((4 << 20) + 1);
     let request = post("/function/echo", &body);
@@ -835,9 +827,8 @@ async fn a_body_over_max_body_bytes_is_forwarded_on_function_routes() {
 
 // === 10. request headers the replica sees ===
 
-#[tokio::test]
-async fn hop_by_hop_request_headers_stay_and_forwarding_headers_are_added() {
-    let gw = echo_and_mirror().await;
+async fn hop_by_hop_request_headers_stay_and_forwarding_headers_are_added(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     let r = c
         .roundtrip(
@@ -884,9 +875,8 @@ async fn hop_by_hop_request_headers_stay_and_forwarding_headers_are_added() {
     assert_eq!(m.all("host").len(), 1);
 }
 
-#[tokio::test]
-async fn client_call_id_and_forwarding_headers_are_kept() {
-    let gw = echo_and_mirror().await;
+async fn client_call_id_and_forwarding_headers_are_kept(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     let r = c
         .roundtrip(
@@ -908,7 +898,7 @@ async fn client_call_id_and_forwarding_headers_are_kept() {
         After::KeepOpen,
     )
     .await;
-    let (gw, _) = gateway(&[("ids", up)]).await;
+    let (gw, _) = gateway(mode, &[("ids", up)]).await;
     let mut c = Client::connect(gw.addr).await;
     let r = c
         .roundtrip(b"GET /function/ids HTTP/1.1\r\nHost: gw.test\r\nX-Call-Id: my-call\r\n\r\n")
@@ -916,9 +906,8 @@ async fn client_call_id_and_forwarding_headers_are_kept() {
     assert_eq!(r.all("x-call-id"), ["from-replica"]);
 }
 
-#[tokio::test]
-async fn an_upgrade_request_is_forwarded_without_its_upgrade() {
-    let gw = echo_and_mirror().await;
+async fn an_upgrade_request_is_forwarded_without_its_upgrade(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     let r = c
         .roundtrip(
@@ -939,8 +928,7 @@ async fn an_upgrade_request_is_forwarded_without_its_upgrade() {
 
 // === 11. response side ===
 
-#[tokio::test]
-async fn hop_by_hop_response_headers_do_not_reach_the_client() {
+async fn hop_by_hop_response_headers_do_not_reach_the_client(mode: Mode) {
     let up = scripted(
         b"HTTP/1.1 200 OK\r\nConnection: X-Up\r\nX-Up: 1\r\nKeep-Alive: timeout=5\r\n\
           Proxy-Authenticate: Basic\r\nX-Kept: 2\r\nContent-Length: 2\r\n\r\nok"
@@ -948,7 +936,7 @@ async fn hop_by_hop_response_headers_do_not_reach_the_client() {
         After::KeepOpen,
     )
     .await;
-    let (gw, _) = gateway(&[("hop", up)]).await;
+    let (gw, _) = gateway(mode, &[("hop", up)]).await;
     let mut c = Client::connect(gw.addr).await;
     for _ in 0..2 {
         let r = c.roundtrip(&get("/function/hop")).await;
@@ -962,8 +950,7 @@ async fn hop_by_hop_response_headers_do_not_reach_the_client() {
     }
 }
 
-#[tokio::test]
-async fn a_chunked_upstream_answer_reaches_the_client_chunked() {
+async fn a_chunked_upstream_answer_reaches_the_client_chunked(mode: Mode) {
     let up = scripted(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n\
           5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n"
@@ -971,7 +958,7 @@ async fn a_chunked_upstream_answer_reaches_the_client_chunked() {
         After::KeepOpen,
     )
     .await;
-    let (gw, _) = gateway(&[("chunky", up)]).await;
+    let (gw, _) = gateway(mode, &[("chunky", up)]).await;
     let mut c = Client::connect(gw.addr).await;
     for _ in 0..2 {
         let r = c.roundtrip(&get("/function/chunky")).await;
@@ -984,14 +971,13 @@ async fn a_chunked_upstream_answer_reaches_the_client_chunked() {
     }
 }
 
-#[tokio::test]
-async fn a_close_delimited_upstream_answer_is_rechunked_and_the_connection_stays() {
+async fn a_close_delimited_upstream_answer_is_rechunked_and_the_connection_stays(mode: Mode) {
     let up = scripted(
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Up: 1\r\n\r\nuntil the end".to_vec(),
         After::Close,
     )
     .await;
-    let (gw, _) = gateway(&[("eof", up)]).await;
+    let (gw, _) = gateway(mode, &[("eof", up)]).await;
     let mut c = Client::connect(gw.addr).await;
     for _ in 0..3 {
         let r = c.roundtrip(&get("/function/eof")).await;
@@ -1005,9 +991,8 @@ async fn a_close_delimited_upstream_answer_is_rechunked_and_the_connection_stays
     }
 }
 
-#[tokio::test]
-async fn head_has_headers_and_no_body_and_the_connection_stays() {
-    let gw = echo_and_mirror().await;
+async fn head_has_headers_and_no_body_and_the_connection_stays(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     c.send(b"HEAD /function/echo HTTP/1.1\r\nHost: gw.test\r\n\r\n")
         .await;
@@ -1026,7 +1011,7 @@ async fn head_has_headers_and_no_body_and_the_connection_stays() {
         After::KeepOpen,
     )
     .await;
-    let (gw, _) = gateway(&[("head", up)]).await;
+    let (gw, _) = gateway(mode, &[("head", up)]).await;
     let mut c = Client::connect(gw.addr).await;
     for _ in 0..2 {
         c.send(b"HEAD /function/head HTTP/1.1\r\nHost: gw.test\r\n\r\n")
@@ -1039,14 +1024,13 @@ async fn head_has_headers_and_no_body_and_the_connection_stays() {
     assert_eq!(r.body, b"OK");
 }
 
-#[tokio::test]
-async fn no_content_has_no_body_and_the_connection_stays() {
+async fn no_content_has_no_body_and_the_connection_stays(mode: Mode) {
     let up = scripted(
         b"HTTP/1.1 204 No Content\r\nX-Up: 1\r\n\r\n".to_vec(),
         After::KeepOpen,
     )
     .await;
-    let (gw, _) = gateway(&[("none", up)]).await;
+    let (gw, _) = gateway(mode, &[("none", up)]).await;
     let mut c = Client::connect(gw.addr).await;
     for _ in 0..2 {
         let r = c.roundtrip(&get("/function/none")).await;
@@ -1061,9 +1045,8 @@ async fn no_content_has_no_body_and_the_connection_stays() {
 
 // === 12. sub-paths and queries ===
 
-#[tokio::test]
-async fn sub_paths_and_queries_are_forwarded() {
-    let gw = echo_and_mirror().await;
+async fn sub_paths_and_queries_are_forwarded(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     for (path, upstream) in [
         ("/function/mirror/a/b?q=1&r=%20", "/a/b?q=1&r=%20"),
@@ -1085,9 +1068,8 @@ async fn sub_paths_and_queries_are_forwarded() {
 
 // === 13. unknown function ===
 
-#[tokio::test]
-async fn an_unknown_function_is_404_and_the_connection_stays() {
-    let gw = echo_and_mirror().await;
+async fn an_unknown_function_is_404_and_the_connection_stays(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     for path in ["/function/nope", "/function/nope/sub?q=1"] {
         let r = c.roundtrip(&get(path)).await;
@@ -1106,9 +1088,8 @@ async fn an_unknown_function_is_404_and_the_connection_stays() {
 
 // === 14. a head in pieces ===
 
-#[tokio::test]
-async fn a_head_split_across_small_writes_is_served() {
-    let gw = echo_and_mirror().await;
+async fn a_head_split_across_small_writes_is_served(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     for b in b"POST /function/mirror/split?a=1 HTTP/1.1\r\n" {
         c.send(&[*b]).await;
@@ -1135,13 +1116,12 @@ async fn a_head_split_across_small_writes_is_served() {
 
 // === 15. the client goes away mid-response ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_gone_mid_response_is_counted_and_the_gateway_serves_on() {
+async fn a_client_gone_mid_response_is_counted_and_the_gateway_serves_on(mode: Mode) {
     const BIG: usize = 8 << 20;
     let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").into_bytes();
     answer.extend(pattern(BIG));
     let up = scripted(answer, After::KeepOpen).await;
-    let (gw, handles) = gateway(&[("big", up)]).await;
+    let (gw, handles) = gateway(mode, &[("big", up)]).await;
     let handle = &handles[0];
 
     let mut c = Client::connect(gw.addr).await;
@@ -1204,9 +1184,8 @@ async fn a_client_gone_mid_response_is_counted_and_the_gateway_serves_on() {
 
 // === 16. header name case ===
 
-#[tokio::test]
-async fn header_names_reach_the_replica_case_insensitively_equal() {
-    let gw = echo_and_mirror().await;
+async fn header_names_reach_the_replica_case_insensitively_equal(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
     let r = c
         .roundtrip(
@@ -1230,3 +1209,72 @@ async fn header_names_reach_the_replica_case_insensitively_equal() {
         .mirrored();
     assert_eq!(m.all("x-multi"), ["a", "b"]);
 }
+
+// === every case, both ways ===
+
+/// Who serves `/function/*`: the byte-level client loop (`api::conn`, the default), or
+/// hyper's server for every request. Each case runs both ways: one behaviour.
+#[derive(Clone, Copy)]
+enum Mode {
+    ByteLoop,
+    Hyper,
+}
+
+macro_rules! both_ways {
+    ($($name:ident),* $(,)?; multi_thread: $($mt:ident),* $(,)?) => {
+        mod byte_loop {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Mode::ByteLoop).await
+            })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $mt() {
+                super::$mt(super::Mode::ByteLoop).await
+            })*
+        }
+        mod hyper_server {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Mode::Hyper).await
+            })*
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $mt() {
+                super::$mt(super::Mode::Hyper).await
+            })*
+        }
+    };
+}
+
+both_ways!(
+    keep_alive_serves_gets_and_posts_in_sequence,
+    pipelined_requests_are_answered_in_order,
+    function_and_api_routes_share_a_connection,
+    http_1_0_is_answered_then_closed,
+    http_1_0_gets_a_chunked_upstream_answer_close_delimited,
+    http_1_0_keep_alive_is_honoured,
+    connection_close_is_answered_then_closed,
+    a_chunked_request_body_reaches_the_replica_whole,
+    expect_100_continue_gets_an_interim_answer_before_the_body,
+    expect_100_continue_to_an_unknown_function_is_answered_at_once_then_closed,
+    content_length_with_transfer_encoding_is_read_chunked_then_closed,
+    malformed_request_heads_are_400_and_closed,
+    a_broken_chunked_request_body_is_502_and_closed,
+    an_http2_preface_is_closed_without_an_answer,
+    lenient_request_heads_are_served,
+    hop_by_hop_request_headers_stay_and_forwarding_headers_are_added,
+    client_call_id_and_forwarding_headers_are_kept,
+    an_upgrade_request_is_forwarded_without_its_upgrade,
+    hop_by_hop_response_headers_do_not_reach_the_client,
+    a_chunked_upstream_answer_reaches_the_client_chunked,
+    a_close_delimited_upstream_answer_is_rechunked_and_the_connection_stays,
+    head_has_headers_and_no_body_and_the_connection_stays,
+    no_content_has_no_body_and_the_connection_stays,
+    sub_paths_and_queries_are_forwarded,
+    an_unknown_function_is_404_and_the_connection_stays,
+    a_head_split_across_small_writes_is_served,
+    header_names_reach_the_replica_case_insensitively_equal,
+    ;
+    multi_thread:
+    a_body_over_max_body_bytes_is_forwarded_on_function_routes,
+    a_client_gone_mid_response_is_counted_and_the_gateway_serves_on,
+);

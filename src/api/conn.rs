@@ -86,6 +86,13 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let peer = Peer::new(addr);
+    if !gateway.byte_loop {
+        let stream = Rewind {
+            prefix: BytesMut::new(),
+            stream,
+        };
+        return handoff(stream, peer, gateway, read_timeout, shutdown).await;
+    }
     let mut client = Client {
         stream,
         buf: BytesMut::with_capacity(READ_BUF),
@@ -110,7 +117,11 @@ pub async fn serve(
             match plan(&client.buf, &mut client.up, forwarded_for, lookup) {
                 Step::Serve(plan) => break plan,
                 Step::Handoff => {
-                    return handoff(client, peer, gateway, read_timeout, shutdown).await;
+                    let stream = Rewind {
+                        prefix: client.buf,
+                        stream: client.stream,
+                    };
+                    return handoff(stream, peer, gateway, read_timeout, shutdown).await;
                 }
                 Step::More => {}
             }
@@ -277,7 +288,8 @@ fn plan<H>(
                 }
             }
         } else if eq(name, b"host") {
-            host = Some(h.value);
+            // The first, as `HeaderMap::get` gives the hyper path.
+            host = host.or(Some(h.value));
         } else if eq(name, b"x-forwarded-for") {
             has_xff = true;
         } else if eq(name, b"x-forwarded-host") {
@@ -622,7 +634,7 @@ fn connection_names(raw: &RawHead, head: &[u8], name: &[u8]) -> bool {
 
 /// Gives the connection, and what was read of it, to hyper's server for the rest of its life.
 async fn handoff(
-    client: Client,
+    io: Rewind,
     peer: Peer,
     gateway: Arc<Gateway>,
     read_timeout: Duration,
@@ -638,10 +650,6 @@ async fn handoff(
         let peer = peer.clone();
         async move { Ok::<_, std::convert::Infallible>(gw.handle(req, &peer).await) }
     });
-    let io = Rewind {
-        prefix: client.buf,
-        stream: client.stream,
-    };
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {

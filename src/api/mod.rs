@@ -51,6 +51,9 @@ pub struct Gateway {
     pub events: Arc<ScaleEvents>,
     /// The scaler's shared state: alert book and decision counters (scaler branch).
     pub scaling: Arc<Scaling>,
+    /// Invocations are served by the byte-level client loop (`conn`); `false` sends every
+    /// request through hyper's server (tests run their cases both ways).
+    pub byte_loop: bool,
 }
 
 /// The `?namespace=` query of /system routes.

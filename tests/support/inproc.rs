@@ -129,15 +129,27 @@ pub fn gateway(routes: Arc<Routes>) -> Arc<Gateway> {
         series: Arc::new(faasgate::metrics::series::Series::new()),
         events: scaling.events.clone(),
         scaling,
+        byte_loop: true,
     })
 }
 
 /// Binds `listen` and serves the gateway over `routes` on the current runtime.
 pub async fn spawn_gateway_on(listen: SocketAddr, routes: Arc<Routes>) -> InProc {
+    spawn_gateway_with(listen, routes, true).await
+}
+
+/// [`spawn_gateway_on`], with invocations served by the byte-level loop or (`false`) by hyper.
+#[allow(dead_code)] // not every test binary that includes this file compares the two
+pub async fn spawn_gateway_with(
+    listen: SocketAddr,
+    routes: Arc<Routes>,
+    byte_loop: bool,
+) -> InProc {
     let listener = TcpListener::bind(listen).await.expect("bind gateway");
     let addr = listener.local_addr().expect("gateway address");
     let (stop, stopped) = oneshot::channel::<()>();
-    let gw = gateway(routes.clone());
+    let mut gw = gateway(routes.clone());
+    Arc::get_mut(&mut gw).expect("not shared yet").byte_loop = byte_loop;
     tokio::spawn(faasgate::api::server::serve(
         listener,
         gw,
