@@ -590,12 +590,19 @@ fn response_head<H>(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan<H
         && raw.status != StatusCode::NO_CONTENT
         && raw.status != StatusCode::NOT_MODIFIED;
     let mut has_date = false;
+    // Whether the upstream's `Connection` names any header (rare): checked once.
+    let named = raw.headers(head).any(|(n, v)| {
+        eq(n, b"connection")
+            && v.split(|&b| b == b',')
+                .map(trim)
+                .any(|t| !t.is_empty() && !eq(t, b"close") && !eq(t, b"keep-alive"))
+    });
     for (name, value) in raw.headers(head) {
         if is_hop_by_hop(name)
             || (eq(name, b"content-length") && !keep_length)
             || eq(name, b"x-start-time")
             || (plan.call_id.is_some() && eq(name, b"x-call-id"))
-            || connection_names(raw, head, name)
+            || (named && connection_names(raw, head, name))
         {
             continue;
         }

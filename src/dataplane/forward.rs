@@ -719,21 +719,21 @@ fn new_call_id() -> HeaderValue {
 /// A random UUID v4 in its canonical text form, formatted without `format!`.
 pub fn call_id_bytes() -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut v = fastrand::u128(..);
-    v = (v & !(0xf << 76)) | (0x4 << 76); // version 4
-    v = (v & !(0x3 << 62)) | (0x2 << 62); // variant 10
-    let mut out = [0u8; 36];
-    let mut j = 0;
-    for i in 0..16 {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out[j] = b'-';
-            j += 1;
+    // Where each of the 32 hex digits goes, around the dashes.
+    const AT: [u8; 32] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28,
+        29, 30, 31, 32, 33, 34, 35,
+    ];
+    let mut out = *b"00000000-0000-0000-0000-000000000000";
+    let (hi, lo) = (fastrand::u64(..), fastrand::u64(..));
+    for (half, value) in [hi, lo].into_iter().enumerate() {
+        for i in 0..16 {
+            let nibble = (value >> (60 - 4 * i)) & 0xf;
+            out[usize::from(AT[half * 16 + i])] = HEX[nibble as usize];
         }
-        let byte = (v >> (120 - 8 * i)) as u8;
-        out[j] = HEX[(byte >> 4) as usize];
-        out[j + 1] = HEX[(byte & 0xf) as usize];
-        j += 2;
     }
+    out[14] = b'4'; // version 4
+    out[19] = HEX[8 | (lo >> 60) as usize & 3]; // variant 10: the first digit of `lo` is 8-b
     out
 }
 
@@ -750,6 +750,20 @@ mod tests {
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
         assert_eq!(s.matches('-').count(), 4);
         assert_ne!(new_call_id(), id);
+        // Every variant digit and every hex digit elsewhere turns up.
+        let ids: Vec<[u8; 36]> = (0..400).map(|_| call_id_bytes()).collect();
+        for v in [b'8', b'9', b'a', b'b'] {
+            assert!(ids.iter().any(|id| id[19] == v), "variant {}", v as char);
+        }
+        for pos in [0, 20, 35] {
+            for d in b"0123456789abcdef" {
+                assert!(
+                    ids.iter().any(|id| id[pos] == *d),
+                    "{} at {pos}",
+                    *d as char
+                );
+            }
+        }
     }
 
     #[test]
