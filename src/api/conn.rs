@@ -39,7 +39,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::Gateway;
 use crate::dataplane::forward::{self, Invocation, Peer, RawRequest};
@@ -100,17 +100,15 @@ pub async fn serve(
         out: Vec::with_capacity(READ_BUF),
         head: RawHead::default(),
     };
+    // The connection's two timers, the head's and the upstream's, are moved forward coarsely
+    // (`coarse_deadline`): one timer update per second of a busy connection, not per request.
     let sleep = tokio::time::sleep(read_timeout);
     tokio::pin!(sleep);
-    // The head deadline is moved only when it has come `grace` closer than `read_timeout`:
-    // one timer update per second of a busy connection, not one per request.
-    let grace = (read_timeout / 10).min(Duration::from_secs(1));
+    let upstream = tokio::time::sleep(gateway.forwarder.upstream_timeout());
+    tokio::pin!(upstream);
     loop {
         // A complete request in `buf`, or the connection ends.
-        let fresh = Instant::now() + read_timeout;
-        if sleep.deadline() + grace < fresh {
-            sleep.as_mut().reset(fresh);
-        }
+        forward::coarse_deadline(sleep.as_mut(), read_timeout);
         let plan = loop {
             let lookup = |key: KeyRef<'_>| gateway.routes.get(key);
             let forwarded_for = peer.forwarded_for.as_bytes();
@@ -136,7 +134,7 @@ pub async fn serve(
                 _ => return,
             }
         };
-        match client.invoke(&gateway, plan).await {
+        match client.invoke(&gateway, plan, upstream.as_mut()).await {
             Ok(true) if !*shutdown.borrow() => {}
             _ => {
                 let _ = client.stream.shutdown().await;
@@ -396,6 +394,7 @@ impl Client {
         &mut self,
         gateway: &Gateway,
         plan: Plan<Arc<FunctionHandle>>,
+        deadline: Pin<&mut Sleep>,
     ) -> Result<bool, Broken> {
         let mut invocation = Invocation::start(plan.handle.clone());
         let mut req = RawRequest {
@@ -407,7 +406,7 @@ impl Client {
         };
         let sent = gateway
             .forwarder
-            .send_raw(&plan.handle, &mut req, invocation.arrived_ms())
+            .send_raw(&plan.handle, &mut req, invocation.arrived_ms(), deadline)
             .await;
         self.buf.advance(plan.len);
         self.out.clear();

@@ -28,6 +28,7 @@
 //!   and its first clone allocates again to share it: 4 allocations a request before.)
 
 use std::cell::RefCell;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Poll};
@@ -42,6 +43,7 @@ use hyper::body::Incoming;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use tokio::time::Sleep;
 
 use crate::dataplane::balance;
 use crate::dataplane::body::{GatewayBody, ProxiedBody, Upload, UpstreamBody};
@@ -213,7 +215,10 @@ impl Forwarder {
         }
         let mut req = req.map(UpstreamBody::from_client);
         let arrived_ms = clock::ms_at(invocation.start);
-        match self.send(&invocation.handle, &mut req, arrived_ms).await {
+        match self
+            .send(&invocation.handle, &mut req, arrived_ms, None)
+            .await
+        {
             Ok((head, conn, upload, pending)) => {
                 let ResponseHead {
                     mut parts,
@@ -236,14 +241,22 @@ impl Forwarder {
     /// Sends a request already written in upstream form (`RawRequest`; the client loop's
     /// byte-level path, `api::conn`) with the same rules as [`Forwarder::forward`]; the
     /// response head is parsed into `req.head`, its body is left on the returned connection.
+    /// `deadline` is the connection's own upstream timer, moved forward coarsely (see
+    /// [`coarse_deadline`]) instead of a timer made and dropped per request.
     pub async fn send_raw(
         &self,
         handle: &Arc<FunctionHandle>,
         req: &mut RawRequest<'_>,
         arrived_ms: u64,
+        deadline: Pin<&mut Sleep>,
     ) -> Result<(Conn, PendingGuard), ForwardError> {
-        let (_, conn, _, pending) = self.send(handle, req, arrived_ms).await?;
+        let (_, conn, _, pending) = self.send(handle, req, arrived_ms, Some(deadline)).await?;
         Ok((conn, pending))
+    }
+
+    /// The bound on one upstream exchange, to the response head.
+    pub fn upstream_timeout(&self) -> Duration {
+        self.config.upstream_timeout
     }
 
     async fn send<O: Outbound>(
@@ -251,6 +264,7 @@ impl Forwarder {
         handle: &Arc<FunctionHandle>,
         req: &mut O,
         arrived_ms: u64,
+        mut deadline: Option<Pin<&mut Sleep>>,
     ) -> Result<(O::Head, Conn, Option<Box<Upload>>, PendingGuard), ForwardError> {
         // A request is re-sent only when it never left: a refused connection (the replica is
         // marked down and skipped), a bodiless request whose write failed on a reused
@@ -300,11 +314,20 @@ impl Forwarder {
                     continue;
                 }
             };
-            let sent = tokio::time::timeout(
-                self.config.upstream_timeout,
-                req.exchange(&mut checkout.conn),
-            )
-            .await;
+            let limit = self.config.upstream_timeout;
+            let sent = match deadline.as_mut() {
+                Some(sleep) => {
+                    coarse_deadline(sleep.as_mut(), limit);
+                    tokio::select! {
+                        biased;
+                        sent = req.exchange(&mut checkout.conn) => Ok(sent),
+                        _ = sleep.as_mut() => Err(()),
+                    }
+                }
+                None => tokio::time::timeout(limit, req.exchange(&mut checkout.conn))
+                    .await
+                    .map_err(|_| ()),
+            };
             match sent {
                 Err(_) => return Err(ForwardError::Timeout(self.config.upstream_timeout)),
                 Ok(Ok((head, upload))) => {
@@ -390,6 +413,17 @@ impl Forwarder {
                 });
             }
         }
+    }
+}
+
+/// Moves `sleep` to `limit` from now unless it is already within a tenth of `limit` (at most
+/// 1 s) of that: a busy connection updates its timer once a second, not once a request, and
+/// a wait it bounds lasts between `limit` less that slack and `limit`.
+pub fn coarse_deadline(sleep: Pin<&mut Sleep>, limit: Duration) {
+    let fresh = tokio::time::Instant::now() + limit;
+    let slack = (limit / 10).min(Duration::from_secs(1));
+    if sleep.deadline() + slack < fresh {
+        sleep.reset(fresh);
     }
 }
 
@@ -740,6 +774,33 @@ pub fn call_id_bytes() -> [u8; 36] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn coarse_deadlines_move_only_past_their_slack() {
+        let limit = Duration::from_secs(10);
+        let start = tokio::time::Instant::now();
+        let sleep = tokio::time::sleep_until(start + limit);
+        tokio::pin!(sleep);
+        coarse_deadline(sleep.as_mut(), limit);
+        assert_eq!(
+            sleep.deadline(),
+            start + limit,
+            "within the slack: left alone"
+        );
+        sleep.as_mut().reset(start + Duration::from_secs(8));
+        coarse_deadline(sleep.as_mut(), limit);
+        assert!(
+            sleep.deadline() >= start + limit,
+            "2 s stale (slack 1 s): moved"
+        );
+        let short = Duration::from_millis(100);
+        sleep.as_mut().reset(start + Duration::from_millis(80));
+        coarse_deadline(sleep.as_mut(), short);
+        assert!(
+            sleep.deadline() >= start + short,
+            "slack is a tenth of a short limit"
+        );
+    }
 
     #[test]
     fn call_id_is_a_uuid_v4() {
