@@ -74,7 +74,9 @@ pub struct Upload {
     ended: bool,
 }
 
-enum BodyFraming {
+/// How a response body is delimited on its connection, with the state of reading it (the
+/// bytes left, the chunk decoder). Read with [`poll_response_data`].
+pub enum BodyFraming {
     Empty,
     Length(u64),
     Chunked(ChunkedDecoder),
@@ -282,12 +284,7 @@ impl ProxiedBody {
         pending: PendingGuard,
         invocation: Invocation,
     ) -> Self {
-        let framing = match framing {
-            Framing::Empty | Framing::Length(0) => BodyFraming::Empty,
-            Framing::Length(n) => BodyFraming::Length(n),
-            Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new()),
-            Framing::Close => BodyFraming::Close,
-        };
+        let framing = BodyFraming::new(framing);
         let mut body = Self {
             conn: Some(conn),
             framing,
@@ -304,11 +301,10 @@ impl ProxiedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.framing, self.pending.is_some()) {
-            (_, false) | (BodyFraming::Empty, _) => SizeHint::with_exact(0),
-            (BodyFraming::Length(n), _) => SizeHint::with_exact(*n),
-            _ => SizeHint::default(),
+        if self.pending.is_none() {
+            return SizeHint::with_exact(0);
         }
+        self.framing.size_hint()
     }
 
     /// The body ended cleanly: the connection goes back to the pool when it may be reused.
@@ -334,69 +330,116 @@ impl ProxiedBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            if let Some(upload) = self.upload.as_mut() {
-                match upload.poll_send(conn, cx) {
-                    Poll::Ready(Ok(())) => self.upload = None,
-                    Poll::Ready(Err(e)) => return self.fail(e),
-                    Poll::Pending => {}
-                }
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let data = match &mut self.framing {
-                BodyFraming::Empty => None,
-                BodyFraming::Length(left) => {
-                    if conn.read.is_empty() {
-                        Some(None)
-                    } else {
-                        let n = (conn.read.len() as u64).min(*left);
-                        *left -= n;
-                        Some(Some(conn.read.split_to(n as usize).freeze()))
-                    }
-                }
-                BodyFraming::Chunked(decoder) => match decoder.decode(&mut conn.read) {
-                    Ok(Decoded::Data(d)) => Some(Some(d)),
-                    Ok(Decoded::End) => None,
-                    Ok(Decoded::NeedMore) => Some(None),
-                    Err(e) => return self.fail(Box::new(e)),
-                },
-                BodyFraming::Close => {
-                    if conn.read.is_empty() {
-                        Some(None)
-                    } else {
-                        let n = conn.read.len();
-                        Some(Some(conn.read.split_to(n).freeze()))
-                    }
-                }
-            };
-            match data {
-                None => {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(poll_response_data(
+            conn,
+            &mut self.upload,
+            &mut self.framing,
+            cx
+        )) {
+            Ok(Some(data)) => {
+                if self.framing.is_complete() {
                     self.finish();
-                    return Poll::Ready(None);
                 }
-                Some(Some(data)) => {
-                    if matches!(self.framing, BodyFraming::Length(0)) {
-                        self.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(None) => {}
+                Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            match ready!(conn.poll_read(cx)) {
-                Ok(0) if matches!(self.framing, BodyFraming::Close) => {
-                    self.keep_alive = false;
-                    self.finish();
-                    return Poll::Ready(None);
-                }
-                Ok(0) => return self.fail(Box::new(WireError::Truncated)),
-                Ok(_) => {}
-                Err(e) => return self.fail(Box::new(e)),
+            Ok(None) => {
+                // A body delimited by the connection's close leaves nothing to reuse.
+                self.keep_alive &= !matches!(self.framing, BodyFraming::Close);
+                self.finish();
+                Poll::Ready(None)
             }
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+// === impl BodyFraming ===
+
+impl BodyFraming {
+    pub fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty | Framing::Length(0) => BodyFraming::Empty,
+            Framing::Length(n) => BodyFraming::Length(n),
+            Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new()),
+            Framing::Close => BodyFraming::Close,
+        }
+    }
+
+    /// True once the body's known length has been read (or it had none): nothing more to
+    /// read, and the connection is clean.
+    pub fn is_complete(&self) -> bool {
+        matches!(self, BodyFraming::Empty | BodyFraming::Length(0))
+    }
+
+    /// What is left of the body, exactly when known.
+    pub fn size_hint(&self) -> SizeHint {
+        match self {
+            BodyFraming::Empty => SizeHint::with_exact(0),
+            BodyFraming::Length(n) => SizeHint::with_exact(*n),
+            BodyFraming::Chunked(_) | BodyFraming::Close => SizeHint::default(),
+        }
+    }
+}
+
+/// One step of reading a response body off `conn` by its `framing`, writing what is left of
+/// the request body (`upload`, cleared once sent) meanwhile. `Ready(Ok(Some(data)))`: the
+/// next piece as it arrived; `Ready(Ok(None))`: the body ended cleanly (for
+/// [`BodyFraming::Close`], at the peer's EOF); `Ready(Err)`: the upload, the framing or the
+/// connection failed, and the connection must not be reused. Shared by [`ProxiedBody`] and
+/// the watchdog's http mode; the caller decides where the connection goes afterwards.
+pub fn poll_response_data(
+    conn: &mut Conn,
+    upload: &mut Option<Box<Upload>>,
+    framing: &mut BodyFraming,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Option<Bytes>, BoxError>> {
+    loop {
+        if let Some(u) = upload.as_mut() {
+            match u.poll_send(conn, cx) {
+                Poll::Ready(Ok(())) => *upload = None,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        let data = match framing {
+            BodyFraming::Empty => None,
+            BodyFraming::Length(left) => {
+                if conn.read.is_empty() {
+                    Some(None)
+                } else {
+                    let n = (conn.read.len() as u64).min(*left);
+                    *left -= n;
+                    Some(Some(conn.read.split_to(n as usize).freeze()))
+                }
+            }
+            BodyFraming::Chunked(decoder) => match decoder.decode(&mut conn.read) {
+                Ok(Decoded::Data(d)) => Some(Some(d)),
+                Ok(Decoded::End) => None,
+                Ok(Decoded::NeedMore) => Some(None),
+                Err(e) => return Poll::Ready(Err(Box::new(e))),
+            },
+            BodyFraming::Close => {
+                if conn.read.is_empty() {
+                    Some(None)
+                } else {
+                    let n = conn.read.len();
+                    Some(Some(conn.read.split_to(n).freeze()))
+                }
+            }
+        };
+        match data {
+            None => return Poll::Ready(Ok(None)),
+            Some(Some(data)) => return Poll::Ready(Ok(Some(data))),
+            Some(None) => {}
+        }
+        match ready!(conn.poll_read(cx)) {
+            Ok(0) if matches!(framing, BodyFraming::Close) => return Poll::Ready(Ok(None)),
+            Ok(0) => return Poll::Ready(Err(Box::new(WireError::Truncated))),
+            Ok(_) => {}
+            Err(e) => return Poll::Ready(Err(Box::new(e))),
         }
     }
 }
