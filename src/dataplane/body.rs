@@ -405,7 +405,7 @@ pub fn poll_response_data(
             }
         }
         let data = match framing {
-            BodyFraming::Empty => None,
+            BodyFraming::Empty | BodyFraming::Length(0) => None,
             BodyFraming::Length(left) => {
                 if conn.read.is_empty() {
                     Some(None)
@@ -441,5 +441,112 @@ pub fn poll_response_data(
             Ok(_) => {}
             Err(e) => return Poll::Ready(Err(Box::new(e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A connection to a peer whose end the test writes the response on.
+    async fn pair() -> (Conn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+        let conn = Conn {
+            stream,
+            read: BytesMut::new(),
+            write: Vec::new(),
+        };
+        (conn, peer)
+    }
+
+    /// Reads the whole body: its pieces, and how it ended.
+    async fn read_all(
+        conn: &mut Conn,
+        framing: &mut BodyFraming,
+    ) -> (Vec<Bytes>, Result<(), String>) {
+        let mut upload = None;
+        let mut pieces = Vec::new();
+        loop {
+            match std::future::poll_fn(|cx| poll_response_data(conn, &mut upload, framing, cx))
+                .await
+            {
+                Ok(Some(data)) => pieces.push(data),
+                Ok(None) => return (pieces, Ok(())),
+                Err(e) => return (pieces, Err(e.to_string())),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn length_body_stops_at_its_length() {
+        let (mut conn, mut peer) = pair().await;
+        peer.write_all(b"hello").await.unwrap();
+        let mut framing = BodyFraming::new(Framing::Length(5));
+        let data =
+            std::future::poll_fn(|cx| poll_response_data(&mut conn, &mut None, &mut framing, cx))
+                .await
+                .unwrap();
+        assert_eq!(data.as_deref(), Some(&b"hello"[..]));
+        assert!(framing.is_complete());
+        assert_eq!(framing.size_hint().exact(), Some(0));
+        // Bytes past the body (a next response) stay on the connection.
+        conn.read.extend_from_slice(b"HTTP/1.1");
+        let (pieces, end) = read_all(&mut conn, &mut framing).await;
+        assert!(pieces.is_empty() && end.is_ok());
+        assert_eq!(&conn.read[..], b"HTTP/1.1");
+    }
+
+    #[tokio::test]
+    async fn chunked_body_streams_piece_by_piece() {
+        let (mut conn, mut peer) = pair().await;
+        let mut framing = BodyFraming::new(Framing::Chunked);
+        assert_eq!(framing.size_hint().exact(), None);
+        peer.write_all(b"5\r\nfirst\r\n").await.unwrap();
+        let first =
+            std::future::poll_fn(|cx| poll_response_data(&mut conn, &mut None, &mut framing, cx))
+                .await
+                .unwrap();
+        assert_eq!(first.as_deref(), Some(&b"first"[..]));
+        peer.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+        let (pieces, end) = read_all(&mut conn, &mut framing).await;
+        assert_eq!(pieces, [Bytes::from_static(b"second")]);
+        assert!(end.is_ok());
+        assert!(conn.read.is_empty());
+    }
+
+    #[tokio::test]
+    async fn close_delimited_body_ends_at_eof_and_a_short_one_is_an_error() {
+        let (mut conn, mut peer) = pair().await;
+        peer.write_all(b"to the end").await.unwrap();
+        drop(peer);
+        let mut framing = BodyFraming::new(Framing::Close);
+        let (pieces, end) = read_all(&mut conn, &mut framing).await;
+        assert_eq!(pieces.concat(), b"to the end");
+        assert!(end.is_ok());
+
+        let (mut conn, mut peer) = pair().await;
+        peer.write_all(b"short").await.unwrap();
+        drop(peer);
+        let mut framing = BodyFraming::new(Framing::Length(10));
+        let (pieces, end) = read_all(&mut conn, &mut framing).await;
+        assert_eq!(pieces.concat(), b"short");
+        assert_eq!(end, Err(WireError::Truncated.to_string()));
+    }
+
+    #[test]
+    fn empty_framings_are_complete() {
+        assert!(BodyFraming::new(Framing::Empty).is_complete());
+        assert!(BodyFraming::new(Framing::Length(0)).is_complete());
+        assert!(!BodyFraming::new(Framing::Length(1)).is_complete());
+        assert!(!BodyFraming::new(Framing::Chunked).is_complete());
+        assert!(!BodyFraming::new(Framing::Close).is_complete());
     }
 }
