@@ -147,15 +147,16 @@ impl HttpProxy {
         }
     }
 
-    /// Forwards one request; `deadline` bounds the wait for the response head.
+    /// Forwards one request; `forwarded_for` is the client's IP (sent as `X-Forwarded-For`
+    /// unless the request has one) and `deadline` bounds the wait for the response head.
     pub async fn call(
         &self,
         mut req: Request<Incoming>,
-        remote: SocketAddr,
+        forwarded_for: &HeaderValue,
         deadline: Option<tokio::time::Instant>,
         exec_timeout: Duration,
     ) -> Result<Response<RespBody>, CallError> {
-        self.rewrite(&mut req, remote);
+        self.rewrite(&mut req, forwarded_for);
         self.forward(req.map(UpstreamBody::from_client), deadline, exec_timeout)
             .await
     }
@@ -186,7 +187,7 @@ impl HttpProxy {
 
     /// Turns the client's request into the upstream request, in place. The URI is rewritten
     /// only under a path prefix: the request head is written from its path and query alone.
-    fn rewrite<B>(&self, req: &mut Request<B>, remote: SocketAddr) {
+    fn rewrite<B>(&self, req: &mut Request<B>, forwarded_for: &HeaderValue) {
         let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
                 .authority()
@@ -207,9 +208,7 @@ impl HttpProxy {
             }
         }
         if !headers.contains_key(X_FORWARDED_FOR) {
-            if let Ok(v) = HeaderValue::from_str(&remote.ip().to_string()) {
-                headers.insert(X_FORWARDED_FOR, v);
-            }
+            headers.insert(X_FORWARDED_FOR, forwarded_for.clone());
         }
     }
 
@@ -436,7 +435,7 @@ mod tests {
             .header("x-kept", "2")
             .body(())
             .unwrap();
-        p.rewrite(&mut req, "10.1.2.3:4567".parse().unwrap());
+        p.rewrite(&mut req, &HeaderValue::from_static("10.1.2.3"));
         assert_eq!(req.uri(), "/api/fn/sub?x=1&y");
         let h = req.headers();
         assert_eq!(h[header::HOST], "127.0.0.1:5000");
@@ -446,10 +445,15 @@ mod tests {
         assert!(!h.contains_key("x-secret") && !h.contains_key(header::CONNECTION));
 
         // Without a prefix the URI is left as is (the head is written from path and query).
+        // A client's own X-Forwarded-For is kept.
         let p = proxy("http://127.0.0.1:5000".into()).await;
-        let mut req = Request::get("/fn?q").body(()).unwrap();
-        p.rewrite(&mut req, "127.0.0.1:1".parse().unwrap());
+        let mut req = Request::get("/fn?q")
+            .header(X_FORWARDED_FOR, "192.0.2.1")
+            .body(())
+            .unwrap();
+        p.rewrite(&mut req, &HeaderValue::from_static("127.0.0.1"));
         assert_eq!(req.uri(), "/fn?q");
+        assert_eq!(req.headers()[X_FORWARDED_FOR], "192.0.2.1");
     }
 
     #[tokio::test]
