@@ -74,7 +74,9 @@ pub struct Upload {
     ended: bool,
 }
 
-enum BodyFraming {
+/// How a response body is delimited on its connection, with the state of reading it (the
+/// bytes left, the chunk decoder). Read with [`poll_response_data`].
+pub enum BodyFraming {
     Empty,
     Length(u64),
     Chunked(ChunkedDecoder),
@@ -282,12 +284,7 @@ impl ProxiedBody {
         pending: PendingGuard,
         invocation: Invocation,
     ) -> Self {
-        let framing = match framing {
-            Framing::Empty | Framing::Length(0) => BodyFraming::Empty,
-            Framing::Length(n) => BodyFraming::Length(n),
-            Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new()),
-            Framing::Close => BodyFraming::Close,
-        };
+        let framing = BodyFraming::new(framing);
         let mut body = Self {
             conn: Some(conn),
             framing,
@@ -304,11 +301,10 @@ impl ProxiedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.framing, self.pending.is_some()) {
-            (_, false) | (BodyFraming::Empty, _) => SizeHint::with_exact(0),
-            (BodyFraming::Length(n), _) => SizeHint::with_exact(*n),
-            _ => SizeHint::default(),
+        if self.pending.is_none() {
+            return SizeHint::with_exact(0);
         }
+        self.framing.size_hint()
     }
 
     /// The body ended cleanly: the connection goes back to the pool when it may be reused.
@@ -334,69 +330,223 @@ impl ProxiedBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            if let Some(upload) = self.upload.as_mut() {
-                match upload.poll_send(conn, cx) {
-                    Poll::Ready(Ok(())) => self.upload = None,
-                    Poll::Ready(Err(e)) => return self.fail(e),
-                    Poll::Pending => {}
-                }
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let data = match &mut self.framing {
-                BodyFraming::Empty => None,
-                BodyFraming::Length(left) => {
-                    if conn.read.is_empty() {
-                        Some(None)
-                    } else {
-                        let n = (conn.read.len() as u64).min(*left);
-                        *left -= n;
-                        Some(Some(conn.read.split_to(n as usize).freeze()))
-                    }
-                }
-                BodyFraming::Chunked(decoder) => match decoder.decode(&mut conn.read) {
-                    Ok(Decoded::Data(d)) => Some(Some(d)),
-                    Ok(Decoded::End) => None,
-                    Ok(Decoded::NeedMore) => Some(None),
-                    Err(e) => return self.fail(Box::new(e)),
-                },
-                BodyFraming::Close => {
-                    if conn.read.is_empty() {
-                        Some(None)
-                    } else {
-                        let n = conn.read.len();
-                        Some(Some(conn.read.split_to(n).freeze()))
-                    }
-                }
-            };
-            match data {
-                None => {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(poll_response_data(
+            conn,
+            &mut self.upload,
+            &mut self.framing,
+            cx
+        )) {
+            Ok(Some(data)) => {
+                if self.framing.is_complete() {
                     self.finish();
-                    return Poll::Ready(None);
                 }
-                Some(Some(data)) => {
-                    if matches!(self.framing, BodyFraming::Length(0)) {
-                        self.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(None) => {}
+                Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            match ready!(conn.poll_read(cx)) {
-                Ok(0) if matches!(self.framing, BodyFraming::Close) => {
-                    self.keep_alive = false;
-                    self.finish();
-                    return Poll::Ready(None);
-                }
-                Ok(0) => return self.fail(Box::new(WireError::Truncated)),
-                Ok(_) => {}
-                Err(e) => return self.fail(Box::new(e)),
+            Ok(None) => {
+                // A body delimited by the connection's close leaves nothing to reuse.
+                self.keep_alive &= !matches!(self.framing, BodyFraming::Close);
+                self.finish();
+                Poll::Ready(None)
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+// === impl BodyFraming ===
+
+impl BodyFraming {
+    pub fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty | Framing::Length(0) => BodyFraming::Empty,
+            Framing::Length(n) => BodyFraming::Length(n),
+            Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new()),
+            Framing::Close => BodyFraming::Close,
+        }
+    }
+
+    /// True once the body's known length has been read (or it had none): nothing more to
+    /// read, and the connection is clean.
+    pub fn is_complete(&self) -> bool {
+        matches!(self, BodyFraming::Empty | BodyFraming::Length(0))
+    }
+
+    /// What is left of the body, exactly when known.
+    pub fn size_hint(&self) -> SizeHint {
+        match self {
+            BodyFraming::Empty => SizeHint::with_exact(0),
+            BodyFraming::Length(n) => SizeHint::with_exact(*n),
+            BodyFraming::Chunked(_) | BodyFraming::Close => SizeHint::default(),
+        }
+    }
+}
+
+/// One step of reading a response body off `conn` by its `framing`, writing what is left of
+/// the request body (`upload`, cleared once sent) meanwhile. `Ready(Ok(Some(data)))`: the
+/// next piece as it arrived; `Ready(Ok(None))`: the body ended cleanly (for
+/// [`BodyFraming::Close`], at the peer's EOF); `Ready(Err)`: the upload, the framing or the
+/// connection failed, and the connection must not be reused. Shared by [`ProxiedBody`] and
+/// the watchdog's http mode; the caller decides where the connection goes afterwards.
+pub fn poll_response_data(
+    conn: &mut Conn,
+    upload: &mut Option<Box<Upload>>,
+    framing: &mut BodyFraming,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Option<Bytes>, BoxError>> {
+    loop {
+        if let Some(u) = upload.as_mut() {
+            match u.poll_send(conn, cx) {
+                Poll::Ready(Ok(())) => *upload = None,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
             }
         }
+        let data = match framing {
+            BodyFraming::Empty | BodyFraming::Length(0) => None,
+            BodyFraming::Length(left) => {
+                if conn.read.is_empty() {
+                    Some(None)
+                } else {
+                    let n = (conn.read.len() as u64).min(*left);
+                    *left -= n;
+                    Some(Some(conn.read.split_to(n as usize).freeze()))
+                }
+            }
+            BodyFraming::Chunked(decoder) => match decoder.decode(&mut conn.read) {
+                Ok(Decoded::Data(d)) => Some(Some(d)),
+                Ok(Decoded::End) => None,
+                Ok(Decoded::NeedMore) => Some(None),
+                Err(e) => return Poll::Ready(Err(Box::new(e))),
+            },
+            BodyFraming::Close => {
+                if conn.read.is_empty() {
+                    Some(None)
+                } else {
+                    let n = conn.read.len();
+                    Some(Some(conn.read.split_to(n).freeze()))
+                }
+            }
+        };
+        match data {
+            None => return Poll::Ready(Ok(None)),
+            Some(Some(data)) => return Poll::Ready(Ok(Some(data))),
+            Some(None) => {}
+        }
+        match ready!(conn.poll_read(cx)) {
+            Ok(0) if matches!(framing, BodyFraming::Close) => return Poll::Ready(Ok(None)),
+            Ok(0) => return Poll::Ready(Err(Box::new(WireError::Truncated))),
+            Ok(_) => {}
+            Err(e) => return Poll::Ready(Err(Box::new(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A connection to a peer whose end the test writes the response on.
+    async fn pair() -> (Conn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+        let conn = Conn {
+            stream,
+            read: BytesMut::new(),
+            write: Vec::new(),
+        };
+        (conn, peer)
+    }
+
+    /// Reads the whole body: its pieces, and how it ended.
+    async fn read_all(
+        conn: &mut Conn,
+        framing: &mut BodyFraming,
+    ) -> (Vec<Bytes>, Result<(), String>) {
+        let mut upload = None;
+        let mut pieces = Vec::new();
+        loop {
+            match std::future::poll_fn(|cx| poll_response_data(conn, &mut upload, framing, cx))
+                .await
+            {
+                Ok(Some(data)) => pieces.push(data),
+                Ok(None) => return (pieces, Ok(())),
+                Err(e) => return (pieces, Err(e.to_string())),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn length_body_stops_at_its_length() {
+        let (mut conn, mut peer) = pair().await;
+        peer.write_all(b"hello").await.unwrap();
+        let mut framing = BodyFraming::new(Framing::Length(5));
+        let data =
+            std::future::poll_fn(|cx| poll_response_data(&mut conn, &mut None, &mut framing, cx))
+                .await
+                .unwrap();
+        assert_eq!(data.as_deref(), Some(&b"hello"[..]));
+        assert!(framing.is_complete());
+        assert_eq!(framing.size_hint().exact(), Some(0));
+        // Bytes past the body (a next response) stay on the connection.
+        conn.read.extend_from_slice(b"HTTP/1.1");
+        let (pieces, end) = read_all(&mut conn, &mut framing).await;
+        assert!(pieces.is_empty() && end.is_ok());
+        assert_eq!(&conn.read[..], b"HTTP/1.1");
+    }
+
+    #[tokio::test]
+    async fn chunked_body_streams_piece_by_piece() {
+        let (mut conn, mut peer) = pair().await;
+        let mut framing = BodyFraming::new(Framing::Chunked);
+        assert_eq!(framing.size_hint().exact(), None);
+        peer.write_all(b"5\r\nfirst\r\n").await.unwrap();
+        let first =
+            std::future::poll_fn(|cx| poll_response_data(&mut conn, &mut None, &mut framing, cx))
+                .await
+                .unwrap();
+        assert_eq!(first.as_deref(), Some(&b"first"[..]));
+        peer.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+        let (pieces, end) = read_all(&mut conn, &mut framing).await;
+        assert_eq!(pieces, [Bytes::from_static(b"second")]);
+        assert!(end.is_ok());
+        assert!(conn.read.is_empty());
+    }
+
+    #[tokio::test]
+    async fn close_delimited_body_ends_at_eof_and_a_short_one_is_an_error() {
+        let (mut conn, mut peer) = pair().await;
+        peer.write_all(b"to the end").await.unwrap();
+        drop(peer);
+        let mut framing = BodyFraming::new(Framing::Close);
+        let (pieces, end) = read_all(&mut conn, &mut framing).await;
+        assert_eq!(pieces.concat(), b"to the end");
+        assert!(end.is_ok());
+
+        let (mut conn, mut peer) = pair().await;
+        peer.write_all(b"short").await.unwrap();
+        drop(peer);
+        let mut framing = BodyFraming::new(Framing::Length(10));
+        let (pieces, end) = read_all(&mut conn, &mut framing).await;
+        assert_eq!(pieces.concat(), b"short");
+        assert_eq!(end, Err(WireError::Truncated.to_string()));
+    }
+
+    #[test]
+    fn empty_framings_are_complete() {
+        assert!(BodyFraming::new(Framing::Empty).is_complete());
+        assert!(BodyFraming::new(Framing::Length(0)).is_complete());
+        assert!(!BodyFraming::new(Framing::Length(1)).is_complete());
+        assert!(!BodyFraming::new(Framing::Chunked).is_complete());
+        assert!(!BodyFraming::new(Framing::Close).is_complete());
     }
 }

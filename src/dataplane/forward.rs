@@ -438,7 +438,7 @@ fn has_other_open(handle: &FunctionHandle, not: &Arc<Replica>) -> bool {
 
 /// Methods that may be sent again after a connection closed under them (RFC 9110 9.2.2;
 /// the set Go's transport retries without an idempotency key).
-fn idempotent(m: &Method) -> bool {
+pub fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
@@ -447,7 +447,7 @@ fn idempotent(m: &Method) -> bool {
 
 /// How an exchange failed, for the retry decision.
 #[derive(Debug)]
-pub(crate) enum Failure {
+pub enum Failure {
     /// Writing the request failed before the body was read from the client.
     NotSent,
     /// The request was written; the connection closed or reset before any response byte.
@@ -552,7 +552,7 @@ impl Outbound for RawRequest<'_> {
 /// connection. The head and a small body of known length go out in one write; a streamed body
 /// follows frame by frame (chunked when its length is unknown) while the response is read,
 /// and what is left of it when the head arrives goes on with the response body ([`Upload`]).
-async fn exchange(
+pub async fn exchange(
     conn: &mut Conn,
     req: &mut Request<UpstreamBody>,
 ) -> Result<(ResponseHead, Option<Box<Upload>>), Failure> {

@@ -38,8 +38,8 @@ pub struct Pool {
     idle: IdleRing<Conn>,
 }
 
-/// A bounded lock-free ring of idle connections, allocated at the first check-in. Shared by
-/// this pool and the watchdog's (`watchdog::pool`).
+/// A bounded lock-free ring of idle connections, allocated at the first check-in. ([`Pool`]
+/// serves the gateway's replicas and the watchdog's http mode alike.)
 pub struct IdleRing<T> {
     ring: OnceLock<ArrayQueue<T>>,
 }
@@ -110,15 +110,20 @@ impl Pool {
             }
             return Ok(Checkout { conn, reused: true });
         }
+        Ok(Checkout {
+            conn: self.connect().await?,
+            reused: false,
+        })
+    }
+
+    /// A new connection, bypassing the idle ones (a retry after a stale pooled one).
+    pub async fn connect(&self) -> io::Result<Conn> {
         let stream = TcpStream::connect(self.addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Checkout {
-            conn: Conn {
-                stream,
-                read: BytesMut::with_capacity(READ_BUF),
-                write: Vec::with_capacity(1024),
-            },
-            reused: false,
+        Ok(Conn {
+            stream,
+            read: BytesMut::with_capacity(READ_BUF),
+            write: Vec::with_capacity(1024),
         })
     }
 

@@ -7,7 +7,8 @@
 //! - `streaming` ([`streaming`]): `fprocess` is forked per request with the CGI environment
 //!   ([`cgi`]); the request body goes to its stdin and its stdout streams back.
 //! - `http` ([`http`]): `fprocess` is started once and every request is reverse-proxied to
-//!   `upstream_url` over pooled keep-alive connections.
+//!   `upstream_url` over pooled keep-alive connections, each exchange driven in the request's
+//!   own task with the data plane's HTTP/1.1 upstream leg (`dataplane::{http1, pool, body}`).
 //!
 //! [`server`] owns the listener, `/_/health`, `/_/ready`, `max_inflight`, per-call logging and
 //! graceful shutdown; [`response`] is the single place where a failed call becomes a status.
@@ -16,7 +17,6 @@
 pub mod cgi;
 pub mod config;
 pub mod http;
-pub mod pool;
 pub mod process;
 pub mod response;
 pub mod server;

@@ -38,7 +38,7 @@ pub enum CallError {
     #[error("Can't reach service: {0}")]
     Connect(std::io::Error),
     #[error("Can't reach service: {0}")]
-    Upstream(#[from] hyper::Error),
+    Upstream(#[from] super::http::UpstreamError),
 }
 
 /// A body whose frames come from a channel; the sender side ends it by dropping.

@@ -210,9 +210,14 @@ async fn serve_connection(
     read_timeout: Duration,
 ) {
     let _ = stream.set_nodelay(true);
+    // The client's address for `X-Forwarded-For`, formatted once per connection (cloning it
+    // per request only bumps a reference count).
+    let forwarded_for = HeaderValue::from_str(&remote.ip().to_string())
+        .expect("an IP address is a valid header value");
     let service = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(state.handle(req, remote).await) }
+        let forwarded_for = forwarded_for.clone();
+        async move { Ok::<_, Infallible>(state.handle(req, &forwarded_for).await) }
     });
     let mut builder = http1::Builder::new();
     builder.keep_alive(true);
@@ -235,11 +240,15 @@ async fn serve_connection(
 // === impl State ===
 
 impl State {
-    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<RespBody> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        forwarded_for: &HeaderValue,
+    ) -> Response<RespBody> {
         match req.uri().path() {
             HEALTH_PATH => self.health(),
             READY_PATH => self.readiness(),
-            _ => self.invoke(req, remote).await,
+            _ => self.invoke(req, forwarded_for).await,
         }
     }
 
@@ -293,7 +302,11 @@ impl State {
         }
     }
 
-    async fn invoke(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<RespBody> {
+    async fn invoke(
+        &self,
+        req: Request<Incoming>,
+        forwarded_for: &HeaderValue,
+    ) -> Response<RespBody> {
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -306,7 +319,7 @@ impl State {
                 match &self.handler {
                     Handler::Streaming(s) => s.call(req, deadline).await,
                     Handler::Http(p) => {
-                        p.call(req, remote, deadline, limit.unwrap_or_default())
+                        p.call(req, forwarded_for, deadline, limit.unwrap_or_default())
                             .await
                     }
                 }
