@@ -20,12 +20,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::task::{ready, Context, Poll};
+use std::future::Future;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use crossbeam_queue::ArrayQueue;
 use futures_util::FutureExt;
-use tokio::io::Interest;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
 /// Idle connections kept per replica.
@@ -156,17 +157,18 @@ impl Conn {
 
 impl Conn {
     /// Reads what the socket has into `read` (at least one byte, or `Ok(0)` at EOF).
+    ///
+    /// Through `AsyncRead::poll_read` (`read_buf`), not `try_read_buf`: tokio's `poll_read`
+    /// clears the socket's readiness after a read that did not fill the buffer (on epoll
+    /// that read drained the socket), where `try_read_buf` leaves it set, so the next
+    /// exchange's first read was a `recvfrom` answering `EAGAIN`, one per request
+    /// (`loadtest/percall`).
     pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.read.capacity() - self.read.len() < READ_BUF / 8 {
             self.read.reserve(READ_BUF);
         }
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read_buf(&mut self.read) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+        let read = self.stream.read_buf(&mut self.read);
+        std::pin::pin!(read).poll(cx)
     }
 
     pub async fn read_more(&mut self) -> io::Result<usize> {
