@@ -4,6 +4,11 @@
 //! - method, sub-path, raw query, headers and status are preserved; redirects pass through;
 //!   hop-by-hop headers are removed both ways; `X-Call-Id` (kept if sent), `X-Start-Time`
 //!   (unix nanoseconds), `X-Forwarded-For` and `X-Forwarded-Host` are added.
+//! - Two request forms share one send loop ([`Outbound`]): an `http::Request` (hyper's
+//!   server path; its `rewrite_request` makes the upstream head) and a [`RawRequest`],
+//!   head and body already in upstream form (the byte-level client loop, `api::conn`, which
+//!   rewrites heads as bytes). Retries, hold, draining, timeouts and accounting are the
+//!   same for both.
 //! - The upstream leg is an HTTP/1.1 exchange driven in this request's task on a pooled
 //!   `TcpStream` (`pool`): the head (and a body of known small length) in one write, a
 //!   streamed body after it (chunked when its length is unknown), then the response head

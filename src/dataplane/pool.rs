@@ -52,7 +52,7 @@ impl<T> IdleRing<T> {
         }
     }
 
-    /// The most recently usable idle entry, if any (one `pop`, no lock).
+    /// The idle entry kept longest, if any (one `pop`, no lock; FIFO).
     pub fn pop(&self) -> Option<T> {
         self.ring.get().and_then(ArrayQueue::pop)
     }
