@@ -43,7 +43,7 @@ use tokio::time::Sleep;
 
 use super::Gateway;
 use crate::dataplane::forward::{self, Invocation, Peer, RawRequest};
-use crate::dataplane::http1::{self, ChunkedDecoder, Decoded, Framing, RawHead, LAST_CHUNK};
+use crate::dataplane::http1::{self, trim, ChunkedDecoder, Decoded, Framing, RawHead, LAST_CHUNK};
 use crate::dataplane::pool::Conn;
 use crate::dataplane::table::FunctionHandle;
 use crate::names::KeyRef;
@@ -188,18 +188,6 @@ fn eq(a: &[u8], lower: &[u8]) -> bool {
 
 fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|h| eq(name, h))
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |i| i + 1);
-    &s[start..end.max(start)]
 }
 
 /// A `Content-Length` value of digits only.
@@ -452,22 +440,11 @@ impl Client {
     /// The answer for an invocation that got no upstream response, as the hyper path writes it.
     fn error_response<H>(&mut self, status: StatusCode, body: &str, plan: &Plan<H>) {
         let out = &mut self.out;
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-        out.extend_from_slice(b"\r\n");
+        status_line(out, status, b"");
         header(out, b"content-type", b"text/plain; charset=utf-8");
-        if let Some(id) = &plan.call_id {
-            header(out, b"x-call-id", id);
-        }
-        let mut itoa = itoa::Buffer::new();
-        header(
-            out,
-            b"x-start-time",
-            itoa.format(plan.start_time).as_bytes(),
-        );
+        ids(out, plan);
         header(out, b"x-openfaas-internal", b"proxy");
+        let mut itoa = itoa::Buffer::new();
         header(out, b"content-length", itoa.format(body.len()).as_bytes());
         date::with(|d| header(out, b"date", d));
         if plan.close {
@@ -575,14 +552,7 @@ impl Client {
 /// from): hop-by-hop headers and those the upstream's `Connection` names out, this hop's
 /// framing, `X-Call-Id` (when generated here) and `X-Start-Time` in.
 fn response_head<H>(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan<H>) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(raw.status.as_str().as_bytes());
-    out.push(b' ');
-    match raw.status.canonical_reason() {
-        Some(reason) => out.extend_from_slice(reason.as_bytes()),
-        None => out.extend_from_slice(raw.reason(head)),
-    }
-    out.extend_from_slice(b"\r\n");
+    status_line(out, raw.status, raw.reason(head));
     // For a bodiless answer the upstream's `Content-Length` says what a GET would get
     // (HEAD) or is 0: it is passed on; otherwise the length is this hop's.
     let keep_length = raw.framing == Framing::Empty
@@ -608,15 +578,8 @@ fn response_head<H>(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan<H
         has_date |= eq(name, b"date");
         header(out, name, value);
     }
-    if let Some(id) = &plan.call_id {
-        header(out, b"x-call-id", id);
-    }
+    ids(out, plan);
     let mut itoa = itoa::Buffer::new();
-    header(
-        out,
-        b"x-start-time",
-        itoa.format(plan.start_time).as_bytes(),
-    );
     match raw.framing {
         Framing::Empty => {}
         Framing::Length(n) => header(out, b"content-length", itoa.format(n).as_bytes()),
@@ -629,6 +592,32 @@ fn response_head<H>(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan<H
         header(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// `HTTP/1.1 <code> <reason>`: the canonical reason, else `upstream_reason`.
+fn status_line(out: &mut Vec<u8>, status: StatusCode, upstream_reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match status.canonical_reason() {
+        Some(reason) => out.extend_from_slice(reason.as_bytes()),
+        None => out.extend_from_slice(upstream_reason),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The headers the gateway adds to every invocation's answer: `X-Call-Id` (when it made
+/// one) and `X-Start-Time`.
+fn ids<H>(out: &mut Vec<u8>, plan: &Plan<H>) {
+    if let Some(id) = &plan.call_id {
+        header(out, b"x-call-id", id);
+    }
+    let mut itoa = itoa::Buffer::new();
+    header(
+        out,
+        b"x-start-time",
+        itoa.format(plan.start_time).as_bytes(),
+    );
 }
 
 /// Whether the upstream's `Connection` header names `name` (a header for that hop only).

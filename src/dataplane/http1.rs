@@ -422,7 +422,8 @@ fn parse_content_length(v: &[u8]) -> Result<u64, WireError> {
     value.ok_or(WireError::ContentLength)
 }
 
-fn trim(s: &[u8]) -> &[u8] {
+/// `s` without leading and trailing spaces and tabs (optional whitespace, RFC 9110 5.6.3).
+pub fn trim(s: &[u8]) -> &[u8] {
     let start = s
         .iter()
         .position(|b| !matches!(b, b' ' | b'\t'))

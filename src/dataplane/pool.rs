@@ -17,10 +17,10 @@
 //! slots is ~40 KiB, and with 10,000 functions deployed most replicas never see a request
 //! (`examples/scalegate.rs` measures the table's memory).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::future::Future;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
