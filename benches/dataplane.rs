@@ -473,15 +473,23 @@ fn proxy_round_trip(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (upstream, gw) = rt.block_on(async {
+    let (upstream, gw, gw_hyper) = rt.block_on(async {
         let upstream = inproc::spawn_upstream().await;
         let routes = Arc::new(Routes::new());
         inproc::publish(&routes, "bench", &[upstream]);
-        (upstream, inproc::spawn_gateway(routes).await)
+        let any = ([127, 0, 0, 1], 0).into();
+        (
+            upstream,
+            inproc::spawn_gateway_with(any, routes.clone(), true).await,
+            // The same gateway with every request through hyper's server (the client side
+            // before the byte-level loop, `api::conn`).
+            inproc::spawn_gateway_with(any, routes, false).await,
+        )
     });
     let mut g = c.benchmark_group("proxy_round_trip");
     for (name, addr, path) in [
         ("gateway", gw.addr, "/function/bench"),
+        ("gateway_hyper", gw_hyper.addr, "/function/bench"),
         ("direct", upstream, "/"),
     ] {
         let mut client = rt.block_on(inproc::Client::connect(addr));
@@ -491,7 +499,11 @@ fn proxy_round_trip(c: &mut Criterion) {
     }
     g.finish();
     ratio("proxy_round_trip", "gateway", "direct");
-    rt.block_on(async { gw.stop() });
+    ratio("proxy_round_trip", "gateway", "gateway_hyper");
+    rt.block_on(async {
+        gw.stop();
+        gw_hyper.stop();
+    });
 }
 
 criterion_group! {
