@@ -44,17 +44,30 @@ pub enum UpstreamBody {
 /// An upstream response body, read from the replica's connection by the response framing,
 /// with the resources to release when it ends.
 pub struct ProxiedBody {
-    /// The connection; returned to the pool when the body ends cleanly and it may be reused.
+    /// The connection and, until the body ends, the replica's pending count.
+    inner: PooledResponse<PendingGuard>,
+    /// Records the invocation when dropped.
+    _invocation: Invocation,
+}
+
+/// Where a response's connection goes when its body has ended cleanly on a connection that
+/// may carry another request.
+pub trait Release {
+    fn checkin(&mut self, conn: Conn);
+}
+
+/// A response body read off its pooled connection by its framing: the one place that
+/// decides whether the connection goes back to its pool (a clean end, a persistent
+/// connection, the request all sent) or is dropped (an error, a close-delimited body, a
+/// body dropped unread). `release` is dropped when the body ends either way.
+pub struct PooledResponse<R> {
     conn: Option<Conn>,
     /// The rest of the request body, when the replica answered before it was all sent
     /// (boxed: rare, and it would make every response body larger).
     upload: Option<Box<Upload>>,
     framing: BodyFraming,
     keep_alive: bool,
-    /// Keeps the replica's pending count until the body ends or is dropped.
-    pending: Option<PendingGuard>,
-    /// Records the invocation when dropped.
-    _invocation: Invocation,
+    release: Option<R>,
 }
 
 /// The client's request body on its way to the replica, written as the socket takes it.
@@ -76,7 +89,7 @@ pub struct Upload {
 
 /// How a response body is delimited on its connection, with the state of reading it (the
 /// bytes left, the chunk decoder). Read with [`poll_response_data`].
-pub enum BodyFraming {
+enum BodyFraming {
     Empty,
     Length(u64),
     Chunked(ChunkedDecoder),
@@ -114,7 +127,7 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Empty => true,
             GatewayBody::Full(d) => d.is_none(),
-            GatewayBody::Proxied(p) => p.pending.is_none(),
+            GatewayBody::Proxied(p) => p.inner.is_end_stream(),
             GatewayBody::Stream(_) => false,
         }
     }
@@ -123,7 +136,7 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Empty => SizeHint::with_exact(0),
             GatewayBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |b| b.len() as u64)),
-            GatewayBody::Proxied(p) => p.size_hint(),
+            GatewayBody::Proxied(p) => p.inner.size_hint(),
             GatewayBody::Stream(_) => SizeHint::default(),
         }
     }
@@ -284,52 +297,69 @@ impl ProxiedBody {
         pending: PendingGuard,
         invocation: Invocation,
     ) -> Self {
-        let framing = BodyFraming::new(framing);
-        let mut body = Self {
-            conn: Some(conn),
-            framing,
-            // A connection whose request was not all sent cannot carry another one.
-            keep_alive: keep_alive && upload.is_none(),
-            upload,
-            pending: Some(pending),
+        Self {
+            inner: PooledResponse::new(conn, upload, framing, keep_alive, pending),
             _invocation: invocation,
-        };
-        if matches!(body.framing, BodyFraming::Empty) {
-            body.finish();
         }
-        body
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.pending.is_none() {
-            return SizeHint::with_exact(0);
-        }
-        self.framing.size_hint()
-    }
-
-    /// The body ended cleanly: the connection goes back to the pool when it may be reused.
-    fn finish(&mut self) {
-        self.upload = None;
-        let conn = self.conn.take();
-        if let Some(pending) = self.pending.take() {
-            if let Some(conn) = conn.filter(|_| self.keep_alive) {
-                pending.replica().pool().checkin(conn);
-            }
-        }
-    }
-
-    /// The body failed: the connection is dropped (it may be mid-response), never pooled.
-    fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.conn = None;
-        self.upload = None;
-        self.pending = None;
-        Poll::Ready(Some(Err(e)))
     }
 
     fn poll_frame_inner(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.inner
+            .poll_data(cx)
+            .map(|d| d.map(|r| r.map(Frame::data)))
+    }
+}
+
+impl Release for PendingGuard {
+    fn checkin(&mut self, conn: Conn) {
+        let replica = self.replica();
+        replica.pool().checkin(conn);
+    }
+}
+
+// === impl PooledResponse ===
+
+impl<R: Release> PooledResponse<R> {
+    pub fn new(
+        conn: Conn,
+        upload: Option<Box<Upload>>,
+        framing: Framing,
+        keep_alive: bool,
+        release: R,
+    ) -> Self {
+        let mut body = Self {
+            conn: Some(conn),
+            // A connection whose request was not all sent cannot carry another one.
+            keep_alive: keep_alive && upload.is_none(),
+            upload,
+            framing: BodyFraming::new(framing),
+            release: Some(release),
+        };
+        if body.framing.is_complete() {
+            // No body: the reader may never poll it, so the connection goes back now.
+            body.finish();
+        }
+        body
+    }
+
+    /// The body has ended (cleanly or not): nothing more will come.
+    pub fn is_end_stream(&self) -> bool {
+        self.release.is_none()
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        if self.is_end_stream() {
+            return SizeHint::with_exact(0);
+        }
+        self.framing.size_hint()
+    }
+
+    /// The next piece of the body as it arrives; `None` at its end. After an error the
+    /// connection is dropped (it may be mid-response), never pooled.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
@@ -341,9 +371,10 @@ impl ProxiedBody {
         )) {
             Ok(Some(data)) => {
                 if self.framing.is_complete() {
+                    // A reader stops polling once the body says it has ended: release now.
                     self.finish();
                 }
-                Poll::Ready(Some(Ok(Frame::data(data))))
+                Poll::Ready(Some(Ok(data)))
             }
             Ok(None) => {
                 // A body delimited by the connection's close leaves nothing to reuse.
@@ -351,7 +382,23 @@ impl ProxiedBody {
                 self.finish();
                 Poll::Ready(None)
             }
-            Err(e) => self.fail(e),
+            Err(e) => {
+                self.conn = None;
+                self.upload = None;
+                self.release = None;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    /// The body ended cleanly: the connection goes back when it may be reused.
+    fn finish(&mut self) {
+        self.upload = None;
+        let conn = self.conn.take();
+        if let Some(mut release) = self.release.take() {
+            if let Some(conn) = conn.filter(|_| self.keep_alive) {
+                release.checkin(conn);
+            }
         }
     }
 }
@@ -388,9 +435,9 @@ impl BodyFraming {
 /// the request body (`upload`, cleared once sent) meanwhile. `Ready(Ok(Some(data)))`: the
 /// next piece as it arrived; `Ready(Ok(None))`: the body ended cleanly (for
 /// [`BodyFraming::Close`], at the peer's EOF); `Ready(Err)`: the upload, the framing or the
-/// connection failed, and the connection must not be reused. Shared by [`ProxiedBody`] and
-/// the watchdog's http mode; the caller decides where the connection goes afterwards.
-pub fn poll_response_data(
+/// connection failed, and the connection must not be reused. [`PooledResponse`] decides where
+/// the connection goes afterwards.
+fn poll_response_data(
     conn: &mut Conn,
     upload: &mut Option<Box<Upload>>,
     framing: &mut BodyFraming,

@@ -9,8 +9,8 @@
 //! request's task on a pooled raw connection (`dataplane::pool::{Pool, Conn}`), the head
 //! written and the response head parsed by `dataplane::http1` (through
 //! `dataplane::forward::exchange`), the request body streamed by `dataplane::body::Upload`
-//! and the response body read by its framing as the client takes it ([`PooledBody`], with
-//! `dataplane::body::poll_response_data`). No connection task, channel or oneshot per
+//! and the response body read by its framing as the client takes it ([`PooledBody`], a
+//! `dataplane::body::PooledResponse`, which decides whether the connection goes back). No connection task, channel or oneshot per
 //! request, as hyper's client connection had.
 //!
 //! A connection goes back to the pool only when its response body has ended cleanly on a
@@ -25,7 +25,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,9 +40,9 @@ use tokio::net::TcpStream;
 
 use super::response::{BoxError, CallError, RespBody};
 use super::WatchdogError;
-use crate::dataplane::body::{poll_response_data, BodyFraming, Upload, UpstreamBody};
+use crate::dataplane::body::{PooledResponse, Release, Upload, UpstreamBody};
 use crate::dataplane::forward::{exchange, idempotent, strip_hop_by_hop, Failure};
-use crate::dataplane::http1::{Framing, ResponseHead};
+use crate::dataplane::http1::ResponseHead;
 use crate::dataplane::pool::{Checkout, Conn, Pool};
 
 /// How often to probe the upstream port until it accepts connections.
@@ -77,15 +77,7 @@ pub enum UpstreamError {
 /// An upstream response body, read off its pooled connection by the response framing; the
 /// connection goes back to the pool when the body ends cleanly and may be reused, and is
 /// dropped otherwise (an error, or the client went away mid-body).
-pub struct PooledBody {
-    conn: Option<Conn>,
-    /// The rest of the request body, when the function answered before it was all sent
-    /// (boxed: rare).
-    upload: Option<Box<Upload>>,
-    framing: BodyFraming,
-    keep_alive: bool,
-    pool: Arc<Pool>,
-}
+pub struct PooledBody(PooledResponse<Arc<Pool>>);
 
 // === impl HttpProxy ===
 
@@ -181,7 +173,13 @@ impl HttpProxy {
             keep_alive,
         } = head;
         strip_hop_by_hop(&mut parts.headers);
-        let body = PooledBody::new(conn, upload, framing, keep_alive, self.pool.clone());
+        let body = PooledBody(PooledResponse::new(
+            conn,
+            upload,
+            framing,
+            keep_alive,
+            self.pool.clone(),
+        ));
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
 
@@ -249,40 +247,6 @@ impl From<Failure> for UpstreamError {
 
 // === impl PooledBody ===
 
-impl PooledBody {
-    fn new(
-        conn: Conn,
-        upload: Option<Box<Upload>>,
-        framing: Framing,
-        keep_alive: bool,
-        pool: Arc<Pool>,
-    ) -> Self {
-        let mut body = Self {
-            conn: Some(conn),
-            // A connection whose request was not all sent cannot carry another one.
-            keep_alive: keep_alive && upload.is_none(),
-            upload,
-            framing: BodyFraming::new(framing),
-            pool,
-        };
-        if body.framing.is_complete() {
-            // No body: hyper may never poll it, so the connection goes back now.
-            body.finish();
-        }
-        body
-    }
-
-    /// The body ended cleanly: the connection goes back to the pool when it may be reused.
-    fn finish(&mut self) {
-        self.upload = None;
-        if let Some(conn) = self.conn.take() {
-            if self.keep_alive {
-                self.pool.checkin(conn);
-            }
-        }
-    }
-}
-
 impl Body for PooledBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -291,46 +255,24 @@ impl Body for PooledBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let Some(conn) = this.conn.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match ready!(poll_response_data(
-            conn,
-            &mut this.upload,
-            &mut this.framing,
-            cx
-        )) {
-            Ok(Some(data)) => {
-                if this.framing.is_complete() {
-                    // hyper stops polling once the body says it has ended: check in now.
-                    this.finish();
-                }
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Ok(None) => {
-                this.keep_alive &= !matches!(this.framing, BodyFraming::Close);
-                this.finish();
-                Poll::Ready(None)
-            }
-            Err(e) => {
-                // The connection may be mid-response: never pooled.
-                this.conn = None;
-                this.upload = None;
-                Poll::Ready(Some(Err(e)))
-            }
-        }
+        self.get_mut()
+            .0
+            .poll_data(cx)
+            .map(|d| d.map(|r| r.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.conn.is_none()
+        self.0.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.conn.is_none() {
-            return SizeHint::with_exact(0);
-        }
-        self.framing.size_hint()
+        self.0.size_hint()
+    }
+}
+
+impl Release for Arc<Pool> {
+    fn checkin(&mut self, conn: Conn) {
+        Pool::checkin(self, conn);
     }
 }
 
