@@ -24,6 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 enum After {
     KeepOpen,
     Close,
+    /// The first connection reads a request and closes without a byte of answer (a replica
+    /// killed mid-request); later ones answer and stay open.
+    DieFirst,
 }
 
 /// An upstream that answers every request on every connection with `response`, and counts
@@ -36,7 +39,7 @@ async fn scripted(response: &'static [u8], after: After) -> (SocketAddr, Arc<Ato
     tokio::spawn(async move {
         loop {
             let (mut s, _) = listener.accept().await.unwrap();
-            count.fetch_add(1, Ordering::SeqCst);
+            let nth = count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -64,6 +67,9 @@ async fn scripted(response: &'static [u8], after: After) -> (SocketAddr, Arc<Ato
                         }
                     }
                     buf.drain(..end + len);
+                    if matches!(after, After::DieFirst) && nth == 0 {
+                        return;
+                    }
                     if s.write_all(response).await.is_err() {
                         return;
                     }
@@ -270,36 +276,13 @@ async fn a_body_of_unknown_length_goes_upstream_chunked() {
     drop(gw);
 }
 
-/// An upstream whose first connection reads a request and closes without a byte of answer (a
-/// replica killed mid-request); later connections answer `ok`.
+/// [`scripted`] answering `ok`, whose first connection dies unanswered.
 async fn dies_on_first_connection() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let mut chunk = [0u8; 4096];
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                    }
-                }
-                if n > 0 {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await;
-                    let _ = s.read(&mut [0u8; 1]).await;
-                }
-            });
-        }
-    });
-    (addr, accepted)
+    scripted(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        After::DieFirst,
+    )
+    .await
 }
 
 #[tokio::test]

@@ -63,19 +63,6 @@ const OUT_INLINE: usize = 64 * 1024;
 const READ_BUF: usize = 8 * 1024;
 const FUNCTION_PREFIX: &[u8] = b"/function/";
 
-/// Headers that apply to one hop only (RFC 9110 section 7.6.1, and Go's list), lowercase.
-const HOP_BY_HOP: [&[u8]; 9] = [
-    b"connection",
-    b"proxy-connection",
-    b"keep-alive",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-];
-
 /// Serves one client connection until it closes, errs, idles past `read_timeout`, or the
 /// gateway shuts down (`shutdown` turns true).
 pub async fn serve(
@@ -109,11 +96,11 @@ pub async fn serve(
     loop {
         // A complete request in `buf`, or the connection ends.
         forward::coarse_deadline(sleep.as_mut(), read_timeout);
-        let plan = loop {
+        let (handle, plan) = loop {
             let lookup = |key: KeyRef<'_>| gateway.routes.get(key);
             let forwarded_for = peer.forwarded_for.as_bytes();
             match plan(&client.buf, &mut client.up, forwarded_for, lookup) {
-                Step::Serve(plan) => break plan,
+                Step::Serve(handle, plan) => break (handle, plan),
                 Step::Handoff => {
                     let stream = Rewind {
                         prefix: client.buf,
@@ -134,7 +121,10 @@ pub async fn serve(
                 _ => return,
             }
         };
-        match client.invoke(&gateway, plan, upstream.as_mut()).await {
+        match client
+            .invoke(&gateway, handle, plan, upstream.as_mut())
+            .await
+        {
             Ok(true) if !*shutdown.borrow() => {}
             _ => {
                 let _ = client.stream.shutdown().await;
@@ -163,13 +153,12 @@ enum Step<H> {
     More,
     /// Not for the loop: hyper takes the connection.
     Handoff,
-    /// An invocation whose upstream request is written in `up`.
-    Serve(Plan<H>),
+    /// An invocation of the function `H` whose upstream request is written in `up`.
+    Serve(H, Plan),
 }
 
-/// An invocation the loop serves, of the function `handle`.
-struct Plan<H> {
-    handle: H,
+/// An invocation the loop serves.
+struct Plan {
     /// Bytes of the request (head and body) at the start of the buffer.
     len: usize,
     bodiless: bool,
@@ -186,8 +175,12 @@ fn eq(a: &[u8], lower: &[u8]) -> bool {
     a.eq_ignore_ascii_case(lower)
 }
 
+/// One of the headers that apply to one hop only (`forward::HOP_BY_HOP`, the hyper path's
+/// list).
 fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|h| eq(name, h))
+    forward::HOP_BY_HOP
+        .iter()
+        .any(|h| eq(name, h.as_str().as_bytes()))
 }
 
 /// A `Content-Length` value of digits only.
@@ -331,16 +324,18 @@ fn plan<H>(
     }
     up.extend_from_slice(b"\r\n");
     up.extend_from_slice(&buf[head_len..len]);
-    Step::Serve(Plan {
+    Step::Serve(
         handle,
-        len,
-        bodiless: body_len == 0,
-        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE"),
-        head_request: method == "HEAD",
-        close,
-        call_id,
-        start_time,
-    })
+        Plan {
+            len,
+            bodiless: body_len == 0,
+            idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE"),
+            head_request: method == "HEAD",
+            close,
+            call_id,
+            start_time,
+        },
+    )
 }
 
 fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -381,10 +376,11 @@ impl Client {
     async fn invoke(
         &mut self,
         gateway: &Gateway,
-        plan: Plan<Arc<FunctionHandle>>,
+        handle: Arc<FunctionHandle>,
+        plan: Plan,
         deadline: Pin<&mut Sleep>,
     ) -> Result<bool, Broken> {
-        let mut invocation = Invocation::start(plan.handle.clone());
+        let mut invocation = Invocation::start(handle);
         let mut req = RawRequest {
             bytes: &self.up,
             bodiless: plan.bodiless,
@@ -394,7 +390,12 @@ impl Client {
         };
         let sent = gateway
             .forwarder
-            .send_raw(&plan.handle, &mut req, invocation.arrived_ms(), deadline)
+            .send_raw(
+                invocation.handle(),
+                &mut req,
+                invocation.arrived_ms(),
+                deadline,
+            )
             .await;
         self.buf.advance(plan.len);
         self.out.clear();
@@ -403,7 +404,7 @@ impl Client {
             Err(e) => {
                 let status = e.status();
                 invocation.set_status(status.as_u16());
-                tracing::debug!(function = plan.handle.label(), error = %e, "invocation failed");
+                tracing::debug!(function = invocation.handle().label(), error = %e, "invocation failed");
                 self.error_response(status, &e.to_string(), &plan);
                 self.flush().await?;
                 return Ok(!plan.close);
@@ -438,7 +439,7 @@ impl Client {
     }
 
     /// The answer for an invocation that got no upstream response, as the hyper path writes it.
-    fn error_response<H>(&mut self, status: StatusCode, body: &str, plan: &Plan<H>) {
+    fn error_response(&mut self, status: StatusCode, body: &str, plan: &Plan) {
         let out = &mut self.out;
         status_line(out, status, b"");
         header(out, b"content-type", b"text/plain; charset=utf-8");
@@ -551,7 +552,7 @@ impl Client {
 /// The client's response head, from the upstream's `head` (the bytes `raw` was parsed
 /// from): hop-by-hop headers and those the upstream's `Connection` names out, this hop's
 /// framing, `X-Call-Id` (when generated here) and `X-Start-Time` in.
-fn response_head<H>(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan<H>) {
+fn response_head(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan) {
     status_line(out, raw.status, raw.reason(head));
     // For a bodiless answer the upstream's `Content-Length` says what a GET would get
     // (HEAD) or is 0: it is passed on; otherwise the length is this hop's.
@@ -608,7 +609,7 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode, upstream_reason: &[u8]) {
 
 /// The headers the gateway adds to every invocation's answer: `X-Call-Id` (when it made
 /// one) and `X-Start-Time`.
-fn ids<H>(out: &mut Vec<u8>, plan: &Plan<H>) {
+fn ids(out: &mut Vec<u8>, plan: &Plan) {
     if let Some(id) = &plan.call_id {
         header(out, b"x-call-id", id);
     }
@@ -749,9 +750,9 @@ mod tests {
         (step, up)
     }
 
-    fn served(buf: &[u8]) -> (Plan<()>, String) {
+    fn served(buf: &[u8]) -> (Plan, String) {
         match run(buf) {
-            (Step::Serve(p), up) => (p, String::from_utf8(up).unwrap()),
+            (Step::Serve((), p), up) => (p, String::from_utf8(up).unwrap()),
             (Step::More, _) => panic!("asked for more: {:?}", String::from_utf8_lossy(buf)),
             (Step::Handoff, _) => panic!("handed off: {:?}", String::from_utf8_lossy(buf)),
         }
@@ -914,7 +915,6 @@ mod tests {
         let mut raw = RawHead::default();
         assert!(http1::parse_response_raw(&mut buf, head_request, &mut raw).unwrap());
         let plan = Plan {
-            handle: (),
             len: 0,
             bodiless: true,
             idempotent: true,
@@ -1039,7 +1039,7 @@ mod tests {
             let mut bytes = req.into_bytes();
             bytes.extend_from_slice(&body);
             let (step, up) = run(&bytes);
-            let Step::Serve(p) = step else {
+            let Step::Serve((), p) = step else {
                 return Err(TestCaseError::fail(format!("not served: {:?}", String::from_utf8_lossy(&bytes))));
             };
             prop_assert_eq!(p.len, bytes.len());
@@ -1057,7 +1057,7 @@ mod tests {
                 .collect();
             let expected: Vec<(String, String)> = sent
                 .iter()
-                .filter(|(n, _)| !HOP_BY_HOP.contains(&n.as_bytes()))
+                .filter(|(n, _)| !is_hop_by_hop(n.as_bytes()))
                 .filter(|(n, _)| n != "x-start-time" && !named.contains(n))
                 .cloned()
                 .collect();
@@ -1084,14 +1084,14 @@ mod tests {
                 prop_assert_eq!(count, client_sent.max(1), "{}", n);
             }
             for (n, _) in &got {
-                prop_assert!(!HOP_BY_HOP.contains(&n.as_bytes()), "{} upstream", n);
+                prop_assert!(!is_hop_by_hop(n.as_bytes()), "{} upstream", n);
                 prop_assert!(!named.contains(n) || ours.contains(&n.as_str()), "{} named", n);
             }
             // Any strict prefix asks for more; the whole buffer gives the same head.
             let cut = cut % bytes.len();
             prop_assert!(matches!(run(&bytes[..cut]).0, Step::More));
             let (again, up2) = run(&bytes);
-            prop_assert!(matches!(again, Step::Serve(_)));
+            prop_assert!(matches!(again, Step::Serve(..)));
             prop_assert_eq!(up.len(), up2.len());
         }
 
@@ -1103,7 +1103,7 @@ mod tests {
         ) {
             let mut bytes = prefix;
             bytes.extend_from_slice(&tail);
-            if let (Step::Serve(_), up) = run(&bytes) {
+            if let (Step::Serve(..), up) = run(&bytes) {
                 prop_assert!(up.starts_with(b"GET /"));
             }
         }

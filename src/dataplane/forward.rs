@@ -65,7 +65,7 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 
 /// Headers that apply to one hop only (RFC 9110 section 7.6.1, and Go's list). hyper
 /// frames each hop itself (`Transfer-Encoding`), so it is removed too.
-const HOP_BY_HOP: [HeaderName; 9] = [
+pub const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
@@ -159,6 +159,11 @@ impl Invocation {
         }
     }
 
+    /// The function invoked.
+    pub fn handle(&self) -> &Arc<FunctionHandle> {
+        &self.handle
+    }
+
     /// The arrival in `clock` milliseconds (the first replica pick reuses it).
     pub fn arrived_ms(&self) -> u64 {
         self.start_us / 1000
@@ -219,7 +224,7 @@ impl Forwarder {
             Err(e) => return error_response(invocation, e, call_id, generated, start_time),
         }
         let mut req = req.map(UpstreamBody::from_client);
-        let arrived_ms = clock::ms_at(invocation.start);
+        let arrived_ms = invocation.arrived_ms();
         match self
             .send(&invocation.handle, &mut req, arrived_ms, None)
             .await
