@@ -19,6 +19,7 @@ pub mod env {
     pub const MAX_BODY_BYTES: &str = "FAASGATE_MAX_BODY_BYTES";
     pub const HOLD_TIMEOUT: &str = "FAASGATE_HOLD_TIMEOUT";
     pub const MAX_QUEUE: &str = "FAASGATE_MAX_QUEUE";
+    pub const WORKERS: &str = "FAASGATE_WORKERS";
     // --- scaler branch ---
     pub const SCALER_TICK: &str = "FAASGATE_SCALER_TICK";
     pub const SCALE_STABLE_WINDOW: &str = "FAASGATE_SCALE_STABLE_WINDOW";

@@ -62,6 +62,11 @@ struct ServeArgs {
     /// How many invocations per function may wait for a replica at once (429 beyond).
     #[arg(long, env = config::env::MAX_QUEUE, default_value_t = 10_000)]
     max_queue: u64,
+    /// Runtime worker threads serving requests (nginx's worker_processes); 0: one per core.
+    /// On a machine whose cores the functions share, fewer workers cost less CPU per request
+    /// (README, "Performance").
+    #[arg(long, env = config::env::WORKERS, default_value_t = 0)]
+    workers: usize,
     #[command(flatten)]
     nomad: NomadArgs,
     #[command(flatten)]
@@ -208,7 +213,7 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
 
 // --- end render ---
 
-// === scaler branch ===
+// --- control plane (issue 4): `faasgate serve` scaler flags ---
 /// The queue-depth autoscaler (per-function settings are `com.openfaas.scale.*` labels).
 #[derive(clap::Args)]
 struct ScalerArgs {
@@ -258,7 +263,6 @@ impl ScalerArgs {
         })
     }
 }
-// === end scaler branch ===
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -293,9 +297,11 @@ fn main() -> anyhow::Result<()> {
                 },
                 scaler: args.scaler.config()?,
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if args.workers > 0 {
+                rt.worker_threads(args.workers);
+            }
+            let rt = rt.enable_all().build()?;
             rt.block_on(serve(config))
         }
     }

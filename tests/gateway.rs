@@ -98,6 +98,34 @@ async fn deploy_list_status_and_invoke_with_every_verb() {
     assert!(m.contains(r#"gateway_service_count{function_name="env-test.openfaas-fn"} 1"#));
 }
 
+/// `--workers 1` (nginx's `worker_processes 1`): one runtime worker serves concurrent
+/// invocations; a count that is not a number is refused naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_serves_concurrent_invocations() {
+    let gw = Gateway::start_with(&["--no-auth", "--workers", "1"], &[]);
+    let r = gw
+        .deploy(json!({"service": "cat1", "image": "x", "envProcess": "cat"}))
+        .await;
+    assert_eq!(r.status, 202);
+    let calls = (0..16).map(|i| {
+        let body = format!("call {i}");
+        let gw = &gw;
+        async move { (gw.req("POST", "/function/cat1", body.clone()).await, body) }
+    });
+    for (r, body) in futures_util::future::join_all(calls).await {
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), body);
+    }
+
+    let out = std::process::Command::new(support::BIN)
+        .args(["serve", "--workers", "two"])
+        .output()
+        .expect("run faasgate");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--workers"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_function_hashes_the_body() {
     let gw = Gateway::start();
