@@ -160,7 +160,11 @@ async fn serve(
         scaling,
         byte_loop: true,
     });
-    tracing::info!(listen = %listener.local_addr()?, "faasgate is serving");
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
+        "faasgate is serving"
+    );
     crate::api::server::serve(
         listener,
         gateway,

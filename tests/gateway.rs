@@ -98,8 +98,9 @@ async fn deploy_list_status_and_invoke_with_every_verb() {
     assert!(m.contains(r#"gateway_service_count{function_name="env-test.openfaas-fn"} 1"#));
 }
 
-/// `--workers 1` (nginx's `worker_processes 1`): one runtime worker serves concurrent
-/// invocations; a count that is not a number is refused naming the flag.
+/// `--workers 1` (nginx's `worker_processes 1`): the runtime has one worker (the serving
+/// line reports the runtime's own count) and it serves concurrent invocations; a count that
+/// is not a number is refused naming the flag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_serves_concurrent_invocations() {
     let gw = Gateway::start_with(&["--no-auth", "--workers", "1"], &[]);
@@ -116,6 +117,15 @@ async fn one_worker_serves_concurrent_invocations() {
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.text(), body);
     }
+    let serving = gw
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("faasgate is serving"))
+        .cloned()
+        .expect("serving line");
+    assert!(serving.contains(" workers=1"), "{serving}");
 
     let out = std::process::Command::new(support::BIN)
         .args(["serve", "--workers", "two"])
