@@ -906,6 +906,35 @@ async fn client_call_id_and_forwarding_headers_are_kept(mode: Mode) {
     assert_eq!(r.all("x-call-id"), ["from-replica"]);
 }
 
+/// Headers the client's `Connection` header names do not reach the replica, but what the
+/// gateway owns is rebuilt on what is left: the body's framing (else the replica would read
+/// the body as the start of the next request on a pooled connection), X-Forwarded-For and
+/// the call id.
+async fn connection_named_framing_and_forwarding_headers_are_this_hops(mode: Mode) {
+    let gw = echo_and_mirror(mode).await;
+    let mut c = Client::connect(gw.addr).await;
+    let r = c
+        .roundtrip(
+            b"POST /function/mirror HTTP/1.1\r\nHost: gw.test\r\n\
+              Connection: Content-Length, X-Forwarded-For, X-Call-Id\r\nContent-Length: 3\r\n\
+              X-Forwarded-For: 10.0.0.1\r\nX-Call-Id: my-call\r\n\r\nabc",
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.body.ends_with(b"\r\n\r\nabc"), "{}", r.body_str());
+    let m = r.mirrored();
+    assert_eq!(m.start, "POST / HTTP/1.1");
+    assert_eq!(m.all("content-length"), ["3"]);
+    let local = c.stream.local_addr().unwrap().to_string();
+    assert_eq!(m.all("x-forwarded-for"), [local.as_str()]);
+    assert_eq!(m.all("x-call-id"), ["my-call"]);
+    // The next request on the same connection (and pooled upstream connection) is whole.
+    for _ in 0..2 {
+        let r = c.roundtrip(&get("/function/mirror/next")).await;
+        assert_eq!(r.mirrored().start, "GET /next HTTP/1.1");
+    }
+}
+
 async fn an_upgrade_request_is_forwarded_without_its_upgrade(mode: Mode) {
     let gw = echo_and_mirror(mode).await;
     let mut c = Client::connect(gw.addr).await;
@@ -1263,6 +1292,7 @@ both_ways!(
     lenient_request_heads_are_served,
     hop_by_hop_request_headers_stay_and_forwarding_headers_are_added,
     client_call_id_and_forwarding_headers_are_kept,
+    connection_named_framing_and_forwarding_headers_are_this_hops,
     an_upgrade_request_is_forwarded_without_its_upgrade,
     hop_by_hop_response_headers_do_not_reach_the_client,
     a_chunked_upstream_answer_reaches_the_client_chunked,

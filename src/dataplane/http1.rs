@@ -133,7 +133,7 @@ pub fn write_request_head<B>(req: &Request<B>, body_len: Option<u64>, out: &mut 
 }
 
 /// Methods whose empty body is still announced (`Content-Length: 0`), as hyper does.
-fn expects_body(m: &Method) -> bool {
+pub fn expects_body(m: &Method) -> bool {
     matches!(*m, Method::POST | Method::PUT | Method::PATCH)
 }
 
