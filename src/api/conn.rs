@@ -411,7 +411,7 @@ impl Client {
             biased;
             n = self.stream.read_buf(&mut self.buf) => Ok(n? > 0),
             _ = deadline => Ok(false),
-            _ = shutdown.changed(), if idle => Ok(false),
+            _ = shutdown.wait_for(|s| *s), if idle => Ok(false),
         }
     }
 
