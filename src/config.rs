@@ -20,6 +20,11 @@ pub mod env {
     pub const HOLD_TIMEOUT: &str = "FAASGATE_HOLD_TIMEOUT";
     pub const MAX_QUEUE: &str = "FAASGATE_MAX_QUEUE";
     pub const WORKERS: &str = "FAASGATE_WORKERS";
+    pub const UPSTREAM_READ_TIMEOUT: &str = "FAASGATE_UPSTREAM_READ_TIMEOUT";
+    pub const UPSTREAM_IDLE_TIMEOUT: &str = "FAASGATE_UPSTREAM_IDLE_TIMEOUT";
+    pub const UPSTREAM_MAX_IDLE: &str = "FAASGATE_UPSTREAM_MAX_IDLE";
+    pub const MAX_CONNECTIONS: &str = "FAASGATE_MAX_CONNECTIONS";
+    pub const ALLOW_UNDERSCORE_HEADERS: &str = "FAASGATE_ALLOW_UNDERSCORE_HEADERS";
     // --- scaler branch ---
     pub const SCALER_TICK: &str = "FAASGATE_SCALER_TICK";
     pub const SCALE_STABLE_WINDOW: &str = "FAASGATE_SCALE_STABLE_WINDOW";
@@ -103,7 +108,42 @@ pub struct GatewayConfig {
     pub nomad: Option<crate::control::nomad::NomadOptions>,
     /// The queue-depth autoscaler and alert scaling (scaler branch).
     pub scaler: crate::control::scaler::ScalerConfig,
+    /// Bounds of the client connections and the upstream leg.
+    pub wire: WireLimits,
 }
+
+/// Bounds of the client side and the upstream leg of the data plane.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WireLimits {
+    /// Bound on the wait for each next byte of a response body (nginx's
+    /// `proxy_read_timeout`).
+    pub upstream_read_timeout: Duration,
+    /// An idle pooled upstream connection is closed after this (nginx's upstream
+    /// `keepalive_timeout`).
+    pub upstream_idle_timeout: Duration,
+    /// Idle pooled upstream connections kept per replica (nginx's upstream `keepalive`).
+    pub upstream_max_idle: usize,
+    /// Client connections served at once; the listener stops accepting at this count (the
+    /// kernel's backlog holds further ones) until one closes.
+    pub max_connections: usize,
+    /// Forward request headers whose names hold `_` (nginx's `underscores_in_headers`).
+    pub allow_underscore_headers: bool,
+}
+
+impl Default for WireLimits {
+    fn default() -> Self {
+        Self {
+            upstream_read_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: crate::dataplane::pool::DEFAULT_IDLE_TIMEOUT,
+            upstream_max_idle: crate::dataplane::pool::DEFAULT_MAX_IDLE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            allow_underscore_headers: false,
+        }
+    }
+}
+
+/// Client connections served at once unless configured.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
@@ -140,6 +180,7 @@ impl GatewayConfig {
             max_queue: 10_000,
             nomad: None,
             scaler: Default::default(),
+            wire: WireLimits::default(),
         }
     }
 }

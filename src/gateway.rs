@@ -74,6 +74,11 @@ pub async fn run(
         None
     };
 
+    // Before any replica (and so any pool) exists.
+    crate::dataplane::pool::configure(
+        config.wire.upstream_max_idle,
+        config.wire.upstream_idle_timeout,
+    );
     let routes = Arc::new(Routes::new());
     let provider: Arc<dyn Provider> = match config.provider {
         ProviderKind::Local => {
@@ -146,8 +151,11 @@ async fn serve(
         forwarder: Forwarder::new(
             ForwardConfig {
                 upstream_timeout: config.timeouts.upstream,
+                body_timeout: config.wire.upstream_read_timeout,
+                client_body_timeout: config.timeouts.read,
                 hold_timeout: config.hold_timeout,
                 max_queue: config.max_queue,
+                allow_underscore_headers: config.wire.allow_underscore_headers,
             },
             cold_tx,
         ),
@@ -165,20 +173,47 @@ async fn serve(
         workers = tokio::runtime::Handle::current().metrics().num_workers(),
         "faasgate is serving"
     );
-    crate::api::server::serve(
+    let trimmer = spawn_pool_trimmer(routes.clone(), config.wire.upstream_idle_timeout);
+    crate::api::server::serve_limited(
         listener,
         gateway,
         config.timeouts.read,
         config.timeouts.write,
+        config.wire.max_connections,
         shutdown,
     )
     .await;
+    trimmer.abort();
     cold_task.abort();
     sampler.abort();
     if let Some(task) = scaler_task {
         task.abort();
     }
     Ok(())
+}
+
+/// Closes idle upstream connections past `idle_timeout` in every replica's pool, a few
+/// times per timeout (a pool with no traffic is never checked out, so nothing else would).
+fn spawn_pool_trimmer(
+    routes: Arc<Routes>,
+    idle_timeout: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let every = (idle_timeout / 4).clamp(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(15),
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for handle in routes.snapshot() {
+                for replica in handle.state().replicas.iter() {
+                    replica.pool().trim();
+                }
+            }
+        }
+    })
 }
 
 /// Deploys a stack file's functions: new ones are deployed, changed ones updated, unchanged

@@ -67,6 +67,26 @@ struct ServeArgs {
     /// (README, "Performance").
     #[arg(long, env = config::env::WORKERS, default_value_t = 0)]
     workers: usize,
+    /// Bound on the wait for each next byte of a function's response body once its head has
+    /// arrived (nginx's proxy_read_timeout); the client connection is closed beyond it.
+    #[arg(long, env = config::env::UPSTREAM_READ_TIMEOUT, default_value = "60s")]
+    upstream_read_timeout: String,
+    /// An idle keep-alive connection to a replica is closed after this.
+    #[arg(long, env = config::env::UPSTREAM_IDLE_TIMEOUT, default_value = "60s")]
+    upstream_idle_timeout: String,
+    /// Idle keep-alive connections kept per replica (nginx's upstream keepalive); 0: none.
+    #[arg(long, env = config::env::UPSTREAM_MAX_IDLE,
+          default_value_t = faasgate::dataplane::pool::DEFAULT_MAX_IDLE)]
+    upstream_max_idle: usize,
+    /// Client connections served at once; beyond it new connections wait in the listen
+    /// backlog until one closes.
+    #[arg(long, env = config::env::MAX_CONNECTIONS,
+          default_value_t = config::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Forward request headers whose names hold '_' (dropped by default, as nginx does).
+    #[arg(long, env = config::env::ALLOW_UNDERSCORE_HEADERS)]
+    allow_underscore_headers: bool,
     #[command(flatten)]
     nomad: NomadArgs,
     #[command(flatten)]
@@ -296,6 +316,19 @@ fn main() -> anyhow::Result<()> {
                     ProviderKind::Local => None,
                 },
                 scaler: args.scaler.config()?,
+                wire: config::WireLimits {
+                    upstream_read_timeout: config::parse_duration(
+                        "--upstream-read-timeout",
+                        &args.upstream_read_timeout,
+                    )?,
+                    upstream_idle_timeout: config::parse_duration(
+                        "--upstream-idle-timeout",
+                        &args.upstream_idle_timeout,
+                    )?,
+                    upstream_max_idle: args.upstream_max_idle,
+                    max_connections: args.max_connections as usize,
+                    allow_underscore_headers: args.allow_underscore_headers,
+                },
             };
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if args.workers > 0 {

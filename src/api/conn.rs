@@ -46,6 +46,7 @@ use super::Gateway;
 use crate::dataplane::forward::{self, Invocation, Peer, RawRequest};
 use crate::dataplane::http1::{self, trim, ChunkedDecoder, Decoded, Framing, RawHead, LAST_CHUNK};
 use crate::dataplane::pool::Conn;
+use crate::dataplane::request_rules::{self, RequestError, RequestRules};
 use crate::dataplane::table::FunctionHandle;
 use crate::names::KeyRef;
 
@@ -55,6 +56,8 @@ pub const FAST_BODY: usize = 64 * 1024;
 /// Request head bytes the loop waits for; a longer head goes to hyper (which answers 431 or
 /// serves it).
 const MAX_HEAD: usize = 16 * 1024;
+/// The read buffer hyper's server may grow to for a request head.
+const MAX_HYPER_HEAD: usize = 96 * 1024;
 /// Request headers the loop parses; more goes to hyper.
 const MAX_HEADERS: usize = 64;
 /// `Connection`-named headers the loop strips; more goes to hyper.
@@ -100,8 +103,18 @@ pub async fn serve(
         let (handle, plan) = loop {
             let lookup = |key: KeyRef<'_>| gateway.routes.get(key);
             let forwarded_for = peer.forwarded_for.as_bytes();
-            match plan(&client.buf, &mut client.up, forwarded_for, lookup) {
+            match plan(
+                &client.buf,
+                &mut client.up,
+                forwarded_for,
+                gateway.forwarder.allow_underscore_headers(),
+                lookup,
+            ) {
                 Step::Serve(handle, plan) => break (handle, plan),
+                Step::Reject(e) => {
+                    client.reject(e).await;
+                    return;
+                }
                 Step::Handoff => {
                     let stream = Rewind {
                         prefix: client.buf,
@@ -156,6 +169,8 @@ enum Step<H> {
     Handoff,
     /// An invocation of the function `H` whose upstream request is written in `up`.
     Serve(H, Plan),
+    /// A head that breaks a rule every request must pass: answered 400, then closed.
+    Reject(RequestError),
 }
 
 /// An invocation the loop serves.
@@ -199,6 +214,7 @@ fn plan<H>(
     buf: &[u8],
     up: &mut Vec<u8>,
     forwarded_for: &[u8],
+    allow_underscores: bool,
     lookup: impl FnOnce(KeyRef<'_>) -> Option<H>,
 ) -> Step<H> {
     if buf.is_empty() {
@@ -213,9 +229,65 @@ fn plan<H>(
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Step::More,
         _ => return Step::Handoff,
     };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Step::Handoff;
     };
+    // One pass over the headers: the RFC 9112 rules every request passes, whoever serves
+    // it (`request_rules`), and what an invocation's upstream head needs.
+    let mut rules = RequestRules::new();
+    let mut length: Option<u64> = None;
+    let mut unusual = false;
+    let mut close = false;
+    let mut host: Option<&[u8]> = None;
+    let (mut has_xff, mut has_xfh) = (false, false);
+    let mut client_call_id: Option<&[u8]> = None;
+    let mut named: [&[u8]; MAX_NAMED] = [&[]; MAX_NAMED];
+    let mut named_count = 0;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if eq(name, b"content-length") {
+            rules.content_length(h.value);
+            match content_length(h.value) {
+                Some(n) if length.map_or(true, |m| m == n) => length = Some(n),
+                _ => unusual = true,
+            }
+        } else if eq(name, b"transfer-encoding") {
+            rules.transfer_encoding(h.value);
+            unusual = true;
+        } else if eq(name, b"expect") || eq(name, b"upgrade") {
+            unusual = true;
+        } else if eq(name, b"connection") {
+            for token in h.value.split(|&b| b == b',').map(trim) {
+                // `Host` is never this hop's only: it is kept whatever `Connection` names.
+                if token.is_empty() || eq(token, b"keep-alive") || eq(token, b"host") {
+                    continue;
+                }
+                if eq(token, b"close") {
+                    close = true;
+                } else if eq(token, b"upgrade") || named_count == MAX_NAMED {
+                    unusual = true;
+                } else {
+                    named[named_count] = token;
+                    named_count += 1;
+                }
+            }
+        } else if eq(name, b"host") {
+            rules.host(h.value);
+            host = Some(h.value);
+        } else if eq(name, b"x-forwarded-for") {
+            has_xff = true;
+        } else if eq(name, b"x-forwarded-host") {
+            has_xfh = true;
+        } else if eq(name, b"x-call-id") {
+            client_call_id = client_call_id.or(Some(h.value));
+        }
+    }
+    if let Err(e) = rules.check(minor) {
+        return Step::Reject(e);
+    }
+    if minor != 1 || unusual {
+        return Step::Handoff;
+    }
     // Its kind (idempotent, expects a body, HEAD) as the hyper path judges it; standard
     // methods parse without allocating.
     let Ok(kind) = Method::from_bytes(method.as_bytes()) else {
@@ -240,64 +312,19 @@ fn plan<H>(
     };
     let rest = &after[segment_len..];
 
-    let mut length: Option<u64> = None;
-    let mut close = false;
-    let mut host: Option<&[u8]> = None;
-    let (mut has_xff, mut has_xfh) = (false, false);
-    let mut client_call_id: Option<&[u8]> = None;
-    let mut named: [&[u8]; MAX_NAMED] = [&[]; MAX_NAMED];
-    let mut named_count = 0;
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if eq(name, b"content-length") {
-            match content_length(h.value) {
-                Some(n) if length.map_or(true, |m| m == n) => length = Some(n),
-                _ => return Step::Handoff,
-            }
-        } else if eq(name, b"transfer-encoding") || eq(name, b"expect") || eq(name, b"upgrade") {
-            return Step::Handoff;
-        } else if eq(name, b"connection") {
-            for token in h.value.split(|&b| b == b',').map(trim) {
-                if token.is_empty() || eq(token, b"keep-alive") {
-                    continue;
-                }
-                if eq(token, b"close") {
-                    close = true;
-                } else if eq(token, b"upgrade") || named_count == MAX_NAMED {
-                    return Step::Handoff;
-                } else {
-                    named[named_count] = token;
-                    named_count += 1;
-                }
-            }
-        } else if eq(name, b"host") {
-            // The first, as `HeaderMap::get` gives the hyper path.
-            host = host.or(Some(h.value));
-        } else if eq(name, b"x-forwarded-for") {
-            has_xff = true;
-        } else if eq(name, b"x-forwarded-host") {
-            has_xfh = true;
-        } else if eq(name, b"x-call-id") {
-            client_call_id = client_call_id.or(Some(h.value));
-        }
-    }
     let named = &named[..named_count];
     // Headers the `Connection` header names do not reach the upstream: what the loop adds
     // (forwarding headers, framing) is decided on what is left, as the hyper path strips
     // before it inserts. Rare, so the common case keeps the single pass above.
-    let mut length_kept = length.is_some();
     if !named.is_empty() {
         let is_named = |n: &[u8]| named.iter().any(|t| eq(n, t));
-        length_kept &= !is_named(b"content-length");
-        (host, has_xff, has_xfh) = (None, false, false);
+        (has_xff, has_xfh) = (false, false);
         for h in req.headers.iter() {
             let name = h.name.as_bytes();
             if is_named(name) {
                 continue;
             }
-            if eq(name, b"host") {
-                host = host.or(Some(h.value));
-            } else if eq(name, b"x-forwarded-for") {
+            if eq(name, b"x-forwarded-for") {
                 has_xff = true;
             } else if eq(name, b"x-forwarded-host") {
                 has_xfh = true;
@@ -331,8 +358,10 @@ fn plan<H>(
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if is_hop_by_hop(name)
+            || eq(name, b"content-length")
             || eq(name, b"x-start-time")
             || eq(name, b"x-call-id")
+            || !request_rules::forwardable_name(name, allow_underscores)
             || named.iter().any(|n| eq(name, n))
         {
             continue;
@@ -352,10 +381,10 @@ fn plan<H>(
     if let (false, Some(host)) = (has_xfh, host) {
         header(up, b"x-forwarded-host", host);
     }
-    // Framing is this hop's, as `http1::write_request_head` makes it: the body's length
-    // when the client's header did not survive, `0` for an empty body of a method that
-    // expects one.
-    if !length_kept && (length.is_some() || http1::expects_body(&kind)) {
+    // Framing is this hop's, written once, as `http1::write_request_head` makes it: the
+    // body's length (equal duplicates of the client's are one value, RFC 9110 section 8.6),
+    // `0` for an empty body of a method that expects one.
+    if length.is_some() || http1::expects_body(&kind) {
         header(up, b"content-length", itoa.format(body_len).as_bytes());
     }
     up.extend_from_slice(b"\r\n");
@@ -393,6 +422,15 @@ fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
 enum Broken {
     Client,
     Upstream,
+    /// No body byte from the upstream within `body_timeout`.
+    Stalled,
+}
+
+/// The bound on each wait for the next upstream body byte: the connection's timer, moved
+/// coarsely (`forward::coarse_deadline`).
+struct Idle<'a> {
+    sleep: Pin<&'a mut Sleep>,
+    limit: Duration,
 }
 
 impl Client {
@@ -421,7 +459,7 @@ impl Client {
         gateway: &Gateway,
         handle: Arc<FunctionHandle>,
         plan: Plan,
-        deadline: Pin<&mut Sleep>,
+        mut deadline: Pin<&mut Sleep>,
     ) -> Result<bool, Broken> {
         let mut invocation = Invocation::start(handle);
         let mut req = RawRequest {
@@ -437,7 +475,7 @@ impl Client {
                 invocation.handle(),
                 &mut req,
                 invocation.arrived_ms(),
-                deadline,
+                deadline.as_mut(),
             )
             .await;
         self.buf.advance(plan.len);
@@ -463,12 +501,25 @@ impl Client {
             &plan,
         );
         conn.read.advance(self.head.len);
-        match framing {
-            Framing::Empty => {}
-            Framing::Length(n) => self.copy_length(&mut conn, n).await?,
-            Framing::Chunked => self.copy_chunked(&mut conn).await?,
-            Framing::Close => self.copy_to_close(&mut conn).await?,
+        // The body's reads share the connection's upstream timer, now bounding each wait
+        // for the next body byte (`body_timeout`).
+        let mut idle = Idle {
+            sleep: deadline,
+            limit: gateway.forwarder.body_timeout(),
+        };
+        let copied = match framing {
+            Framing::Empty => Ok(()),
+            Framing::Length(n) => self.copy_length(&mut conn, n, &mut idle).await,
+            Framing::Chunked => self.copy_chunked(&mut conn, &mut idle).await,
+            Framing::Close => self.copy_to_close(&mut conn, &mut idle).await,
+        };
+        if let Err(Broken::Stalled) = copied {
+            // The client got a head and part of a body: only closing tells it the answer
+            // is cut. Recorded as a gateway timeout.
+            invocation.set_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
+            crate::dataplane::body::count_body_timeout();
         }
+        copied?;
         self.flush().await?;
         if keep_alive {
             pending.replica().pool().checkin(conn);
@@ -476,6 +527,26 @@ impl Client {
         drop(pending);
         drop(invocation);
         Ok(!plan.close)
+    }
+
+    /// Answers a request head that breaks a rule with 400 and closes: what follows its
+    /// head cannot be framed with confidence (RFC 9112 section 6.3).
+    async fn reject(&mut self, e: RequestError) {
+        let body = e.message();
+        self.out.clear();
+        let out = &mut self.out;
+        status_line(out, StatusCode::BAD_REQUEST, b"");
+        header(out, b"content-type", b"text/plain; charset=utf-8");
+        let mut itoa = itoa::Buffer::new();
+        header(out, b"content-length", itoa.format(body.len()).as_bytes());
+        date::with(|d| header(out, b"date", d));
+        header(out, b"connection", b"close");
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body.as_bytes());
+        crate::dataplane::request_rules::count_rejected(e);
+        if self.flush().await.is_ok() {
+            let _ = self.stream.shutdown().await;
+        }
     }
 
     /// The answer for an invocation that got no upstream response, as the hyper path writes it.
@@ -509,15 +580,25 @@ impl Client {
 
     /// Reads more of the upstream body, first writing what the client has not got yet (a
     /// streamed answer reaches the client as produced). `Ok(false)`: EOF.
-    async fn refill(&mut self, conn: &mut Conn) -> Result<bool, Broken> {
+    async fn refill(&mut self, conn: &mut Conn, idle: &mut Idle<'_>) -> Result<bool, Broken> {
         self.flush().await?;
-        match conn.read_more().await {
-            Ok(n) => Ok(n > 0),
-            Err(_) => Err(Broken::Upstream),
+        forward::coarse_deadline(idle.sleep.as_mut(), idle.limit);
+        tokio::select! {
+            biased;
+            read = conn.read_more() => match read {
+                Ok(n) => Ok(n > 0),
+                Err(_) => Err(Broken::Upstream),
+            },
+            _ = idle.sleep.as_mut() => Err(Broken::Stalled),
         }
     }
 
-    async fn copy_length(&mut self, conn: &mut Conn, mut left: u64) -> Result<(), Broken> {
+    async fn copy_length(
+        &mut self,
+        conn: &mut Conn,
+        mut left: u64,
+        idle: &mut Idle<'_>,
+    ) -> Result<(), Broken> {
         loop {
             let take = (conn.read.len() as u64).min(left) as usize;
             if take > 0 {
@@ -536,13 +617,13 @@ impl Client {
             if left == 0 {
                 return Ok(());
             }
-            if !self.refill(conn).await? {
+            if !self.refill(conn, idle).await? {
                 return Err(Broken::Upstream);
             }
         }
     }
 
-    async fn copy_chunked(&mut self, conn: &mut Conn) -> Result<(), Broken> {
+    async fn copy_chunked(&mut self, conn: &mut Conn, idle: &mut Idle<'_>) -> Result<(), Broken> {
         let mut decoder = ChunkedDecoder::new();
         loop {
             match decoder.decode(&mut conn.read) {
@@ -557,7 +638,7 @@ impl Client {
                     return Ok(());
                 }
                 Ok(Decoded::NeedMore) => {
-                    if !self.refill(conn).await? {
+                    if !self.refill(conn, idle).await? {
                         return Err(Broken::Upstream);
                     }
                 }
@@ -567,13 +648,13 @@ impl Client {
     }
 
     /// A body delimited by the upstream closing: sent on chunked, to its end.
-    async fn copy_to_close(&mut self, conn: &mut Conn) -> Result<(), Broken> {
+    async fn copy_to_close(&mut self, conn: &mut Conn, idle: &mut Idle<'_>) -> Result<(), Broken> {
         loop {
             if !conn.read.is_empty() {
                 let data = conn.read.split();
                 self.chunk(&data);
             }
-            if !self.refill(conn).await? {
+            if !self.refill(conn, idle).await? {
                 self.out.extend_from_slice(LAST_CHUNK);
                 return Ok(());
             }
@@ -680,6 +761,9 @@ async fn handoff(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(read_timeout)
+        // A head's buffer is bounded (hyper's default is ~400 KiB) so that many clients
+        // sending heads slowly cost bounded memory; a head over it is answered 431.
+        .max_buf_size(MAX_HYPER_HEAD)
         .keep_alive(true);
     let svc = service_fn(move |req| {
         let gw = gateway.clone();
@@ -784,7 +868,7 @@ mod tests {
     /// Plans `buf` against one function, `echo` in namespace `openfaas-fn`.
     fn run(buf: &[u8]) -> (Step<()>, Vec<u8>) {
         let mut up = Vec::new();
-        let step = plan(buf, &mut up, PEER, |k: KeyRef<'_>| {
+        let step = plan(buf, &mut up, PEER, false, |k: KeyRef<'_>| {
             (k.name == "echo" && k.namespace == "openfaas-fn").then_some(())
         });
         (step, up)
@@ -795,6 +879,7 @@ mod tests {
             (Step::Serve((), p), up) => (p, String::from_utf8(up).unwrap()),
             (Step::More, _) => panic!("asked for more: {:?}", String::from_utf8_lossy(buf)),
             (Step::Handoff, _) => panic!("handed off: {:?}", String::from_utf8_lossy(buf)),
+            (Step::Reject(e), _) => panic!("rejected ({e}): {:?}", String::from_utf8_lossy(buf)),
         }
     }
 
@@ -824,7 +909,10 @@ mod tests {
               Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
               Proxy-Authorization: Basic x\r\nX-Start-Time: 5\r\nAccept: */*\r\n\r\n",
         );
-        assert!(up.starts_with("GET /a/b?q=1&r=%20 HTTP/1.1\r\n"), "{up}");
+        assert!(
+            up.starts_with("GET /a/b?q=1&r=%20 HTTP/1.1\r\nHost: gw:8080\r\n"),
+            "{up}"
+        );
         let h = headers(&up);
         for gone in [
             "connection",
@@ -875,7 +963,7 @@ mod tests {
             let req = format!("GET {target} HTTP/1.1\r\nHost: g\r\n\r\n");
             let (_, up) = served(req.as_bytes());
             assert!(
-                up.starts_with(&format!("GET {upstream} HTTP/1.1\r\n")),
+                up.starts_with(&format!("GET {upstream} HTTP/1.1\r\nHost: g\r\n")),
                 "{target}: {up}"
             );
         }
@@ -883,22 +971,22 @@ mod tests {
 
     #[test]
     fn bodies_are_buffered_whole_and_pipelined_requests_left() {
-        let req = b"POST /function/echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /function/echo HTTP/1.1\r\n\r\n";
+        let req = b"POST /function/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhelloGET /function/echo HTTP/1.1\r\nHost: gw\r\n\r\n";
         let (p, up) = served(req);
         assert_eq!(
             p.len,
-            req.len() - "GET /function/echo HTTP/1.1\r\n\r\n".len()
+            req.len() - "GET /function/echo HTTP/1.1\r\nHost: gw\r\n\r\n".len()
         );
         assert!(up.ends_with("\r\n\r\nhello"), "{up}");
         assert!(!p.bodiless && !p.idempotent);
         assert_eq!(get(&headers(&up), "content-length"), ["5"]);
         // No length on a POST: an empty body, announced as the hyper path announces it.
-        let (p, up) = served(b"POST /function/echo HTTP/1.1\r\n\r\n");
+        let (p, up) = served(b"POST /function/echo HTTP/1.1\r\nHost: gw\r\n\r\n");
         assert!(p.bodiless);
         assert_eq!(get(&headers(&up), "content-length"), ["0"]);
         // A body not yet all read, and a head cut short, ask for more.
         assert!(matches!(
-            run(b"PUT /function/echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel").0,
+            run(b"PUT /function/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhel").0,
             Step::More
         ));
         assert!(matches!(run(b"GET /function/ec").0, Step::More));
@@ -906,39 +994,97 @@ mod tests {
     }
 
     #[test]
+    fn heads_breaking_rfc_9112_rules_are_rejected_whoever_serves_them() {
+        use RequestError::*;
+        for (req, why) in [
+            ("GET /function/echo HTTP/1.1\r\n\r\n", MissingHost),
+            ("GET /system/info HTTP/1.1\r\n\r\n", MissingHost),
+            ("GET /function/echo HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", DuplicateHost),
+            ("GET /function/echo HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", DuplicateHost),
+            ("GET /function/echo HTTP/1.1\r\nHost: a b\r\n\r\n", InvalidHost),
+            (
+                "POST /function/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+                InvalidLength,
+            ),
+            ("POST /function/echo HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\na", InvalidLength),
+            (
+                "POST /function/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                LengthWithTransferEncoding,
+            ),
+            (
+                "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                TransferEncoding,
+            ),
+        ] {
+            match run(req.as_bytes()).0 {
+                Step::Reject(e) => assert_eq!(e, why, "{req:?}"),
+                _ => panic!("not rejected: {req:?}"),
+            }
+        }
+        // HTTP/1.0 needs no Host; equal duplicate lengths are one length, sent once.
+        assert!(matches!(
+            run(b"GET /function/echo HTTP/1.0\r\n\r\n").0,
+            Step::Handoff
+        ));
+        let (_, up) = served(
+            b"POST /function/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+        );
+        assert_eq!(get(&headers(&up), "content-length"), ["2"]);
+        // `Connection: host` never removes Host; names with `_` are dropped by default.
+        let (_, up) = served(
+            b"GET /function/echo HTTP/1.1\r\nHost: a\r\nConnection: host\r\nContent_Length: 9\r\nX_Y: 1\r\n\r\n",
+        );
+        let h = headers(&up);
+        assert_eq!(get(&h, "host"), ["a"]);
+        assert!(
+            get(&h, "content_length").is_empty() && get(&h, "x_y").is_empty(),
+            "{up}"
+        );
+        let mut up = Vec::new();
+        let step = plan(
+            b"GET /function/echo HTTP/1.1\r\nHost: a\r\nX_Y: 1\r\n\r\n",
+            &mut up,
+            PEER,
+            true,
+            |_| Some(()),
+        );
+        assert!(matches!(step, Step::Serve(..)));
+        assert_eq!(get(&headers(&String::from_utf8(up).unwrap()), "x_y"), ["1"]);
+    }
+
+    #[test]
     fn close_head_and_idempotence_are_read() {
-        let (p, _) = served(b"HEAD /function/echo HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let (p, _) =
+            served(b"HEAD /function/echo HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
         assert!(p.close && p.head_request && p.idempotent);
-        let (p, _) = served(b"DELETE /function/echo HTTP/1.1\r\n\r\n");
+        let (p, _) = served(b"DELETE /function/echo HTTP/1.1\r\nHost: gw\r\n\r\n");
         assert!(!p.idempotent && !p.close);
     }
 
     #[test]
     fn what_the_loop_does_not_serve_goes_to_hyper() {
         let big = format!(
-            "POST /function/echo HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            "POST /function/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n",
             FAST_BODY + 1
         );
         let long_head = format!(
-            "GET /function/echo HTTP/1.1\r\nX-Long: {}",
+            "GET /function/echo HTTP/1.1\r\nHost: gw\r\nX-Long: {}",
             "a".repeat(MAX_HEAD)
         );
         for req in [
             "GET /function/echo HTTP/1.0\r\n\r\n",
-            "GET /system/info HTTP/1.1\r\n\r\n",
-            "GET /healthz HTTP/1.1\r\n\r\n",
-            "GET http://gw/function/echo HTTP/1.1\r\n\r\n",
-            "GET /function/nope HTTP/1.1\r\n\r\n",
-            "GET /function/echo.other HTTP/1.1\r\n\r\n",
-            "POST /function/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST /function/echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
-            "GET /function/echo HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-            "POST /function/echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
-            "POST /function/echo HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\na",
-            "POST /function/echo HTTP/1.1\r\nContent-Length: +1\r\n\r\na",
-            "GET /function/echo HTTP/1.1\r\nBad Header\r\n\r\n",
-            "GET /function/echo#frag HTTP/1.1\r\n\r\n",
-            "GET /function/echo HTTP/1.1\r\nConnection: a, b, c, d, e, f, g, h, i\r\n\r\n",
+            "GET /system/info HTTP/1.1\r\nHost: gw\r\n\r\n",
+            "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n",
+            "GET http://gw/function/echo HTTP/1.1\r\nHost: gw\r\n\r\n",
+            "GET /function/nope HTTP/1.1\r\nHost: gw\r\n\r\n",
+            "GET /function/echo.other HTTP/1.1\r\nHost: gw\r\n\r\n",
+            "POST /function/echo HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /function/echo HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "GET /function/echo HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "POST /function/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 1, 1\r\n\r\na",
+            "GET /function/echo HTTP/1.1\r\nHost: gw\r\nBad Header\r\n\r\n",
+            "GET /function/echo#frag HTTP/1.1\r\nHost: gw\r\n\r\n",
+            "GET /function/echo HTTP/1.1\r\nHost: gw\r\nConnection: a, b, c, d, e, f, g, h, i\r\n\r\n",
             "BREW /function/echo HTCPCP/1.0\r\n\r\n",
             &big,
             &long_head,
@@ -1065,8 +1211,8 @@ mod tests {
             body in proptest::collection::vec(any::<u8>(), 0..64),
             cut in any::<usize>(),
         ) {
-            let mut req = format!("POST /function/echo/x HTTP/1.1\r\nContent-Length: {}\r\n", body.len());
-            let mut sent = Vec::new();
+            let mut req = format!("POST /function/echo/x HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n", body.len());
+            let mut sent = vec![("host".to_string(), "gw".to_string())];
             for (n, v) in &headers {
                 if n.eq_ignore_ascii_case("content-length") {
                     continue;
@@ -1098,7 +1244,7 @@ mod tests {
             let expected: Vec<(String, String)> = sent
                 .iter()
                 .filter(|(n, _)| !is_hop_by_hop(n.as_bytes()))
-                .filter(|(n, _)| n != "x-start-time" && !named.contains(n))
+                .filter(|(n, _)| n != "x-start-time" && (n == "host" || !named.contains(n)))
                 .cloned()
                 .collect();
             let got: Vec<(String, String)> = parsed
@@ -1106,7 +1252,7 @@ mod tests {
                 .iter()
                 .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
                 .collect();
-            let ours = ["content-length", "x-call-id", "x-start-time", "x-forwarded-for"];
+            let ours = ["content-length", "x-call-id", "x-start-time", "x-forwarded-for", "x-forwarded-host"];
             let theirs: Vec<(String, String)> = got
                 .iter()
                 .filter(|(n, _)| !ours.contains(&n.as_str()))

@@ -29,6 +29,7 @@ use crate::control::scaler::Scaling;
 use crate::control::Provider;
 use crate::dataplane::body::GatewayBody;
 use crate::dataplane::forward::{Forwarder, Peer};
+use crate::dataplane::request_rules;
 use crate::dataplane::Routes;
 use crate::metrics::exposition::Exposition;
 use crate::metrics::series::Series;
@@ -56,6 +57,18 @@ pub struct Gateway {
     pub byte_loop: bool,
 }
 
+/// The 400 for a request that breaks a rule every request must pass (`request_rules`);
+/// the connection closes after it. (hyper's parser applies the framing rules itself: a
+/// conflicting `Content-Length` or a `Transfer-Encoding` not ending in `chunked` is a 400
+/// before a request reaches `handle`.)
+pub(crate) fn reject(e: request_rules::RequestError) -> Response<GatewayBody> {
+    request_rules::count_rejected(e);
+    let mut resp = text(StatusCode::BAD_REQUEST, e.message());
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// The `?namespace=` query of /system routes.
 #[derive(Debug, Default, Deserialize)]
 pub struct NamespaceQuery {
@@ -65,6 +78,9 @@ pub struct NamespaceQuery {
 
 impl Gateway {
     pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<GatewayBody> {
+        if let Err(e) = request_rules::check_host(req.version(), req.headers()) {
+            return reject(e);
+        }
         let path = req.uri().path();
         if let Some(rest) = path.strip_prefix(FUNCTION_PREFIX) {
             let segment = rest.split('/').next().unwrap_or("");

@@ -4,16 +4,31 @@
 //! `serve` runs until `shutdown` resolves, then stops accepting, tells every connection to
 //! finish the request in hand and close, and waits for them, bounded by `drain` (the
 //! gateway's `write_timeout`); connections still open then are dropped.
+//!
+//! At most `max_connections` client connections are served at once: at the limit the loop
+//! stops accepting until one closes, so further clients wait in the kernel's listen backlog
+//! (and beyond it their connects are refused or time out, as the kernel decides), and the
+//! gateway's memory and descriptors stay bounded whatever clients do. Open connections are
+//! exported as `faasgate_client_connections`.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use super::{conn, Gateway};
 
+static OPEN: AtomicU64 = AtomicU64::new(0);
+
+/// Client connections open now, in this process.
+pub fn open_connections() -> u64 {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// Serves `listener` with at most [`crate::config::DEFAULT_MAX_CONNECTIONS`] connections.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -21,10 +36,39 @@ pub async fn serve(
     drain: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_limited(
+        listener,
+        gateway,
+        read_timeout,
+        drain,
+        crate::config::DEFAULT_MAX_CONNECTIONS,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `listener` with at most `max_connections` client connections at once.
+pub async fn serve_limited(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    read_timeout: Duration,
+    drain: Duration,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
     // Every connection task holds a receiver: `closed` resolves when the last one ends.
     let (stopping, watch) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // A free slot before the next accept: at the limit, clients wait in the backlog.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, addr) = match accepted {
@@ -39,7 +83,12 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
                 let watch = watch.clone();
-                tokio::spawn(conn::serve(stream, addr, gw, read_timeout, watch));
+                OPEN.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    conn::serve(stream, addr, gw, read_timeout, watch).await;
+                    OPEN.fetch_sub(1, Ordering::Relaxed);
+                    drop(slot);
+                });
             }
             _ = &mut shutdown => break,
         }

@@ -10,13 +10,16 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::stream::BoxStream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::io::AsyncWrite;
+use tokio::time::Sleep;
 
 use crate::dataplane::forward::Invocation;
 use crate::dataplane::http1::{
@@ -47,7 +50,7 @@ pub struct ProxiedBody {
     /// The connection and, until the body ends, the replica's pending count.
     inner: PooledResponse<PendingGuard>,
     /// Records the invocation when dropped.
-    _invocation: Invocation,
+    invocation: Invocation,
 }
 
 /// Where a response's connection goes when its body has ended cleanly on a connection that
@@ -68,6 +71,34 @@ pub struct PooledResponse<R> {
     framing: BodyFraming,
     keep_alive: bool,
     release: Option<R>,
+    /// The bound on each wait for the next body byte, when set ([`Self::idle_timeout`]).
+    idle: Option<IdleTimer>,
+}
+
+/// An idle bound armed lazily: the timer is made (one allocation) the first time a body
+/// read has to wait, so a body that arrived with its head costs none; it is moved forward
+/// at most once a second of progress ([`crate::dataplane::forward::coarse_deadline`]).
+struct IdleTimer {
+    limit: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    progressed: bool,
+}
+
+/// The body bytes stopped coming within the idle bound.
+#[derive(Debug, thiserror::Error)]
+#[error("no response body byte for {0:?}")]
+pub struct BodyTimeout(pub Duration);
+
+static BODY_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one response cut because its body stalled (`faasgate_upstream_body_timeouts_total`).
+pub fn count_body_timeout() {
+    BODY_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Responses cut because their body stalled, since the process started.
+pub fn body_timeouts() -> u64 {
+    BODY_TIMEOUTS.load(Ordering::Relaxed)
 }
 
 /// The client's request body on its way to the replica, written as the socket takes it.
@@ -85,6 +116,23 @@ pub struct Upload {
     crlf_after_big: bool,
     /// The body has ended and its end is staged.
     ended: bool,
+    /// Some byte (the head included) has been written to the replica.
+    sent: bool,
+    /// A client frame (or the body's end) has been staged: until then nothing is written, so
+    /// a body malformed from its first byte is refused before the replica sees the request.
+    started: bool,
+}
+
+/// Why the rest of a request body could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The client's body failed (a malformed chunked body, a client gone mid-body).
+    /// `sent`: part of the request had reached the replica already.
+    #[error("client request body: {source}")]
+    Client { sent: bool, source: hyper::Error },
+    /// Writing to the replica failed.
+    #[error("writing the request body upstream: {0}")]
+    Upstream(#[from] io::Error),
 }
 
 /// How a response body is delimited on its connection, with the state of reading it (the
@@ -200,6 +248,8 @@ impl Upload {
             big: Bytes::new(),
             crlf_after_big: false,
             ended: false,
+            sent: false,
+            started: false,
         }
     }
 
@@ -210,7 +260,7 @@ impl Upload {
         &mut self,
         conn: &mut Conn,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(), BoxError>> {
+    ) -> Poll<Result<(), UploadError>> {
         loop {
             while !self.ended && self.big.is_empty() && conn.write.len() - self.pos < INLINE_BODY {
                 if self.body.is_end_stream() {
@@ -220,7 +270,10 @@ impl Upload {
                 match Pin::new(&mut self.body).poll_frame(cx) {
                     Poll::Pending => break,
                     Poll::Ready(None) => self.end(conn),
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Box::new(e))),
+                    Poll::Ready(Some(Err(source))) => {
+                        let sent = self.sent;
+                        return Poll::Ready(Err(UploadError::Client { sent, source }));
+                    }
                     Poll::Ready(Some(Ok(frame))) => {
                         // Trailers are not forwarded.
                         if let Ok(data) = frame.into_data() {
@@ -229,11 +282,16 @@ impl Upload {
                     }
                 }
             }
+            if !self.started {
+                // Nothing goes out before the body's first piece is known good.
+                return Poll::Pending;
+            }
             if self.pos < conn.write.len() {
                 let n = ready!(Pin::new(&mut conn.stream).poll_write(cx, &conn.write[self.pos..]))?;
                 if n == 0 {
-                    return Poll::Ready(Err(Box::new(io::Error::from(io::ErrorKind::WriteZero))));
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
                 }
+                self.sent = true;
                 self.pos += n;
                 continue;
             }
@@ -242,8 +300,9 @@ impl Upload {
             if !self.big.is_empty() {
                 let n = ready!(Pin::new(&mut conn.stream).poll_write(cx, &self.big))?;
                 if n == 0 {
-                    return Poll::Ready(Err(Box::new(io::Error::from(io::ErrorKind::WriteZero))));
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
                 }
+                self.sent = true;
                 self.big.advance(n);
                 if self.big.is_empty() && self.crlf_after_big {
                     self.crlf_after_big = false;
@@ -264,6 +323,7 @@ impl Upload {
         if data.is_empty() {
             return;
         }
+        self.started = true;
         if self.chunked {
             write_chunk_header(data.len(), &mut conn.write);
         }
@@ -280,6 +340,7 @@ impl Upload {
 
     fn end(&mut self, conn: &mut Conn) {
         self.ended = true;
+        self.started = true;
         if self.chunked {
             conn.write.extend_from_slice(LAST_CHUNK);
         }
@@ -296,10 +357,12 @@ impl ProxiedBody {
         keep_alive: bool,
         pending: PendingGuard,
         invocation: Invocation,
+        body_timeout: Duration,
     ) -> Self {
         Self {
-            inner: PooledResponse::new(conn, upload, framing, keep_alive, pending),
-            _invocation: invocation,
+            inner: PooledResponse::new(conn, upload, framing, keep_alive, pending)
+                .idle_timeout(body_timeout),
+            invocation,
         }
     }
 
@@ -307,9 +370,15 @@ impl ProxiedBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.inner
-            .poll_data(cx)
-            .map(|d| d.map(|r| r.map(Frame::data)))
+        let polled = ready!(self.inner.poll_data(cx));
+        if let Some(Err(e)) = &polled {
+            if e.is::<BodyTimeout>() {
+                // The client got a head and part of a body; hyper closes its connection.
+                self.invocation
+                    .set_status(http::StatusCode::GATEWAY_TIMEOUT.as_u16());
+            }
+        }
+        Poll::Ready(polled.map(|r| r.map(Frame::data)))
     }
 }
 
@@ -337,6 +406,7 @@ impl<R: Release> PooledResponse<R> {
             upload,
             framing: BodyFraming::new(framing),
             release: Some(release),
+            idle: None,
         };
         if body.framing.is_complete() {
             // No body: the reader may never poll it, so the connection goes back now.
@@ -357,18 +427,43 @@ impl<R: Release> PooledResponse<R> {
         self.framing.size_hint()
     }
 
+    /// Bounds each wait for the next body byte by `limit`: past it the body ends with a
+    /// [`BodyTimeout`] error and the connection is dropped.
+    pub fn idle_timeout(mut self, limit: Duration) -> Self {
+        if !self.is_end_stream() {
+            self.idle = Some(IdleTimer {
+                limit,
+                sleep: None,
+                progressed: false,
+            });
+        }
+        self
+    }
+
     /// The next piece of the body as it arrives; `None` at its end. After an error the
     /// connection is dropped (it may be mid-response), never pooled.
     pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(poll_response_data(
-            conn,
-            &mut self.upload,
-            &mut self.framing,
-            cx
-        )) {
+        let polled = poll_response_data(conn, &mut self.upload, &mut self.framing, cx);
+        let polled = match (polled, self.idle.as_mut()) {
+            (Poll::Pending, Some(idle)) => match idle.poll_expired(cx) {
+                Poll::Ready(()) => {
+                    count_body_timeout();
+                    Err(Box::new(BodyTimeout(idle.limit)) as BoxError)
+                }
+                Poll::Pending => return Poll::Pending,
+            },
+            (Poll::Pending, None) => return Poll::Pending,
+            (Poll::Ready(r), idle) => {
+                if let Some(idle) = idle {
+                    idle.progressed = true;
+                }
+                r
+            }
+        };
+        match polled {
             Ok(Some(data)) => {
                 if self.framing.is_complete() {
                     // A reader stops polling once the body says it has ended: release now.
@@ -386,6 +481,7 @@ impl<R: Release> PooledResponse<R> {
                 self.conn = None;
                 self.upload = None;
                 self.release = None;
+                self.idle = None;
                 Poll::Ready(Some(Err(e)))
             }
         }
@@ -394,12 +490,33 @@ impl<R: Release> PooledResponse<R> {
     /// The body ended cleanly: the connection goes back when it may be reused.
     fn finish(&mut self) {
         self.upload = None;
+        self.idle = None;
         let conn = self.conn.take();
         if let Some(mut release) = self.release.take() {
             if let Some(conn) = conn.filter(|_| self.keep_alive) {
                 release.checkin(conn);
             }
         }
+    }
+}
+
+// === impl IdleTimer ===
+
+impl IdleTimer {
+    /// Arms the timer on the first wait, moves it after progress, and polls it.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        use std::future::Future as _;
+        let sleep = match self.sleep.as_mut() {
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(self.limit))),
+            Some(sleep) => {
+                if std::mem::take(&mut self.progressed) {
+                    crate::dataplane::forward::coarse_deadline(sleep.as_mut(), self.limit);
+                }
+                sleep
+            }
+        };
+        self.progressed = false;
+        sleep.as_mut().poll(cx)
     }
 }
 
@@ -447,7 +564,7 @@ fn poll_response_data(
         if let Some(u) = upload.as_mut() {
             match u.poll_send(conn, cx) {
                 Poll::Ready(Ok(())) => *upload = None,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Box::new(e))),
                 Poll::Pending => {}
             }
         }
@@ -493,7 +610,6 @@ fn poll_response_data(
 
 #[cfg(test)]
 mod tests {
-    use bytes::BytesMut;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -506,12 +622,7 @@ mod tests {
             .await
             .unwrap();
         let (peer, _) = listener.accept().await.unwrap();
-        let conn = Conn {
-            stream,
-            read: BytesMut::new(),
-            write: Vec::new(),
-        };
-        (conn, peer)
+        (Conn::new(stream), peer)
     }
 
     /// Reads the whole body: its pieces, and how it ended.

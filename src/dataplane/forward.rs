@@ -51,11 +51,12 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 use crate::dataplane::balance;
-use crate::dataplane::body::{GatewayBody, ProxiedBody, Upload, UpstreamBody};
+use crate::dataplane::body::{GatewayBody, ProxiedBody, Upload, UploadError, UpstreamBody};
 use crate::dataplane::clock;
 use crate::dataplane::http1::{self, RawHead, ResponseHead};
 use crate::dataplane::pool::Conn;
 use crate::dataplane::replica::{PendingGuard, Replica, DOWN_MS};
+use crate::dataplane::request_rules::{forwardable_name, RequestError};
 use crate::dataplane::table::FunctionHandle;
 
 pub const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
@@ -83,9 +84,32 @@ const MAX_ATTEMPTS: usize = 8;
 /// Settings of the forwarder.
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
+    /// Bound on waiting for a response head (504 beyond).
     pub upstream_timeout: Duration,
+    /// Bound on the wait for each next byte of a response body once its head has arrived
+    /// (nginx's `proxy_read_timeout`): the client connection is closed beyond it and the
+    /// call recorded with code 504.
+    pub body_timeout: Duration,
+    /// Bound on the wait for each next piece of a client's request body (`read_timeout`).
+    pub client_body_timeout: Duration,
     pub hold_timeout: Duration,
     pub max_queue: u64,
+    /// Forward request headers whose names hold `_` (dropped by default, as nginx does: see
+    /// `request_rules::forwardable_name`).
+    pub allow_underscore_headers: bool,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            upstream_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            hold_timeout: Duration::from_secs(30),
+            max_queue: 10_000,
+            allow_underscore_headers: false,
+        }
+    }
 }
 
 /// Sends functions that need a scale from zero to the control plane.
@@ -116,6 +140,8 @@ pub enum ForwardError {
     Timeout(Duration),
     #[error("Bad request path.")]
     BadPath,
+    #[error("Malformed request body.")]
+    BadBody,
 }
 
 /// Counts one invocation from arrival to the end of its response; records on drop.
@@ -137,7 +163,7 @@ impl ForwardError {
             ForwardError::Removed { .. } => StatusCode::NOT_FOUND,
             ForwardError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ForwardError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ForwardError::BadPath => StatusCode::BAD_REQUEST,
+            ForwardError::BadPath | ForwardError::BadBody => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -219,7 +245,8 @@ impl Forwarder {
             Some(v) => (v.clone(), false),
             None => (new_call_id(), true),
         };
-        match rewrite_request(&mut req, rest_start, &call_id, &start_time, peer) {
+        let allow = self.config.allow_underscore_headers;
+        match rewrite_request(&mut req, rest_start, &call_id, &start_time, peer, allow) {
             Ok(()) => {}
             Err(e) => return error_response(invocation, e, call_id, generated, start_time),
         }
@@ -241,7 +268,15 @@ impl Forwarder {
                     parts.headers.insert(X_CALL_ID, call_id);
                 }
                 parts.headers.insert(X_START_TIME, start_time);
-                let body = ProxiedBody::new(conn, upload, framing, keep_alive, pending, invocation);
+                let body = ProxiedBody::new(
+                    conn,
+                    upload,
+                    framing,
+                    keep_alive,
+                    pending,
+                    invocation,
+                    self.config.body_timeout,
+                );
                 Response::from_parts(parts, GatewayBody::Proxied(body))
             }
             Err(e) => error_response(invocation, e, call_id, generated, start_time),
@@ -267,6 +302,21 @@ impl Forwarder {
     /// The bound on one upstream exchange, to the response head.
     pub fn upstream_timeout(&self) -> Duration {
         self.config.upstream_timeout
+    }
+
+    /// The bound on the wait for each next byte of a response body.
+    pub fn body_timeout(&self) -> Duration {
+        self.config.body_timeout
+    }
+
+    /// The bound on the wait for each next piece of a client's request body.
+    pub fn client_body_timeout(&self) -> Duration {
+        self.config.client_body_timeout
+    }
+
+    /// Whether request headers with `_` in their names are forwarded.
+    pub fn allow_underscore_headers(&self) -> bool {
+        self.config.allow_underscore_headers
     }
 
     async fn send<O: Outbound>(
@@ -368,6 +418,14 @@ impl Forwarder {
                     }
                     continue;
                 }
+                // RFC 9112 section 7.1: a chunked body that does not parse is the client's
+                // error (400), whether or not part of it had left; a connection that carried
+                // part of it is dropped with the exchange.
+                Ok(Err(Failure::ClientBody { sent })) => {
+                    crate::dataplane::request_rules::count_rejected(RequestError::Chunked);
+                    tracing::debug!(function = handle.label(), sent, "malformed request body");
+                    return Err(ForwardError::BadBody);
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(function = handle.label(), error = ?e, "upstream exchange failed");
                     return Err(ForwardError::Upstream {
@@ -462,7 +520,10 @@ pub enum Failure {
     NotSent,
     /// The request was written; the connection closed or reset before any response byte.
     NoResponse,
-    /// Anything else: a client body error, a malformed response, a reset mid-head.
+    /// The client's request body was malformed or cut (`sent`: part of the request had
+    /// reached the replica, whose connection is then dropped).
+    ClientBody { sent: bool },
+    /// Anything else: a malformed response, a reset mid-head.
     Broken,
 }
 
@@ -587,7 +648,12 @@ pub async fn exchange(
         if let Some(u) = upload.as_mut() {
             match u.poll_send(conn, cx) {
                 Poll::Ready(Ok(())) => upload = None,
-                Poll::Ready(Err(_)) => return Poll::Ready(Err(Failure::Broken)),
+                Poll::Ready(Err(UploadError::Client { sent, .. })) => {
+                    return Poll::Ready(Err(Failure::ClientBody { sent }))
+                }
+                Poll::Ready(Err(UploadError::Upstream(_))) => {
+                    return Poll::Ready(Err(Failure::Broken))
+                }
                 Poll::Pending => {}
             }
         }
@@ -629,9 +695,14 @@ fn error_response(
     let status = e.status();
     invocation.code = status.as_u16();
     tracing::debug!(function = invocation.handle.label(), error = %e, "invocation failed");
+    let close = matches!(e, ForwardError::BadBody);
     let mut resp = Response::new(GatewayBody::full(e.to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
+    if close {
+        // The rest of the client's stream cannot be framed.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -654,6 +725,7 @@ fn rewrite_request<B>(
     call_id: &HeaderValue,
     start_time: &HeaderValue,
     peer: &Peer,
+    allow_underscores: bool,
 ) -> Result<(), ForwardError> {
     let pq = req
         .uri()
@@ -674,6 +746,9 @@ fn rewrite_request<B>(
     *req.uri_mut() = uri;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    if !allow_underscores {
+        drop_underscore_names(headers);
+    }
     headers.insert(X_CALL_ID, call_id.clone());
     headers.insert(X_START_TIME, start_time.clone());
     if !headers.contains_key(&X_FORWARDED_FOR) {
@@ -687,7 +762,28 @@ fn rewrite_request<B>(
     Ok(())
 }
 
-/// Removes hop-by-hop headers, and the headers the `Connection` header names.
+/// Removes the headers whose names hold `_` (`request_rules::forwardable_name`). One pass
+/// over the names when there is none (the common case); allocates only when there is.
+fn drop_underscore_names(headers: &mut HeaderMap) {
+    if headers
+        .keys()
+        .all(|k| forwardable_name(k.as_str().as_bytes(), false))
+    {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| !forwardable_name(k.as_str().as_bytes(), false))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// Removes hop-by-hop headers, and the headers the `Connection` header names (never
+/// `Host`: it is not this hop's only, and a request without one would break RFC 9112
+/// section 3.2 at the next hop).
 /// Requests rarely carry one, so the common case is one pass over the (few) names present.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
@@ -701,6 +797,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 if token.is_empty()
                     || token.eq_ignore_ascii_case("close")
                     || token.eq_ignore_ascii_case("keep-alive")
+                    || token.eq_ignore_ascii_case("host")
                 {
                     continue;
                 }

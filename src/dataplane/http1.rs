@@ -379,9 +379,16 @@ fn framing_of(
     } else {
         !close
     };
-    // Both framings present is a smuggling signal: answer it, never reuse the connection.
-    let keep_alive =
-        persistent && framing != Framing::Close && !(transfer_encoding && content_length.is_some());
+    // Framing that leaves doubt about where the response ends: both framings (a smuggling
+    // signal, RFC 9112 section 6.1), or a 204 announcing a body it must not have (RFC 9110
+    // section 15.3.5). The response is answered, its connection is never reused.
+    let doubtful = (transfer_encoding && content_length.is_some())
+        || (status == StatusCode::NO_CONTENT
+            && (transfer_encoding || content_length.is_some_and(|n| n > 0)));
+    if doubtful && persistent {
+        crate::dataplane::pool::count_discard(crate::dataplane::pool::Discard::Framing);
+    }
+    let keep_alive = persistent && framing != Framing::Close && !doubtful;
     Ok((framing, keep_alive))
 }
 

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod http1;
 pub mod pool;
 pub mod replica;
+pub mod request_rules;
 pub mod table;
 
 pub use replica::Replica;

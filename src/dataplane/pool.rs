@@ -7,48 +7,156 @@
 //!
 //! Idle connections sit in a bounded `crossbeam` `ArrayQueue` (a lock-free MPMC ring), so a
 //! checkout is one `pop` and a checkin one `push`: no mutex, unlike hyper-util's legacy client
-//! pool, which locks per checkout. A connection is checked in by the response body when the
-//! body has ended cleanly on a persistent connection with nothing left unread, so a
-//! connection only ever carries one request at a time. A connection whose peer has closed
-//! (the reactor saw EOF or a reset: no syscall to check) is dropped at checkout; one closed
-//! without the reactor noticing yet is found when its request fails (see `forward`).
+//! pool, which locks per checkout.
 //!
-//! The ring is allocated at the first check-in, not with the replica: a ring of [`MAX_IDLE`]
+//! Invariants (the pool is shared by every client of a function, so a connection that could
+//! carry a byte of an earlier exchange must never serve another request: that byte would be
+//! read as the next caller's response, and every answer after it would be shifted by one):
+//! - A connection is checked in only by the response body that ended cleanly on a persistent
+//!   connection, with the request all sent and nothing read past the response
+//!   ([`Pool::checkin`] drops one with unread bytes). So a connection carries one request at
+//!   a time.
+//! - At checkout a connection is reused only when it is provably idle at that instant: the
+//!   non-blocking `MSG_PEEK` finds nothing to read and no EOF or reset (one `recvfrom` per
+//!   reuse; nginx likewise closes an idle upstream connection on any read event). Bytes a replica writes after that instant reach the
+//!   next request's reader first: no proxy can tell them apart, and the framing checks of
+//!   that response, then this check at the following checkout, close the connection.
+//! - At most [`Limits::max_idle`] connections stay idle per replica (more are closed at
+//!   checkin), and one idle longer than [`Limits::idle_timeout`] is closed, at checkout or by
+//!   [`Pool::trim`], which the gateway calls periodically for every replica.
+//!
+//! Every connection closed by these rules is counted by reason ([`discarded`], exported as
+//! `faasgate_upstream_connections_discarded_total{reason}`).
+//!
+//! The ring is allocated at the first check-in, not with the replica: a ring of a thousand
 //! slots is ~40 KiB, and with 10,000 functions deployed most replicas never see a request
 //! (`examples/scalegate.rs` measures the table's memory).
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use crossbeam_queue::ArrayQueue;
-use futures_util::FutureExt;
-use tokio::io::{AsyncReadExt, Interest};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// Idle connections kept per replica.
-pub const MAX_IDLE: usize = 1024;
+use crate::dataplane::clock;
+
+/// Idle connections kept per replica unless configured ([`Limits`]): about the concurrency
+/// of a busy function, so a steady load reconnects never and a burst leaves a bounded rest.
+pub const DEFAULT_MAX_IDLE: usize = 256;
+/// How long an idle connection is kept unless configured (nginx's `keepalive_timeout`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Initial capacity of a connection's read buffer (grown on demand, kept across requests).
 pub const READ_BUF: usize = 8 * 1024;
+
+/// The process's pool limits: set once at start ([`configure`]), read when a pool is made
+/// (the idle bound) and at every checkout (the idle timeout, one relaxed load).
+pub struct Limits {
+    max_idle: AtomicUsize,
+    idle_timeout_ms: AtomicU64,
+}
+
+static LIMITS: Limits = Limits {
+    max_idle: AtomicUsize::new(DEFAULT_MAX_IDLE),
+    idle_timeout_ms: AtomicU64::new(DEFAULT_IDLE_TIMEOUT.as_millis() as u64),
+};
+
+/// Sets the limits of pools made from now on (`faasgate serve --upstream-max-idle` and
+/// `--upstream-idle-timeout`). `max_idle` 0 keeps no idle connection.
+pub fn configure(max_idle: usize, idle_timeout: Duration) {
+    LIMITS.max_idle.store(max_idle, Ordering::Relaxed);
+    LIMITS
+        .idle_timeout_ms
+        .store(idle_timeout.as_millis() as u64, Ordering::Relaxed);
+}
+
+impl Limits {
+    /// Idle connections kept per replica.
+    pub fn max_idle() -> usize {
+        LIMITS.max_idle.load(Ordering::Relaxed)
+    }
+
+    /// How long a connection may stay idle.
+    pub fn idle_timeout() -> Duration {
+        Duration::from_millis(LIMITS.idle_timeout_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Why a pooled connection was closed instead of reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// Bytes were left unread after its response, or arrived while it was idle.
+    Unread,
+    /// The replica closed or reset it while it was idle.
+    Closed,
+    /// Idle longer than the idle timeout.
+    Expired,
+    /// The idle ring of its replica was full.
+    Full,
+    /// Its response's framing left doubt about where the response ended (both
+    /// `Content-Length` and `Transfer-Encoding`, a body on a 204, a request not all sent).
+    Framing,
+}
+
+impl Discard {
+    pub const ALL: [Discard; 5] = [
+        Discard::Unread,
+        Discard::Closed,
+        Discard::Expired,
+        Discard::Full,
+        Discard::Framing,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Discard::Unread => "unread_bytes",
+            Discard::Closed => "peer_closed",
+            Discard::Expired => "idle_timeout",
+            Discard::Full => "pool_full",
+            Discard::Framing => "framing",
+        }
+    }
+}
+
+static DISCARDED: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+/// Counts one connection closed for `why` (also used by the response body, which decides
+/// [`Discard::Framing`]).
+pub fn count_discard(why: Discard) {
+    DISCARDED[why as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Connections closed for `why` since the process started.
+pub fn discarded(why: Discard) -> u64 {
+    DISCARDED[why as usize].load(Ordering::Relaxed)
+}
 
 pub struct Pool {
     addr: SocketAddr,
     idle: IdleRing<Conn>,
 }
 
-/// A bounded lock-free ring of idle connections, allocated at the first check-in. ([`Pool`]
+/// A bounded lock-free ring of idle entries, allocated at the first check-in. ([`Pool`]
 /// serves the gateway's replicas and the watchdog's http mode alike.)
 pub struct IdleRing<T> {
     ring: OnceLock<ArrayQueue<T>>,
+    capacity: usize,
 }
 
 impl<T> IdleRing<T> {
-    pub const fn new() -> Self {
+    /// A ring that keeps at most `capacity` entries (0: none).
+    pub const fn new(capacity: usize) -> Self {
         Self {
             ring: OnceLock::new(),
+            capacity,
         }
     }
 
@@ -57,24 +165,20 @@ impl<T> IdleRing<T> {
         self.ring.get().and_then(ArrayQueue::pop)
     }
 
-    /// Keeps `item` for reuse; dropped when [`MAX_IDLE`] are kept already.
-    pub fn push(&self, item: T) {
-        let _ = self
-            .ring
-            .get_or_init(|| ArrayQueue::new(MAX_IDLE))
-            .push(item);
+    /// Keeps `item` for reuse; gives it back when the ring is full.
+    pub fn push(&self, item: T) -> Result<(), T> {
+        if self.capacity == 0 {
+            return Err(item);
+        }
+        self.ring
+            .get_or_init(|| ArrayQueue::new(self.capacity))
+            .push(item)
     }
 
     /// Entries kept now.
     #[allow(clippy::len_without_is_empty)] // a count for tests and metrics, not a collection
     pub fn len(&self) -> usize {
         self.ring.get().map_or(0, ArrayQueue::len)
-    }
-}
-
-impl<T> Default for IdleRing<T> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -85,6 +189,8 @@ pub struct Conn {
     pub read: BytesMut,
     /// The request head (and a small body) being written; cleared per request.
     pub write: Vec<u8>,
+    /// When it was last checked in (`clock` milliseconds).
+    idle_since_ms: u64,
 }
 
 /// A connection checked out of a pool, and whether it was reused.
@@ -96,17 +202,25 @@ pub struct Checkout {
 // === impl Pool ===
 
 impl Pool {
+    /// A pool for `addr` with the process's [`Limits`].
     pub fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
-            idle: IdleRing::new(),
+            idle: IdleRing::new(Limits::max_idle()),
         }
     }
 
-    /// An idle connection not known to be closed, or a new one.
+    /// An idle connection that is provably idle now, or a new one.
     pub async fn checkout(&self) -> io::Result<Checkout> {
+        let now = clock::now_ms();
+        let timeout_ms = Limits::idle_timeout().as_millis() as u64;
         while let Some(conn) = self.idle.pop() {
-            if conn.peer_closed() {
+            if now.saturating_sub(conn.idle_since_ms) >= timeout_ms {
+                count_discard(Discard::Expired);
+                continue;
+            }
+            if let Err(why) = conn.idle_check() {
+                count_discard(why);
                 continue;
             }
             return Ok(Checkout { conn, reused: true });
@@ -121,18 +235,51 @@ impl Pool {
     pub async fn connect(&self) -> io::Result<Conn> {
         let stream = TcpStream::connect(self.addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Conn {
-            stream,
-            read: BytesMut::with_capacity(READ_BUF),
-            write: Vec::with_capacity(1024),
-        })
+        Ok(Conn::new(stream))
     }
 
-    /// Returns a connection whose response has ended cleanly. Dropped if the pool is full.
-    pub fn checkin(&self, conn: Conn) {
-        if conn.read.is_empty() {
-            self.idle.push(conn);
+    /// Returns a connection whose response has ended cleanly. Closed instead when bytes were
+    /// read past that response, or when the pool keeps [`Limits::max_idle`] already.
+    pub fn checkin(&self, mut conn: Conn) {
+        if !conn.read.is_empty() {
+            count_discard(Discard::Unread);
+            return;
         }
+        conn.idle_since_ms = clock::now_ms();
+        if self.idle.push(conn).is_err() {
+            count_discard(Discard::Full);
+        }
+    }
+
+    /// Closes the idle connections older than the idle timeout, or that the replica closed
+    /// or wrote to while idle; keeps the others. Called periodically off the request path
+    /// (a pool with no traffic is never checked out). Returns how many were closed.
+    pub fn trim(&self) -> usize {
+        let now = clock::now_ms();
+        let timeout_ms = Limits::idle_timeout().as_millis() as u64;
+        let mut closed = 0;
+        // At most the entries there now: ones checked in meanwhile are fresh.
+        for _ in 0..self.idle.len() {
+            let Some(conn) = self.idle.pop() else { break };
+            let why = if now.saturating_sub(conn.idle_since_ms) >= timeout_ms {
+                Err(Discard::Expired)
+            } else {
+                conn.idle_check()
+            };
+            match why {
+                Ok(()) => {
+                    if self.idle.push(conn).is_err() {
+                        count_discard(Discard::Full);
+                        closed += 1;
+                    }
+                }
+                Err(why) => {
+                    count_discard(why);
+                    closed += 1;
+                }
+            }
+        }
+        closed
     }
 
     /// Idle connections now (tests, metrics).
@@ -144,13 +291,30 @@ impl Pool {
 // === impl Conn ===
 
 impl Conn {
-    /// True when the reactor has seen the peer close or reset this idle connection. Reads
-    /// the readiness the reactor already recorded; makes no syscall.
-    fn peer_closed(&self) -> bool {
-        match self.stream.ready(Interest::READABLE).now_or_never() {
-            Some(Ok(ready)) => ready.is_read_closed() || ready.is_error(),
-            Some(Err(_)) => true,
-            None => false,
+    /// A connection on `stream` with empty buffers.
+    pub fn new(stream: TcpStream) -> Self {
+        Conn {
+            stream,
+            read: BytesMut::with_capacity(READ_BUF),
+            write: Vec::with_capacity(1024),
+            idle_since_ms: 0,
+        }
+    }
+
+    /// Whether this idle connection can carry a new request: nothing unread, and a
+    /// non-blocking one-byte `MSG_PEEK` finds the socket empty and open. The peek, not the
+    /// reactor's recorded readiness, decides: the reactor may not have seen bytes that
+    /// arrived since its last turn, and a read that filled its buffer leaves a readiness
+    /// set although nothing is left.
+    fn idle_check(&self) -> Result<(), Discard> {
+        if !self.read.is_empty() {
+            return Err(Discard::Unread);
+        }
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&self.stream).peek(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Ok(0) | Err(_) => Err(Discard::Closed),
+            Ok(_) => Err(Discard::Unread),
         }
     }
 }

@@ -137,6 +137,9 @@ impl Exposition {
         registry
             .register(Box::new(FunctionCollector::new(routes)))
             .expect("the first collector of a fresh registry has unique, valid descriptors");
+        registry
+            .register(Box::new(super::wire::WireCollector::default()))
+            .expect("the wire families are distinct from the function families");
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(

@@ -9,6 +9,7 @@ pub mod codes;
 pub mod exposition;
 pub mod histogram;
 pub mod series;
+pub mod wire;
 
 use std::sync::atomic::AtomicU64;
 

@@ -240,7 +240,7 @@ impl From<Failure> for UpstreamError {
         match f {
             Failure::NotSent => UpstreamError::NotSent,
             Failure::NoResponse => UpstreamError::NoResponse,
-            Failure::Broken => UpstreamError::Broken,
+            Failure::Broken | Failure::ClientBody { .. } => UpstreamError::Broken,
         }
     }
 }

@@ -116,9 +116,8 @@ pub fn gateway(routes: Arc<Routes>) -> Arc<Gateway> {
         routes: routes.clone(),
         forwarder: Forwarder::new(
             ForwardConfig {
-                upstream_timeout: Duration::from_secs(60),
                 hold_timeout: Duration::from_secs(5),
-                max_queue: 10_000,
+                ..ForwardConfig::default()
             },
             cold_tx,
         ),

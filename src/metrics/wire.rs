@@ -1,0 +1,116 @@
+//! Process-wide counters of the HTTP/1 wire at scrape time: client connections, requests
+//! refused by the request rules, upstream connections closed instead of reused, response
+//! bodies cut by the body timeout.
+//!
+//! Owns: the [`WireCollector`] registered with every [`Exposition`](super::exposition::Exposition).
+//! Invariants: it only reads relaxed atomics the data plane bumps (`api::server`,
+//! `dataplane::request_rules`, `dataplane::pool`, `dataplane::body`); the families are
+//! process-wide (no `function_name` label): a gateway has one wire.
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{MetricFamily, MetricType};
+
+use crate::dataplane::pool::{self, Discard};
+use crate::dataplane::request_rules::{self, RequestError};
+use crate::metrics::exposition::{counter, gauge, label};
+
+/// Metric names.
+pub mod names {
+    pub const CLIENT_CONNECTIONS: &str = "faasgate_client_connections";
+    pub const REQUESTS_REJECTED: &str = "faasgate_requests_rejected_total";
+    pub const UPSTREAM_DISCARDED: &str = "faasgate_upstream_connections_discarded_total";
+    pub const UPSTREAM_BODY_TIMEOUTS: &str = "faasgate_upstream_body_timeouts_total";
+}
+
+const FAMILIES: [(&str, &str, &[&str], MetricType); 4] = [
+    (
+        names::CLIENT_CONNECTIONS,
+        "Client connections open now.",
+        &[],
+        MetricType::GAUGE,
+    ),
+    (
+        names::REQUESTS_REJECTED,
+        "Requests answered 400 by a framing or Host rule (RFC 9112), by rule.",
+        &["reason"],
+        MetricType::COUNTER,
+    ),
+    (
+        names::UPSTREAM_DISCARDED,
+        "Upstream keep-alive connections closed instead of reused, by reason.",
+        &["reason"],
+        MetricType::COUNTER,
+    ),
+    (
+        names::UPSTREAM_BODY_TIMEOUTS,
+        "Responses cut because their body stalled past the upstream read timeout.",
+        &[],
+        MetricType::COUNTER,
+    ),
+];
+
+pub struct WireCollector {
+    descs: Vec<Desc>,
+}
+
+impl Default for WireCollector {
+    fn default() -> Self {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, labels, _)| {
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    labels.iter().map(|l| l.to_string()).collect(),
+                    Default::default(),
+                )
+                .expect("static metric names, help and labels are valid")
+            })
+            .collect();
+        Self { descs }
+    }
+}
+
+impl Collector for WireCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let metrics = [
+            vec![gauge(
+                Vec::new(),
+                crate::api::server::open_connections() as f64,
+            )],
+            RequestError::ALL
+                .iter()
+                .map(|&e| {
+                    counter(
+                        vec![label("reason", e.as_str())],
+                        request_rules::rejected(e) as f64,
+                    )
+                })
+                .collect(),
+            Discard::ALL
+                .iter()
+                .map(|&d| counter(vec![label("reason", d.as_str())], pool::discarded(d) as f64))
+                .collect(),
+            vec![counter(
+                Vec::new(),
+                crate::dataplane::body::body_timeouts() as f64,
+            )],
+        ];
+        FAMILIES
+            .iter()
+            .zip(metrics)
+            .map(|((name, help, _, kind), metrics)| {
+                let mut mf = MetricFamily::default();
+                mf.set_name(name.to_string());
+                mf.set_help(help.to_string());
+                mf.set_field_type(*kind);
+                mf.set_metric(metrics);
+                mf
+            })
+            .collect()
+    }
+}
