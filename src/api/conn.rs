@@ -431,6 +431,9 @@ enum Broken {
 struct Idle<'a> {
     sleep: Pin<&'a mut Sleep>,
     limit: Duration,
+    /// The timer has been set for this body (at its first wait: a body that came with its
+    /// head costs no timer update).
+    armed: bool,
 }
 
 impl Client {
@@ -506,6 +509,7 @@ impl Client {
         let mut idle = Idle {
             sleep: deadline,
             limit: gateway.forwarder.body_timeout(),
+            armed: false,
         };
         let copied = match framing {
             Framing::Empty => Ok(()),
@@ -582,7 +586,15 @@ impl Client {
     /// streamed answer reaches the client as produced). `Ok(false)`: EOF.
     async fn refill(&mut self, conn: &mut Conn, idle: &mut Idle<'_>) -> Result<bool, Broken> {
         self.flush().await?;
-        forward::coarse_deadline(idle.sleep.as_mut(), idle.limit);
+        if idle.armed {
+            forward::coarse_deadline(idle.sleep.as_mut(), idle.limit);
+        } else {
+            // The timer bounded the head's wait until now (`upstream_timeout`).
+            idle.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + idle.limit);
+            idle.armed = true;
+        }
         tokio::select! {
             biased;
             read = conn.read_more() => match read {

@@ -110,17 +110,22 @@ impl InProc {
 
 /// The gateway the real server would build, over `routes`, without auth.
 pub fn gateway(routes: Arc<Routes>) -> Arc<Gateway> {
+    gateway_with_config(
+        routes,
+        ForwardConfig {
+            hold_timeout: Duration::from_secs(5),
+            ..ForwardConfig::default()
+        },
+    )
+}
+
+/// [`gateway`] with the forwarder's settings given.
+pub fn gateway_with_config(routes: Arc<Routes>, config: ForwardConfig) -> Arc<Gateway> {
     let (cold_tx, _cold_rx) = tokio::sync::mpsc::unbounded_channel();
     let scaling = faasgate::control::scaler::Scaling::new(Default::default());
     Arc::new(Gateway {
         routes: routes.clone(),
-        forwarder: Forwarder::new(
-            ForwardConfig {
-                hold_timeout: Duration::from_secs(5),
-                ..ForwardConfig::default()
-            },
-            cold_tx,
-        ),
+        forwarder: Forwarder::new(config, cold_tx),
         provider: Arc::new(NoProvider),
         auth: None,
         exposition: Exposition::new(routes),
@@ -148,6 +153,33 @@ pub async fn spawn_gateway_with(
     let addr = listener.local_addr().expect("gateway address");
     let (stop, stopped) = oneshot::channel::<()>();
     let mut gw = gateway(routes.clone());
+    Arc::get_mut(&mut gw).expect("not shared yet").byte_loop = byte_loop;
+    tokio::spawn(faasgate::api::server::serve(
+        listener,
+        gw,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    InProc { addr, routes, stop }
+}
+
+/// A gateway on `127.0.0.1:0` with the forwarder's settings given, serving invocations by
+/// the byte loop or (`false`) by hyper.
+#[allow(dead_code)]
+pub async fn spawn_gateway_config(
+    routes: Arc<Routes>,
+    byte_loop: bool,
+    config: ForwardConfig,
+) -> InProc {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
+    let addr = listener.local_addr().expect("gateway address");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut gw = gateway_with_config(routes.clone(), config);
     Arc::get_mut(&mut gw).expect("not shared yet").byte_loop = byte_loop;
     tokio::spawn(faasgate::api::server::serve(
         listener,
