@@ -1,8 +1,11 @@
 //! The local provider against the real watchdog (`faasgate watchdog` from this build):
 //! deploy, scale, crash replacement, rolling update, delete, logs, restart from the data dir,
-//! and shutdown leaving no process behind. Every wait is a bounded poll on a condition.
+//! shutdown leaving no process behind, and (through `faasgate serve`) the clean environment
+//! of every replica process. Every wait is a bounded poll on a condition.
 
-use std::collections::BTreeMap;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::future::Future;
 use std::sync::Arc;
@@ -490,4 +493,263 @@ async fn follow_streams_new_log_lines() {
     assert!(line.instance.starts_with("chatty-"));
     assert!(line.timestamp.ends_with('Z'));
     p.shutdown().await;
+}
+
+/// The PATH every replica gets, whatever the gateway's is.
+const REPLICA_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// An http-mode function that answers every request with its own environment, one
+/// `NAME=value` per line: a long-lived fprocess child of the watchdog.
+const ENV_SERVER: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class H(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = "".join(f"{k}={v}\n" for k, v in os.environ.items()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// 64 random bits (std's per-process random hasher keys), in hex.
+fn random_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// The environment of `pid` as (name, value) pairs, from `/proc/<pid>/environ`.
+fn environ(pid: u32) -> Vec<(String, String)> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/environ: {e}"));
+    raw.split(|b| *b == 0)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let e = String::from_utf8_lossy(e);
+            let (k, v) = e.split_once('=').unwrap_or((&e, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Checks one replica environment (of a process, or printed by a function) against the
+/// gateway's: no secret name or value, no other gateway variable, the function's envVars,
+/// the fixed PATH and the gateway's HOME. Failure messages name variables, never values.
+fn assert_clean(
+    who: &str,
+    env: &[(String, String)],
+    secrets: &[(String, String)],
+    gateway: &[(String, String)],
+    function: &str,
+    also_allowed: &[&str],
+) {
+    // Names only: on a failure the values would be the test runner's own (CI tokens).
+    let dump = || {
+        env.iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for (name, value) in secrets {
+        assert!(
+            !env.iter()
+                .any(|(k, v)| k == name || v.contains(value.as_str())),
+            "{who} has the gateway's {name}; all its names: {}",
+            dump()
+        );
+    }
+    let get = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v);
+    assert_eq!(
+        get("PATH").map(String::as_str),
+        Some(REPLICA_PATH),
+        "{who}:\n{}",
+        dump()
+    );
+    let home = gateway.iter().find(|(k, _)| k == "HOME").map(|(_, v)| v);
+    assert_eq!(
+        get("HOME"),
+        home,
+        "{who}: HOME is the gateway's\n{}",
+        dump()
+    );
+    assert_eq!(get("GREETING").map(String::as_str), Some("hello"), "{who}");
+    assert_eq!(get("FUNC").map(String::as_str), Some(function), "{who}");
+    // Names a replica may have: the two above, the envVars, the watchdog's settings, and the
+    // CGI variables of a forked call. Nothing else of the gateway's.
+    let allowed: BTreeSet<&str> = [
+        "PATH",
+        "HOME",
+        "GREETING",
+        "FUNC",
+        "fprocess",
+        "port",
+        "bind_address",
+        "mode",
+        "PORT",
+        "upstream_url",
+    ]
+    .into();
+    for (k, _) in env {
+        if allowed.contains(k.as_str())
+            || also_allowed.contains(&k.as_str())
+            || k.starts_with("Http_")
+        {
+            continue;
+        }
+        let from_gateway = gateway.iter().any(|(gk, _)| gk == k);
+        panic!(
+            "{who} has {k} ({}); all its names: {}",
+            if from_gateway {
+                "a gateway variable"
+            } else {
+                "not a replica variable"
+            },
+            dump()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_never_see_the_gateway_environment() {
+    use base64::Engine as _;
+
+    let tag = random_hex();
+    let secrets: Vec<(String, String)> = vec![
+        ("FAASGATE_BASIC_AUTH_PASSWORD".into(), format!("pw-{tag}")),
+        ("NOMAD_TOKEN".into(), format!("nomad-{tag}")),
+        ("CONSUL_HTTP_TOKEN".into(), format!("consul-{tag}")),
+        (format!("FAASGATE_TEST_{tag}"), format!("other-{tag}")),
+    ];
+    let env: Vec<(&str, &str)> = secrets
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let gw = support::Gateway::start_with(&[], &env);
+    let gateway_env = environ(gw.pid());
+    for (name, value) in &secrets {
+        assert!(
+            gateway_env.iter().any(|(k, v)| k == name && v == value),
+            "the gateway runs with {name}"
+        );
+    }
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:pw-{tag}"))
+    );
+    let auth = [("authorization", auth.as_str())];
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("env_server.py");
+    std::fs::write(&script, ENV_SERVER).expect("write script");
+    let functions = [
+        serde_json::json!({
+            "service": "envdump",
+            "image": "x",
+            "envProcess": "env",
+            "envVars": {"GREETING": "hello", "FUNC": "envdump"},
+            "labels": {"com.openfaas.scale.min": "2"},
+        }),
+        serde_json::json!({
+            "service": "envserver",
+            "image": "x",
+            "envProcess": format!("python3 {}", script.display()),
+            "envVars": {"GREETING": "hello", "FUNC": "envserver", "mode": "http"},
+        }),
+    ];
+    for f in &functions {
+        let r = gw
+            .req_h(
+                "POST",
+                "/system/functions",
+                &[auth[0], ("content-type", "application/json")],
+                serde_json::to_vec(f).unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    for (name, n) in [("envdump", 2), ("envserver", 1)] {
+        let path = format!("/system/function/{name}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let r = gw.req_h("GET", &path, &auth, "").await;
+            if r.status == 200 && r.json()["availableReplicas"].as_u64() == Some(n) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {WAIT:?} waiting for {n} replicas of {name}: {} {}",
+                r.status,
+                r.text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Every process under the gateway: 3 watchdogs and the http function's server.
+    let mut procs = Vec::new();
+    support::eventually(WAIT, "4 replica processes under the gateway", || {
+        procs = support::descendants(gw.pid());
+        procs.len() == 4
+    })
+    .await;
+    let mut seen = BTreeMap::<String, usize>::new();
+    for pid in procs {
+        let env = environ(pid);
+        let function = env
+            .iter()
+            .find(|(k, _)| k == "FUNC")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let who = format!("replica process {pid} ({})", cmdline(pid));
+        assert_clean(&who, &env, &secrets, &gateway_env, &function, &[]);
+        *seen.entry(function).or_default() += 1;
+    }
+    // envdump: 2 watchdogs; envserver: its watchdog and the python server.
+    assert_eq!(
+        seen,
+        BTreeMap::from([("envdump".to_string(), 2), ("envserver".to_string(), 2)])
+    );
+
+    // What the function itself prints: a forked `env`, and the long-lived server.
+    for name in ["envdump", "envserver"] {
+        let r = gw.req("POST", &format!("/function/{name}"), "ping").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let printed: Vec<(String, String)> = r
+            .text()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        // Python sets LC_CTYPE in its own environment when started in the C locale (PEP 538
+        // locale coercion); its /proc environ, checked above, has none.
+        let own = if name == "envserver" {
+            &["LC_CTYPE"][..]
+        } else {
+            &[]
+        };
+        assert_clean(
+            &format!("{name}'s response"),
+            &printed,
+            &secrets,
+            &gateway_env,
+            name,
+            own,
+        );
+        assert!(
+            !r.text().contains(&tag),
+            "{name}'s response holds a secret value"
+        );
+    }
 }

@@ -1,8 +1,9 @@
 //! One replica process, from spawn to reaping: the task that owns its `Child`.
 //!
 //! Owns the process of one instance (`<name>-<random>`): spawns the watchdog with the replica
-//! environment, forwards every stdout/stderr line to the function's logs, learns the address
-//! from the first stderr line starting with [`LISTENING_PREFIX`] (bounded by
+//! environment and nothing else ([`replica_command`] clears the inherited one; the list is in
+//! `spec`'s module doc), forwards every stdout/stderr line to the function's logs, learns the
+//! address from the first stderr line starting with [`LISTENING_PREFIX`] (bounded by
 //! [`LISTEN_TIMEOUT`]), then probes `/_/health` (every 50 ms until the first 200, then every
 //! second) and reports each change to its supervisor as an [`Event`].
 //!
@@ -13,7 +14,7 @@
 //! so a supervisor that goes away takes its processes with it.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -101,19 +102,14 @@ impl InstanceContext {
             self.exited(&id, "no watchdog command configured".into());
             return;
         };
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)));
-        match spec::instance_env(&spec.env) {
-            Ok(extra) => {
-                command.envs(extra);
-            }
+        let extra = match spec::instance_env(&spec.env) {
+            Ok(extra) => extra,
             Err(e) => {
                 self.exited(&id, format!("allocating a port: {e}"));
                 return;
             }
-        }
+        };
+        let command = replica_command(program, args, &spec, extra);
         let mut child = match process::spawn(command).await {
             Ok(child) => child,
             Err(e) => {
@@ -257,6 +253,23 @@ fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
+/// `program args` with exactly the environment of `spec` then `extra` (per replica): the
+/// gateway's own environment is cleared, so none of its variables reaches the replica.
+fn replica_command(
+    program: &OsStr,
+    args: &[OsString],
+    spec: &ReplicaSpec,
+    extra: Vec<(OsString, OsString)>,
+) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs(extra);
+    command
+}
+
 /// SIGTERM to the group, SIGKILL after [`TERM_GRACE`], reap, then SIGKILL to any straggler
 /// left in the group.
 async fn terminate(child: &mut Child, pgid: u32) {
@@ -334,5 +347,51 @@ mod tests {
         );
         assert_eq!(parse_listening("listening on 127.0.0.1:1"), None);
         assert_eq!(parse_listening(&format!("{LISTENING_PREFIX}nope")), None);
+    }
+
+    /// The spawned program sees the spec's variables and the per-replica ones, nothing of
+    /// the test process's, and finds `env` through the replica's PATH.
+    #[tokio::test]
+    async fn a_replica_gets_exactly_its_environment() {
+        let d = crate::api::types::FunctionDeployment {
+            service: "f".into(),
+            env_process: "cat".into(),
+            env_vars: Some([("A".to_string(), "1".to_string())].into()),
+            ..Default::default()
+        };
+        let spec = spec::replica_spec(&d, Some(OsStr::new("/home/fn")));
+        let extra = vec![(OsString::from("PORT"), OsString::from("1234"))];
+        let out = replica_command(OsStr::new("env"), &[], &spec, extra)
+            .output()
+            .await
+            .expect("run env");
+        assert!(out.status.success(), "{out:?}");
+        let printed: BTreeMap<String, String> = String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let want: BTreeMap<String, String> = [
+            ("PATH", spec::REPLICA_PATH),
+            ("HOME", "/home/fn"),
+            ("A", "1"),
+            ("fprocess", "cat"),
+            ("port", "0"),
+            ("bind_address", "127.0.0.1"),
+            ("PORT", "1234"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        // Else the test proves nothing: the test process has variables a replica must not get
+        // (under cargo, a dozen CARGO_*).
+        assert!(std::env::vars_os().any(|(k, _)| !want.contains_key(&*k.to_string_lossy())));
+        // Names first, so that a failure shows no value of the test process's (CI tokens).
+        assert_eq!(
+            printed.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(printed, want);
     }
 }

@@ -65,6 +65,9 @@ pub struct LocalProvider {
     routes: Arc<Routes>,
     store: Store,
     cfg: Arc<SupervisorConfig>,
+    /// The gateway's `HOME`, read once at start: the one variable of the gateway's that
+    /// replicas get (see `spec`'s module doc for their whole environment).
+    replica_home: Option<OsString>,
     functions: Mutex<BTreeMap<FunctionKey, Arc<Function>>>,
 }
 
@@ -108,6 +111,7 @@ impl LocalProvider {
                 watchdog_command: opts.watchdog_command.into(),
                 drain_timeout: opts.drain_timeout,
             }),
+            replica_home: std::env::var_os("HOME"),
             functions: Mutex::new(BTreeMap::new()),
         });
         {
@@ -155,7 +159,7 @@ impl LocalProvider {
             handle,
             record.replicas,
             ScaleSettings::from_deployment(&record.deployment),
-            spec::replica_spec(&record.deployment),
+            spec::replica_spec(&record.deployment, self.replica_home.as_deref()),
         );
         let task = spawn_supervisor(shared.clone(), self.cfg.clone());
         Arc::new(Function {
@@ -227,7 +231,7 @@ impl Provider for LocalProvider {
             return Err(ProviderError::NotFound(key));
         }
         let current = f.record();
-        let replica_spec = spec::replica_spec(&deployment);
+        let replica_spec = spec::replica_spec(&deployment, self.replica_home.as_deref());
         let scale = ScaleSettings::from_deployment(&deployment);
         let record = StoredFunction {
             deployment,

@@ -6,8 +6,38 @@
 //! (section 2.16): `envVars` as deployed (null when none), `labels`/`annotations` always
 //! objects, `faas_function=<name>` added, resources verbatim, namespace filled.
 //! Pure functions only.
+//!
+//! # The environment of a replica
+//!
+//! A replica process (`faasgate watchdog`) starts from an empty environment: nothing of the
+//! gateway's is inherited, so its credentials (`FAASGATE_BASIC_AUTH_PASSWORD`, `NOMAD_TOKEN`,
+//! `CONSUL_HTTP_TOKEN`, cloud keys, ...) and its own settings (`read_timeout`,
+//! `write_timeout`, `RUST_LOG`, ...) never reach a function. It gets exactly this, in order,
+//! a later entry of the same name winning:
+//!
+//! 1. `PATH=`[`REPLICA_PATH`], Docker's default (and the Debian and Alpine images'), so
+//!    commands such as `env`, `cat` or `python3` resolve as in a function's container. Not
+//!    the gateway's PATH: that often names one user's tool directories (`~/.cargo/bin`, pyenv
+//!    shims) a function would come to depend on without saying so.
+//! 2. `HOME=` the gateway's `HOME`, when it has one. Replicas run as the gateway's user, whose
+//!    home directory is no secret (`/etc/passwd` tells it to any process of that user), and
+//!    runtimes expect one for their caches (pip, npm, go, git), as every container has one.
+//! 3. The function's `envVars`, in name order: they may replace `PATH` or `HOME` (as an
+//!    image's `ENV` does) and set the watchdog's options (`mode`, `exec_timeout`, ...).
+//! 4. The watchdog settings the provider fixes: `fprocess` (the `envProcess`), `port=0` and
+//!    `bind_address=127.0.0.1`.
+//! 5. Per replica, in `mode=http` only ([`instance_env`]): `PORT` and, unless the function
+//!    set one, `upstream_url`.
+//!
+//! No `LANG`, `TZ`, `USER` or `HOSTNAME`: OpenFaaS on Kubernetes gives a function its
+//! image's `ENV` and its `envVars`, and a function that needs one of these sets it in
+//! `envVars`. The watchdog hands its whole environment on to the function processes it starts
+//! (plus the `Http_*` CGI variables of each forked call), as of-watchdog does, so the function
+//! sees this same list. `instance::replica_command` applies it with `env_clear`; the test
+//! `replicas_never_see_the_gateway_environment` (tests/local_provider.rs) reads
+//! `/proc/<pid>/environ` of every replica process to prove it.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 
 use crate::api::types::{FunctionDeployment, FunctionStatus, ReplicaCounts};
 use crate::control::provider::ProviderError;
@@ -18,10 +48,13 @@ pub const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
 /// Replicas started on deploy when `com.openfaas.scale.min` is absent.
 pub const DEFAULT_SCALE_MIN: u64 = 1;
 
-/// Everything a replica process of one spec version needs: its extra environment.
+/// The PATH of every replica (see the module doc), unless its `envVars` set another.
+pub const REPLICA_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything a replica process of one spec version needs: its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaSpec {
-    /// Added to the gateway's own environment, in order (later wins).
+    /// The whole environment of the process, in order (later wins); nothing is inherited.
     pub env: Vec<(OsString, OsString)>,
 }
 
@@ -48,14 +81,19 @@ pub fn scale_min(d: &FunctionDeployment) -> Result<u64, ProviderError> {
     }
 }
 
-/// The environment of the replicas: `envVars`, then the watchdog's own settings.
-pub fn replica_spec(d: &FunctionDeployment) -> ReplicaSpec {
-    let mut env: Vec<(OsString, OsString)> = d
-        .env_vars
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect();
+/// The environment of the replicas (items 1 to 4 of the module doc): `PATH`, `HOME` (the
+/// gateway's `home`, if any), `envVars`, then the watchdog's settings.
+pub fn replica_spec(d: &FunctionDeployment, home: Option<&OsStr>) -> ReplicaSpec {
+    let mut env: Vec<(OsString, OsString)> = vec![("PATH".into(), REPLICA_PATH.into())];
+    if let Some(home) = home {
+        env.push(("HOME".into(), home.into()));
+    }
+    env.extend(
+        d.env_vars
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.into(), v.into())),
+    );
     env.push(("fprocess".into(), d.env_process.as_str().into()));
     env.push(("port".into(), "0".into()));
     env.push(("bind_address".into(), "127.0.0.1".into()));
@@ -188,13 +226,46 @@ mod tests {
     }
 
     #[test]
-    fn replica_env_adds_watchdog_settings_last() {
+    fn replica_env_is_path_home_env_vars_then_watchdog_settings() {
         let mut d = with_labels(&[]);
         d.env_vars = Some([("A".to_string(), "1".to_string())].into());
-        let env = replica_spec(&d).env;
+        let env = replica_spec(&d, Some(OsStr::new("/home/fn"))).env;
         let names: Vec<_> = env.iter().map(|(k, _)| k.to_str().unwrap()).collect();
-        assert_eq!(names, ["A", "fprocess", "port", "bind_address"]);
-        assert_eq!(env[1].1, "cat");
+        assert_eq!(
+            names,
+            ["PATH", "HOME", "A", "fprocess", "port", "bind_address"]
+        );
+        assert_eq!(env[0].1, REPLICA_PATH);
+        assert_eq!(env[1].1, "/home/fn");
+        assert_eq!(env[3].1, "cat");
+
+        // No HOME when the gateway has none.
+        let names: Vec<_> = replica_spec(&d, None)
+            .env
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(names, ["PATH", "A", "fprocess", "port", "bind_address"]);
+    }
+
+    #[test]
+    fn env_vars_replace_path_and_home_but_not_the_watchdog_settings() {
+        let mut d = with_labels(&[]);
+        d.env_vars = Some(
+            [("PATH", "/opt/fn/bin"), ("HOME", "/opt/fn"), ("port", "9")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+        );
+        let env = replica_spec(&d, Some(OsStr::new("/home/gw"))).env;
+        let last = |name: &str| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.to_str().unwrap())
+        };
+        assert_eq!(last("PATH"), Some("/opt/fn/bin"));
+        assert_eq!(last("HOME"), Some("/opt/fn"));
+        assert_eq!(last("port"), Some("0"));
     }
 
     #[test]
