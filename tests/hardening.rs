@@ -426,3 +426,205 @@ async fn idle_upstream_connections_are_bounded_and_expire() {
     );
     assert!(pool::discarded(Discard::Full) > 0 && pool::discarded(Discard::Expired) > 0);
 }
+
+/// A chunked upload whose client stops sending after its first chunk: with a 300 ms client
+/// body timeout the gateway answers 408 and closes, and the replica (which waits for the
+/// whole body before answering) never answers anything. Both client paths: the byte loop
+/// hands chunked bodies to hyper's path, which streams them.
+async fn stalled_request_body_is_408(byte_loop: bool) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                // Answers only once the chunked body has ended.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.ends_with(b"\r\n0\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s.write_all(&answer_ok(0)).await;
+            });
+        }
+    });
+    let routes = Arc::new(Routes::new());
+    inproc::publish(&routes, "f", &[up]);
+    let config = ForwardConfig {
+        client_body_timeout: Duration::from_millis(300),
+        ..ForwardConfig::default()
+    };
+    let gw = inproc::spawn_gateway_config(routes, byte_loop, config).await;
+    let mut c = TcpStream::connect(gw.addr).await.unwrap();
+    c.write_all(
+        b"POST /function/f HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    )
+    .await
+    .unwrap();
+    let r = read_response(&mut c, false).await;
+    let text = String::from_utf8_lossy(&r);
+    assert!(text.starts_with("HTTP/1.1 408 Request Timeout"), "{text:?}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text:?}"
+    );
+    let mut rest = [0u8; 16];
+    let closed = timeout(WAIT, c.read(&mut rest))
+        .await
+        .expect("closed in time");
+    assert!(matches!(closed, Ok(0) | Err(_)), "still open: {closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_loop_stalled_request_body_is_408() {
+    stalled_request_body_is_408(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_server_stalled_request_body_is_408() {
+    stalled_request_body_is_408(false).await
+}
+
+/// `--max-connections 4`: with four connections open the fifth is not served (it waits in
+/// the listen backlog); once one of the four closes, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    let up = inproc::spawn_upstream().await;
+    let routes = Arc::new(Routes::new());
+    inproc::publish(&routes, "echo", &[up]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(faasgate::api::server::serve_limited(
+        listener,
+        inproc::gateway(routes),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        4,
+        std::future::pending(),
+    ));
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        // Served: each holds a slot.
+        c.write_all(&get("echo", "GET")).await.unwrap();
+        assert!(read_response(&mut c, false)
+            .await
+            .starts_with(b"HTTP/1.1 200"));
+        held.push(c);
+    }
+    // The kernel completes the handshake (backlog); the gateway does not accept it.
+    let mut fifth = TcpStream::connect(addr).await.unwrap();
+    fifth.write_all(&get("echo", "GET")).await.unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        timeout(Duration::from_millis(500), fifth.read(&mut byte))
+            .await
+            .is_err(),
+        "the fifth connection was served while four were open"
+    );
+    drop(held.pop());
+    let r = read_response(&mut fifth, false).await;
+    assert!(
+        r.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&r)
+    );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 1,000 connections each sending a request head one byte every 200 ms (a slowloris) while
+/// one client invokes a function 400 times: every invocation is answered, and the process's
+/// memory grows by a bounded amount (each slow connection holds one task and its read
+/// buffer; heads are bounded by the byte loop's 16 KiB and hyper's 96 KiB). Prints the
+/// client's latency percentiles beside the same client's without the slow connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_clients_do_not_hold_up_others() {
+    const SLOW: usize = 1000;
+    const CALLS: usize = 400;
+    let up = inproc::spawn_upstream().await;
+    let routes = Arc::new(Routes::new());
+    inproc::publish(&routes, "echo", &[up]);
+    let gw = inproc::spawn_gateway(routes).await;
+
+    async fn measure(addr: SocketAddr) -> Vec<Duration> {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let mut lat = Vec::with_capacity(CALLS);
+        for _ in 0..CALLS {
+            let t = Instant::now();
+            c.write_all(&get("echo", "GET")).await.unwrap();
+            let r = read_response(&mut c, false).await;
+            assert!(
+                r.starts_with(b"HTTP/1.1 200"),
+                "{:?}",
+                String::from_utf8_lossy(&r)
+            );
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        lat
+    }
+    let pct = |lat: &[Duration], p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+
+    let quiet = measure(gw.addr).await;
+    let before = rss_kib();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let c = TcpStream::connect(gw.addr).await.unwrap();
+        let stop = stop.clone();
+        slow.push(tokio::spawn(async move {
+            let mut c = c;
+            let head = b"GET /function/echo HTTP/1.1\r\nHost: gw.test\r\nX-Slow: ";
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let b = head.get(i).copied().unwrap_or(b'a');
+                if c.write_all(&[b]).await.is_err() {
+                    return;
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+    }
+    // Every slow connection has sent a few bytes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let loaded = measure(gw.addr).await;
+    let during = rss_kib();
+    stop.store(true, Ordering::Relaxed);
+    for t in slow {
+        t.await.unwrap();
+    }
+    println!(
+        "invocations, p50/p99/max ms: alone {:.2}/{:.2}/{:.2}; beside {SLOW} slow-header connections {:.2}/{:.2}/{:.2}",
+        pct(&quiet, 0.5).as_secs_f64() * 1e3,
+        pct(&quiet, 0.99).as_secs_f64() * 1e3,
+        quiet[quiet.len() - 1].as_secs_f64() * 1e3,
+        pct(&loaded, 0.5).as_secs_f64() * 1e3,
+        pct(&loaded, 0.99).as_secs_f64() * 1e3,
+        loaded[loaded.len() - 1].as_secs_f64() * 1e3,
+    );
+    println!(
+        "resident memory: {before} KiB before the slow connections, {during} KiB with them ({} KiB each)",
+        during.saturating_sub(before) / SLOW as u64
+    );
+    assert_eq!(loaded.len(), CALLS);
+    // Bounded: well under the 96 KiB hyper head buffer per connection.
+    assert!(
+        during.saturating_sub(before) < (SLOW as u64) * 64,
+        "memory grew by {} KiB for {SLOW} slow connections",
+        during - before
+    );
+}

@@ -121,6 +121,8 @@ pub struct Upload {
     /// A client frame (or the body's end) has been staged: until then nothing is written, so
     /// a body malformed from its first byte is refused before the replica sees the request.
     started: bool,
+    /// The bound on each wait for the client's next body piece, when set.
+    client_idle: Option<IdleTimer>,
 }
 
 /// Why the rest of a request body could not be sent.
@@ -130,6 +132,9 @@ pub enum UploadError {
     /// `sent`: part of the request had reached the replica already.
     #[error("client request body: {source}")]
     Client { sent: bool, source: hyper::Error },
+    /// The client's next body piece did not come within the client body timeout.
+    #[error("client request body stalled for {limit:?}")]
+    ClientStalled { sent: bool, limit: Duration },
     /// Writing to the replica failed.
     #[error("writing the request body upstream: {0}")]
     Upstream(#[from] io::Error),
@@ -250,7 +255,14 @@ impl Upload {
             ended: false,
             sent: false,
             started: false,
+            client_idle: None,
         }
+    }
+
+    /// Bounds each wait for the client's next body piece by `limit` (`read_timeout`).
+    pub fn client_idle_timeout(mut self, limit: Duration) -> Self {
+        self.client_idle = Some(IdleTimer::new(limit));
+        self
     }
 
     /// Writes what the socket takes: staged bytes first, then the client's next frames.
@@ -268,13 +280,27 @@ impl Upload {
                     break;
                 }
                 match Pin::new(&mut self.body).poll_frame(cx) {
-                    Poll::Pending => break,
+                    Poll::Pending => {
+                        if let Some(idle) = self.client_idle.as_mut() {
+                            if idle.poll_expired(cx).is_ready() {
+                                let (sent, limit) = (self.sent, idle.limit);
+                                return Poll::Ready(Err(UploadError::ClientStalled {
+                                    sent,
+                                    limit,
+                                }));
+                            }
+                        }
+                        break;
+                    }
                     Poll::Ready(None) => self.end(conn),
                     Poll::Ready(Some(Err(source))) => {
                         let sent = self.sent;
                         return Poll::Ready(Err(UploadError::Client { sent, source }));
                     }
                     Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(idle) = self.client_idle.as_mut() {
+                            idle.progressed = true;
+                        }
                         // Trailers are not forwarded.
                         if let Ok(data) = frame.into_data() {
                             self.stage(conn, data);
@@ -431,11 +457,7 @@ impl<R: Release> PooledResponse<R> {
     /// [`BodyTimeout`] error and the connection is dropped.
     pub fn idle_timeout(mut self, limit: Duration) -> Self {
         if !self.is_end_stream() {
-            self.idle = Some(IdleTimer {
-                limit,
-                sleep: None,
-                progressed: false,
-            });
+            self.idle = Some(IdleTimer::new(limit));
         }
         self
     }
@@ -503,6 +525,14 @@ impl<R: Release> PooledResponse<R> {
 // === impl IdleTimer ===
 
 impl IdleTimer {
+    fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            sleep: None,
+            progressed: false,
+        }
+    }
+
     /// Arms the timer on the first wait, moves it after progress, and polls it.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         use std::future::Future as _;

@@ -142,6 +142,8 @@ pub enum ForwardError {
     BadPath,
     #[error("Malformed request body.")]
     BadBody,
+    #[error("Request body stalled for {0:?}.")]
+    ClientTimeout(Duration),
 }
 
 /// Counts one invocation from arrival to the end of its response; records on drop.
@@ -164,6 +166,7 @@ impl ForwardError {
             ForwardError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ForwardError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ForwardError::BadPath | ForwardError::BadBody => StatusCode::BAD_REQUEST,
+            ForwardError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
@@ -375,16 +378,17 @@ impl Forwarder {
                 }
             };
             let limit = self.config.upstream_timeout;
+            let client_idle = self.config.client_body_timeout;
             let sent = match deadline.as_mut() {
                 Some(sleep) => {
                     coarse_deadline(sleep.as_mut(), limit);
                     tokio::select! {
                         biased;
-                        sent = req.exchange(&mut checkout.conn) => Ok(sent),
+                        sent = req.exchange(&mut checkout.conn, client_idle) => Ok(sent),
                         _ = sleep.as_mut() => Err(()),
                     }
                 }
-                None => tokio::time::timeout(limit, req.exchange(&mut checkout.conn))
+                None => tokio::time::timeout(limit, req.exchange(&mut checkout.conn, client_idle))
                     .await
                     .map_err(|_| ()),
             };
@@ -425,6 +429,10 @@ impl Forwarder {
                     crate::dataplane::request_rules::count_rejected(RequestError::Chunked);
                     tracing::debug!(function = handle.label(), sent, "malformed request body");
                     return Err(ForwardError::BadBody);
+                }
+                Ok(Err(Failure::ClientStalled { sent })) => {
+                    tracing::debug!(function = handle.label(), sent, "request body stalled");
+                    return Err(ForwardError::ClientTimeout(self.config.client_body_timeout));
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(function = handle.label(), error = ?e, "upstream exchange failed");
@@ -523,6 +531,8 @@ pub enum Failure {
     /// The client's request body was malformed or cut (`sent`: part of the request had
     /// reached the replica, whose connection is then dropped).
     ClientBody { sent: bool },
+    /// The client's request body stalled past the client body timeout.
+    ClientStalled { sent: bool },
     /// Anything else: a malformed response, a reset mid-head.
     Broken,
 }
@@ -538,9 +548,11 @@ pub(crate) trait Outbound {
     fn idempotent(&self) -> bool;
     fn status(head: &Self::Head) -> StatusCode;
     /// Writes the request on `conn` and reads the response head; the body is left on `conn`.
+    /// `client_idle` bounds each wait for the client's next body piece.
     async fn exchange(
         &mut self,
         conn: &mut Conn,
+        client_idle: Duration,
     ) -> Result<(Self::Head, Option<Box<Upload>>), Failure>;
 }
 
@@ -562,8 +574,9 @@ impl Outbound for Request<UpstreamBody> {
     async fn exchange(
         &mut self,
         conn: &mut Conn,
+        client_idle: Duration,
     ) -> Result<(ResponseHead, Option<Box<Upload>>), Failure> {
-        exchange(conn, self).await
+        exchange(conn, self, Some(client_idle)).await
     }
 }
 
@@ -596,6 +609,7 @@ impl Outbound for RawRequest<'_> {
     async fn exchange(
         &mut self,
         conn: &mut Conn,
+        _client_idle: Duration,
     ) -> Result<(StatusCode, Option<Box<Upload>>), Failure> {
         if conn.stream.write_all(self.bytes).await.is_err() {
             return Err(Failure::NotSent);
@@ -626,6 +640,7 @@ impl Outbound for RawRequest<'_> {
 pub async fn exchange(
     conn: &mut Conn,
     req: &mut Request<UpstreamBody>,
+    client_idle: Option<Duration>,
 ) -> Result<(ResponseHead, Option<Box<Upload>>), Failure> {
     let body_len = match req.body() {
         UpstreamBody::Empty => Some(0),
@@ -634,7 +649,13 @@ pub async fn exchange(
     conn.write.clear();
     http1::write_request_head(req, body_len, &mut conn.write);
     let mut upload = match std::mem::replace(req.body_mut(), UpstreamBody::Empty) {
-        UpstreamBody::Client(body) => Some(Upload::new(body, body_len.is_none())),
+        UpstreamBody::Client(body) => {
+            let upload = Upload::new(body, body_len.is_none());
+            Some(match client_idle {
+                Some(limit) => upload.client_idle_timeout(limit),
+                None => upload,
+            })
+        }
         UpstreamBody::Empty => {
             if conn.stream.write_all(&conn.write).await.is_err() {
                 return Err(Failure::NotSent);
@@ -650,6 +671,9 @@ pub async fn exchange(
                 Poll::Ready(Ok(())) => upload = None,
                 Poll::Ready(Err(UploadError::Client { sent, .. })) => {
                     return Poll::Ready(Err(Failure::ClientBody { sent }))
+                }
+                Poll::Ready(Err(UploadError::ClientStalled { sent, .. })) => {
+                    return Poll::Ready(Err(Failure::ClientStalled { sent }))
                 }
                 Poll::Ready(Err(UploadError::Upstream(_))) => {
                     return Poll::Ready(Err(Failure::Broken))
@@ -695,7 +719,7 @@ fn error_response(
     let status = e.status();
     invocation.code = status.as_u16();
     tracing::debug!(function = invocation.handle.label(), error = %e, "invocation failed");
-    let close = matches!(e, ForwardError::BadBody);
+    let close = matches!(e, ForwardError::BadBody | ForwardError::ClientTimeout(_));
     let mut resp = Response::new(GatewayBody::full(e.to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

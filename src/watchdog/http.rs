@@ -219,14 +219,14 @@ impl HttpProxy {
         let bodiless = req.body().is_empty();
         let Checkout { mut conn, reused } =
             self.pool.checkout().await.map_err(CallError::Connect)?;
-        match exchange(&mut conn, req).await {
+        match exchange(&mut conn, req, None).await {
             Ok((head, upload)) => return Ok((head, upload, conn)),
             Err(Failure::NotSent) if bodiless && reused => {}
             Err(Failure::NoResponse) if bodiless && reused && idempotent(req.method()) => {}
             Err(f) => return Err(CallError::Upstream(f.into())),
         }
         let mut conn = self.pool.connect().await.map_err(CallError::Connect)?;
-        match exchange(&mut conn, req).await {
+        match exchange(&mut conn, req, None).await {
             Ok((head, upload)) => Ok((head, upload, conn)),
             Err(f) => Err(CallError::Upstream(f.into())),
         }
@@ -240,7 +240,9 @@ impl From<Failure> for UpstreamError {
         match f {
             Failure::NotSent => UpstreamError::NotSent,
             Failure::NoResponse => UpstreamError::NoResponse,
-            Failure::Broken | Failure::ClientBody { .. } => UpstreamError::Broken,
+            Failure::Broken | Failure::ClientBody { .. } | Failure::ClientStalled { .. } => {
+                UpstreamError::Broken
+            }
         }
     }
 }
