@@ -110,13 +110,18 @@ impl InProc {
 
 /// The gateway the real server would build, over `routes`, without auth.
 pub fn gateway(routes: Arc<Routes>) -> Arc<Gateway> {
+    gateway_timed(routes, Duration::from_secs(60))
+}
+
+/// [`gateway`] with the forwarder's `upstream_timeout`.
+pub fn gateway_timed(routes: Arc<Routes>, upstream_timeout: Duration) -> Arc<Gateway> {
     let (cold_tx, _cold_rx) = tokio::sync::mpsc::unbounded_channel();
     let scaling = faasgate::control::scaler::Scaling::new(Default::default());
     Arc::new(Gateway {
         routes: routes.clone(),
         forwarder: Forwarder::new(
             ForwardConfig {
-                upstream_timeout: Duration::from_secs(60),
+                upstream_timeout,
                 hold_timeout: Duration::from_secs(5),
                 max_queue: 10_000,
             },
@@ -145,10 +150,20 @@ pub async fn spawn_gateway_with(
     routes: Arc<Routes>,
     byte_loop: bool,
 ) -> InProc {
+    spawn_gateway_timed(listen, routes, byte_loop, Duration::from_secs(60)).await
+}
+
+/// [`spawn_gateway_with`], with the forwarder's `upstream_timeout`.
+pub async fn spawn_gateway_timed(
+    listen: SocketAddr,
+    routes: Arc<Routes>,
+    byte_loop: bool,
+    upstream_timeout: Duration,
+) -> InProc {
     let listener = TcpListener::bind(listen).await.expect("bind gateway");
     let addr = listener.local_addr().expect("gateway address");
     let (stop, stopped) = oneshot::channel::<()>();
-    let mut gw = gateway(routes.clone());
+    let mut gw = gateway_timed(routes.clone(), upstream_timeout);
     Arc::get_mut(&mut gw).expect("not shared yet").byte_loop = byte_loop;
     tokio::spawn(faasgate::api::server::serve(
         listener,
