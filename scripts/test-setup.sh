@@ -2,7 +2,8 @@
 # Installs what `cargo test` needs beyond a Rust toolchain, when missing (Debian, as root):
 # python3 (example functions, some tests), Chromium with its WebDriver for the UI test
 # (tests/ui_browser.rs drives /usr/bin/chromium through /usr/bin/chromedriver), and the real
-# Prometheus and Alertmanager for the alert-scaling test (tests/prometheus.rs).
+# Prometheus and Alertmanager for the alert-scaling test (tests/prometheus.rs), and nginx, the
+# reference front end of the differential wire test (tests/differential_wire.rs).
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,7 @@ command -v python3 >/dev/null || missing+=(python3)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx-light)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test-setup: installing ${missing[*]}"

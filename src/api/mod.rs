@@ -78,7 +78,7 @@ pub struct NamespaceQuery {
 
 impl Gateway {
     pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<GatewayBody> {
-        if let Err(e) = request_rules::check_host(req.version(), req.headers()) {
+        if let Err(e) = request_rules::check_parsed(req.version(), req.headers()) {
             return reject(e);
         }
         let path = req.uri().path();

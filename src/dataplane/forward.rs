@@ -53,7 +53,7 @@ use tokio::time::Sleep;
 use crate::dataplane::balance;
 use crate::dataplane::body::{GatewayBody, ProxiedBody, Upload, UploadError, UpstreamBody};
 use crate::dataplane::clock;
-use crate::dataplane::http1::{self, RawHead, ResponseHead};
+use crate::dataplane::http1::{self, Framing, RawHead, ResponseHead};
 use crate::dataplane::pool::Conn;
 use crate::dataplane::replica::{PendingGuard, Replica, DOWN_MS};
 use crate::dataplane::request_rules::{forwardable_name, RequestError};
@@ -267,6 +267,16 @@ impl Forwarder {
                 } = head;
                 invocation.code = parts.status.as_u16();
                 strip_hop_by_hop(&mut parts.headers);
+                // The length is this hop's (hyper writes it from the body's exact size):
+                // the upstream's is kept only on a bodiless answer where it tells what a GET
+                // would get (HEAD), as the byte loop does. A `Content-Length` beside
+                // `Transfer-Encoding` must not reach the client (RFC 9112 section 6.1).
+                let keep_length = framing == Framing::Empty
+                    && parts.status != StatusCode::NO_CONTENT
+                    && parts.status != StatusCode::NOT_MODIFIED;
+                if !keep_length {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                }
                 if generated {
                     parts.headers.insert(X_CALL_ID, call_id);
                 }
@@ -646,6 +656,18 @@ pub async fn exchange(
         UpstreamBody::Empty => Some(0),
         UpstreamBody::Client(b) => b.size_hint().exact(),
     };
+    if !req.headers().contains_key(header::HOST) {
+        // An HTTP/1.0 client may send none; an HTTP/1.1 request must carry one (RFC 9112
+        // section 3.2): the replica's address, as a client naming it would send.
+        if let Ok(host) = conn
+            .stream
+            .peer_addr()
+            .map_err(|_| ())
+            .and_then(|a| HeaderValue::from_str(&a.to_string()).map_err(|_| ()))
+        {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
     conn.write.clear();
     http1::write_request_head(req, body_len, &mut conn.write);
     let mut upload = match std::mem::replace(req.body_mut(), UpstreamBody::Empty) {
@@ -767,8 +789,15 @@ fn rewrite_request<B>(
     } else {
         Uri::try_from(rest).map_err(|_| ForwardError::BadPath)?
     };
+    // RFC 9112 section 3.2.2: the host of an absolute-form target replaces `Host`.
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
     *req.uri_mut() = uri;
     let headers = req.headers_mut();
+    if let Some(authority) = authority {
+        if let Ok(host) = HeaderValue::from_str(&authority) {
+            headers.insert(header::HOST, host);
+        }
+    }
     strip_hop_by_hop(headers);
     if !allow_underscores {
         drop_underscore_names(headers);

@@ -113,6 +113,8 @@ pub struct RequestRules {
     transfer_encoding: bool,
     /// The last `Transfer-Encoding` field ends in `chunked`.
     chunked_last: bool,
+    /// A `chunked` coding was followed by another coding.
+    chunked_not_last: bool,
 }
 
 /// How a request's body is delimited, once its head passed [`RequestRules::check`].
@@ -133,6 +135,7 @@ impl RequestRules {
             length_invalid: false,
             transfer_encoding: false,
             chunked_last: false,
+            chunked_not_last: false,
         }
     }
 
@@ -150,13 +153,18 @@ impl RequestRules {
         }
     }
 
-    /// One `Transfer-Encoding` field line.
+    /// One `Transfer-Encoding` field line. Its codings continue those of earlier lines
+    /// (RFC 9110 section 5.3): `chunked` anywhere but last is applied twice or before
+    /// another coding, which RFC 9112 section 6.1 forbids.
     pub fn transfer_encoding(&mut self, value: &[u8]) {
         self.transfer_encoding = true;
-        self.chunked_last = value
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|last| trim(last).eq_ignore_ascii_case(b"chunked"));
+        for coding in value.split(|&b| b == b',').map(trim) {
+            if coding.is_empty() {
+                continue;
+            }
+            self.chunked_not_last |= self.chunked_last;
+            self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+        }
     }
 
     /// The verdict for a head of version `HTTP/1.{minor}`.
@@ -173,7 +181,7 @@ impl RequestRules {
             if self.length.is_some() || self.length_invalid {
                 return Err(RequestError::LengthWithTransferEncoding);
             }
-            if minor == 0 || !self.chunked_last {
+            if minor == 0 || !self.chunked_last || self.chunked_not_last {
                 return Err(RequestError::TransferEncoding);
             }
             return Ok(RequestFraming::Chunked);
@@ -188,12 +196,23 @@ impl RequestRules {
     }
 }
 
-/// The `Host` rules for a request hyper parsed (its parser applies the framing rules): the
-/// same verdict as [`RequestRules::check`] gives the byte-level loop.
-pub fn check_host(version: http::Version, headers: &http::HeaderMap) -> Result<(), RequestError> {
+/// The rules for a request hyper parsed: the same verdict as [`RequestRules::check`] gives
+/// the byte-level loop, but for what hyper's parser hides. It refuses a conflicting
+/// `Content-Length` itself, and for a request with both `Content-Length` and
+/// `Transfer-Encoding` it drops the length before the request reaches us, processes the
+/// body by `Transfer-Encoding` and closes the connection after answering (RFC 9112 section
+/// 6.1 allows this; the byte loop, which reads every connection's first requests, refuses
+/// it as nginx does).
+pub fn check_parsed(version: http::Version, headers: &http::HeaderMap) -> Result<(), RequestError> {
     let mut rules = RequestRules::new();
     for v in headers.get_all(http::header::HOST) {
         rules.host(v.as_bytes());
+    }
+    for v in headers.get_all(http::header::TRANSFER_ENCODING) {
+        rules.transfer_encoding(v.as_bytes());
+    }
+    for v in headers.get_all(http::header::CONTENT_LENGTH) {
+        rules.content_length(v.as_bytes());
     }
     let minor = if version == http::Version::HTTP_10 || version == http::Version::HTTP_09 {
         0
