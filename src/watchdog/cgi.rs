@@ -3,8 +3,12 @@
 //! Owns: header-name -> env-var-name mapping (`Content-type` -> `Http_Content_Type`, Go's
 //! canonical header form with `-` replaced by `_`) and the fixed variables `Http_Method`,
 //! `Http_Path`, `Http_Query` (raw, only if present), `Http_ContentLength`,
-//! `Http_Content_Length`, `Http_Host`. Each header contributes its first value only. Pure:
-//! no I/O; the caller adds these on top of the watchdog's own environment.
+//! `Http_Content_Length`, `Http_Host`. Each header contributes its first value only. A
+//! header whose name holds `_` contributes nothing: its variable could stand for a name
+//! with `-` as well (`X_Call_Id` and `X-Call-Id`), so a hop that framed the request by one
+//! could be read by the function as the other (the gateway drops such headers too, as
+//! nginx does). Pure: no I/O; the caller adds these on top of the watchdog's own
+//! environment.
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
@@ -33,7 +37,7 @@ pub fn request_env(parts: &Parts) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = Vec::with_capacity(parts.headers.keys_len() + 6);
     for name in parts.headers.keys() {
         // Go keeps Host out of the header map; it is given as Http_Host below.
-        if name == HOST {
+        if name == HOST || name.as_str().contains('_') {
             continue;
         }
         if let Some(value) = parts.headers.get(name) {
@@ -71,6 +75,30 @@ pub fn request_env(parts: &Parts) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn underscore_names_set_no_variable() {
+        let req = http::Request::builder()
+            .uri("/")
+            .header("Content_Length", "9")
+            .header("X_Call_Id", "x")
+            .header("X-Call-Id", "y")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let vars = request_env(&parts);
+        assert!(
+            vars.iter().all(|(k, _)| !k.ends_with("_length")),
+            "{vars:?}"
+        );
+        assert_eq!(
+            vars.iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("Http_X_Call_Id"))
+                .count(),
+            1
+        );
+        assert!(vars.contains(&("Http_X_Call_Id".into(), "y".into())));
+    }
 
     #[test]
     fn header_names_follow_go_canonical_form() {
