@@ -17,13 +17,19 @@
 //! answers it as it answers every request: one behaviour, which the loop only reaches with
 //! less work (`tests/downstream_wire.rs` runs the same cases through both).
 //!
+//! Every head the loop parses, whoever then serves it, first passes the RFC 9112 `Host` and
+//! framing rules (`dataplane::request_rules`): a head that breaks one is answered 400 here
+//! and the connection closed, so nothing ambiguous reaches hyper or a replica. Header names
+//! with `_` are not forwarded unless the forwarder allows them.
+//!
 //! Invariants: requests on a connection are answered in order, one at a time (a pipelined
 //! request is read after the previous response is written); nothing is allocated per
 //! request (the buffers belong to the connection) and no lock is taken but tokio's own (an
 //! idle wait registers with the shutdown channel's notifier); every wait is bounded:
-//! a head by `read_timeout` (less at most a tenth of it, or 1 s), the upstream by
-//! `upstream_timeout`. On shutdown the loop
-//! finishes the request in hand and closes.
+//! a head (and a buffered body) by `read_timeout` (less at most a tenth of it, or 1 s), the
+//! upstream's head by `upstream_timeout`, each wait for more of its body by `body_timeout`
+//! (the connection's one upstream timer, set at the body's first wait). On shutdown the
+//! loop finishes the request in hand and closes.
 
 use std::io;
 use std::mem::MaybeUninit;

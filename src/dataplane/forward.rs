@@ -24,7 +24,13 @@
 //!   the replica (no response byte) is sent again, as Go's transport does: a replica killed
 //!   between requests cannot have acted on it.
 //! - Errors map to statuses in one place, [`ForwardError::status`]: no ready replica within
-//!   the hold timeout 503, hold queue full 429, upstream failure 502, upstream timeout 504.
+//!   the hold timeout 503, hold queue full 429, upstream failure 502, upstream timeout 504,
+//!   a malformed chunked request body 400 and one that stalls past the client body timeout
+//!   408 (both close the client connection; nothing of the request is sent before its
+//!   body's first piece is read, and a connection that carried part of it is dropped).
+//! - Once the response head is relayed, each wait for more of its body is bounded by
+//!   `body_timeout` (`body::PooledResponse::idle_timeout`): past it the client connection is
+//!   cut and the call recorded as a 504.
 //! - No lock is taken and nothing is allocated per request in this module (proved by
 //!   `tests/alloc_budget.rs`): the header values made per request (`X-Call-Id`,
 //!   `X-Start-Time`) are carved out of a per-thread slab ([`slab_value`]), the upstream URI
