@@ -62,6 +62,11 @@ pub const FAST_BODY: usize = 64 * 1024;
 /// Request head bytes the loop waits for; a longer head goes to hyper (which answers 431 or
 /// serves it).
 const MAX_HEAD: usize = 16 * 1024;
+/// How long, and for how many bytes, a connection closed after an error answer keeps
+/// reading what the client still sends (nginx's `lingering_time` is 30 s; a refused
+/// request's body is short or unwanted).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
 /// The read buffer hyper's server may grow to for a request head.
 const MAX_HYPER_HEAD: usize = 96 * 1024;
 /// Request headers the loop parses; more goes to hyper.
@@ -135,9 +140,14 @@ pub async fn serve(
                 return;
             }
             match client.read(sleep.as_mut(), &mut shutdown, idle).await {
-                Ok(true) => {}
-                // EOF, an error, the head timeout, or shutdown while idle: close. A partial
-                // request is dropped, as hyper drops it.
+                Ok(Read::More) => {}
+                // Part of a request came, the rest not in time.
+                Ok(Read::Timeout) if !idle => {
+                    client.request_timeout().await;
+                    return;
+                }
+                // EOF, an error, an idle connection's timeout, or shutdown while idle: close.
+                // A partial request cut by EOF is dropped, as hyper drops it.
                 _ => return,
             }
         };
@@ -205,15 +215,6 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
         .any(|h| eq(name, h.as_str().as_bytes()))
 }
 
-/// A `Content-Length` value of digits only.
-fn content_length(v: &[u8]) -> Option<u64> {
-    let v = trim(v);
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
-}
-
 /// Reads the request at the start of `buf`; when the loop serves it (`lookup` finds its
 /// function), writes its upstream form into `up`. `forwarded_for` is the client's address.
 fn plan<H>(
@@ -253,7 +254,7 @@ fn plan<H>(
         let name = h.name.as_bytes();
         if eq(name, b"content-length") {
             rules.content_length(h.value);
-            match content_length(h.value) {
+            match request_rules::parse_length_list(h.value) {
                 Some(n) if length.map_or(true, |m| m == n) => length = Some(n),
                 _ => unusual = true,
             }
@@ -423,6 +424,13 @@ fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
     shutdown.has_changed().unwrap_or(true)
 }
 
+/// What a read of the client's bytes gave.
+enum Read {
+    More,
+    Stop,
+    Timeout,
+}
+
 /// Why a response could not be completed; the client connection is closed.
 #[derive(Debug)]
 enum Broken {
@@ -443,23 +451,40 @@ struct Idle<'a> {
 }
 
 impl Client {
-    /// Reads more of the client's bytes. `Ok(false)`: EOF, the deadline, or (when `idle`,
-    /// between requests) shutdown.
+    /// Reads more of the client's bytes. `Ok(Read::Stop)`: EOF, or (when `idle`, between
+    /// requests) shutdown; `Ok(Read::Timeout)`: the deadline passed.
     async fn read(
         &mut self,
         deadline: Pin<&mut Sleep>,
         shutdown: &mut watch::Receiver<bool>,
         idle: bool,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Read> {
         if self.buf.capacity() - self.buf.len() < READ_BUF / 8 {
             self.buf.reserve(READ_BUF);
         }
         tokio::select! {
             biased;
-            n = self.stream.read_buf(&mut self.buf) => Ok(n? > 0),
-            _ = deadline => Ok(false),
-            _ = shutdown.wait_for(|s| *s), if idle => Ok(false),
+            n = self.stream.read_buf(&mut self.buf) => Ok(if n? > 0 { Read::More } else { Read::Stop }),
+            _ = deadline => Ok(Read::Timeout),
+            _ = shutdown.wait_for(|s| *s), if idle => Ok(Read::Stop),
         }
+    }
+
+    /// A request's head or body did not arrive within `read_timeout`: 408 and close, as
+    /// hyper's server answers a head that times out.
+    async fn request_timeout(&mut self) {
+        let body = "408 Request Timeout";
+        self.out.clear();
+        let out = &mut self.out;
+        status_line(out, StatusCode::REQUEST_TIMEOUT, b"");
+        header(out, b"content-type", b"text/plain; charset=utf-8");
+        let mut itoa = itoa::Buffer::new();
+        header(out, b"content-length", itoa.format(body.len()).as_bytes());
+        date::with(|d| header(out, b"date", d));
+        header(out, b"connection", b"close");
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body.as_bytes());
+        self.close_after_answer().await;
     }
 
     /// Serves one planned invocation. `Ok(true)`: the connection may carry another request.
@@ -545,7 +570,7 @@ impl Client {
         let body = e.message();
         self.out.clear();
         let out = &mut self.out;
-        status_line(out, StatusCode::BAD_REQUEST, b"");
+        status_line(out, e.status(), b"");
         header(out, b"content-type", b"text/plain; charset=utf-8");
         let mut itoa = itoa::Buffer::new();
         header(out, b"content-length", itoa.format(body.len()).as_bytes());
@@ -554,9 +579,27 @@ impl Client {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body.as_bytes());
         crate::dataplane::request_rules::count_rejected(e);
-        if self.flush().await.is_ok() {
-            let _ = self.stream.shutdown().await;
+        self.close_after_answer().await;
+    }
+
+    /// Writes what is gathered, sends FIN, then reads and drops what the client still sends
+    /// for a moment (nginx's lingering close): closing with unread bytes makes the kernel
+    /// send a reset, which can destroy the answer before the client reads it.
+    async fn close_after_answer(&mut self) {
+        if self.flush().await.is_err() || self.stream.shutdown().await.is_err() {
+            return;
         }
+        let linger = async {
+            let mut drained = 0usize;
+            let mut sink = [0u8; 4096];
+            while drained < LINGER_BYTES {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => drained += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, linger).await;
     }
 
     /// The answer for an invocation that got no upstream response, as the hyper path writes it.
@@ -1025,6 +1068,11 @@ mod tests {
                 InvalidLength,
             ),
             ("POST /function/echo HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\na", InvalidLength),
+            ("POST /function/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\na", InvalidLength),
+            (
+                "POST /function/echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                UnsupportedCoding,
+            ),
             (
                 "POST /function/echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
                 LengthWithTransferEncoding,
@@ -1099,7 +1147,6 @@ mod tests {
             "POST /function/echo HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST /function/echo HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
             "GET /function/echo HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-            "POST /function/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 1, 1\r\n\r\na",
             "GET /function/echo HTTP/1.1\r\nHost: gw\r\nBad Header\r\n\r\n",
             "GET /function/echo#frag HTTP/1.1\r\nHost: gw\r\n\r\n",
             "GET /function/echo HTTP/1.1\r\nHost: gw\r\nConnection: a, b, c, d, e, f, g, h, i\r\n\r\n",

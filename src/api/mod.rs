@@ -57,13 +57,14 @@ pub struct Gateway {
     pub byte_loop: bool,
 }
 
-/// The 400 for a request that breaks a rule every request must pass (`request_rules`);
+/// The 400 (501 for a transfer coding) for a request that breaks a rule every request must
+/// pass (`request_rules`);
 /// the connection closes after it. (hyper's parser applies the framing rules itself: a
 /// conflicting `Content-Length` or a `Transfer-Encoding` not ending in `chunked` is a 400
 /// before a request reaches `handle`.)
 pub(crate) fn reject(e: request_rules::RequestError) -> Response<GatewayBody> {
     request_rules::count_rejected(e);
-    let mut resp = text(StatusCode::BAD_REQUEST, e.message());
+    let mut resp = text(e.status(), e.message());
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp

@@ -23,6 +23,23 @@ use super::{conn, Gateway};
 
 static OPEN: AtomicU64 = AtomicU64::new(0);
 
+/// One open connection in [`OPEN`], for as long as it lives (a panicking connection task
+/// drops it too).
+struct Open;
+
+impl Open {
+    fn count() -> Self {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Client connections open now, in this process.
 pub fn open_connections() -> u64 {
     OPEN.load(Ordering::Relaxed)
@@ -83,11 +100,10 @@ pub async fn serve_limited(
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
                 let watch = watch.clone();
-                OPEN.fetch_add(1, Ordering::Relaxed);
+                let open = Open::count();
                 tokio::spawn(async move {
                     conn::serve(stream, addr, gw, read_timeout, watch).await;
-                    OPEN.fetch_sub(1, Ordering::Relaxed);
-                    drop(slot);
+                    drop((open, slot));
                 });
             }
             _ = &mut shutdown => break,

@@ -274,7 +274,12 @@ impl Upload {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), UploadError>> {
         loop {
-            while !self.ended && self.big.is_empty() && conn.write.len() - self.pos < INLINE_BODY {
+            // The body is polled at least until its first piece is staged, however large
+            // the head waiting in `conn.write` (nothing is written before that).
+            while !self.ended
+                && self.big.is_empty()
+                && (!self.started || conn.write.len() - self.pos < INLINE_BODY)
+            {
                 if self.body.is_end_stream() {
                     self.end(conn);
                     break;

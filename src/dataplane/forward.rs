@@ -150,6 +150,8 @@ pub enum ForwardError {
     BadBody,
     #[error("Request body stalled for {0:?}.")]
     ClientTimeout(Duration),
+    #[error("Client closed the request.")]
+    ClientGone,
 }
 
 /// Counts one invocation from arrival to the end of its response; records on drop.
@@ -173,6 +175,8 @@ impl ForwardError {
             ForwardError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ForwardError::BadPath | ForwardError::BadBody => StatusCode::BAD_REQUEST,
             ForwardError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            // nginx's code for a client that closed before its answer; it reaches no one.
+            ForwardError::ClientGone => StatusCode::from_u16(499).expect("499 is a valid code"),
         }
     }
 }
@@ -446,6 +450,7 @@ impl Forwarder {
                     tracing::debug!(function = handle.label(), sent, "malformed request body");
                     return Err(ForwardError::BadBody);
                 }
+                Ok(Err(Failure::ClientGone)) => return Err(ForwardError::ClientGone),
                 Ok(Err(Failure::ClientStalled { sent })) => {
                     tracing::debug!(function = handle.label(), sent, "request body stalled");
                     return Err(ForwardError::ClientTimeout(self.config.client_body_timeout));
@@ -508,13 +513,32 @@ impl Forwarder {
     }
 }
 
+/// Whether a client body error is a framing error of the body itself (hyper's chunked
+/// decoder reports `InvalidData`/`InvalidInput`), not a client that went away or cut a
+/// body short (`UnexpectedEof`, a closed connection).
+fn malformed_body(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Moves `sleep` to `limit` from now unless it is already within a tenth of `limit` (at most
-/// 1 s) of that: a busy connection updates its timer once a second, not once a request, and
-/// a wait it bounds lasts between `limit` less that slack and `limit`.
+/// 1 s) before that: a busy connection updates its timer once a second, not once a request,
+/// and a wait it bounds lasts between `limit` less that slack and `limit`. A deadline later
+/// than `limit` from now (the timer last bounded a longer wait) is brought back.
 pub fn coarse_deadline(sleep: Pin<&mut Sleep>, limit: Duration) {
     let fresh = tokio::time::Instant::now() + limit;
     let slack = (limit / 10).min(Duration::from_secs(1));
-    if sleep.deadline() + slack < fresh {
+    let deadline = sleep.deadline();
+    if deadline + slack < fresh || deadline > fresh {
         sleep.reset(fresh);
     }
 }
@@ -549,6 +573,8 @@ pub enum Failure {
     ClientBody { sent: bool },
     /// The client's request body stalled past the client body timeout.
     ClientStalled { sent: bool },
+    /// The client went away (or cut its body short) before its body was all read.
+    ClientGone,
     /// Anything else: a malformed response, a reset mid-head.
     Broken,
 }
@@ -662,20 +688,23 @@ pub async fn exchange(
         UpstreamBody::Empty => Some(0),
         UpstreamBody::Client(b) => b.size_hint().exact(),
     };
-    if !req.headers().contains_key(header::HOST) {
-        // An HTTP/1.0 client may send none; an HTTP/1.1 request must carry one (RFC 9112
-        // section 3.2): the replica's address, as a client naming it would send.
-        if let Ok(host) = conn
+    // An HTTP/1.0 client may send no Host; an HTTP/1.1 request must carry one (RFC 9112
+    // section 3.2): this replica's address, as a client naming it would send (taken out
+    // again after the write: a retry elsewhere names its own replica).
+    let host_added = !req.headers().contains_key(header::HOST)
+        && match conn
             .stream
             .peer_addr()
-            .map_err(|_| ())
-            .and_then(|a| HeaderValue::from_str(&a.to_string()).map_err(|_| ()))
+            .map(|a| HeaderValue::from_str(&a.to_string()))
         {
-            req.headers_mut().insert(header::HOST, host);
-        }
-    }
+            Ok(Ok(host)) => req.headers_mut().insert(header::HOST, host).is_none(),
+            _ => false,
+        };
     conn.write.clear();
     http1::write_request_head(req, body_len, &mut conn.write);
+    if host_added {
+        req.headers_mut().remove(header::HOST);
+    }
     let mut upload = match std::mem::replace(req.body_mut(), UpstreamBody::Empty) {
         UpstreamBody::Client(body) => {
             let upload = Upload::new(body, body_len.is_none());
@@ -697,8 +726,12 @@ pub async fn exchange(
         if let Some(u) = upload.as_mut() {
             match u.poll_send(conn, cx) {
                 Poll::Ready(Ok(())) => upload = None,
-                Poll::Ready(Err(UploadError::Client { sent, .. })) => {
-                    return Poll::Ready(Err(Failure::ClientBody { sent }))
+                Poll::Ready(Err(UploadError::Client { sent, source })) => {
+                    return Poll::Ready(Err(if malformed_body(&source) {
+                        Failure::ClientBody { sent }
+                    } else {
+                        Failure::ClientGone
+                    }))
                 }
                 Poll::Ready(Err(UploadError::ClientStalled { sent, .. })) => {
                     return Poll::Ready(Err(Failure::ClientStalled { sent }))
@@ -747,7 +780,10 @@ fn error_response(
     let status = e.status();
     invocation.code = status.as_u16();
     tracing::debug!(function = invocation.handle.label(), error = %e, "invocation failed");
-    let close = matches!(e, ForwardError::BadBody | ForwardError::ClientTimeout(_));
+    let close = matches!(
+        e,
+        ForwardError::BadBody | ForwardError::ClientTimeout(_) | ForwardError::ClientGone
+    );
     let mut resp = Response::new(GatewayBody::full(e.to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -795,14 +831,20 @@ fn rewrite_request<B>(
     } else {
         Uri::try_from(rest).map_err(|_| ForwardError::BadPath)?
     };
-    // RFC 9112 section 3.2.2: the host of an absolute-form target replaces `Host`.
-    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    // RFC 9112 section 3.2.2: the host of an absolute-form target replaces `Host`. Userinfo
+    // in it is refused (RFC 9110 section 4.2.4), and so is a host `Host` could not carry.
+    let authority = match req.uri().authority() {
+        None => None,
+        Some(a) if a.as_str().contains('@') => return Err(ForwardError::BadPath),
+        Some(a) if !crate::dataplane::request_rules::valid_host(a.as_str().as_bytes()) => {
+            return Err(ForwardError::BadPath)
+        }
+        Some(a) => Some(HeaderValue::from_str(a.as_str()).map_err(|_| ForwardError::BadPath)?),
+    };
     *req.uri_mut() = uri;
     let headers = req.headers_mut();
-    if let Some(authority) = authority {
-        if let Ok(host) = HeaderValue::from_str(&authority) {
-            headers.insert(header::HOST, host);
-        }
+    if let Some(host) = authority {
+        headers.insert(header::HOST, host);
     }
     strip_hop_by_hop(headers);
     if !allow_underscores {
@@ -965,6 +1007,14 @@ mod tests {
         assert!(
             sleep.deadline() >= start + short,
             "slack is a tenth of a short limit"
+        );
+        // A deadline set for a longer wait (a response body's) is brought back, so the
+        // next request's head wait is bounded by its own limit.
+        sleep.as_mut().reset(start + Duration::from_secs(60));
+        coarse_deadline(sleep.as_mut(), limit);
+        assert!(
+            sleep.deadline() <= tokio::time::Instant::now() + limit,
+            "a later deadline is brought back"
         );
     }
 

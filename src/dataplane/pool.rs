@@ -101,7 +101,7 @@ pub enum Discard {
     /// The idle ring of its replica was full.
     Full,
     /// Its response's framing left doubt about where the response ended (both
-    /// `Content-Length` and `Transfer-Encoding`, a body on a 204, a request not all sent).
+    /// `Content-Length` and `Transfer-Encoding`, a body on a 204).
     Framing,
 }
 

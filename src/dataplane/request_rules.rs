@@ -49,10 +49,16 @@ pub enum RequestError {
     /// RFC 9112 section 7.1: a chunked request body that does not parse.
     #[error("malformed chunked request body")]
     Chunked,
+    /// RFC 9112 section 6.1: "A server that receives a request message with a transfer
+    /// coding it does not understand SHOULD respond with 501 (Not Implemented)": faasgate
+    /// decodes `chunked` only (a `gzip` transfer coding would reach the replica as bytes
+    /// with nothing saying they are compressed).
+    #[error("unsupported transfer coding")]
+    UnsupportedCoding,
 }
 
 impl RequestError {
-    pub const ALL: [RequestError; 7] = [
+    pub const ALL: [RequestError; 8] = [
         RequestError::MissingHost,
         RequestError::DuplicateHost,
         RequestError::InvalidHost,
@@ -60,6 +66,7 @@ impl RequestError {
         RequestError::InvalidLength,
         RequestError::TransferEncoding,
         RequestError::Chunked,
+        RequestError::UnsupportedCoding,
     ];
 
     /// The metric label.
@@ -72,6 +79,7 @@ impl RequestError {
             RequestError::InvalidLength => "invalid_length",
             RequestError::TransferEncoding => "transfer_encoding",
             RequestError::Chunked => "malformed_chunked_body",
+            RequestError::UnsupportedCoding => "unsupported_transfer_coding",
         }
     }
 
@@ -87,11 +95,22 @@ impl RequestError {
             RequestError::InvalidLength => "400 Bad Request: invalid Content-Length",
             RequestError::TransferEncoding => "400 Bad Request: unsupported Transfer-Encoding",
             RequestError::Chunked => "400 Bad Request: malformed chunked request body",
+            RequestError::UnsupportedCoding => {
+                "501 Not Implemented: transfer codings other than chunked are not supported"
+            }
+        }
+    }
+
+    /// The answer's status: 400, or 501 for a transfer coding faasgate does not decode.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            RequestError::UnsupportedCoding => http::StatusCode::NOT_IMPLEMENTED,
+            _ => http::StatusCode::BAD_REQUEST,
         }
     }
 }
 
-static REJECTED: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+static REJECTED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 
 /// Counts one request refused for `e` (`faasgate_requests_rejected_total{reason}`).
 pub fn count_rejected(e: RequestError) {
@@ -115,6 +134,8 @@ pub struct RequestRules {
     chunked_last: bool,
     /// A `chunked` coding was followed by another coding.
     chunked_not_last: bool,
+    /// A coding other than `chunked` was named.
+    other_coding: bool,
 }
 
 /// How a request's body is delimited, once its head passed [`RequestRules::check`].
@@ -136,6 +157,7 @@ impl RequestRules {
             transfer_encoding: false,
             chunked_last: false,
             chunked_not_last: false,
+            other_coding: false,
         }
     }
 
@@ -164,6 +186,7 @@ impl RequestRules {
             }
             self.chunked_not_last |= self.chunked_last;
             self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+            self.other_coding |= !self.chunked_last;
         }
     }
 
@@ -183,6 +206,9 @@ impl RequestRules {
             }
             if minor == 0 || !self.chunked_last || self.chunked_not_last {
                 return Err(RequestError::TransferEncoding);
+            }
+            if self.other_coding {
+                return Err(RequestError::UnsupportedCoding);
             }
             return Ok(RequestFraming::Chunked);
         }
@@ -232,24 +258,19 @@ pub fn forwardable_name(name: &[u8], allow_underscores: bool) -> bool {
     allow_underscores || !name.contains(&b'_')
 }
 
-/// A `Content-Length` field value: digits, or a comma-separated list of equal digit strings
-/// (RFC 9110 section 8.6). At most 19 digits (fits `u64`).
+/// A `Content-Length` field value: 1 to 19 digits (fits `u64`), nothing else. A list of
+/// equal values (`5, 5`), which RFC 9110 section 8.6 lets a recipient accept, is refused as
+/// nginx and hyper's parser refuse it, so both client paths answer it alike; equal values on
+/// separate lines are accepted as one.
 pub fn parse_length_list(v: &[u8]) -> Option<u64> {
-    let mut value: Option<u64> = None;
-    for part in v.split(|&b| b == b',') {
-        let part = trim(part);
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = part
-            .iter()
-            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
-        if value.is_some_and(|m| m != n) {
-            return None;
-        }
-        value = Some(n);
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
     }
-    value
+    Some(
+        v.iter()
+            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')),
+    )
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 section 7.2, RFC 3986 section 3.2.2), without
@@ -272,11 +293,11 @@ pub fn valid_host(v: &[u8]) -> bool {
         {
             return false;
         }
-        match &v[close + 1..] {
-            [] => return true,
-            [b':', port @ ..] => (&v[..0], port),
-            _ => return false,
-        }
+        return match &v[close + 1..] {
+            [] => true,
+            [b':', port @ ..] => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+            _ => false,
+        };
     } else {
         match v.iter().rposition(|&b| b == b':') {
             Some(i) => (&v[..i], &v[i + 1..]),
@@ -286,11 +307,11 @@ pub fn valid_host(v: &[u8]) -> bool {
     if !port.iter().all(u8::is_ascii_digit) || port.len() > 5 {
         return false;
     }
-    reg_name(host)
+    // An http(s) URI's host is never empty (RFC 9110 section 4.2.1).
+    !host.is_empty() && reg_name(host)
 }
 
-/// `reg-name = *( unreserved / pct-encoded / sub-delims )`; empty is allowed here only for
-/// an IP-literal's host part (its caller passed an empty slice).
+/// `reg-name = *( unreserved / pct-encoded / sub-delims )`.
 fn reg_name(host: &[u8]) -> bool {
     let mut i = 0;
     while i < host.len() {
@@ -365,7 +386,8 @@ mod tests {
             Err(DuplicateHost)
         );
         for bad in [
-            "", " ", "a b", "a/b", "a\\b", "a:b", "a:123456", "[::1", "[]", "[::1]x", "a%zz", "a%4",
+            "", " ", "a b", "a/b", "a\\b", "a:b", "a:123456", "[::1", "[]", "[::1]x", "a%zz",
+            "a%4", ":80", "u@h",
         ] {
             assert_eq!(verdict(1, &[("Host", bad)]), Err(InvalidHost), "{bad:?}");
         }
@@ -390,10 +412,15 @@ mod tests {
         use RequestFraming as F;
         let h = ("Host", "a");
         assert_eq!(verdict(1, &[h, ("Content-Length", "5")]), Ok(F::Length(5)));
-        // Equal duplicates, in one line or several, are one value (RFC 9110 8.6).
+        // Equal duplicates on separate lines are one value (RFC 9110 8.6); a list in one
+        // line is refused, as nginx and hyper refuse it.
         assert_eq!(
-            verdict(1, &[h, ("Content-Length", "5"), ("Content-Length", "5, 5")]),
+            verdict(1, &[h, ("Content-Length", "5"), ("Content-Length", "5")]),
             Ok(F::Length(5))
+        );
+        assert_eq!(
+            verdict(1, &[h, ("Content-Length", "5, 5")]),
+            Err(InvalidLength)
         );
         assert_eq!(
             verdict(1, &[h, ("Content-Length", "5"), ("Content-Length", "6")]),
@@ -412,7 +439,7 @@ mod tests {
         );
         assert_eq!(
             verdict(1, &[h, ("Transfer-Encoding", "gzip, chunked")]),
-            Ok(F::Chunked)
+            Err(UnsupportedCoding)
         );
         assert_eq!(
             verdict(1, &[h, ("Transfer-Encoding", "chunked, gzip")]),

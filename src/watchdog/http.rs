@@ -240,9 +240,10 @@ impl From<Failure> for UpstreamError {
         match f {
             Failure::NotSent => UpstreamError::NotSent,
             Failure::NoResponse => UpstreamError::NoResponse,
-            Failure::Broken | Failure::ClientBody { .. } | Failure::ClientStalled { .. } => {
-                UpstreamError::Broken
-            }
+            Failure::Broken
+            | Failure::ClientBody { .. }
+            | Failure::ClientStalled { .. }
+            | Failure::ClientGone => UpstreamError::Broken,
         }
     }
 }

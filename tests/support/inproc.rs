@@ -179,12 +179,14 @@ pub async fn spawn_gateway_config(
         .expect("bind gateway");
     let addr = listener.local_addr().expect("gateway address");
     let (stop, stopped) = oneshot::channel::<()>();
+    // `read_timeout` bounds a request's head and each piece of its body, as in the binary.
+    let read_timeout = config.client_body_timeout;
     let mut gw = gateway_with_config(routes.clone(), config);
     Arc::get_mut(&mut gw).expect("not shared yet").byte_loop = byte_loop;
     tokio::spawn(faasgate::api::server::serve(
         listener,
         gw,
-        Duration::from_secs(60),
+        read_timeout,
         Duration::from_secs(1),
         async move {
             let _ = stopped.await;
