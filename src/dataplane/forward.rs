@@ -892,17 +892,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     if headers.contains_key(header::CONNECTION) {
         let mut named: Vec<HeaderName> = Vec::new();
+        // As bytes: a value with obs-text still names the tokens it holds (the byte loop
+        // reads it the same way).
         for value in headers.get_all(header::CONNECTION) {
-            let Ok(value) = value.to_str() else { continue };
-            for token in value.split(',').map(str::trim) {
+            for token in value.as_bytes().split(|&b| b == b',').map(http1::trim) {
                 if token.is_empty()
-                    || token.eq_ignore_ascii_case("close")
-                    || token.eq_ignore_ascii_case("keep-alive")
-                    || token.eq_ignore_ascii_case("host")
+                    || token.eq_ignore_ascii_case(b"close")
+                    || token.eq_ignore_ascii_case(b"keep-alive")
+                    || token.eq_ignore_ascii_case(b"host")
                 {
                     continue;
                 }
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                if let Ok(name) = HeaderName::from_bytes(token) {
                     named.push(name);
                 }
             }

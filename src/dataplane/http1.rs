@@ -271,7 +271,16 @@ pub fn parse_response_raw(
                 value: at(h.value),
             };
         }
-        out.reason = resp.reason.map_or(Span2::default(), |r| at(r.as_bytes()));
+        // httparse gives a static `""` (not a slice of `buf`) for a missing reason or one
+        // with obs-text bytes: only a non-empty slice lying inside the head is a position.
+        let within = |r: &str| {
+            let start = r.as_ptr() as usize;
+            !r.is_empty() && start >= base && start + r.len() <= base + len
+        };
+        out.reason = resp
+            .reason
+            .filter(|r| within(r))
+            .map_or(Span2::default(), |r| at(r.as_bytes()));
         out.len = len;
         out.status = status;
         let http10 = resp.version == Some(0);
@@ -599,6 +608,21 @@ mod tests {
         assert_eq!(h.parts.headers["x-call-id"], "a");
         assert_eq!(h.parts.headers["x-start-time"], "1");
         assert_eq!(h.parts.headers["x-other"], "2");
+    }
+
+    #[test]
+    fn a_missing_or_non_ascii_reason_is_empty() {
+        // httparse gives a static "" for these; it once became an out-of-range position.
+        for head in [
+            &b"HTTP/1.1 599\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 599 \xffbad\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(head);
+            let mut raw = RawHead::default();
+            assert!(parse_response_raw(&mut buf, false, &mut raw).unwrap());
+            assert_eq!(raw.reason(&buf[..raw.len]), b"", "{head:?}");
+        }
     }
 
     #[test]
