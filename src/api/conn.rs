@@ -384,10 +384,12 @@ fn plan<H>(
     if let (false, Some(host)) = (has_xfh, host) {
         header(up, b"x-forwarded-host", host);
     }
-    // Framing is this hop's, written once, as `http1::write_request_head` makes it: the
-    // body's length (equal duplicates of the client's are one value, RFC 9110 section 8.6),
-    // `0` for an empty body of a method that expects one.
-    if length.is_some() || http1::expects_body(&kind) {
+    // Framing is this hop's, written once, as the hyper path's `http1::write_request_head`
+    // makes it: the client's length unless its `Connection` names it (equal duplicates are
+    // one value, RFC 9110 section 8.6), else the body's when it has one, `0` for an empty
+    // body of a method that expects one.
+    let length_named = named.iter().any(|n| eq(n, b"content-length"));
+    if (length.is_some() && !length_named) || body_len > 0 || http1::expects_body(&kind) {
         header(up, b"content-length", itoa.format(body_len).as_bytes());
     }
     up.extend_from_slice(b"\r\n");
