@@ -39,7 +39,10 @@ fn decode_arbitrary(data: &[u8]) {
             Ok(Decoded::End) => {
                 assert!(decoder.is_done());
                 // What follows the body is left as it came.
-                assert!(data[..fed].ends_with(&buf), "the bytes behind the body changed");
+                assert!(
+                    data[..fed].ends_with(&buf),
+                    "the bytes behind the body changed"
+                );
                 return;
             }
             Ok(Decoded::NeedMore) => {
@@ -91,7 +94,10 @@ fn round_trip(mut u: Unstructured<'_>) -> arbitrary::Result<()> {
             Ok(Decoded::Data(d)) => got.extend_from_slice(&d),
             Ok(Decoded::End) => break,
             Ok(Decoded::NeedMore) => {
-                assert!(fed < wire.len(), "the decoder wants more than the whole body");
+                assert!(
+                    fed < wire.len(),
+                    "the decoder wants more than the whole body"
+                );
                 let n = (1 + usize::from(*reads.next().unwrap_or(&255))).min(wire.len() - fed);
                 buf.extend_from_slice(&wire[fed..fed + n]);
                 fed += n;

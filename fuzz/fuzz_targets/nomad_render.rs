@@ -24,11 +24,35 @@ use serde_json::{json, Value};
 
 /// Fragments that would break a renderer that pastes text into JSON, HCL or a template.
 const NASTY: &[&str] = &[
-    "\"", "\\", "\n", "\t", "\u{0}", "${NOMAD_PORT_http}", "${attr.kernel.name}", "$${x}",
-    "%{ if true }x%{ endif }", "[[ .Name ]]", "{{faasgate.env}}", "{{faasgate.job_id}}",
-    "{{faasgate.count}}", "{{faasgate.", "}}", "\"},\"Driver\":\"raw_exec\",\"x\":{\"",
-    "\"]}]}", "job \"evil\" { type = \"system\" }", "EOT\n}\n", "<<EOT", "é✓", " ", "Meta",
-    "Env", "faasgate.spec", "faasgate.label.", "com.openfaas.scale.min", "fprocess", "port",
+    "\"",
+    "\\",
+    "\n",
+    "\t",
+    "\u{0}",
+    "${NOMAD_PORT_http}",
+    "${attr.kernel.name}",
+    "$${x}",
+    "%{ if true }x%{ endif }",
+    "[[ .Name ]]",
+    "{{faasgate.env}}",
+    "{{faasgate.job_id}}",
+    "{{faasgate.count}}",
+    "{{faasgate.",
+    "}}",
+    "\"},\"Driver\":\"raw_exec\",\"x\":{\"",
+    "\"]}]}",
+    "job \"evil\" { type = \"system\" }",
+    "EOT\n}\n",
+    "<<EOT",
+    "é✓",
+    " ",
+    "Meta",
+    "Env",
+    "faasgate.spec",
+    "faasgate.label.",
+    "com.openfaas.scale.min",
+    "fprocess",
+    "port",
 ];
 const NAME_CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.";
 const CONSTRAINTS: &[&str] = &[
@@ -275,7 +299,11 @@ fuzz_target!(|case: Case| {
     let parsed: Value = serde_json::from_str(&text).expect("the rendered job is valid JSON");
     assert_eq!(parsed["Job"], job, "the JSON round trip changed the job");
     let job = &parsed["Job"];
-    assert_eq!(spec_from_job(job).as_ref(), Some(&d), "the deployment reads back");
+    assert_eq!(
+        spec_from_job(job).as_ref(),
+        Some(&d),
+        "the deployment reads back"
+    );
     assert_eq!(group_count(job), Some(count));
     assert_eq!(
         job["ID"].as_str(),
@@ -284,7 +312,11 @@ fuzz_target!(|case: Case| {
 
     // No user value became structure.
     let base = render_job(&baseline(&d), 1, &opts).expect("the plain function renders");
-    assert_eq!(skeleton(job), skeleton(&base), "the job's shape depends on user values");
+    assert_eq!(
+        skeleton(job),
+        skeleton(&base),
+        "the job's shape depends on user values"
+    );
 
     // The data maps: strings only, under the scheme's keys.
     let meta = job["Meta"].as_object().expect("Meta is an object");

@@ -2,11 +2,12 @@
 //!
 //! Asserts, besides never panicking: a served request lies within the buffer; its upstream
 //! form parses (httparse) as one complete HTTP/1.1 request head followed by exactly the
-//! client's body, with `Content-Length` values equal to it (or none for an empty body), no
+//! client's body; its target is what follows `/function/<name>`, rooted; its
+//! `Content-Length` values equal the body's length (none only for an empty body); it has no
 //! hop-by-hop header, one `X-Call-Id` and one `X-Start-Time`, and no header name the client
-//! did not send but those the gateway adds; planning only the request's own bytes gives the
-//! same plan (extra bytes after it are the next request's), and a strict prefix of them
-//! asks for more.
+//! did not send but those the gateway adds. Planning only the request's own bytes gives the
+//! same plan (bytes after it are the next request's), and a strict prefix of them asks for
+//! more.
 #![no_main]
 
 use faasgate::testing::{plan, Planned};
@@ -105,7 +106,16 @@ fuzz_target!(|buf: &[u8]| {
     };
     assert_eq!(req.version, Some(1), "the upstream speaks HTTP/1.1");
     assert_eq!(req.method, client.method);
-    assert!(req.path.is_some_and(|p| p.starts_with('/')), "{:?}", req.path);
+    // The target: what follows `/function/<name>`, rooted.
+    let target = client.path.expect("a served request has a target");
+    let after = &target["/function/".len()..];
+    let rest = &after[after.find(['/', '?']).unwrap_or(after.len())..];
+    let expected = if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    };
+    assert_eq!(req.path, Some(expected.as_str()), "the upstream target");
     assert_eq!(&up[head_len..], body, "the upstream body is the client's");
     let names: Vec<String> = req.headers.iter().map(|h| lower(h.name)).collect();
     let values = |n: &str| -> Vec<&[u8]> {
@@ -122,7 +132,9 @@ fuzz_target!(|buf: &[u8]| {
     }
     for v in lengths {
         assert_eq!(
-            std::str::from_utf8(v).ok().and_then(|v| v.trim().parse::<u64>().ok()),
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok()),
             Some(body.len() as u64),
             "Content-Length {:?}",
             String::from_utf8_lossy(v)
@@ -144,8 +156,12 @@ fuzz_target!(|buf: &[u8]| {
         assert_eq!(ids[0], &id[..]);
     }
     let start = start_time.to_string();
-    assert_eq!(values("x-start-time"), [start.as_bytes()], "one X-Start-Time");
-    assert!(values("x-forwarded-for").len() >= 1);
+    assert_eq!(
+        values("x-start-time"),
+        [start.as_bytes()],
+        "one X-Start-Time"
+    );
+    assert!(!values("x-forwarded-for").is_empty(), "an X-Forwarded-For");
 
     // The request's own bytes give the same plan; a strict prefix asks for more.
     let mut again = Vec::new();

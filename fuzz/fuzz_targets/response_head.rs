@@ -38,7 +38,12 @@ fn outcome(fed: usize, buf: &BytesMut, parsed: Result<bool, WireError>, raw: &Ra
         Ok(false) => Outcome::Incomplete,
         Err(e) => Outcome::Failed(e),
         Ok(true) => {
-            assert!(raw.len <= buf.len(), "head {} > buffer {}", raw.len, buf.len());
+            assert!(
+                raw.len <= buf.len(),
+                "head {} > buffer {}",
+                raw.len,
+                buf.len()
+            );
             let head = &buf[..raw.len];
             Outcome::Head {
                 skipped: fed - buf.len(),
