@@ -37,6 +37,8 @@ pub mod gateway;
 pub mod metrics;
 pub mod names;
 pub mod stack;
+#[doc(hidden)]
+pub mod testing; // fuzz targets' entry points (fuzz/)
 pub mod watchdog;
 
 /// The release, from Cargo.

@@ -930,6 +930,29 @@ mod date {
     }
 }
 
+/// [`plan`] for `crate::testing` (the fuzz targets), its outcome as plain data.
+pub(crate) fn plan_for_testing(
+    buf: &[u8],
+    up: &mut Vec<u8>,
+    forwarded_for: &[u8],
+    lookup: impl FnOnce(KeyRef<'_>) -> bool,
+) -> crate::testing::Planned {
+    use crate::testing::Planned;
+    match plan(buf, up, forwarded_for, |k| lookup(k).then_some(())) {
+        Step::More => Planned::More,
+        Step::Handoff => Planned::Handoff,
+        Step::Serve((), p) => Planned::Serve {
+            len: p.len,
+            bodiless: p.bodiless,
+            idempotent: p.idempotent,
+            head_request: p.head_request,
+            close: p.close,
+            call_id: p.call_id,
+            start_time: p.start_time,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
