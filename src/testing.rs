@@ -14,6 +14,8 @@ pub enum Planned {
     More,
     /// Not for the loop: hyper's server takes the connection.
     Handoff,
+    /// A head breaking an RFC 9112 rule: answered 400 (or 501) and closed; the message.
+    Reject(&'static str),
     /// The loop serves it; its upstream form was written.
     Serve {
         /// Bytes of the request (head and body) at the start of the buffer.

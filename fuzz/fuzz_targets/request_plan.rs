@@ -125,8 +125,15 @@ fuzz_target!(|buf: &[u8]| {
             .map(|h| h.value)
             .collect()
     };
-    // Equal repeated values are forwarded as the client sent them (so does the hyper path).
+    // One length at most, whatever the client repeated (equal duplicates are one value).
     let lengths = values("content-length");
+    assert!(lengths.len() <= 1, "{} Content-Length lines", lengths.len());
+    // RFC 9112 3.2: a served HTTP/1.1 request had exactly one valid Host, forwarded.
+    assert_eq!(values("host").len(), 1, "one Host upstream");
+    assert!(
+        names.iter().all(|n| !n.contains('_')),
+        "a name with '_' reached the upstream"
+    );
     if lengths.is_empty() {
         assert!(body.is_empty(), "a body without a Content-Length");
     }

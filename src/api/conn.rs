@@ -122,8 +122,8 @@ pub async fn serve(
                 lookup,
             ) {
                 Step::Serve(handle, plan) => break (handle, plan),
-                Step::Reject(e) => {
-                    client.reject(e).await;
+                Step::Reject(e, head_request) => {
+                    client.reject(e, head_request).await;
                     return;
                 }
                 Step::Handoff => {
@@ -185,8 +185,9 @@ enum Step<H> {
     Handoff,
     /// An invocation of the function `H` whose upstream request is written in `up`.
     Serve(H, Plan),
-    /// A head that breaks a rule every request must pass: answered 400, then closed.
-    Reject(RequestError),
+    /// A head that breaks a rule every request must pass: answered 400, then closed (`true`:
+    /// it was a HEAD request, whose answer has no body).
+    Reject(RequestError, bool),
 }
 
 /// An invocation the loop serves.
@@ -290,7 +291,7 @@ fn plan<H>(
         }
     }
     if let Err(e) = rules.check(minor) {
-        return Step::Reject(e);
+        return Step::Reject(e, method == "HEAD");
     }
     if minor != 1 || unusual {
         return Step::Handoff;
@@ -577,7 +578,7 @@ impl Client {
 
     /// Answers a request head that breaks a rule with 400 and closes: what follows its
     /// head cannot be framed with confidence (RFC 9112 section 6.3).
-    async fn reject(&mut self, e: RequestError) {
+    async fn reject(&mut self, e: RequestError, head_request: bool) {
         let body = e.message();
         self.out.clear();
         let out = &mut self.out;
@@ -588,7 +589,9 @@ impl Client {
         date::with(|d| header(out, b"date", d));
         header(out, b"connection", b"close");
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body.as_bytes());
+        if !head_request {
+            out.extend_from_slice(body.as_bytes());
+        }
         crate::dataplane::request_rules::count_rejected(e);
         self.close_after_answer().await;
     }
@@ -938,9 +941,10 @@ pub(crate) fn plan_for_testing(
     lookup: impl FnOnce(KeyRef<'_>) -> bool,
 ) -> crate::testing::Planned {
     use crate::testing::Planned;
-    match plan(buf, up, forwarded_for, |k| lookup(k).then_some(())) {
+    match plan(buf, up, forwarded_for, false, |k| lookup(k).then_some(())) {
         Step::More => Planned::More,
         Step::Handoff => Planned::Handoff,
+        Step::Reject(e, _) => Planned::Reject(e.message()),
         Step::Serve((), p) => Planned::Serve {
             len: p.len,
             bodiless: p.bodiless,
@@ -974,7 +978,9 @@ mod tests {
             (Step::Serve((), p), up) => (p, String::from_utf8(up).unwrap()),
             (Step::More, _) => panic!("asked for more: {:?}", String::from_utf8_lossy(buf)),
             (Step::Handoff, _) => panic!("handed off: {:?}", String::from_utf8_lossy(buf)),
-            (Step::Reject(e), _) => panic!("rejected ({e}): {:?}", String::from_utf8_lossy(buf)),
+            (Step::Reject(e, _), _) => {
+                panic!("rejected ({e}): {:?}", String::from_utf8_lossy(buf))
+            }
         }
     }
 
@@ -1117,7 +1123,7 @@ mod tests {
             ),
         ] {
             match run(req.as_bytes()).0 {
-                Step::Reject(e) => assert_eq!(e, why, "{req:?}"),
+                Step::Reject(e, _) => assert_eq!(e, why, "{req:?}"),
                 _ => panic!("not rejected: {req:?}"),
             }
         }
