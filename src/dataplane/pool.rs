@@ -16,11 +16,18 @@
 //!   connection, with the request all sent and nothing read past the response
 //!   ([`Pool::checkin`] drops one with unread bytes). So a connection carries one request at
 //!   a time.
-//! - At checkout a connection is reused only when it is provably idle at that instant: the
-//!   non-blocking `MSG_PEEK` finds nothing to read and no EOF or reset (one `recvfrom` per
-//!   reuse; nginx likewise closes an idle upstream connection on any read event). Bytes a replica writes after that instant reach the
-//!   next request's reader first: no proxy can tell them apart, and the framing checks of
-//!   that response, then this check at the following checkout, close the connection.
+//! - At checkout a connection is reused only when no read event was seen on it since its
+//!   response ended: nginx's rule (its idle upstream connections close on any read event).
+//!   The reactor's recorded readiness is read first, at no cost; when it reports data, EOF
+//!   or an error, a non-blocking one-byte `MSG_PEEK` confirms (a readiness left set by a read
+//!   that filled its buffer is not data), and the connection is closed if anything is there.
+//!   Bytes the reactor has not reported yet (its next turn is due), or that a replica writes
+//!   after the checkout, reach the next request's reader first: no HTTP/1.1 proxy can tell
+//!   them apart from its answer; the framing checks of that response, then this check at the
+//!   following checkout, close the connection. (Peeking at every checkout would narrow the
+//!   first window to nothing at one `recvfrom` per request: +2.8 µs of CPU per request in
+//!   `loadtest/percall`, about a tenth of the gateway's cost. The periodic [`Pool::trim`]
+//!   peeks at every idle connection.)
 //! - At most [`Limits::max_idle`] connections stay idle per replica (more are closed at
 //!   checkin), and one idle longer than [`Limits::idle_timeout`] is closed, at checkout or by
 //!   [`Pool::trim`], which the gateway calls periodically for every replica.
@@ -43,7 +50,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use crossbeam_queue::ArrayQueue;
-use tokio::io::AsyncReadExt;
+use futures_util::FutureExt;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::dataplane::clock;
@@ -210,7 +218,7 @@ impl Pool {
         }
     }
 
-    /// An idle connection that is provably idle now, or a new one.
+    /// An idle connection on which nothing was seen since its last response, or a new one.
     pub async fn checkout(&self) -> io::Result<Checkout> {
         let now = clock::now_ms();
         let timeout_ms = Limits::idle_timeout().as_millis() as u64;
@@ -264,7 +272,7 @@ impl Pool {
             let why = if now.saturating_sub(conn.idle_since_ms) >= timeout_ms {
                 Err(Discard::Expired)
             } else {
-                conn.idle_check()
+                conn.peek()
             };
             match why {
                 Ok(()) => {
@@ -301,12 +309,24 @@ impl Conn {
         }
     }
 
-    /// Whether this idle connection can carry a new request: nothing unread, and a
-    /// non-blocking one-byte `MSG_PEEK` finds the socket empty and open. The peek, not the
-    /// reactor's recorded readiness, decides: the reactor may not have seen bytes that
-    /// arrived since its last turn, and a read that filled its buffer leaves a readiness
-    /// set although nothing is left.
+    /// Whether this idle connection can carry a new request (at checkout): nothing unread,
+    /// and no read event recorded by the reactor since, or only one a peek shows was stale.
     fn idle_check(&self) -> Result<(), Discard> {
+        if !self.read.is_empty() {
+            return Err(Discard::Unread);
+        }
+        match self.stream.ready(Interest::READABLE).now_or_never() {
+            // Nothing seen: reused without a syscall.
+            None => Ok(()),
+            Some(Ok(ready)) if ready.is_empty() => Ok(()),
+            Some(Ok(_)) => self.peek(),
+            Some(Err(_)) => Err(Discard::Closed),
+        }
+    }
+
+    /// Whether a non-blocking one-byte `MSG_PEEK` finds the socket empty and open (used by
+    /// [`Pool::trim`] for every idle connection, and at checkout to confirm a read event).
+    fn peek(&self) -> Result<(), Discard> {
         if !self.read.is_empty() {
             return Err(Discard::Unread);
         }
