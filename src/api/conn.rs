@@ -485,17 +485,25 @@ impl Client {
     /// A request's head or body did not arrive within `read_timeout`: 408 and close, as
     /// hyper's server answers a head that times out.
     async fn request_timeout(&mut self) {
-        let body = "408 Request Timeout";
+        self.refuse(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout", true)
+            .await;
+    }
+
+    /// Writes a plain-text answer that closes the connection (`with_body` false for a HEAD
+    /// request's), then closes.
+    async fn refuse(&mut self, status: StatusCode, body: &str, with_body: bool) {
         self.out.clear();
         let out = &mut self.out;
-        status_line(out, StatusCode::REQUEST_TIMEOUT, b"");
+        status_line(out, status, b"");
         header(out, b"content-type", b"text/plain; charset=utf-8");
         let mut itoa = itoa::Buffer::new();
         header(out, b"content-length", itoa.format(body.len()).as_bytes());
         date::with(|d| header(out, b"date", d));
         header(out, b"connection", b"close");
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body.as_bytes());
+        if with_body {
+            out.extend_from_slice(body.as_bytes());
+        }
         self.close_after_answer().await;
     }
 
@@ -579,21 +587,8 @@ impl Client {
     /// Answers a request head that breaks a rule with 400 and closes: what follows its
     /// head cannot be framed with confidence (RFC 9112 section 6.3).
     async fn reject(&mut self, e: RequestError, head_request: bool) {
-        let body = e.message();
-        self.out.clear();
-        let out = &mut self.out;
-        status_line(out, e.status(), b"");
-        header(out, b"content-type", b"text/plain; charset=utf-8");
-        let mut itoa = itoa::Buffer::new();
-        header(out, b"content-length", itoa.format(body.len()).as_bytes());
-        date::with(|d| header(out, b"date", d));
-        header(out, b"connection", b"close");
-        out.extend_from_slice(b"\r\n");
-        if !head_request {
-            out.extend_from_slice(body.as_bytes());
-        }
         crate::dataplane::request_rules::count_rejected(e);
-        self.close_after_answer().await;
+        self.refuse(e.status(), e.message(), !head_request).await;
     }
 
     /// Writes what is gathered, sends FIN, then reads and drops what the client still sends

@@ -300,19 +300,27 @@ impl Families {
             self.queued,
             self.latency,
         ];
-        FAMILIES
-            .iter()
-            .zip(metrics)
-            .map(|((name, help, _, kind), metrics)| {
-                let mut mf = MetricFamily::default();
-                mf.set_name(name.to_string());
-                mf.set_help(help.to_string());
-                mf.set_field_type(*kind);
-                mf.set_metric(metrics);
-                mf
-            })
-            .collect()
+        families(&FAMILIES, metrics)
     }
+}
+
+/// One `MetricFamily` per `(name, help, label names, type)` entry, holding its metrics.
+pub(crate) fn families(
+    table: &[(&str, &str, &[&str], MetricType)],
+    metrics: impl IntoIterator<Item = Vec<Metric>>,
+) -> Vec<MetricFamily> {
+    table
+        .iter()
+        .zip(metrics)
+        .map(|((name, help, _, kind), metrics)| {
+            let mut mf = MetricFamily::default();
+            mf.set_name(name.to_string());
+            mf.set_help(help.to_string());
+            mf.set_field_type(*kind);
+            mf.set_metric(metrics);
+            mf
+        })
+        .collect()
 }
 
 pub(crate) fn label(name: &str, value: &str) -> LabelPair {

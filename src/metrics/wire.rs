@@ -12,7 +12,7 @@ use prometheus::proto::{MetricFamily, MetricType};
 
 use crate::dataplane::pool::{self, Discard};
 use crate::dataplane::request_rules::{self, RequestError};
-use crate::metrics::exposition::{counter, gauge, label};
+use crate::metrics::exposition::{counter, families, gauge, label};
 
 /// Metric names.
 pub mod names {
@@ -100,17 +100,43 @@ impl Collector for WireCollector {
                 crate::dataplane::body::body_timeouts() as f64,
             )],
         ];
-        FAMILIES
-            .iter()
-            .zip(metrics)
-            .map(|((name, help, _, kind), metrics)| {
-                let mut mf = MetricFamily::default();
-                mf.set_name(name.to_string());
-                mf.set_help(help.to_string());
-                mf.set_field_type(*kind);
-                mf.set_metric(metrics);
-                mf
+        families(&FAMILIES, metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::dataplane::table::Routes;
+    use crate::metrics::exposition::Exposition;
+
+    #[test]
+    fn every_gateway_exports_the_wire_families() {
+        let before = crate::dataplane::request_rules::rejected(
+            crate::dataplane::request_rules::RequestError::DuplicateHost,
+        );
+        crate::dataplane::request_rules::count_rejected(
+            crate::dataplane::request_rules::RequestError::DuplicateHost,
+        );
+        let text = Exposition::new(Arc::new(Routes::new())).render();
+        for line in [
+            "# TYPE faasgate_client_connections gauge",
+            "# TYPE faasgate_requests_rejected_total counter",
+            "# TYPE faasgate_upstream_connections_discarded_total counter",
+            "# TYPE faasgate_upstream_body_timeouts_total counter",
+            "faasgate_upstream_connections_discarded_total{reason=\"unread_bytes\"}",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        // Counters are process-wide: at least this test's count is there.
+        let value: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("faasgate_requests_rejected_total{reason=\"duplicate_host\"} ")
             })
-            .collect()
+            .and_then(|v| v.parse().ok())
+            .expect("the duplicate_host series");
+        assert!(value >= (before + 1) as f64, "{value}");
     }
 }
