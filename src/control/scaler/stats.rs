@@ -15,7 +15,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{MetricFamily, MetricType};
 
 use crate::control::scaler::decide::{Direction, Reason};
-use crate::metrics::exposition::{counter, gauge, label, labels as metric_labels};
+use crate::metrics::exposition::{counter, families, gauge, label, labels as metric_labels};
 
 pub mod names {
     pub const DECISIONS: &str = "faasgate_scale_decisions_total";
@@ -162,18 +162,7 @@ impl Collector for StatsCollector {
                 if f.panicking { 1.0 } else { 0.0 },
             ));
         }
-        FAMILIES
-            .iter()
-            .zip([decisions, demand, panic])
-            .map(|((name, help, _, kind), metrics)| {
-                let mut mf = MetricFamily::default();
-                mf.set_name(name.to_string());
-                mf.set_help(help.to_string());
-                mf.set_field_type(*kind);
-                mf.set_metric(metrics);
-                mf
-            })
-            .collect()
+        families(&FAMILIES, [decisions, demand, panic])
     }
 }
 
