@@ -23,9 +23,10 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use faasgate::dataplane::forward::Invocation;
-use faasgate::dataplane::{balance, clock, FunctionHandle, Replica, Routes};
+use faasgate::dataplane::{balance, FunctionHandle, Replica, Routes};
 use faasgate::metrics::LatencyHistogram;
-use faasgate::names::{FunctionKey, KeyRef};
+use faasgate::model::names::{FunctionKey, KeyRef};
+use faasgate::sys::clock;
 use http::Method;
 use tower::ServiceExt;
 

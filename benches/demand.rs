@@ -16,8 +16,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use faasgate::dataplane::clock;
 use faasgate::dataplane::table::Demand;
+use faasgate::sys::clock;
 
 /// The accounting before the scaler branch.
 #[derive(Default)]

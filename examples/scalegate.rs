@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use faasgate::dataplane::{FunctionState, Replica, Routes};
-use faasgate::names::FunctionKey;
+use faasgate::model::names::FunctionKey;
 use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> std::io::Result<()> {

@@ -134,8 +134,8 @@ impl Default for WireLimits {
     fn default() -> Self {
         Self {
             upstream_read_timeout: Duration::from_secs(60),
-            upstream_idle_timeout: crate::dataplane::pool::DEFAULT_IDLE_TIMEOUT,
-            upstream_max_idle: crate::dataplane::pool::DEFAULT_MAX_IDLE,
+            upstream_idle_timeout: crate::http1::pool::DEFAULT_IDLE_TIMEOUT,
+            upstream_max_idle: crate::http1::pool::DEFAULT_MAX_IDLE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             allow_underscore_headers: false,
         }

@@ -14,7 +14,8 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::api::types::{FunctionDeployment, FunctionStatus};
+use crate::api::metrics::exposition::Exposition;
+use crate::api::metrics::series::{spawn_sampler, Series};
 use crate::api::Gateway;
 use crate::auth::{self, CredentialSource};
 use crate::config::{GatewayConfig, ProviderKind};
@@ -24,9 +25,8 @@ use crate::control::scaler::{spawn_scaler, LocalDemand, Scaling};
 use crate::control::{Provider, ProviderError};
 use crate::dataplane::forward::{ForwardConfig, Forwarder};
 use crate::dataplane::Routes;
-use crate::metrics::exposition::Exposition;
-use crate::metrics::series::{spawn_sampler, Series};
-use crate::names::FunctionKey;
+use crate::model::names::FunctionKey;
+use crate::model::types::{FunctionDeployment, FunctionStatus};
 
 #[derive(Debug, Error)]
 pub enum GatewayError {
@@ -35,7 +35,7 @@ pub enum GatewayError {
     #[error("stack {path}: {source}")]
     Stack {
         path: PathBuf,
-        source: crate::stack::StackError,
+        source: crate::model::stack::StackError,
     },
     #[error("deploying {function} from {path}: {source}")]
     StackDeploy {
@@ -75,7 +75,7 @@ pub async fn run(
     };
 
     // Before any replica (and so any pool) exists.
-    crate::dataplane::pool::configure(
+    crate::http1::pool::configure(
         config.wire.upstream_max_idle,
         config.wire.upstream_idle_timeout,
     );
@@ -219,10 +219,11 @@ fn spawn_pool_trimmer(
 /// Deploys a stack file's functions: new ones are deployed, changed ones updated, unchanged
 /// ones (e.g. restored from the data dir after a restart) left alone.
 pub async fn apply_stack(provider: &dyn Provider, path: &Path) -> Result<(), GatewayError> {
-    let specs = crate::stack::load_stack_file(path).map_err(|source| GatewayError::Stack {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let specs =
+        crate::model::stack::load_stack_file(path).map_err(|source| GatewayError::Stack {
+            path: path.to_path_buf(),
+            source,
+        })?;
     for mut spec in specs {
         let key = FunctionKey::new(&spec.service, &spec.namespace).map_err(|e| {
             GatewayError::StackDeploy {
@@ -252,7 +253,7 @@ pub async fn apply_stack(provider: &dyn Provider, path: &Path) -> Result<(), Gat
 fn matches(status: &FunctionStatus, spec: &FunctionDeployment) -> bool {
     let mut labels = spec.labels.clone().unwrap_or_default();
     labels.insert(
-        crate::api::types::LABEL_FUNCTION.into(),
+        crate::model::types::LABEL_FUNCTION.into(),
         spec.service.clone(),
     );
     status.image == spec.image

@@ -28,17 +28,18 @@
 
 pub mod api;
 pub mod auth;
-pub mod client; // nomad provider (issue 3)
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod dataplane;
-pub mod discovery; // nomad provider (issue 3)
+pub mod discovery;
 pub mod gateway;
+pub mod http1;
 pub mod metrics;
-pub mod names;
-pub mod stack;
+pub mod model;
+pub mod sys;
 #[doc(hidden)]
-pub mod testing; // fuzz targets' entry points (fuzz/)
+pub mod testing;
 pub mod watchdog;
 
 /// The release, from Cargo.

@@ -76,7 +76,7 @@ struct ServeArgs {
     upstream_idle_timeout: String,
     /// Idle keep-alive connections kept per replica (nginx's upstream keepalive); 0: none.
     #[arg(long, env = config::env::UPSTREAM_MAX_IDLE,
-          default_value_t = faasgate::dataplane::pool::DEFAULT_MAX_IDLE)]
+          default_value_t = faasgate::http1::pool::DEFAULT_MAX_IDLE)]
     upstream_max_idle: usize,
     /// Client connections served at once; beyond it new connections wait in the listen
     /// backlog until one closes.
@@ -207,7 +207,7 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
         template,
         watchdog_path: args.watchdog_path,
     };
-    let mut functions = faasgate::stack::load_stack_file(&args.file)
+    let mut functions = faasgate::model::stack::load_stack_file(&args.file)
         .with_context(|| format!("loading {}", args.file.display()))?;
     if let Some(name) = &args.function {
         functions.retain(|f| &f.service == name);

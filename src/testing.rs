@@ -4,9 +4,9 @@
 //! the hot-path code keeps its own types and visibility. Not a stable API (hidden from the
 //! docs); the only callers are `fuzz/fuzz_targets/*`.
 
-use crate::names::KeyRef;
+use crate::model::names::KeyRef;
 
-/// What the byte-level client loop's request planner (`api::conn`) decided for the bytes at
+/// What the byte-level client loop's request planner (`http1::head::plan`) decided for the bytes at
 /// the start of a buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Planned {
@@ -41,5 +41,19 @@ pub fn plan(
     forwarded_for: &[u8],
     deployed: impl FnOnce(KeyRef<'_>) -> bool,
 ) -> Planned {
-    crate::api::conn::plan_for_testing(buf, up, forwarded_for, deployed)
+    use crate::http1::head::{plan, Step};
+    match plan(buf, up, forwarded_for, false, |k| deployed(k).then_some(())) {
+        Step::More => Planned::More,
+        Step::Handoff => Planned::Handoff,
+        Step::Reject(e, _) => Planned::Reject(e.message()),
+        Step::Serve((), p) => Planned::Serve {
+            len: p.len,
+            bodiless: p.bodiless,
+            idempotent: p.idempotent,
+            head_request: p.head_request,
+            close: p.close,
+            call_id: p.call_id,
+            start_time: p.start_time,
+        },
+    }
 }

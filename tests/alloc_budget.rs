@@ -42,8 +42,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use faasgate::dataplane::forward::{X_CALL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_START_TIME};
 use faasgate::dataplane::Routes;
+use faasgate::http1::headers::{X_CALL_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_START_TIME};
 use http::{HeaderValue, Method};
 use hyper::body::Incoming;
 use hyper::client::conn::http1 as client;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use faasgate::dataplane::forward::ForwardConfig;
-use faasgate::dataplane::pool::{self, Discard};
 use faasgate::dataplane::Routes;
+use faasgate::http1::pool::{self, Discard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -271,7 +271,7 @@ async fn stalled_body_is_cut(byte_loop: bool) {
         ..ForwardConfig::default()
     };
     let gw = inproc::spawn_gateway_config(routes, byte_loop, config).await;
-    let timeouts_before = faasgate::dataplane::body::body_timeouts();
+    let timeouts_before = faasgate::http1::body::body_timeouts();
     let mut c = TcpStream::connect(gw.addr).await.unwrap();
     c.write_all(b"GET /function/f/stall HTTP/1.1\r\nHost: gw.test\r\n\r\n")
         .await
@@ -312,7 +312,7 @@ async fn stalled_body_is_cut(byte_loop: bool) {
             .any(|s| s.code == Some(504))
     })
     .await;
-    assert!(faasgate::dataplane::body::body_timeouts() > timeouts_before);
+    assert!(faasgate::http1::body::body_timeouts() > timeouts_before);
     let next = call(gw.addr, &get("f", "GET")).await;
     assert!(
         next.starts_with(b"HTTP/1.1 200 OK"),

@@ -11,11 +11,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use faasgate::api::types::FunctionDeployment;
 use faasgate::control::local::{InstanceInfo, LocalOptions, LocalProvider};
 use faasgate::control::{LogQuery, Provider, ProviderError};
 use faasgate::dataplane::Routes;
-use faasgate::names::FunctionKey;
+use faasgate::model::names::FunctionKey;
+use faasgate::model::types::FunctionDeployment;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

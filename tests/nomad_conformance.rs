@@ -23,12 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use faasgate::api::types::FunctionDeployment;
 use faasgate::client::wire::consul as cw;
 use faasgate::client::wire::nomad as nw;
 use faasgate::client::{NomadClient, NomadSettings, QueryOptions};
 use faasgate::control::nomad::render::{self, RenderOptions};
-use faasgate::names::FunctionKey;
+use faasgate::model::names::FunctionKey;
+use faasgate::model::types::FunctionDeployment;
 use nomad_double::NomadDouble;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};

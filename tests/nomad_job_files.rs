@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use faasgate::api::types::FunctionDeployment;
 use faasgate::config::env;
 use faasgate::control::nomad::render::{self, RenderOptions};
+use faasgate::model::types::FunctionDeployment;
 use hcl::{Block, Body, Expression};
 
 const RULE_EXPR: &str =

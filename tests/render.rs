@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-use faasgate::api::types::{FunctionDeployment, FunctionResources};
 use faasgate::control::nomad::render::{
     self, group_count, job_id, render_job, service_name, spec_from_job, RenderOptions,
     DRIVER_ANNOTATION,
 };
-use faasgate::names::FunctionKey;
+use faasgate::model::names::FunctionKey;
+use faasgate::model::types::{FunctionDeployment, FunctionResources};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

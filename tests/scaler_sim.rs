@@ -33,11 +33,9 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use faasgate::control::scaler::settings::labels;
-use faasgate::control::scaler::{
-    Decision, DemandWindow, Observed, ScaleSettings, ScalerConfig, Tracker,
-};
+use faasgate::control::scaler::{Decision, DemandWindow, Observed, ScalerConfig, Tracker};
 use faasgate::dataplane::table::{DemandSample, BUSY_MASK};
+use faasgate::model::scale::{labels, ScaleSettings};
 
 const SEEDS: u64 = 50;
 const DT_US: u64 = 10_000;
@@ -476,7 +474,7 @@ impl Kpa {
             return;
         }
         let per = TARGET * PROPORTION;
-        let kind = faasgate::control::scaler::ScaleKind::Capacity;
+        let kind = faasgate::model::scale::ScaleKind::Capacity;
         let stable = self.window.average(Duration::from_secs(60), kind);
         let panic = self.window.average(Duration::from_secs(6), kind);
         let ready = p.ready(now).max(1) as f64;

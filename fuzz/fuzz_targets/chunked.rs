@@ -12,7 +12,7 @@
 
 use arbitrary::Unstructured;
 use bytes::BytesMut;
-use faasgate::dataplane::http1::{write_chunk_header, ChunkedDecoder, Decoded, LAST_CHUNK};
+use faasgate::http1::codec::{write_chunk_header, ChunkedDecoder, Decoded, LAST_CHUNK};
 use libfuzzer_sys::fuzz_target;
 
 /// The bytes of the next message on the connection, behind the body.

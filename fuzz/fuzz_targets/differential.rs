@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use faasgate::dataplane::http1::{ChunkedDecoder, Decoded};
+use faasgate::http1::codec::{ChunkedDecoder, Decoded};
 use faasgate::dataplane::Routes;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -10,7 +10,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use faasgate::dataplane::http1::{
+use faasgate::http1::codec::{
     parse_response_head, parse_response_raw, Framing, RawHead, WireError,
 };
 use libfuzzer_sys::fuzz_target;

@@ -16,9 +16,10 @@ use serde::Deserialize;
 use super::error::{empty, text, ApiError};
 use super::Gateway;
 use crate::control::alert::{AlertAction, AlertStatus};
-use crate::control::scaler::{Direction, Reason, ScaleSettings};
-use crate::dataplane::body::GatewayBody;
-use crate::names::FunctionKey;
+use crate::control::scaler::{Direction, Reason};
+use crate::dataplane::response::GatewayBody;
+use crate::model::names::FunctionKey;
+use crate::model::scale::ScaleSettings;
 
 pub const NO_BODY: &str = "A body is required for this endpoint";
 pub const BAD_FORMAT: &str = "Unable to parse alert, bad format.";

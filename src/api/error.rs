@@ -7,8 +7,8 @@ use http::{header, HeaderValue, Response, StatusCode};
 use thiserror::Error;
 
 use crate::control::ProviderError;
-use crate::dataplane::body::GatewayBody;
-use crate::names::NameError;
+use crate::dataplane::response::GatewayBody;
+use crate::model::names::NameError;
 
 #[derive(Debug, Error)]
 pub enum ApiError {

@@ -14,14 +14,14 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::error::{empty, json, ApiError};
-use super::types::{
+use super::{namespace_query, Gateway};
+use crate::control::{events, ProviderError};
+use crate::dataplane::response::GatewayBody;
+use crate::model::names::{validate_namespace, FunctionKey, DEFAULT_NAMESPACE};
+use crate::model::types::{
     DeleteFunctionRequest, FunctionDeployment, FunctionStats, FunctionStatus, ScaleServiceRequest,
     StringMap,
 };
-use super::{namespace_query, Gateway};
-use crate::control::{events, ProviderError};
-use crate::dataplane::body::GatewayBody;
-use crate::names::{validate_namespace, FunctionKey, DEFAULT_NAMESPACE};
 
 type ApiResult = Result<Response<GatewayBody>, ApiError>;
 

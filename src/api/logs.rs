@@ -13,8 +13,9 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::Gateway;
 use crate::control::LogQuery;
-use crate::dataplane::body::{BoxError, GatewayBody};
-use crate::names::FunctionKey;
+use crate::dataplane::response::GatewayBody;
+use crate::http1::body::BoxError;
+use crate::model::names::FunctionKey;
 
 #[derive(Debug, Default, Deserialize)]
 struct Query {

@@ -6,13 +6,12 @@
 //! `/` (307 to `/ui/`). Unknown paths answer 404, known paths with a wrong method 405.
 
 pub mod alert;
-pub mod conn;
 pub mod error;
 pub mod functions;
 pub mod logs;
+pub mod metrics;
 pub mod server;
 pub mod system;
-pub mod types;
 pub mod ui;
 
 use std::sync::Arc;
@@ -23,17 +22,18 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use crate::api::metrics::exposition::Exposition;
+use crate::api::metrics::series::Series;
 use crate::auth::{self, Credentials};
 use crate::control::events::ScaleEvents;
 use crate::control::scaler::Scaling;
 use crate::control::Provider;
-use crate::dataplane::body::GatewayBody;
-use crate::dataplane::forward::{Forwarder, Peer};
-use crate::dataplane::request_rules;
+use crate::dataplane::forward::Forwarder;
+use crate::dataplane::response::GatewayBody;
 use crate::dataplane::Routes;
-use crate::metrics::exposition::Exposition;
-use crate::metrics::series::Series;
-use crate::names::KeyRef;
+use crate::http1::headers::Peer;
+use crate::http1::request_rules;
+use crate::model::names::KeyRef;
 use error::{empty, text, ApiError};
 
 const FUNCTION_PREFIX: &str = "/function/";
@@ -55,6 +55,28 @@ pub struct Gateway {
     /// Invocations are served by the byte-level client loop (`conn`); `false` sends every
     /// request through hyper's server (tests run their cases both ways).
     pub byte_loop: bool,
+}
+
+impl crate::dataplane::conn::Frontend for Gateway {
+    fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+
+    fn byte_loop(&self) -> bool {
+        self.byte_loop
+    }
+
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+    ) -> impl std::future::Future<Output = Response<GatewayBody>> + Send {
+        Gateway::handle(self, req, peer)
+    }
 }
 
 /// The 400 (501 for a transfer coding) for a request that breaks a rule every request must
@@ -192,7 +214,7 @@ impl Gateway {
         let mut resp = text(StatusCode::OK, self.exposition.render());
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static(crate::metrics::exposition::CONTENT_TYPE),
+            HeaderValue::from_static(crate::api::metrics::exposition::CONTENT_TYPE),
         );
         resp
     }

@@ -19,7 +19,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::{conn, Gateway};
+use super::Gateway;
+use crate::dataplane::conn;
 
 static OPEN: AtomicU64 = AtomicU64::new(0);
 

@@ -3,9 +3,9 @@
 use http::{Response, StatusCode};
 
 use super::error::{json, ApiError};
-use super::types::{GatewayInfo, VersionInfo};
 use super::Gateway;
-use crate::dataplane::body::GatewayBody;
+use crate::dataplane::response::GatewayBody;
+use crate::model::types::{GatewayInfo, VersionInfo};
 
 pub fn info(gw: &Gateway) -> Response<GatewayBody> {
     let info = GatewayInfo {

@@ -26,8 +26,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::control::scaler::settings::{labels, ScaleSettings};
-use crate::names::FunctionKey;
+use crate::model::names::FunctionKey;
+use crate::model::scale::{labels, ScaleSettings};
 
 /// Default guard against replays.
 pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(25);

@@ -8,11 +8,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
-use crate::names::FunctionKey;
+use crate::model::names::FunctionKey;
 
 /// Events kept by [`ScaleEvents::default`].
 pub const DEFAULT_CAPACITY: usize = 1024;
@@ -67,7 +66,7 @@ impl ScaleEvents {
     /// Records a change from `from` to `to` replicas now.
     pub fn record(&self, function: &FunctionKey, from: u64, to: u64, reason: impl Into<String>) {
         self.push(ScaleEvent {
-            time: unix_ms(),
+            time: crate::sys::clock::unix_ms(),
             function: function.clone(),
             from,
             to,
@@ -97,14 +96,6 @@ impl ScaleEvents {
         out.reverse();
         out
     }
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn display<S: Serializer>(key: &FunctionKey, s: S) -> Result<S::Ok, S::Error> {

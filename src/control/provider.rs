@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use thiserror::Error;
 
-use crate::api::types::{FunctionDeployment, FunctionStatus, LogMessage, ProviderInfo};
-use crate::names::FunctionKey;
+use crate::model::names::FunctionKey;
+use crate::model::types::{FunctionDeployment, FunctionStatus, LogMessage, ProviderInfo};
 
 /// Errors a provider reports; the API maps each to one HTTP status in `api::error`.
 #[derive(Debug, Error)]

@@ -118,7 +118,7 @@ mod tests {
         let r = replicas(3);
         r[0].mark_down();
         r[2].mark_down();
-        let now = crate::dataplane::clock::now_ms();
+        let now = crate::sys::clock::now_ms();
         for _ in 0..100 {
             assert_eq!(pick(&r, now).unwrap().id(), "r1");
         }
@@ -132,7 +132,7 @@ mod tests {
         let r = replicas(3);
         r[0].throttle();
         r[1].throttle();
-        let now = crate::dataplane::clock::now_ms();
+        let now = crate::sys::clock::now_ms();
         for _ in 0..100 {
             assert_eq!(pick(&r, now).unwrap().id(), "r2");
         }

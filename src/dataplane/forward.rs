@@ -38,18 +38,14 @@
 //!   per client connection. (A `HeaderValue` made with `from_str` copies into a new buffer,
 //!   and its first clone allocates again to share it: 4 allocations a request before.)
 
-use std::cell::RefCell;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{ready, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri};
-use http_body::Body as _;
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
@@ -57,32 +53,19 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 use crate::dataplane::balance;
-use crate::dataplane::body::{GatewayBody, ProxiedBody, Upload, UploadError, UpstreamBody};
-use crate::dataplane::clock;
-use crate::dataplane::http1::{self, Framing, RawHead, ResponseHead};
-use crate::dataplane::pool::Conn;
 use crate::dataplane::replica::{PendingGuard, Replica, DOWN_MS};
-use crate::dataplane::request_rules::{forwardable_name, RequestError};
+use crate::dataplane::response::{GatewayBody, ProxiedBody};
 use crate::dataplane::table::FunctionHandle;
-
-pub const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
-pub const X_START_TIME: HeaderName = HeaderName::from_static("x-start-time");
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Headers that apply to one hop only (RFC 9110 section 7.6.1, and Go's list). hyper
-/// frames each hop itself (`Transfer-Encoding`), so it is removed too.
-pub const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+use crate::http1::body::{Upload, UpstreamBody};
+use crate::http1::codec::{self as http1, Framing, RawHead, ResponseHead};
+use crate::http1::exchange::{coarse_deadline, exchange, idempotent, Failure};
+use crate::http1::headers::{
+    drop_underscore_names, new_call_id, start_time_header, strip_hop_by_hop, Peer, X_CALL_ID,
+    X_FORWARDED_FOR, X_FORWARDED_HOST, X_START_TIME,
+};
+use crate::http1::pool::Conn;
+use crate::http1::request_rules::RequestError;
+use crate::sys::clock;
 
 /// Sends of one request (each only when the previous never left the gateway).
 const MAX_ATTEMPTS: usize = 8;
@@ -124,12 +107,6 @@ pub type ColdStartSender = mpsc::UnboundedSender<Arc<FunctionHandle>>;
 pub struct Forwarder {
     config: ForwardConfig,
     cold_start: ColdStartSender,
-}
-
-/// What the data plane knows of the client connection, computed once per connection.
-#[derive(Clone)]
-pub struct Peer {
-    pub forwarded_for: HeaderValue,
 }
 
 #[derive(Debug, Error)]
@@ -223,16 +200,6 @@ impl Drop for Invocation {
         self.handle
             .demand
             .end(self.start_us + elapsed.as_micros() as u64);
-    }
-}
-
-// === impl Peer ===
-
-impl Peer {
-    pub fn new(addr: std::net::SocketAddr) -> Self {
-        let forwarded_for = HeaderValue::from_str(&addr.to_string())
-            .expect("a socket address is a valid header value");
-        Self { forwarded_for }
     }
 }
 
@@ -446,7 +413,7 @@ impl Forwarder {
                 // error (400), whether or not part of it had left; a connection that carried
                 // part of it is dropped with the exchange.
                 Ok(Err(Failure::ClientBody { sent })) => {
-                    crate::dataplane::request_rules::count_rejected(RequestError::Chunked);
+                    crate::http1::request_rules::count_rejected(RequestError::Chunked);
                     tracing::debug!(function = handle.label(), sent, "malformed request body");
                     return Err(ForwardError::BadBody);
                 }
@@ -513,36 +480,6 @@ impl Forwarder {
     }
 }
 
-/// Whether a client body error is a framing error of the body itself (hyper's chunked
-/// decoder reports `InvalidData`/`InvalidInput`), not a client that went away or cut a
-/// body short (`UnexpectedEof`, a closed connection).
-fn malformed_body(e: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
-            );
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// Moves `sleep` to `limit` from now unless it is already within a tenth of `limit` (at most
-/// 1 s) before that: a busy connection updates its timer once a second, not once a request,
-/// and a wait it bounds lasts between `limit` less that slack and `limit`. A deadline later
-/// than `limit` from now (the timer last bounded a longer wait) is brought back.
-pub fn coarse_deadline(sleep: Pin<&mut Sleep>, limit: Duration) {
-    let fresh = tokio::time::Instant::now() + limit;
-    let slack = (limit / 10).min(Duration::from_secs(1));
-    let deadline = sleep.deadline();
-    if deadline + slack < fresh || deadline > fresh {
-        sleep.reset(fresh);
-    }
-}
-
 /// True when `handle` has a replica in rotation other than `not` that is neither down,
 /// throttled nor draining: somewhere a refused request may go instead.
 fn has_other_open(handle: &FunctionHandle, not: &Arc<Replica>) -> bool {
@@ -550,33 +487,6 @@ fn has_other_open(handle: &FunctionHandle, not: &Arc<Replica>) -> bool {
     handle.state().replicas.iter().any(|r| {
         !Arc::ptr_eq(r, not) && !r.is_down(now) && !r.is_throttled(now) && !r.is_draining()
     })
-}
-
-/// Methods that may be sent again after a connection closed under them (RFC 9110 9.2.2;
-/// the set Go's transport retries without an idempotency key).
-pub fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
-}
-
-/// How an exchange failed, for the retry decision.
-#[derive(Debug)]
-pub enum Failure {
-    /// Writing the request failed before the body was read from the client.
-    NotSent,
-    /// The request was written; the connection closed or reset before any response byte.
-    NoResponse,
-    /// The client's request body was malformed or cut (`sent`: part of the request had
-    /// reached the replica, whose connection is then dropped).
-    ClientBody { sent: bool },
-    /// The client's request body stalled past the client body timeout.
-    ClientStalled { sent: bool },
-    /// The client went away (or cut its body short) before its body was all read.
-    ClientGone,
-    /// Anything else: a malformed response, a reset mid-head.
-    Broken,
 }
 
 /// A request the send loop writes to a replica, and may write again when it never left.
@@ -675,93 +585,6 @@ impl Outbound for RawRequest<'_> {
     }
 }
 
-/// Writes `req` on `conn` and reads the response head; the response body is left on the
-/// connection. The head and a small body of known length go out in one write; a streamed body
-/// follows frame by frame (chunked when its length is unknown) while the response is read,
-/// and what is left of it when the head arrives goes on with the response body ([`Upload`]).
-pub async fn exchange(
-    conn: &mut Conn,
-    req: &mut Request<UpstreamBody>,
-    client_idle: Option<Duration>,
-) -> Result<(ResponseHead, Option<Box<Upload>>), Failure> {
-    let body_len = match req.body() {
-        UpstreamBody::Empty => Some(0),
-        UpstreamBody::Client(b) => b.size_hint().exact(),
-    };
-    // An HTTP/1.0 client may send no Host; an HTTP/1.1 request must carry one (RFC 9112
-    // section 3.2): this replica's address, as a client naming it would send (taken out
-    // again after the write: a retry elsewhere names its own replica).
-    let host_added = !req.headers().contains_key(header::HOST)
-        && match conn
-            .stream
-            .peer_addr()
-            .map(|a| HeaderValue::from_str(&a.to_string()))
-        {
-            Ok(Ok(host)) => req.headers_mut().insert(header::HOST, host).is_none(),
-            _ => false,
-        };
-    conn.write.clear();
-    http1::write_request_head(req, body_len, &mut conn.write);
-    if host_added {
-        req.headers_mut().remove(header::HOST);
-    }
-    let mut upload = match std::mem::replace(req.body_mut(), UpstreamBody::Empty) {
-        UpstreamBody::Client(body) => {
-            let upload = Upload::new(body, body_len.is_none());
-            Some(match client_idle {
-                Some(limit) => upload.client_idle_timeout(limit),
-                None => upload,
-            })
-        }
-        UpstreamBody::Empty => {
-            if conn.stream.write_all(&conn.write).await.is_err() {
-                return Err(Failure::NotSent);
-            }
-            None
-        }
-    };
-    let head_request = req.method() == Method::HEAD;
-    let mut got_byte = false;
-    let head = std::future::poll_fn(|cx| {
-        if let Some(u) = upload.as_mut() {
-            match u.poll_send(conn, cx) {
-                Poll::Ready(Ok(())) => upload = None,
-                Poll::Ready(Err(UploadError::Client { sent, source })) => {
-                    return Poll::Ready(Err(if malformed_body(&source) {
-                        Failure::ClientBody { sent }
-                    } else {
-                        Failure::ClientGone
-                    }))
-                }
-                Poll::Ready(Err(UploadError::ClientStalled { sent, .. })) => {
-                    return Poll::Ready(Err(Failure::ClientStalled { sent }))
-                }
-                Poll::Ready(Err(UploadError::Upstream(_))) => {
-                    return Poll::Ready(Err(Failure::Broken))
-                }
-                Poll::Pending => {}
-            }
-        }
-        loop {
-            if !conn.read.is_empty() {
-                got_byte = true;
-                match http1::parse_response_head(&mut conn.read, head_request) {
-                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
-                    Ok(None) => {}
-                    Err(_) => return Poll::Ready(Err(Failure::Broken)),
-                }
-            }
-            match ready!(conn.poll_read(cx)) {
-                Ok(n) if n > 0 => {}
-                _ if !got_byte => return Poll::Ready(Err(Failure::NoResponse)),
-                _ => return Poll::Ready(Err(Failure::Broken)),
-            }
-        }
-    })
-    .await?;
-    Ok((head, upload.map(Box::new)))
-}
-
 struct QueuedGuard<'a>(&'a FunctionHandle);
 
 impl Drop for QueuedGuard<'_> {
@@ -836,7 +659,7 @@ fn rewrite_request<B>(
     let authority = match req.uri().authority() {
         None => None,
         Some(a) if a.as_str().contains('@') => return Err(ForwardError::BadPath),
-        Some(a) if !crate::dataplane::request_rules::valid_host(a.as_str().as_bytes()) => {
+        Some(a) if !crate::http1::request_rules::valid_host(a.as_str().as_bytes()) => {
             return Err(ForwardError::BadPath)
         }
         Some(a) => Some(HeaderValue::from_str(a.as_str()).map_err(|_| ForwardError::BadPath)?),
@@ -861,242 +684,4 @@ fn rewrite_request<B>(
         }
     }
     Ok(())
-}
-
-/// Removes the headers whose names hold `_` (`request_rules::forwardable_name`). One pass
-/// over the names when there is none (the common case); allocates only when there is.
-fn drop_underscore_names(headers: &mut HeaderMap) {
-    if headers
-        .keys()
-        .all(|k| forwardable_name(k.as_str().as_bytes(), false))
-    {
-        return;
-    }
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| !forwardable_name(k.as_str().as_bytes(), false))
-        .cloned()
-        .collect();
-    for name in names {
-        headers.remove(name);
-    }
-}
-
-/// Removes hop-by-hop headers, and the headers the `Connection` header names (never
-/// `Host`: it is not this hop's only, and a request without one would break RFC 9112
-/// section 3.2 at the next hop).
-/// Requests rarely carry one, so the common case is one pass over the (few) names present.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let mut named: Vec<HeaderName> = Vec::new();
-        // As bytes: a value with obs-text still names the tokens it holds (the byte loop
-        // reads it the same way).
-        for value in headers.get_all(header::CONNECTION) {
-            for token in value.as_bytes().split(|&b| b == b',').map(http1::trim) {
-                if token.is_empty()
-                    || token.eq_ignore_ascii_case(b"close")
-                    || token.eq_ignore_ascii_case(b"keep-alive")
-                    || token.eq_ignore_ascii_case(b"host")
-                {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token) {
-                    named.push(name);
-                }
-            }
-        }
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
-    }
-}
-
-/// Bytes of each per-thread slab that per-request header values are carved from.
-const SLAB_BYTES: usize = 64 * 1024;
-
-thread_local! {
-    static SLAB: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-}
-
-/// A header value holding a copy of `bytes`, without a heap allocation per call: the bytes
-/// go into this thread's slab and the value is a reference-counted slice of it (cloning it
-/// only bumps the count). A new slab is allocated every ~1,000 requests; an old one is freed
-/// when its last value is dropped. `bytes` must be a valid header value.
-fn slab_value(bytes: &[u8]) -> HeaderValue {
-    SLAB.with(|slab| {
-        let mut slab = slab.borrow_mut();
-        if slab.capacity() < bytes.len() {
-            *slab = BytesMut::with_capacity(SLAB_BYTES.max(bytes.len()));
-        }
-        slab.extend_from_slice(bytes);
-        let value = slab.split_to(bytes.len()).freeze();
-        HeaderValue::from_maybe_shared(value).expect("callers pass valid header bytes")
-    })
-}
-
-fn start_time_header() -> HeaderValue {
-    let mut buf = itoa::Buffer::new();
-    slab_value(buf.format(start_time_nanos()).as_bytes())
-}
-
-/// Now, in unix nanoseconds (`X-Start-Time`).
-pub fn start_time_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
-fn new_call_id() -> HeaderValue {
-    slab_value(&call_id_bytes())
-}
-
-/// A random UUID v4 in its canonical text form, formatted without `format!`.
-pub fn call_id_bytes() -> [u8; 36] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Where each of the 32 hex digits goes, around the dashes.
-    const AT: [u8; 32] = [
-        0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28,
-        29, 30, 31, 32, 33, 34, 35,
-    ];
-    let mut out = *b"00000000-0000-0000-0000-000000000000";
-    let (hi, lo) = (fastrand::u64(..), fastrand::u64(..));
-    for (half, value) in [hi, lo].into_iter().enumerate() {
-        for i in 0..16 {
-            let nibble = (value >> (60 - 4 * i)) & 0xf;
-            out[usize::from(AT[half * 16 + i])] = HEX[nibble as usize];
-        }
-    }
-    out[14] = b'4'; // version 4
-    out[19] = HEX[8 | (lo >> 60) as usize & 3]; // variant 10: the first digit of `lo` is 8-b
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn coarse_deadlines_move_only_past_their_slack() {
-        let limit = Duration::from_secs(10);
-        let start = tokio::time::Instant::now();
-        let sleep = tokio::time::sleep_until(start + limit);
-        tokio::pin!(sleep);
-        coarse_deadline(sleep.as_mut(), limit);
-        assert_eq!(
-            sleep.deadline(),
-            start + limit,
-            "within the slack: left alone"
-        );
-        sleep.as_mut().reset(start + Duration::from_secs(8));
-        coarse_deadline(sleep.as_mut(), limit);
-        assert!(
-            sleep.deadline() >= start + limit,
-            "2 s stale (slack 1 s): moved"
-        );
-        let short = Duration::from_millis(100);
-        sleep.as_mut().reset(start + Duration::from_millis(80));
-        coarse_deadline(sleep.as_mut(), short);
-        assert!(
-            sleep.deadline() >= start + short,
-            "slack is a tenth of a short limit"
-        );
-        // A deadline set for a longer wait (a response body's) is brought back, so the
-        // next request's head wait is bounded by its own limit.
-        sleep.as_mut().reset(start + Duration::from_secs(60));
-        coarse_deadline(sleep.as_mut(), limit);
-        assert!(
-            sleep.deadline() <= tokio::time::Instant::now() + limit,
-            "a later deadline is brought back"
-        );
-    }
-
-    #[test]
-    fn call_id_is_a_uuid_v4() {
-        let id = new_call_id();
-        let s = id.to_str().unwrap();
-        assert_eq!(s.len(), 36);
-        assert_eq!(&s[14..15], "4");
-        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
-        assert_eq!(s.matches('-').count(), 4);
-        assert_ne!(new_call_id(), id);
-        // Every variant digit and every hex digit elsewhere turns up.
-        let ids: Vec<[u8; 36]> = (0..400).map(|_| call_id_bytes()).collect();
-        for v in [b'8', b'9', b'a', b'b'] {
-            assert!(ids.iter().any(|id| id[19] == v), "variant {}", v as char);
-        }
-        for pos in [0, 20, 35] {
-            for d in b"0123456789abcdef" {
-                assert!(
-                    ids.iter().any(|id| id[pos] == *d),
-                    "{} at {pos}",
-                    *d as char
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn strips_hop_by_hop_and_connection_named_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
-        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        h.insert(header::LOCATION, HeaderValue::from_static("/elsewhere"));
-        strip_hop_by_hop(&mut h);
-        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["content-type", "location"]);
-    }
-
-    #[test]
-    fn slab_values_are_independent() {
-        let values: Vec<HeaderValue> = (0..5000u32)
-            .map(|i| slab_value(itoa::Buffer::new().format(i).as_bytes()))
-            .collect();
-        for (i, v) in values.iter().enumerate() {
-            assert_eq!(v.to_str().unwrap(), i.to_string());
-        }
-        let long = vec![b'a'; SLAB_BYTES + 10];
-        assert_eq!(slab_value(&long).len(), SLAB_BYTES + 10);
-    }
-
-    #[test]
-    fn strips_hop_by_hop_only() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("a"));
-        h.insert("x-custom", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 2);
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        strip_hop_by_hop(&mut h);
-        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left, ["host", "x-custom"]);
-    }
-
-    #[test]
-    fn start_time_is_unix_nanos() {
-        let v: u64 = start_time_header().to_str().unwrap().parse().unwrap();
-        assert!(v > 1_600_000_000_000_000_000);
-    }
 }

@@ -4,13 +4,10 @@
 //! snapshots published by the control plane; demand and latency are counted in atomics.
 
 pub mod balance;
-pub mod body;
-pub mod clock;
+pub mod conn;
 pub mod forward;
-pub mod http1;
-pub mod pool;
 pub mod replica;
-pub mod request_rules;
+pub mod response;
 pub mod table;
 
 pub use replica::Replica;

@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::dataplane::clock;
-use crate::dataplane::pool::Pool;
+use crate::http1::pool::Pool;
+use crate::sys::clock;
 
 /// How long a replica that answered 429 stays out of p2c's first choice.
 pub const THROTTLE_MS: u64 = 250;

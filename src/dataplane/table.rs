@@ -37,10 +37,10 @@ use arc_swap::ArcSwap;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use tokio::sync::Notify;
 
-use crate::control::scaler::ScaleSettings;
 use crate::dataplane::replica::Replica;
 use crate::metrics::FunctionMetrics;
-use crate::names::{FunctionKey, KeyRef};
+use crate::model::names::{FunctionKey, KeyRef};
+use crate::model::scale::ScaleSettings;
 
 /// Shards of the route table (a power of two).
 pub const SHARDS: usize = 256;
@@ -245,7 +245,7 @@ impl Demand {
     /// in between adds at most its own few microseconds.
     pub fn sample(&self) -> DemandSample {
         let word = self.concurrency.load(Ordering::Relaxed);
-        let at_us = crate::dataplane::clock::now_us();
+        let at_us = crate::sys::clock::now_us();
         self.sample_word(word, at_us)
     }
 

@@ -35,8 +35,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use crate::client::{ClientError, ConsulClient, Indexed, NomadClient, QueryOptions};
-use crate::control::scaler::ScaleSettings;
 use crate::dataplane::{FunctionHandle, FunctionState, Replica};
+use crate::model::scale::ScaleSettings;
 
 pub use watch::{spawn_watcher, WatchConfig, WatchHandle};
 
@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn publisher_keeps_desired_and_replicas_together() {
-        let key = crate::names::FunctionKey::new("f", "").unwrap();
+        let key = crate::model::names::FunctionKey::new("f", "").unwrap();
         let handle = Arc::new(FunctionHandle::new(key));
         let p = Publisher::new(handle.clone(), 2, ScaleSettings::default());
         assert_eq!(handle.state().desired, 2);
@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn drained_instances_stay_out_until_undrained_or_gone() {
-        let key = crate::names::FunctionKey::new("f", "").unwrap();
+        let key = crate::model::names::FunctionKey::new("f", "").unwrap();
         let handle = Arc::new(FunctionHandle::new(key));
         let p = Publisher::new(handle.clone(), 3, ScaleSettings::default());
         let [a, b, c] = ["a", "b", "c"].map(|id| Replica::new(id, "127.0.0.1:1".parse().unwrap()));

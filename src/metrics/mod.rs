@@ -1,15 +1,14 @@
-//! Metrics: per-function counters kept in atomics on the request path, and their exposition
-//! in the Prometheus text format with OpenFaaS's metric names.
+//! Metrics primitives: per-function counters kept in atomics on the request path (codes,
+//! latency histograms), OpenFaaS's metric names, and the family builders collectors use.
+//! What reads them at scrape time lives with its reader (`api::metrics`, the scaler).
 //!
 //! Why the `prometheus` crate: its `Collector` trait lets a scrape build metric families from
-//! our own atomics (see `exposition`), so the hot path never touches a label map or a lock,
+//! our own atomics (see `families`), so the hot path never touches a label map or a lock,
 //! while the crate still provides the text encoder and the standard `process_*` collector.
 
 pub mod codes;
-pub mod exposition;
+pub mod families;
 pub mod histogram;
-pub mod series;
-pub mod wire;
 
 use std::sync::atomic::AtomicU64;
 
@@ -26,6 +25,15 @@ pub mod names {
     pub const SERVICE_READY_COUNT: &str = "gateway_service_ready_count";
     pub const QUEUED: &str = "faasgate_function_queued_requests";
     pub const LATENCY_QUANTILES: &str = "faasgate_function_latency_seconds";
+}
+
+/// Label names.
+pub mod labels {
+    pub const FUNCTION_NAME: &str = "function_name";
+    pub const CODE: &str = "code";
+    pub const QUANTILE: &str = "quantile";
+    /// The `code` of calls whose status did not get a slot of their own.
+    pub const OTHER_CODE: &str = "other";
 }
 
 /// One function's invocation metrics.

@@ -8,9 +8,9 @@
 //! The upstream leg is the gateway's own (`dataplane`): each exchange is driven in the
 //! request's task on a pooled raw connection (`dataplane::pool::{Pool, Conn}`), the head
 //! written and the response head parsed by `dataplane::http1` (through
-//! `dataplane::forward::exchange`), the request body streamed by `dataplane::body::Upload`
+//! `http1::exchange`), the request body streamed by `http1::body::Upload`
 //! and the response body read by its framing as the client takes it ([`PooledBody`], a
-//! `dataplane::body::PooledResponse`, which decides whether the connection goes back). No connection task, channel or oneshot per
+//! `http1::body::PooledResponse`, which decides whether the connection goes back). No connection task, channel or oneshot per
 //! request, as hyper's client connection had.
 //!
 //! A connection goes back to the pool only when its response body has ended cleanly on a
@@ -40,10 +40,11 @@ use tokio::net::TcpStream;
 
 use super::response::{BoxError, CallError, RespBody};
 use super::WatchdogError;
-use crate::dataplane::body::{PooledResponse, Release, Upload, UpstreamBody};
-use crate::dataplane::forward::{exchange, idempotent, strip_hop_by_hop, Failure};
-use crate::dataplane::http1::ResponseHead;
-use crate::dataplane::pool::{Checkout, Conn, Pool};
+use crate::http1::body::{PooledResponse, Release, Upload, UpstreamBody};
+use crate::http1::codec::ResponseHead;
+use crate::http1::exchange::{exchange, idempotent, Failure};
+use crate::http1::headers::strip_hop_by_hop;
+use crate::http1::pool::{Checkout, Conn, Pool};
 
 /// How often to probe the upstream port until it accepts connections.
 pub const READY_POLL: Duration = Duration::from_millis(20);

@@ -2,8 +2,8 @@
 //!
 //! Owns: building the `Command` for `fprocess` (run directly, no shell). Invariant: every
 //! child is spawned with `kill_on_drop(true)` and, on Linux, `PR_SET_PDEATHSIG = SIGKILL`, so
-//! a child dies with the watchdog whether it exits cleanly, panics or is SIGKILLed. This is
-//! the only module with `unsafe` (one `pre_exec` hook).
+//! a child dies with the watchdog whether it exits cleanly, panics or is SIGKILLed
+//! (`sys::process::die_with_parent`).
 
 use std::process::Stdio;
 
@@ -19,7 +19,7 @@ pub fn command(argv: &[String]) -> Command {
     };
     let mut cmd = Command::new(program);
     cmd.args(args).kill_on_drop(true);
-    die_with_parent(&mut cmd);
+    crate::sys::process::die_with_parent(&mut cmd);
     cmd
 }
 
@@ -35,27 +35,3 @@ pub fn spawn_server(argv: &[String]) -> Result<Child, WatchdogError> {
             source,
         })
 }
-
-/// Asks the kernel to SIGKILL the child when its parent dies (Linux only).
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed: prctl, getppid and _exit are; it allocates nothing and takes no lock.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died between fork and prctl: then nobody would kill us.
-            if libc::getppid() as u32 != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_cmd: &mut Command) {}

@@ -18,14 +18,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use faasgate::api::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
+use faasgate::api::metrics::exposition::Exposition;
 use faasgate::api::Gateway;
 use faasgate::control::provider::{LogQuery, LogStream};
 use faasgate::control::{Provider, ProviderError};
 use faasgate::dataplane::forward::{ForwardConfig, Forwarder};
 use faasgate::dataplane::{FunctionHandle, FunctionState, Replica, Routes};
-use faasgate::metrics::exposition::Exposition;
-use faasgate::names::FunctionKey;
+use faasgate::model::names::FunctionKey;
+use faasgate::model::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use hyper::body::Incoming;
@@ -81,7 +81,7 @@ impl Provider for NoProvider {
         Err(ProviderError::NotFound(key.clone()))
     }
     async fn namespaces(&self) -> Result<Vec<String>, ProviderError> {
-        Ok(vec![faasgate::names::DEFAULT_NAMESPACE.into()])
+        Ok(vec![faasgate::model::names::DEFAULT_NAMESPACE.into()])
     }
     async fn logs(&self, _: LogQuery) -> Result<LogStream, ProviderError> {
         Err(unsupported())
@@ -130,7 +130,7 @@ pub fn gateway_with_config(routes: Arc<Routes>, config: ForwardConfig) -> Arc<Ga
         auth: None,
         exposition: Exposition::new(routes),
         max_body_bytes: 4 << 20,
-        series: Arc::new(faasgate::metrics::series::Series::new()),
+        series: Arc::new(faasgate::api::metrics::series::Series::new()),
         events: scaling.events.clone(),
         scaling,
         byte_loop: true,

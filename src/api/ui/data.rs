@@ -1,5 +1,5 @@
 //! `/ui/api/summary` and `/ui/api/series`: what the UI reads beyond the OpenFaaS API, from
-//! the sampler's rings ([`crate::metrics::series`]) and the scale-event ring
+//! the sampler's rings ([`crate::api::metrics::series`]) and the scale-event ring
 //! ([`crate::control::events`]). Both are cheap copies; neither touches the provider.
 //!
 //! - `GET /ui/api/summary?namespace=ns` -> `{"namespace","interval","functions":{name: Sample}}`
@@ -15,11 +15,11 @@ use http::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::api::error::{json, ApiError};
+use crate::api::metrics::series::{Sample, INTERVAL};
 use crate::api::Gateway;
 use crate::control::events::ScaleEvent;
-use crate::dataplane::body::GatewayBody;
-use crate::metrics::series::{Sample, INTERVAL};
-use crate::names::{validate_namespace, FunctionKey, DEFAULT_NAMESPACE};
+use crate::dataplane::response::GatewayBody;
+use crate::model::names::{validate_namespace, FunctionKey, DEFAULT_NAMESPACE};
 
 /// Scale events returned with a series.
 pub const EVENTS_PER_FUNCTION: usize = 50;

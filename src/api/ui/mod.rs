@@ -17,7 +17,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::error::{empty, text, ApiError};
 use super::Gateway;
-use crate::dataplane::body::GatewayBody;
+use crate::dataplane::response::GatewayBody;
 
 /// Path, content type, contents.
 const ASSETS: &[(&str, &str, &str)] = &[

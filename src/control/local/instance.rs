@@ -151,7 +151,7 @@ impl InstanceContext {
             }
             Outcome::Exited(status) => {
                 // Whatever the replica forked may still run in its group.
-                let _ = process::signal_group(pid, libc::SIGKILL);
+                let _ = crate::sys::process::signal_group(pid, libc::SIGKILL);
                 self.forget(&id);
                 self.exited(&id, status);
                 return;
@@ -273,17 +273,17 @@ fn replica_command(
 /// SIGTERM to the group, SIGKILL after [`TERM_GRACE`], reap, then SIGKILL to any straggler
 /// left in the group.
 async fn terminate(child: &mut Child, pgid: u32) {
-    if let Err(e) = process::signal_group(pgid, libc::SIGTERM) {
+    if let Err(e) = crate::sys::process::signal_group(pgid, libc::SIGTERM) {
         tracing::debug!(pgid, error = %e, "SIGTERM failed");
     }
     if tokio::time::timeout(TERM_GRACE, child.wait())
         .await
         .is_err()
     {
-        let _ = process::signal_group(pgid, libc::SIGKILL);
+        let _ = crate::sys::process::signal_group(pgid, libc::SIGKILL);
         let _ = child.wait().await;
     }
-    let _ = process::signal_group(pgid, libc::SIGKILL);
+    let _ = crate::sys::process::signal_group(pgid, libc::SIGKILL);
 }
 
 /// Sends each line of `pipe` to `logs`; on stderr, also the first address line to `addr`.
@@ -353,7 +353,7 @@ mod tests {
     /// the test process's, and finds `env` through the replica's PATH.
     #[tokio::test]
     async fn a_replica_gets_exactly_its_environment() {
-        let d = crate::api::types::FunctionDeployment {
+        let d = crate::model::types::FunctionDeployment {
             service: "f".into(),
             env_process: "cat".into(),
             env_vars: Some([("A".to_string(), "1".to_string())].into()),

@@ -21,9 +21,9 @@ use futures_util::stream::{self, StreamExt};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
-use crate::api::types::LogMessage;
 use crate::control::provider::{LogQuery, LogStream};
-use crate::names::FunctionKey;
+use crate::model::names::FunctionKey;
+use crate::model::types::LogMessage;
 
 /// Lines of history kept per function.
 pub const HISTORY_LINES: usize = 1000;

@@ -43,11 +43,11 @@ pub use self::store::{StoreError, StoredFunction};
 use self::spec::Counts;
 use self::store::Store;
 use self::supervisor::{spawn_supervisor, Shared, StopMode, SupervisorConfig};
-use crate::api::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
 use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
-use crate::control::scaler::ScaleSettings;
 use crate::dataplane::Routes;
-use crate::names::{FunctionKey, DEFAULT_NAMESPACE};
+use crate::model::names::{FunctionKey, DEFAULT_NAMESPACE};
+use crate::model::scale::ScaleSettings;
+use crate::model::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
 
 /// How the local provider runs functions.
 #[derive(Debug, Clone)]

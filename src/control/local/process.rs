@@ -7,8 +7,7 @@
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process.
 //! Runtime threads may come and go (blocking pool), so every spawn happens on one dedicated,
 //! never-exiting spawner thread that enters the caller's runtime to register the child.
-//! This module holds the crate's only `unsafe` blocks for processes: `prctl` in `pre_exec`
-//! and `kill(2)` on a process group, each in one small function with its safety argument.
+//! The `unsafe` parts (`prctl` in `pre_exec`, `kill(2)` on a group) are in `sys::process`.
 
 use std::io;
 use std::process::Stdio;
@@ -34,7 +33,7 @@ pub async fn spawn(mut command: Command) -> io::Result<Child> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    die_with_parent(&mut command);
+    crate::sys::process::die_with_parent(&mut command);
 
     let (reply, rx) = oneshot::channel();
     let request = SpawnRequest {
@@ -72,51 +71,4 @@ fn spawner() -> io::Result<&'static Mutex<mpsc::Sender<SpawnRequest>>> {
     SPAWNER
         .get()
         .ok_or_else(|| io::Error::other("spawner not initialised"))
-}
-
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: the closure runs in the forked child before exec. It only calls `prctl(2)`,
-    // `getppid(2)` and `kill(2)` on itself, which are async-signal-safe, allocate nothing and
-    // touch no state shared with the parent's other threads.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // The gateway may have died between fork and prctl.
-            if libc::getppid() as u32 != parent {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
-
-/// Sends `signal` to the process group `pgid` (a replica and everything it forked).
-/// `ESRCH` (the group is gone) is not an error.
-#[allow(unsafe_code)]
-pub fn signal_group(pgid: u32, signal: libc::c_int) -> io::Result<()> {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return Err(io::Error::other("pid out of range"));
-    };
-    if pgid <= 1 {
-        return Err(io::Error::other("refusing to signal process group <= 1"));
-    }
-    // SAFETY: kill(2) takes plain integers and has no memory-safety preconditions; a negative
-    // pid addresses exactly the process group, and pgid > 1 excludes "every process".
-    let rc = unsafe { libc::kill(-pgid, signal) };
-    if rc == -1 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(());
-        }
-        return Err(err);
-    }
-    Ok(())
 }

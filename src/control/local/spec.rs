@@ -39,9 +39,9 @@
 
 use std::ffi::{OsStr, OsString};
 
-use crate::api::types::{FunctionDeployment, FunctionStatus, ReplicaCounts};
 use crate::control::provider::ProviderError;
-use crate::names::FunctionKey;
+use crate::model::names::FunctionKey;
+use crate::model::types::{FunctionDeployment, FunctionStatus, ReplicaCounts};
 
 pub const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
 
@@ -154,7 +154,7 @@ pub fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::FunctionResources;
+    use crate::model::types::FunctionResources;
 
     fn with_labels(labels: &[(&str, &str)]) -> FunctionDeployment {
         FunctionDeployment {
@@ -290,7 +290,7 @@ mod tests {
         assert!(s.env_vars.is_none());
         assert_eq!(s.labels.get("x").unwrap(), "y");
         assert_eq!(
-            s.labels.get(crate::api::types::LABEL_FUNCTION).unwrap(),
+            s.labels.get(crate::model::types::LABEL_FUNCTION).unwrap(),
             "f"
         );
         assert!(s.annotations.is_empty());

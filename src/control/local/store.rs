@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::api::types::FunctionDeployment;
-use crate::names::FunctionKey;
+use crate::model::names::FunctionKey;
+use crate::model::types::FunctionDeployment;
 
 /// What is persisted of one function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -30,9 +30,9 @@ use tokio::time::Instant;
 use super::instance::{Event, EventKind, InstanceContext, InstanceHandle, Pids};
 use super::logs::LogBuffer;
 use super::spec::ReplicaSpec;
-use crate::control::scaler::ScaleSettings;
 use crate::dataplane::{FunctionHandle, FunctionState, Replica};
-use crate::names::FunctionKey;
+use crate::model::names::FunctionKey;
+use crate::model::scale::ScaleSettings;
 
 /// First delay before replacing a crashed replica.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);

@@ -20,11 +20,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use time::format_description::well_known::Rfc3339;
 
-use crate::api::types::LogMessage;
 use crate::client::nomad::{LogOrigin, LogType};
 use crate::client::wire::nomad::Allocation;
 use crate::client::{ClientError, NomadClient, QueryOptions};
 use crate::control::provider::{LogQuery, LogStream, ProviderError};
+use crate::model::types::LogMessage;
 
 /// Bytes read from the end of a stream per line asked for with `tail`.
 pub const TAIL_BYTES_PER_LINE: u64 = 512;

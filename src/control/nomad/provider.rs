@@ -45,27 +45,27 @@ use tokio::task::JoinHandle;
 use super::logs;
 use super::render::{self, RenderError, RenderOptions};
 use super::scale_down;
-use crate::api::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
 use crate::client::nomad::job_view;
 use crate::client::wire::nomad::{JobListStub, JobRegisterRequest, ScalingRequest, ScalingTarget};
 use crate::client::{
     ClientError, ConsulClient, ConsulSettings, NomadClient, NomadSettings, QueryOptions,
 };
 use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
-use crate::control::scaler::ScaleSettings;
 use crate::dataplane::Routes;
 use crate::discovery::watch::Backoff;
 use crate::discovery::{
     spawn_watcher, Catalog, DiscoveryKind, Publisher, WatchConfig, WatchHandle,
 };
-use crate::names::{FunctionKey, DEFAULT_NAMESPACE};
+use crate::model::names::{FunctionKey, DEFAULT_NAMESPACE};
+use crate::model::scale::ScaleSettings;
+use crate::model::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
 
 /// How often a drain looks at the pending counts of the replicas it waits for.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// How long after a scale-down Nomad has to stop the allocations drained for it.
 const STOP_CHECK: Duration = Duration::from_secs(30);
 
-use crate::api::types::ReplicaCounts;
+use crate::model::types::ReplicaCounts;
 
 /// Everything the Nomad provider needs, resolved by the CLI.
 #[derive(Debug, Clone)]
@@ -811,7 +811,7 @@ fn upstream(e: ClientError) -> ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::scaler::settings::labels as scale_labels;
+    use crate::model::scale::labels as scale_labels;
     use serde_json::json;
 
     #[test]
@@ -854,7 +854,7 @@ mod tests {
         );
         let s = status(&key, &f, 2, 0);
         assert_eq!((s.replicas, s.available_replicas), (3, 2));
-        assert_eq!(s.labels[crate::api::types::LABEL_FUNCTION], "echo");
+        assert_eq!(s.labels[crate::model::types::LABEL_FUNCTION], "echo");
         assert_eq!(s.namespace, "team-a");
     }
 

@@ -68,9 +68,9 @@ use thiserror::Error;
 
 use super::constraints::{self, ConstraintError};
 use super::resources::{NomadResources, ResourceError};
-use crate::api::types::FunctionDeployment;
 use crate::control::local::{DEFAULT_SCALE_MIN, LABEL_SCALE_MIN};
-use crate::names::{FunctionKey, NameError};
+use crate::model::names::{FunctionKey, NameError};
+use crate::model::types::FunctionDeployment;
 
 /// The default template, shipped as `nomad/function.job.json`.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../../../nomad/function.job.json");
@@ -334,7 +334,7 @@ pub fn check_options(opts: &RenderOptions) -> Result<(), RenderError> {
 /// The Nomad job ID of a function: `<prefix><name>.<namespace>`.
 ///
 /// Injective over (name, namespace) for a fixed prefix: names may contain dots but
-/// namespaces may not (see [`crate::names`]), so the last dot splits the two unambiguously.
+/// namespaces may not (see [`crate::model::names`]), so the last dot splits the two unambiguously.
 /// Every character of a valid name is valid in a Nomad job ID.
 pub fn job_id(prefix: &str, key: &FunctionKey) -> String {
     format!("{prefix}{}.{}", key.name(), key.namespace())
@@ -669,7 +669,7 @@ impl Fnv1a {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::FunctionResources;
+    use crate::model::types::FunctionResources;
 
     fn key(n: &str, ns: &str) -> FunctionKey {
         FunctionKey::new(n, ns).unwrap()

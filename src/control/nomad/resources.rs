@@ -26,7 +26,7 @@
 
 use thiserror::Error;
 
-use crate::api::types::FunctionDeployment;
+use crate::model::types::FunctionDeployment;
 
 /// Nomad's smallest accepted `MemoryMB`.
 pub const MIN_MEMORY_MB: u64 = 10;
@@ -208,7 +208,7 @@ fn to_units(amount: f64, min: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::FunctionResources;
+    use crate::model::types::FunctionResources;
 
     #[test]
     fn memory_follows_the_documented_rule() {

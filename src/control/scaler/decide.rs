@@ -52,9 +52,9 @@
 
 use std::time::Duration;
 
-use crate::control::scaler::settings::{ScaleKind, ScaleSettings};
 use crate::control::scaler::window::{ArrivalRate, ServiceTime};
 use crate::control::scaler::ScalerConfig;
+use crate::model::scale::{ScaleKind, ScaleSettings};
 
 /// Standard errors below the estimate a need must be to scale up (and above it to scale
 /// down).
@@ -450,8 +450,8 @@ fn us(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::scaler::settings::labels;
     use crate::control::scaler::window::{ArrivalRate, ServiceTime};
+    use crate::model::scale::labels;
     use proptest::prelude::*;
 
     const S: u64 = 1_000_000;

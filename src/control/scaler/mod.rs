@@ -26,7 +26,6 @@
 //! source and a recording provider.
 
 pub mod decide;
-pub mod settings;
 pub mod source;
 pub mod stats;
 pub mod window;
@@ -40,10 +39,11 @@ use tokio::task::JoinHandle;
 use crate::control::alert::AlertBook;
 use crate::control::{Provider, ProviderError};
 use crate::dataplane::table::DemandSample;
-use crate::names::FunctionKey;
+use crate::model::names::FunctionKey;
+
+use crate::model::scale::ScaleSettings;
 
 pub use decide::{Decider, Decision, Direction, Input, Reason};
-pub use settings::{ScaleKind, ScaleSettings};
 pub use source::{DemandSource, LocalDemand, Observation};
 pub use stats::ScaleStats;
 pub use window::DemandWindow;

@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
-use crate::control::scaler::settings::ScaleSettings;
 use crate::dataplane::table::DemandSample;
 use crate::dataplane::Routes;
-use crate::names::FunctionKey;
+use crate::model::names::FunctionKey;
+use crate::model::scale::ScaleSettings;
 
 /// One function's demand and replica counts at one instant.
 #[derive(Debug, Clone)]
@@ -74,7 +74,7 @@ mod tests {
             desired: 3,
             ..Default::default()
         });
-        h.demand.begin(crate::dataplane::clock::now_us());
+        h.demand.begin(crate::sys::clock::now_us());
         let mut out = Vec::new();
         LocalDemand::new(routes).observe(&mut out);
         out.sort_by(|a, b| a.key.name().cmp(b.key.name()));

@@ -15,7 +15,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{MetricFamily, MetricType};
 
 use crate::control::scaler::decide::{Direction, Reason};
-use crate::metrics::exposition::{counter, families, gauge, label, labels as metric_labels};
+use crate::metrics::families::{counter, families, gauge, label};
+use crate::metrics::labels as metric_labels;
 
 pub mod names {
     pub const DECISIONS: &str = "faasgate_scale_decisions_total";
@@ -169,8 +170,15 @@ impl Collector for StatsCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::Routes;
-    use crate::metrics::exposition::Exposition;
+    use prometheus::{Encoder as _, Registry, TextEncoder};
+
+    fn render(registry: &Registry) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
 
     #[test]
     fn exported_with_the_gateway_families() {
@@ -178,9 +186,9 @@ mod tests {
         stats.observe("f.openfaas-fn", 12.5, 40.0, true);
         stats.decision("f.openfaas-fn", Direction::Up, Reason::Panic);
         stats.decision("f.openfaas-fn", Direction::Up, Reason::Panic);
-        let e = Exposition::new(Arc::new(Routes::new()));
-        e.register(Box::new(stats.collector())).unwrap();
-        let text = e.render();
+        let registry = Registry::new();
+        registry.register(Box::new(stats.collector())).unwrap();
+        let text = render(&registry);
         for want in [
             r#"faasgate_scale_decisions_total{direction="up",function_name="f.openfaas-fn",reason="panic"} 2"#,
             r#"faasgate_function_demand{function_name="f.openfaas-fn",window="stable"} 12.5"#,
@@ -194,6 +202,6 @@ mod tests {
             2
         );
         stats.forget("f.openfaas-fn");
-        assert!(!e.render().contains("faasgate_function_panic{"));
+        assert!(!render(&registry).contains("faasgate_function_panic{"));
     }
 }

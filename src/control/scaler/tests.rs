@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::*;
-use crate::api::types::{FunctionDeployment, FunctionStatus, ProviderInfo};
 use crate::control::provider::{LogQuery, LogStream};
 use crate::dataplane::table::DemandSample;
+use crate::model::types::{FunctionDeployment, FunctionStatus, ProviderInfo};
 
 /// One function whose in-flight count the test sets; time is tokio's.
 struct Scripted {
@@ -226,9 +226,12 @@ async fn an_idle_function_goes_to_zero_at_zero_duration() {
     {
         let mut s = script.state.lock().unwrap();
         let m = [
-            (settings::labels::ZERO.to_string(), "true".to_string()),
             (
-                settings::labels::ZERO_DURATION.to_string(),
+                crate::model::scale::labels::ZERO.to_string(),
+                "true".to_string(),
+            ),
+            (
+                crate::model::scale::labels::ZERO_DURATION.to_string(),
                 "2m".to_string(),
             ),
         ]

@@ -21,8 +21,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::control::scaler::settings::ScaleKind;
 use crate::dataplane::table::DemandSample;
+use crate::model::scale::ScaleKind;
 
 /// Completed requests a [`DemandWindow::service_time`] estimate needs.
 pub const MIN_COMPLETIONS: u64 = 20;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::api::types::{FunctionDeployment, StringMap};
+use crate::model::types::{FunctionDeployment, StringMap};
 
 /// Label (or annotation) names.
 pub mod labels {

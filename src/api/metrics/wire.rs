@@ -4,15 +4,15 @@
 //!
 //! Owns: the [`WireCollector`] registered with every [`Exposition`](super::exposition::Exposition).
 //! Invariants: it only reads relaxed atomics the data plane bumps (`api::server`,
-//! `dataplane::request_rules`, `dataplane::pool`, `dataplane::body`); the families are
+//! `http1::request_rules`, `http1::pool`, `http1::body`); the families are
 //! process-wide (no `function_name` label): a gateway has one wire.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{MetricFamily, MetricType};
 
-use crate::dataplane::pool::{self, Discard};
-use crate::dataplane::request_rules::{self, RequestError};
-use crate::metrics::exposition::{counter, families, gauge, label};
+use crate::http1::pool::{self, Discard};
+use crate::http1::request_rules::{self, RequestError};
+use crate::metrics::families::{counter, families, gauge, label};
 
 /// Metric names.
 pub mod names {
@@ -97,7 +97,7 @@ impl Collector for WireCollector {
                 .collect(),
             vec![counter(
                 Vec::new(),
-                crate::dataplane::body::body_timeouts() as f64,
+                crate::http1::body::body_timeouts() as f64,
             )],
         ];
         families(&FAMILIES, metrics)
@@ -108,16 +108,16 @@ impl Collector for WireCollector {
 mod tests {
     use std::sync::Arc;
 
+    use crate::api::metrics::exposition::Exposition;
     use crate::dataplane::table::Routes;
-    use crate::metrics::exposition::Exposition;
 
     #[test]
     fn every_gateway_exports_the_wire_families() {
-        let before = crate::dataplane::request_rules::rejected(
-            crate::dataplane::request_rules::RequestError::DuplicateHost,
+        let before = crate::http1::request_rules::rejected(
+            crate::http1::request_rules::RequestError::DuplicateHost,
         );
-        crate::dataplane::request_rules::count_rejected(
-            crate::dataplane::request_rules::RequestError::DuplicateHost,
+        crate::http1::request_rules::count_rejected(
+            crate::http1::request_rules::RequestError::DuplicateHost,
         );
         let text = Exposition::new(Arc::new(Routes::new())).render();
         for line in [

@@ -23,27 +23,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
+use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder as _, Registry, TextEncoder};
 use thiserror::Error;
 
 use crate::dataplane::table::{FunctionHandle, Routes};
 use crate::metrics::codes::BUCKETS_SECONDS;
+use crate::metrics::families::{counter, families, gauge, label};
 use crate::metrics::names;
 
 /// The `Content-Type` of [`Exposition::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Label names.
-pub mod labels {
-    pub const FUNCTION_NAME: &str = "function_name";
-    pub const CODE: &str = "code";
-    pub const QUANTILE: &str = "quantile";
-    /// The `code` of calls whose status did not get a slot of their own.
-    pub const OTHER_CODE: &str = "other";
-}
+pub use crate::metrics::labels;
 
 /// Quantiles exported in `faasgate_function_latency_seconds`, as label values.
 const QUANTILES: [&str; 4] = ["0.5", "0.9", "0.99", "0.999"];
@@ -304,54 +296,12 @@ impl Families {
     }
 }
 
-/// One `MetricFamily` per `(name, help, label names, type)` entry, holding its metrics.
-pub(crate) fn families(
-    table: &[(&str, &str, &[&str], MetricType)],
-    metrics: impl IntoIterator<Item = Vec<Metric>>,
-) -> Vec<MetricFamily> {
-    table
-        .iter()
-        .zip(metrics)
-        .map(|((name, help, _, kind), metrics)| {
-            let mut mf = MetricFamily::default();
-            mf.set_name(name.to_string());
-            mf.set_help(help.to_string());
-            mf.set_field_type(*kind);
-            mf.set_metric(metrics);
-            mf
-        })
-        .collect()
-}
-
-pub(crate) fn label(name: &str, value: &str) -> LabelPair {
-    let mut l = LabelPair::default();
-    l.set_name(name.to_string());
-    l.set_value(value.to_string());
-    l
-}
-
-pub(crate) fn counter(labels: Vec<LabelPair>, v: f64) -> Metric {
-    let mut c = Counter::default();
-    c.set_value(v);
-    let mut m = Metric::from_label(labels);
-    m.set_counter(c);
-    m
-}
-
-pub(crate) fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
-    let mut g = Gauge::default();
-    g.set_value(v);
-    let mut m = Metric::from_label(labels);
-    m.set_gauge(g);
-    m
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dataplane::table::FunctionState;
     use crate::dataplane::Replica;
-    use crate::names::FunctionKey;
+    use crate::model::names::FunctionKey;
     use std::time::Duration;
 
     fn lines(text: &str) -> Vec<&str> {
@@ -370,7 +320,7 @@ mod tests {
         for ms in [3, 30, 20_000] {
             echo.metrics.latency.record(Duration::from_millis(ms));
         }
-        echo.demand.begin(crate::dataplane::clock::now_us());
+        echo.demand.begin(crate::sys::clock::now_us());
         echo.demand.queued.fetch_add(4, Ordering::Relaxed);
         echo.publish(FunctionState {
             replicas: vec![Replica::new("r1", "127.0.0.1:1".parse().unwrap())].into(),

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use thiserror::Error;
 
-use crate::dataplane::http1::trim;
+use crate::http1::codec::trim;
 
 /// Why a request head is refused with 400.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]

@@ -54,7 +54,7 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
-use crate::dataplane::clock;
+use crate::sys::clock;
 
 /// Idle connections kept per replica unless configured ([`Limits`]): about the concurrency
 /// of a busy function, so a steady load reconnects never and a burst leaves a bounded rest.

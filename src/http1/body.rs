@@ -1,12 +1,12 @@
-//! The gateway's response body: one enum, so no response is boxed on the hot path.
+//! Bodies on the upstream leg: the request body written to a replica as the socket takes it
+//! ([`Upload`]) and a response body read off its pooled connection by its framing
+//! ([`PooledResponse`]).
 //!
-//! `Proxied` is a function's streamed response, read from the replica's connection in the
-//! client connection's own task by the response framing (`http1`): each read becomes a frame
-//! as it arrives (SSE and NDJSON reach the client as produced). When the upstream body ends, the connection goes
-//! back to its replica's pool and the invocation is recorded (status, latency) by dropping the
-//! [`Invocation`]; if the client goes away first, or the framing is broken, or the body was
-//! delimited by the connection's close, the connection is dropped instead and the invocation
-//! is still recorded.
+//! Invariants: a connection goes back to its pool (through [`Release`]) only when its
+//! response body ended cleanly, the connection may carry another request and the request was
+//! all sent; every other end (an error, a close-delimited body, a body dropped unread, a
+//! stall past the idle bound) drops it. Nothing here knows which function or replica a body
+//! belongs to: the caller's `Release` does.
 
 use std::io;
 use std::pin::Pin;
@@ -15,42 +15,23 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use futures_util::stream::BoxStream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
 
-use crate::dataplane::forward::Invocation;
-use crate::dataplane::http1::{
+use crate::http1::codec::{
     write_chunk_header, ChunkedDecoder, Decoded, Framing, WireError, INLINE_BODY, LAST_CHUNK,
 };
-use crate::dataplane::pool::Conn;
-use crate::dataplane::replica::PendingGuard;
+use crate::http1::pool::Conn;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-pub enum GatewayBody {
-    Empty,
-    Full(Option<Bytes>),
-    Proxied(ProxiedBody),
-    Stream(BoxStream<'static, Result<Bytes, BoxError>>),
-}
 
 /// The body sent to a replica: the client's, streamed, or none. A bodiless request can be
 /// sent again (to another replica, after a 429) because nothing of it was consumed.
 pub enum UpstreamBody {
     Client(Incoming),
     Empty,
-}
-
-/// An upstream response body, read from the replica's connection by the response framing,
-/// with the resources to release when it ends.
-pub struct ProxiedBody {
-    /// The connection and, until the body ends, the replica's pending count.
-    inner: PooledResponse<PendingGuard>,
-    /// Records the invocation when dropped.
-    invocation: Invocation,
 }
 
 /// Where a response's connection goes when its body has ended cleanly on a connection that
@@ -77,7 +58,7 @@ pub struct PooledResponse<R> {
 
 /// An idle bound armed lazily: the timer is made (one allocation) the first time a body
 /// read has to wait, so a body that arrived with its head costs none; it is moved forward
-/// at most once a second of progress ([`crate::dataplane::forward::coarse_deadline`]).
+/// at most once a second of progress ([`crate::http1::exchange::coarse_deadline`]).
 struct IdleTimer {
     limit: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -147,52 +128,6 @@ enum BodyFraming {
     Length(u64),
     Chunked(ChunkedDecoder),
     Close,
-}
-
-// === impl GatewayBody ===
-
-impl GatewayBody {
-    pub fn full(b: impl Into<Bytes>) -> Self {
-        GatewayBody::Full(Some(b.into()))
-    }
-}
-
-impl Body for GatewayBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            GatewayBody::Empty => Poll::Ready(None),
-            GatewayBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            GatewayBody::Proxied(p) => p.poll_frame_inner(cx),
-            GatewayBody::Stream(s) => s
-                .as_mut()
-                .poll_next(cx)
-                .map(|o| o.map(|r| r.map(Frame::data))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            GatewayBody::Empty => true,
-            GatewayBody::Full(d) => d.is_none(),
-            GatewayBody::Proxied(p) => p.inner.is_end_stream(),
-            GatewayBody::Stream(_) => false,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            GatewayBody::Empty => SizeHint::with_exact(0),
-            GatewayBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |b| b.len() as u64)),
-            GatewayBody::Proxied(p) => p.inner.size_hint(),
-            GatewayBody::Stream(_) => SizeHint::default(),
-        }
-    }
 }
 
 // === impl UpstreamBody ===
@@ -378,48 +313,6 @@ impl Upload {
     }
 }
 
-// === impl ProxiedBody ===
-
-impl ProxiedBody {
-    pub fn new(
-        conn: Conn,
-        upload: Option<Box<Upload>>,
-        framing: Framing,
-        keep_alive: bool,
-        pending: PendingGuard,
-        invocation: Invocation,
-        body_timeout: Duration,
-    ) -> Self {
-        Self {
-            inner: PooledResponse::new(conn, upload, framing, keep_alive, pending)
-                .idle_timeout(body_timeout),
-            invocation,
-        }
-    }
-
-    fn poll_frame_inner(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = ready!(self.inner.poll_data(cx));
-        if let Some(Err(e)) = &polled {
-            if e.is::<BodyTimeout>() {
-                // The client got a head and part of a body; hyper closes its connection.
-                self.invocation
-                    .set_status(http::StatusCode::GATEWAY_TIMEOUT.as_u16());
-            }
-        }
-        Poll::Ready(polled.map(|r| r.map(Frame::data)))
-    }
-}
-
-impl Release for PendingGuard {
-    fn checkin(&mut self, conn: Conn) {
-        let replica = self.replica();
-        replica.pool().checkin(conn);
-    }
-}
-
 // === impl PooledResponse ===
 
 impl<R: Release> PooledResponse<R> {
@@ -545,7 +438,7 @@ impl IdleTimer {
             None => self.sleep.insert(Box::pin(tokio::time::sleep(self.limit))),
             Some(sleep) => {
                 if std::mem::take(&mut self.progressed) {
-                    crate::dataplane::forward::coarse_deadline(sleep.as_mut(), self.limit);
+                    crate::http1::exchange::coarse_deadline(sleep.as_mut(), self.limit);
                 }
                 sleep
             }

@@ -395,7 +395,7 @@ fn framing_of(
         || (status == StatusCode::NO_CONTENT
             && (transfer_encoding || content_length.is_some_and(|n| n > 0)));
     if doubtful && persistent {
-        crate::dataplane::pool::count_discard(crate::dataplane::pool::Discard::Framing);
+        crate::http1::pool::count_discard(crate::http1::pool::Discard::Framing);
     }
     let keep_alive = persistent && framing != Framing::Close && !doubtful;
     Ok((framing, keep_alive))

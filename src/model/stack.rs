@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use serde_yaml::{Mapping, Value};
 use thiserror::Error;
 
-use crate::api::types::{FunctionDeployment, FunctionResources, StringMap};
-use crate::names::{self, NameError};
+use crate::model::names::{self, NameError};
+use crate::model::types::{FunctionDeployment, FunctionResources, StringMap};
 
 /// The only `provider.name` faas-cli accepts.
 pub const PROVIDER_NAME: &str = "openfaas";

@@ -1,184 +1,42 @@
-//! One client connection: invocations served by a byte-level HTTP/1.1 loop, everything else
-//! by hyper.
+//! Request-head planning and response-head rewriting for the byte-level invocation loop,
+//! on bytes: no `HeaderMap`, `Request` or `Response` is built.
 //!
-//! The loop reads a request head with `httparse`. When it is an invocation it serves
-//! ([`plan`]: HTTP/1.1, an origin-form `/function/{name}[/path][?query]` target of a deployed
-//! function, no `Transfer-Encoding`, `Expect` or `Upgrade`, a `Content-Length` body of at
-//! most [`FAST_BODY`] bytes), it writes the upstream request straight from the client's
-//! bytes (hop-by-hop headers and those `Connection` names out; `X-Call-Id`, `X-Start-Time`,
-//! `X-Forwarded-For`, `X-Forwarded-Host` in), sends it with the forwarder's rules
-//! (`Forwarder::send_raw`: pick, pool, retries, hold, timeout) and writes the client's
-//! response head straight from the upstream's (the same rewrites), then the body by its
-//! framing. No `HeaderMap`, `Request` or `Response` is built for it.
+//! [`plan`] reads the request at the start of a buffer with `httparse`, applies the RFC 9112
+//! `Host` and framing rules (`request_rules`), and, when the request is an invocation the
+//! loop serves (HTTP/1.1, an origin-form `/function/{name}[/path][?query]` target that the
+//! caller's lookup finds, no `Transfer-Encoding`, `Expect` or `Upgrade`, a `Content-Length`
+//! body of at most [`FAST_BODY`] bytes), writes its upstream form: hop-by-hop headers and
+//! those `Connection` names out; `X-Call-Id`, `X-Start-Time`, `X-Forwarded-For`,
+//! `X-Forwarded-Host` in. Anything else is [`Step::Handoff`] (a general HTTP/1.1 server
+//! serves it) or [`Step::Reject`]. [`response_head`] writes the client's response head from
+//! the upstream's, with the same rewrites and this hop's framing; [`status_line`] and the
+//! per-thread `Date` cache ([`date`]) serve error answers too.
 //!
-//! Anything else (other paths, HTTP/1.0, chunked or large uploads, `Expect: 100-continue`,
-//! upgrades, unknown functions, malformed or oversized heads) hands the connection, with the
-//! bytes already read, to hyper's server for the rest of its life, where `Gateway::handle`
-//! answers it as it answers every request: one behaviour, which the loop only reaches with
-//! less work (`tests/downstream_wire.rs` runs the same cases through both).
-//!
-//! Every head the loop parses, whoever then serves it, first passes the RFC 9112 `Host` and
-//! framing rules (`dataplane::request_rules`): a head that breaks one is answered 400 here
-//! and the connection closed, so nothing ambiguous reaches hyper or a replica. Header names
-//! with `_` are not forwarded unless the forwarder allows them.
-//!
-//! Invariants: requests on a connection are answered in order, one at a time (a pipelined
-//! request is read after the previous response is written); nothing is allocated per
-//! request (the buffers belong to the connection) and no lock is taken but tokio's own (an
-//! idle wait registers with the shutdown channel's notifier); every wait is bounded:
-//! a head (and a buffered body) by `read_timeout` (less at most a tenth of it, or 1 s), the
-//! upstream's head by `upstream_timeout`, each wait for more of its body by `body_timeout`
-//! (the connection's one upstream timer, set at the body's first wait). On shutdown the
-//! loop finishes the request in hand and closes.
+//! Invariant: nothing is allocated per request; the caller owns the buffers.
 
-use std::io;
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::time::Sleep;
 
-use super::Gateway;
-use crate::dataplane::forward::{self, Invocation, Peer, RawRequest};
-use crate::dataplane::http1::{self, trim, ChunkedDecoder, Decoded, Framing, RawHead, LAST_CHUNK};
-use crate::dataplane::pool::Conn;
-use crate::dataplane::request_rules::{self, RequestError, RequestRules};
-use crate::dataplane::table::FunctionHandle;
-use crate::names::KeyRef;
+use crate::http1::codec::{trim, Framing, RawHead};
+use crate::http1::exchange::idempotent;
+use crate::http1::headers::{call_id_bytes, start_time_nanos, HOP_BY_HOP};
+use crate::http1::request_rules::{self, RequestError, RequestRules};
+use crate::model::names::KeyRef;
 
 /// A request body the loop buffers whole before sending (nginx buffers bodies too); a
 /// longer one is streamed by hyper's path.
 pub const FAST_BODY: usize = 64 * 1024;
 /// Request head bytes the loop waits for; a longer head goes to hyper (which answers 431 or
 /// serves it).
-const MAX_HEAD: usize = 16 * 1024;
-/// How long, and for how many bytes, a connection closed after an error answer keeps
-/// reading what the client still sends (nginx's `lingering_time` is 30 s; a refused
-/// request's body is short or unwanted).
-const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 256 * 1024;
-/// The read buffer hyper's server may grow to for a request head.
-const MAX_HYPER_HEAD: usize = 96 * 1024;
+pub const MAX_HEAD: usize = 16 * 1024;
 /// Request headers the loop parses; more goes to hyper.
-const MAX_HEADERS: usize = 64;
+pub const MAX_HEADERS: usize = 64;
 /// `Connection`-named headers the loop strips; more goes to hyper.
-const MAX_NAMED: usize = 8;
-/// Response bytes gathered before a write to the client.
-const OUT_INLINE: usize = 64 * 1024;
-const READ_BUF: usize = 8 * 1024;
-const FUNCTION_PREFIX: &[u8] = b"/function/";
-
-/// Serves one client connection until it closes, errs, idles past `read_timeout`, or the
-/// gateway shuts down (`shutdown` turns true).
-pub async fn serve(
-    stream: TcpStream,
-    addr: SocketAddr,
-    gateway: Arc<Gateway>,
-    read_timeout: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let peer = Peer::new(addr);
-    if !gateway.byte_loop {
-        let stream = Rewind {
-            prefix: BytesMut::new(),
-            stream,
-        };
-        return handoff(stream, peer, gateway, read_timeout, shutdown).await;
-    }
-    let mut client = Client {
-        stream,
-        buf: BytesMut::with_capacity(READ_BUF),
-        up: Vec::with_capacity(1024),
-        out: Vec::with_capacity(READ_BUF),
-        head: RawHead::default(),
-    };
-    // The connection's two timers, the head's and the upstream's, are moved forward coarsely
-    // (`coarse_deadline`): one timer update per second of a busy connection, not per request.
-    let sleep = tokio::time::sleep(read_timeout);
-    tokio::pin!(sleep);
-    let upstream = tokio::time::sleep(gateway.forwarder.upstream_timeout());
-    tokio::pin!(upstream);
-    loop {
-        // A complete request in `buf`, or the connection ends.
-        forward::coarse_deadline(sleep.as_mut(), read_timeout);
-        let (handle, plan) = loop {
-            let lookup = |key: KeyRef<'_>| gateway.routes.get(key);
-            let forwarded_for = peer.forwarded_for.as_bytes();
-            match plan(
-                &client.buf,
-                &mut client.up,
-                forwarded_for,
-                gateway.forwarder.allow_underscore_headers(),
-                lookup,
-            ) {
-                Step::Serve(handle, plan) => break (handle, plan),
-                Step::Reject(e, head_request) => {
-                    client.reject(e, head_request).await;
-                    return;
-                }
-                Step::Handoff => {
-                    let stream = Rewind {
-                        prefix: client.buf,
-                        stream: client.stream,
-                    };
-                    return handoff(stream, peer, gateway, read_timeout, shutdown).await;
-                }
-                Step::More => {}
-            }
-            let idle = client.buf.is_empty();
-            if idle && stopping(&shutdown) {
-                return;
-            }
-            match client.read(sleep.as_mut(), &mut shutdown, idle).await {
-                Ok(Read::More) => {}
-                // Part of a request came, the rest not in time.
-                Ok(Read::Timeout) if !idle => {
-                    client.request_timeout().await;
-                    return;
-                }
-                // EOF, an error, an idle connection's timeout, or shutdown while idle: close.
-                // A partial request cut by EOF is dropped, as hyper drops it.
-                _ => return,
-            }
-        };
-        match client
-            .invoke(&gateway, handle, plan, upstream.as_mut())
-            .await
-        {
-            Ok(true) if !stopping(&shutdown) => {}
-            _ => {
-                let _ = client.stream.shutdown().await;
-                return;
-            }
-        }
-    }
-}
-
-/// The connection's socket and reused buffers.
-struct Client {
-    stream: TcpStream,
-    /// Bytes read from the client and not yet served.
-    buf: BytesMut,
-    /// The upstream request being sent (head and body).
-    up: Vec<u8>,
-    /// Response bytes for the client not yet written.
-    out: Vec<u8>,
-    /// The upstream response head, parsed in place.
-    head: RawHead,
-}
-
+pub const MAX_NAMED: usize = 8;
+pub const FUNCTION_PREFIX: &[u8] = b"/function/";
 /// What the bytes at the start of the buffer ask for.
-enum Step<H> {
+pub enum Step<H> {
     /// An incomplete head or body: read more.
     More,
     /// Not for the loop: hyper takes the connection.
@@ -191,34 +49,32 @@ enum Step<H> {
 }
 
 /// An invocation the loop serves.
-struct Plan {
+pub struct Plan {
     /// Bytes of the request (head and body) at the start of the buffer.
-    len: usize,
-    bodiless: bool,
-    idempotent: bool,
-    head_request: bool,
+    pub len: usize,
+    pub bodiless: bool,
+    pub idempotent: bool,
+    pub head_request: bool,
     /// The client asked to close after this response.
-    close: bool,
+    pub close: bool,
     /// `X-Call-Id` generated here (`None`: the client sent one, which is kept).
-    call_id: Option<[u8; 36]>,
-    start_time: u64,
+    pub call_id: Option<[u8; 36]>,
+    pub start_time: u64,
 }
 
-fn eq(a: &[u8], lower: &[u8]) -> bool {
+pub fn eq(a: &[u8], lower: &[u8]) -> bool {
     a.eq_ignore_ascii_case(lower)
 }
 
-/// One of the headers that apply to one hop only (`forward::HOP_BY_HOP`, the hyper path's
+/// One of the headers that apply to one hop only (`HOP_BY_HOP`, the hyper path's
 /// list).
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    forward::HOP_BY_HOP
-        .iter()
-        .any(|h| eq(name, h.as_str().as_bytes()))
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| eq(name, h.as_str().as_bytes()))
 }
 
 /// Reads the request at the start of `buf`; when the loop serves it (`lookup` finds its
 /// function), writes its upstream form into `up`. `forwarded_for` is the client's address.
-fn plan<H>(
+pub fn plan<H>(
     buf: &[u8],
     up: &mut Vec<u8>,
     forwarded_for: &[u8],
@@ -348,8 +204,8 @@ fn plan<H>(
         return Step::Handoff;
     };
 
-    let call_id = client_call_id.is_none().then(forward::call_id_bytes);
-    let start_time = forward::start_time_nanos();
+    let call_id = client_call_id.is_none().then(call_id_bytes);
+    let start_time = start_time_nanos();
     let mut itoa = itoa::Buffer::new();
     up.clear();
     up.extend_from_slice(method.as_bytes());
@@ -385,12 +241,15 @@ fn plan<H>(
     if let (false, Some(host)) = (has_xfh, host) {
         header(up, b"x-forwarded-host", host);
     }
-    // Framing is this hop's, written once, as the hyper path's `http1::write_request_head`
+    // Framing is this hop's, written once, as the hyper path's `codec::write_request_head`
     // makes it: the client's length unless its `Connection` names it (equal duplicates are
     // one value, RFC 9110 section 8.6), else the body's when it has one, `0` for an empty
     // body of a method that expects one.
     let length_named = named.iter().any(|n| eq(n, b"content-length"));
-    if (length.is_some() && !length_named) || body_len > 0 || http1::expects_body(&kind) {
+    if (length.is_some() && !length_named)
+        || body_len > 0
+        || crate::http1::codec::expects_body(&kind)
+    {
         header(up, b"content-length", itoa.format(body_len).as_bytes());
     }
     up.extend_from_slice(b"\r\n");
@@ -400,7 +259,7 @@ fn plan<H>(
         Plan {
             len,
             bodiless: body_len == 0,
-            idempotent: forward::idempotent(&kind),
+            idempotent: idempotent(&kind),
             head_request: kind == Method::HEAD,
             close,
             call_id,
@@ -412,7 +271,7 @@ fn plan<H>(
 /// Whether `target` holds only the visible ASCII bytes `http::Uri` accepts unescaped, in its
 /// path (not `<`, `>`, `` ` ``) and its query (not `"`, `<`, `>`), and no fragment: the loop
 /// serves exactly the targets the hyper path would (others go to hyper, which answers 400).
-fn uri_bytes(target: &[u8]) -> bool {
+pub fn uri_bytes(target: &[u8]) -> bool {
     let query = target
         .iter()
         .position(|&b| b == b'?')
@@ -422,328 +281,17 @@ fn uri_bytes(target: &[u8]) -> bool {
         && target[query..].iter().all(|&b| visible(b) && b != b'"')
 }
 
-fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
-/// Whether the gateway is shutting down. The channel only ever changes once, false to true,
-/// so a change is shutdown; `has_changed` is one atomic load where `borrow` takes the
-/// channel's lock, shared by every connection (a closed channel: the server is gone).
-fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
-    shutdown.has_changed().unwrap_or(true)
-}
-
-/// What a read of the client's bytes gave.
-enum Read {
-    More,
-    Stop,
-    Timeout,
-}
-
-/// Why a response could not be completed; the client connection is closed.
-#[derive(Debug)]
-enum Broken {
-    Client,
-    Upstream,
-    /// No body byte from the upstream within `body_timeout`.
-    Stalled,
-}
-
-/// The bound on each wait for the next upstream body byte: the connection's timer, moved
-/// coarsely (`forward::coarse_deadline`).
-struct Idle<'a> {
-    sleep: Pin<&'a mut Sleep>,
-    limit: Duration,
-    /// The timer has been set for this body (at its first wait: a body that came with its
-    /// head costs no timer update).
-    armed: bool,
-}
-
-impl Client {
-    /// Reads more of the client's bytes. `Ok(Read::Stop)`: EOF, or (when `idle`, between
-    /// requests) shutdown; `Ok(Read::Timeout)`: the deadline passed.
-    async fn read(
-        &mut self,
-        deadline: Pin<&mut Sleep>,
-        shutdown: &mut watch::Receiver<bool>,
-        idle: bool,
-    ) -> io::Result<Read> {
-        if self.buf.capacity() - self.buf.len() < READ_BUF / 8 {
-            self.buf.reserve(READ_BUF);
-        }
-        tokio::select! {
-            biased;
-            n = self.stream.read_buf(&mut self.buf) => Ok(if n? > 0 { Read::More } else { Read::Stop }),
-            _ = deadline => Ok(Read::Timeout),
-            _ = shutdown.wait_for(|s| *s), if idle => Ok(Read::Stop),
-        }
-    }
-
-    /// A request's head or body did not arrive within `read_timeout`: 408 and close, as
-    /// hyper's server answers a head that times out.
-    async fn request_timeout(&mut self) {
-        self.refuse(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout", true)
-            .await;
-    }
-
-    /// Writes a plain-text answer that closes the connection (`with_body` false for a HEAD
-    /// request's), then closes.
-    async fn refuse(&mut self, status: StatusCode, body: &str, with_body: bool) {
-        self.out.clear();
-        let out = &mut self.out;
-        status_line(out, status, b"");
-        header(out, b"content-type", b"text/plain; charset=utf-8");
-        let mut itoa = itoa::Buffer::new();
-        header(out, b"content-length", itoa.format(body.len()).as_bytes());
-        date::with(|d| header(out, b"date", d));
-        header(out, b"connection", b"close");
-        out.extend_from_slice(b"\r\n");
-        if with_body {
-            out.extend_from_slice(body.as_bytes());
-        }
-        self.close_after_answer().await;
-    }
-
-    /// Serves one planned invocation. `Ok(true)`: the connection may carry another request.
-    async fn invoke(
-        &mut self,
-        gateway: &Gateway,
-        handle: Arc<FunctionHandle>,
-        plan: Plan,
-        mut deadline: Pin<&mut Sleep>,
-    ) -> Result<bool, Broken> {
-        let mut invocation = Invocation::start(handle);
-        let mut req = RawRequest {
-            bytes: &self.up,
-            bodiless: plan.bodiless,
-            idempotent: plan.idempotent,
-            head_request: plan.head_request,
-            head: &mut self.head,
-        };
-        let sent = gateway
-            .forwarder
-            .send_raw(
-                invocation.handle(),
-                &mut req,
-                invocation.arrived_ms(),
-                deadline.as_mut(),
-            )
-            .await;
-        self.buf.advance(plan.len);
-        self.out.clear();
-        let (mut conn, pending) = match sent {
-            Ok(sent) => sent,
-            Err(e) => {
-                let status = e.status();
-                invocation.set_status(status.as_u16());
-                tracing::debug!(function = invocation.handle().label(), error = %e, "invocation failed");
-                self.error_response(status, &e.to_string(), &plan);
-                self.flush().await?;
-                return Ok(!plan.close);
-            }
-        };
-        invocation.set_status(self.head.status.as_u16());
-        // `keep_alive` is false for a close-delimited body (`http1::framing_of`).
-        let (framing, keep_alive) = (self.head.framing, self.head.keep_alive);
-        response_head(
-            &mut self.out,
-            &self.head,
-            &conn.read[..self.head.len],
-            &plan,
-        );
-        conn.read.advance(self.head.len);
-        // The body's reads share the connection's upstream timer, now bounding each wait
-        // for the next body byte (`body_timeout`).
-        let mut idle = Idle {
-            sleep: deadline,
-            limit: gateway.forwarder.body_timeout(),
-            armed: false,
-        };
-        let copied = match framing {
-            Framing::Empty => Ok(()),
-            Framing::Length(n) => self.copy_length(&mut conn, n, &mut idle).await,
-            Framing::Chunked => self.copy_chunked(&mut conn, &mut idle).await,
-            Framing::Close => self.copy_to_close(&mut conn, &mut idle).await,
-        };
-        if let Err(Broken::Stalled) = copied {
-            // The client got a head and part of a body: only closing tells it the answer
-            // is cut. Recorded as a gateway timeout.
-            invocation.set_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
-            crate::dataplane::body::count_body_timeout();
-        }
-        copied?;
-        self.flush().await?;
-        if keep_alive {
-            pending.replica().pool().checkin(conn);
-        }
-        drop(pending);
-        drop(invocation);
-        Ok(!plan.close)
-    }
-
-    /// Answers a request head that breaks a rule with 400 and closes: what follows its
-    /// head cannot be framed with confidence (RFC 9112 section 6.3).
-    async fn reject(&mut self, e: RequestError, head_request: bool) {
-        crate::dataplane::request_rules::count_rejected(e);
-        self.refuse(e.status(), e.message(), !head_request).await;
-    }
-
-    /// Writes what is gathered, sends FIN, then reads and drops what the client still sends
-    /// for a moment (nginx's lingering close): closing with unread bytes makes the kernel
-    /// send a reset, which can destroy the answer before the client reads it.
-    async fn close_after_answer(&mut self) {
-        if self.flush().await.is_err() || self.stream.shutdown().await.is_err() {
-            return;
-        }
-        let linger = async {
-            let mut drained = 0usize;
-            let mut sink = [0u8; 4096];
-            while drained < LINGER_BYTES {
-                match self.stream.read(&mut sink).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => drained += n,
-                }
-            }
-        };
-        let _ = tokio::time::timeout(LINGER, linger).await;
-    }
-
-    /// The answer for an invocation that got no upstream response, as the hyper path writes it.
-    fn error_response(&mut self, status: StatusCode, body: &str, plan: &Plan) {
-        let out = &mut self.out;
-        status_line(out, status, b"");
-        header(out, b"content-type", b"text/plain; charset=utf-8");
-        ids(out, plan);
-        header(out, b"x-openfaas-internal", b"proxy");
-        let mut itoa = itoa::Buffer::new();
-        header(out, b"content-length", itoa.format(body.len()).as_bytes());
-        date::with(|d| header(out, b"date", d));
-        if plan.close {
-            header(out, b"connection", b"close");
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body.as_bytes());
-    }
-
-    /// Writes what is gathered in `out` to the client.
-    async fn flush(&mut self) -> Result<(), Broken> {
-        if !self.out.is_empty() {
-            self.stream
-                .write_all(&self.out)
-                .await
-                .map_err(|_| Broken::Client)?;
-            self.out.clear();
-        }
-        Ok(())
-    }
-
-    /// Reads more of the upstream body, first writing what the client has not got yet (a
-    /// streamed answer reaches the client as produced). `Ok(false)`: EOF.
-    async fn refill(&mut self, conn: &mut Conn, idle: &mut Idle<'_>) -> Result<bool, Broken> {
-        self.flush().await?;
-        if idle.armed {
-            forward::coarse_deadline(idle.sleep.as_mut(), idle.limit);
-        } else {
-            // The timer bounded the head's wait until now (`upstream_timeout`).
-            idle.sleep
-                .as_mut()
-                .reset(tokio::time::Instant::now() + idle.limit);
-            idle.armed = true;
-        }
-        tokio::select! {
-            biased;
-            read = conn.read_more() => match read {
-                Ok(n) => Ok(n > 0),
-                Err(_) => Err(Broken::Upstream),
-            },
-            _ = idle.sleep.as_mut() => Err(Broken::Stalled),
-        }
-    }
-
-    async fn copy_length(
-        &mut self,
-        conn: &mut Conn,
-        mut left: u64,
-        idle: &mut Idle<'_>,
-    ) -> Result<(), Broken> {
-        loop {
-            let take = (conn.read.len() as u64).min(left) as usize;
-            if take > 0 {
-                if self.out.len() + take > OUT_INLINE {
-                    self.flush().await?;
-                    self.stream
-                        .write_all(&conn.read[..take])
-                        .await
-                        .map_err(|_| Broken::Client)?;
-                } else {
-                    self.out.extend_from_slice(&conn.read[..take]);
-                }
-                conn.read.advance(take);
-                left -= take as u64;
-            }
-            if left == 0 {
-                return Ok(());
-            }
-            if !self.refill(conn, idle).await? {
-                return Err(Broken::Upstream);
-            }
-        }
-    }
-
-    async fn copy_chunked(&mut self, conn: &mut Conn, idle: &mut Idle<'_>) -> Result<(), Broken> {
-        let mut decoder = ChunkedDecoder::new();
-        loop {
-            match decoder.decode(&mut conn.read) {
-                Ok(Decoded::Data(data)) => {
-                    self.chunk(&data);
-                    if self.out.len() > OUT_INLINE {
-                        self.flush().await?;
-                    }
-                }
-                Ok(Decoded::End) => {
-                    self.out.extend_from_slice(LAST_CHUNK);
-                    return Ok(());
-                }
-                Ok(Decoded::NeedMore) => {
-                    if !self.refill(conn, idle).await? {
-                        return Err(Broken::Upstream);
-                    }
-                }
-                Err(_) => return Err(Broken::Upstream),
-            }
-        }
-    }
-
-    /// A body delimited by the upstream closing: sent on chunked, to its end.
-    async fn copy_to_close(&mut self, conn: &mut Conn, idle: &mut Idle<'_>) -> Result<(), Broken> {
-        loop {
-            if !conn.read.is_empty() {
-                let data = conn.read.split();
-                self.chunk(&data);
-            }
-            if !self.refill(conn, idle).await? {
-                self.out.extend_from_slice(LAST_CHUNK);
-                return Ok(());
-            }
-        }
-    }
-
-    fn chunk(&mut self, data: &[u8]) {
-        if !data.is_empty() {
-            http1::write_chunk_header(data.len(), &mut self.out);
-            self.out.extend_from_slice(data);
-            self.out.extend_from_slice(b"\r\n");
-        }
-    }
-}
-
 /// The client's response head, from the upstream's `head` (the bytes `raw` was parsed
 /// from): hop-by-hop headers and those the upstream's `Connection` names out, this hop's
 /// framing, `X-Call-Id` (when generated here) and `X-Start-Time` in.
-fn response_head(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan) {
+pub fn response_head(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan) {
     status_line(out, raw.status, raw.reason(head));
     // For a bodiless answer the upstream's `Content-Length` says what a GET would get
     // (HEAD) or is 0: it is passed on; otherwise the length is this hop's.
@@ -787,7 +335,7 @@ fn response_head(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan) {
 }
 
 /// `HTTP/1.1 <code> <reason>`: the canonical reason, else `upstream_reason`.
-fn status_line(out: &mut Vec<u8>, status: StatusCode, upstream_reason: &[u8]) {
+pub fn status_line(out: &mut Vec<u8>, status: StatusCode, upstream_reason: &[u8]) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -800,7 +348,7 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode, upstream_reason: &[u8]) {
 
 /// The headers the gateway adds to every invocation's answer: `X-Call-Id` (when it made
 /// one) and `X-Start-Time`.
-fn ids(out: &mut Vec<u8>, plan: &Plan) {
+pub fn ids(out: &mut Vec<u8>, plan: &Plan) {
     if let Some(id) = &plan.call_id {
         header(out, b"x-call-id", id);
     }
@@ -813,96 +361,14 @@ fn ids(out: &mut Vec<u8>, plan: &Plan) {
 }
 
 /// Whether the upstream's `Connection` header names `name` (a header for that hop only).
-fn connection_names(raw: &RawHead, head: &[u8], name: &[u8]) -> bool {
+pub fn connection_names(raw: &RawHead, head: &[u8], name: &[u8]) -> bool {
     raw.headers(head)
         .filter(|(n, _)| eq(n, b"connection"))
         .any(|(_, v)| v.split(|&b| b == b',').any(|t| eq(trim(t), name)))
 }
 
-/// Gives the connection, and what was read of it, to hyper's server for the rest of its life.
-async fn handoff(
-    io: Rewind,
-    peer: Peer,
-    gateway: Arc<Gateway>,
-    read_timeout: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout)
-        // A head's buffer is bounded (hyper's default is ~400 KiB) so that many clients
-        // sending heads slowly cost bounded memory; a head over it is answered 431.
-        .max_buf_size(MAX_HYPER_HEAD)
-        .keep_alive(true);
-    let svc = service_fn(move |req| {
-        let gw = gateway.clone();
-        let peer = peer.clone();
-        async move { Ok::<_, std::convert::Infallible>(gw.handle(req, &peer).await) }
-    });
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = shutdown.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
-    }
-    let _ = conn.await;
-}
-
-/// A stream that yields `prefix` before what is still to be read from `stream`.
-struct Rewind {
-    prefix: BytesMut,
-    stream: TcpStream,
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
 /// The `Date` header value, formatted once a second per thread.
-mod date {
+pub mod date {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -928,33 +394,10 @@ mod date {
     }
 }
 
-/// [`plan`] for `crate::testing` (the fuzz targets), its outcome as plain data.
-pub(crate) fn plan_for_testing(
-    buf: &[u8],
-    up: &mut Vec<u8>,
-    forwarded_for: &[u8],
-    lookup: impl FnOnce(KeyRef<'_>) -> bool,
-) -> crate::testing::Planned {
-    use crate::testing::Planned;
-    match plan(buf, up, forwarded_for, false, |k| lookup(k).then_some(())) {
-        Step::More => Planned::More,
-        Step::Handoff => Planned::Handoff,
-        Step::Reject(e, _) => Planned::Reject(e.message()),
-        Step::Serve((), p) => Planned::Serve {
-            len: p.len,
-            bodiless: p.bodiless,
-            idempotent: p.idempotent,
-            head_request: p.head_request,
-            close: p.close,
-            call_id: p.call_id,
-            start_time: p.start_time,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use proptest::prelude::*;
 
     const PEER: &[u8] = b"10.0.0.9:4000";
@@ -1202,7 +645,7 @@ mod tests {
     fn response(upstream: &[u8], head_request: bool, call_id: Option<[u8; 36]>) -> String {
         let mut buf = BytesMut::from(upstream);
         let mut raw = RawHead::default();
-        assert!(http1::parse_response_raw(&mut buf, head_request, &mut raw).unwrap());
+        assert!(crate::http1::codec::parse_response_raw(&mut buf, head_request, &mut raw).unwrap());
         let plan = Plan {
             len: 0,
             bodiless: true,

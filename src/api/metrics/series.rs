@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::dataplane::FunctionHandle;
 use crate::dataplane::Routes;
-use crate::names::FunctionKey;
+use crate::model::names::FunctionKey;
 
 /// Time between two samples.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -216,7 +216,7 @@ pub fn spawn_sampler(routes: Arc<Routes>, series: Arc<Series>) -> JoinHandle<()>
         loop {
             every.tick().await;
             let snapshot = routes.snapshot();
-            sampler.tick(&snapshot, crate::control::events::unix_ms(), &series);
+            sampler.tick(&snapshot, crate::sys::clock::unix_ms(), &series);
         }
     })
 }

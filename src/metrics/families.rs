@@ -1,0 +1,47 @@
+//! Building Prometheus metric families from our own atomics at scrape time: the one place
+//! that knows the `prometheus` crate's protobuf types, for every collector of the crate (the
+//! data plane's, the wire's, the scaler's).
+
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+
+/// One `MetricFamily` per `(name, help, label names, type)` entry, holding its metrics.
+pub fn families(
+    table: &[(&str, &str, &[&str], MetricType)],
+    metrics: impl IntoIterator<Item = Vec<Metric>>,
+) -> Vec<MetricFamily> {
+    table
+        .iter()
+        .zip(metrics)
+        .map(|((name, help, _, kind), metrics)| {
+            let mut mf = MetricFamily::default();
+            mf.set_name(name.to_string());
+            mf.set_help(help.to_string());
+            mf.set_field_type(*kind);
+            mf.set_metric(metrics);
+            mf
+        })
+        .collect()
+}
+
+pub fn label(name: &str, value: &str) -> LabelPair {
+    let mut l = LabelPair::default();
+    l.set_name(name.to_string());
+    l.set_value(value.to_string());
+    l
+}
+
+pub fn counter(labels: Vec<LabelPair>, v: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(v);
+    let mut m = Metric::from_label(labels);
+    m.set_counter(c);
+    m
+}
+
+pub fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(v);
+    let mut m = Metric::from_label(labels);
+    m.set_gauge(g);
+    m
+}
