@@ -202,47 +202,14 @@ impl Timeouts {
     }
 }
 
-/// Parses `30` (seconds) or a Go duration such as `1m30s`, `500ms`, `1.5s`, `2h`.
+/// Parses `30` (seconds) or a Go duration such as `1m30s`, `500ms`, `1.5s`, `2h`
+/// (`model::duration`), naming `name` in the error.
 pub fn parse_duration(name: &str, value: &str) -> Result<Duration, ConfigError> {
-    let err = || ConfigError {
+    crate::model::duration::parse(value).ok_or_else(|| ConfigError {
         name: name.to_string(),
         value: value.to_string(),
         rule: "expected seconds (e.g. 30) or a duration such as 500ms, 65s, 1m30s",
-    };
-    let v = value.trim();
-    if v.is_empty() {
-        return Err(err());
-    }
-    if let Ok(secs) = v.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = 0f64;
-    let mut rest = v;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
-        if num_end == 0 {
-            return Err(err());
-        }
-        let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(err()),
-        };
-        total += n * scale;
-        rest = &rest[unit_end..];
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| err())
+    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use super::{namespace_query, Gateway};
 use crate::control::{events, ProviderError};
 use crate::dataplane::response::GatewayBody;
 use crate::model::names::{validate_namespace, FunctionKey, DEFAULT_NAMESPACE};
+use crate::model::scale::ScaleSettings;
 use crate::model::types::{
     DeleteFunctionRequest, FunctionDeployment, FunctionStats, FunctionStatus, ScaleServiceRequest,
     StringMap,
@@ -117,6 +118,8 @@ pub async fn deploy(gw: &Gateway, req: Request<Incoming>, update: bool) -> ApiRe
     };
     let key = FunctionKey::new(&spec.service, &ns)?;
     spec.namespace = key.namespace().to_string();
+    // Every provider takes the scale labels through this one rule (`model::scale`).
+    ScaleSettings::parse_deployment(&spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if update {
         gw.provider.update(spec).await?;
     } else {

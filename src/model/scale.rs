@@ -1,12 +1,17 @@
-//! The per-function `com.openfaas.scale.*` settings, parsed once from labels or annotations.
+//! The per-function `com.openfaas.scale.*` settings: the label names, their defaults and the
+//! one parser every reader uses (the API at deploy, both providers, the Nomad renderer, the
+//! scaler and the alert handler).
 //!
-//! Owns the label names, their defaults and the parse rules (reference section 5.4): a label
-//! wins over an annotation of the same name (faasd users put them in annotations); a value
-//! that does not parse, or is out of range, falls back to the default, as OpenFaaS does for
-//! non-integer labels. Providers call [`ScaleSettings::from_maps`] when they publish a
-//! function, so the scaler and the alert handler never parse on a tick. Pure.
+//! Rules (reference section 5.4): a label wins over an annotation of the same name (faasd
+//! users put them in annotations); a value that does not parse or is out of range is an
+//! error naming the label ([`ScaleError`]), which a deploy answers with 400. `max` below
+//! `min` is raised to `min`. Functions read back from a provider's store were checked when
+//! they were deployed; one that was not (a Nomad job written by hand) and holds a bad value
+//! gets the defaults ([`ScaleSettings::from_maps`] logs why). Pure.
 
 use std::time::Duration;
+
+use thiserror::Error;
 
 use crate::model::types::{FunctionDeployment, StringMap};
 
@@ -76,50 +81,123 @@ impl Default for ScaleSettings {
     }
 }
 
+/// A `com.openfaas.scale.*` value that the settings cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("label {label} {value:?} is invalid: expected {expected}")]
+pub struct ScaleError {
+    /// The label (or annotation) name.
+    pub label: &'static str,
+    /// The value as written.
+    pub value: String,
+    /// What the label takes.
+    pub expected: &'static str,
+}
+
+/// The largest replica count a label may ask for: a Nomad job's `Count` is a Go `int`.
+pub const MAX_REPLICAS: u64 = i64::MAX as u64;
+
 impl ScaleSettings {
     /// Reads the settings of a deployment (labels first, then annotations).
+    pub fn parse_deployment(d: &FunctionDeployment) -> Result<Self, ScaleError> {
+        Self::parse(d.labels.as_ref(), d.annotations.as_ref())
+    }
+
+    /// The settings of a function already accepted (see the module doc): the defaults, with
+    /// a warning, when a value is bad.
     pub fn from_deployment(d: &FunctionDeployment) -> Self {
         Self::from_maps(d.labels.as_ref(), d.annotations.as_ref())
     }
 
+    /// [`Self::parse`], or the defaults with a warning when a value is bad.
     pub fn from_maps(labels: Option<&StringMap>, annotations: Option<&StringMap>) -> Self {
-        let get = |name: &str| {
+        Self::parse(labels, annotations).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "scale settings: using the defaults");
+            Self::default()
+        })
+    }
+
+    /// The one parser of the `com.openfaas.scale.*` labels and annotations.
+    pub fn parse(
+        labels: Option<&StringMap>,
+        annotations: Option<&StringMap>,
+    ) -> Result<Self, ScaleError> {
+        let get = |name: &'static str| {
             labels
                 .and_then(|m| m.get(name))
                 .or_else(|| annotations.and_then(|m| m.get(name)))
-                .map(|v| v.trim())
+                .map(|v| (name, v.trim()))
         };
+        let bad = |label: &'static str, value: &str, expected: &'static str| ScaleError {
+            label,
+            value: value.to_string(),
+            expected,
+        };
+        let count = |name: &'static str, default: u64| match get(name) {
+            None => Ok(default),
+            Some((l, v)) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= MAX_REPLICAS)
+                .ok_or_else(|| bad(l, v, "a non-negative integer that fits in 63 bits")),
+        };
+        let float =
+            |name: &'static str, default: f64, ok: fn(f64) -> bool, expected| match get(name) {
+                None => Ok(default),
+                Some((l, v)) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && ok(*f))
+                    .ok_or_else(|| bad(l, v, expected)),
+            };
         let d = Self::default();
-        let int = |name| get(name).and_then(|v| v.parse::<u64>().ok());
-        let float = |name| {
-            get(name)
-                .and_then(|v| v.parse::<f64>().ok())
-                .filter(|f| f.is_finite())
+        let min = count(labels::MIN, d.min)?;
+        let max = count(labels::MAX, d.max)?.max(min);
+        let factor = match get(labels::FACTOR) {
+            None => d.factor,
+            Some((l, v)) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|f| *f <= 100)
+                .ok_or_else(|| bad(l, v, "an integer percentage from 0 to 100"))?,
         };
-        let min = int(labels::MIN).unwrap_or(d.min);
-        let max = int(labels::MAX).unwrap_or(d.max).max(min);
-        Self {
+        let target = float(labels::TARGET, d.target, |t| t > 0.0, "a number above 0")?;
+        let target_proportion = float(
+            labels::TARGET_PROPORTION,
+            d.target_proportion,
+            |p| p > 0.0 && p <= 1.0,
+            "a number above 0 and at most 1",
+        )?;
+        let kind = match get(labels::TYPE) {
+            None => d.kind,
+            Some((l, v)) => match v.to_ascii_lowercase().as_str() {
+                "capacity" => ScaleKind::Capacity,
+                "rps" => ScaleKind::Rps,
+                _ => return Err(bad(l, v, "capacity or rps")),
+            },
+        };
+        let zero = match get(labels::ZERO) {
+            None => d.zero,
+            Some((l, v)) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" | "" => false,
+                _ => return Err(bad(l, v, "true or false")),
+            },
+        };
+        let zero_duration = match get(labels::ZERO_DURATION) {
+            None => d.zero_duration,
+            Some((l, v)) => crate::model::duration::parse(v)
+                .ok_or_else(|| bad(l, v, "a duration such as 90s, 15m or 1h30m"))?,
+        };
+        Ok(Self {
             min,
             max,
-            factor: int(labels::FACTOR).unwrap_or(d.factor),
-            target: float(labels::TARGET)
-                .filter(|t| *t > 0.0)
-                .unwrap_or(d.target),
-            target_proportion: float(labels::TARGET_PROPORTION)
-                .filter(|p| *p > 0.0 && *p <= 1.0)
-                .unwrap_or(d.target_proportion),
-            kind: match get(labels::TYPE).map(str::to_ascii_lowercase).as_deref() {
-                Some("rps") => ScaleKind::Rps,
-                _ => ScaleKind::Capacity,
-            },
-            zero: matches!(
-                get(labels::ZERO).map(str::to_ascii_lowercase).as_deref(),
-                Some("true" | "1" | "yes")
-            ),
-            zero_duration: get(labels::ZERO_DURATION)
-                .and_then(|v| crate::config::parse_duration(labels::ZERO_DURATION, v).ok())
-                .unwrap_or(d.zero_duration),
-        }
+            factor,
+            target,
+            target_proportion,
+            kind,
+            zero,
+            zero_duration,
+        })
     }
 
     /// `min == max` turns autoscaling (queue depth and alerts) off for the function.
@@ -162,29 +240,63 @@ mod tests {
     }
 
     #[test]
-    fn labels_win_over_annotations_and_bad_values_fall_back() {
-        let l = map(&[
-            (labels::MIN, "2"),
-            (labels::TARGET, "oops"),
-            (labels::TYPE, "RPS"),
-        ]);
+    fn labels_win_over_annotations() {
+        let l = map(&[(labels::MIN, "2"), (labels::TYPE, "RPS")]);
         let a = map(&[
             (labels::MIN, "7"),
             (labels::MAX, "9"),
-            (labels::TARGET_PROPORTION, "1.5"),
+            (labels::TARGET_PROPORTION, "0.5"),
             (labels::ZERO, "true"),
             (labels::ZERO_DURATION, "2m30s"),
             (labels::FACTOR, "100"),
         ]);
-        let s = ScaleSettings::from_maps(Some(&l), Some(&a));
+        let s = ScaleSettings::parse(Some(&l), Some(&a)).unwrap();
         assert_eq!(s.min, 2);
         assert_eq!(s.max, 9);
         assert_eq!(s.target, DEFAULT_TARGET);
-        assert_eq!(s.target_proportion, DEFAULT_TARGET_PROPORTION);
+        assert_eq!(s.target_proportion, 0.5);
         assert_eq!(s.kind, ScaleKind::Rps);
         assert!(s.zero);
         assert_eq!(s.zero_duration, Duration::from_secs(150));
         assert_eq!(s.factor, 100);
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_naming_its_label() {
+        for (label, value) in [
+            (labels::MIN, "-1"),
+            (labels::MIN, "two"),
+            (labels::MIN, "9223372036854775808"),
+            (labels::MAX, "1.5"),
+            (labels::FACTOR, "101"),
+            (labels::TARGET, "0"),
+            (labels::TARGET, "oops"),
+            (labels::TARGET, "inf"),
+            (labels::TARGET_PROPORTION, "1.5"),
+            (labels::TYPE, "cpu"),
+            (labels::ZERO, "maybe"),
+            (labels::ZERO_DURATION, "soon"),
+        ] {
+            // As a label and as an annotation alike.
+            for (l, a) in [
+                (Some(map(&[(label, value)])), None),
+                (None, Some(map(&[(label, value)]))),
+            ] {
+                let e = ScaleSettings::parse(l.as_ref(), a.as_ref()).unwrap_err();
+                assert_eq!((e.label, e.value.as_str()), (label, value));
+                assert!(e.to_string().contains(label), "{e}");
+            }
+            // A function read back from a store gets the defaults.
+            let m = map(&[(label, value)]);
+            assert_eq!(
+                ScaleSettings::from_maps(Some(&m), None),
+                ScaleSettings::default()
+            );
+        }
+        let m = map(&[(labels::MIN, "9223372036854775807"), (labels::ZERO, " No ")]);
+        let s = ScaleSettings::parse(Some(&m), None).unwrap();
+        assert_eq!(s.min, MAX_REPLICAS);
+        assert!(!s.zero);
     }
 
     #[test]

@@ -37,7 +37,6 @@ use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinHandle;
 
 pub use self::logs::{LogBuffer, HISTORY_LINES};
-pub use self::spec::{DEFAULT_SCALE_MIN, LABEL_SCALE_MIN};
 pub use self::store::{StoreError, StoredFunction};
 
 use self::spec::Counts;

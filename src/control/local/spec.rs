@@ -41,12 +41,8 @@ use std::ffi::{OsStr, OsString};
 
 use crate::control::provider::ProviderError;
 use crate::model::names::FunctionKey;
+use crate::model::scale::ScaleSettings;
 use crate::model::types::{FunctionDeployment, FunctionStatus, ReplicaCounts};
-
-pub const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
-
-/// Replicas started on deploy when `com.openfaas.scale.min` is absent.
-pub const DEFAULT_SCALE_MIN: u64 = 1;
 
 /// The PATH of every replica (see the module doc), unless its `envVars` set another.
 pub const REPLICA_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -69,16 +65,11 @@ pub fn validate(d: &FunctionDeployment) -> Result<(), ProviderError> {
     Ok(())
 }
 
-/// `com.openfaas.scale.min`, default 1.
+/// Replicas started on deploy: `com.openfaas.scale.min` (`model::scale`), default 1.
 pub fn scale_min(d: &FunctionDeployment) -> Result<u64, ProviderError> {
-    match d.labels.as_ref().and_then(|l| l.get(LABEL_SCALE_MIN)) {
-        None => Ok(DEFAULT_SCALE_MIN),
-        Some(v) => v.trim().parse::<u64>().map_err(|_| {
-            ProviderError::Invalid(format!(
-                "label {LABEL_SCALE_MIN} must be a non-negative integer, got {v:?}"
-            ))
-        }),
-    }
+    ScaleSettings::parse_deployment(d)
+        .map(|s| s.min)
+        .map_err(|e| ProviderError::Invalid(e.to_string()))
 }
 
 /// The environment of the replicas (items 1 to 4 of the module doc): `PATH`, `HOME` (the
@@ -175,17 +166,18 @@ mod tests {
         assert_eq!(scale_min(&FunctionDeployment::default()).unwrap(), 1);
         assert_eq!(scale_min(&with_labels(&[])).unwrap(), 1);
         assert_eq!(
-            scale_min(&with_labels(&[(LABEL_SCALE_MIN, "3")])).unwrap(),
+            scale_min(&with_labels(&[(crate::model::scale::labels::MIN, "3")])).unwrap(),
             3
         );
         assert_eq!(
-            scale_min(&with_labels(&[(LABEL_SCALE_MIN, "0")])).unwrap(),
+            scale_min(&with_labels(&[(crate::model::scale::labels::MIN, "0")])).unwrap(),
             0
         );
         for bad in ["-1", "two", "", "1.5"] {
-            let err = scale_min(&with_labels(&[(LABEL_SCALE_MIN, bad)])).unwrap_err();
+            let err =
+                scale_min(&with_labels(&[(crate::model::scale::labels::MIN, bad)])).unwrap_err();
             assert!(
-                matches!(&err, ProviderError::Invalid(m) if m.contains(LABEL_SCALE_MIN)),
+                matches!(&err, ProviderError::Invalid(m) if m.contains(crate::model::scale::labels::MIN)),
                 "{err}"
             );
         }

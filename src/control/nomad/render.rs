@@ -68,8 +68,8 @@ use thiserror::Error;
 
 use super::constraints::{self, ConstraintError};
 use super::resources::{NomadResources, ResourceError};
-use crate::control::local::{DEFAULT_SCALE_MIN, LABEL_SCALE_MIN};
 use crate::model::names::{FunctionKey, NameError};
+use crate::model::scale::ScaleSettings;
 use crate::model::types::FunctionDeployment;
 
 /// The default template, shipped as `nomad/function.job.json`.
@@ -307,16 +307,12 @@ pub fn parse_template(text: &str) -> Result<Value, RenderError> {
     Ok(v)
 }
 
-/// The count a new function starts with: its `com.openfaas.scale.min` label, else 1.
+/// The count a new function starts with: its `com.openfaas.scale.min` (`model::scale`),
+/// else 1.
 pub fn initial_count(spec: &FunctionDeployment) -> Result<u64, RenderError> {
-    match spec.labels.as_ref().and_then(|l| l.get(LABEL_SCALE_MIN)) {
-        None => Ok(DEFAULT_SCALE_MIN),
-        Some(v) => v.trim().parse().map_err(|_| {
-            RenderError::Invalid(format!(
-                "label {LABEL_SCALE_MIN} {v:?} is invalid: expected a non-negative integer"
-            ))
-        }),
-    }
+    ScaleSettings::parse_deployment(spec)
+        .map(|s| s.min)
+        .map_err(|e| RenderError::Invalid(e.to_string()))
 }
 
 /// Renders a sample function with `opts` so a broken template fails at start, not at the
