@@ -37,7 +37,7 @@
 //!
 //! The ring is allocated at the first check-in, not with the replica: a ring of a thousand
 //! slots is ~40 KiB, and with 10,000 functions deployed most replicas never see a request
-//! (`examples/scalegate.rs` measures the table's memory).
+//! (`loadtest/scalegate.rs` measures the table's memory).
 
 use std::future::Future;
 use std::io;

@@ -7,7 +7,7 @@
 //! (a fixed GET body, POST bodies echoed) and [`Client`] a keep-alive HTTP/1.1 client.
 //!
 //! Shared through `#[path]` by `tests/alloc_budget.rs`, `benches/dataplane.rs`,
-//! `examples/upstream.rs`, `examples/scalegate.rs` and `fuzz/fuzz_targets/differential.rs`.
+//! `loadtest/upstream.rs`, `loadtest/scalegate.rs` and `fuzz/fuzz_targets/differential.rs`.
 #![allow(dead_code)]
 
 use std::convert::Infallible;

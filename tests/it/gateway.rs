@@ -1,7 +1,7 @@
 //! Integration tests of `faasgate serve` on the local provider: the real binary on port 0
 //! with a temporary data dir, functions run as `faasgate watchdog` child processes.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

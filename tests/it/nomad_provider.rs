@@ -3,9 +3,8 @@
 //! -> rendered job -> `faasgate watchdog` started -> service in the catalog -> invocation
 //! routed. Every wait is a bounded poll; everything listens on 127.0.0.1.
 
-#[path = "support/nomad_double.rs"]
-mod nomad_double;
-mod support;
+use crate::nomad_double;
+use crate::support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

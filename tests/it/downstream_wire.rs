@@ -12,8 +12,7 @@
 //! Where the current behaviour is surprising, the test asserts it and says so.
 //! The upstream leg is `tests/upstream_wire.rs`'s.
 
-#[path = "support/inproc.rs"]
-mod inproc;
+use crate::inproc;
 
 use std::io;
 use std::net::SocketAddr;

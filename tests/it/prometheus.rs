@@ -5,7 +5,7 @@
 //! Everything listens on loopback ports; intervals are shortened in the generated configs
 //! (1 s scrape and evaluation, 1 s group wait), the rule is the shipped one verbatim.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -28,8 +28,7 @@
 //! upstreams, so the test's time is that of its slowest case (an upstream that stalls:
 //! [`UPSTREAM_TIMEOUT`] plus the reads' bound).
 
-#[path = "support/inproc.rs"]
-mod inproc;
+use crate::inproc;
 
 use faasgate::dataplane::forward::ForwardConfig;
 

@@ -349,7 +349,7 @@ fn render_one_function_with_options() {
 fn render_uses_an_operator_template() {
     let dir = tempfile::tempdir().unwrap();
     let mut template: Value =
-        serde_json::from_str(include_str!("../nomad/function.job.json")).unwrap();
+        serde_json::from_str(include_str!("../../nomad/function.job.json")).unwrap();
     template["Job"]["Priority"] = json!(80);
     template["Job"]["TaskGroups"][0]["Services"][0]["Provider"] = json!("consul");
     template["Job"]["TaskGroups"][0]["Tasks"][0]["Meta"] = json!({"owner": "{{faasgate.name}}"});

@@ -13,9 +13,8 @@
 //! unset, they print that they were skipped and pass; set to a directory without the
 //! fixtures, they fail. The client-vs-double checks below them need no fixtures.
 
-#[path = "support/nomad_double.rs"]
-mod nomad_double;
-mod support;
+use crate::nomad_double;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

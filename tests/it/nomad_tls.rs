@@ -4,9 +4,8 @@
 //! and a client certificate the double requires (Nomad's `verify_https_client = true`).
 //! Everything listens on 127.0.0.1; the certificates live in a temporary directory.
 
-#[path = "support/nomad_double.rs"]
-mod nomad_double;
-mod support;
+use crate::nomad_double;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! (401 without a `WWW-Authenticate` challenge), the sampler fills the time series, and the
 //! scale API records its decisions where the UI reads them.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

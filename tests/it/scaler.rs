@@ -2,7 +2,7 @@
 //! scaling up and down under load, scale-down without loss, scale to and from zero, the
 //! 1,000-request cold burst, and `POST /system/alert`. Every wait is a bounded poll.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! shutdown leaving no process behind, and (through `faasgate serve`) the clean environment
 //! of every replica process. Every wait is a bounded poll on a condition.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;

@@ -3,8 +3,7 @@
 //! trailers, close-delimited, `Connection: close`, HEAD), interim 1xx heads, malformed heads
 //! (502), and when a connection is or is not reused (counted by the upstream's accepts).
 
-#[path = "support/inproc.rs"]
-mod inproc;
+use crate::inproc;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

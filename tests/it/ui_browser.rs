@@ -11,7 +11,7 @@
 //! printed; with `FAASGATE_UI_SCREENSHOTS=<dir>` they go there instead (that is how the
 //! README's pictures under `docs/` are made).
 
-mod support;
+use crate::support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

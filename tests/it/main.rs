@@ -1,0 +1,36 @@
+//! The integration tests, one module per capability, in one binary: each test file used to
+//! link the whole crate on its own. Most start the real `faasgate` binary or an in-process
+//! gateway on an ephemeral port and talk HTTP to it.
+//!
+//! Two test files stay separate binaries because they measure or set the process itself:
+//! `tests/alloc_budget.rs` installs a counting global allocator, and `tests/hardening.rs`
+//! sets the process-wide upstream pool limits and measures the process's resident memory,
+//! which tests running beside it in one process would disturb.
+//!
+//! Run one capability with `cargo test --test it MODULE::`, e.g. `cargo test --test it
+//! gateway::`.
+
+#[path = "../support/inproc.rs"]
+mod inproc;
+#[path = "../support/nomad_double.rs"]
+mod nomad_double;
+#[path = "../support/mod.rs"]
+mod support;
+
+mod boundaries;
+mod differential_wire;
+mod downstream_wire;
+mod gateway;
+mod local_provider;
+mod nomad_conformance;
+mod nomad_job_files;
+mod nomad_provider;
+mod nomad_tls;
+mod prometheus;
+mod render;
+mod scaler;
+mod scaler_sim;
+mod ui_api;
+mod ui_browser;
+mod upstream_wire;
+mod watchdog;
