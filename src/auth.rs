@@ -32,17 +32,17 @@ use thiserror::Error;
 use crate::config::env;
 
 /// The `WWW-Authenticate` header value sent with a 401.
-pub const WWW_AUTHENTICATE: &str = "Basic realm=\"Restricted\"";
+pub(crate) const WWW_AUTHENTICATE: &str = "Basic realm=\"Restricted\"";
 /// The body of a 401.
-pub const UNAUTHORIZED_BODY: &str = "invalid credentials";
+pub(crate) const UNAUTHORIZED_BODY: &str = "invalid credentials";
 /// The user when none is configured.
-pub const DEFAULT_USER: &str = "admin";
+pub(crate) const DEFAULT_USER: &str = "admin";
 /// Directory under the data dir holding the credential files.
-pub const SECRETS_DIR: &str = "secrets";
+pub(crate) const SECRETS_DIR: &str = "secrets";
 /// File holding the user name.
-pub const USER_FILE: &str = "basic-auth-user";
+pub(crate) const USER_FILE: &str = "basic-auth-user";
 /// File holding the password.
-pub const PASSWORD_FILE: &str = "basic-auth-password";
+pub(crate) const PASSWORD_FILE: &str = "basic-auth-password";
 /// Random bytes in a generated password (43 base64url characters).
 const GENERATED_BYTES: usize = 32;
 const RANDOM_SOURCE: &str = "/dev/urandom";
@@ -56,7 +56,7 @@ pub struct Credentials {
 
 /// Where the password came from (logged at start so operators can find it, without the value).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialSource {
+pub(crate) enum CredentialSource {
     /// [`env::BASIC_AUTH_PASSWORD`].
     Env,
     /// An existing password file (its path).
@@ -86,14 +86,14 @@ pub enum AuthError {
 // === impl Credentials ===
 
 impl Credentials {
-    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+    pub(crate) fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             user: user.into(),
             password: password.into(),
         }
     }
 
-    pub fn user(&self) -> &str {
+    pub(crate) fn user(&self) -> &str {
         &self.user
     }
 
@@ -101,7 +101,7 @@ impl Credentials {
     ///
     /// The scheme is matched case-insensitively; the base64 must be standard and padded, as
     /// Go's `Request.BasicAuth` requires; the password is everything after the first colon.
-    pub fn check(&self, authorization: Option<&HeaderValue>) -> bool {
+    pub(crate) fn check(&self, authorization: Option<&HeaderValue>) -> bool {
         let Some(decoded) = authorization.and_then(|v| decode_basic(v.as_bytes())) else {
             return false;
         };
@@ -116,7 +116,7 @@ impl Credentials {
 
     /// The `Authorization` value for these credentials (service-to-service calls, tests).
     /// Marked sensitive so hyper and `Debug` do not show it.
-    pub fn authorization(&self) -> HeaderValue {
+    pub(crate) fn authorization(&self) -> HeaderValue {
         let token = STANDARD.encode(format!("{}:{}", self.user, self.password));
         let mut v = HeaderValue::from_str(&format!("Basic {token}"))
             .expect("\"Basic \" and base64 are visible ASCII");
@@ -136,7 +136,7 @@ impl fmt::Debug for Credentials {
 
 /// Resolves the credentials: environment, then `<data_dir>/secrets/` files, else generates
 /// and writes them. `env` looks variables up (the process environment in `main`).
-pub fn load_or_create(
+pub(crate) fn load_or_create(
     data_dir: &Path,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<(Credentials, CredentialSource), AuthError> {

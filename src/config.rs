@@ -33,8 +33,8 @@ pub mod env {
     pub const ALERT_MIN_INTERVAL: &str = "FAASGATE_ALERT_MIN_INTERVAL";
     // --- end scaler branch ---
     /// OpenFaaS gateway variables.
-    pub const READ_TIMEOUT: &str = "read_timeout";
-    pub const WRITE_TIMEOUT: &str = "write_timeout";
+    pub(crate) const READ_TIMEOUT: &str = "read_timeout";
+    pub(crate) const WRITE_TIMEOUT: &str = "write_timeout";
     pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
 
     // --- nomad provider (issue 3) ---
@@ -49,7 +49,7 @@ pub mod env {
     pub const NOMAD_TOKEN: &str = "NOMAD_TOKEN";
     pub const NOMAD_NAMESPACE: &str = "NOMAD_NAMESPACE";
     pub const NOMAD_REGION: &str = "NOMAD_REGION";
-    pub const NOMAD_HTTP_AUTH: &str = "NOMAD_HTTP_AUTH";
+    pub(crate) const NOMAD_HTTP_AUTH: &str = "NOMAD_HTTP_AUTH";
     pub const NOMAD_CACERT: &str = "NOMAD_CACERT";
     pub const NOMAD_CAPATH: &str = "NOMAD_CAPATH";
     pub const NOMAD_CLIENT_CERT: &str = "NOMAD_CLIENT_CERT";
@@ -59,13 +59,13 @@ pub mod env {
     /// The standard Consul client variables.
     pub const CONSUL_HTTP_ADDR: &str = "CONSUL_HTTP_ADDR";
     pub const CONSUL_HTTP_TOKEN: &str = "CONSUL_HTTP_TOKEN";
-    pub const CONSUL_HTTP_TOKEN_FILE: &str = "CONSUL_HTTP_TOKEN_FILE";
-    pub const CONSUL_HTTP_AUTH: &str = "CONSUL_HTTP_AUTH";
+    pub(crate) const CONSUL_HTTP_TOKEN_FILE: &str = "CONSUL_HTTP_TOKEN_FILE";
+    pub(crate) const CONSUL_HTTP_AUTH: &str = "CONSUL_HTTP_AUTH";
     pub const CONSUL_HTTP_SSL: &str = "CONSUL_HTTP_SSL";
     pub const CONSUL_HTTP_SSL_VERIFY: &str = "CONSUL_HTTP_SSL_VERIFY";
-    pub const CONSUL_NAMESPACE: &str = "CONSUL_NAMESPACE";
+    pub(crate) const CONSUL_NAMESPACE: &str = "CONSUL_NAMESPACE";
     pub const CONSUL_CACERT: &str = "CONSUL_CACERT";
-    pub const CONSUL_CAPATH: &str = "CONSUL_CAPATH";
+    pub(crate) const CONSUL_CAPATH: &str = "CONSUL_CAPATH";
     pub const CONSUL_CLIENT_CERT: &str = "CONSUL_CLIENT_CERT";
     pub const CONSUL_CLIENT_KEY: &str = "CONSUL_CLIENT_KEY";
     pub const CONSUL_TLS_SERVER_NAME: &str = "CONSUL_TLS_SERVER_NAME";
@@ -167,7 +167,7 @@ impl Default for Timeouts {
 
 impl GatewayConfig {
     /// A configuration for tests and embedding: loopback port 0, auth off.
-    pub fn for_tests(data_dir: PathBuf) -> Self {
+    pub(crate) fn for_tests(data_dir: PathBuf) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             provider: ProviderKind::Local,

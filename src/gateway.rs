@@ -218,7 +218,7 @@ fn spawn_pool_trimmer(
 
 /// Deploys a stack file's functions: new ones are deployed, changed ones updated, unchanged
 /// ones (e.g. restored from the data dir after a restart) left alone.
-pub async fn apply_stack(provider: &dyn Provider, path: &Path) -> Result<(), GatewayError> {
+pub(crate) async fn apply_stack(provider: &dyn Provider, path: &Path) -> Result<(), GatewayError> {
     let specs =
         crate::model::stack::load_stack_file(path).map_err(|source| GatewayError::Stack {
             path: path.to_path_buf(),

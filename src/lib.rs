@@ -26,6 +26,10 @@
 //! Function specs: the provider (the local one persists them under the data dir). Replica
 //! sets and counters: the data plane's [`dataplane::Routes`]. Nothing else is shared.
 
+// Items are `pub(crate)` unless the binary, the tests, the benches or the fuzz targets use
+// them; a `pub` item nothing outside can reach is a warning (and CI denies warnings).
+#![warn(unreachable_pub)]
+
 pub mod api;
 pub mod auth;
 pub mod client;

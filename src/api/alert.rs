@@ -21,13 +21,13 @@ use crate::dataplane::response::GatewayBody;
 use crate::model::names::FunctionKey;
 use crate::model::scale::ScaleSettings;
 
-pub const NO_BODY: &str = "A body is required for this endpoint";
-pub const BAD_FORMAT: &str = "Unable to parse alert, bad format.";
+pub(crate) const NO_BODY: &str = "A body is required for this endpoint";
+pub(crate) const BAD_FORMAT: &str = "Unable to parse alert, bad format.";
 
 /// The Alertmanager webhook payload (the fields used; others are ignored).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AlertMessage {
+pub(crate) struct AlertMessage {
     #[serde(default)]
     pub status: String,
     #[serde(default)]
@@ -38,7 +38,7 @@ pub struct AlertMessage {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Alert {
+pub(crate) struct Alert {
     #[serde(default)]
     pub status: String,
     #[serde(default)]
@@ -49,7 +49,7 @@ pub struct Alert {
     pub fingerprint: String,
 }
 
-pub async fn alert(
+pub(crate) async fn alert(
     gw: &Gateway,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, ApiError> {

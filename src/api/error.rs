@@ -31,7 +31,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::Name(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -54,7 +54,7 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self) -> Response<GatewayBody> {
+    pub(crate) fn into_response(self) -> Response<GatewayBody> {
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
@@ -64,7 +64,7 @@ impl ApiError {
 }
 
 /// A plain-text response.
-pub fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<GatewayBody> {
+pub(crate) fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<GatewayBody> {
     let mut resp = Response::new(GatewayBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -75,7 +75,7 @@ pub fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Gatew
 }
 
 /// A JSON response.
-pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<GatewayBody> {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<GatewayBody> {
     match serde_json::to_vec(value) {
         Ok(body) => {
             let mut resp = Response::new(GatewayBody::full(body));
@@ -91,7 +91,7 @@ pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Gate
 }
 
 /// An empty response with a status.
-pub fn empty(status: StatusCode) -> Response<GatewayBody> {
+pub(crate) fn empty(status: StatusCode) -> Response<GatewayBody> {
     let mut resp = Response::new(GatewayBody::Empty);
     *resp.status_mut() = status;
     resp

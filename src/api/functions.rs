@@ -43,7 +43,7 @@ struct FormDeployment {
     annotations: Option<String>,
 }
 
-pub async fn list(gw: &Gateway, req: &Request<Incoming>) -> ApiResult {
+pub(crate) async fn list(gw: &Gateway, req: &Request<Incoming>) -> ApiResult {
     let q = namespace_query(req)?;
     let ns = if q.namespace.is_empty() {
         DEFAULT_NAMESPACE
@@ -62,7 +62,7 @@ pub async fn list(gw: &Gateway, req: &Request<Incoming>) -> ApiResult {
     Ok(json(StatusCode::OK, &items))
 }
 
-pub async fn status(gw: &Gateway, req: &Request<Incoming>, name: &str) -> ApiResult {
+pub(crate) async fn status(gw: &Gateway, req: &Request<Incoming>, name: &str) -> ApiResult {
     let q = namespace_query(req)?;
     let key = FunctionKey::parse_segment(name, &q.namespace)?;
     let mut s = gw.provider.status(&key).await?;
@@ -91,7 +91,7 @@ fn fill_live(gw: &Gateway, s: &mut FunctionStatus) {
     }
 }
 
-pub async fn deploy(gw: &Gateway, req: Request<Incoming>, update: bool) -> ApiResult {
+pub(crate) async fn deploy(gw: &Gateway, req: Request<Incoming>, update: bool) -> ApiResult {
     let q = namespace_query(&req)?;
     let (parts, body) = gw.read_body(req).await?;
     let is_form = parts
@@ -155,7 +155,7 @@ fn parse_form(body: &[u8]) -> Result<FunctionDeployment, ApiError> {
     })
 }
 
-pub async fn delete(gw: &Gateway, req: Request<Incoming>) -> ApiResult {
+pub(crate) async fn delete(gw: &Gateway, req: Request<Incoming>) -> ApiResult {
     let q = namespace_query(&req)?;
     let (_, body) = gw.read_body(req).await?;
     let d: DeleteFunctionRequest = serde_json::from_slice(&body)
@@ -173,7 +173,7 @@ pub async fn delete(gw: &Gateway, req: Request<Incoming>) -> ApiResult {
     Ok(empty(StatusCode::ACCEPTED))
 }
 
-pub async fn scale(gw: &Gateway, req: Request<Incoming>, name: &str) -> ApiResult {
+pub(crate) async fn scale(gw: &Gateway, req: Request<Incoming>, name: &str) -> ApiResult {
     let q = namespace_query(&req)?;
     let (_, body) = gw.read_body(req).await?;
     let s: ScaleServiceRequest = serde_json::from_slice(&body)

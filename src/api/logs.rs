@@ -30,7 +30,7 @@ struct Query {
     follow: Option<String>,
 }
 
-pub async fn logs(
+pub(crate) async fn logs(
     gw: &Gateway,
     req: &Request<Incoming>,
 ) -> Result<Response<GatewayBody>, ApiError> {

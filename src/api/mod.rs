@@ -5,14 +5,14 @@
 //! data under `/ui/api/*` needs basic auth, see `ui`), `/healthz` and `/metrics` (open),
 //! `/` (307 to `/ui/`). Unknown paths answer 404, known paths with a wrong method 405.
 
-pub mod alert;
+pub(crate) mod alert;
 pub mod error;
-pub mod functions;
-pub mod logs;
+pub(crate) mod functions;
+pub(crate) mod logs;
 pub mod metrics;
 pub mod server;
-pub mod system;
-pub mod ui;
+pub(crate) mod system;
+pub(crate) mod ui;
 
 use std::sync::Arc;
 
@@ -94,7 +94,7 @@ pub(crate) fn reject(e: request_rules::RequestError) -> Response<GatewayBody> {
 
 /// The `?namespace=` query of /system routes.
 #[derive(Debug, Default, Deserialize)]
-pub struct NamespaceQuery {
+pub(crate) struct NamespaceQuery {
     #[serde(default)]
     pub namespace: String,
 }
@@ -245,7 +245,7 @@ impl Gateway {
 }
 
 /// Parses the `?namespace=` query (other parameters are ignored).
-pub fn namespace_query<B>(req: &Request<B>) -> Result<NamespaceQuery, ApiError> {
+pub(crate) fn namespace_query<B>(req: &Request<B>) -> Result<NamespaceQuery, ApiError> {
     match req.uri().query() {
         None => Ok(NamespaceQuery::default()),
         Some(q) => serde_urlencoded::from_str(q)

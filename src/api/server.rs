@@ -42,7 +42,7 @@ impl Drop for Open {
 }
 
 /// Client connections open now, in this process.
-pub fn open_connections() -> u64 {
+pub(crate) fn open_connections() -> u64 {
     OPEN.load(Ordering::Relaxed)
 }
 

@@ -7,7 +7,7 @@ use super::Gateway;
 use crate::dataplane::response::GatewayBody;
 use crate::model::types::{GatewayInfo, VersionInfo};
 
-pub fn info(gw: &Gateway) -> Response<GatewayBody> {
+pub(crate) fn info(gw: &Gateway) -> Response<GatewayBody> {
     let info = GatewayInfo {
         provider: gw.provider.info(),
         version: VersionInfo {
@@ -20,7 +20,7 @@ pub fn info(gw: &Gateway) -> Response<GatewayBody> {
     json(StatusCode::OK, &info)
 }
 
-pub async fn namespaces(gw: &Gateway) -> Result<Response<GatewayBody>, ApiError> {
+pub(crate) async fn namespaces(gw: &Gateway) -> Result<Response<GatewayBody>, ApiError> {
     let ns = gw.provider.namespaces().await?;
     Ok(json(StatusCode::OK, &ns))
 }

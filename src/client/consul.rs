@@ -9,8 +9,8 @@ use crate::client::transport::{encode, index_of, with_query, Transport, CALL_TIM
 use crate::client::wire::consul::{CatalogService, ServiceEntry};
 use crate::client::{ClientError, Indexed, QueryOptions};
 
-pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-consul-token");
-pub const INDEX_HEADER: &str = "x-consul-index";
+pub(crate) const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-consul-token");
+pub(crate) const INDEX_HEADER: &str = "x-consul-index";
 
 /// A client of one Consul agent.
 #[derive(Debug)]
@@ -58,7 +58,7 @@ impl ConsulClient {
     }
 
     /// `GET /v1/catalog/service/:name` (no health).
-    pub async fn catalog_service(
+    pub(crate) async fn catalog_service(
         &self,
         name: &str,
         q: QueryOptions,

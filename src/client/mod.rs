@@ -16,9 +16,9 @@
 //! Invariant: a token never leaves through `Debug`, `Display`, an error or a log line; it is
 //! held in a [`Secret`] and sent as a header marked sensitive.
 
-pub mod consul;
+pub(crate) mod consul;
 pub mod nomad;
-pub mod settings;
+pub(crate) mod settings;
 pub mod tls;
 pub mod transport;
 pub mod wire;
@@ -100,7 +100,7 @@ impl ClientError {
     }
 
     /// True when the server was not reached or did not answer (retry later).
-    pub fn is_unavailable(&self) -> bool {
+    pub(crate) fn is_unavailable(&self) -> bool {
         matches!(
             self,
             ClientError::Unreachable { .. } | ClientError::Timeout { .. }
@@ -116,7 +116,7 @@ impl Secret {
     }
 
     /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 

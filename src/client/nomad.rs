@@ -22,8 +22,8 @@ use crate::client::wire::nomad::{
 };
 use crate::client::{ClientError, Indexed, QueryOptions};
 
-pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-nomad-token");
-pub const INDEX_HEADER: &str = "x-nomad-index";
+pub(crate) const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-nomad-token");
+pub(crate) const INDEX_HEADER: &str = "x-nomad-index";
 
 /// A client of one Nomad agent.
 #[derive(Debug)]
@@ -149,7 +149,7 @@ impl NomadClient {
     }
 
     /// `GET /v1/job/:id/allocations` (no `AllocatedResources`; see the reference 6.6).
-    pub async fn job_allocations(
+    pub(crate) async fn job_allocations(
         &self,
         id: &str,
         q: QueryOptions,
@@ -285,4 +285,4 @@ fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ClientError
 }
 
 /// A blocking wait that stays under Nomad's 5-minute server cap.
-pub const MAX_WAIT: Duration = Duration::from_secs(300);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(300);

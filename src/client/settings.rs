@@ -32,7 +32,7 @@ pub struct NomadSettings {
     pub namespace: Option<String>,
     pub region: Option<String>,
     /// Basic auth for a proxy in front of Nomad.
-    pub http_auth: Option<(String, Secret)>,
+    pub(crate) http_auth: Option<(String, Secret)>,
     /// Set when the address is `https`.
     pub tls: Option<TlsConnector>,
 }
@@ -42,7 +42,7 @@ pub struct NomadSettings {
 pub struct ConsulSettings {
     pub endpoint: Endpoint,
     pub token: Secret,
-    pub http_auth: Option<(String, Secret)>,
+    pub(crate) http_auth: Option<(String, Secret)>,
     /// Consul Enterprise namespace (`?ns=`).
     pub namespace: Option<String>,
     /// Set when the address is `https` (or bare with `CONSUL_HTTP_SSL=true`).
@@ -70,7 +70,7 @@ const CONSUL_TLS: TlsVars = TlsVars {
 // === impl NomadSettings ===
 
 impl NomadSettings {
-    pub const DEFAULT_ADDR: &'static str = "http://127.0.0.1:4646";
+    pub(crate) const DEFAULT_ADDR: &'static str = "http://127.0.0.1:4646";
 
     /// Reads the `NOMAD_*` variables through `lookup` (empty values count as unset).
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -102,7 +102,7 @@ impl NomadSettings {
 // === impl ConsulSettings ===
 
 impl ConsulSettings {
-    pub const DEFAULT_ADDR: &'static str = "127.0.0.1:8500";
+    pub(crate) const DEFAULT_ADDR: &'static str = "127.0.0.1:8500";
 
     /// Reads the `CONSUL_*` variables through `lookup` (empty values count as unset).
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {

@@ -30,25 +30,25 @@ use crate::config::ConfigError;
 
 /// The variable names of one service's TLS settings (for errors).
 #[derive(Debug, Clone, Copy)]
-pub struct TlsVars {
-    pub ca_cert: &'static str,
-    pub ca_path: &'static str,
-    pub client_cert: &'static str,
-    pub client_key: &'static str,
+pub(crate) struct TlsVars {
+    pub(crate) ca_cert: &'static str,
+    pub(crate) ca_path: &'static str,
+    pub(crate) client_cert: &'static str,
+    pub(crate) client_key: &'static str,
     pub server_name: &'static str,
-    pub skip_verify: &'static str,
+    pub(crate) skip_verify: &'static str,
 }
 
 /// TLS options as read from the environment: paths and names, no key material.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
-    pub ca_cert: Option<PathBuf>,
-    pub ca_path: Option<PathBuf>,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
+pub(crate) struct TlsOptions {
+    pub(crate) ca_cert: Option<PathBuf>,
+    pub(crate) ca_path: Option<PathBuf>,
+    pub(crate) client_cert: Option<PathBuf>,
+    pub(crate) client_key: Option<PathBuf>,
     /// The name sent as SNI and checked against the certificate (default: the address host).
     pub server_name: Option<String>,
-    pub skip_verify: bool,
+    pub(crate) skip_verify: bool,
 }
 
 /// A checked client TLS configuration, shared by every connection to one agent.
@@ -80,7 +80,7 @@ struct AcceptAnyServerCert {
 
 impl TlsConnector {
     /// Loads and checks every file `opts` names; `service` is "nomad" or "consul" (logs).
-    pub fn build(
+    pub(crate) fn build(
         service: &'static str,
         vars: &TlsVars,
         opts: &TlsOptions,
@@ -170,7 +170,7 @@ impl TlsConnector {
     }
 
     /// The name verified for a connection to `host` (the address host, without brackets).
-    pub fn server_name_for(&self, host: &str) -> std::io::Result<ServerName<'static>> {
+    pub(crate) fn server_name_for(&self, host: &str) -> std::io::Result<ServerName<'static>> {
         if let Some(n) = &self.server_name {
             return Ok(n.clone());
         }
@@ -184,7 +184,7 @@ impl TlsConnector {
     }
 
     /// Runs the client handshake over `io`.
-    pub async fn connect<IO>(&self, host: &str, io: IO) -> std::io::Result<TlsStream<IO>>
+    pub(crate) async fn connect<IO>(&self, host: &str, io: IO) -> std::io::Result<TlsStream<IO>>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {

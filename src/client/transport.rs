@@ -30,9 +30,9 @@ use crate::client::{ClientError, Secret};
 use crate::config::ConfigError;
 
 /// Bound on opening a connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on a non-blocking call, and the slack added to a blocking one.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per agent.
 const MAX_IDLE: usize = 16;
 
@@ -51,7 +51,7 @@ enum EndpointKind {
 }
 
 /// One agent, its headers and its idle connections.
-pub struct Transport {
+pub(crate) struct Transport {
     service: &'static str,
     endpoint: Endpoint,
     headers: HeaderMap,
@@ -61,7 +61,7 @@ pub struct Transport {
 
 /// A complete answer with a success status.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -75,13 +75,17 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 impl Endpoint {
     /// Parses `http(s)://host:port[/prefix]`, `unix:///path` or a bare `host:port`; errors
     /// name `var`.
-    pub fn parse(var: &str, value: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(var: &str, value: &str) -> Result<Self, ConfigError> {
         Self::parse_with(var, value, false)
     }
 
     /// As [`Endpoint::parse`]; a bare `host:port` means `https` when `bare_https` is set
     /// (`CONSUL_HTTP_SSL=true`). An explicit scheme always wins, as in the Go clients.
-    pub fn parse_with(var: &str, value: &str, bare_https: bool) -> Result<Self, ConfigError> {
+    pub(crate) fn parse_with(
+        var: &str,
+        value: &str,
+        bare_https: bool,
+    ) -> Result<Self, ConfigError> {
         const SHAPE: &str =
             "expected http://host:port, https://host:port, unix:///path or host:port";
         let err = |rule: &'static str| ConfigError {
@@ -136,7 +140,7 @@ impl Endpoint {
     }
 
     /// True for an `https` address.
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         matches!(self.kind, EndpointKind::Tcp { tls: true, .. })
     }
 
@@ -200,7 +204,7 @@ impl fmt::Debug for Endpoint {
 
 impl Transport {
     /// `token_header` carries `token` when it is not empty; `basic` is `user[:pass]` auth.
-    pub fn new(
+    pub(crate) fn new(
         service: &'static str,
         endpoint: Endpoint,
         token_header: HeaderName,
@@ -239,22 +243,22 @@ impl Transport {
     }
 
     /// Connections to an `https` endpoint go through `tls` (settings always set one then).
-    pub fn with_tls(mut self, tls: Option<TlsConnector>) -> Self {
+    pub(crate) fn with_tls(mut self, tls: Option<TlsConnector>) -> Self {
         self.tls = tls;
         self
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
+    pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
 
-    pub fn service(&self) -> &'static str {
+    pub(crate) fn service(&self) -> &'static str {
         self.service
     }
 
     /// Sends one request and reads the whole answer within `timeout`. Non-2xx answers are
     /// [`ClientError::Status`] with the body as the message.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path_and_query: &str,
@@ -324,7 +328,10 @@ impl Transport {
 
     /// Sends a GET on a connection of its own and returns the answer's streaming body
     /// (headers within [`CALL_TIMEOUT`]).
-    pub async fn stream(&self, path_and_query: &str) -> Result<Response<Incoming>, ClientError> {
+    pub(crate) async fn stream(
+        &self,
+        path_and_query: &str,
+    ) -> Result<Response<Incoming>, ClientError> {
         let what = format!("GET {}", strip_query(path_and_query));
         let fut = async {
             let (mut sender, conn_error) = self.connect().await?;
@@ -506,7 +513,7 @@ impl fmt::Debug for Transport {
 
 /// The index header of an answer (`X-Nomad-Index` / `X-Consul-Index`), floored to 1 as the
 /// blocking-query rules ask (a fresh cluster may report 0).
-pub fn index_of(headers: &HeaderMap, name: &str) -> u64 {
+pub(crate) fn index_of(headers: &HeaderMap, name: &str) -> u64 {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -532,7 +539,7 @@ fn strip_query(p: &str) -> &str {
 }
 
 /// Percent-encodes one path segment or query value (RFC 3986 unreserved kept).
-pub fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -545,7 +552,7 @@ pub fn encode(s: &str) -> String {
 }
 
 /// Builds `path?k=v&...` with encoded values.
-pub fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
+pub(crate) fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
     if pairs.is_empty() {
         return path.to_string();
     }

@@ -30,25 +30,25 @@ use crate::model::names::FunctionKey;
 use crate::model::scale::{labels, ScaleSettings};
 
 /// Default guard against replays.
-pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(25);
+pub(crate) const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(25);
 /// How long a firing alert's floor holds without a new delivery.
-pub const DEFAULT_FLOOR_TTL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_FLOOR_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertStatus {
+pub(crate) enum AlertStatus {
     Firing,
     Resolved,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum AlertError {
+pub(crate) enum AlertError {
     #[error("label {label} must be between 1 and 100, got {0}", label = labels::FACTOR)]
     BadFactor(u64),
 }
 
 /// What to do for one alert delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertAction {
+pub(crate) enum AlertAction {
     /// Set the replicas to this count (it may equal the current one).
     Scale(u64),
     /// A replay of a delivery that already stepped: nothing.
@@ -71,7 +71,7 @@ struct Book {
 }
 
 /// OpenFaaS's target for one alert: firing `min(current + step, max)`, else `min`.
-pub fn openfaas_target(
+pub(crate) fn openfaas_target(
     status: AlertStatus,
     current: u64,
     s: &ScaleSettings,
@@ -95,7 +95,7 @@ impl Default for AlertBook {
 }
 
 impl AlertBook {
-    pub fn new(min_interval: Duration, floor_ttl: Duration) -> Self {
+    pub(crate) fn new(min_interval: Duration, floor_ttl: Duration) -> Self {
         Self {
             min_interval,
             floor_ttl,
@@ -108,7 +108,7 @@ impl AlertBook {
     }
 
     /// Applies one delivery of the alert `id` for `key`, whose replicas are `current`.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         key: &FunctionKey,
         id: &str,
@@ -147,7 +147,7 @@ impl AlertBook {
     }
 
     /// The lower bound a firing alert puts on `key` now (0: none).
-    pub fn floor(&self, key: &FunctionKey, now: Instant) -> u64 {
+    pub(crate) fn floor(&self, key: &FunctionKey, now: Instant) -> u64 {
         let mut book = self.lock();
         match book.floors.get(key) {
             Some(&(n, at)) if now.duration_since(at) < self.floor_ttl => n,

@@ -17,9 +17,9 @@ use crate::control::{Provider, ProviderError};
 use crate::dataplane::FunctionHandle;
 
 /// Scale calls tried per cold start before giving up (held requests then time out with 503).
-pub const MAX_TRIES: u32 = 20;
+pub(crate) const MAX_TRIES: u32 = 20;
 
-pub fn spawn_cold_start(
+pub(crate) fn spawn_cold_start(
     provider: Arc<dyn Provider>,
     events: Arc<ScaleEvents>,
     mut rx: mpsc::UnboundedReceiver<Arc<FunctionHandle>>,

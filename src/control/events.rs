@@ -14,19 +14,19 @@ use serde::{Serialize, Serializer};
 use crate::model::names::FunctionKey;
 
 /// Events kept by [`ScaleEvents::default`].
-pub const DEFAULT_CAPACITY: usize = 1024;
+pub(crate) const DEFAULT_CAPACITY: usize = 1024;
 
 /// Reasons recorded by the gateway itself; the autoscaler adds its own.
-pub mod reason {
+pub(crate) mod reason {
     /// `POST /system/scale-function/{name}` (faas-cli, the UI, Alertmanager tooling).
-    pub const API: &str = "api";
+    pub(crate) const API: &str = "api";
     /// A request arrived for a function scaled to zero.
-    pub const COLD_START: &str = "scale from zero";
+    pub(crate) const COLD_START: &str = "scale from zero";
 }
 
 /// One change of a function's desired replica count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ScaleEvent {
+pub(crate) struct ScaleEvent {
     /// Unix time in milliseconds.
     pub time: u64,
     /// `name.namespace`.
@@ -55,7 +55,7 @@ impl Default for ScaleEvents {
 }
 
 impl ScaleEvents {
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
             ring: Mutex::new(VecDeque::with_capacity(capacity)),
@@ -64,7 +64,13 @@ impl ScaleEvents {
     }
 
     /// Records a change from `from` to `to` replicas now.
-    pub fn record(&self, function: &FunctionKey, from: u64, to: u64, reason: impl Into<String>) {
+    pub(crate) fn record(
+        &self,
+        function: &FunctionKey,
+        from: u64,
+        to: u64,
+        reason: impl Into<String>,
+    ) {
         self.push(ScaleEvent {
             time: crate::sys::clock::unix_ms(),
             function: function.clone(),
@@ -75,7 +81,7 @@ impl ScaleEvents {
     }
 
     /// Adds an event (its time set by the caller), dropping the oldest when full.
-    pub fn push(&self, event: ScaleEvent) {
+    pub(crate) fn push(&self, event: ScaleEvent) {
         let mut ring = self.ring.lock().expect("scale events mutex poisoned");
         if ring.len() == self.capacity {
             ring.pop_front();
@@ -84,7 +90,7 @@ impl ScaleEvents {
     }
 
     /// The newest `limit` events, oldest first; only `function`'s when given.
-    pub fn recent(&self, function: Option<&FunctionKey>, limit: usize) -> Vec<ScaleEvent> {
+    pub(crate) fn recent(&self, function: Option<&FunctionKey>, limit: usize) -> Vec<ScaleEvent> {
         let ring = self.ring.lock().expect("scale events mutex poisoned");
         let mut out: Vec<ScaleEvent> = ring
             .iter()

@@ -33,7 +33,7 @@ pub fn pick(replicas: &[Arc<Replica>], now_ms: u64) -> Option<&Arc<Replica>> {
 
 /// [`pick`] with an injected random source (tests, property tests).
 #[inline]
-pub fn pick_with(
+pub(crate) fn pick_with(
     replicas: &[Arc<Replica>],
     now_ms: u64,
     mut rand_below: impl FnMut(usize) -> usize,

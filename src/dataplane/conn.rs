@@ -60,7 +60,7 @@ use crate::model::names::KeyRef;
 
 /// What the invocation loop needs from the server it runs in: the data plane it serves
 /// invocations with, and the handler it hands every other request to (with the connection).
-pub trait Frontend: Send + Sync + 'static {
+pub(crate) trait Frontend: Send + Sync + 'static {
     /// The deployed functions, looked up by the loop's planner.
     fn routes(&self) -> &Routes;
     /// Sends invocations to replicas.
@@ -89,7 +89,7 @@ const READ_BUF: usize = 8 * 1024;
 
 /// Serves one client connection until it closes, errs, idles past `read_timeout`, or the
 /// gateway shuts down (`shutdown` turns true).
-pub async fn serve<G: Frontend>(
+pub(crate) async fn serve<G: Frontend>(
     stream: TcpStream,
     addr: SocketAddr,
     gateway: Arc<G>,

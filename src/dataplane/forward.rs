@@ -102,7 +102,7 @@ impl Default for ForwardConfig {
 }
 
 /// Sends functions that need a scale from zero to the control plane.
-pub type ColdStartSender = mpsc::UnboundedSender<Arc<FunctionHandle>>;
+pub(crate) type ColdStartSender = mpsc::UnboundedSender<Arc<FunctionHandle>>;
 
 pub struct Forwarder {
     config: ForwardConfig,
@@ -110,7 +110,7 @@ pub struct Forwarder {
 }
 
 #[derive(Debug, Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     #[error("No ready replica of {function} within {waited:?}; it is being started, retry later.")]
     NoReplicas { function: String, waited: Duration },
     #[error("Too many requests are waiting for {function} to start ({max}); retry later.")]
@@ -143,7 +143,7 @@ pub struct Invocation {
 // === impl ForwardError ===
 
 impl ForwardError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ForwardError::NoReplicas { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ForwardError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -181,7 +181,7 @@ impl Invocation {
     }
 
     /// The arrival in `clock` milliseconds (the first replica pick reuses it).
-    pub fn arrived_ms(&self) -> u64 {
+    pub(crate) fn arrived_ms(&self) -> u64 {
         self.start_us / 1000
     }
 
@@ -278,7 +278,7 @@ impl Forwarder {
     /// response head is parsed into `req.head`, its body is left on the returned connection.
     /// `deadline` is the connection's own upstream timer, moved forward coarsely (see
     /// [`coarse_deadline`]) instead of a timer made and dropped per request.
-    pub async fn send_raw(
+    pub(crate) async fn send_raw(
         &self,
         handle: &Arc<FunctionHandle>,
         req: &mut RawRequest<'_>,
@@ -535,7 +535,7 @@ impl Outbound for Request<UpstreamBody> {
 /// A request in upstream wire form, head and whole body in `bytes` (built by `api::conn`
 /// from the client's bytes); the response head is parsed into `head`, the client's head
 /// is then written from it.
-pub struct RawRequest<'a> {
+pub(crate) struct RawRequest<'a> {
     pub bytes: &'a [u8],
     pub bodiless: bool,
     pub idempotent: bool,

@@ -4,7 +4,7 @@
 //! snapshots published by the control plane; demand and latency are counted in atomics.
 
 pub mod balance;
-pub mod conn;
+pub(crate) mod conn;
 pub mod forward;
 pub mod replica;
 pub mod response;

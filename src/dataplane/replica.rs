@@ -20,9 +20,9 @@ use crate::http1::pool::Pool;
 use crate::sys::clock;
 
 /// How long a replica that answered 429 stays out of p2c's first choice.
-pub const THROTTLE_MS: u64 = 250;
+pub(crate) const THROTTLE_MS: u64 = 250;
 /// How long a replica that refused a connection is skipped (until its provider republishes).
-pub const DOWN_MS: u64 = 1000;
+pub(crate) const DOWN_MS: u64 = 1000;
 
 pub struct Replica {
     id: Box<str>,
@@ -72,23 +72,23 @@ impl Replica {
         &self.pool
     }
 
-    pub fn is_throttled(&self, now_ms: u64) -> bool {
+    pub(crate) fn is_throttled(&self, now_ms: u64) -> bool {
         self.throttled_until_ms.load(Ordering::Relaxed) > now_ms
     }
 
     /// Marks the replica as saturated (it answered 429) for [`THROTTLE_MS`].
-    pub fn throttle(&self) {
+    pub(crate) fn throttle(&self) {
         self.throttled_until_ms
             .store(clock::now_ms() + THROTTLE_MS, Ordering::Relaxed);
     }
 
     /// True while the replica is presumed gone (it refused a connection recently).
-    pub fn is_down(&self, now_ms: u64) -> bool {
+    pub(crate) fn is_down(&self, now_ms: u64) -> bool {
         self.down_until_ms.load(Ordering::Relaxed) > now_ms
     }
 
     /// Marks the replica as unreachable for [`DOWN_MS`]: p2c skips it meanwhile.
-    pub fn mark_down(&self) {
+    pub(crate) fn mark_down(&self) {
         self.down_until_ms
             .store(clock::now_ms() + DOWN_MS, Ordering::Relaxed);
     }
@@ -110,12 +110,12 @@ impl Replica {
 
     /// Puts a drained replica back in rotation: the stop it was drained for did not happen
     /// (e.g. Nomad refused the scale call). Call before publishing a set that holds it again.
-    pub fn undrain(&self) {
+    pub(crate) fn undrain(&self) {
         self.draining.store(false, Ordering::SeqCst);
     }
 
     /// True once [`Replica::drain`] was called (and not undone by [`Replica::undrain`]).
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 }
@@ -133,7 +133,7 @@ impl std::fmt::Debug for Replica {
 // === impl PendingGuard ===
 
 impl PendingGuard {
-    pub fn replica(&self) -> &Arc<Replica> {
+    pub(crate) fn replica(&self) -> &Arc<Replica> {
         &self.replica
     }
 }

@@ -41,7 +41,7 @@ pub struct ProxiedBody {
 // === impl GatewayBody ===
 
 impl GatewayBody {
-    pub fn full(b: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(b: impl Into<Bytes>) -> Self {
         GatewayBody::Full(Some(b.into()))
     }
 }
@@ -87,7 +87,7 @@ impl Body for GatewayBody {
 // === impl ProxiedBody ===
 
 impl ProxiedBody {
-    pub fn new(
+    pub(crate) fn new(
         conn: Conn,
         upload: Option<Box<Upload>>,
         framing: Framing,

@@ -43,7 +43,7 @@ use crate::model::names::{FunctionKey, KeyRef};
 use crate::model::scale::ScaleSettings;
 
 /// Shards of the route table (a power of two).
-pub const SHARDS: usize = 256;
+pub(crate) const SHARDS: usize = 256;
 
 /// One shard: handles indexed by the hash of their key.
 type Shard = HashTable<Arc<FunctionHandle>>;
@@ -268,7 +268,7 @@ impl Demand {
 
 impl DemandSample {
     /// Microseconds of in-flight time (request x microsecond) between `earlier` and `self`.
-    pub fn busy_since(&self, earlier: &DemandSample) -> u64 {
+    pub(crate) fn busy_since(&self, earlier: &DemandSample) -> u64 {
         self.busy_us.wrapping_sub(earlier.busy_us) & BUSY_MASK
     }
 }
@@ -324,7 +324,7 @@ impl FunctionHandle {
     }
 
     /// Updates only the desired count, keeping replicas (scale calls answer at once).
-    pub fn publish_desired(&self, desired: u64, cold_start_replicas: u64) {
+    pub(crate) fn publish_desired(&self, desired: u64, cold_start_replicas: u64) {
         let cur = self.state.load_full();
         self.publish(FunctionState {
             replicas: cur.replicas.clone(),
@@ -335,21 +335,21 @@ impl FunctionHandle {
     }
 
     /// Returns true exactly once per cold period: the caller must ask for a scale-up.
-    pub fn claim_cold_start(&self) -> bool {
+    pub(crate) fn claim_cold_start(&self) -> bool {
         !self.cold_start_requested.swap(true, Ordering::AcqRel)
     }
 
     /// Lets a failed cold start be retried by the next held request.
-    pub fn release_cold_start(&self) {
+    pub(crate) fn release_cold_start(&self) {
         self.cold_start_requested.store(false, Ordering::Release);
     }
 
     /// True once the function was removed from the route table.
-    pub fn is_removed(&self) -> bool {
+    pub(crate) fn is_removed(&self) -> bool {
         self.removed.load(Ordering::Acquire)
     }
 
-    pub fn ready_notify(&self) -> &Notify {
+    pub(crate) fn ready_notify(&self) -> &Notify {
         &self.ready
     }
 }

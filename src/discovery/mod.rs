@@ -27,7 +27,7 @@
 //!   catalog no longer lists the instance (instance ids are allocation UUIDs, never reused);
 //!   if the stop is called off, [`Publisher::undrain`] puts the instances back.
 
-pub mod probe;
+pub(crate) mod probe;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -38,7 +38,8 @@ use crate::client::{ClientError, ConsulClient, Indexed, NomadClient, QueryOption
 use crate::dataplane::{FunctionHandle, FunctionState, Replica};
 use crate::model::scale::ScaleSettings;
 
-pub use watch::{spawn_watcher, WatchConfig, WatchHandle};
+pub use watch::WatchConfig;
+pub(crate) use watch::{spawn_watcher, WatchHandle};
 
 /// Which catalog discovery reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -52,20 +53,20 @@ pub enum DiscoveryKind {
 
 /// One instance of a service as the catalog lists it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Instance {
+pub(crate) struct Instance {
     /// The allocation ID when known (the replica's name in logs), else the registration ID.
     pub id: String,
     pub addr: SocketAddr,
 }
 
 /// A service catalog.
-pub enum Catalog {
+pub(crate) enum Catalog {
     Nomad(Arc<NomadClient>),
     Consul(Arc<ConsulClient>),
 }
 
 /// Publishes one function's [`FunctionState`]: desired count and ready replicas together.
-pub struct Publisher {
+pub(crate) struct Publisher {
     handle: Arc<FunctionHandle>,
     state: Mutex<Published>,
 }
@@ -86,11 +87,11 @@ struct Published {
 
 impl Catalog {
     /// Whether new instances must pass a readiness probe before they are routed.
-    pub fn needs_probe(&self) -> bool {
+    pub(crate) fn needs_probe(&self) -> bool {
         matches!(self, Catalog::Nomad(_))
     }
 
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Catalog::Nomad(_) => "nomad",
             Catalog::Consul(_) => "consul",
@@ -98,7 +99,7 @@ impl Catalog {
     }
 
     /// The instances of `service`, read with `q` (blocking when `q.index > 0`).
-    pub async fn instances(
+    pub(crate) async fn instances(
         &self,
         service: &str,
         q: QueryOptions,
@@ -178,7 +179,7 @@ fn alloc_of_consul_id(id: &str) -> &str {
 // === impl Publisher ===
 
 impl Publisher {
-    pub fn new(handle: Arc<FunctionHandle>, desired: u64, scale: ScaleSettings) -> Self {
+    pub(crate) fn new(handle: Arc<FunctionHandle>, desired: u64, scale: ScaleSettings) -> Self {
         let current = handle.state_full();
         let p = Self {
             handle,
@@ -194,27 +195,27 @@ impl Publisher {
         p
     }
 
-    pub fn handle(&self) -> &Arc<FunctionHandle> {
+    pub(crate) fn handle(&self) -> &Arc<FunctionHandle> {
         &self.handle
     }
 
     /// Replicas in rotation now.
-    pub fn replicas(&self) -> Arc<[Arc<Replica>]> {
+    pub(crate) fn replicas(&self) -> Arc<[Arc<Replica>]> {
         self.lock().replicas.clone()
     }
 
     /// Ready replicas now (`availableReplicas`).
-    pub fn available(&self) -> u64 {
+    pub(crate) fn available(&self) -> u64 {
         self.lock().replicas.len() as u64
     }
 
-    pub fn desired(&self) -> u64 {
+    pub(crate) fn desired(&self) -> u64 {
         self.lock().desired
     }
 
     /// Sets the autoscaler's settings (parsed from the function's labels); publishes when
     /// they changed.
-    pub fn set_scale(&self, scale: ScaleSettings) {
+    pub(crate) fn set_scale(&self, scale: ScaleSettings) {
         let mut s = self.lock();
         if s.scale == scale {
             return;
@@ -224,7 +225,7 @@ impl Publisher {
     }
 
     /// Sets the desired count; publishes when it changed.
-    pub fn set_desired(&self, desired: u64) {
+    pub(crate) fn set_desired(&self, desired: u64) {
         let mut s = self.lock();
         if s.desired == desired {
             return;
@@ -234,7 +235,7 @@ impl Publisher {
     }
 
     /// Replaces the ready set (already diffed by the caller); draining instances stay out.
-    pub fn set_replicas(&self, replicas: Vec<Arc<Replica>>) {
+    pub(crate) fn set_replicas(&self, replicas: Vec<Arc<Replica>>) {
         let mut s = self.lock();
         s.found = replicas.into();
         s.rotate();
@@ -246,7 +247,7 @@ impl Publisher {
     /// [`crate::dataplane::replica`] needs). Returns those replicas, whose
     /// [`Replica::pending`] the caller waits on. Ids not ready yet are kept out when they
     /// become ready.
-    pub fn drain(&self, ids: &[String]) -> Vec<Arc<Replica>> {
+    pub(crate) fn drain(&self, ids: &[String]) -> Vec<Arc<Replica>> {
         let mut s = self.lock();
         for id in ids {
             s.draining.entry(id.clone()).or_insert(false);
@@ -267,7 +268,7 @@ impl Publisher {
 
     /// Records that the stop of the draining instances `ids` was ordered: each is forgotten
     /// once the catalog no longer lists it ([`Publisher::forget_gone`]).
-    pub fn commit_drain(&self, ids: &[String]) {
+    pub(crate) fn commit_drain(&self, ids: &[String]) {
         let mut s = self.lock();
         for id in ids {
             if let Some(ordered) = s.draining.get_mut(id) {
@@ -277,7 +278,7 @@ impl Publisher {
     }
 
     /// Puts the draining instances `ids` back in rotation (their stop was called off).
-    pub fn undrain(&self, ids: &[String]) {
+    pub(crate) fn undrain(&self, ids: &[String]) {
         let mut s = self.lock();
         let before = s.draining.len();
         s.draining.retain(|id, _| !ids.contains(id));
@@ -292,13 +293,13 @@ impl Publisher {
     }
 
     /// Instance ids now out of rotation ahead of a stop, sorted.
-    pub fn draining(&self) -> Vec<String> {
+    pub(crate) fn draining(&self) -> Vec<String> {
         self.lock().draining.keys().cloned().collect()
     }
 
     /// Forgets the drained instances whose stop was ordered and that the catalog no longer
     /// lists (`listed` is the catalog's whole answer, ready or not).
-    pub fn forget_gone(&self, listed: &[Instance]) {
+    pub(crate) fn forget_gone(&self, listed: &[Instance]) {
         let mut s = self.lock();
         s.draining
             .retain(|id, ordered| !*ordered || listed.iter().any(|i| &i.id == id));

@@ -11,12 +11,12 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub const HEALTH_PATH: &str = "/_/health";
+pub(crate) const HEALTH_PATH: &str = "/_/health";
 /// Bound on one probe, connect to status line.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// True when `addr` answers 200 to `GET /_/health` in time.
-pub async fn probe(addr: SocketAddr) -> bool {
+pub(crate) async fn probe(addr: SocketAddr) -> bool {
     matches!(
         tokio::time::timeout(PROBE_TIMEOUT, status_of(addr)).await,
         Ok(Some(200))

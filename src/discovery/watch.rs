@@ -28,17 +28,17 @@ pub struct WatchConfig {
     /// How long one blocking query may be held by the server.
     pub wait: Duration,
     /// How often pending instances are probed.
-    pub probe_interval: Duration,
+    pub(crate) probe_interval: Duration,
     /// First retry delay after an error, doubling up to `backoff_max` (jittered).
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_max: Duration,
     /// Queries allowed back to back, and the refill period of one more.
     pub burst: u32,
-    pub refill: Duration,
+    pub(crate) refill: Duration,
 }
 
 /// Stops the watcher when dropped.
-pub struct WatchHandle {
+pub(crate) struct WatchHandle {
     task: JoinHandle<()>,
 }
 
@@ -50,13 +50,13 @@ pub struct IndexTracker {
 
 /// Jittered exponential backoff.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     failures: u32,
 }
 
 /// A token bucket: `burst` queries at once, then one per `refill`.
 #[derive(Debug, Clone, Copy)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     burst: f64,
     refill: Duration,
@@ -65,7 +65,7 @@ pub struct Bucket {
 
 /// Ready replicas (routed) and pending instances (waiting for a good probe).
 #[derive(Default)]
-pub struct ReplicaSet {
+pub(crate) struct ReplicaSet {
     ready: BTreeMap<(String, SocketAddr), Arc<Replica>>,
     pending: BTreeMap<(String, SocketAddr), Instance>,
 }
@@ -94,7 +94,7 @@ impl Drop for WatchHandle {
 }
 
 /// Starts watching `service` for the function behind `publisher`.
-pub fn spawn_watcher(
+pub(crate) fn spawn_watcher(
     catalog: Arc<Catalog>,
     service: String,
     publisher: Arc<Publisher>,
@@ -204,13 +204,13 @@ impl IndexTracker {
 impl Backoff {
     /// The delay before the next try: `base * 2^failures` capped at `max`, jittered into
     /// `[d/2, d]` by `rand` in `[0, 1)`.
-    pub fn next(&mut self, base: Duration, max: Duration, rand: f64) -> Duration {
+    pub(crate) fn next(&mut self, base: Duration, max: Duration, rand: f64) -> Duration {
         let exp = base.saturating_mul(1u32 << self.failures.min(16)).min(max);
         self.failures = self.failures.saturating_add(1);
         exp / 2 + exp.mul_f64(rand.clamp(0.0, 1.0) / 2.0)
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.failures = 0;
     }
 }
@@ -218,7 +218,7 @@ impl Backoff {
 // === impl Bucket ===
 
 impl Bucket {
-    pub fn new(burst: u32, refill: Duration, now: Instant) -> Self {
+    pub(crate) fn new(burst: u32, refill: Duration, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
             tokens: burst,
@@ -229,7 +229,7 @@ impl Bucket {
     }
 
     /// Takes a token; returns how long to wait before using it.
-    pub fn take(&mut self, now: Instant) -> Duration {
+    pub(crate) fn take(&mut self, now: Instant) -> Duration {
         if !self.refill.is_zero() {
             let gained =
                 now.saturating_duration_since(self.at).as_secs_f64() / self.refill.as_secs_f64();
@@ -251,7 +251,7 @@ impl Bucket {
 
 impl ReplicaSet {
     /// Starts from replicas already published (a restarted watcher keeps them).
-    pub fn from_ready(ready: &[Arc<Replica>]) -> Self {
+    pub(crate) fn from_ready(ready: &[Arc<Replica>]) -> Self {
         Self {
             ready: ready
                 .iter()
@@ -261,19 +261,19 @@ impl ReplicaSet {
         }
     }
 
-    pub fn has_pending(&self) -> bool {
+    pub(crate) fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
 
     /// The ready replicas, in a stable order.
-    pub fn ready(&self) -> Vec<Arc<Replica>> {
+    pub(crate) fn ready(&self) -> Vec<Arc<Replica>> {
         self.ready.values().cloned().collect()
     }
 
     /// Diffs the catalog's answer into the set. Survivors keep their `Arc<Replica>`; new
     /// instances are ready at once unless `gate` (then pending until probed). True when the
     /// ready set changed.
-    pub fn apply(&mut self, instances: &[Instance], gate: bool) -> bool {
+    pub(crate) fn apply(&mut self, instances: &[Instance], gate: bool) -> bool {
         let keys: BTreeMap<(String, SocketAddr), &Instance> = instances
             .iter()
             .map(|i| ((i.id.clone(), i.addr), i))
@@ -298,7 +298,7 @@ impl ReplicaSet {
     }
 
     /// Probes every pending instance at once; those that answer join the ready set.
-    pub async fn probe_pending(&mut self) -> bool {
+    pub(crate) async fn probe_pending(&mut self) -> bool {
         let keys: Vec<(String, SocketAddr)> = self.pending.keys().cloned().collect();
         let results =
             futures_util::future::join_all(keys.iter().map(|(_, addr)| probe::probe(*addr))).await;

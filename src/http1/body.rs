@@ -25,11 +25,11 @@ use crate::http1::codec::{
 };
 use crate::http1::pool::Conn;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body sent to a replica: the client's, streamed, or none. A bodiless request can be
 /// sent again (to another replica, after a 429) because nothing of it was consumed.
-pub enum UpstreamBody {
+pub(crate) enum UpstreamBody {
     Client(Incoming),
     Empty,
 }
@@ -44,7 +44,7 @@ pub trait Release {
 /// decides whether the connection goes back to its pool (a clean end, a persistent
 /// connection, the request all sent) or is dropped (an error, a close-delimited body, a
 /// body dropped unread). `release` is dropped when the body ends either way.
-pub struct PooledResponse<R> {
+pub(crate) struct PooledResponse<R> {
     conn: Option<Conn>,
     /// The rest of the request body, when the replica answered before it was all sent
     /// (boxed: rare, and it would make every response body larger).
@@ -68,12 +68,12 @@ struct IdleTimer {
 /// The body bytes stopped coming within the idle bound.
 #[derive(Debug, thiserror::Error)]
 #[error("no response body byte for {0:?}")]
-pub struct BodyTimeout(pub Duration);
+pub(crate) struct BodyTimeout(pub Duration);
 
 static BODY_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 
 /// Counts one response cut because its body stalled (`faasgate_upstream_body_timeouts_total`).
-pub fn count_body_timeout() {
+pub(crate) fn count_body_timeout() {
     BODY_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -86,7 +86,7 @@ pub fn body_timeouts() -> u64 {
 /// It is driven by the exchange until the response head arrives, then by the response body:
 /// a replica may answer (and stream its answer) before it has read the whole request, so
 /// the gateway reads while it writes, as hyper's client connection did.
-pub struct Upload {
+pub(crate) struct Upload {
     body: Incoming,
     chunked: bool,
     /// Written bytes of `conn.write` (the head, chunk framing and small frames).
@@ -108,7 +108,7 @@ pub struct Upload {
 
 /// Why the rest of a request body could not be sent.
 #[derive(Debug, thiserror::Error)]
-pub enum UploadError {
+pub(crate) enum UploadError {
     /// The client's body failed (a malformed chunked body, a client gone mid-body).
     /// `sent`: part of the request had reached the replica already.
     #[error("client request body: {source}")]
@@ -134,7 +134,7 @@ enum BodyFraming {
 
 impl UpstreamBody {
     /// The client's body; `Empty` when it has none (GET, `Content-Length: 0`).
-    pub fn from_client(body: Incoming) -> Self {
+    pub(crate) fn from_client(body: Incoming) -> Self {
         if body.is_end_stream() {
             UpstreamBody::Empty
         } else {
@@ -142,7 +142,7 @@ impl UpstreamBody {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         matches!(self, UpstreamBody::Empty)
     }
 }
@@ -180,7 +180,7 @@ impl Body for UpstreamBody {
 
 impl Upload {
     /// `conn.write` holds the request head; `chunked` when the body's length is unknown.
-    pub fn new(body: Incoming, chunked: bool) -> Self {
+    pub(crate) fn new(body: Incoming, chunked: bool) -> Self {
         Self {
             body,
             chunked,
@@ -195,7 +195,7 @@ impl Upload {
     }
 
     /// Bounds each wait for the client's next body piece by `limit` (`read_timeout`).
-    pub fn client_idle_timeout(mut self, limit: Duration) -> Self {
+    pub(crate) fn client_idle_timeout(mut self, limit: Duration) -> Self {
         self.client_idle = Some(IdleTimer::new(limit));
         self
     }
@@ -203,7 +203,7 @@ impl Upload {
     /// Writes what the socket takes: staged bytes first, then the client's next frames.
     /// Frames that are ready together are coalesced (up to [`INLINE_BODY`]) into one write,
     /// so a head and a small body leave in one segment. `Ready(Ok)` once all is written.
-    pub fn poll_send(
+    pub(crate) fn poll_send(
         &mut self,
         conn: &mut Conn,
         cx: &mut Context<'_>,
@@ -316,7 +316,7 @@ impl Upload {
 // === impl PooledResponse ===
 
 impl<R: Release> PooledResponse<R> {
-    pub fn new(
+    pub(crate) fn new(
         conn: Conn,
         upload: Option<Box<Upload>>,
         framing: Framing,
@@ -340,11 +340,11 @@ impl<R: Release> PooledResponse<R> {
     }
 
     /// The body has ended (cleanly or not): nothing more will come.
-    pub fn is_end_stream(&self) -> bool {
+    pub(crate) fn is_end_stream(&self) -> bool {
         self.release.is_none()
     }
 
-    pub fn size_hint(&self) -> SizeHint {
+    pub(crate) fn size_hint(&self) -> SizeHint {
         if self.is_end_stream() {
             return SizeHint::with_exact(0);
         }
@@ -353,7 +353,7 @@ impl<R: Release> PooledResponse<R> {
 
     /// Bounds each wait for the next body byte by `limit`: past it the body ends with a
     /// [`BodyTimeout`] error and the connection is dropped.
-    pub fn idle_timeout(mut self, limit: Duration) -> Self {
+    pub(crate) fn idle_timeout(mut self, limit: Duration) -> Self {
         if !self.is_end_stream() {
             self.idle = Some(IdleTimer::new(limit));
         }
@@ -362,7 +362,10 @@ impl<R: Release> PooledResponse<R> {
 
     /// The next piece of the body as it arrives; `None` at its end. After an error the
     /// connection is dropped (it may be mid-response), never pooled.
-    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+    pub(crate) fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, BoxError>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
@@ -451,7 +454,7 @@ impl IdleTimer {
 // === impl BodyFraming ===
 
 impl BodyFraming {
-    pub fn new(framing: Framing) -> Self {
+    pub(crate) fn new(framing: Framing) -> Self {
         match framing {
             Framing::Empty | Framing::Length(0) => BodyFraming::Empty,
             Framing::Length(n) => BodyFraming::Length(n),
@@ -462,12 +465,12 @@ impl BodyFraming {
 
     /// True once the body's known length has been read (or it had none): nothing more to
     /// read, and the connection is clean.
-    pub fn is_complete(&self) -> bool {
+    pub(crate) fn is_complete(&self) -> bool {
         matches!(self, BodyFraming::Empty | BodyFraming::Length(0))
     }
 
     /// What is left of the body, exactly when known.
-    pub fn size_hint(&self) -> SizeHint {
+    pub(crate) fn size_hint(&self) -> SizeHint {
         match self {
             BodyFraming::Empty => SizeHint::with_exact(0),
             BodyFraming::Length(n) => SizeHint::with_exact(*n),

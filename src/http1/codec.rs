@@ -19,19 +19,19 @@ use http::{Method, Request, StatusCode};
 use thiserror::Error;
 
 /// Response headers parsed at most (hyper's default is 100).
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Bytes a response head may take, with its 1xx heads (hyper's default buffer is ~400 KiB;
 /// a function answering more head than this is broken).
-pub const MAX_HEAD_BYTES: usize = u16::MAX as usize;
+pub(crate) const MAX_HEAD_BYTES: usize = u16::MAX as usize;
 /// Response header slots kept free for the headers the gateway adds.
 const RESERVED_HEADERS: usize = 4;
 /// Bytes a chunk-size line (with extensions) may take.
-pub const MAX_CHUNK_LINE: usize = 4096;
+pub(crate) const MAX_CHUNK_LINE: usize = 4096;
 /// Bytes the trailer section of a chunked body may take (it is read and dropped).
-pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_TRAILER_BYTES: usize = 16 * 1024;
 /// Request bytes coalesced into one write: the head, and the body's frames that are ready
 /// together (a small body of known length leaves in the same write as its head).
-pub const INLINE_BODY: usize = 16 * 1024;
+pub(crate) const INLINE_BODY: usize = 16 * 1024;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
@@ -98,7 +98,7 @@ pub enum Decoded {
 /// Serializes the head of `req` (origin-form target from its URI) into `out`, with framing
 /// headers for a body of `body_len` (`Some(n)`: known length; `None`: chunked). A
 /// `Content-Length` the request already carries is kept as is.
-pub fn write_request_head<B>(req: &Request<B>, body_len: Option<u64>, out: &mut Vec<u8>) {
+pub(crate) fn write_request_head<B>(req: &Request<B>, body_len: Option<u64>, out: &mut Vec<u8>) {
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
     let target = req
@@ -133,7 +133,7 @@ pub fn write_request_head<B>(req: &Request<B>, body_len: Option<u64>, out: &mut 
 }
 
 /// Methods whose empty body is still announced (`Content-Length: 0`), as hyper does.
-pub fn expects_body(m: &Method) -> bool {
+pub(crate) fn expects_body(m: &Method) -> bool {
     matches!(*m, Method::POST | Method::PUT | Method::PATCH)
 }
 

@@ -24,7 +24,7 @@ use crate::http1::pool::Conn;
 /// Whether a client body error is a framing error of the body itself (hyper's chunked
 /// decoder reports `InvalidData`/`InvalidInput`), not a client that went away or cut a
 /// body short (`UnexpectedEof`, a closed connection).
-pub fn malformed_body(e: &hyper::Error) -> bool {
+pub(crate) fn malformed_body(e: &hyper::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
@@ -42,7 +42,7 @@ pub fn malformed_body(e: &hyper::Error) -> bool {
 /// 1 s) before that: a busy connection updates its timer once a second, not once a request,
 /// and a wait it bounds lasts between `limit` less that slack and `limit`. A deadline later
 /// than `limit` from now (the timer last bounded a longer wait) is brought back.
-pub fn coarse_deadline(sleep: Pin<&mut Sleep>, limit: Duration) {
+pub(crate) fn coarse_deadline(sleep: Pin<&mut Sleep>, limit: Duration) {
     let fresh = tokio::time::Instant::now() + limit;
     let slack = (limit / 10).min(Duration::from_secs(1));
     let deadline = sleep.deadline();
@@ -53,7 +53,7 @@ pub fn coarse_deadline(sleep: Pin<&mut Sleep>, limit: Duration) {
 
 /// Methods that may be sent again after a connection closed under them (RFC 9110 9.2.2;
 /// the set Go's transport retries without an idempotency key).
-pub fn idempotent(m: &Method) -> bool {
+pub(crate) fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
@@ -62,7 +62,7 @@ pub fn idempotent(m: &Method) -> bool {
 
 /// How an exchange failed, for the retry decision.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Writing the request failed before the body was read from the client.
     NotSent,
     /// The request was written; the connection closed or reset before any response byte.
@@ -82,7 +82,7 @@ pub enum Failure {
 /// connection. The head and a small body of known length go out in one write; a streamed body
 /// follows frame by frame (chunked when its length is unknown) while the response is read,
 /// and what is left of it when the head arrives goes on with the response body ([`Upload`]).
-pub async fn exchange(
+pub(crate) async fn exchange(
     conn: &mut Conn,
     req: &mut Request<UpstreamBody>,
     client_idle: Option<Duration>,

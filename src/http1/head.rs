@@ -26,17 +26,17 @@ use crate::model::names::KeyRef;
 
 /// A request body the loop buffers whole before sending (nginx buffers bodies too); a
 /// longer one is streamed by hyper's path.
-pub const FAST_BODY: usize = 64 * 1024;
+pub(crate) const FAST_BODY: usize = 64 * 1024;
 /// Request head bytes the loop waits for; a longer head goes to hyper (which answers 431 or
 /// serves it).
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Request headers the loop parses; more goes to hyper.
-pub const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 /// `Connection`-named headers the loop strips; more goes to hyper.
-pub const MAX_NAMED: usize = 8;
-pub const FUNCTION_PREFIX: &[u8] = b"/function/";
+pub(crate) const MAX_NAMED: usize = 8;
+pub(crate) const FUNCTION_PREFIX: &[u8] = b"/function/";
 /// What the bytes at the start of the buffer ask for.
-pub enum Step<H> {
+pub(crate) enum Step<H> {
     /// An incomplete head or body: read more.
     More,
     /// Not for the loop: hyper takes the connection.
@@ -49,7 +49,7 @@ pub enum Step<H> {
 }
 
 /// An invocation the loop serves.
-pub struct Plan {
+pub(crate) struct Plan {
     /// Bytes of the request (head and body) at the start of the buffer.
     pub len: usize,
     pub bodiless: bool,
@@ -62,19 +62,19 @@ pub struct Plan {
     pub start_time: u64,
 }
 
-pub fn eq(a: &[u8], lower: &[u8]) -> bool {
+pub(crate) fn eq(a: &[u8], lower: &[u8]) -> bool {
     a.eq_ignore_ascii_case(lower)
 }
 
 /// One of the headers that apply to one hop only (`HOP_BY_HOP`, the hyper path's
 /// list).
-pub fn is_hop_by_hop(name: &[u8]) -> bool {
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|h| eq(name, h.as_str().as_bytes()))
 }
 
 /// Reads the request at the start of `buf`; when the loop serves it (`lookup` finds its
 /// function), writes its upstream form into `up`. `forwarded_for` is the client's address.
-pub fn plan<H>(
+pub(crate) fn plan<H>(
     buf: &[u8],
     up: &mut Vec<u8>,
     forwarded_for: &[u8],
@@ -271,7 +271,7 @@ pub fn plan<H>(
 /// Whether `target` holds only the visible ASCII bytes `http::Uri` accepts unescaped, in its
 /// path (not `<`, `>`, `` ` ``) and its query (not `"`, `<`, `>`), and no fragment: the loop
 /// serves exactly the targets the hyper path would (others go to hyper, which answers 400).
-pub fn uri_bytes(target: &[u8]) -> bool {
+pub(crate) fn uri_bytes(target: &[u8]) -> bool {
     let query = target
         .iter()
         .position(|&b| b == b'?')
@@ -281,7 +281,7 @@ pub fn uri_bytes(target: &[u8]) -> bool {
         && target[query..].iter().all(|&b| visible(b) && b != b'"')
 }
 
-pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -291,7 +291,7 @@ pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// The client's response head, from the upstream's `head` (the bytes `raw` was parsed
 /// from): hop-by-hop headers and those the upstream's `Connection` names out, this hop's
 /// framing, `X-Call-Id` (when generated here) and `X-Start-Time` in.
-pub fn response_head(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan) {
+pub(crate) fn response_head(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan) {
     status_line(out, raw.status, raw.reason(head));
     // For a bodiless answer the upstream's `Content-Length` says what a GET would get
     // (HEAD) or is 0: it is passed on; otherwise the length is this hop's.
@@ -335,7 +335,7 @@ pub fn response_head(out: &mut Vec<u8>, raw: &RawHead, head: &[u8], plan: &Plan)
 }
 
 /// `HTTP/1.1 <code> <reason>`: the canonical reason, else `upstream_reason`.
-pub fn status_line(out: &mut Vec<u8>, status: StatusCode, upstream_reason: &[u8]) {
+pub(crate) fn status_line(out: &mut Vec<u8>, status: StatusCode, upstream_reason: &[u8]) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -348,7 +348,7 @@ pub fn status_line(out: &mut Vec<u8>, status: StatusCode, upstream_reason: &[u8]
 
 /// The headers the gateway adds to every invocation's answer: `X-Call-Id` (when it made
 /// one) and `X-Start-Time`.
-pub fn ids(out: &mut Vec<u8>, plan: &Plan) {
+pub(crate) fn ids(out: &mut Vec<u8>, plan: &Plan) {
     if let Some(id) = &plan.call_id {
         header(out, b"x-call-id", id);
     }
@@ -361,14 +361,14 @@ pub fn ids(out: &mut Vec<u8>, plan: &Plan) {
 }
 
 /// Whether the upstream's `Connection` header names `name` (a header for that hop only).
-pub fn connection_names(raw: &RawHead, head: &[u8], name: &[u8]) -> bool {
+pub(crate) fn connection_names(raw: &RawHead, head: &[u8], name: &[u8]) -> bool {
     raw.headers(head)
         .filter(|(n, _)| eq(n, b"connection"))
         .any(|(_, v)| v.split(|&b| b == b',').any(|t| eq(trim(t), name)))
 }
 
 /// The `Date` header value, formatted once a second per thread.
-pub mod date {
+pub(crate) mod date {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -376,7 +376,7 @@ pub mod date {
         static CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
     }
 
-    pub fn with<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    pub(crate) fn with<R>(f: impl FnOnce(&[u8]) -> R) -> R {
         let now = SystemTime::now();
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         CACHE.with(|c| {

@@ -37,13 +37,13 @@ pub const HOP_BY_HOP: [HeaderName; 9] = [
 /// What the data plane knows of the client connection, computed once per connection.
 #[derive(Clone)]
 pub struct Peer {
-    pub forwarded_for: HeaderValue,
+    pub(crate) forwarded_for: HeaderValue,
 }
 
 // === impl Peer ===
 
 impl Peer {
-    pub fn new(addr: std::net::SocketAddr) -> Self {
+    pub(crate) fn new(addr: std::net::SocketAddr) -> Self {
         let forwarded_for = HeaderValue::from_str(&addr.to_string())
             .expect("a socket address is a valid header value");
         Self { forwarded_for }
@@ -52,7 +52,7 @@ impl Peer {
 
 /// Removes the headers whose names hold `_` (`request_rules::forwardable_name`). One pass
 /// over the names when there is none (the common case); allocates only when there is.
-pub fn drop_underscore_names(headers: &mut HeaderMap) {
+pub(crate) fn drop_underscore_names(headers: &mut HeaderMap) {
     if headers
         .keys()
         .all(|k| forwardable_name(k.as_str().as_bytes(), false))
@@ -73,7 +73,7 @@ pub fn drop_underscore_names(headers: &mut HeaderMap) {
 /// `Host`: it is not this hop's only, and a request without one would break RFC 9112
 /// section 3.2 at the next hop).
 /// Requests rarely carry one, so the common case is one pass over the (few) names present.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
@@ -117,7 +117,7 @@ thread_local! {
 /// go into this thread's slab and the value is a reference-counted slice of it (cloning it
 /// only bumps the count). A new slab is allocated every ~1,000 requests; an old one is freed
 /// when its last value is dropped. `bytes` must be a valid header value.
-pub fn slab_value(bytes: &[u8]) -> HeaderValue {
+pub(crate) fn slab_value(bytes: &[u8]) -> HeaderValue {
     SLAB.with(|slab| {
         let mut slab = slab.borrow_mut();
         if slab.capacity() < bytes.len() {
@@ -129,25 +129,25 @@ pub fn slab_value(bytes: &[u8]) -> HeaderValue {
     })
 }
 
-pub fn start_time_header() -> HeaderValue {
+pub(crate) fn start_time_header() -> HeaderValue {
     let mut buf = itoa::Buffer::new();
     slab_value(buf.format(start_time_nanos()).as_bytes())
 }
 
 /// Now, in unix nanoseconds (`X-Start-Time`).
-pub fn start_time_nanos() -> u64 {
+pub(crate) fn start_time_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
 
-pub fn new_call_id() -> HeaderValue {
+pub(crate) fn new_call_id() -> HeaderValue {
     slab_value(&call_id_bytes())
 }
 
 /// A random UUID v4 in its canonical text form, formatted without `format!`.
-pub fn call_id_bytes() -> [u8; 36] {
+pub(crate) fn call_id_bytes() -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     // Where each of the 32 hex digits goes, around the dashes.
     const AT: [u8; 32] = [

@@ -10,8 +10,8 @@
 
 pub mod body;
 pub mod codec;
-pub mod exchange;
-pub mod head;
+pub(crate) mod exchange;
+pub(crate) mod head;
 pub mod headers;
 pub mod pool;
-pub mod request_rules;
+pub(crate) mod request_rules;

@@ -60,13 +60,13 @@ use crate::sys::clock;
 /// of a busy function, so a steady load reconnects never and a burst leaves a bounded rest.
 pub const DEFAULT_MAX_IDLE: usize = 256;
 /// How long an idle connection is kept unless configured (nginx's `keepalive_timeout`).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Initial capacity of a connection's read buffer (grown on demand, kept across requests).
-pub const READ_BUF: usize = 8 * 1024;
+pub(crate) const READ_BUF: usize = 8 * 1024;
 
 /// The process's pool limits: set once at start ([`configure`]), read when a pool is made
 /// (the idle bound) and at every checkout (the idle timeout, one relaxed load).
-pub struct Limits {
+pub(crate) struct Limits {
     max_idle: AtomicUsize,
     idle_timeout_ms: AtomicU64,
 }
@@ -87,12 +87,12 @@ pub fn configure(max_idle: usize, idle_timeout: Duration) {
 
 impl Limits {
     /// Idle connections kept per replica.
-    pub fn max_idle() -> usize {
+    pub(crate) fn max_idle() -> usize {
         LIMITS.max_idle.load(Ordering::Relaxed)
     }
 
     /// How long a connection may stay idle.
-    pub fn idle_timeout() -> Duration {
+    pub(crate) fn idle_timeout() -> Duration {
         Duration::from_millis(LIMITS.idle_timeout_ms.load(Ordering::Relaxed))
     }
 }
@@ -114,7 +114,7 @@ pub enum Discard {
 }
 
 impl Discard {
-    pub const ALL: [Discard; 5] = [
+    pub(crate) const ALL: [Discard; 5] = [
         Discard::Unread,
         Discard::Closed,
         Discard::Expired,
@@ -138,7 +138,7 @@ static DISCARDED: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 
 /// Counts one connection closed for `why` (also used by the response body, which decides
 /// [`Discard::Framing`]).
-pub fn count_discard(why: Discard) {
+pub(crate) fn count_discard(why: Discard) {
     DISCARDED[why as usize].fetch_add(1, Ordering::Relaxed);
 }
 
@@ -154,14 +154,14 @@ pub struct Pool {
 
 /// A bounded lock-free ring of idle entries, allocated at the first check-in. ([`Pool`]
 /// serves the gateway's replicas and the watchdog's http mode alike.)
-pub struct IdleRing<T> {
+pub(crate) struct IdleRing<T> {
     ring: OnceLock<ArrayQueue<T>>,
     capacity: usize,
 }
 
 impl<T> IdleRing<T> {
     /// A ring that keeps at most `capacity` entries (0: none).
-    pub const fn new(capacity: usize) -> Self {
+    pub(crate) const fn new(capacity: usize) -> Self {
         Self {
             ring: OnceLock::new(),
             capacity,
@@ -169,12 +169,12 @@ impl<T> IdleRing<T> {
     }
 
     /// The idle entry kept longest, if any (one `pop`, no lock; FIFO).
-    pub fn pop(&self) -> Option<T> {
+    pub(crate) fn pop(&self) -> Option<T> {
         self.ring.get().and_then(ArrayQueue::pop)
     }
 
     /// Keeps `item` for reuse; gives it back when the ring is full.
-    pub fn push(&self, item: T) -> Result<(), T> {
+    pub(crate) fn push(&self, item: T) -> Result<(), T> {
         if self.capacity == 0 {
             return Err(item);
         }
@@ -185,7 +185,7 @@ impl<T> IdleRing<T> {
 
     /// Entries kept now.
     #[allow(clippy::len_without_is_empty)] // a count for tests and metrics, not a collection
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ring.get().map_or(0, ArrayQueue::len)
     }
 }
@@ -202,7 +202,7 @@ pub struct Conn {
 }
 
 /// A connection checked out of a pool, and whether it was reused.
-pub struct Checkout {
+pub(crate) struct Checkout {
     pub conn: Conn,
     pub reused: bool,
 }
@@ -211,7 +211,7 @@ pub struct Checkout {
 
 impl Pool {
     /// A pool for `addr` with the process's [`Limits`].
-    pub fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
             idle: IdleRing::new(Limits::max_idle()),
@@ -219,7 +219,7 @@ impl Pool {
     }
 
     /// An idle connection on which nothing was seen since its last response, or a new one.
-    pub async fn checkout(&self) -> io::Result<Checkout> {
+    pub(crate) async fn checkout(&self) -> io::Result<Checkout> {
         let now = clock::now_ms();
         let timeout_ms = Limits::idle_timeout().as_millis() as u64;
         while let Some(conn) = self.idle.pop() {
@@ -240,7 +240,7 @@ impl Pool {
     }
 
     /// A new connection, bypassing the idle ones (a retry after a stale pooled one).
-    pub async fn connect(&self) -> io::Result<Conn> {
+    pub(crate) async fn connect(&self) -> io::Result<Conn> {
         let stream = TcpStream::connect(self.addr).await?;
         stream.set_nodelay(true)?;
         Ok(Conn::new(stream))
@@ -248,7 +248,7 @@ impl Pool {
 
     /// Returns a connection whose response has ended cleanly. Closed instead when bytes were
     /// read past that response, or when the pool keeps [`Limits::max_idle`] already.
-    pub fn checkin(&self, mut conn: Conn) {
+    pub(crate) fn checkin(&self, mut conn: Conn) {
         if !conn.read.is_empty() {
             count_discard(Discard::Unread);
             return;
@@ -347,7 +347,7 @@ impl Conn {
     /// that read drained the socket), where `try_read_buf` leaves it set, so the next
     /// exchange's first read was a `recvfrom` answering `EAGAIN`, one per request
     /// (`loadtest/percall`).
-    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.read.capacity() - self.read.len() < READ_BUF / 8 {
             self.read.reserve(READ_BUF);
         }
@@ -355,7 +355,7 @@ impl Conn {
         std::pin::pin!(read).poll(cx)
     }
 
-    pub async fn read_more(&mut self) -> io::Result<usize> {
+    pub(crate) async fn read_more(&mut self) -> io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_read(cx)).await
     }
 }

@@ -21,7 +21,7 @@ use crate::http1::codec::trim;
 
 /// Why a request head is refused with 400.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     /// RFC 9112 section 3.2: "A server MUST respond with a 400 (Bad Request) status code
     /// to any HTTP/1.1 request message that lacks a Host header field".
     #[error("missing Host header")]
@@ -58,7 +58,7 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    pub const ALL: [RequestError; 8] = [
+    pub(crate) const ALL: [RequestError; 8] = [
         RequestError::MissingHost,
         RequestError::DuplicateHost,
         RequestError::InvalidHost,
@@ -70,7 +70,7 @@ impl RequestError {
     ];
 
     /// The metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RequestError::MissingHost => "missing_host",
             RequestError::DuplicateHost => "duplicate_host",
@@ -84,7 +84,7 @@ impl RequestError {
     }
 
     /// The answer's body.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             RequestError::MissingHost => "400 Bad Request: missing Host header",
             RequestError::DuplicateHost => "400 Bad Request: more than one Host header",
@@ -102,7 +102,7 @@ impl RequestError {
     }
 
     /// The answer's status: 400, or 501 for a transfer coding faasgate does not decode.
-    pub fn status(self) -> http::StatusCode {
+    pub(crate) fn status(self) -> http::StatusCode {
         match self {
             RequestError::UnsupportedCoding => http::StatusCode::NOT_IMPLEMENTED,
             _ => http::StatusCode::BAD_REQUEST,
@@ -113,18 +113,18 @@ impl RequestError {
 static REJECTED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 
 /// Counts one request refused for `e` (`faasgate_requests_rejected_total{reason}`).
-pub fn count_rejected(e: RequestError) {
+pub(crate) fn count_rejected(e: RequestError) {
     REJECTED[e as usize].fetch_add(1, Ordering::Relaxed);
 }
 
 /// Requests refused for `e` since the process started.
-pub fn rejected(e: RequestError) -> u64 {
+pub(crate) fn rejected(e: RequestError) -> u64 {
     REJECTED[e as usize].load(Ordering::Relaxed)
 }
 
 /// The framing and `Host` fields of one request head, gathered field by field.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RequestRules {
+pub(crate) struct RequestRules {
     hosts: u8,
     host_invalid: bool,
     length: Option<u64>,
@@ -140,7 +140,7 @@ pub struct RequestRules {
 
 /// How a request's body is delimited, once its head passed [`RequestRules::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestFraming {
+pub(crate) enum RequestFraming {
     /// No `Content-Length` nor `Transfer-Encoding`: no body (RFC 9112 section 6.3 item 7).
     None,
     Length(u64),
@@ -148,7 +148,7 @@ pub enum RequestFraming {
 }
 
 impl RequestRules {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             hosts: 0,
             host_invalid: false,
@@ -162,13 +162,13 @@ impl RequestRules {
     }
 
     /// One `Host` field line.
-    pub fn host(&mut self, value: &[u8]) {
+    pub(crate) fn host(&mut self, value: &[u8]) {
         self.hosts = self.hosts.saturating_add(1);
         self.host_invalid |= !valid_host(value);
     }
 
     /// One `Content-Length` field line (a list of equal values counts as one value).
-    pub fn content_length(&mut self, value: &[u8]) {
+    pub(crate) fn content_length(&mut self, value: &[u8]) {
         match parse_length_list(value) {
             Some(n) if self.length.map_or(true, |m| m == n) => self.length = Some(n),
             _ => self.length_invalid = true,
@@ -178,7 +178,7 @@ impl RequestRules {
     /// One `Transfer-Encoding` field line. Its codings continue those of earlier lines
     /// (RFC 9110 section 5.3): `chunked` anywhere but last is applied twice or before
     /// another coding, which RFC 9112 section 6.1 forbids.
-    pub fn transfer_encoding(&mut self, value: &[u8]) {
+    pub(crate) fn transfer_encoding(&mut self, value: &[u8]) {
         self.transfer_encoding = true;
         for coding in value.split(|&b| b == b',').map(trim) {
             if coding.is_empty() {
@@ -191,7 +191,7 @@ impl RequestRules {
     }
 
     /// The verdict for a head of version `HTTP/1.{minor}`.
-    pub fn check(&self, minor: u8) -> Result<RequestFraming, RequestError> {
+    pub(crate) fn check(&self, minor: u8) -> Result<RequestFraming, RequestError> {
         match self.hosts {
             0 if minor >= 1 => return Err(RequestError::MissingHost),
             0 | 1 => {}
@@ -229,7 +229,10 @@ impl RequestRules {
 /// body by `Transfer-Encoding` and closes the connection after answering (RFC 9112 section
 /// 6.1 allows this; the byte loop, which reads every connection's first requests, refuses
 /// it as nginx does).
-pub fn check_parsed(version: http::Version, headers: &http::HeaderMap) -> Result<(), RequestError> {
+pub(crate) fn check_parsed(
+    version: http::Version,
+    headers: &http::HeaderMap,
+) -> Result<(), RequestError> {
     let mut rules = RequestRules::new();
     for v in headers.get_all(http::header::HOST) {
         rules.host(v.as_bytes());
@@ -254,7 +257,7 @@ pub fn check_parsed(version: http::Version, headers: &http::HeaderMap) -> Result
 /// them, map `_` and `-` to the same name, so `Content_Length` could be read as
 /// `Content-Length` by the function while every hop before it framed by the real one.
 #[inline]
-pub fn forwardable_name(name: &[u8], allow_underscores: bool) -> bool {
+pub(crate) fn forwardable_name(name: &[u8], allow_underscores: bool) -> bool {
     allow_underscores || !name.contains(&b'_')
 }
 
@@ -262,7 +265,7 @@ pub fn forwardable_name(name: &[u8], allow_underscores: bool) -> bool {
 /// equal values (`5, 5`), which RFC 9110 section 8.6 lets a recipient accept, is refused as
 /// nginx and hyper's parser refuse it, so both client paths answer it alike; equal values on
 /// separate lines are accepted as one.
-pub fn parse_length_list(v: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length_list(v: &[u8]) -> Option<u64> {
     let v = trim(v);
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
@@ -275,7 +278,7 @@ pub fn parse_length_list(v: &[u8]) -> Option<u64> {
 
 /// `uri-host [ ":" port ]` (RFC 9110 section 7.2, RFC 3986 section 3.2.2), without
 /// surrounding whitespace inside the value. An empty value is refused (nginx).
-pub fn valid_host(v: &[u8]) -> bool {
+pub(crate) fn valid_host(v: &[u8]) -> bool {
     let v = trim(v);
     if v.is_empty() {
         return false;

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Distinct status codes tracked per function before overflow.
-pub const SLOTS: usize = 12;
+pub(crate) const SLOTS: usize = 12;
 /// Prometheus' default histogram buckets (seconds), as the OpenFaaS gateway uses.
-pub const BUCKETS_SECONDS: [f64; 11] = [
+pub(crate) const BUCKETS_SECONDS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 const BUCKETS_NANOS: [u64; 11] = [
@@ -32,7 +32,7 @@ const FREE: u32 = 0;
 const OVERFLOW: u32 = u32::MAX;
 
 #[derive(Default)]
-pub struct CodeSlot {
+pub(crate) struct CodeSlot {
     code: AtomicU32,
     count: AtomicU64,
     sum_nanos: AtomicU64,
@@ -52,16 +52,16 @@ pub struct CodeSample {
     /// The status code, or `None` for the overflow series.
     pub code: Option<u16>,
     pub count: u64,
-    pub sum_seconds: f64,
+    pub(crate) sum_seconds: f64,
     /// Cumulative counts for [`BUCKETS_SECONDS`].
-    pub cumulative: [u64; 11],
+    pub(crate) cumulative: [u64; 11],
 }
 
 // === impl CodeTable ===
 
 impl CodeTable {
     #[inline]
-    pub fn record(&self, code: u16, d: Duration) {
+    pub(crate) fn record(&self, code: u16, d: Duration) {
         let slot = self.slot(code as u32);
         let nanos = d.as_nanos().min(u64::MAX as u128) as u64;
         slot.count.fetch_add(1, Ordering::Relaxed);

@@ -5,7 +5,7 @@
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
 /// One `MetricFamily` per `(name, help, label names, type)` entry, holding its metrics.
-pub fn families(
+pub(crate) fn families(
     table: &[(&str, &str, &[&str], MetricType)],
     metrics: impl IntoIterator<Item = Vec<Metric>>,
 ) -> Vec<MetricFamily> {
@@ -23,14 +23,14 @@ pub fn families(
         .collect()
 }
 
-pub fn label(name: &str, value: &str) -> LabelPair {
+pub(crate) fn label(name: &str, value: &str) -> LabelPair {
     let mut l = LabelPair::default();
     l.set_name(name.to_string());
     l.set_value(value.to_string());
     l
 }
 
-pub fn counter(labels: Vec<LabelPair>, v: f64) -> Metric {
+pub(crate) fn counter(labels: Vec<LabelPair>, v: f64) -> Metric {
     let mut c = Counter::default();
     c.set_value(v);
     let mut m = Metric::from_label(labels);
@@ -38,7 +38,7 @@ pub fn counter(labels: Vec<LabelPair>, v: f64) -> Metric {
     m
 }
 
-pub fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
+pub(crate) fn gauge(labels: Vec<LabelPair>, v: f64) -> Metric {
     let mut g = Gauge::default();
     g.set_value(v);
     let mut m = Metric::from_label(labels);

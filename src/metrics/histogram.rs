@@ -35,9 +35,9 @@ pub struct LatencyHistogram {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Percentiles {
     pub p50: f64,
-    pub p90: f64,
+    pub(crate) p90: f64,
     pub p99: f64,
-    pub p999: f64,
+    pub(crate) p999: f64,
     pub count: u64,
 }
 
@@ -75,7 +75,7 @@ impl LatencyHistogram {
     }
 }
 
-pub fn percentiles_of(h: &Histogram<u64>) -> Percentiles {
+pub(crate) fn percentiles_of(h: &Histogram<u64>) -> Percentiles {
     if h.is_empty() {
         return Percentiles::default();
     }

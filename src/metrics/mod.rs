@@ -7,33 +7,33 @@
 //! while the crate still provides the text encoder and the standard `process_*` collector.
 
 pub mod codes;
-pub mod families;
+pub(crate) mod families;
 pub mod histogram;
 
 use std::sync::atomic::AtomicU64;
 
 pub use codes::CodeTable;
-pub use histogram::{LatencyHistogram, Percentiles};
+pub use histogram::LatencyHistogram;
 
 /// Metric names, as the OpenFaaS gateway exports them (reference section 4).
-pub mod names {
-    pub const INVOCATION_TOTAL: &str = "gateway_function_invocation_total";
-    pub const FUNCTIONS_SECONDS: &str = "gateway_functions_seconds";
-    pub const INVOCATION_STARTED: &str = "gateway_function_invocation_started";
-    pub const SERVICE_COUNT: &str = "gateway_service_count";
-    pub const INVOCATION_INFLIGHT: &str = "gateway_function_invocation_inflight";
-    pub const SERVICE_READY_COUNT: &str = "gateway_service_ready_count";
-    pub const QUEUED: &str = "faasgate_function_queued_requests";
-    pub const LATENCY_QUANTILES: &str = "faasgate_function_latency_seconds";
+pub(crate) mod names {
+    pub(crate) const INVOCATION_TOTAL: &str = "gateway_function_invocation_total";
+    pub(crate) const FUNCTIONS_SECONDS: &str = "gateway_functions_seconds";
+    pub(crate) const INVOCATION_STARTED: &str = "gateway_function_invocation_started";
+    pub(crate) const SERVICE_COUNT: &str = "gateway_service_count";
+    pub(crate) const INVOCATION_INFLIGHT: &str = "gateway_function_invocation_inflight";
+    pub(crate) const SERVICE_READY_COUNT: &str = "gateway_service_ready_count";
+    pub(crate) const QUEUED: &str = "faasgate_function_queued_requests";
+    pub(crate) const LATENCY_QUANTILES: &str = "faasgate_function_latency_seconds";
 }
 
 /// Label names.
-pub mod labels {
-    pub const FUNCTION_NAME: &str = "function_name";
-    pub const CODE: &str = "code";
-    pub const QUANTILE: &str = "quantile";
+pub(crate) mod labels {
+    pub(crate) const FUNCTION_NAME: &str = "function_name";
+    pub(crate) const CODE: &str = "code";
+    pub(crate) const QUANTILE: &str = "quantile";
     /// The `code` of calls whose status did not get a slot of their own.
-    pub const OTHER_CODE: &str = "other";
+    pub(crate) const OTHER_CODE: &str = "other";
 }
 
 /// One function's invocation metrics.

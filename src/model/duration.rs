@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// `value` as a duration, or `None` when it is not one (empty, a unit missing or unknown,
 /// a negative or overflowing total).
-pub fn parse(value: &str) -> Option<Duration> {
+pub(crate) fn parse(value: &str) -> Option<Duration> {
     let v = value.trim();
     if v.is_empty() {
         return None;

@@ -5,7 +5,7 @@
 //! file, and every other module may use it. One parser per rule lives here, so the API, the
 //! providers, the renderer and the scaler give one answer for one input.
 
-pub mod duration;
+pub(crate) mod duration;
 pub mod names;
 pub mod scale;
 pub mod stack;

@@ -13,7 +13,7 @@ use thiserror::Error;
 /// The namespace used when a request names none.
 pub const DEFAULT_NAMESPACE: &str = "openfaas-fn";
 /// Longest accepted function or namespace name (a DNS label, as Kubernetes and Nomad expect).
-pub const MAX_NAME_LEN: usize = 63;
+pub(crate) const MAX_NAME_LEN: usize = 63;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum NameError {
@@ -143,7 +143,7 @@ fn valid_chars(s: &str, allow_dot: bool) -> bool {
 }
 
 /// Validates a function name: non-empty, at most 63 characters, `[-a-zA-Z_0-9.]+`.
-pub fn validate_name(field: &'static str, value: &str) -> Result<(), NameError> {
+pub(crate) fn validate_name(field: &'static str, value: &str) -> Result<(), NameError> {
     if value.is_empty() {
         return Err(NameError::Empty { field });
     }
@@ -163,7 +163,7 @@ pub fn validate_name(field: &'static str, value: &str) -> Result<(), NameError> 
 }
 
 /// Validates a namespace: as a name, but without dots (a dot would make `name.ns` ambiguous).
-pub fn validate_namespace(value: &str) -> Result<(), NameError> {
+pub(crate) fn validate_namespace(value: &str) -> Result<(), NameError> {
     if value.is_empty() {
         return Err(NameError::Empty { field: "namespace" });
     }

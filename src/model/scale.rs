@@ -17,7 +17,7 @@ use crate::model::types::{FunctionDeployment, StringMap};
 
 /// Label (or annotation) names.
 pub mod labels {
-    pub const MIN: &str = "com.openfaas.scale.min";
+    pub(crate) const MIN: &str = "com.openfaas.scale.min";
     pub const MAX: &str = "com.openfaas.scale.max";
     pub const FACTOR: &str = "com.openfaas.scale.factor";
     pub const TARGET: &str = "com.openfaas.scale.target";
@@ -27,12 +27,12 @@ pub mod labels {
     pub const ZERO_DURATION: &str = "com.openfaas.scale.zero-duration";
 }
 
-pub const DEFAULT_MIN: u64 = 1;
-pub const DEFAULT_MAX: u64 = 20;
-pub const DEFAULT_FACTOR: u64 = 20;
-pub const DEFAULT_TARGET: f64 = 50.0;
-pub const DEFAULT_TARGET_PROPORTION: f64 = 0.9;
-pub const DEFAULT_ZERO_DURATION: Duration = Duration::from_secs(15 * 60);
+pub(crate) const DEFAULT_MIN: u64 = 1;
+pub(crate) const DEFAULT_MAX: u64 = 20;
+pub(crate) const DEFAULT_FACTOR: u64 = 20;
+pub(crate) const DEFAULT_TARGET: f64 = 50.0;
+pub(crate) const DEFAULT_TARGET_PROPORTION: f64 = 0.9;
+pub(crate) const DEFAULT_ZERO_DURATION: Duration = Duration::from_secs(15 * 60);
 
 /// What a function's load is measured in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,12 +56,12 @@ pub struct ScaleSettings {
     /// Load per replica the scaler aims at. Default 50.
     pub target: f64,
     /// Fraction of `target` actually planned for, in (0, 1]. Default 0.9.
-    pub target_proportion: f64,
+    pub(crate) target_proportion: f64,
     pub kind: ScaleKind,
     /// Whether an idle function may go to zero replicas. Default false.
     pub zero: bool,
     /// How long without an arrival counts as idle. Default 15m.
-    pub zero_duration: Duration,
+    pub(crate) zero_duration: Duration,
 }
 
 // === impl ScaleSettings ===
@@ -94,17 +94,17 @@ pub struct ScaleError {
 }
 
 /// The largest replica count a label may ask for: a Nomad job's `Count` is a Go `int`.
-pub const MAX_REPLICAS: u64 = i64::MAX as u64;
+pub(crate) const MAX_REPLICAS: u64 = i64::MAX as u64;
 
 impl ScaleSettings {
     /// Reads the settings of a deployment (labels first, then annotations).
-    pub fn parse_deployment(d: &FunctionDeployment) -> Result<Self, ScaleError> {
+    pub(crate) fn parse_deployment(d: &FunctionDeployment) -> Result<Self, ScaleError> {
         Self::parse(d.labels.as_ref(), d.annotations.as_ref())
     }
 
     /// The settings of a function already accepted (see the module doc): the defaults, with
     /// a warning, when a value is bad.
-    pub fn from_deployment(d: &FunctionDeployment) -> Self {
+    pub(crate) fn from_deployment(d: &FunctionDeployment) -> Self {
         Self::from_maps(d.labels.as_ref(), d.annotations.as_ref())
     }
 
@@ -201,12 +201,12 @@ impl ScaleSettings {
     }
 
     /// `min == max` turns autoscaling (queue depth and alerts) off for the function.
-    pub fn autoscaled(&self) -> bool {
+    pub(crate) fn autoscaled(&self) -> bool {
         self.min != self.max
     }
 
     /// The load one replica is planned for: `target x target-proportion`.
-    pub fn per_replica(&self) -> f64 {
+    pub(crate) fn per_replica(&self) -> f64 {
         self.target * self.target_proportion
     }
 

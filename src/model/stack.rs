@@ -29,7 +29,7 @@ use crate::model::names::{self, NameError};
 use crate::model::types::{FunctionDeployment, FunctionResources, StringMap};
 
 /// The only `provider.name` faas-cli accepts.
-pub const PROVIDER_NAME: &str = "openfaas";
+pub(crate) const PROVIDER_NAME: &str = "openfaas";
 
 #[derive(Debug, Error)]
 pub enum StackError {
@@ -65,7 +65,7 @@ pub enum StackError {
 }
 
 /// Parses stack YAML. `environment_file` paths are resolved against the working directory.
-pub fn parse_stack(
+pub(crate) fn parse_stack(
     yaml: &str,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Vec<FunctionDeployment>, StackError> {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub type StringMap = BTreeMap<String, String>;
+pub(crate) type StringMap = BTreeMap<String, String>;
 
 /// `POST/PUT /system/functions` body.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,7 +68,7 @@ pub struct FunctionStatus {
     pub limits: Option<FunctionResources>,
     pub requests: Option<FunctionResources>,
     pub read_only_root_filesystem: bool,
-    pub invocation_count: u64,
+    pub(crate) invocation_count: u64,
     pub replicas: u64,
     pub available_replicas: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,11 +79,11 @@ pub struct FunctionStatus {
 }
 
 /// The label every function carries with its own name (as faas-netes adds it).
-pub const LABEL_FUNCTION: &str = "faas_function";
+pub(crate) const LABEL_FUNCTION: &str = "faas_function";
 
 /// Live numbers a provider adds to the echoed deployment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReplicaCounts {
+pub(crate) struct ReplicaCounts {
     /// `replicas`: the desired count.
     pub desired: u64,
     /// `availableReplicas`: replicas passing their health check.
@@ -95,7 +95,7 @@ impl FunctionStatus {
     /// The status of a function: its deployment echoed exactly (reference section 2.16:
     /// `envVars`/`limits`/`requests` stay null when none were deployed, labels and
     /// annotations are objects, `faas_function=<name>` is added), plus live counts.
-    pub fn from_deployment(
+    pub(crate) fn from_deployment(
         name: &str,
         namespace: &str,
         d: &FunctionDeployment,
@@ -131,9 +131,9 @@ impl FunctionStatus {
 pub struct FunctionStats {
     /// Latency percentiles in seconds, over all calls since the function was deployed.
     pub p50: f64,
-    pub p90: f64,
+    pub(crate) p90: f64,
     pub p99: f64,
-    pub p999: f64,
+    pub(crate) p999: f64,
     /// Requests recorded in the percentiles.
     pub count: u64,
     /// Requests being served now.
@@ -145,7 +145,7 @@ pub struct FunctionStats {
 /// `POST /system/scale-function/{name}` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ScaleServiceRequest {
+pub(crate) struct ScaleServiceRequest {
     #[serde(default)]
     pub service_name: String,
     pub replicas: Option<u64>,
@@ -156,7 +156,7 @@ pub struct ScaleServiceRequest {
 /// `DELETE /system/functions` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DeleteFunctionRequest {
+pub(crate) struct DeleteFunctionRequest {
     #[serde(default)]
     pub function_name: String,
     #[serde(default)]
@@ -191,7 +191,7 @@ pub struct ProviderInfo {
 
 /// `GET /system/info`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GatewayInfo {
+pub(crate) struct GatewayInfo {
     pub provider: ProviderInfo,
     pub version: VersionInfo,
     pub arch: String,

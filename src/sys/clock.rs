@@ -19,7 +19,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Microseconds since the process's first call; monotonic.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     epoch().elapsed().as_micros() as u64
 }
 
@@ -30,7 +30,7 @@ pub fn us_at(at: Instant) -> u64 {
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it); the wall clock.
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -5,4 +5,4 @@
 //! safety argument.
 
 pub mod clock;
-pub mod process;
+pub(crate) mod process;

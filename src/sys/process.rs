@@ -12,7 +12,7 @@ use tokio::process::Command;
 /// Asks the kernel to SIGKILL `command`'s child when its parent dies (Linux only).
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-pub fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut Command) {
     let parent = std::process::id();
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
     // calls are allowed: prctl, getppid and _exit are; it allocates nothing, takes no lock
@@ -40,12 +40,12 @@ pub fn die_with_parent(command: &mut Command) {
 
 /// Elsewhere the child is only killed on drop (`kill_on_drop`).
 #[cfg(not(target_os = "linux"))]
-pub fn die_with_parent(_command: &mut Command) {}
+pub(crate) fn die_with_parent(_command: &mut Command) {}
 
 /// Sends `signal` to the process group `pgid` (a replica and everything it forked).
 /// `ESRCH` (the group is gone) is not an error.
 #[allow(unsafe_code)]
-pub fn signal_group(pgid: u32, signal: libc::c_int) -> io::Result<()> {
+pub(crate) fn signal_group(pgid: u32, signal: libc::c_int) -> io::Result<()> {
     let Ok(pgid) = libc::pid_t::try_from(pgid) else {
         return Err(io::Error::other("pid out of range"));
     };

@@ -14,7 +14,7 @@ use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 
 /// `X-Call-Id` (any case) -> `Http_X_Call_Id`.
-pub fn header_env_name(header: &str) -> String {
+pub(crate) fn header_env_name(header: &str) -> String {
     let mut out = String::with_capacity(header.len() + 5);
     out.push_str("Http_");
     let mut upper = true;
@@ -33,7 +33,7 @@ pub fn header_env_name(header: &str) -> String {
 }
 
 /// The CGI variables for a request, in a stable order (headers first, as of-watchdog).
-pub fn request_env(parts: &Parts) -> Vec<(String, String)> {
+pub(crate) fn request_env(parts: &Parts) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = Vec::with_capacity(parts.headers.keys_len() + 6);
     for name in parts.headers.keys() {
         // Go keeps Host out of the header map; it is given as Http_Host below.

@@ -14,26 +14,26 @@ use http::Uri;
 use crate::config::{parse_duration, ConfigError};
 
 /// Environment variable names (of-watchdog's, plus `bind_address`).
-pub mod env {
-    pub const FPROCESS: &str = "fprocess";
-    pub const FUNCTION_PROCESS: &str = "function_process";
-    pub const MODE: &str = "mode";
-    pub const UPSTREAM_URL: &str = "upstream_url";
-    pub const HTTP_UPSTREAM_URL: &str = "http_upstream_url";
-    pub const PORT: &str = "port";
+pub(crate) mod env {
+    pub(crate) const FPROCESS: &str = "fprocess";
+    pub(crate) const FUNCTION_PROCESS: &str = "function_process";
+    pub(crate) const MODE: &str = "mode";
+    pub(crate) const UPSTREAM_URL: &str = "upstream_url";
+    pub(crate) const HTTP_UPSTREAM_URL: &str = "http_upstream_url";
+    pub(crate) const PORT: &str = "port";
     /// faasgate extension: the address to bind (default `0.0.0.0`).
-    pub const BIND_ADDRESS: &str = "bind_address";
-    pub const READ_TIMEOUT: &str = "read_timeout";
-    pub const WRITE_TIMEOUT: &str = "write_timeout";
-    pub const EXEC_TIMEOUT: &str = "exec_timeout";
-    pub const MAX_INFLIGHT: &str = "max_inflight";
-    pub const CONTENT_TYPE: &str = "content_type";
+    pub(crate) const BIND_ADDRESS: &str = "bind_address";
+    pub(crate) const READ_TIMEOUT: &str = "read_timeout";
+    pub(crate) const WRITE_TIMEOUT: &str = "write_timeout";
+    pub(crate) const EXEC_TIMEOUT: &str = "exec_timeout";
+    pub(crate) const MAX_INFLIGHT: &str = "max_inflight";
+    pub(crate) const CONTENT_TYPE: &str = "content_type";
 }
 
 /// of-watchdog's default for read, write and exec timeouts.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// of-watchdog's default port.
-pub const DEFAULT_PORT: u16 = 8080;
+pub(crate) const DEFAULT_PORT: u16 = 8080;
 
 /// How requests reach the function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,12 +68,12 @@ pub struct WatchdogConfig {
 
 impl WatchdogConfig {
     /// Reads the configuration from the process environment.
-    pub fn from_process_env() -> Result<Self, ConfigError> {
+    pub(crate) fn from_process_env() -> Result<Self, ConfigError> {
         Self::from_env(|name| std::env::var(name).ok())
     }
 
     /// Reads the configuration through `lookup` (an env var name -> its value).
-    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         // Empty values count as unset, as in of-watchdog.
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 

@@ -47,15 +47,15 @@ use crate::http1::headers::strip_hop_by_hop;
 use crate::http1::pool::{Checkout, Conn, Pool};
 
 /// How often to probe the upstream port until it accepts connections.
-pub const READY_POLL: Duration = Duration::from_millis(20);
+pub(crate) const READY_POLL: Duration = Duration::from_millis(20);
 /// How long the function may take to start listening.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The reverse proxy to the function's HTTP server.
-pub struct HttpProxy {
+pub(crate) struct HttpProxy {
     addr: SocketAddr,
     /// `upstream_url`'s authority, sent as `Host`.
     authority: HeaderValue,
@@ -66,7 +66,7 @@ pub struct HttpProxy {
 
 /// Why an exchange with the function's server failed before its response head arrived.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("the connection failed before the request was sent")]
     NotSent,
     #[error("the connection closed before any response byte")]
@@ -78,13 +78,13 @@ pub enum UpstreamError {
 /// An upstream response body, read off its pooled connection by the response framing; the
 /// connection goes back to the pool when the body ends cleanly and may be reused, and is
 /// dropped otherwise (an error, or the client went away mid-body).
-pub struct PooledBody(PooledResponse<Arc<Pool>>);
+pub(crate) struct PooledBody(PooledResponse<Arc<Pool>>);
 
 // === impl HttpProxy ===
 
 impl HttpProxy {
     /// Resolves `upstream` (an `http://host[:port][/prefix]` URL) once.
-    pub async fn resolve(upstream: &Uri) -> Result<Self, WatchdogError> {
+    pub(crate) async fn resolve(upstream: &Uri) -> Result<Self, WatchdogError> {
         let bad = |why: String| WatchdogError::Upstream {
             url: upstream.to_string(),
             why,
@@ -114,17 +114,17 @@ impl HttpProxy {
         })
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Idle pooled connections to the function now (tests, metrics).
-    pub fn idle(&self) -> usize {
+    pub(crate) fn idle(&self) -> usize {
         self.pool.idle()
     }
 
     /// Waits (polling every 20 ms, up to 30 s) until the upstream accepts TCP connections.
-    pub async fn wait_ready(&self) -> Result<(), WatchdogError> {
+    pub(crate) async fn wait_ready(&self) -> Result<(), WatchdogError> {
         let until = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             if TcpStream::connect(self.addr).await.is_ok() {
@@ -142,7 +142,7 @@ impl HttpProxy {
 
     /// Forwards one request; `forwarded_for` is the client's IP (sent as `X-Forwarded-For`
     /// unless the request has one) and `deadline` bounds the wait for the response head.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         mut req: Request<Incoming>,
         forwarded_for: &HeaderValue,

@@ -14,14 +14,14 @@
 //! graceful shutdown; [`response`] is the single place where a failed call becomes a status.
 //! Child processes never outlive the watchdog ([`process`]).
 
-pub mod cgi;
+pub(crate) mod cgi;
 pub mod config;
-pub mod http;
-pub mod process;
-pub mod response;
-pub mod server;
-pub mod stderr;
-pub mod streaming;
+pub(crate) mod http;
+pub(crate) mod process;
+pub(crate) mod response;
+pub(crate) mod server;
+pub(crate) mod stderr;
+pub(crate) mod streaming;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,7 +31,8 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-pub use config::{Mode, WatchdogConfig};
+pub use config::Mode;
+pub use config::WatchdogConfig;
 pub use server::run;
 use stderr::log;
 

@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 use super::WatchdogError;
 
 /// A command for `argv` (non-empty) that dies with the watchdog.
-pub fn command(argv: &[String]) -> Command {
+pub(crate) fn command(argv: &[String]) -> Command {
     let (program, args) = match argv.split_first() {
         Some((p, rest)) => (p.as_str(), rest),
         None => ("", &[][..]),
@@ -24,7 +24,7 @@ pub fn command(argv: &[String]) -> Command {
 }
 
 /// Starts the long-running function process of http mode: stdout and stderr inherited.
-pub fn spawn_server(argv: &[String]) -> Result<Child, WatchdogError> {
+pub(crate) fn spawn_server(argv: &[String]) -> Result<Child, WatchdogError> {
     command(argv)
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())

@@ -16,14 +16,14 @@ use http_body_util::{BodyExt, Full};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of every watchdog response.
-pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type RespBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Why a call to the function failed before its response started.
 #[derive(Debug, Error)]
-pub enum CallError {
+pub(crate) enum CallError {
     #[error("Concurrent request limit exceeded. Max concurrent requests: {0}")]
     Busy(usize),
     #[error("Function timed out after {0:?}")]
@@ -42,14 +42,14 @@ pub enum CallError {
 }
 
 /// A body whose frames come from a channel; the sender side ends it by dropping.
-pub struct ChannelBody {
+pub(crate) struct ChannelBody {
     rx: mpsc::Receiver<Result<Bytes, BoxError>>,
 }
 
 // === impl CallError ===
 
 impl CallError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             CallError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             CallError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -60,7 +60,7 @@ impl CallError {
         }
     }
 
-    pub fn into_response(self) -> Response<RespBody> {
+    pub(crate) fn into_response(self) -> Response<RespBody> {
         text(self.status(), self.to_string())
     }
 }
@@ -69,7 +69,7 @@ impl CallError {
 
 impl ChannelBody {
     /// A body and the sender that feeds it (`capacity` frames in flight).
-    pub fn channel(capacity: usize) -> (mpsc::Sender<Result<Bytes, BoxError>>, Self) {
+    pub(crate) fn channel(capacity: usize) -> (mpsc::Sender<Result<Bytes, BoxError>>, Self) {
         let (tx, rx) = mpsc::channel(capacity);
         (tx, Self { rx })
     }
@@ -90,7 +90,7 @@ impl Body for ChannelBody {
 }
 
 /// A plain-text response.
-pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -101,7 +101,7 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
 }
 
 /// A complete body.
-pub fn full(body: impl Into<Bytes>) -> RespBody {
+pub(crate) fn full(body: impl Into<Bytes>) -> RespBody {
     Full::new(body.into())
         .map_err(|e| match e {})
         .boxed_unsync()

@@ -46,8 +46,8 @@ use super::streaming::Streaming;
 use super::WatchdogError;
 use crate::config::parse_duration;
 
-pub const HEALTH_PATH: &str = "/_/health";
-pub const READY_PATH: &str = "/_/ready";
+pub(crate) const HEALTH_PATH: &str = "/_/health";
+pub(crate) const READY_PATH: &str = "/_/ready";
 const X_DURATION_SECONDS: HeaderName = HeaderName::from_static("x-duration-seconds");
 const X_TIMEOUT: HeaderName = HeaderName::from_static("x-timeout");
 

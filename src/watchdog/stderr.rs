@@ -12,14 +12,14 @@ use time::macros::format_description;
 use time::OffsetDateTime;
 
 /// Writes one timestamped line to stderr; errors writing stderr are ignored.
-pub fn line(args: fmt::Arguments<'_>) {
+pub(crate) fn line(args: fmt::Arguments<'_>) {
     let format = format_description!("[year]/[month]/[day] [hour]:[minute]:[second]");
     let stamp = OffsetDateTime::now_utc().format(format).unwrap_or_default();
     raw(format_args!("{stamp} {args}"));
 }
 
 /// Writes one line to stderr exactly as given (no timestamp).
-pub fn raw(args: fmt::Arguments<'_>) {
+pub(crate) fn raw(args: fmt::Arguments<'_>) {
     let mut text = args.to_string();
     text.push('\n');
     let _ = std::io::stderr().lock().write_all(text.as_bytes());

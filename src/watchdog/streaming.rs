@@ -34,7 +34,7 @@ const CHANNEL_CAPACITY: usize = 4;
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// Forks the function per request.
-pub struct Streaming {
+pub(crate) struct Streaming {
     fprocess: Vec<String>,
     content_type: Option<HeaderValue>,
 }
@@ -42,7 +42,7 @@ pub struct Streaming {
 // === impl Streaming ===
 
 impl Streaming {
-    pub fn new(fprocess: Vec<String>, content_type: Option<&str>) -> Self {
+    pub(crate) fn new(fprocess: Vec<String>, content_type: Option<&str>) -> Self {
         Self {
             fprocess,
             content_type: content_type.and_then(|v| HeaderValue::from_str(v).ok()),
@@ -50,7 +50,7 @@ impl Streaming {
     }
 
     /// Runs the function for one request; `deadline` bounds the whole run (None: unbounded).
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         req: Request<Incoming>,
         deadline: Option<tokio::time::Instant>,

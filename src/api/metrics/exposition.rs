@@ -35,7 +35,7 @@ use crate::metrics::names;
 /// The `Content-Type` of [`Exposition::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub use crate::metrics::labels;
+pub(crate) use crate::metrics::labels;
 
 /// Quantiles exported in `faasgate_function_latency_seconds`, as label values.
 const QUANTILES: [&str; 4] = ["0.5", "0.9", "0.99", "0.999"];
@@ -158,7 +158,7 @@ impl Exposition {
     }
 
     /// The same, written into `w` (avoids the intermediate `String` for large outputs).
-    pub fn render_to(&self, w: &mut impl std::io::Write) -> Result<(), prometheus::Error> {
+    pub(crate) fn render_to(&self, w: &mut impl std::io::Write) -> Result<(), prometheus::Error> {
         TextEncoder::new().encode(&self.registry.gather(), w)
     }
 }

@@ -4,4 +4,4 @@
 
 pub mod exposition;
 pub mod series;
-pub mod wire;
+pub(crate) mod wire;

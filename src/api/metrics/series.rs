@@ -28,11 +28,11 @@ use crate::dataplane::Routes;
 use crate::model::names::FunctionKey;
 
 /// Time between two samples.
-pub const INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
 /// Samples kept per function: ten minutes.
-pub const KEEP: usize = 600;
+pub(crate) const KEEP: usize = 600;
 /// Samples averaged for the rate of [`Series::latest`]: ten seconds.
-pub const RATE_WINDOW: usize = 10;
+pub(crate) const RATE_WINDOW: usize = 10;
 
 /// One function at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -65,7 +65,7 @@ pub struct Series {
 
 /// The sampler's own state: the baselines it subtracts. Owned by its task, never shared.
 #[derive(Default)]
-pub struct Sampler {
+pub(crate) struct Sampler {
     last: HashMap<FunctionKey, Baseline>,
 }
 
@@ -145,12 +145,12 @@ fn summarise(ring: &VecDeque<Sample>) -> Option<Sample> {
 // === impl Sampler ===
 
 impl Sampler {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Takes one sample of every function in `routes` at `now` (Unix ms) into `series`.
-    pub fn tick(&mut self, routes: &[Arc<FunctionHandle>], now: u64, series: &Series) {
+    pub(crate) fn tick(&mut self, routes: &[Arc<FunctionHandle>], now: u64, series: &Series) {
         let live: std::collections::HashSet<&FunctionKey> =
             routes.iter().map(|h| h.key()).collect();
         self.last.retain(|k, _| live.contains(k));
@@ -208,7 +208,7 @@ impl Sampler {
 }
 
 /// Samples `routes` into `series` every [`INTERVAL`] until the task is aborted.
-pub fn spawn_sampler(routes: Arc<Routes>, series: Arc<Series>) -> JoinHandle<()> {
+pub(crate) fn spawn_sampler(routes: Arc<Routes>, series: Arc<Series>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut sampler = Sampler::new();
         let mut every = tokio::time::interval(INTERVAL);

@@ -15,11 +15,11 @@ use crate::http1::request_rules::{self, RequestError};
 use crate::metrics::families::{counter, families, gauge, label};
 
 /// Metric names.
-pub mod names {
-    pub const CLIENT_CONNECTIONS: &str = "faasgate_client_connections";
-    pub const REQUESTS_REJECTED: &str = "faasgate_requests_rejected_total";
-    pub const UPSTREAM_DISCARDED: &str = "faasgate_upstream_connections_discarded_total";
-    pub const UPSTREAM_BODY_TIMEOUTS: &str = "faasgate_upstream_body_timeouts_total";
+pub(crate) mod names {
+    pub(crate) const CLIENT_CONNECTIONS: &str = "faasgate_client_connections";
+    pub(crate) const REQUESTS_REJECTED: &str = "faasgate_requests_rejected_total";
+    pub(crate) const UPSTREAM_DISCARDED: &str = "faasgate_upstream_connections_discarded_total";
+    pub(crate) const UPSTREAM_BODY_TIMEOUTS: &str = "faasgate_upstream_body_timeouts_total";
 }
 
 const FAMILIES: [(&str, &str, &[&str], MetricType); 4] = [
@@ -49,7 +49,7 @@ const FAMILIES: [(&str, &str, &[&str], MetricType); 4] = [
     ),
 ];
 
-pub struct WireCollector {
+pub(crate) struct WireCollector {
     descs: Vec<Desc>,
 }
 

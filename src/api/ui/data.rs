@@ -22,7 +22,7 @@ use crate::dataplane::response::GatewayBody;
 use crate::model::names::{validate_namespace, FunctionKey, DEFAULT_NAMESPACE};
 
 /// Scale events returned with a series.
-pub const EVENTS_PER_FUNCTION: usize = 50;
+pub(crate) const EVENTS_PER_FUNCTION: usize = 50;
 
 #[derive(Debug, Default, Deserialize)]
 struct Query {
@@ -55,7 +55,10 @@ fn query<B>(req: &Request<B>) -> Result<Query, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
 }
 
-pub fn summary<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<GatewayBody>, ApiError> {
+pub(super) fn summary<B>(
+    gw: &Gateway,
+    req: &Request<B>,
+) -> Result<Response<GatewayBody>, ApiError> {
     let q = query(req)?;
     let ns = if q.namespace.is_empty() {
         DEFAULT_NAMESPACE
@@ -79,7 +82,7 @@ pub fn summary<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<GatewayBody
     ))
 }
 
-pub fn series<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<GatewayBody>, ApiError> {
+pub(super) fn series<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<GatewayBody>, ApiError> {
     let q = query(req)?;
     if q.name.is_empty() {
         return Err(ApiError::BadRequest("name is required".into()));

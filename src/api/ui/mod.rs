@@ -52,7 +52,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Everything under `/ui`.
-pub fn route<B>(
+pub(crate) fn route<B>(
     gw: &Gateway,
     req: &Request<B>,
     path: &str,

@@ -13,18 +13,18 @@
 macro_rules! lenient {
     ($(
         $(#[$attr:meta])*
-        pub struct $name:ident {
-            $( $(#[$fattr:meta])* pub $field:ident : $ty:ty ),* $(,)?
+        $vis:vis struct $name:ident {
+            $( $(#[$fattr:meta])* $fvis:vis $field:ident : $ty:ty ),* $(,)?
         }
     )*) => {$(
         $(#[$attr])*
         #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "PascalCase")]
-        pub struct $name {
+        $vis struct $name {
             $(
                 $(#[$fattr])*
                 #[serde(default, deserialize_with = "crate::client::wire::nd")]
-                pub $field: $ty,
+                $fvis $field: $ty,
             )*
         }
     )*};
@@ -36,7 +36,7 @@ pub mod nomad;
 use serde::{Deserialize, Deserializer};
 
 /// `null` or absent -> `T::default()`.
-pub fn nd<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn nd<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,

@@ -412,7 +412,7 @@ impl Job {
     }
 
     /// The main task of the first group (the first that is not a lifecycle hook).
-    pub fn main_task(&self) -> Option<&Task> {
+    pub(crate) fn main_task(&self) -> Option<&Task> {
         let g = self.task_groups.first()?;
         g.tasks
             .iter()

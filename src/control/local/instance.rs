@@ -31,37 +31,37 @@ use super::spec::{self, ReplicaSpec};
 use crate::watchdog::LISTENING_PREFIX;
 
 /// How long a new process may take to print its address.
-pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stopped process may take to exit after SIGTERM before SIGKILL.
-pub const TERM_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const TERM_GRACE: Duration = Duration::from_secs(5);
 /// Probe period until the first healthy answer.
-pub const PROBE_FAST: Duration = Duration::from_millis(50);
+pub(crate) const PROBE_FAST: Duration = Duration::from_millis(50);
 /// Probe period once the replica has been healthy.
-pub const PROBE_STEADY: Duration = Duration::from_secs(1);
+pub(crate) const PROBE_STEADY: Duration = Duration::from_secs(1);
 /// Consecutive failed probes that take a healthy replica out of rotation (one lost probe
 /// under load should not empty a function).
-pub const UNHEALTHY_AFTER: u32 = 2;
+pub(crate) const UNHEALTHY_AFTER: u32 = 2;
 /// How long the log pump lets a replica's output pile up before reading it again, once the
 /// replica is listening. A replica logs a line per request (as of-watchdog does): read line
 /// by line, that was a wake-up, an `epoll_wait` and a `read` of the gateway's per request
 /// (measured under the load test: ~0.5 of each per request). 10 ms of lines fit in the
 /// pipe (64 KiB) up to ~6 MB/s of logs, and a line still shows within 10 ms.
-pub const LOG_BATCH: Duration = Duration::from_millis(10);
+pub(crate) const LOG_BATCH: Duration = Duration::from_millis(10);
 /// Read buffer of the log pump: one read takes what a batch window piles up.
 const LOG_READ_BYTES: usize = 64 * 1024;
 
 /// Live processes of one function: instance id -> pid.
-pub type Pids = Arc<Mutex<BTreeMap<Arc<str>, u32>>>;
+pub(super) type Pids = Arc<Mutex<BTreeMap<Arc<str>, u32>>>;
 
 /// What an instance reports to its supervisor.
 #[derive(Debug)]
-pub struct Event {
+pub(crate) struct Event {
     pub id: Arc<str>,
     pub kind: EventKind,
 }
 
 #[derive(Debug)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     /// The process printed its address.
     Listening(SocketAddr),
     /// `/_/health` answered 200 (first time, or again after `Unhealthy`).
@@ -74,7 +74,7 @@ pub enum EventKind {
 
 /// What every instance of one function shares.
 #[derive(Clone)]
-pub struct InstanceContext {
+pub(crate) struct InstanceContext {
     pub command: Arc<[OsString]>,
     pub logs: Arc<LogBuffer>,
     pub events: mpsc::UnboundedSender<Event>,
@@ -82,7 +82,7 @@ pub struct InstanceContext {
 }
 
 /// A running instance task: send on `stop` (or drop it) to stop the process.
-pub struct InstanceHandle {
+pub(crate) struct InstanceHandle {
     pub stop: oneshot::Sender<()>,
     pub task: JoinHandle<()>,
 }
@@ -91,7 +91,7 @@ pub struct InstanceHandle {
 
 impl InstanceContext {
     /// Starts one instance of `spec` named `id`.
-    pub fn spawn_instance(&self, id: Arc<str>, spec: Arc<ReplicaSpec>) -> InstanceHandle {
+    pub(crate) fn spawn_instance(&self, id: Arc<str>, spec: Arc<ReplicaSpec>) -> InstanceHandle {
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(self.clone().run(id, spec, stop_rx));
         InstanceHandle { stop, task }
@@ -326,7 +326,7 @@ async fn forward_lines<R: AsyncRead + Unpin>(
 }
 
 /// The address in a `LISTENING_PREFIX ip:port` line.
-pub fn parse_listening(line: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_listening(line: &str) -> Option<SocketAddr> {
     line.strip_prefix(LISTENING_PREFIX)?.trim().parse().ok()
 }
 

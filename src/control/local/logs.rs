@@ -26,7 +26,7 @@ use crate::model::names::FunctionKey;
 use crate::model::types::LogMessage;
 
 /// Lines of history kept per function.
-pub const HISTORY_LINES: usize = 1000;
+pub(crate) const HISTORY_LINES: usize = 1000;
 /// Lines a slow follower may lag behind before it skips ahead.
 const FOLLOW_BUFFER: usize = 1024;
 
@@ -35,7 +35,7 @@ const TIMESTAMP: &[time::format_description::FormatItem<'static>] = time::macros
 );
 
 /// The log history and live feed of one function.
-pub struct LogBuffer {
+pub(crate) struct LogBuffer {
     name: String,
     namespace: String,
     capacity: usize,
@@ -53,11 +53,11 @@ struct Entry {
 // === impl LogBuffer ===
 
 impl LogBuffer {
-    pub fn new(key: &FunctionKey) -> Self {
+    pub(super) fn new(key: &FunctionKey) -> Self {
         Self::with_capacity(key, HISTORY_LINES)
     }
 
-    pub fn with_capacity(key: &FunctionKey, capacity: usize) -> Self {
+    pub(super) fn with_capacity(key: &FunctionKey, capacity: usize) -> Self {
         let (live, _) = broadcast::channel(FOLLOW_BUFFER);
         Self {
             name: key.name().to_string(),
@@ -69,12 +69,12 @@ impl LogBuffer {
     }
 
     /// Records one line of `instance`, stamped now.
-    pub fn push(&self, instance: &Arc<str>, text: String) {
+    pub(super) fn push(&self, instance: &Arc<str>, text: String) {
         self.push_at(OffsetDateTime::now_utc(), instance, text);
     }
 
     /// Records one line of `instance` stamped `at` (UTC).
-    pub fn push_at(&self, at: OffsetDateTime, instance: &Arc<str>, text: String) {
+    pub(crate) fn push_at(&self, at: OffsetDateTime, instance: &Arc<str>, text: String) {
         let entry = Arc::new(Entry {
             at: at.to_offset(time::UtcOffset::UTC),
             instance: instance.clone(),
@@ -96,7 +96,7 @@ impl LogBuffer {
 
     /// The lines `query` asks for: matching history (last `tail`), then, with `follow`, every
     /// new matching line until the stream is dropped or the function goes away.
-    pub fn stream(&self, query: &LogQuery) -> LogStream {
+    pub(super) fn stream(&self, query: &LogQuery) -> LogStream {
         let filter = Filter {
             instance: query.instance.clone(),
             since: query.since,
@@ -162,7 +162,7 @@ fn message(name: &str, namespace: &str, e: &Entry) -> LogMessage {
 }
 
 /// RFC 3339, UTC, nanoseconds: `2024-05-01T10:00:00.123456789Z`.
-pub fn format_timestamp(at: OffsetDateTime) -> String {
+pub(crate) fn format_timestamp(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC)
         .format(TIMESTAMP)
         .unwrap_or_else(|_| at.unix_timestamp().to_string())

@@ -36,8 +36,7 @@ use async_trait::async_trait;
 use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinHandle;
 
-pub use self::logs::{LogBuffer, HISTORY_LINES};
-pub use self::store::{StoreError, StoredFunction};
+pub(crate) use self::store::{StoreError, StoredFunction};
 
 use self::spec::Counts;
 use self::store::Store;

@@ -26,7 +26,7 @@ struct SpawnRequest {
 static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
 
 /// Spawns `command` as a replica process (see the module doc for the settings applied).
-pub async fn spawn(mut command: Command) -> io::Result<Child> {
+pub(super) async fn spawn(mut command: Command) -> io::Result<Child> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -45,17 +45,18 @@ use crate::model::scale::ScaleSettings;
 use crate::model::types::{FunctionDeployment, FunctionStatus, ReplicaCounts};
 
 /// The PATH of every replica (see the module doc), unless its `envVars` set another.
-pub const REPLICA_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(super) const REPLICA_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Everything a replica process of one spec version needs: its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaSpec {
+pub(crate) struct ReplicaSpec {
     /// The whole environment of the process, in order (later wins); nothing is inherited.
     pub env: Vec<(OsString, OsString)>,
 }
 
 /// Checks what this provider needs beyond the API's validation.
-pub fn validate(d: &FunctionDeployment) -> Result<(), ProviderError> {
+pub(crate) fn validate(d: &FunctionDeployment) -> Result<(), ProviderError> {
     if d.env_process.trim().is_empty() {
         return Err(ProviderError::Invalid(
             "envProcess is required by the local provider (the command the watchdog runs)".into(),
@@ -66,7 +67,7 @@ pub fn validate(d: &FunctionDeployment) -> Result<(), ProviderError> {
 }
 
 /// Replicas started on deploy: `com.openfaas.scale.min` (`model::scale`), default 1.
-pub fn scale_min(d: &FunctionDeployment) -> Result<u64, ProviderError> {
+pub(crate) fn scale_min(d: &FunctionDeployment) -> Result<u64, ProviderError> {
     ScaleSettings::parse_deployment(d)
         .map(|s| s.min)
         .map_err(|e| ProviderError::Invalid(e.to_string()))
@@ -74,7 +75,7 @@ pub fn scale_min(d: &FunctionDeployment) -> Result<u64, ProviderError> {
 
 /// The environment of the replicas (items 1 to 4 of the module doc): `PATH`, `HOME` (the
 /// gateway's `home`, if any), `envVars`, then the watchdog's settings.
-pub fn replica_spec(d: &FunctionDeployment, home: Option<&OsStr>) -> ReplicaSpec {
+pub(crate) fn replica_spec(d: &FunctionDeployment, home: Option<&OsStr>) -> ReplicaSpec {
     let mut env: Vec<(OsString, OsString)> = vec![("PATH".into(), REPLICA_PATH.into())];
     if let Some(home) = home {
         env.push(("HOME".into(), home.into()));
@@ -94,7 +95,9 @@ pub fn replica_spec(d: &FunctionDeployment, home: Option<&OsStr>) -> ReplicaSpec
 /// Settings that differ per replica. In `mode=http` the function process listens on a port
 /// of its own: each replica gets a free loopback port in `PORT`, and `upstream_url` pointing
 /// at it unless the function set one (a fixed `upstream_url` allows one replica per machine).
-pub fn instance_env(env: &[(OsString, OsString)]) -> std::io::Result<Vec<(OsString, OsString)>> {
+pub(crate) fn instance_env(
+    env: &[(OsString, OsString)],
+) -> std::io::Result<Vec<(OsString, OsString)>> {
     let get = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v);
     if get("mode").map(|m| m != "http").unwrap_or(true) {
         return Ok(Vec::new());
@@ -116,14 +119,14 @@ pub fn instance_env(env: &[(OsString, OsString)]) -> std::io::Result<Vec<(OsStri
 
 /// Live numbers added to the echoed deployment.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Counts {
+pub(super) struct Counts {
     pub desired: u64,
     pub available: u64,
     pub invocations: u64,
 }
 
 /// The status of a function: the deployment echoed exactly, plus counts.
-pub fn status(
+pub(super) fn status(
     key: &FunctionKey,
     d: &FunctionDeployment,
     created_at: &str,

@@ -22,7 +22,7 @@ use crate::model::types::FunctionDeployment;
 /// What is persisted of one function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StoredFunction {
+pub(crate) struct StoredFunction {
     pub deployment: FunctionDeployment,
     /// Desired replica count.
     pub replicas: u64,
@@ -31,7 +31,7 @@ pub struct StoredFunction {
 }
 
 #[derive(Debug, Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -47,7 +47,7 @@ pub enum StoreError {
 
 /// The directory of function records.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store {
     root: PathBuf,
 }
 
@@ -55,7 +55,7 @@ pub struct Store {
 
 impl Store {
     /// A store under `<data_dir>/functions`, created if missing.
-    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+    pub(super) fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let root = data_dir.join("functions");
         fs::create_dir_all(&root).map_err(|source| StoreError::Io {
             op: "create",
@@ -65,14 +65,18 @@ impl Store {
         Ok(Self { root })
     }
 
-    pub fn path(&self, key: &FunctionKey) -> PathBuf {
+    pub(super) fn path(&self, key: &FunctionKey) -> PathBuf {
         self.root
             .join(key.namespace())
             .join(format!("{}.json", key.name()))
     }
 
     /// Writes the record of `key` atomically.
-    pub fn save(&self, key: &FunctionKey, record: &StoredFunction) -> Result<(), StoreError> {
+    pub(super) fn save(
+        &self,
+        key: &FunctionKey,
+        record: &StoredFunction,
+    ) -> Result<(), StoreError> {
         let path = self.path(key);
         let io_err = |op: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -106,7 +110,7 @@ impl Store {
     }
 
     /// Deletes the record of `key`; a missing file is not an error.
-    pub fn remove(&self, key: &FunctionKey) -> Result<(), StoreError> {
+    pub(super) fn remove(&self, key: &FunctionKey) -> Result<(), StoreError> {
         let path = self.path(key);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -120,7 +124,7 @@ impl Store {
     }
 
     /// Every readable record, keyed by the path it was found at, sorted by key.
-    pub fn load_all(&self) -> Result<Vec<(FunctionKey, StoredFunction)>, StoreError> {
+    pub(crate) fn load_all(&self) -> Result<Vec<(FunctionKey, StoredFunction)>, StoreError> {
         let read_dir = |path: &Path| {
             fs::read_dir(path).map_err(|source| StoreError::Io {
                 op: "read",

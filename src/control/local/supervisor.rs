@@ -35,20 +35,20 @@ use crate::model::names::FunctionKey;
 use crate::model::scale::ScaleSettings;
 
 /// First delay before replacing a crashed replica.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest delay before replacing a crashed replica.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A replica healthy this long resets the backoff when it later exits.
-pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// How long old replicas keep serving while new ones fail to become healthy.
-pub const ROLL_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const ROLL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most processes one function may run, whatever the desired count says.
-pub const MAX_PROCESSES: u64 = 256;
+pub(crate) const MAX_PROCESSES: u64 = 256;
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// Settings common to every function of the provider.
 #[derive(Debug)]
-pub struct SupervisorConfig {
+pub(crate) struct SupervisorConfig {
     /// Program and arguments of the watchdog.
     pub watchdog_command: Arc<[OsString]>,
     /// Bound on waiting for a stopped replica's in-flight requests.
@@ -57,7 +57,7 @@ pub struct SupervisorConfig {
 
 /// How the supervisor should stop everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopMode {
+pub(crate) enum StopMode {
     /// Wait for in-flight requests (bounded) before terminating (delete).
     Drain,
     /// Terminate at once (gateway shutdown).
@@ -65,7 +65,7 @@ pub enum StopMode {
 }
 
 /// What the provider and the supervisor task share about one function.
-pub struct Shared {
+pub(super) struct Shared {
     pub key: FunctionKey,
     pub handle: Arc<FunctionHandle>,
     pub logs: Arc<LogBuffer>,
@@ -109,7 +109,7 @@ struct Slot {
 /// Delay before replacing a crashed replica: [`BACKOFF_BASE`] doubling to [`BACKOFF_MAX`],
 /// back to the base when the crashed replica had been healthy for [`STABLE_AFTER`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
 }
 
@@ -125,7 +125,7 @@ enum Wake {
 impl Shared {
     /// Shared state for a function starting with `desired` replicas of `spec`; publishes the
     /// desired count at once.
-    pub fn new(
+    pub(super) fn new(
         key: FunctionKey,
         handle: Arc<FunctionHandle>,
         desired: u64,
@@ -153,12 +153,12 @@ impl Shared {
     }
 
     /// Sets the desired count; the data plane reads it back at once.
-    pub fn set_desired(&self, desired: u64) {
+    pub(crate) fn set_desired(&self, desired: u64) {
         self.update(|t| t.desired = desired);
     }
 
     /// Replaces the replica spec: the supervisor rolls every replica onto it.
-    pub fn set_spec(&self, spec: ReplicaSpec, scale: ScaleSettings) {
+    pub(crate) fn set_spec(&self, spec: ReplicaSpec, scale: ScaleSettings) {
         self.update(|t| {
             t.spec = Arc::new(spec);
             t.generation += 1;
@@ -167,7 +167,7 @@ impl Shared {
     }
 
     /// Asks the supervisor to stop every replica and end.
-    pub fn stop(&self, mode: StopMode) {
+    pub(super) fn stop(&self, mode: StopMode) {
         self.update(|t| {
             // A gateway shutdown overrides a drain in progress, not the other way round.
             if t.stop != Some(StopMode::Now) {
@@ -176,17 +176,17 @@ impl Shared {
         });
     }
 
-    pub fn desired(&self) -> u64 {
+    pub(super) fn desired(&self) -> u64 {
         self.lock().desired
     }
 
     /// Replicas in rotation now.
-    pub fn available(&self) -> u64 {
+    pub(super) fn available(&self) -> u64 {
         self.lock().ready.len() as u64
     }
 
     /// Live processes (starting, serving or draining): instance id and pid.
-    pub fn pids(&self) -> Vec<(String, u32)> {
+    pub(super) fn pids(&self) -> Vec<(String, u32)> {
         self.pids
             .lock()
             .expect("pid registry mutex poisoned")
@@ -227,7 +227,7 @@ impl Shared {
 
 /// Starts the supervisor task of `shared`; it ends after [`Shared::stop`], with every process
 /// reaped. Dropping its handle does not stop it.
-pub fn spawn_supervisor(shared: Arc<Shared>, cfg: Arc<SupervisorConfig>) -> JoinHandle<()> {
+pub(crate) fn spawn_supervisor(shared: Arc<Shared>, cfg: Arc<SupervisorConfig>) -> JoinHandle<()> {
     let (tx, events) = mpsc::unbounded_channel();
     let ctx = InstanceContext {
         command: cfg.watchdog_command.clone(),
@@ -262,7 +262,7 @@ impl Default for Backoff {
 impl Backoff {
     /// The delay before replacing a replica that exited after being healthy for
     /// `healthy_for` (None: never healthy).
-    pub fn on_exit(&mut self, healthy_for: Option<Duration>) -> Duration {
+    pub(crate) fn on_exit(&mut self, healthy_for: Option<Duration>) -> Duration {
         if healthy_for.is_some_and(|d| d >= STABLE_AFTER) {
             self.next = BACKOFF_BASE;
         }
@@ -495,7 +495,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// `<name>-<5 random lowercase alphanumerics>`.
-pub fn instance_id(name: &str) -> String {
+pub(crate) fn instance_id(name: &str) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let suffix: String = (0..5)
         .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)

@@ -41,10 +41,10 @@ pub struct ConstraintError {
 
 /// One Nomad constraint.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NomadConstraint {
-    pub l_target: String,
-    pub operand: &'static str,
-    pub r_target: String,
+pub(crate) struct NomadConstraint {
+    pub(crate) l_target: String,
+    pub(crate) operand: &'static str,
+    pub(crate) r_target: String,
 }
 
 /// Operators written with symbols, longest first so `==` wins over `=`.
@@ -82,7 +82,7 @@ const NODE_FIELDS: [&str; 6] = [
 
 impl NomadConstraint {
     /// `{"LTarget", "RTarget", "Operand"}` as Nomad's JSON API spells them.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "LTarget": self.l_target,
             "RTarget": self.r_target,
@@ -92,12 +92,14 @@ impl NomadConstraint {
 }
 
 /// Translates every constraint, in order.
-pub fn translate_all(constraints: &[String]) -> Result<Vec<NomadConstraint>, ConstraintError> {
+pub(crate) fn translate_all(
+    constraints: &[String],
+) -> Result<Vec<NomadConstraint>, ConstraintError> {
     constraints.iter().map(|c| translate(c)).collect()
 }
 
 /// Translates one `attr op value` string following the mapping in the module docs.
-pub fn translate(constraint: &str) -> Result<NomadConstraint, ConstraintError> {
+pub(crate) fn translate(constraint: &str) -> Result<NomadConstraint, ConstraintError> {
     let err = |reason: &str| ConstraintError {
         constraint: constraint.to_string(),
         reason: reason.to_string(),

@@ -27,9 +27,9 @@ use crate::control::provider::{LogQuery, LogStream, ProviderError};
 use crate::model::types::LogMessage;
 
 /// Bytes read from the end of a stream per line asked for with `tail`.
-pub const TAIL_BYTES_PER_LINE: u64 = 512;
+pub(crate) const TAIL_BYTES_PER_LINE: u64 = 512;
 /// Bound on what one non-following read takes from one stream.
-pub const MAX_READ_BYTES: usize = 8 << 20;
+pub(crate) const MAX_READ_BYTES: usize = 8 << 20;
 /// Terminal allocations shown when none is live.
 const RECENT_ALLOCS: usize = 3;
 
@@ -45,7 +45,7 @@ struct Lines {
 }
 
 /// The log stream of `query.function`, whose job is `job_id` and main task `task`.
-pub async fn stream(
+pub(crate) async fn stream(
     nomad: Arc<NomadClient>,
     job_id: String,
     task: String,

@@ -11,13 +11,14 @@
 //! - [`logs`]: Nomad's client logs API as OpenFaaS log lines.
 
 pub mod constraints;
-pub mod logs;
-pub mod provider;
+pub(crate) mod logs;
+pub(crate) mod provider;
 pub mod render;
 pub mod resources;
-pub mod scale_down;
+pub(crate) mod scale_down;
 
-pub use provider::{NomadOptions, NomadProvider};
+pub use provider::NomadOptions;
+pub(crate) use provider::NomadProvider;
 
 /// Settings of this module's property tests: a fixed seed (the same cases on every run and
 /// machine) and no failure files written into the tree.

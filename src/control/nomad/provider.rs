@@ -77,13 +77,13 @@ pub struct NomadOptions {
     pub render: RenderOptions,
     pub watch: WatchConfig,
     /// How long the jobs-list reconciler's blocking query is held.
-    pub reconcile_wait: Duration,
+    pub(crate) reconcile_wait: Duration,
     /// Bound on waiting for the in-flight requests of replicas drained before a scale-down.
     pub drain_timeout: Duration,
 }
 
 /// The provider; see the module doc.
-pub struct NomadProvider {
+pub(crate) struct NomadProvider {
     nomad: Arc<NomadClient>,
     catalog: Arc<Catalog>,
     routes: Arc<Routes>,
@@ -143,7 +143,7 @@ impl NomadOptions {
 impl NomadProvider {
     /// Checks the options (the template renders), builds the clients, reads the jobs that
     /// exist (a Nomad that is down is retried in the background) and starts the reconciler.
-    pub async fn start(
+    pub(crate) async fn start(
         opts: NomadOptions,
         routes: Arc<Routes>,
     ) -> Result<Arc<NomadProvider>, ProviderError> {

@@ -81,11 +81,11 @@ pub const DEFAULT_WATCHDOG_PATH: &str = "/usr/local/bin/faasgate";
 /// The annotation that picks a driver: `docker`, `exec` or `raw_exec`.
 pub const DRIVER_ANNOTATION: &str = "com.faasgate.driver";
 /// The group port label the service and the driver use.
-pub const PORT_LABEL: &str = "http";
+pub(crate) const PORT_LABEL: &str = "http";
 /// The watchdog's port inside a container.
-pub const WATCHDOG_PORT: u16 = 8080;
+pub(crate) const WATCHDOG_PORT: u16 = 8080;
 /// The health check path of the watchdog.
-pub const HEALTH_PATH: &str = "/_/health";
+pub(crate) const HEALTH_PATH: &str = "/_/health";
 
 /// Job meta keys (see the module docs).
 pub mod meta {
@@ -98,19 +98,19 @@ pub mod meta {
 }
 
 /// Service meta keys (Consul accepts only `[A-Za-z0-9_-]` in service meta keys).
-pub mod service_meta {
-    pub const FUNCTION: &str = "faasgate_function";
-    pub const NAMESPACE: &str = "faasgate_namespace";
+pub(crate) mod service_meta {
+    pub(crate) const FUNCTION: &str = "faasgate_function";
+    pub(crate) const NAMESPACE: &str = "faasgate_namespace";
 }
 
 /// Env var names the renderer sets.
-pub mod env {
-    pub const FPROCESS: &str = "fprocess";
-    pub const PORT: &str = "port";
-    pub const BIND_ADDRESS: &str = "bind_address";
+pub(crate) mod env {
+    pub(crate) const FPROCESS: &str = "fprocess";
+    pub(crate) const PORT: &str = "port";
+    pub(crate) const BIND_ADDRESS: &str = "bind_address";
     /// Nomad's runtime interpolation of the group port and its host IP.
-    pub const NOMAD_PORT_HTTP: &str = "${NOMAD_PORT_http}";
-    pub const NOMAD_IP_HTTP: &str = "${NOMAD_IP_http}";
+    pub(crate) const NOMAD_PORT_HTTP: &str = "${NOMAD_PORT_http}";
+    pub(crate) const NOMAD_IP_HTTP: &str = "${NOMAD_IP_http}";
 }
 
 /// How faasgate renders jobs: the operator's settings.
@@ -224,7 +224,7 @@ impl Driver {
     }
 
     /// `com.faasgate.driver` if present, else docker with an image and exec without one.
-    pub fn for_deployment(spec: &FunctionDeployment) -> Result<Self, RenderError> {
+    pub(crate) fn for_deployment(spec: &FunctionDeployment) -> Result<Self, RenderError> {
         let annotated = spec
             .annotations
             .as_ref()
@@ -317,7 +317,7 @@ pub fn initial_count(spec: &FunctionDeployment) -> Result<u64, RenderError> {
 
 /// Renders a sample function with `opts` so a broken template fails at start, not at the
 /// first deploy.
-pub fn check_options(opts: &RenderOptions) -> Result<(), RenderError> {
+pub(crate) fn check_options(opts: &RenderOptions) -> Result<(), RenderError> {
     let probe = FunctionDeployment {
         service: "probe".into(),
         image: "ghcr.io/openfaas/alpine:latest".into(),
@@ -373,7 +373,7 @@ pub fn spec_from_job(job: &Value) -> Option<FunctionDeployment> {
 }
 
 /// The function key in the job's meta.
-pub fn key_from_job(job: &Value) -> Option<FunctionKey> {
+pub(crate) fn key_from_job(job: &Value) -> Option<FunctionKey> {
     let m = job_object(job)?.get("Meta")?;
     FunctionKey::new(
         m.get(meta::FUNCTION)?.as_str()?,
@@ -384,7 +384,7 @@ pub fn key_from_job(job: &Value) -> Option<FunctionKey> {
 
 /// The name of the group that runs the function (for `POST /v1/job/:id/scale`):
 /// [`meta::GROUP`], else the first group's name.
-pub fn group_name(job: &Value) -> Option<String> {
+pub(crate) fn group_name(job: &Value) -> Option<String> {
     let job = job_object(job)?;
     if let Some(g) = job
         .get("Meta")

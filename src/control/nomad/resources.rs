@@ -29,15 +29,15 @@ use thiserror::Error;
 use crate::model::types::FunctionDeployment;
 
 /// Nomad's smallest accepted `MemoryMB`.
-pub const MIN_MEMORY_MB: u64 = 10;
+pub(crate) const MIN_MEMORY_MB: u64 = 10;
 /// Nomad's smallest accepted `CPU`.
-pub const MIN_CPU_MHZ: u64 = 1;
+pub(crate) const MIN_CPU_MHZ: u64 = 1;
 /// `CPU` when the function asks for nothing (Nomad's own default).
-pub const DEFAULT_CPU_MHZ: u64 = 100;
+pub(crate) const DEFAULT_CPU_MHZ: u64 = 100;
 /// `MemoryMB` when the function asks for nothing (faas-nomad's default; Nomad's is 300).
-pub const DEFAULT_MEMORY_MB: u64 = 128;
+pub(crate) const DEFAULT_MEMORY_MB: u64 = 128;
 /// MHz per core.
-pub const MHZ_PER_CORE: u64 = 1000;
+pub(crate) const MHZ_PER_CORE: u64 = 1000;
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// Largest value accepted for MHz or MiB (Nomad stores them as Go `int`; stay well inside).
@@ -55,11 +55,11 @@ pub struct ResourceError {
 
 /// The integers Nomad gets for one function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NomadResources {
-    pub cpu_mhz: u64,
-    pub memory_mb: u64,
+pub(crate) struct NomadResources {
+    pub(crate) cpu_mhz: u64,
+    pub(crate) memory_mb: u64,
     /// Only when a memory limit above `memory_mb` was given.
-    pub memory_max_mb: Option<u64>,
+    pub(crate) memory_max_mb: Option<u64>,
 }
 
 const MEMORY_RULE: &str = "expected a positive quantity such as 128Mi, 512M, 1G or 1Gi \
@@ -71,7 +71,7 @@ const CPU_RULE: &str = "expected a positive number of cores such as 2 or 0.5, or
 
 impl NomadResources {
     /// Applies the rule of the module docs to a deployment's `requests` and `limits`.
-    pub fn from_deployment(d: &FunctionDeployment) -> Result<Self, ResourceError> {
+    pub(crate) fn from_deployment(d: &FunctionDeployment) -> Result<Self, ResourceError> {
         let given = |s: Option<&String>| s.filter(|s| !s.trim().is_empty()).cloned();
         let req_mem = given(d.requests.as_ref().map(|r| &r.memory));
         let req_cpu = given(d.requests.as_ref().map(|r| &r.cpu));
@@ -98,7 +98,7 @@ impl NomadResources {
     }
 
     /// The task's `Resources` object.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         m.insert("CPU".into(), self.cpu_mhz.into());
         m.insert("MemoryMB".into(), self.memory_mb.into());
@@ -110,7 +110,7 @@ impl NomadResources {
 }
 
 /// A memory quantity in MiB, rounded up, at least [`MIN_MEMORY_MB`].
-pub fn memory_mb(field: &'static str, value: &str) -> Result<u64, ResourceError> {
+pub(crate) fn memory_mb(field: &'static str, value: &str) -> Result<u64, ResourceError> {
     let err = || ResourceError {
         field,
         value: value.to_string(),
@@ -139,7 +139,7 @@ pub fn memory_mb(field: &'static str, value: &str) -> Result<u64, ResourceError>
 }
 
 /// A CPU quantity in MHz (1 core = 1000 MHz), rounded up, at least [`MIN_CPU_MHZ`].
-pub fn cpu_mhz(field: &'static str, value: &str) -> Result<u64, ResourceError> {
+pub(crate) fn cpu_mhz(field: &'static str, value: &str) -> Result<u64, ResourceError> {
     let err = || ResourceError {
         field,
         value: value.to_string(),

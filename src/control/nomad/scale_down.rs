@@ -28,7 +28,7 @@ use crate::client::wire::nomad::Allocation;
 
 /// The allocations of `group` in `job_id` that Nomad stops when the group's count becomes
 /// `count`, highest name index first; empty when nothing is stopped.
-pub fn allocs_to_stop<'a>(
+pub(crate) fn allocs_to_stop<'a>(
     allocs: &'a [Allocation],
     job_id: &str,
     group: &str,
@@ -59,7 +59,7 @@ pub fn allocs_to_stop<'a>(
 
 /// The index of an allocation named `<job>.<group>[<index>]`, read as Nomad's
 /// `AllocIndexFromName` reads it (by length, not by searching for brackets); 0 when absent.
-pub fn name_index(name: &str, job_id: &str, group: &str) -> u64 {
+pub(crate) fn name_index(name: &str, job_id: &str, group: &str) -> u64 {
     let prefix = job_id.len() + group.len() + 2;
     if name.len() <= 3 || name.len() <= prefix {
         return 0;

@@ -58,14 +58,14 @@ use crate::model::scale::{ScaleKind, ScaleSettings};
 
 /// Standard errors below the estimate a need must be to scale up (and above it to scale
 /// down).
-pub const Z_TRIGGER: f64 = 2.5;
+pub(crate) const Z_TRIGGER: f64 = 2.5;
 /// Standard errors above the estimate a scale-up is sized for.
-pub const Z_SIZE: f64 = 2.0;
+pub(crate) const Z_SIZE: f64 = 2.0;
 
 /// What one decision looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct Input {
-    pub now_us: u64,
+    pub(crate) now_us: u64,
     pub settings: ScaleSettings,
     /// Desired replicas as the provider reports them (starting ones included).
     pub desired: u64,
@@ -78,8 +78,8 @@ pub struct Input {
     /// Average demand over the latest tick.
     pub current: f64,
     /// Arrivals over the stable window and the seconds it covers.
-    pub stable_arrivals: u64,
-    pub stable_secs: f64,
+    pub(crate) stable_arrivals: u64,
+    pub(crate) stable_secs: f64,
     /// Arrival-rate bounds over trailing windows up to the panic window.
     pub recent: ArrivalRate,
     /// Service time of the requests completed over the stable window, if enough.
@@ -89,9 +89,9 @@ pub struct Input {
     /// Requests held now (waiting for a replica).
     pub queued: u64,
     /// Time since the last arrival (or since the function was first seen).
-    pub idle_for: Duration,
+    pub(crate) idle_for: Duration,
     /// Lower bound set by a firing Prometheus alert (0: none).
-    pub alert_floor: u64,
+    pub(crate) alert_floor: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +169,7 @@ const SET_TRUST: Duration = Duration::from_secs(5);
 // === impl Direction / Reason ===
 
 impl Direction {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Direction::Up => "up",
             Direction::Down => "down",
@@ -178,7 +178,7 @@ impl Direction {
 }
 
 impl Reason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::Panic => "panic",
             Reason::Stable => "stable",
@@ -430,13 +430,13 @@ impl Decider {
     }
 
     /// The delay before the next try after a failure (zero when the last call succeeded).
-    pub fn retry_delay(&self) -> Duration {
+    pub(crate) fn retry_delay(&self) -> Duration {
         self.retry_delay
     }
 }
 
 /// `ceil(demand / per_replica)`, ignoring float noise just above a whole number.
-pub fn replicas_for(demand: f64, per_replica: f64) -> u64 {
+pub(crate) fn replicas_for(demand: f64, per_replica: f64) -> u64 {
     if demand <= 0.0 || per_replica <= 0.0 {
         return 0;
     }

@@ -43,8 +43,11 @@ use crate::model::names::FunctionKey;
 
 use crate::model::scale::ScaleSettings;
 
-pub use decide::{Decider, Decision, Direction, Input, Reason};
-pub use source::{DemandSource, LocalDemand, Observation};
+pub use decide::{Decider, Decision};
+pub use decide::{Direction, Input, Reason};
+pub use source::DemandSource;
+pub(crate) use source::LocalDemand;
+pub use source::Observation;
 pub use stats::ScaleStats;
 pub use window::DemandWindow;
 
@@ -196,7 +199,7 @@ impl Scaling {
 }
 
 /// Starts the scaler task; it runs until aborted.
-pub fn spawn_scaler(
+pub(crate) fn spawn_scaler(
     scaling: Arc<Scaling>,
     source: Arc<dyn DemandSource>,
     provider: Arc<dyn Provider>,

@@ -33,14 +33,14 @@ pub trait DemandSource: Send + Sync + 'static {
 }
 
 /// Demand seen by this gateway alone.
-pub struct LocalDemand {
+pub(crate) struct LocalDemand {
     routes: Arc<Routes>,
 }
 
 // === impl LocalDemand ===
 
 impl LocalDemand {
-    pub fn new(routes: Arc<Routes>) -> Self {
+    pub(crate) fn new(routes: Arc<Routes>) -> Self {
         Self { routes }
     }
 }

@@ -18,10 +18,10 @@ use crate::control::scaler::decide::{Direction, Reason};
 use crate::metrics::families::{counter, families, gauge, label};
 use crate::metrics::labels as metric_labels;
 
-pub mod names {
-    pub const DECISIONS: &str = "faasgate_scale_decisions_total";
-    pub const DEMAND: &str = "faasgate_function_demand";
-    pub const PANIC: &str = "faasgate_function_panic";
+pub(crate) mod names {
+    pub(crate) const DECISIONS: &str = "faasgate_scale_decisions_total";
+    pub(crate) const DEMAND: &str = "faasgate_function_demand";
+    pub(crate) const PANIC: &str = "faasgate_function_panic";
 }
 
 const FAMILIES: [(&str, &str, &[&str], MetricType); 3] = [
@@ -60,7 +60,7 @@ struct FunctionStats {
 }
 
 /// The [`Collector`] over [`ScaleStats`].
-pub struct StatsCollector {
+pub(crate) struct StatsCollector {
     stats: Arc<ScaleStats>,
     descs: Vec<Desc>,
 }
@@ -73,7 +73,7 @@ impl ScaleStats {
     }
 
     /// Records the windows of one tick.
-    pub fn observe(&self, function: &str, stable: f64, panic: f64, panicking: bool) {
+    pub(crate) fn observe(&self, function: &str, stable: f64, panic: f64, panicking: bool) {
         let mut m = self.lock();
         let f = match m.get_mut(function) {
             Some(f) => f,
@@ -85,7 +85,7 @@ impl ScaleStats {
     }
 
     /// Counts one scale call decided.
-    pub fn decision(&self, function: &str, direction: Direction, reason: Reason) {
+    pub(crate) fn decision(&self, function: &str, direction: Direction, reason: Reason) {
         let mut m = self.lock();
         *m.entry(function.to_string())
             .or_default()
@@ -95,7 +95,7 @@ impl ScaleStats {
     }
 
     /// Decisions counted so far for `function` (tests, diagnostics).
-    pub fn decisions(&self, function: &str, direction: Direction, reason: Reason) -> u64 {
+    pub(crate) fn decisions(&self, function: &str, direction: Direction, reason: Reason) -> u64 {
         self.lock()
             .get(function)
             .and_then(|f| f.decisions.get(&(direction.as_str(), reason.as_str())))
@@ -104,11 +104,11 @@ impl ScaleStats {
     }
 
     /// Drops a function that no longer exists.
-    pub fn forget(&self, function: &str) {
+    pub(crate) fn forget(&self, function: &str) {
         self.lock().remove(function);
     }
 
-    pub fn collector(self: &Arc<Self>) -> StatsCollector {
+    pub(crate) fn collector(self: &Arc<Self>) -> StatsCollector {
         let descs = FAMILIES
             .iter()
             .map(|(name, help, label_names, _)| {

@@ -25,7 +25,7 @@ use crate::dataplane::table::DemandSample;
 use crate::model::scale::ScaleKind;
 
 /// Completed requests a [`DemandWindow::service_time`] estimate needs.
-pub const MIN_COMPLETIONS: u64 = 20;
+pub(crate) const MIN_COMPLETIONS: u64 = 20;
 
 /// A function's recent demand.
 #[derive(Debug, Clone)]
@@ -50,15 +50,15 @@ struct Tick {
 
 /// Sums of the intervals of a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Totals {
-    pub dt_us: u64,
+pub(crate) struct Totals {
+    pub(crate) dt_us: u64,
     /// In-flight integral (held included), request x microseconds.
     pub busy_us: u64,
     pub arrivals: u64,
     /// In-flight integral without time held.
-    pub serving_us: u64,
+    pub(crate) serving_us: u64,
     /// Requests ended (see `Tick::departures`).
-    pub departures: i64,
+    pub(crate) departures: i64,
 }
 
 /// Mean service time of the requests completed over a window.
@@ -146,7 +146,7 @@ impl DemandWindow {
     /// for each, `(a - z_low sqrt(a)) / t` and `(a + z_high sqrt(a + 1)) / t` for `a` arrivals
     /// in `t` seconds; the window with the highest lower bound is the one reported. 0 without
     /// data.
-    pub fn arrival_rate(&self, window: Duration, z_low: f64, z_high: f64) -> ArrivalRate {
+    pub(crate) fn arrival_rate(&self, window: Duration, z_low: f64, z_high: f64) -> ArrivalRate {
         let mut best = ArrivalRate {
             settled: true,
             ..Default::default()
@@ -179,7 +179,7 @@ impl DemandWindow {
     }
 
     /// Sums over the last `window` (one pass for every figure of that window).
-    pub fn totals(&self, window: Duration) -> Totals {
+    pub(crate) fn totals(&self, window: Duration) -> Totals {
         let mut sum = Totals::default();
         for t in self.within(window) {
             sum.dt_us += t.dt_us;
@@ -210,7 +210,7 @@ impl DemandWindow {
 
 impl Totals {
     /// Mean demand in `kind`'s unit; 0 without data.
-    pub fn average(&self, kind: ScaleKind) -> f64 {
+    pub(crate) fn average(&self, kind: ScaleKind) -> f64 {
         if self.dt_us == 0 {
             return 0.0;
         }
@@ -221,7 +221,7 @@ impl Totals {
     }
 
     /// See [`DemandWindow::service_time`].
-    pub fn service_time(&self) -> Option<ServiceTime> {
+    pub(crate) fn service_time(&self) -> Option<ServiceTime> {
         let completions = u64::try_from(self.departures).ok()?;
         (completions >= MIN_COMPLETIONS).then(|| ServiceTime {
             mean: self.serving_us as f64 / 1e6 / completions as f64,
@@ -230,7 +230,7 @@ impl Totals {
     }
 
     /// Seconds covered.
-    pub fn secs(&self) -> f64 {
+    pub(crate) fn secs(&self) -> f64 {
         self.dt_us as f64 / 1e6
     }
 }
