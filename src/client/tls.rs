@@ -6,7 +6,8 @@
 //! contents. Verification roots are the CA file (`*_CACERT`) and every certificate in the CA
 //! directory (`*_CAPATH`) when either is set, else the Mozilla roots compiled in
 //! (`webpki-roots`), as the Go clients fall back to the system's. `*_SKIP_VERIFY`
-//! (`CONSUL_HTTP_SSL_VERIFY=false`) accepts any server certificate and warns once.
+//! (`CONSUL_HTTP_SSL_VERIFY=false`) accepts any server certificate and warns once. The
+//! handshake itself is hyper-rustls's ([`TlsConnector::https`]), run with this configuration.
 //!
 //! Invariant: key material lives only inside the rustls configuration; this module's
 //! `Debug` output and errors carry paths, names and modes.
@@ -16,10 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use http::Uri;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
@@ -183,15 +185,13 @@ impl TlsConnector {
         })
     }
 
-    /// Runs the client handshake over `io`.
-    pub async fn connect<IO>(&self, host: &str, io: IO) -> std::io::Result<TlsStream<IO>>
-    where
-        IO: AsyncRead + AsyncWrite + Unpin,
-    {
-        let name = self.server_name_for(host)?;
-        tokio_rustls::TlsConnector::from(self.config.clone())
-            .connect(name, io)
-            .await
+    /// An `https` connector over `tcp` with this configuration, for the pooled client: SNI
+    /// and the verified name are `*_TLS_SERVER_NAME` when set, else the address host. No
+    /// ALPN is offered (HTTP/1.1 only).
+    pub(crate) fn https(&self, tcp: HttpConnector) -> HttpsConnector<HttpConnector> {
+        let names = self.clone();
+        let resolve = move |uri: &Uri| names.server_name_for(uri.host().unwrap_or_default());
+        HttpsConnector::new(tcp, self.config.clone(), false, Arc::new(resolve))
     }
 }
 
