@@ -7,6 +7,7 @@
 //!
 //!     cargo bench --bench dataplane               # all groups
 //!     cargo bench --bench dataplane -- p2c_pick   # one group
+#![allow(clippy::unwrap_used)] // test and tool code: a failed unwrap is a failed run
 
 #[path = "../tests/support/inproc.rs"]
 mod inproc;

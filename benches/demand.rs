@@ -9,6 +9,7 @@
 //!
 //! Each is measured uncontended and with two threads on the same function (`iter_custom`).
 //! Run: `cargo bench --bench demand`. The ratio after/before is printed at the end.
+#![allow(clippy::unwrap_used)] // test and tool code: a failed unwrap is a failed run
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};

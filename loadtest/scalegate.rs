@@ -13,6 +13,7 @@
 //!
 //!     cargo run --release --example scalegate -- --upstream 127.0.0.1:PORT \
 //!         [--listen 127.0.0.1:0] [--functions 10000] [--churn 1000]
+#![allow(clippy::unwrap_used)] // test and tool code: a failed unwrap is a failed run
 
 #[path = "../tests/support/inproc.rs"]
 mod inproc;

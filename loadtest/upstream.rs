@@ -6,6 +6,7 @@
 //! stdout once bound, and runs until killed.
 //!
 //!     cargo run --release --example upstream -- [--listen 127.0.0.1:0] [--threads N]
+#![allow(clippy::unwrap_used)] // test and tool code: a failed unwrap is a failed run
 
 #[path = "../tests/support/inproc.rs"]
 mod inproc;

@@ -86,6 +86,7 @@ pub enum AuthError {
 // === impl Credentials ===
 
 impl Credentials {
+    #[cfg(test)]
     pub(crate) fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             user: user.into(),
@@ -93,6 +94,7 @@ impl Credentials {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn user(&self) -> &str {
         &self.user
     }
@@ -114,6 +116,7 @@ impl Credentials {
         user_ok & password_matches(password, self.password.as_bytes())
     }
 
+    #[cfg(test)]
     /// The `Authorization` value for these credentials (service-to-service calls, tests).
     /// Marked sensitive so hyper and `Debug` do not show it.
     pub(crate) fn authorization(&self) -> HeaderValue {

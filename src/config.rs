@@ -165,25 +165,7 @@ impl Default for Timeouts {
     }
 }
 
-impl GatewayConfig {
-    /// A configuration for tests and embedding: loopback port 0, auth off.
-    pub(crate) fn for_tests(data_dir: PathBuf) -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            provider: ProviderKind::Local,
-            data_dir,
-            stacks: Vec::new(),
-            auth: false,
-            timeouts: Timeouts::default(),
-            max_body_bytes: 4 << 20,
-            hold_timeout: Duration::from_secs(30),
-            max_queue: 10_000,
-            nomad: None,
-            scaler: Default::default(),
-            wire: WireLimits::default(),
-        }
-    }
-}
+impl GatewayConfig {}
 
 impl Timeouts {
     /// Reads `read_timeout`, `write_timeout`, `upstream_timeout` through `lookup`.

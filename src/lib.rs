@@ -29,6 +29,9 @@
 // Items are `pub(crate)` unless the binary, the tests, the benches or the fuzz targets use
 // them; a `pub` item nothing outside can reach is a warning (and CI denies warnings).
 #![warn(unreachable_pub)]
+// The docs are for people working on faasgate, and name the private items that keep each
+// module's invariants; `cargo doc --document-private-items` renders those links.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod api;
 pub mod auth;

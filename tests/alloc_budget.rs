@@ -30,6 +30,7 @@
 //! upgrade does not fail this test while a regression in our code does.
 //! It counts; it never times.
 #![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition; it only counts
+#![allow(clippy::unwrap_used)] // test and tool code: a failed unwrap is a failed run
 
 #[path = "support/inproc.rs"]
 mod inproc;

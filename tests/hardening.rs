@@ -5,6 +5,7 @@
 //!
 //! Each upstream here is a raw socket script, so what reaches the gateway is exactly what a
 //! buggy or hostile function would write.
+#![allow(clippy::unwrap_used)] // test and tool code: a failed unwrap is a failed run
 
 #[path = "support/inproc.rs"]
 mod inproc;

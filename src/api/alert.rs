@@ -29,10 +29,6 @@ pub(crate) const BAD_FORMAT: &str = "Unable to parse alert, bad format.";
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AlertMessage {
     #[serde(default)]
-    pub status: String,
-    #[serde(default)]
-    pub receiver: String,
-    #[serde(default)]
     pub alerts: Vec<Alert>,
 }
 

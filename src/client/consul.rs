@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use crate::client::settings::ConsulSettings;
 use crate::client::transport::{encode, index_of, with_query, Transport, CALL_TIMEOUT};
-use crate::client::wire::consul::{CatalogService, ServiceEntry};
+use crate::client::wire::consul::ServiceEntry;
 use crate::client::{ClientError, Indexed, QueryOptions};
 
 pub(crate) const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-consul-token");
@@ -55,20 +55,6 @@ impl ConsulClient {
         p.extend(q.pairs());
         self.get_json(&format!("/v1/health/service/{}", encode(name)), p, q)
             .await
-    }
-
-    /// `GET /v1/catalog/service/:name` (no health).
-    pub(crate) async fn catalog_service(
-        &self,
-        name: &str,
-        q: QueryOptions,
-    ) -> Result<Indexed<Vec<CatalogService>>, ClientError> {
-        self.get_json(
-            &format!("/v1/catalog/service/{}", encode(name)),
-            q.pairs(),
-            q,
-        )
-        .await
     }
 
     async fn get_json<T: DeserializeOwned>(

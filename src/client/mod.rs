@@ -5,9 +5,9 @@
 //! - [`settings`]: the standard client environment (`NOMAD_ADDR`, `NOMAD_TOKEN`, ...,
 //!   `CONSUL_HTTP_ADDR`, ...), resolved once, TLS files loaded and checked included.
 //! - [`tls`]: rustls client configuration (CA file/dir, mTLS pair, server name, skip-verify).
-//! - [`transport`]: HTTP/1.1 over TCP, TLS or a unix socket with a small keep-alive pool, the
-//!   ACL token header, timeouts sized for blocking queries, and plain-text error bodies
-//!   turned into [`ClientError::Status`].
+//! - [`transport`]: HTTP/1.1 over TCP, TLS or a unix socket through hyper-util's pooled
+//!   client, the ACL token header, timeouts sized for blocking queries, and plain-text error
+//!   bodies turned into [`ClientError::Status`].
 //! - [`nomad`], [`consul`]: one method per endpoint, each returning a typed value and, for
 //!   blocking reads, the `X-Nomad-Index` / `X-Consul-Index` it was read at.
 //! - [`wire`]: serde types with the servers' exact field names; every field optional
@@ -100,6 +100,7 @@ impl ClientError {
     }
 
     /// True when the server was not reached or did not answer (retry later).
+    #[cfg(test)]
     pub(crate) fn is_unavailable(&self) -> bool {
         matches!(
             self,

@@ -4,8 +4,6 @@
 //! `NOMAD_REGION`) when set; the token goes in `X-Nomad-Token`. Blocking reads take
 //! [`QueryOptions`] and return [`Indexed`] values with `X-Nomad-Index` (floored to 1).
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::HeaderName;
 use http::Method;
@@ -283,6 +281,3 @@ fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ClientError
         reason: e.to_string(),
     })
 }
-
-/// A blocking wait that stays under Nomad's 5-minute server cap.
-pub(crate) const MAX_WAIT: Duration = Duration::from_secs(300);

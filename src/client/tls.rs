@@ -6,7 +6,8 @@
 //! contents. Verification roots are the CA file (`*_CACERT`) and every certificate in the CA
 //! directory (`*_CAPATH`) when either is set, else the Mozilla roots compiled in
 //! (`webpki-roots`), as the Go clients fall back to the system's. `*_SKIP_VERIFY`
-//! (`CONSUL_HTTP_SSL_VERIFY=false`) accepts any server certificate and warns once.
+//! (`CONSUL_HTTP_SSL_VERIFY=false`) accepts any server certificate and warns once. The
+//! handshake itself is hyper-rustls's ([`TlsConnector::https`]), run with this configuration.
 //!
 //! Invariant: key material lives only inside the rustls configuration; this module's
 //! `Debug` output and errors carry paths, names and modes.
@@ -16,10 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use http::Uri;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
@@ -30,25 +32,25 @@ use crate::config::ConfigError;
 
 /// The variable names of one service's TLS settings (for errors).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct TlsVars {
-    pub(crate) ca_cert: &'static str,
-    pub(crate) ca_path: &'static str,
-    pub(crate) client_cert: &'static str,
-    pub(crate) client_key: &'static str,
+pub struct TlsVars {
+    pub ca_cert: &'static str,
+    pub ca_path: &'static str,
+    pub client_cert: &'static str,
+    pub client_key: &'static str,
     pub server_name: &'static str,
-    pub(crate) skip_verify: &'static str,
+    pub skip_verify: &'static str,
 }
 
 /// TLS options as read from the environment: paths and names, no key material.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct TlsOptions {
-    pub(crate) ca_cert: Option<PathBuf>,
-    pub(crate) ca_path: Option<PathBuf>,
-    pub(crate) client_cert: Option<PathBuf>,
-    pub(crate) client_key: Option<PathBuf>,
+pub struct TlsOptions {
+    pub ca_cert: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     /// The name sent as SNI and checked against the certificate (default: the address host).
     pub server_name: Option<String>,
-    pub(crate) skip_verify: bool,
+    pub skip_verify: bool,
 }
 
 /// A checked client TLS configuration, shared by every connection to one agent.
@@ -80,7 +82,7 @@ struct AcceptAnyServerCert {
 
 impl TlsConnector {
     /// Loads and checks every file `opts` names; `service` is "nomad" or "consul" (logs).
-    pub(crate) fn build(
+    pub fn build(
         service: &'static str,
         vars: &TlsVars,
         opts: &TlsOptions,
@@ -170,7 +172,7 @@ impl TlsConnector {
     }
 
     /// The name verified for a connection to `host` (the address host, without brackets).
-    pub(crate) fn server_name_for(&self, host: &str) -> std::io::Result<ServerName<'static>> {
+    pub fn server_name_for(&self, host: &str) -> std::io::Result<ServerName<'static>> {
         if let Some(n) = &self.server_name {
             return Ok(n.clone());
         }
@@ -183,15 +185,13 @@ impl TlsConnector {
         })
     }
 
-    /// Runs the client handshake over `io`.
-    pub(crate) async fn connect<IO>(&self, host: &str, io: IO) -> std::io::Result<TlsStream<IO>>
-    where
-        IO: AsyncRead + AsyncWrite + Unpin,
-    {
-        let name = self.server_name_for(host)?;
-        tokio_rustls::TlsConnector::from(self.config.clone())
-            .connect(name, io)
-            .await
+    /// An `https` connector over `tcp` with this configuration, for the pooled client: SNI
+    /// and the verified name are `*_TLS_SERVER_NAME` when set, else the address host. No
+    /// ALPN is offered (HTTP/1.1 only).
+    pub(crate) fn https(&self, tcp: HttpConnector) -> HttpsConnector<HttpConnector> {
+        let names = self.clone();
+        let resolve = move |uri: &Uri| names.server_name_for(uri.host().unwrap_or_default());
+        HttpsConnector::new(tcp, self.config.clone(), false, Arc::new(resolve))
     }
 }
 

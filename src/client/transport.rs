@@ -1,40 +1,58 @@
-//! HTTP/1.1 to one Nomad or Consul agent, in clear or over TLS ([`TlsConnector`]): a
-//! keep-alive pool, auth headers, timeouts, and error bodies turned into [`ClientError`].
+//! HTTP/1.1 to one Nomad or Consul agent, in clear, over TLS ([`TlsConnector`]) or over a
+//! unix socket: hyper-util's pooled client (`client::legacy::Client`, with hyper-rustls for
+//! `https`), the auth headers, timeouts, and error bodies turned into [`ClientError`].
 //!
 //! Control-plane traffic only (a few calls per second, plus one held blocking query per
-//! watched service), so the idle pool is a `std` mutex around a small `Vec`, held for a push
-//! or a pop, never across `.await`. A request goes on a pooled connection when one is idle;
-//! if that connection turns out closed before the request left, it is re-sent once on a new
-//! connection. Streaming reads (logs) get a connection of their own.
+//! watched service). What this module relies on the pooled client for: idle keep-alive
+//! connections (at most [`MAX_IDLE`] per agent, dropped after 90 s idle); a request given a
+//! pooled connection that turns out closed before the request left is re-sent on another
+//! connection (`retry_canceled_requests`, on by default; a request already written is never
+//! re-sent); a streaming read (logs) holds its connection until its body ends or is dropped,
+//! so other calls take other connections meanwhile. HTTP/1.1 only: hyper-util is built
+//! without `http2` and the TLS configuration offers no ALPN. Opening a connection (TCP and
+//! the TLS handshake, or the unix socket) is bounded by [`CONNECT_TIMEOUT`], a whole call by
+//! its own timeout ([`CALL_TIMEOUT`], plus the wait for a blocking query).
 //!
 //! Invariant: the token header is marked sensitive and never formatted; errors carry the
 //! server's plain-text message, the status and the service name, nothing from the request.
 
+use std::error::Error as StdError;
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
+use hyper::rt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{
+    capture_connection, Connected, Connection, HttpConnector,
+};
+use hyper_util::client::legacy::{self, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::UnixStream;
+use tokio_rustls::rustls::{self, AlertDescription};
+use tower_service::Service;
 
 use crate::client::tls::TlsConnector;
 use crate::client::{ClientError, Secret};
 use crate::config::ConfigError;
 
-/// Bound on opening a connection.
-pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on opening a connection (TCP connect and TLS handshake, or the unix socket).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on a non-blocking call, and the slack added to a blocking one.
-pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per agent.
 const MAX_IDLE: usize = 16;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Where an agent listens.
 #[derive(Clone, PartialEq, Eq)]
@@ -50,42 +68,66 @@ enum EndpointKind {
     Unix { path: PathBuf },
 }
 
-/// One agent, its headers and its idle connections.
-pub(crate) struct Transport {
+/// One agent, its headers and its pooled client.
+pub struct Transport {
     service: &'static str,
     endpoint: Endpoint,
+    /// `scheme://authority/prefix` every request URI starts with (the pool's key).
+    base: String,
     headers: HeaderMap,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
-    tls: Option<TlsConnector>,
+    pool: Client<Opener, Full<Bytes>>,
 }
+
+/// Opens the pool's connections, within [`CONNECT_TIMEOUT`], each [`Watched`].
+#[derive(Clone)]
+enum Opener {
+    Tcp(HttpConnector),
+    Tls(HttpsConnector<HttpConnector>),
+    /// Every request goes to this socket, whatever its URI says.
+    Unix(Arc<Path>),
+    /// An `https` endpoint without a TLS configuration (settings always set one).
+    NoTls,
+}
+
+/// What a pooled connection is: plain or TLS over TCP, or a unix socket.
+trait Io: rt::Read + rt::Write + Connection + Send + Unpin + 'static {}
+impl<T: rt::Read + rt::Write + Connection + Send + Unpin + 'static> Io for T {}
+
+/// A pooled connection that keeps the first TLS error it reads. The pool drives each
+/// connection in a task of its own and only logs how it ended; a TLS 1.3 server refusing
+/// the client certificate sends its alert after the client's side of the handshake, and when
+/// that task reads the alert before the request left, the request fails with "connection
+/// was not ready" alone. [`Transport::failed`] finds the alert here (through the pool's
+/// `capture_connection`).
+struct Watched {
+    io: Box<dyn Io>,
+    seen: SeenTls,
+}
+
+/// A connection's first TLS error, shared with the connection's metadata.
+#[derive(Clone, Default)]
+struct SeenTls(Arc<OnceLock<rustls::Error>>);
 
 /// A complete answer with a success status.
 #[derive(Debug)]
-pub(crate) struct Reply {
+pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
-
-trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 // === impl Endpoint ===
 
 impl Endpoint {
     /// Parses `http(s)://host:port[/prefix]`, `unix:///path` or a bare `host:port`; errors
     /// name `var`.
-    pub(crate) fn parse(var: &str, value: &str) -> Result<Self, ConfigError> {
+    pub fn parse(var: &str, value: &str) -> Result<Self, ConfigError> {
         Self::parse_with(var, value, false)
     }
 
     /// As [`Endpoint::parse`]; a bare `host:port` means `https` when `bare_https` is set
     /// (`CONSUL_HTTP_SSL=true`). An explicit scheme always wins, as in the Go clients.
-    pub(crate) fn parse_with(
-        var: &str,
-        value: &str,
-        bare_https: bool,
-    ) -> Result<Self, ConfigError> {
+    pub fn parse_with(var: &str, value: &str, bare_https: bool) -> Result<Self, ConfigError> {
         const SHAPE: &str =
             "expected http://host:port, https://host:port, unix:///path or host:port";
         let err = |rule: &'static str| ConfigError {
@@ -140,7 +182,7 @@ impl Endpoint {
     }
 
     /// True for an `https` address.
-    pub(crate) fn is_tls(&self) -> bool {
+    pub fn is_tls(&self) -> bool {
         matches!(self.kind, EndpointKind::Tcp { tls: true, .. })
     }
 
@@ -152,32 +194,14 @@ impl Endpoint {
         }
     }
 
-    async fn connect(&self, tls: Option<&TlsConnector>) -> std::io::Result<Box<dyn Io>> {
+    /// The URI every request starts with (a unix socket's requests name `localhost`).
+    fn base(&self) -> String {
         match &self.kind {
-            EndpointKind::Tcp {
-                authority,
-                tls: use_tls,
-            } => {
-                let s = tokio::net::TcpStream::connect(authority.as_str()).await?;
-                s.set_nodelay(true)?;
-                if !*use_tls {
-                    return Ok(Box::new(s));
-                }
-                let tls = tls.ok_or_else(|| {
-                    std::io::Error::other("https address without a TLS configuration")
-                })?;
-                let host = match authority.rsplit_once(':') {
-                    Some((h, _)) => h,
-                    None => authority.as_str(),
-                };
-                let s = tls.connect(host, s).await.map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
-                })?;
-                Ok(Box::new(s))
+            EndpointKind::Tcp { authority, tls } => {
+                let scheme = if *tls { "https" } else { "http" };
+                format!("{scheme}://{authority}{}", self.prefix)
             }
-            EndpointKind::Unix { path } => {
-                Ok(Box::new(tokio::net::UnixStream::connect(path).await?))
-            }
+            EndpointKind::Unix { .. } => format!("http://localhost{}", self.prefix),
         }
     }
 }
@@ -204,7 +228,7 @@ impl fmt::Debug for Endpoint {
 
 impl Transport {
     /// `token_header` carries `token` when it is not empty; `basic` is `user[:pass]` auth.
-    pub(crate) fn new(
+    pub fn new(
         service: &'static str,
         endpoint: Endpoint,
         token_header: HeaderName,
@@ -235,30 +259,30 @@ impl Transport {
         headers.insert(USER_AGENT, HeaderValue::from_static("faasgate"));
         Self {
             service,
+            base: endpoint.base(),
+            pool: Opener::new(&endpoint, None).pool(),
             endpoint,
             headers,
-            idle: Mutex::new(Vec::new()),
-            tls: None,
         }
     }
 
     /// Connections to an `https` endpoint go through `tls` (settings always set one then).
-    pub(crate) fn with_tls(mut self, tls: Option<TlsConnector>) -> Self {
-        self.tls = tls;
+    pub fn with_tls(mut self, tls: Option<TlsConnector>) -> Self {
+        self.pool = Opener::new(&self.endpoint, tls.as_ref()).pool();
         self
     }
 
-    pub(crate) fn endpoint(&self) -> &Endpoint {
+    pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
 
-    pub(crate) fn service(&self) -> &'static str {
+    pub fn service(&self) -> &'static str {
         self.service
     }
 
     /// Sends one request and reads the whole answer within `timeout`. Non-2xx answers are
     /// [`ClientError::Status`] with the body as the message.
-    pub(crate) async fn send(
+    pub async fn send(
         &self,
         method: Method,
         path_and_query: &str,
@@ -266,7 +290,23 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Reply, ClientError> {
         let what = format!("{method} {}", strip_query(path_and_query));
-        let fut = self.send_inner(method, path_and_query, body, &what);
+        let fut = async {
+            let resp = self.roundtrip(&method, path_and_query, body).await?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| self.unreachable(chain(&e)))?
+                .to_bytes();
+            if !parts.status.is_success() {
+                return Err(self.status_error(parts.status, &body, &what));
+            }
+            Ok(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout {
@@ -277,77 +317,20 @@ impl Transport {
         }
     }
 
-    async fn send_inner(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Option<Bytes>,
-        what: &str,
-    ) -> Result<Reply, ClientError> {
-        let req = self.request(&method, path_and_query, body.clone())?;
-        let (mut sender, conn_error) = match self.checkout().await {
-            Some(s) => (s, None),
-            None => {
-                let (s, c) = self.connect().await?;
-                (s, Some(c))
-            }
-        };
-        let reused = conn_error.is_none();
-        let resp = match sender.try_send_request(req).await {
-            Ok(r) => r,
-            Err(mut e) => {
-                if !(reused && e.take_message().is_some()) {
-                    return Err(self.failed(e.into_error(), conn_error).await);
-                }
-                // The pooled connection was closed before the request left: once more, fresh.
-                let (fresh, conn_error) = self.connect().await?;
-                sender = fresh;
-                let req = self.request(&method, path_and_query, body)?;
-                match sender.send_request(req).await {
-                    Ok(r) => r,
-                    Err(e) => return Err(self.failed(e, Some(conn_error)).await),
-                }
-            }
-        };
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| self.unreachable(chain(&e)))?
-            .to_bytes();
-        self.checkin(sender);
-        if !parts.status.is_success() {
-            return Err(self.status_error(parts.status, &body, what));
-        }
-        Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
-    }
-
-    /// Sends a GET on a connection of its own and returns the answer's streaming body
-    /// (headers within [`CALL_TIMEOUT`]).
-    pub(crate) async fn stream(
-        &self,
-        path_and_query: &str,
-    ) -> Result<Response<Incoming>, ClientError> {
+    /// Sends a GET and returns the answer's streaming body (headers within
+    /// [`CALL_TIMEOUT`]); its connection goes back to the pool once the body has ended.
+    pub async fn stream(&self, path_and_query: &str) -> Result<Response<Incoming>, ClientError> {
         let what = format!("GET {}", strip_query(path_and_query));
-        let fut = async {
-            let (mut sender, conn_error) = self.connect().await?;
-            let req = self.request(&Method::GET, path_and_query, None)?;
-            match sender.send_request(req).await {
-                Ok(r) => Ok(r),
-                Err(e) => Err(self.failed(e, Some(conn_error)).await),
-            }
-        };
-        let resp = tokio::time::timeout(CALL_TIMEOUT, fut)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                service: self.service,
-                what: what.clone(),
-                after: CALL_TIMEOUT,
-            })??;
+        let resp = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.roundtrip(&Method::GET, path_and_query, None),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout {
+            service: self.service,
+            what: what.clone(),
+            after: CALL_TIMEOUT,
+        })??;
         if !resp.status().is_success() {
             let status = resp.status();
             let body = tokio::time::timeout(CALL_TIMEOUT, resp.into_body().collect())
@@ -361,13 +344,32 @@ impl Transport {
         Ok(resp)
     }
 
+    /// One request through the pool, up to the answer's head.
+    async fn roundtrip(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        body: Option<Bytes>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let mut req = self.request(method, path_and_query, body)?;
+        let conn = capture_connection(&mut req);
+        self.pool.request(req).await.map_err(|e| {
+            let seen = conn.connection_metadata().as_ref().and_then(|c| {
+                let mut x = http::Extensions::new();
+                c.get_extras(&mut x);
+                x.get::<SeenTls>().and_then(|s| s.0.get().cloned())
+            });
+            self.failed(&e, seen)
+        })
+    }
+
     fn request(
         &self,
         method: &Method,
         path_and_query: &str,
         body: Option<Bytes>,
     ) -> Result<Request<Full<Bytes>>, ClientError> {
-        let uri = format!("{}{}", self.endpoint.prefix, path_and_query);
+        let uri = format!("{}{}", self.base, path_and_query);
         let mut b = Request::builder()
             .method(method.clone())
             .uri(uri)
@@ -386,62 +388,6 @@ impl Transport {
             })
     }
 
-    async fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
-        loop {
-            let mut s = self.idle.lock().expect("idle pool mutex poisoned").pop()?;
-            if s.is_closed() {
-                continue;
-            }
-            if s.ready().await.is_ok() {
-                return Some(s);
-            }
-        }
-    }
-
-    fn checkin(&self, sender: SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().expect("idle pool mutex poisoned");
-        if idle.len() < MAX_IDLE {
-            idle.push(sender);
-        }
-    }
-
-    /// A new connection, and where its driver reports how it failed (a TLS alert the server
-    /// sends after the handshake, e.g. for a missing client certificate, ends the driver, not
-    /// the request).
-    async fn connect(
-        &self,
-    ) -> Result<(SendRequest<Full<Bytes>>, oneshot::Receiver<String>), ClientError> {
-        let connect = self.endpoint.connect(self.tls.as_ref());
-        let io = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(io)) => io,
-            Ok(Err(e)) if self.endpoint.is_tls() && e.to_string().contains("peer certificate") => {
-                let var = if self.service == "consul" {
-                    "CONSUL"
-                } else {
-                    "NOMAD"
-                };
-                return Err(self.unreachable(format!(
-                    "{e} (check {var}_CACERT/{var}_CAPATH and {var}_TLS_SERVER_NAME)"
-                )));
-            }
-            Ok(Err(e)) => return Err(self.unreachable(e)),
-            Err(_) => return Err(self.unreachable("connect timed out")),
-        };
-        let (sender, conn) = http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| self.unreachable(chain(&e)))?;
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                let _ = tx.send(chain(&e));
-            }
-        });
-        Ok((sender, rx))
-    }
-
     fn unreachable(&self, e: impl fmt::Display) -> ClientError {
         ClientError::Unreachable {
             service: self.service,
@@ -450,38 +396,45 @@ impl Transport {
         }
     }
 
-    /// A request that failed on a fresh connection: the error with its causes, and the
-    /// connection driver's own error when it has one (waited for briefly).
-    async fn failed(
-        &self,
-        e: hyper::Error,
-        conn_error: Option<oneshot::Receiver<String>>,
-    ) -> ClientError {
-        let mut reason = chain(&e);
-        if let Some(rx) = conn_error {
-            if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), rx).await {
-                reason = format!("{reason}; connection: {c}");
-            }
+    /// A request that got no answer: its causes (the pool's own error only names its kind),
+    /// the TLS error its connection read if the request's error lacks it, and for a TLS
+    /// failure the variables to check.
+    fn failed(&self, e: &legacy::Error, seen: Option<rustls::Error>) -> ClientError {
+        let mut reason = match e.source() {
+            Some(cause) => chain(cause),
+            None => e.to_string(),
+        };
+        let direct = tls_cause(e);
+        if let (None, Some(t)) = (direct, &seen) {
+            reason = format!("{reason}; connection: {t}");
         }
-        if self.endpoint.is_tls()
-            && [
-                "alert: CertificateRequired",
-                "alert: BadCertificate",
-                "alert: UnknownCA",
-                "alert: CertificateUnknown",
-                "alert: HandshakeFailure",
-            ]
-            .iter()
-            .any(|a| reason.contains(a))
-        {
+        if let Some(tls) = direct.or(seen.as_ref()) {
+            if e.is_connect() {
+                reason = format!("TLS handshake failed: {reason}");
+            }
             let var = if self.service == "consul" {
-                "CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY"
+                "CONSUL"
             } else {
-                "NOMAD_CLIENT_CERT/NOMAD_CLIENT_KEY"
+                "NOMAD"
             };
-            reason.push_str(&format!(
-                " (the server wants a client certificate it trusts: check {var})"
-            ));
+            match tls {
+                rustls::Error::InvalidCertificate(_) => reason.push_str(&format!(
+                    " (check {var}_CACERT/{var}_CAPATH and {var}_TLS_SERVER_NAME)"
+                )),
+                // TLS 1.3 servers refuse a client certificate after the client's side of the
+                // handshake is done: the alert ends the first request.
+                rustls::Error::AlertReceived(
+                    AlertDescription::CertificateRequired
+                    | AlertDescription::BadCertificate
+                    | AlertDescription::UnknownCA
+                    | AlertDescription::CertificateUnknown
+                    | AlertDescription::HandshakeFailure,
+                ) => reason.push_str(&format!(
+                    " (the server wants a client certificate it trusts: check \
+                     {var}_CLIENT_CERT/{var}_CLIENT_KEY)"
+                )),
+                _ => {}
+            }
         }
         self.unreachable(reason)
     }
@@ -502,6 +455,138 @@ impl Transport {
     }
 }
 
+// === impl Opener ===
+
+impl Opener {
+    fn new(endpoint: &Endpoint, tls: Option<&TlsConnector>) -> Self {
+        let tcp = || {
+            let mut c = HttpConnector::new();
+            // https URIs reach it through the TLS connector.
+            c.enforce_http(false);
+            c.set_nodelay(true);
+            c
+        };
+        match (&endpoint.kind, tls) {
+            (EndpointKind::Unix { path }, _) => Opener::Unix(path.as_path().into()),
+            (EndpointKind::Tcp { tls: false, .. }, _) => Opener::Tcp(tcp()),
+            (EndpointKind::Tcp { tls: true, .. }, Some(tls)) => Opener::Tls(tls.https(tcp())),
+            (EndpointKind::Tcp { tls: true, .. }, None) => Opener::NoTls,
+        }
+    }
+
+    /// The pooled client over this opener.
+    fn pool(self) -> Client<Opener, Full<Bytes>> {
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(MAX_IDLE)
+            .pool_timer(TokioTimer::new())
+            .build(self)
+    }
+}
+
+impl Service<Uri> for Opener {
+    type Response = Watched;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Watched, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Opener::Tcp(c) => c.poll_ready(cx).map_err(Into::into),
+            Opener::Tls(c) => c.poll_ready(cx),
+            Opener::Unix(_) | Opener::NoTls => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        type Opening = Pin<Box<dyn Future<Output = Result<Box<dyn Io>, BoxError>> + Send>>;
+        let opening: Opening = match self {
+            Opener::Tcp(c) => {
+                let f = c.call(dst);
+                Box::pin(async move { Ok(Box::new(f.await?) as Box<dyn Io>) })
+            }
+            Opener::Tls(c) => {
+                let f = c.call(dst);
+                Box::pin(async move { Ok(Box::new(f.await?) as Box<dyn Io>) })
+            }
+            Opener::Unix(path) => {
+                let path = path.clone();
+                Box::pin(async move {
+                    let s = UnixStream::connect(&*path).await?;
+                    Ok(Box::new(TokioIo::new(s)) as Box<dyn Io>)
+                })
+            }
+            Opener::NoTls => {
+                Box::pin(async { Err("https address without a TLS configuration".into()) })
+            }
+        };
+        Box::pin(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
+                Ok(Ok(io)) => Ok(Watched {
+                    io,
+                    seen: SeenTls::default(),
+                }),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("connect timed out".into()),
+            }
+        })
+    }
+}
+
+// === impl Watched ===
+
+impl Connection for Watched {
+    fn connected(&self) -> Connected {
+        self.io.connected().extra(self.seen.clone())
+    }
+}
+
+impl rt::Read for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Err(e)) = &r {
+            if let Some(t) = tls_cause(e) {
+                let _ = this.seen.0.set(t.clone());
+            }
+        }
+        r
+    }
+}
+
+// Writes only pass through: a TLS peer's refusal arrives as an alert, read.
+impl rt::Write for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
@@ -513,7 +598,7 @@ impl fmt::Debug for Transport {
 
 /// The index header of an answer (`X-Nomad-Index` / `X-Consul-Index`), floored to 1 as the
 /// blocking-query rules ask (a fresh cluster may report 0).
-pub(crate) fn index_of(headers: &HeaderMap, name: &str) -> u64 {
+pub fn index_of(headers: &HeaderMap, name: &str) -> u64 {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -522,8 +607,24 @@ pub(crate) fn index_of(headers: &HeaderMap, name: &str) -> u64 {
         .max(1)
 }
 
+/// The rustls error behind `e`, if any. `io::Error::source` skips the error it wraps, so an
+/// `io::Error` is opened with `get_ref`.
+fn tls_cause<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        cur = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
 /// An error and its causes, `: `-joined.
-fn chain(e: &dyn std::error::Error) -> String {
+fn chain(e: &dyn StdError) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
@@ -539,7 +640,7 @@ fn strip_query(p: &str) -> &str {
 }
 
 /// Percent-encodes one path segment or query value (RFC 3986 unreserved kept).
-pub(crate) fn encode(s: &str) -> String {
+pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -552,7 +653,7 @@ pub(crate) fn encode(s: &str) -> String {
 }
 
 /// Builds `path?k=v&...` with encoded values.
-pub(crate) fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
+pub fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
     if pairs.is_empty() {
         return path.to_string();
     }
@@ -594,6 +695,95 @@ mod tests {
         );
         assert!(Endpoint::parse("X", "ftp://x").is_err());
         assert!(Endpoint::parse("X", "").is_err());
+    }
+
+    /// A `unix://` endpoint: requests reach the socket with the headers the TCP ones carry
+    /// (`Host: localhost`, the token), answers and error bodies come back, and a streaming
+    /// read works alongside.
+    #[tokio::test]
+    async fn unix_socket_endpoint() {
+        use hyper::server::conn::http1 as server;
+        use hyper::service::service_fn;
+
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let h = |n: &str| {
+                        let v = req.headers().get(n);
+                        v.map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default()
+                    };
+                    let body = format!(
+                        "{} {} host={} token={}",
+                        req.method(),
+                        req.uri(),
+                        h("host"),
+                        h("x-nomad-token")
+                    );
+                    let status = if req.uri().path() == "/v1/missing" {
+                        StatusCode::NOT_FOUND
+                    } else {
+                        StatusCode::OK
+                    };
+                    let mut resp = Response::new(Full::new(Bytes::from(body)));
+                    *resp.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                tokio::spawn(server::Builder::new().serve_connection(TokioIo::new(s), svc));
+            }
+        });
+
+        let endpoint = Endpoint::parse("X", &format!("unix://{}", sock.display())).unwrap();
+        let t = Transport::new(
+            "nomad",
+            endpoint,
+            HeaderName::from_static("x-nomad-token"),
+            &Secret::new("t0k"),
+            None,
+        );
+        let streamed = t.stream("/v1/client/fs/logs/a?plain=true").await.unwrap();
+        for _ in 0..2 {
+            let r = t
+                .send(Method::GET, "/v1/jobs?prefix=a", None, CALL_TIMEOUT)
+                .await
+                .unwrap();
+            assert_eq!(
+                &r.body[..],
+                b"GET /v1/jobs?prefix=a host=localhost token=t0k"
+            );
+        }
+        let body = streamed.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.starts_with(b"GET /v1/client/fs/logs/a?plain=true "));
+        let e = t
+            .send(Method::GET, "/v1/missing", None, CALL_TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        assert!(
+            e.to_string().contains("GET /v1/missing host=localhost"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn https_without_tls_configuration_fails_saying_so() {
+        let endpoint = Endpoint::parse("X", "https://127.0.0.1:1").unwrap();
+        let t = Transport::new(
+            "nomad",
+            endpoint,
+            HeaderName::from_static("x-nomad-token"),
+            &Secret::default(),
+            None,
+        );
+        let e = t
+            .send(Method::GET, "/v1/jobs", None, CALL_TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(e.is_unavailable());
+        assert!(e.to_string().contains("without a TLS configuration"), "{e}");
     }
 
     #[test]

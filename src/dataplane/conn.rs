@@ -4,7 +4,7 @@
 //! The loop reads a request head with `httparse`. When it is an invocation it serves
 //! (`http1::head::plan`: HTTP/1.1, an origin-form `/function/{name}[/path][?query]` target of a deployed
 //! function, no `Transfer-Encoding`, `Expect` or `Upgrade`, a `Content-Length` body of at
-//! most [`FAST_BODY`] bytes), it writes the upstream request straight from the client's
+//! most [`FAST_BODY`](crate::http1::head::FAST_BODY) bytes), it writes the upstream request straight from the client's
 //! bytes (hop-by-hop headers and those `Connection` names out; `X-Call-Id`, `X-Start-Time`,
 //! `X-Forwarded-For`, `X-Forwarded-Host` in), sends it with the forwarder's rules
 //! (`Forwarder::send_raw`: pick, pool, retries, hold, timeout) and writes the client's

@@ -6,14 +6,14 @@
 //!   (unix nanoseconds), `X-Forwarded-For` and `X-Forwarded-Host` are added.
 //! - Two request forms share one send loop ([`Outbound`]): an `http::Request` (hyper's
 //!   server path; its `rewrite_request` makes the upstream head) and a [`RawRequest`],
-//!   head and body already in upstream form (the byte-level client loop, `api::conn`, which
+//!   head and body already in upstream form (the byte-level client loop, `dataplane::conn`, which
 //!   rewrites heads as bytes). Retries, hold, draining, timeouts and accounting are the
 //!   same for both.
 //! - The upstream leg is an HTTP/1.1 exchange driven in this request's task on a pooled
-//!   `TcpStream` (`pool`): the head (and a body of known small length) in one write, a
+//!   `TcpStream` (`http1::pool`, `http1::exchange`): the head (and a body of known small length) in one write, a
 //!   streamed body after it (chunked when its length is unknown), then the response head
 //!   parsed with `httparse` (`http1`; 1xx skipped, a malformed head is a 502) and the body
-//!   read by its framing as the client takes it (`body::ProxiedBody`). The request is
+//!   read by its framing as the client takes it (`response::ProxiedBody`). The request is
 //!   written from `&Request`, never consumed, so a bodiless request can be sent again as is.
 //! - A request is retried on another replica only when it was never sent: connect failure, a
 //!   bodiless request whose write failed on a reused connection, or a replica that is
@@ -29,14 +29,13 @@
 //!   408 (both close the client connection; nothing of the request is sent before its
 //!   body's first piece is read, and a connection that carried part of it is dropped).
 //! - Once the response head is relayed, each wait for more of its body is bounded by
-//!   `body_timeout` (`body::PooledResponse::idle_timeout`): past it the client connection is
+//!   `body_timeout` (`http1::body::PooledResponse::idle_timeout`): past it the client connection is
 //!   cut and the call recorded as a 504.
 //! - No lock is taken and nothing is allocated per request in this module (proved by
 //!   `tests/alloc_budget.rs`): the header values made per request (`X-Call-Id`,
-//!   `X-Start-Time`) are carved out of a per-thread slab ([`slab_value`]), the upstream URI
-//!   is a slice of the request's own (or static), and `X-Forwarded-For` is formatted once
-//!   per client connection. (A `HeaderValue` made with `from_str` copies into a new buffer,
-//!   and its first clone allocates again to share it: 4 allocations a request before.)
+//!   `X-Start-Time`) are carved out of a per-thread slab (`http1::headers::slab_value`), the
+//!   upstream URI is a slice of the request's own (or static), and `X-Forwarded-For` is
+//!   formatted once per client connection.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;

@@ -324,6 +324,7 @@ impl FunctionHandle {
     }
 
     /// Updates only the desired count, keeping replicas (scale calls answer at once).
+    #[cfg(test)]
     pub(crate) fn publish_desired(&self, desired: u64, cold_start_replicas: u64) {
         let cur = self.state.load_full();
         self.publish(FunctionState {

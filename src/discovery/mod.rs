@@ -209,10 +209,6 @@ impl Publisher {
         self.lock().replicas.len() as u64
     }
 
-    pub(crate) fn desired(&self) -> u64 {
-        self.lock().desired
-    }
-
     /// Sets the autoscaler's settings (parsed from the function's labels); publishes when
     /// they changed.
     pub(crate) fn set_scale(&self, scale: ScaleSettings) {
@@ -293,6 +289,7 @@ impl Publisher {
     }
 
     /// Instance ids now out of rotation ahead of a stop, sorted.
+    #[cfg(test)]
     pub(crate) fn draining(&self) -> Vec<String> {
         self.lock().draining.keys().cloned().collect()
     }

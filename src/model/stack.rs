@@ -65,6 +65,7 @@ pub enum StackError {
 }
 
 /// Parses stack YAML. `environment_file` paths are resolved against the working directory.
+#[cfg(test)]
 pub(crate) fn parse_stack(
     yaml: &str,
     env: impl Fn(&str) -> Option<String>,

@@ -1,6 +1,6 @@
 //! The watchdog's configuration, read from of-watchdog's environment variables.
 //!
-//! Owns: every env var name the watchdog reads (see [`env`]) and their parsing into one typed
+//! Owns: every env var name the watchdog reads (see [`env`](mod@env)) and their parsing into one typed
 //! [`WatchdogConfig`]. Invariants: a `WatchdogConfig` always has a non-empty `fprocess`, and in
 //! `http` mode an `http://host[:port]` upstream. Parsing reads through a lookup function (not
 //! the process environment directly) so it is testable; errors name the variable, the value

@@ -119,6 +119,7 @@ impl HttpProxy {
     }
 
     /// Idle pooled connections to the function now (tests, metrics).
+    #[cfg(test)]
     pub(crate) fn idle(&self) -> usize {
         self.pool.idle()
     }

@@ -9,6 +9,7 @@
 //!
 //! Run one capability with `cargo test --test it MODULE::`, e.g. `cargo test --test it
 //! gateway::`.
+#![allow(clippy::unwrap_used)] // test and tool code: a failed unwrap is a failed run
 
 #[path = "../support/inproc.rs"]
 mod inproc;

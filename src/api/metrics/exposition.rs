@@ -5,7 +5,7 @@
 //!
 //! Invariants:
 //! - The request path never touches this module: it bumps atomics in
-//!   [`FunctionMetrics`](super::FunctionMetrics) and [`Demand`](crate::dataplane::table::Demand);
+//!   [`FunctionMetrics`](crate::metrics::FunctionMetrics) and [`Demand`](crate::dataplane::table::Demand);
 //!   a scrape takes one [`Routes::snapshot`] and reads them (relaxed loads, so a scrape may see
 //!   a call counted in `_count` a moment before its bucket; `+Inf` is `_count`, so buckets stay
 //!   monotonic).
@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
-use prometheus::{Encoder as _, Registry, TextEncoder};
+use prometheus::{Registry, TextEncoder};
 use thiserror::Error;
 
 use crate::dataplane::table::{FunctionHandle, Routes};
@@ -158,7 +158,9 @@ impl Exposition {
     }
 
     /// The same, written into `w` (avoids the intermediate `String` for large outputs).
+    #[cfg(test)]
     pub(crate) fn render_to(&self, w: &mut impl std::io::Write) -> Result<(), prometheus::Error> {
+        use prometheus::Encoder as _;
         TextEncoder::new().encode(&self.registry.gather(), w)
     }
 }

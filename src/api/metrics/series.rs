@@ -4,7 +4,7 @@
 //! table every [`INTERVAL`]: desired and ready replicas, completed invocations (turned into a
 //! rate), in-flight and queued requests, and the latency percentiles of the calls that ended
 //! during the interval (the difference of two HDR snapshots of the function's
-//! [`LatencyHistogram`](super::LatencyHistogram)). Nothing here runs on the invocation path;
+//! [`LatencyHistogram`](crate::metrics::LatencyHistogram)). Nothing here runs on the invocation path;
 //! the request path only bumps the atomics it always bumps.
 //!
 //! Costs: a function that saw no call since the last tick costs a few atomic loads, no

@@ -84,6 +84,7 @@ pub const DRIVER_ANNOTATION: &str = "com.faasgate.driver";
 pub(crate) const PORT_LABEL: &str = "http";
 /// The watchdog's port inside a container.
 pub(crate) const WATCHDOG_PORT: u16 = 8080;
+#[cfg(test)]
 /// The health check path of the watchdog.
 pub(crate) const HEALTH_PATH: &str = "/_/health";
 

@@ -98,7 +98,7 @@ impl NomadResources {
     }
 
     /// The task's `Resources` object.
-    pub(crate) fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         m.insert("CPU".into(), self.cpu_mhz.into());
         m.insert("MemoryMB".into(), self.memory_mb.into());

@@ -6,7 +6,7 @@
 //! trailing windows, the service time of completed requests), and asks the pure
 //! [`decide::Decider`] whether to call the provider: it sizes for arrival rate x service time
 //! (Little's law) plus the held requests to drain. The rules are in [`decide`]; the
-//! per-function settings come from `com.openfaas.scale.*` labels ([`settings`]) parsed when
+//! per-function settings come from `com.openfaas.scale.*` labels (`model::scale`) parsed when
 //! the provider publishes.
 //!
 //! Invariants:

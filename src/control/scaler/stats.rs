@@ -95,6 +95,7 @@ impl ScaleStats {
     }
 
     /// Decisions counted so far for `function` (tests, diagnostics).
+    #[cfg(test)]
     pub(crate) fn decisions(&self, function: &str, direction: Direction, reason: Reason) -> u64 {
         self.lock()
             .get(function)
