@@ -190,6 +190,53 @@ async fn a_stack_files_relative_program_is_found_from_another_folder() {
     assert!(r.text().starts_with("hello from /"), "{}", r.text());
 }
 
+/// A replica that crashes at start says why in the gateway's log: the warning carries the last
+/// lines of its stderr, not only "exit status: 1".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_start_logs_the_replicas_last_stderr_lines() {
+    use std::os::unix::fs::PermissionsExt;
+    let gw = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("crash.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'first words' >&2\necho 'cannot open config.toml' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = gw
+        .deploy(json!({
+            "service": "crasher",
+            "image": "local/crasher",
+            "envProcess": script.to_str().unwrap(),
+            "envVars": {"mode": "http"},
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let crash_line = || {
+        gw.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| {
+                l.contains("replica exited at start") && l.contains("cannot open config.toml")
+            })
+            .cloned()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "a warning with the replica's stderr",
+        || crash_line().is_some(),
+    )
+    .await;
+    let line = crash_line().unwrap();
+    assert!(
+        line.contains("WARN") && line.contains("first words"),
+        "{line}"
+    );
+    assert!(line.contains("exit status: 1"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_up_down_to_zero_and_back_on_invoke() {
     // Manual scaling below min is what this tests: the autoscaler would raise it back.
