@@ -127,7 +127,9 @@ async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     for path in &config.stacks {
-        apply_stack(provider.as_ref(), path).await?;
+        // Local replicas run `fprocess` on this machine: its relative program is the stack's.
+        let local = config.provider == ProviderKind::Local;
+        apply_stack(provider.as_ref(), path, local).await?;
     }
     // UI (issue 6): scale decisions and per-function time series, sampled off the request path.
     let scaling = Scaling::new(config.scaler.clone());
@@ -217,13 +219,22 @@ fn spawn_pool_trimmer(
 }
 
 /// Deploys a stack file's functions: new ones are deployed, changed ones updated, unchanged
-/// ones (e.g. restored from the data dir after a restart) left alone.
-pub(crate) async fn apply_stack(provider: &dyn Provider, path: &Path) -> Result<(), GatewayError> {
-    let specs =
-        crate::model::stack::load_stack_file(path).map_err(|source| GatewayError::Stack {
-            path: path.to_path_buf(),
-            source,
-        })?;
+/// ones (e.g. restored from the data dir after a restart) left alone. With `local` (the
+/// provider runs `fprocess` on this machine), a relative program path in `fprocess` is
+/// resolved against the stack file's folder first.
+pub(crate) async fn apply_stack(
+    provider: &dyn Provider,
+    path: &Path,
+    local: bool,
+) -> Result<(), GatewayError> {
+    let stack_err = |source| GatewayError::Stack {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut specs = crate::model::stack::load_stack_file(path).map_err(stack_err)?;
+    if local {
+        crate::model::stack::resolve_programs(&mut specs, path).map_err(stack_err)?;
+    }
     for mut spec in specs {
         let key = FunctionKey::new(&spec.service, &spec.namespace).map_err(|e| {
             GatewayError::StackDeploy {

@@ -17,12 +17,22 @@
 //!   earlier ones. `envVars`, `labels`, `annotations` are `None` when empty and
 //!   `limits`/`requests` `None` when absent, so a status echoes exactly what was deployed.
 //! - Output is sorted by function name; parsing never panics (proptest below).
+//! - Paths in a stack file are the file's, as faas-cli's `handler:` is: `environment_file`
+//!   always; `fprocess`'s program (its first word, when it holds a `/` and is relative) through
+//!   [`resolve_programs`], for a provider that runs `fprocess` on this machine (local). Bare
+//!   names (`cat`) stay for PATH, arguments as written; `render` and Nomad keep `fprocess`
+//!   verbatim, since it runs inside the task there.
+//!
+//! YAML is read with `serde_norway`, the maintained fork of the deprecated `serde_yaml` (7
+//! releases to 0.9.42, its own maintained libyaml port; `serde_yaml_ng` had its last release in
+//! May 2024 on the archived `unsafe-libyaml`): every stack file, literal and 8000 random inputs
+//! parse to the same values and errors as with `serde_yaml` 0.9.34.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 use thiserror::Error;
 
 use crate::model::names::{self, NameError};
@@ -37,9 +47,9 @@ pub enum StackError {
     Read { path: PathBuf, source: io::Error },
     #[error("line {line}: {reason}")]
     Substitution { line: usize, reason: String },
-    /// serde_yaml's message carries the line and column.
+    /// The parser's message carries the line and column.
     #[error("malformed YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_norway::Error),
     #[error("{field}: {reason}")]
     Shape { field: &'static str, reason: String },
     #[error(
@@ -80,7 +90,7 @@ pub fn parse_stack_in(
     base_dir: &Path,
 ) -> Result<Vec<FunctionDeployment>, StackError> {
     let text = substitute(yaml, &env)?;
-    let mut doc: Value = serde_yaml::from_str(&text)?;
+    let mut doc: Value = serde_norway::from_str(&text)?;
     // `<<: *defaults` merge keys, common in stack files that share settings.
     doc.apply_merge()?;
     let top = match doc {
@@ -131,13 +141,64 @@ pub fn load_stack_file(path: &Path) -> Result<Vec<FunctionDeployment>, StackErro
         path: path.to_path_buf(),
         source,
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let base = if base.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        base
+    parse_stack_in(&text, |k| std::env::var(k).ok(), stack_dir(path))
+}
+
+/// Makes each function's relative program path (the first word of `fprocess`, when it holds a
+/// `/`) absolute against the folder of the stack file at `stack_path`, so that a provider
+/// running `fprocess` on this machine finds it whatever its working directory. `fprocess` is
+/// split on whitespace (no quoting), so a folder whose path holds whitespace is an error.
+pub fn resolve_programs(
+    functions: &mut [FunctionDeployment],
+    stack_path: &Path,
+) -> Result<(), StackError> {
+    let dir = std::path::absolute(stack_dir(stack_path)).map_err(|source| StackError::Read {
+        path: stack_path.to_path_buf(),
+        source,
+    })?;
+    for f in functions.iter_mut() {
+        if let Some(resolved) = resolve_program(&f.env_process, &dir)
+            .map_err(|reason| field_err(&f.service, "fprocess", reason))?
+        {
+            f.env_process = resolved;
+        }
+    }
+    Ok(())
+}
+
+/// The folder a stack file's relative paths are relative to.
+fn stack_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// `fprocess` with its program joined to `dir` (absolute), or `None` when the program is a bare
+/// name or already absolute. Arguments are kept as written.
+fn resolve_program(fprocess: &str, dir: &Path) -> Result<Option<String>, String> {
+    let line = fprocess.trim_start();
+    let end = line.find(char::is_whitespace).unwrap_or(line.len());
+    let (program, args) = line.split_at(end);
+    if !program.contains('/') || Path::new(program).is_absolute() {
+        return Ok(None);
+    }
+    // `components` drops the `.` of `./fn.sh`; `..` stays (lexical resolution could cross a
+    // symbolic link the wrong way).
+    let path: PathBuf = dir.join(program).components().collect();
+    let Some(path) = path.to_str() else {
+        return Err(format!(
+            "{program:?} resolves to {}, which is not UTF-8",
+            path.display()
+        ));
     };
-    parse_stack_in(&text, |k| std::env::var(k).ok(), base)
+    if path.contains(char::is_whitespace) {
+        return Err(format!(
+            "{program:?} resolves to {path:?}, which holds whitespace, and fprocess is split on \
+             whitespace: move the stack file or give an absolute path"
+        ));
+    }
+    Ok(Some(format!("{path}{args}")))
 }
 
 /// Expands `${VAR}` and `${VAR:-default}` (default used when VAR is unset or empty).
@@ -252,7 +313,7 @@ fn env_file(function: &str, path: &Path) -> Result<StringMap, StackError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let doc: Value = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let doc: Value = serde_norway::from_str(&text).map_err(|e| err(e.to_string()))?;
     let env = match &doc {
         Value::Mapping(m) => m.get("environment"),
         Value::Null => None,
@@ -647,6 +708,72 @@ functions:
             assert!(!f.env_process.is_empty(), "{} has no fprocess", f.service);
             assert!(f.env_vars.as_ref().is_some_and(|e| e.contains_key("mode")));
         }
+        // `serve --stack` finds echo's script from any working directory.
+        let mut fns = fns;
+        resolve_programs(&mut fns, &path).unwrap();
+        let echo = fns.iter().find(|f| f.service == "echo").unwrap();
+        let program = Path::new(echo.env_process.split_whitespace().next().unwrap());
+        assert!(program.is_absolute() && program.is_file(), "{program:?}");
+    }
+
+    #[test]
+    fn relative_programs_resolve_against_the_stack_folder() {
+        let dir = Path::new("/srv/fns");
+        let r = |f: &str| resolve_program(f, dir).unwrap();
+        assert_eq!(r("./fn.sh"), Some("/srv/fns/fn.sh".into()));
+        assert_eq!(
+            r("bin/fn -v  --x ./data"),
+            Some("/srv/fns/bin/fn -v  --x ./data".into())
+        );
+        assert_eq!(r("  ./fn.sh a"), Some("/srv/fns/fn.sh a".into()));
+        assert_eq!(r("../up/fn"), Some("/srv/fns/../up/fn".into()));
+        // Bare names are looked up on PATH; absolute paths and arguments are left alone.
+        assert_eq!(r("cat"), None);
+        assert_eq!(r("python3 ./echo.py"), None);
+        assert_eq!(r("/usr/bin/env x"), None);
+        assert_eq!(r(""), None);
+        let e = resolve_program("./fn.sh", Path::new("/srv/my fns")).unwrap_err();
+        assert!(
+            e.contains("whitespace") && e.contains("/srv/my fns/fn.sh"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn resolve_programs_uses_the_stack_file_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let stack = dir.path().join("stack.yml");
+        std::fs::write(
+            &stack,
+            "provider: {name: openfaas}\nfunctions:\n  a: {fprocess: ./bin/a.sh x}\n  b: {fprocess: env}\n",
+        )
+        .unwrap();
+        let mut fns = load_stack_file(&stack).unwrap();
+        resolve_programs(&mut fns, &stack).unwrap();
+        let want = format!("{} x", dir.path().join("bin/a.sh").display());
+        assert_eq!(fns[0].env_process, want);
+        assert_eq!(fns[1].env_process, "env");
+
+        // A stack path relative to the working directory still gives an absolute program.
+        let mut fns = parse_stack(
+            "provider: {name: openfaas}\nfunctions:\n  a: {fprocess: ./a}\n",
+            no_env,
+        )
+        .unwrap();
+        resolve_programs(&mut fns, Path::new("stack.yml")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(fns[0].env_process, cwd.join("a").to_str().unwrap());
+
+        let mut fns = parse_stack(
+            "provider: {name: openfaas}\nfunctions:\n  a: {fprocess: ./a}\n",
+            no_env,
+        )
+        .unwrap();
+        let e = resolve_programs(&mut fns, Path::new("/srv/my fns/stack.yml")).unwrap_err();
+        assert!(
+            matches!(e, StackError::Field { ref function, ref field, .. } if function == "a" && field == "fprocess"),
+            "{e}"
+        );
     }
 
     proptest! {
@@ -677,7 +804,7 @@ functions:
                 provider: BTreeMap<&'a str, &'a str>,
                 functions: BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<String, String>>>,
             }
-            let yaml = serde_yaml::to_string(&Doc { provider, functions: fns }).unwrap();
+            let yaml = serde_norway::to_string(&Doc { provider, functions: fns }).unwrap();
             let parsed = parse_stack(&yaml, no_env).unwrap();
             prop_assert_eq!(parsed.len(), 1);
             prop_assert_eq!(parsed[0].env_vars.as_ref(), Some(&env));

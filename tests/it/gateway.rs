@@ -148,6 +148,95 @@ async fn streaming_function_hashes_the_body() {
     assert!(r.text().starts_with("9b71d224bd62f378"), "{}", r.text());
 }
 
+/// `serve --stack` started in another folder: a relative program in `fprocess` is the stack
+/// file's (it crash-looped with "exit status" when it was the gateway's working directory's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_files_relative_program_is_found_from_another_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (stack, cwd, data) = (
+        tmp.path().join("stack"),
+        tmp.path().join("elsewhere"),
+        tmp.path().join("data"),
+    );
+    for d in [&stack.join("bin"), &cwd, &data] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let script = stack.join("bin/hello.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"hello from $0\"\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        stack.join("stack.yml"),
+        "provider:\n  name: openfaas\nfunctions:\n  hello:\n    image: local/hello\n    \
+         fprocess: ./bin/hello.sh\n    environment:\n      mode: streaming\n",
+    )
+    .unwrap();
+    // The stack path is relative to the gateway's working directory, not the stack's folder.
+    let gw = Gateway::start_in_cwd(
+        &data,
+        Some(&cwd),
+        &["--no-auth", "--stack", "../stack/stack.yml"],
+        &[],
+    );
+    let s = gw.wait_available("hello", 1).await;
+    let program = std::path::Path::new(s["envProcess"].as_str().unwrap());
+    assert!(program.is_absolute(), "{program:?}");
+    assert_eq!(
+        program.canonicalize().unwrap(),
+        script.canonicalize().unwrap()
+    );
+    let r = gw.req("POST", "/function/hello", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("hello from /"), "{}", r.text());
+}
+
+/// A replica that crashes at start says why in the gateway's log: the warning carries the last
+/// lines of its stderr, not only "exit status: 1".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_start_logs_the_replicas_last_stderr_lines() {
+    use std::os::unix::fs::PermissionsExt;
+    let gw = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("crash.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'first words' >&2\necho 'cannot open config.toml' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = gw
+        .deploy(json!({
+            "service": "crasher",
+            "image": "local/crasher",
+            "envProcess": script.to_str().unwrap(),
+            "envVars": {"mode": "http"},
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let crash_line = || {
+        gw.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| {
+                l.contains("replica exited at start") && l.contains("cannot open config.toml")
+            })
+            .cloned()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "a warning with the replica's stderr",
+        || crash_line().is_some(),
+    )
+    .await;
+    let line = crash_line().unwrap();
+    assert!(
+        line.contains("WARN") && line.contains("first words"),
+        "{line}"
+    );
+    assert!(line.contains("exit status: 1"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_up_down_to_zero_and_back_on_invoke() {
     // Manual scaling below min is what this tests: the autoscaler would raise it back.

@@ -85,8 +85,8 @@ fn template<'a>(task: &'a Block, dest: &str) -> &'a Body {
         .unwrap_or_else(|| panic!("no template with destination {dest}"))
 }
 
-fn yaml(s: &str) -> serde_yaml::Value {
-    serde_yaml::from_str(s).unwrap_or_else(|e| panic!("{e}\n{s}"))
+fn yaml(s: &str) -> serde_norway::Value {
+    serde_norway::from_str(s).unwrap_or_else(|e| panic!("{e}\n{s}"))
 }
 
 #[test]

@@ -320,10 +320,7 @@ fn render_one_function_with_options() {
         task["Config"]["image"],
         "ghcr.io/openfaas/python3-http:latest"
     );
-    assert_eq!(
-        task["Env"]["fprocess"],
-        "python3 examples/functions/echo.py"
-    );
+    assert_eq!(task["Env"]["fprocess"], "./functions/echo.py");
     assert_eq!(task["Env"]["mode"], "http");
     assert_eq!(job["Meta"]["faasgate.label.com.openfaas.scale.max"], "4");
     let spec = spec_from_job(job).unwrap();

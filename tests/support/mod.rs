@@ -61,7 +61,20 @@ impl Gateway {
 
     /// Starts a gateway on an existing data dir (restart tests keep the TempDir themselves).
     pub fn start_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_in_cwd(dir, None, args, env)
+    }
+
+    /// As [`Gateway::start_in`], with the gateway's working directory `cwd` (else the test's).
+    pub fn start_in_cwd(
+        dir: &Path,
+        cwd: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(BIN);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")

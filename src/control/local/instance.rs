@@ -5,7 +5,9 @@
 //! `spec`'s module doc), forwards every stdout/stderr line to the function's logs, learns the
 //! address from the first stderr line starting with [`LISTENING_PREFIX`] (bounded by
 //! [`LISTEN_TIMEOUT`]), then probes `/_/health` (every 50 ms until the first 200, then every
-//! second) and reports each change to its supervisor as an [`Event`].
+//! second) and reports each change to its supervisor as an [`Event`]. For [`EARLY_EXIT`]
+//! after the spawn it also keeps the last stderr lines ([`StderrTail`]); a process that ends
+//! within that window is a crash at start, and its warning carries them (`stderr=`).
 //!
 //! Invariants: the task always reaps its child before it ends (stop: SIGTERM to the process
 //! group, SIGKILL after [`TERM_GRACE`]; crash: SIGKILL to what the replica left in its group),
@@ -23,11 +25,13 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::health;
 use super::logs::LogBuffer;
 use super::process;
 use super::spec::{self, ReplicaSpec};
+use super::tail::StderrTail;
 use crate::watchdog::LISTENING_PREFIX;
 
 /// How long a new process may take to print its address.
@@ -49,6 +53,13 @@ pub(crate) const UNHEALTHY_AFTER: u32 = 2;
 pub(crate) const LOG_BATCH: Duration = Duration::from_millis(10);
 /// Read buffer of the log pump: one read takes what a batch window piles up.
 const LOG_READ_BYTES: usize = 64 * 1024;
+/// A process that ends this soon after its spawn crashed at start (an interpreter failing on
+/// a missing file or an import, a server failing to bind): its warning carries its last
+/// stderr lines. Long enough for a slow interpreter's start, short enough that a replica
+/// that served for a while stops recording (its lines are in the function's logs).
+pub(super) const EARLY_EXIT: Duration = Duration::from_secs(5);
+/// How long the warning of a crash at start waits for the rest of its stderr (end of file).
+const TAIL_WAIT: Duration = Duration::from_secs(1);
 
 /// Live processes of one function: instance id -> pid.
 pub(super) type Pids = Arc<Mutex<BTreeMap<Arc<str>, u32>>>;
@@ -122,6 +133,7 @@ impl InstanceContext {
             self.exited(&id, format!("exited at once: {status:?}"));
             return;
         };
+        let started = Instant::now();
         self.pids
             .lock()
             .expect("pid registry mutex poisoned")
@@ -129,31 +141,46 @@ impl InstanceContext {
 
         let (addr_tx, addr_rx) = oneshot::channel();
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(forward_lines(out, self.logs.clone(), id.clone(), None));
+            tokio::spawn(forward_lines(
+                out,
+                self.logs.clone(),
+                id.clone(),
+                None,
+                None,
+            ));
         }
-        if let Some(err) = child.stderr.take() {
+        let early = EarlyTail {
+            tail: StderrTail::new(),
+            until: started + EARLY_EXIT,
+        };
+        let stderr = child.stderr.take().map(|err| {
             tokio::spawn(forward_lines(
                 err,
                 self.logs.clone(),
                 id.clone(),
                 Some(addr_tx),
-            ));
-        }
+                Some(early),
+            ))
+        });
 
         let outcome = self.supervise(&id, &mut child, &mut stop, addr_rx).await;
+        let at_start = started.elapsed() < EARLY_EXIT;
         match outcome {
             Outcome::Stop => terminate(&mut child, pid).await,
             Outcome::Kill(reason) => {
                 terminate(&mut child, pid).await;
                 self.forget(&id);
-                self.exited(&id, reason);
+                let tail = early_tail(at_start, stderr).await;
+                self.exited_with(&id, reason, tail);
                 return;
             }
             Outcome::Exited(status) => {
-                // Whatever the replica forked may still run in its group.
+                // Whatever the replica forked may still run in its group (this also closes
+                // the stderr it may hold, so the tail below reaches its end).
                 let _ = crate::sys::process::signal_group(pid, libc::SIGKILL);
                 self.forget(&id);
-                self.exited(&id, status);
+                let tail = early_tail(at_start, stderr).await;
+                self.exited_with(&id, status, tail);
                 return;
             }
         }
@@ -225,7 +252,18 @@ impl InstanceContext {
     }
 
     fn exited(&self, id: &Arc<str>, reason: String) {
-        tracing::warn!(instance = %id, %reason, "replica exited");
+        self.exited_with(id, reason, None);
+    }
+
+    /// Reports an exit; `stderr` is the tail of a crash at start, the only clue to its cause
+    /// in the gateway's log (as one escaped string, so the log keeps one line per event).
+    fn exited_with(&self, id: &Arc<str>, reason: String, stderr: Option<String>) {
+        match &stderr {
+            Some(tail) => {
+                tracing::warn!(instance = %id, %reason, stderr = ?tail, "replica exited at start")
+            }
+            None => tracing::warn!(instance = %id, %reason, "replica exited"),
+        }
         self.send(id, EventKind::Exited(reason));
     }
 
@@ -235,6 +273,12 @@ impl InstanceContext {
             .expect("pid registry mutex poisoned")
             .remove(id);
     }
+}
+
+/// The stderr tail of a process while it may still crash at start.
+struct EarlyTail {
+    tail: StderrTail,
+    until: Instant,
 }
 
 enum Outcome {
@@ -270,6 +314,19 @@ fn replica_command(
     command
 }
 
+/// The last stderr lines of a process that ended `at_start` (within [`EARLY_EXIT`]): what its
+/// log pump kept, once the pipe is closed (bounded by [`TAIL_WAIT`]). None otherwise.
+async fn early_tail(
+    at_start: bool,
+    stderr: Option<JoinHandle<Option<StderrTail>>>,
+) -> Option<String> {
+    let pump = stderr.filter(|_| at_start)?;
+    match tokio::time::timeout(TAIL_WAIT, pump).await {
+        Ok(Ok(Some(tail))) if !tail.is_empty() => Some(tail.text()),
+        _ => None,
+    }
+}
+
 /// SIGTERM to the group, SIGKILL after [`TERM_GRACE`], reap, then SIGKILL to any straggler
 /// left in the group.
 async fn terminate(child: &mut Child, pgid: u32) {
@@ -286,13 +343,15 @@ async fn terminate(child: &mut Child, pgid: u32) {
     let _ = crate::sys::process::signal_group(pgid, libc::SIGKILL);
 }
 
-/// Sends each line of `pipe` to `logs`; on stderr, also the first address line to `addr`.
+/// Sends each line of `pipe` to `logs`; on stderr, also the first address line to `addr` and,
+/// until `early.until`, every line to `early.tail`, which it returns at the end of the pipe.
 async fn forward_lines<R: AsyncRead + Unpin>(
     pipe: R,
     logs: Arc<LogBuffer>,
     id: Arc<str>,
     mut addr: Option<oneshot::Sender<SocketAddr>>,
-) {
+    mut early: Option<EarlyTail>,
+) -> Option<StderrTail> {
     let mut reader = BufReader::with_capacity(LOG_READ_BYTES, pipe);
     let mut buf = Vec::with_capacity(256);
     loop {
@@ -302,11 +361,20 @@ async fn forward_lines<R: AsyncRead + Unpin>(
         }
         buf.clear();
         match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return early.map(|e| e.tail),
             Ok(_) => {}
         }
         while matches!(buf.last(), Some(b'\n' | b'\r')) {
             buf.pop();
+        }
+        if let Some(e) = &mut early {
+            if Instant::now() < e.until {
+                // Copies into a buffer allocated at spawn: nothing allocated per line.
+                e.tail.push(&buf);
+            } else {
+                // Past the start: the replica's per-request lines pay nothing more.
+                early = None;
+            }
         }
         // Valid UTF-8 (nearly every line) is copied as is; `from_utf8_lossy` walks it in
         // chunks first, three times the instructions of a plain check.

@@ -3,7 +3,8 @@
 //! Owns the function records of this machine (persisted by [`store`]) and, per function, one
 //! supervisor task ([`supervisor`]) that owns its replica processes ([`instance`]), probes
 //! their health ([`health`]) and publishes the ready ones to the data plane's
-//! [`Routes`]. Replica output goes to an in-memory log per function ([`logs`]).
+//! [`Routes`]. Replica output goes to an in-memory log per function ([`logs`]); a replica's
+//! first seconds of stderr also to a bounded tail ([`tail`]) for the warning of a crash at start.
 //!
 //! Invariants:
 //! - A control operation answers without waiting for processes: deploy and scale publish the
@@ -24,6 +25,7 @@ mod process;
 mod spec;
 mod store;
 mod supervisor;
+mod tail;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
