@@ -1,4 +1,4 @@
-//! The data plane's hot-path choices, each beside its baseline in the same run (issue 5).
+//! The data plane's hot-path choices, each beside its baseline in the same run .
 //!
 //! Every group ends by printing `ratio <ours> / <baseline>` from criterion's own estimates
 //! (`target/criterion/<group>/.../new/estimates.json`), so the decision reads off one run on

@@ -20,7 +20,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use faasgate::dataplane::table::Demand;
 use faasgate::sys::clock;
 
-/// The accounting before the scaler branch.
+/// The baseline: demand accounted without the scaler's busy-time integral.
 #[derive(Default)]
 struct Before {
     inflight: AtomicU64,

@@ -1,5 +1,5 @@
 //! The gateway's request path with 10,000 functions deployed and the route table changing
-//! 1,000 times a second: issue 5's scale check, run by `loadtest/run`.
+//! 1,000 times a second: the scale check, run by `loadtest/run`.
 //!
 //! Serves the real path (`api::server::serve` -> `Gateway::handle` -> forwarder) over a route
 //! table published directly (the cheap, honest way to deploy 10,000 functions: no process

@@ -25,19 +25,16 @@ pub mod env {
     pub const UPSTREAM_MAX_IDLE: &str = "FAASGATE_UPSTREAM_MAX_IDLE";
     pub const MAX_CONNECTIONS: &str = "FAASGATE_MAX_CONNECTIONS";
     pub const ALLOW_UNDERSCORE_HEADERS: &str = "FAASGATE_ALLOW_UNDERSCORE_HEADERS";
-    // --- scaler branch ---
     pub const SCALER_TICK: &str = "FAASGATE_SCALER_TICK";
     pub const SCALE_STABLE_WINDOW: &str = "FAASGATE_SCALE_STABLE_WINDOW";
     pub const SCALE_PANIC_WINDOW: &str = "FAASGATE_SCALE_PANIC_WINDOW";
     pub const SCALE_DOWN_DELAY: &str = "FAASGATE_SCALE_DOWN_DELAY";
     pub const ALERT_MIN_INTERVAL: &str = "FAASGATE_ALERT_MIN_INTERVAL";
-    // --- end scaler branch ---
     /// OpenFaaS gateway variables.
     pub(crate) const READ_TIMEOUT: &str = "read_timeout";
     pub(crate) const WRITE_TIMEOUT: &str = "write_timeout";
     pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
 
-    // --- nomad provider (issue 3) ---
     /// faasgate's Nomad provider flags.
     pub const NOMAD_DATACENTERS: &str = "FAASGATE_NOMAD_DATACENTERS";
     pub const NOMAD_JOB_PREFIX: &str = "FAASGATE_NOMAD_JOB_PREFIX";
@@ -69,7 +66,6 @@ pub mod env {
     pub const CONSUL_CLIENT_CERT: &str = "CONSUL_CLIENT_CERT";
     pub const CONSUL_CLIENT_KEY: &str = "CONSUL_CLIENT_KEY";
     pub const CONSUL_TLS_SERVER_NAME: &str = "CONSUL_TLS_SERVER_NAME";
-    // --- end nomad provider ---
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -85,7 +81,7 @@ pub struct ConfigError {
 pub enum ProviderKind {
     /// Functions run as child processes on this machine.
     Local,
-    /// Functions run as Nomad jobs (nomad provider, issue 3).
+    /// Functions run as Nomad jobs.
     Nomad,
 }
 
@@ -104,9 +100,9 @@ pub struct GatewayConfig {
     pub hold_timeout: Duration,
     /// How many requests per function may wait at once (429 beyond).
     pub max_queue: u64,
-    /// Settings of the nomad provider (`Some` when `provider` is `Nomad`; issue 3).
+    /// Settings of the nomad provider (`Some` when `provider` is `Nomad`).
     pub nomad: Option<crate::control::nomad::NomadOptions>,
-    /// The queue-depth autoscaler and alert scaling (scaler branch).
+    /// The queue-depth autoscaler and alert scaling.
     pub scaler: crate::control::scaler::ScalerConfig,
     /// Bounds of the client connections and the upstream leg.
     pub wire: WireLimits,

@@ -93,7 +93,6 @@ pub async fn run(
             )
             .await?
         }
-        // --- nomad provider (issue 3) ---
         ProviderKind::Nomad => {
             let mut opts = config.nomad.clone().ok_or_else(|| {
                 ProviderError::Backend("--provider nomad needs the nomad settings".into())
@@ -101,7 +100,7 @@ pub async fn run(
             // A replica leaving on a scale-down gets as long as a request may wait for it.
             opts.drain_timeout = config.timeouts.upstream;
             crate::control::nomad::NomadProvider::start(opts, routes.clone()).await?
-        } // --- end nomad provider ---
+        }
     };
 
     let result = serve(
@@ -131,14 +130,14 @@ async fn serve(
         let local = config.provider == ProviderKind::Local;
         apply_stack(provider.as_ref(), path, local).await?;
     }
-    // UI (issue 6): scale decisions and per-function time series, sampled off the request path.
+    // The UI: scale decisions and per-function time series, sampled off the request path.
     let scaling = Scaling::new(config.scaler.clone());
     let events = scaling.events.clone();
     let series = Arc::new(Series::new());
     let sampler = spawn_sampler(routes.clone(), series.clone());
     let (cold_tx, cold_rx) = mpsc::unbounded_channel();
     let cold_task = spawn_cold_start(provider.clone(), events.clone(), cold_rx);
-    // --- scaler branch: the queue-depth autoscaler and what alerts and /metrics share ---
+    // The queue-depth autoscaler, and what alerts and /metrics share with it.
     let scaler_task = config.scaler.enabled.then(|| {
         let source = Arc::new(LocalDemand::new(routes.clone()));
         spawn_scaler(scaling.clone(), source, provider.clone())
@@ -147,7 +146,6 @@ async fn serve(
     exposition
         .register(Box::new(scaling.stats.collector()))
         .expect("scaler metric names are distinct from the gateway's");
-    // --- end scaler branch ---
     let gateway = Arc::new(Gateway {
         routes: routes.clone(),
         forwarder: Forwarder::new(

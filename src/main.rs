@@ -65,7 +65,7 @@ struct ServeArgs {
     max_queue: u64,
     /// Runtime worker threads serving requests (nginx's worker_processes); 0: one per core.
     /// On a machine whose cores the functions share, fewer workers cost less CPU per request
-    /// (README, "Performance").
+    /// (docs/performance.md).
     #[arg(long, env = config::env::WORKERS, default_value_t = 0)]
     workers: usize,
     /// Bound on the wait for each next byte of a function's response body once its head has
@@ -94,7 +94,7 @@ struct ServeArgs {
     scaler: ScalerArgs,
 }
 
-// --- nomad provider (issue 3): `faasgate serve --provider nomad` flags ---
+// `faasgate serve --provider nomad` flags.
 
 /// With `--provider nomad`. The Nomad client itself is configured by NOMAD_ADDR,
 /// NOMAD_TOKEN, NOMAD_NAMESPACE, NOMAD_REGION and the TLS variables NOMAD_CACERT,
@@ -147,9 +147,7 @@ fn nomad_options(args: NomadArgs) -> anyhow::Result<faasgate::control::nomad::No
     Ok(opts)
 }
 
-// --- end nomad provider ---
-
-// --- render (issue 3): `faasgate render` ---
+// `faasgate render`.
 
 /// Prints `{"Job": {...}}`, the body of `POST /v1/jobs` (and input for `nomad job run -json`),
 /// one document per function in name order.
@@ -232,9 +230,7 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-// --- end render ---
-
-// --- control plane (issue 4): `faasgate serve` scaler flags ---
+// `faasgate serve` scaler flags.
 /// The queue-depth autoscaler (per-function settings are `com.openfaas.scale.*` labels).
 #[derive(clap::Args)]
 struct ScalerArgs {

@@ -1,4 +1,4 @@
-//! Allocation budget of one proxied request (issue 5, item 4).
+//! Allocation budget of one proxied request.
 //!
 //! A counting global allocator (local to this test binary) counts heap allocations while a
 //! keep-alive client sends N requests, after a warm-up, through three paths served in this

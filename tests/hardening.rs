@@ -1,4 +1,4 @@
-//! The upstream leg's safety rules (issue 11), through both client-side paths (the byte loop
+//! The upstream leg's safety rules, through both client-side paths (the byte loop
 //! and hyper's server): a pooled connection is never reused when its replica wrote past a
 //! response (response desync), a stalled response body is cut after the body timeout, and
 //! the pool's idle connections are bounded by count and age while a steady load reuses them.

@@ -1,4 +1,4 @@
-//! The chunked body codec (`dataplane::http1::ChunkedDecoder`, `write_chunk_header`), both
+//! The chunked body codec (`http1::codec::ChunkedDecoder`, `write_chunk_header`), both
 //! ways, on each input.
 //!
 //! Decoding: the input as a chunked body, fed in pieces (sizes from the input's first byte);

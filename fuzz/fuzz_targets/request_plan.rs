@@ -1,4 +1,4 @@
-//! The byte-level client loop's request planner (`api::conn::plan`) on arbitrary bytes.
+//! The byte-level client loop's request planner (`http1::head::plan`) on arbitrary bytes.
 //!
 //! Asserts, besides never panicking: a served request lies within the buffer; its upstream
 //! form parses (httparse) as one complete HTTP/1.1 request head followed by exactly the

@@ -1,4 +1,4 @@
-//! The upstream response head parser (`dataplane::http1::parse_response_raw`, and
+//! The upstream response head parser (`http1::codec::parse_response_raw`, and
 //! `parse_response_head` built on it) on arbitrary bytes.
 //!
 //! The first input byte picks whether the request was a HEAD and where the bytes are split

@@ -46,11 +46,11 @@ pub struct Gateway {
     pub auth: Option<Credentials>,
     pub exposition: Exposition,
     pub max_body_bytes: usize,
-    /// Per-function time series the UI charts (issue 6).
+    /// Per-function time series the UI charts.
     pub series: Arc<Series>,
     /// Recent scaling decisions: the scale API, cold starts and the autoscaler record here.
     pub events: Arc<ScaleEvents>,
-    /// The scaler's shared state: alert book and decision counters (scaler branch).
+    /// The scaler's shared state: alert book and decision counters.
     pub scaling: Arc<Scaling>,
     /// Invocations are served by the byte-level client loop (`conn`); `false` sends every
     /// request through hyper's server (tests run their cases both ways).

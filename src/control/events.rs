@@ -18,7 +18,7 @@ pub(crate) const DEFAULT_CAPACITY: usize = 1024;
 
 /// Reasons recorded by the gateway itself; the autoscaler adds its own.
 pub(crate) mod reason {
-    /// `POST /system/scale-function/{name}` (faas-cli, the UI, Alertmanager tooling).
+    /// `POST /system/scale-function/{name}` (the UI, curl, scripts).
     pub(crate) const API: &str = "api";
     /// A request arrived for a function scaled to zero.
     pub(crate) const COLD_START: &str = "scale from zero";

@@ -12,14 +12,14 @@
 //! tower's `p2c::Balance` needs `&mut self` (`poll_ready` then `call`), so sharing it between
 //! connections takes a `Buffer`: a worker task and a channel hop per request, serialising every
 //! pick through one task. `benches/dataplane.rs` (group `p2c_pick`: 64 tasks picking at once on
-//! a 2-worker runtime, 8 replicas, each pick counted pending and completed) measured, on the
-//! 2-core dev machine: this pick over the published snapshot **88 ns**, round robin on a shared
-//! counter 65 ns (ratio 1.36: the price of the second random draw and the load comparison),
-//! tower `Balance` behind `Buffer` **918 ns** (ratio 0.096: ten times slower). The data plane
-//! therefore keeps this lock-free pick, which also needs no `Discover` stream: replica-set
-//! changes arrive as a new snapshot (see `table`). Load-wise it is tower's `PendingRequests`
-//! metric, and the spread test below and `loadtest/run`'s 3-replica check (counts within
-//! 0.1% of their mean) show it balances.
+//! a 2-worker runtime, 8 replicas, each pick counted pending and completed) runs this pick over
+//! the published snapshot beside round robin on a shared counter and tower's `Balance` behind
+//! `Buffer`: this pick costs a little more than round robin (the second random draw and the
+//! load comparison) and about a tenth of tower's (docs/performance.md has the figures). The
+//! data plane therefore keeps this lock-free pick, which also needs no `Discover` stream:
+//! replica-set changes arrive as a new snapshot (see `table`). Load-wise it is tower's
+//! `PendingRequests` metric, and the spread test below and `loadtest/run`'s 3-replica check
+//! show it balances.
 
 use std::sync::Arc;
 

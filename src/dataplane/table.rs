@@ -7,12 +7,11 @@
 //! delete) copy only the shard they change and publish it with one `store`, serialised by a
 //! mutex that readers never touch. Sharding is what makes 1,000 route changes per second
 //! cheap with 10,000 functions deployed: an update copies ~40 `Arc`s instead of the whole map
-//! (group `route_update`: 1.9 us per deploy+delete with 10,000 functions, against 3.5 ms
-//! when the whole map was copied; `loadtest/run` shows p99 under that churn).
-//! Single-threaded, a lookup costs about what a `RwLock<HashMap<String, _>>` does (54 ns for 1
-//! function, 95 ns for 100k, where cache misses on the shard, the handle and the key dominate);
-//! the lock-free read is what keeps it there when every core looks up at once
-//! (`arcswap_contended` vs `rwlock_hashmap_contended`).
+//! (group `route_update` compares both; `loadtest/run` shows p99 under that churn).
+//! Single-threaded, a lookup costs about what a `RwLock<HashMap<String, _>>` does (cache
+//! misses on the shard, the handle and the key dominate); the lock-free read is what keeps it
+//! there when every core looks up at once (`arcswap_contended` vs `rwlock_hashmap_contended`;
+//! the figures are in docs/performance.md).
 //!
 //! Each lookup sees one consistent shard; [`Routes::snapshot`] (scrapes, listings) is the
 //! union of the shards' current values, read one after the other.

@@ -25,9 +25,9 @@
 //!   after the checkout, reach the next request's reader first: no HTTP/1.1 proxy can tell
 //!   them apart from its answer; the framing checks of that response, then this check at the
 //!   following checkout, close the connection. (Peeking at every checkout would narrow the
-//!   first window to nothing at one `recvfrom` per request: +2.8 µs of CPU per request in
-//!   `loadtest/percall`, about a tenth of the gateway's cost. The periodic [`Pool::trim`]
-//!   peeks at every idle connection.)
+//!   first window to nothing at one `recvfrom` per request, about a tenth of the gateway's
+//!   CPU per request as `loadtest/percall` measures it. The periodic [`Pool::trim`] peeks at
+//!   every idle connection.)
 //! - At most [`Limits::max_idle`] connections stay idle per replica (more are closed at
 //!   checkin), and one idle longer than [`Limits::idle_timeout`] is closed, at checkout or by
 //!   [`Pool::trim`], which the gateway calls periodically for every replica.

@@ -1,4 +1,4 @@
-//! A differential wire test (issue 11 item 6): the same raw client bytes through three front
+//! A differential wire test: the same raw client bytes through three front
 //! ends, each in front of its own recording upstream: faasgate's byte-level loop
 //! (`api::conn`), faasgate's hyper path (`Gateway.byte_loop = false`), and a real nginx, the
 //! reference.
@@ -17,7 +17,7 @@
 //! that the next request, on the same connection (when it stays open) and on new
 //! connections, gets its own answer, which is where a desync through the upstream pool shows;
 //! (d) that the front end still serves. Each case states the outcome faasgate must have (what
-//! issue 11 requires: the safe one) and, where faasgate differs from nginx on purpose, why.
+//! the safe one) and, where faasgate differs from nginx on purpose, why.
 //!
 //! The test prints a table of the three front ends and every place faasgate and nginx differ,
 //! and fails when faasgate, in either mode, misses a case's required outcome. nginx's outcomes

@@ -26,7 +26,7 @@
 //!   `repeat_interval` 30 s, `send_resolved`; each firing delivery adds
 //!   `ceil(max x factor / 100)`, resolved sets min, never zero).
 //!
-//! The test asserts issue 4's targets for faasgate over 50 seeds, prints the side-by-side
+//! The test asserts the scaler's targets for faasgate over 50 seeds, prints the side-by-side
 //! table and writes it to `target/scaler-sim.txt`.
 
 use std::collections::VecDeque;
@@ -196,7 +196,7 @@ fn need_at(sc: &Scenario) -> Option<f64> {
         .find(|&t| needed(offered(sc.shape, t)) >= n)
 }
 
-/// Which of issue 4's targets a load shape is held to (all over every seed):
+/// Which of the scaler's targets a load shape is held to (all over every seed):
 /// - **Step targets** (first call p99 <= 1 s after the onset, desired >= N p99 <= 2 s after
 ///   it in at most 2 calls) apply to step onsets: the steps and the 1 s spike, whose onset is
 ///   a x10 step (that it ends a second later does not change when it must be answered). A

@@ -9,7 +9,7 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`bash scripts/test-setup.sh` installs
 //! them; `.ci/run` does too). Screenshots go to a temporary directory whose path is
 //! printed; with `FAASGATE_UI_SCREENSHOTS=<dir>` they go there instead (that is how the
-//! README's pictures under `docs/` are made).
+//! pictures in docs/ui.md are made).
 
 use crate::support;
 
@@ -432,7 +432,7 @@ async fn scenario(gw: &Gateway, c: &Client) {
         .await;
     assert_eq!(r.status, 404, "deleted");
 
-    // The deploy form, for the README.
+    // The deploy form, for docs/ui.md.
     click(c, "#list-deploy").await;
     wait_present(c, "#dep-name", "the deploy form").await;
     fill(c, "#dep-name", "Not a name!").await;

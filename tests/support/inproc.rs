@@ -1,4 +1,4 @@
-//! An in-process gateway over the real request path, for measurements (issue 5).
+//! An in-process gateway over the real request path, for measurements.
 //!
 //! [`spawn_gateway`] serves `api::server::serve` -> `Gateway::handle` -> the forwarder, exactly
 //! as `faasgate serve` does, but over a route table the caller publishes into directly

@@ -105,10 +105,10 @@ pub(crate) mod service_meta {
 }
 
 /// Env var names the renderer sets.
-pub(crate) mod env {
-    pub(crate) const FPROCESS: &str = "fprocess";
-    pub(crate) const PORT: &str = "port";
-    pub(crate) const BIND_ADDRESS: &str = "bind_address";
+pub mod env {
+    pub const FPROCESS: &str = "fprocess";
+    pub const PORT: &str = "port";
+    pub const BIND_ADDRESS: &str = "bind_address";
     /// Nomad's runtime interpolation of the group port and its host IP.
     pub(crate) const NOMAD_PORT_HTTP: &str = "${NOMAD_PORT_http}";
     pub(crate) const NOMAD_IP_HTTP: &str = "${NOMAD_IP_http}";
