@@ -5,7 +5,7 @@
 //!   hop-by-hop headers are removed both ways; `X-Call-Id` (kept if sent), `X-Start-Time`
 //!   (unix nanoseconds), `X-Forwarded-For` and `X-Forwarded-Host` are added.
 //! - Two request forms share one send loop ([`Outbound`]): an `http::Request` (hyper's
-//!   server path; its `rewrite_request` makes the upstream head) and a [`RawRequest`],
+//!   server path; `http1::headers::rewrite_request` makes the upstream head) and a [`RawRequest`],
 //!   head and body already in upstream form (the byte-level client loop, `dataplane::conn`, which
 //!   rewrites heads as bytes). Retries, hold, draining, timeouts and accounting are the
 //!   same for both.
@@ -43,8 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
@@ -59,8 +58,8 @@ use crate::http1::body::{Upload, UpstreamBody};
 use crate::http1::codec::{self as http1, Framing, RawHead, ResponseHead};
 use crate::http1::exchange::{coarse_deadline, exchange, idempotent, Failure};
 use crate::http1::headers::{
-    drop_underscore_names, new_call_id, start_time_header, strip_hop_by_hop, Peer, X_CALL_ID,
-    X_FORWARDED_FOR, X_FORWARDED_HOST, X_START_TIME,
+    new_call_id, rewrite_request, start_time_header, strip_hop_by_hop, BadTarget, Peer, X_CALL_ID,
+    X_START_TIME,
 };
 use crate::http1::pool::Conn;
 use crate::http1::request_rules::RequestError;
@@ -227,7 +226,10 @@ impl Forwarder {
         let allow = self.config.allow_underscore_headers;
         match rewrite_request(&mut req, rest_start, &call_id, &start_time, peer, allow) {
             Ok(()) => {}
-            Err(e) => return error_response(invocation, e, call_id, generated, start_time),
+            Err(BadTarget) => {
+                let e = ForwardError::BadPath;
+                return error_response(invocation, e, call_id, generated, start_time);
+            }
         }
         let mut req = req.map(UpstreamBody::from_client);
         let arrived_ms = invocation.arrived_ms();
@@ -626,61 +628,4 @@ fn error_response(
         HeaderValue::from_static("proxy"),
     );
     resp
-}
-
-/// Turns the client's request into the upstream request, in place.
-fn rewrite_request<B>(
-    req: &mut Request<B>,
-    rest_start: usize,
-    call_id: &HeaderValue,
-    start_time: &HeaderValue,
-    peer: &Peer,
-    allow_underscores: bool,
-) -> Result<(), ForwardError> {
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(PathAndQuery::as_str)
-        .unwrap_or("/");
-    let rest = pq.get(rest_start..).ok_or(ForwardError::BadPath)?;
-    let uri = if rest.is_empty() {
-        Uri::from_static("/")
-    } else if rest.starts_with('?') {
-        let mut s = String::with_capacity(rest.len() + 1);
-        s.push('/');
-        s.push_str(rest);
-        Uri::try_from(s).map_err(|_| ForwardError::BadPath)?
-    } else {
-        Uri::try_from(rest).map_err(|_| ForwardError::BadPath)?
-    };
-    // RFC 9112 section 3.2.2: the host of an absolute-form target replaces `Host`. Userinfo
-    // in it is refused (RFC 9110 section 4.2.4), and so is a host `Host` could not carry.
-    let authority = match req.uri().authority() {
-        None => None,
-        Some(a) if a.as_str().contains('@') => return Err(ForwardError::BadPath),
-        Some(a) if !crate::http1::request_rules::valid_host(a.as_str().as_bytes()) => {
-            return Err(ForwardError::BadPath)
-        }
-        Some(a) => Some(HeaderValue::from_str(a.as_str()).map_err(|_| ForwardError::BadPath)?),
-    };
-    *req.uri_mut() = uri;
-    let headers = req.headers_mut();
-    if let Some(host) = authority {
-        headers.insert(header::HOST, host);
-    }
-    strip_hop_by_hop(headers);
-    if !allow_underscores {
-        drop_underscore_names(headers);
-    }
-    headers.insert(X_CALL_ID, call_id.clone());
-    headers.insert(X_START_TIME, start_time.clone());
-    if !headers.contains_key(&X_FORWARDED_FOR) {
-        headers.insert(X_FORWARDED_FOR, peer.forwarded_for.clone());
-    }
-    if !headers.contains_key(&X_FORWARDED_HOST) {
-        if let Some(host) = headers.get(header::HOST).cloned() {
-            headers.insert(X_FORWARDED_HOST, host);
-        }
-    }
-    Ok(())
 }

@@ -11,6 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Uri};
 
 use crate::http1::codec as http1;
 use crate::http1::request_rules::forwardable_name;
@@ -48,6 +50,69 @@ impl Peer {
             .expect("a socket address is a valid header value");
         Self { forwarded_for }
     }
+}
+
+/// A request target that cannot be forwarded: a sub-path `http::Uri` refuses, userinfo in
+/// an absolute-form target, or a host `Host` could not carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request target cannot be forwarded")]
+pub(crate) struct BadTarget;
+
+/// Turns the client's request into the upstream request, in place.
+pub(crate) fn rewrite_request<B>(
+    req: &mut Request<B>,
+    rest_start: usize,
+    call_id: &HeaderValue,
+    start_time: &HeaderValue,
+    peer: &Peer,
+    allow_underscores: bool,
+) -> Result<(), BadTarget> {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(PathAndQuery::as_str)
+        .unwrap_or("/");
+    let rest = pq.get(rest_start..).ok_or(BadTarget)?;
+    let uri = if rest.is_empty() {
+        Uri::from_static("/")
+    } else if rest.starts_with('?') {
+        let mut s = String::with_capacity(rest.len() + 1);
+        s.push('/');
+        s.push_str(rest);
+        Uri::try_from(s).map_err(|_| BadTarget)?
+    } else {
+        Uri::try_from(rest).map_err(|_| BadTarget)?
+    };
+    // RFC 9112 section 3.2.2: the host of an absolute-form target replaces `Host`. Userinfo
+    // in it is refused (RFC 9110 section 4.2.4), and so is a host `Host` could not carry.
+    let authority = match req.uri().authority() {
+        None => None,
+        Some(a) if a.as_str().contains('@') => return Err(BadTarget),
+        Some(a) if !crate::http1::request_rules::valid_host(a.as_str().as_bytes()) => {
+            return Err(BadTarget)
+        }
+        Some(a) => Some(HeaderValue::from_str(a.as_str()).map_err(|_| BadTarget)?),
+    };
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    if let Some(host) = authority {
+        headers.insert(header::HOST, host);
+    }
+    strip_hop_by_hop(headers);
+    if !allow_underscores {
+        drop_underscore_names(headers);
+    }
+    headers.insert(X_CALL_ID, call_id.clone());
+    headers.insert(X_START_TIME, start_time.clone());
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR, peer.forwarded_for.clone());
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = headers.get(header::HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
+    Ok(())
 }
 
 /// Removes the headers whose names hold `_` (`request_rules::forwardable_name`). One pass

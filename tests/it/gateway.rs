@@ -237,6 +237,39 @@ async fn a_crash_at_start_logs_the_replicas_last_stderr_lines() {
     assert!(line.contains("exit status: 1"), "{line}");
 }
 
+/// A bad `com.openfaas.scale.*` value is a 400 naming the label, at deploy and at update, in
+/// a label or an annotation alike (one parser: `model::scale`), and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_scale_label_is_refused_at_deploy_naming_it() {
+    let gw = Gateway::start_with(&["--no-auth", "--no-autoscale"], &[]);
+    for (field, label, value) in [
+        ("labels", "com.openfaas.scale.min", "two"),
+        ("labels", "com.openfaas.scale.max", "-1"),
+        ("annotations", "com.openfaas.scale.zero", "maybe"),
+        ("labels", "com.openfaas.scale.type", "cpu"),
+        ("labels", "com.openfaas.scale.zero-duration", "soon"),
+    ] {
+        let mut f = env_fn("badscale");
+        f[field] = json!({ label: value });
+        let r = gw.deploy(f).await;
+        assert_eq!(r.status, 400, "{label}={value}: {}", r.text());
+        assert!(r.text().contains(label), "{label}: {}", r.text());
+        assert_eq!(gw.get("/system/function/badscale").await.status, 404);
+    }
+    // Deployed well, then updated with a bad value: refused, the function keeps its spec.
+    let mut f = env_fn("badscale");
+    f["labels"] = json!({"com.openfaas.scale.min": "1"});
+    assert_eq!(gw.deploy(f.clone()).await.status, 202);
+    f["labels"] = json!({"com.openfaas.scale.min": "1.5"});
+    let r = gw.req("PUT", "/system/functions", f.to_string()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("com.openfaas.scale.min"), "{}", r.text());
+    assert_eq!(
+        gw.status("badscale").await["labels"]["com.openfaas.scale.min"],
+        "1"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_up_down_to_zero_and_back_on_invoke() {
     // Manual scaling below min is what this tests: the autoscaler would raise it back.
