@@ -3,7 +3,7 @@
 //! Parsing is lenient by rule (reference section 1): every field is optional, a missing
 //! field or an explicit `null` reads as the zero value ([`nd`]), unknown fields are ignored,
 //! and times may be `null` or `"0001-01-01T00:00:00Z"` (kept as strings). Serialisation
-//! writes what the servers accept. `tests/nomad_conformance.rs` parses every fixture of
+//! writes what the servers accept. `tests/it/nomad_conformance.rs` parses every fixture of
 //! `../shared/fixtures` with these types.
 
 /// Declares wire structs under the lenient rule, stated once instead of on every field: each
@@ -32,6 +32,7 @@ macro_rules! lenient {
 
 pub mod consul;
 pub mod nomad;
+pub mod variables;
 
 use serde::{Deserialize, Deserializer};
 
