@@ -3,6 +3,19 @@
 //! Every request names the configured namespace and region (`NOMAD_NAMESPACE`,
 //! `NOMAD_REGION`) when set; the token goes in `X-Nomad-Token`. Blocking reads take
 //! [`QueryOptions`] and return [`Indexed`] values with `X-Nomad-Index` (floored to 1).
+//!
+//! Variables and variable locks (Nomad 1.7+, `/v1/var/:path`): a path is a [`VarPath`],
+//! checked once against Nomad's rule `^[a-zA-Z0-9-_~/]{1,128}$`. Every variable call sends
+//! the namespace twice, as `?namespace=` and as the body's `Namespace` (`default` when none
+//! is configured): the server takes the body's on writes, acquire and release, but only the
+//! query's on renew, so a renew without it would miss a lock held outside `default`. What a
+//! lock answer means is typed, not left in an error: acquire answers [`LockOutcome::Held`]
+//! on 409 (another ID holds it; the server never says who); renew answers
+//! [`RenewOutcome::Lost`] on 409 (wrong ID, no lock, or the lease already ran out) and on
+//! 404 `variable doesn't exist`; release answers [`ReleaseOutcome::NotHeld`] on 409 and on
+//! the server's 500s for a missing variable or lock. Anything else (unreachable, timeout,
+//! 403, another status) stays a [`ClientError`]: the caller decides what a failed renew
+//! means (for a leader: stop leading at once).
 
 use bytes::Bytes;
 use http::header::HeaderName;
@@ -14,14 +27,31 @@ use serde_json::Value;
 
 use crate::client::settings::NomadSettings;
 use crate::client::transport::{encode, index_of, with_query, Transport, CALL_TIMEOUT};
+use std::fmt;
+use std::time::Duration;
+
+use thiserror::Error;
+
 use crate::client::wire::nomad::{
     Allocation, Evaluation, Job, JobDeregisterResponse, JobListStub, JobRegisterRequest,
     JobRegisterResponse, JobScaleStatus, JobSummary, ScalingRequest, ServiceRegistration,
 };
+use crate::client::wire::variables::{Variable, VariableLock, VariableMetadata};
 use crate::client::{ClientError, Indexed, QueryOptions};
 
 pub(crate) const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-nomad-token");
 pub(crate) const INDEX_HEADER: &str = "x-nomad-index";
+
+/// Longest variable path Nomad accepts, in bytes.
+pub const VAR_PATH_MAX: usize = 128;
+/// The namespace Nomad uses when a request names none.
+const DEFAULT_NAMESPACE: &str = "default";
+/// Nomad's 404 body for a variable read that finds nothing.
+const VAR_NOT_FOUND: &str = "variable not found";
+/// Nomad's renew (404) and release (500) body for a missing variable.
+const VAR_DOES_NOT_EXIST: &str = "variable doesn't exist";
+/// Nomad's release (500) body for a variable without a lock.
+const VAR_HOLDS_NO_LOCK: &str = "variable doesn't hold a lock";
 
 /// A client of one Nomad agent.
 #[derive(Debug)]
@@ -45,6 +75,116 @@ pub enum LogOrigin {
     Start(u64),
     /// `offset` bytes before the end.
     End(u64),
+}
+
+/// A Nomad variable path, checked against `^[a-zA-Z0-9-_~/]{1,128}$`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VarPath(String);
+
+/// A string that is not a Nomad variable path.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid Nomad variable path {path:?}: {rule}")]
+pub struct InvalidVarPath {
+    pub path: String,
+    pub rule: &'static str,
+}
+
+/// What `?lock-acquire` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LockOutcome {
+    /// This caller holds the lock; `lock.id` is the proof of ownership renew and release
+    /// need. `variable` is the stored variable as the server answered it.
+    Acquired {
+        lock: VariableLock,
+        variable: Variable,
+    },
+    /// Another lock ID holds it (409), or its lease ran out and its lock delay has not.
+    Held,
+}
+
+/// What `?lock-renew` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RenewOutcome {
+    /// The lease restarted; the lock as the server holds it.
+    Renewed(VariableLock),
+    /// The lock is not this caller's any more; `reason` is the server's text.
+    Lost { status: u16, reason: String },
+}
+
+/// What `?lock-release` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReleaseOutcome {
+    /// The lock is gone; another caller may acquire it at once.
+    Released,
+    /// There was nothing of this caller's to release; `reason` is the server's answer.
+    NotHeld { status: u16, reason: String },
+}
+
+/// Which lock operation a variable write is (its query key).
+#[derive(Debug, Clone, Copy)]
+enum LockOp {
+    Acquire,
+    Renew,
+    Release,
+}
+
+// === impl VarPath ===
+
+impl VarPath {
+    pub fn new(path: impl Into<String>) -> Result<Self, InvalidVarPath> {
+        let path = path.into();
+        let err = |rule| InvalidVarPath {
+            path: path.clone(),
+            rule,
+        };
+        if path.is_empty() || path.len() > VAR_PATH_MAX {
+            return Err(err("a path is 1 to 128 bytes long"));
+        }
+        if !path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~' | b'/'))
+        {
+            return Err(err(
+                "only letters, digits, '-', '_', '~' and '/' are allowed (no '.', no '@')",
+            ));
+        }
+        Ok(Self(path))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `/v1/var/<path>`: every allowed character is URL-safe, slashes included.
+    fn url(&self) -> String {
+        format!("/v1/var/{}", self.0)
+    }
+}
+
+impl fmt::Display for VarPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for VarPath {
+    type Err = InvalidVarPath;
+
+    fn from_str(s: &str) -> Result<Self, InvalidVarPath> {
+        Self::new(s)
+    }
+}
+
+// === impl LockOp ===
+
+impl LockOp {
+    fn key(self) -> &'static str {
+        match self {
+            LockOp::Acquire => "lock-acquire",
+            LockOp::Renew => "lock-renew",
+            LockOp::Release => "lock-release",
+        }
+    }
 }
 
 // === impl NomadClient ===
@@ -210,6 +350,162 @@ impl NomadClient {
         Ok(self.transport.stream(&path).await?.into_body())
     }
 
+    /// `GET /v1/var/:path?namespace=`: the variable, or `None` when Nomad answers 404
+    /// `variable not found`.
+    pub async fn var_read(&self, path: &VarPath) -> Result<Option<Variable>, ClientError> {
+        let url = with_query(&path.url(), &self.var_scope(None));
+        match self
+            .transport
+            .send(Method::GET, &url, None, CALL_TIMEOUT)
+            .await
+        {
+            Ok(reply) => decode(&reply.body, &path.url()).map(Some),
+            Err(ClientError::Status {
+                status: 404,
+                message,
+                ..
+            }) if message == VAR_NOT_FOUND => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /v1/var/:path?lock-acquire`: creates the variable if absent and locks it with a
+    /// lease of `ttl` (Nomad: 10 s to 24 h; zero means its default, 15 s) and a `lock_delay`
+    /// (zero: 15 s). The variable's items become empty: keep lock variables apart from data.
+    pub async fn var_lock_acquire(
+        &self,
+        path: &VarPath,
+        ttl: Duration,
+        lock_delay: Duration,
+    ) -> Result<LockOutcome, ClientError> {
+        let lock = VariableLock {
+            id: String::new(),
+            ttl,
+            lock_delay,
+        };
+        match self.var_lock_op(path, LockOp::Acquire, lock).await {
+            Ok(variable) => match variable.meta.lock.clone() {
+                Some(lock) if !lock.id.is_empty() => Ok(LockOutcome::Acquired { lock, variable }),
+                _ => Err(ClientError::Decode {
+                    service: "nomad",
+                    what: path.url(),
+                    reason: "the lock-acquire answer carries no Lock.ID".into(),
+                }),
+            },
+            Err(e) if e.status() == Some(409) => Ok(LockOutcome::Held),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /v1/var/:path?lock-renew`: restarts the lease of the lock `lock_id`.
+    pub async fn var_lock_renew(
+        &self,
+        path: &VarPath,
+        lock_id: &str,
+    ) -> Result<RenewOutcome, ClientError> {
+        match self
+            .var_lock_op(path, LockOp::Renew, Self::lock_ref(lock_id))
+            .await
+        {
+            Ok(variable) => match variable.meta.lock {
+                Some(lock) => Ok(RenewOutcome::Renewed(lock)),
+                None => Err(ClientError::Decode {
+                    service: "nomad",
+                    what: path.url(),
+                    reason: "the lock-renew answer carries no Lock".into(),
+                }),
+            },
+            Err(ClientError::Status {
+                status, message, ..
+            }) if status == 409 || (status == 404 && message == VAR_DOES_NOT_EXIST) => {
+                Ok(RenewOutcome::Lost {
+                    status,
+                    reason: message,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /v1/var/:path?lock-release`: drops the lock `lock_id` (the items stay).
+    pub async fn var_lock_release(
+        &self,
+        path: &VarPath,
+        lock_id: &str,
+    ) -> Result<ReleaseOutcome, ClientError> {
+        match self
+            .var_lock_op(path, LockOp::Release, Self::lock_ref(lock_id))
+            .await
+        {
+            Ok(_) => Ok(ReleaseOutcome::Released),
+            Err(ClientError::Status {
+                status, message, ..
+            }) if status == 409
+                || (status == 500
+                    && (message == VAR_DOES_NOT_EXIST || message == VAR_HOLDS_NO_LOCK)) =>
+            {
+                Ok(ReleaseOutcome::NotHeld {
+                    status,
+                    reason: message,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The namespace variable calls name: the configured one, else Nomad's default.
+    fn var_namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
+
+    /// `namespace` (always) and `region` (when set), then `op`'s key.
+    fn var_scope(&self, op: Option<LockOp>) -> Vec<(&'static str, String)> {
+        let mut p = vec![("namespace", self.var_namespace().to_string())];
+        if let Some(r) = &self.region {
+            p.push(("region", r.clone()));
+        }
+        if let Some(op) = op {
+            p.push((op.key(), String::new()));
+        }
+        p
+    }
+
+    fn lock_ref(id: &str) -> VariableLock {
+        VariableLock {
+            id: id.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// One lock operation: `{Namespace, Path, Lock}` to `PUT /v1/var/:path?<op>`.
+    async fn var_lock_op(
+        &self,
+        path: &VarPath,
+        op: LockOp,
+        lock: VariableLock,
+    ) -> Result<Variable, ClientError> {
+        let body = Variable {
+            meta: VariableMetadata {
+                namespace: self.var_namespace().to_string(),
+                path: path.as_str().to_string(),
+                lock: Some(lock),
+                ..Default::default()
+            },
+            items: Default::default(),
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| ClientError::Decode {
+            service: "nomad",
+            what: path.url(),
+            reason: format!("cannot encode the request: {e}"),
+        })?;
+        let url = with_query(&path.url(), &self.var_scope(Some(op)));
+        let reply = self
+            .transport
+            .send(Method::PUT, &url, Some(Bytes::from(body)), CALL_TIMEOUT)
+            .await?;
+        decode(&reply.body, &path.url())
+    }
+
     fn scope(&self, p: &mut Vec<(&'static str, String)>) {
         if let Some(ns) = &self.namespace {
             p.push(("namespace", ns.clone()));
@@ -280,4 +576,31 @@ fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ClientError
         what: what.to_string(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variable_paths_follow_nomads_rule() {
+        for ok in [
+            "faasgate/leader",
+            "a",
+            "A-b_c~d/e/0",
+            "nomad/jobs/fn",
+            &"x".repeat(128),
+        ] {
+            assert_eq!(VarPath::new(ok).unwrap().as_str(), ok);
+        }
+        let e = VarPath::new("").unwrap_err();
+        assert!(e.to_string().contains("1 to 128 bytes"), "{e}");
+        assert!(VarPath::new("x".repeat(129)).is_err());
+        for bad in ["db.password", "a@prod", "a b", "a?b", "é", "a%2Fb"] {
+            let e = VarPath::new(bad).unwrap_err();
+            assert_eq!(e.path, bad);
+            assert!(e.to_string().contains("no '.'"), "{e}");
+        }
+        assert!("faasgate/leader".parse::<VarPath>().is_ok());
+    }
 }
