@@ -21,6 +21,18 @@
 //! [`NomadDouble::requests`] (every write received), [`NomadDouble::lower_index`],
 //! [`NomadDouble::refuse_next_scale`], [`NomadDouble::live_slots`]. A scale down stops the
 //! highest name indexes and a count-only change keeps allocations, as Nomad does.
+//! [`NomadDouble::scale_calls`] lists every successful scale call with the token it carried
+//! (start the double with ACLs off and give each gateway its own `NOMAD_TOKEN` to tell them
+//! apart; every faasgate client sends the same `User-Agent`), its Raft index and its time.
+//!
+//! Nomad Variables and variable locks (`/v1/var/:path`, `/v1/vars`) follow
+//! `../shared/reference/nomad-variables.md` (shapes checked against
+//! `../shared/fixtures/nomad-variables`). Lock leases (2 x TTL, then LockDelay before the lock
+//! is cleared) run on a lock clock that is real time by default; a test controls it with
+//! [`NomadDouble::pause_lock_clock`] and [`NomadDouble::advance_lock_clock`] (deterministic:
+//! no test waits 45 s) and may accept TTLs under Nomad's 10 s minimum with
+//! [`NomadDouble::set_min_lock_ttl`] (for gateways that renew in real time). Untouched, both
+//! behave as Nomad: real time, 10 s to 24 h.
 #![allow(dead_code, clippy::result_large_err)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,6 +89,12 @@ pub struct State {
     requests: Mutex<Vec<Recorded>>,
     /// The answer of the next scale call, when set ([`NomadDouble::refuse_next_scale`]).
     refuse_scale: Mutex<Option<String>>,
+    /// What variable-lock leases run on.
+    clock: Mutex<LockClock>,
+    /// The shortest lock TTL accepted (Nomad: 10 s).
+    min_lock_ttl: Mutex<Duration>,
+    /// Successful scale calls, in the order applied ([`NomadDouble::scale_calls`]).
+    scale_calls: Mutex<Vec<ScaleCall>>,
 }
 
 #[derive(Default)]
@@ -87,7 +105,11 @@ struct Inner {
     allocs_idx: u64,
     services_idx: u64,
     consul_idx: u64,
+    /// The variables table index (moves on any variable write, deletes included).
+    vars_idx: u64,
     jobs: BTreeMap<String, JobRec>,
+    /// Variables by (namespace, path).
+    vars: BTreeMap<(String, String), VarRec>,
     allocs: BTreeMap<String, AllocRec>,
     evals: u64,
 }
@@ -183,6 +205,7 @@ impl NomadDouble {
                 allocs_idx: 1,
                 services_idx: 1,
                 consul_idx: 1,
+                vars_idx: 1,
                 ..Default::default()
             }),
             changed,
@@ -191,6 +214,9 @@ impl NomadDouble {
             logs_dir: logs.path().to_path_buf(),
             requests: Mutex::new(Vec::new()),
             refuse_scale: Mutex::new(None),
+            clock: Mutex::new(LockClock::new()),
+            min_lock_ttl: Mutex::new(MIN_LOCK_TTL),
+            scale_calls: Mutex::new(Vec::new()),
         });
         let d = Arc::new(NomadDouble {
             state,
@@ -257,6 +283,7 @@ impl NomadDouble {
         i.allocs_idx = to;
         i.services_idx = to;
         i.consul_idx = to;
+        i.vars_idx = to;
         drop(i);
         self.state.changed.send_modify(|v| *v += 1);
     }
@@ -488,6 +515,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             return text(StatusCode::FORBIDDEN, "Permission denied");
         }
     }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+    };
+    let caller = Caller {
+        token: header("x-nomad-token").or_else(|| {
+            header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_string))
+        }),
+        user_agent: header("user-agent"),
+    };
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return text(StatusCode::BAD_REQUEST, "bad body"),
@@ -513,7 +552,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         serde_json::from_slice(&body)
             .map_err(|e| text(StatusCode::BAD_REQUEST, &format!("json: {e}")))
     };
+    if let Some(raw) = path.strip_prefix("/v1/var/") {
+        return variable(&state, &method, raw, &q, &body).await;
+    }
     match (segs.as_slice(), &method) {
+        (["v1", "vars"], &Method::GET) => list_vars(&state, &q).await,
+        (["v1", "vars"], _) => text(StatusCode::METHOD_NOT_ALLOWED, "Invalid method"),
         (["v1", "jobs"], m) if m == Method::POST || m == Method::PUT => match read_body() {
             Ok(b) => register(&state, b, &q, None),
             Err(r) => r,
@@ -530,7 +574,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         (["v1", "job", id, "scale"], &Method::GET) => scale_status(&state, id, &q).await,
         (["v1", "job", id, "scale"], m) if m == Method::POST || m == Method::PUT => {
             match read_body() {
-                Ok(b) => scale(&state, id, b),
+                Ok(b) => scale(&state, id, b, &caller),
                 Err(r) => r,
             }
         }
@@ -1169,7 +1213,7 @@ fn deregister(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Res
     )
 }
 
-fn scale(state: &Arc<State>, id: &str, body: Value) -> Response<Body> {
+fn scale(state: &Arc<State>, id: &str, body: Value, caller: &Caller) -> Response<Body> {
     if let Some(msg) = state.refuse_scale.lock().unwrap().take() {
         return text(StatusCode::BAD_REQUEST, &msg);
     }
@@ -1251,6 +1295,17 @@ fn scale(state: &Arc<State>, id: &str, body: Value) -> Response<Body> {
     i.index = idx;
     i.jobs_idx = idx;
     i.summary_idx = idx;
+    // Recorded under the same lock that applied it: the record order is the apply order.
+    state.scale_calls.lock().unwrap().push(ScaleCall {
+        job: id.to_string(),
+        group,
+        count,
+        token: caller.token.clone(),
+        user_agent: caller.user_agent.clone(),
+        at: std::time::Instant::now(),
+        lock_clock: state.lock_now(),
+        index: idx,
+    });
     drop(i);
     if count.is_some() {
         schedule(state, id);
@@ -2049,4 +2104,811 @@ fn logs(state: &Arc<State>, alloc: &str, q: &BTreeMap<String, String>) -> Respon
     r.headers_mut()
         .insert("content-type", "text/plain".parse().unwrap());
     r
+}
+
+// === variables ===
+//
+// `/v1/var/:path` and `/v1/vars` as `../shared/reference/nomad-variables.md` (sections 2-9)
+// describes Nomad 1.11: plain writes with `?cas=`, deletes (204), and the three lock
+// operations selected by the presence of their query key. Lock leases run on the double's
+// lock clock ([`LockClock`]): an acquire or a renew starts a lease of 2 x TTL; a renew after
+// it ended is refused; the lock itself is cleared LockDelay after the lease ended, evaluated
+// lazily when a variable request or a list comes in (a held blocking read does not wake at
+// that moment, it wakes on the next variable write).
+
+const DEFAULT_NAMESPACE: &str = "default";
+const MIN_LOCK_TTL: Duration = Duration::from_secs(10);
+const MAX_LOCK_TTL: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(15);
+const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(15);
+const MAX_VARIABLE_SIZE: usize = 65536;
+const LOCK_OPS: [&str; 3] = ["lock-acquire", "lock-renew", "lock-release"];
+
+/// The clock variable-lock leases run on: real time by default; tests may pause it and move
+/// it forward ([`NomadDouble::pause_lock_clock`], [`NomadDouble::advance_lock_clock`]).
+pub struct LockClock {
+    /// The reading when `since` was taken (or the frozen reading while paused).
+    base: Duration,
+    since: std::time::Instant,
+    paused: bool,
+}
+
+/// One successful `POST /v1/job/:id/scale`, and who sent it.
+#[derive(Debug, Clone)]
+pub struct ScaleCall {
+    pub job: String,
+    pub group: String,
+    pub count: Option<i64>,
+    /// The `X-Nomad-Token` (or `Authorization: Bearer`) the call carried: a test gives each
+    /// gateway its own `NOMAD_TOKEN` (with the double's ACLs off) to tell them apart.
+    pub token: Option<String>,
+    pub user_agent: Option<String>,
+    /// When the double applied it, in real time and on the lock clock.
+    pub at: std::time::Instant,
+    pub lock_clock: Duration,
+    /// The Raft index the call was applied at (strictly increasing across calls).
+    pub index: u64,
+}
+
+/// Who sent a request.
+#[derive(Debug, Clone, Default)]
+struct Caller {
+    token: Option<String>,
+    user_agent: Option<String>,
+}
+
+struct VarRec {
+    items: BTreeMap<String, String>,
+    lock: Option<LockRec>,
+    create_index: u64,
+    modify_index: u64,
+    create_time: i64,
+    modify_time: i64,
+}
+
+struct LockRec {
+    id: String,
+    ttl: Duration,
+    delay: Duration,
+    /// When the server's lease timer (2 x TTL from the last acquire or renew) fires, on the
+    /// lock clock.
+    lease_end: Duration,
+}
+
+/// The parts of a variable body the server reads.
+#[derive(Default)]
+struct VarBody {
+    namespace: String,
+    items: BTreeMap<String, String>,
+    lock: Option<LockBody>,
+}
+
+#[derive(Default)]
+struct LockBody {
+    id: String,
+    /// Nanoseconds, signed as Go's `time.Duration`.
+    ttl: i128,
+    delay: i128,
+}
+
+// === impl LockClock ===
+
+impl LockClock {
+    fn new() -> Self {
+        Self {
+            base: Duration::ZERO,
+            since: std::time::Instant::now(),
+            paused: false,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        if self.paused {
+            self.base
+        } else {
+            self.base + self.since.elapsed()
+        }
+    }
+}
+
+// === impl NomadDouble: variables ===
+
+impl NomadDouble {
+    /// Freezes the lock clock: leases and lock delays stop running until
+    /// [`NomadDouble::advance_lock_clock`] or [`NomadDouble::resume_lock_clock`].
+    pub fn pause_lock_clock(&self) {
+        let mut c = self.state.clock.lock().unwrap();
+        c.base = c.now();
+        c.paused = true;
+    }
+
+    /// Lets the lock clock run in real time again, from where it stands.
+    pub fn resume_lock_clock(&self) {
+        let mut c = self.state.clock.lock().unwrap();
+        c.base = c.now();
+        c.since = std::time::Instant::now();
+        c.paused = false;
+    }
+
+    /// Moves the lock clock forward by `by` (paused or not).
+    pub fn advance_lock_clock(&self, by: Duration) {
+        self.state.clock.lock().unwrap().base += by;
+    }
+
+    /// The lock clock's reading (zero at the double's start).
+    pub fn lock_clock(&self) -> Duration {
+        self.state.lock_now()
+    }
+
+    /// Accepts lock TTLs down to `min` instead of Nomad's 10 s, so gateways running in real
+    /// time can use short leases in a test. The answer for a TTL out of range keeps Nomad's
+    /// message. Default: 10 s, as Nomad.
+    pub fn set_min_lock_ttl(&self, min: Duration) {
+        *self.state.min_lock_ttl.lock().unwrap() = min;
+    }
+
+    /// Every successful scale call so far, in the order the double applied them.
+    pub fn scale_calls(&self) -> Vec<ScaleCall> {
+        self.state.scale_calls.lock().unwrap().clone()
+    }
+
+    /// The stored variable as a read answers it (lock included), if any.
+    pub fn variable(&self, namespace: &str, path: &str) -> Option<Value> {
+        expire_locks(&self.state);
+        let i = self.state.inner.lock().unwrap();
+        i.vars
+            .get(&(namespace.to_string(), path.to_string()))
+            .map(|v| v.full_json(namespace, path))
+    }
+}
+
+impl State {
+    fn lock_now(&self) -> Duration {
+        self.clock.lock().unwrap().now()
+    }
+}
+
+// === impl VarRec ===
+
+impl VarRec {
+    fn meta_json(&self, namespace: &str, path: &str) -> Value {
+        let mut m = Map::new();
+        m.insert("Namespace".into(), json!(namespace));
+        m.insert("Path".into(), json!(path));
+        if let Some(l) = &self.lock {
+            m.insert(
+                "Lock".into(),
+                json!({"ID": l.id, "TTL": go_duration(l.ttl), "LockDelay": go_duration(l.delay)}),
+            );
+        }
+        m.insert("CreateIndex".into(), json!(self.create_index));
+        m.insert("CreateTime".into(), json!(self.create_time));
+        m.insert("ModifyIndex".into(), json!(self.modify_index));
+        m.insert("ModifyTime".into(), json!(self.modify_time));
+        Value::Object(m)
+    }
+
+    fn full_json(&self, namespace: &str, path: &str) -> Value {
+        let mut v = self.meta_json(namespace, path);
+        if !self.items.is_empty() {
+            v["Items"] = json!(self.items);
+        }
+        v
+    }
+}
+
+/// The zero variable of a lock or CAS conflict: only `Namespace` and `Path` set.
+fn zero_variable(namespace: &str, path: &str) -> Value {
+    json!({"Namespace": namespace, "Path": path, "CreateIndex": 0, "CreateTime": 0,
+           "ModifyIndex": 0, "ModifyTime": 0})
+}
+
+fn conflict(v: &Value, index: u64) -> Response<Body> {
+    let mut r = json_resp(v);
+    *r.status_mut() = StatusCode::CONFLICT;
+    nomad_index(r, index)
+}
+
+/// Go's `time.Duration.String()`, `""` for zero (the lock's MarshalJSON).
+fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    let frac = |v: u128, scale: u128| -> String {
+        let (w, f) = (scale.ilog10() as usize, v % scale);
+        if f == 0 {
+            format!("{}", v / scale)
+        } else {
+            let digits = format!("{f:0w$}");
+            format!("{}.{}", v / scale, digits.trim_end_matches('0'))
+        }
+    };
+    match ns {
+        0 => String::new(),
+        1..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{}µs", frac(ns, 1_000)),
+        1_000_000..1_000_000_000 => format!("{}ms", frac(ns, 1_000_000)),
+        _ => {
+            let secs = ns / 1_000_000_000;
+            let (h, m) = (secs / 3600, secs / 60 % 60);
+            let s = frac(ns % 60_000_000_000, 1_000_000_000);
+            match (h, m) {
+                (0, 0) => format!("{s}s"),
+                (0, m) => format!("{m}m{s}s"),
+                (h, m) => format!("{h}h{m}m{s}s"),
+            }
+        }
+    }
+}
+
+/// Go's `time.ParseDuration`, in (signed) nanoseconds, with its error texts.
+fn go_parse_duration(orig: &str) -> Result<i128, String> {
+    let invalid = || format!("time: invalid duration {orig:?}");
+    let (neg, mut rest) = match orig.as_bytes().first() {
+        Some(b'-') => (true, &orig[1..]),
+        Some(b'+') => (false, &orig[1..]),
+        _ => (false, orig),
+    };
+    if rest == "0" {
+        return Ok(0);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let digits_end = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let mut total: i128 = 0;
+    while !rest.is_empty() {
+        let n = digits_end(rest);
+        let int_part = &rest[..n];
+        rest = &rest[n..];
+        let mut frac_part = "";
+        if let Some(r) = rest.strip_prefix('.') {
+            let n = digits_end(r);
+            frac_part = &r[..n];
+            rest = &r[n..];
+        }
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err(invalid());
+        }
+        let n = rest
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..n];
+        rest = &rest[n..];
+        let scale: i128 = match unit {
+            "" => return Err(format!("time: missing unit in duration {orig:?}")),
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(format!("time: unknown unit {unit:?} in duration {orig:?}")),
+        };
+        let int: i128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| invalid())?
+        };
+        total += int.checked_mul(scale).ok_or_else(invalid)?;
+        let frac_part = &frac_part[..frac_part.len().min(18)];
+        if !frac_part.is_empty() {
+            let f: i128 = frac_part.parse().map_err(|_| invalid())?;
+            total += f * scale / 10i128.pow(frac_part.len() as u32);
+        }
+        if total > i64::MAX as i128 {
+            return Err(invalid());
+        }
+    }
+    Ok(if neg { -total } else { total })
+}
+
+/// A lock duration as the server's UnmarshalJSON reads it: a Go duration string or a
+/// number of nanoseconds.
+fn lock_duration(v: Option<&Value>, field: &str) -> Result<i128, String> {
+    match v {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::String(s)) if s.is_empty() => Ok(0),
+        Some(Value::String(s)) => go_parse_duration(s),
+        Some(Value::Number(n)) => n.as_i64().map(i128::from).ok_or_else(|| {
+            format!("json: cannot unmarshal number {n} into Go value of type int64")
+        }),
+        Some(other) => Err(format!(
+            "json: cannot unmarshal {} into Go struct field VariableLock.{field}",
+            kind_name(other)
+        )),
+    }
+}
+
+fn kind_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A variable request body; `Err` is the 400 text.
+fn var_body(body: &[u8]) -> Result<VarBody, String> {
+    if body.is_empty() {
+        return Err("EOF".into());
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let obj = v.as_object().ok_or_else(|| {
+        format!(
+            "json: cannot unmarshal {} into Go value of type structs.VariableDecrypted",
+            kind_name(&v)
+        )
+    })?;
+    let mut out = VarBody::default();
+    match obj.get("Namespace") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => out.namespace = s.clone(),
+        Some(o) => return Err(format!("json: cannot unmarshal {} into Go struct field VariableDecrypted.Namespace of type string", kind_name(o))),
+    }
+    match obj.get("Items") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let Some(s) = v.as_str() else {
+                    return Err(format!("json: cannot unmarshal {} into Go struct field VariableDecrypted.Items of type string", kind_name(v)));
+                };
+                out.items.insert(k.clone(), s.to_string());
+            }
+        }
+        Some(o) => return Err(format!("json: cannot unmarshal {} into Go struct field VariableDecrypted.Items of type structs.VariableItems", kind_name(o))),
+    }
+    match obj.get("Lock") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(l)) => {
+            out.lock = Some(LockBody {
+                id: l.get("ID").and_then(Value::as_str).unwrap_or("").to_string(),
+                ttl: lock_duration(l.get("TTL"), "TTL")?,
+                delay: lock_duration(l.get("LockDelay"), "LockDelay")?,
+            })
+        }
+        Some(o) => return Err(format!("json: cannot unmarshal {} into Go struct field VariableMetadata.Lock of type structs.VariableLock", kind_name(o))),
+    }
+    Ok(out)
+}
+
+/// `%XX` escapes decoded (Go's `req.URL.Path`); `None` for a bad escape.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Nomad's `validatePath`: the character rule and the reserved `nomad/` tree.
+fn validate_var_path(path: &str) -> Result<(), String> {
+    let ok_chars = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~' | b'/'));
+    if path.is_empty() || path.len() > 128 || !ok_chars {
+        return Err(format!("invalid path {path:?}"));
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts[0] != "nomad" {
+        return Ok(());
+    }
+    match parts.as_slice() {
+        [_] => Err("\"nomad\" is a reserved top-level directory path, but you may write variables to \"nomad/jobs\", \"nomad/job-templates\", or below".into()),
+        [_, "jobs", ..] | [_, "sentinel", ..] | [_, "job-templates", _] => Ok(()),
+        [_, "job-templates", ..] => Err("\"nomad/job-templates\" is a reserved directory path, but you may write variables at the level below it, for example, \"nomad/job-templates/template-name\"".into()),
+        _ => Err("only paths at \"nomad/jobs\" or \"nomad/job-templates\" and below are valid paths under the top-level \"nomad\" directory".into()),
+    }
+}
+
+fn query_namespace(q: &BTreeMap<String, String>) -> String {
+    q.get("namespace")
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+}
+
+/// The namespace of a write, acquire or release: the body's, else the query's, else
+/// `default` (Nomad's code; its docs say the query wins).
+fn body_namespace(b: &VarBody, q: &BTreeMap<String, String>) -> String {
+    if b.namespace.is_empty() {
+        query_namespace(q)
+    } else {
+        b.namespace.clone()
+    }
+}
+
+/// `?cas=`: absent, a number, or the 400 to answer.
+fn cas_param(q: &BTreeMap<String, String>) -> Result<Option<u64>, Response<Body>> {
+    match q.get("cas") {
+        None => Ok(None),
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+            text(
+                StatusCode::BAD_REQUEST,
+                &format!("can not parse cas: strconv.ParseUint: parsing {v:?}: invalid syntax"),
+            )
+        }),
+    }
+}
+
+/// Clears every lock whose lease ended at least its LockDelay ago (what Nomad's leader does
+/// when the delay timer fires: a Raft write that bumps the variable's ModifyIndex).
+fn expire_locks(state: &State) {
+    let now = state.lock_now();
+    let mut i = state.inner.lock().unwrap();
+    let due: Vec<(String, String)> = i
+        .vars
+        .iter()
+        .filter(|(_, v)| {
+            v.lock
+                .as_ref()
+                .is_some_and(|l| now >= l.lease_end + l.delay)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    for k in due {
+        let idx = i.bump();
+        i.vars_idx = idx;
+        if let Some(v) = i.vars.get_mut(&k) {
+            v.lock = None;
+            v.modify_index = idx;
+            v.modify_time = now_ns();
+        }
+    }
+    drop(i);
+    state.notify();
+}
+
+/// `/v1/var/:path` (`raw` is the path as sent, still escaped).
+async fn variable(
+    state: &Arc<State>,
+    method: &Method,
+    raw: &str,
+    q: &BTreeMap<String, String>,
+    body: &[u8],
+) -> Response<Body> {
+    let Some(path) = percent_decode(raw) else {
+        return text(StatusCode::BAD_REQUEST, "invalid URL escape");
+    };
+    if path.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "missing variable path");
+    }
+    expire_locks(state);
+    match *method {
+        Method::GET => var_read(state, &path, q).await,
+        Method::PUT | Method::POST => var_put(state, &path, q, body),
+        Method::DELETE => var_delete(state, &path, q),
+        _ => text(StatusCode::BAD_REQUEST, "Invalid method"),
+    }
+}
+
+async fn var_read(state: &Arc<State>, path: &str, q: &BTreeMap<String, String>) -> Response<Body> {
+    let key = (query_namespace(q), path.to_string());
+    let table = |i: &Inner| i.vars.get(&key).map_or(i.vars_idx, |v| v.modify_index);
+    let idx = match block(state, q, NOMAD_MAX_WAIT, table).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    expire_locks(state);
+    let i = state.inner.lock().unwrap();
+    match i.vars.get(&key) {
+        Some(v) => nomad_index(json_resp(&v.full_json(&key.0, path)), v.modify_index),
+        None => nomad_index(text(StatusCode::NOT_FOUND, "variable not found"), idx),
+    }
+}
+
+/// PUT/POST: a plain write, or the lock operation its query names.
+fn var_put(
+    state: &Arc<State>,
+    path: &str,
+    q: &BTreeMap<String, String>,
+    body: &[u8],
+) -> Response<Body> {
+    let ops: Vec<&str> = LOCK_OPS
+        .into_iter()
+        .filter(|k| q.contains_key(*k))
+        .collect();
+    if ops.len() > 1 {
+        return text(StatusCode::BAD_REQUEST, "multiple lock operations");
+    }
+    if !ops.is_empty() && q.contains_key("cas") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "CAS can't be used with lock operations",
+        );
+    }
+    let b = match var_body(body) {
+        Ok(b) => b,
+        Err(m) => return text(StatusCode::BAD_REQUEST, &m),
+    };
+    match ops.first().copied() {
+        None => var_write(state, path, q, b),
+        Some("lock-acquire") => lock_acquire(state, path, q, b),
+        Some("lock-renew") => lock_renew(state, path, q, b),
+        _ => lock_release(state, path, q, b),
+    }
+}
+
+/// Checks shared by writes and acquires: namespace, path, size.
+fn check_write(namespace: &str, path: &str, b: &VarBody) -> Result<(), Response<Body>> {
+    let bad = |m: &str| Err(text(StatusCode::BAD_REQUEST, m));
+    if namespace == "*" {
+        return bad("can not target wildcard (\"*\")namespace");
+    }
+    if let Err(m) = validate_var_path(path) {
+        return bad(&m);
+    }
+    let size: usize = b.items.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_VARIABLE_SIZE {
+        return bad("variables are limited to 64KiB in total size");
+    }
+    Ok(())
+}
+
+fn var_write(
+    state: &Arc<State>,
+    path: &str,
+    q: &BTreeMap<String, String>,
+    b: VarBody,
+) -> Response<Body> {
+    if b.items.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "variable missing required Items object",
+        );
+    }
+    if b.lock.as_ref().is_some_and(|l| l.ttl != 0 || l.delay != 0) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "variable should not contain lock definition",
+        );
+    }
+    let ns = body_namespace(&b, q);
+    if let Err(r) = check_write(&ns, path, &b) {
+        return r;
+    }
+    let cas = match cas_param(q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let key = (ns, path.to_string());
+    let lock_id = b.lock.as_ref().map_or("", |l| l.id.as_str());
+    let mut i = state.inner.lock().unwrap();
+    let vars_idx = i.vars_idx;
+    if let Some(v) = i.vars.get(&key) {
+        if v.lock.as_ref().is_some_and(|l| l.id != lock_id) {
+            return conflict(&zero_variable(&key.0, path), vars_idx);
+        }
+    }
+    match (cas, i.vars.get(&key)) {
+        (None, _) | (Some(0), None) => {}
+        (Some(n), Some(v)) if v.modify_index == n => {}
+        (Some(_), Some(v)) => return conflict(&v.full_json(&key.0, path), v.modify_index),
+        (Some(_), None) => return conflict(&zero_variable(&key.0, path), vars_idx),
+    }
+    let idx = i.bump();
+    i.vars_idx = idx;
+    let now = now_ns();
+    let v = i.vars.entry(key.clone()).or_insert_with(|| VarRec {
+        items: BTreeMap::new(),
+        lock: None,
+        create_index: idx,
+        modify_index: idx,
+        create_time: now,
+        modify_time: now,
+    });
+    v.items = b.items;
+    v.modify_index = idx;
+    v.modify_time = now;
+    let out = v.full_json(&key.0, path);
+    drop(i);
+    state.notify();
+    nomad_index(json_resp(&out), idx)
+}
+
+fn lock_acquire(
+    state: &Arc<State>,
+    path: &str,
+    q: &BTreeMap<String, String>,
+    b: VarBody,
+) -> Response<Body> {
+    let ns = body_namespace(&b, q);
+    if let Err(r) = check_write(&ns, path, &b) {
+        return r;
+    }
+    let req = b.lock.unwrap_or_default();
+    if req.ttl < 0 || req.delay < 0 {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Lock delay and TTL must be positive",
+        );
+    }
+    let or_default = |ns: i128, d: Duration| {
+        if ns == 0 {
+            d
+        } else {
+            Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+        }
+    };
+    let ttl = or_default(req.ttl, DEFAULT_LOCK_TTL);
+    let delay = or_default(req.delay, DEFAULT_LOCK_DELAY);
+    let min = *state.min_lock_ttl.lock().unwrap();
+    if ttl < min || ttl > MAX_LOCK_TTL {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "TTL must be between 10 seconds and 24 hours",
+        );
+    }
+    let id = if req.id.is_empty() { uuid() } else { req.id };
+    let now = state.lock_now();
+    let key = (ns, path.to_string());
+    let mut i = state.inner.lock().unwrap();
+    let vars_idx = i.vars_idx;
+    if let Some(v) = i.vars.get(&key) {
+        if v.lock.as_ref().is_some_and(|l| l.id != id) {
+            return conflict(&zero_variable(&key.0, path), vars_idx);
+        }
+    }
+    let idx = i.bump();
+    i.vars_idx = idx;
+    let wall = now_ns();
+    let v = i.vars.entry(key.clone()).or_insert_with(|| VarRec {
+        items: BTreeMap::new(),
+        lock: None,
+        create_index: idx,
+        modify_index: idx,
+        create_time: wall,
+        modify_time: wall,
+    });
+    // Acquire overwrites the items, with nothing when the request carries none.
+    v.items = b.items;
+    v.lock = Some(LockRec {
+        id,
+        ttl,
+        delay,
+        lease_end: now + 2 * ttl,
+    });
+    v.modify_index = idx;
+    v.modify_time = wall;
+    let out = v.full_json(&key.0, path);
+    drop(i);
+    state.notify();
+    nomad_index(json_resp(&out), idx)
+}
+
+/// Renew reads the namespace from the query only, and the lock ID from the body.
+fn lock_renew(
+    state: &Arc<State>,
+    path: &str,
+    q: &BTreeMap<String, String>,
+    b: VarBody,
+) -> Response<Body> {
+    let id = b.lock.map(|l| l.id).unwrap_or_default();
+    if id.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "missing lock information");
+    }
+    let key = (query_namespace(q), path.to_string());
+    let now = state.lock_now();
+    let mut i = state.inner.lock().unwrap();
+    let Some(v) = i.vars.get_mut(&key) else {
+        return text(StatusCode::NOT_FOUND, "variable doesn't exist");
+    };
+    let Some(l) = v.lock.as_mut() else {
+        return text(StatusCode::CONFLICT, "variable doesn't hold a lock");
+    };
+    if l.id != id || now >= l.lease_end {
+        return text(StatusCode::CONFLICT, "attempting to modify locked variable");
+    }
+    l.lease_end = now + 2 * l.ttl;
+    let index = v.modify_index;
+    nomad_index(json_resp(&v.meta_json(&key.0, path)), index)
+}
+
+fn lock_release(
+    state: &Arc<State>,
+    path: &str,
+    q: &BTreeMap<String, String>,
+    b: VarBody,
+) -> Response<Body> {
+    if !b.items.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "lock release operation doesn't take variable items",
+        );
+    }
+    let id = b.lock.as_ref().map(|l| l.id.clone()).unwrap_or_default();
+    if id.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "missing lock information");
+    }
+    let key = (body_namespace(&b, q), path.to_string());
+    let mut i = state.inner.lock().unwrap();
+    let (vars_idx, idx) = (i.vars_idx, i.index + 1);
+    let Some(v) = i.vars.get_mut(&key) else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "variable doesn't exist");
+    };
+    match &v.lock {
+        None => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "variable doesn't hold a lock",
+            )
+        }
+        Some(l) if l.id != id => return conflict(&zero_variable(&key.0, path), vars_idx),
+        Some(_) => {}
+    }
+    v.lock = None;
+    v.modify_index = idx;
+    v.modify_time = now_ns();
+    let out = v.meta_json(&key.0, path);
+    i.index = idx;
+    i.vars_idx = idx;
+    drop(i);
+    state.notify();
+    nomad_index(json_resp(&out), idx)
+}
+
+fn var_delete(state: &Arc<State>, path: &str, q: &BTreeMap<String, String>) -> Response<Body> {
+    let cas = match cas_param(q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let key = (query_namespace(q), path.to_string());
+    let mut i = state.inner.lock().unwrap();
+    let vars_idx = i.vars_idx;
+    if let Some(v) = i.vars.get(&key) {
+        if v.lock.is_some() {
+            return conflict(&zero_variable(&key.0, path), vars_idx);
+        }
+    }
+    match (cas, i.vars.get(&key)) {
+        (None, _) => {}
+        (Some(n), Some(v)) if v.modify_index == n => {}
+        (Some(_), Some(v)) => return conflict(&v.full_json(&key.0, path), v.modify_index),
+        (Some(_), None) => return conflict(&zero_variable(&key.0, path), vars_idx),
+    }
+    let idx = i.bump();
+    if i.vars.remove(&key).is_some() {
+        i.vars_idx = idx;
+    }
+    drop(i);
+    state.notify();
+    let mut r = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    nomad_index(r, idx)
+}
+
+/// `GET /v1/vars?prefix=&namespace=` (`*`: every namespace): metadata, never `null`.
+async fn list_vars(state: &Arc<State>, q: &BTreeMap<String, String>) -> Response<Body> {
+    expire_locks(state);
+    let ns = query_namespace(q);
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let idx = match block(state, q, NOMAD_MAX_WAIT, |i| i.vars_idx).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    expire_locks(state);
+    let i = state.inner.lock().unwrap();
+    let list: Vec<Value> = i
+        .vars
+        .iter()
+        .filter(|((n, p), _)| (ns == "*" || *n == ns) && p.starts_with(&prefix))
+        .map(|((n, p), v)| v.meta_json(n, p))
+        .collect();
+    nomad_index(json_resp(&Value::Array(list)), idx)
 }
