@@ -27,6 +27,7 @@ mod nomad_conformance;
 mod nomad_job_files;
 mod nomad_provider;
 mod nomad_tls;
+mod nomad_variables;
 mod prometheus;
 mod render;
 mod scaler;
