@@ -1,5 +1,5 @@
 //! Conformance of the Nomad/Consul client and of the API double with the official samples in
-//! `../shared/fixtures/{nomad,consul}` (verbatim bodies from the Nomad and Consul docs).
+//! `../shared/fixtures/{nomad,consul,nomad-variables}` (bodies from the Nomad and Consul docs).
 //!
 //! - Every fixture file parses with the client's wire types (`faasgate::client::wire`), and a
 //!   file without a known wire type fails the test (so a new fixture cannot be skipped).
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use faasgate::client::wire::consul as cw;
 use faasgate::client::wire::nomad as nw;
+use faasgate::client::wire::variables as vw;
 use faasgate::client::{NomadClient, NomadSettings, QueryOptions};
 use faasgate::control::nomad::render::{self, RenderOptions};
 use faasgate::model::names::FunctionKey;
@@ -33,6 +34,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 const FIXTURES_ENV: &str = "FAASGATE_FIXTURES_DIR";
+/// The fixture folders; every `.json` file in them must map to a wire type below.
+const FIXTURE_DIRS: [&str; 3] = ["nomad", "consul", "nomad-variables"];
 
 /// Keys whose object values are maps keyed by data (names, IDs), not structs.
 const DATA_MAPS: &[&str] = &[
@@ -51,6 +54,7 @@ const DATA_MAPS: &[&str] = &[
     "FailedTGAllocs",
     "NodesAvailable",
     "Policy",
+    "Items",
 ];
 
 fn fixtures() -> Option<PathBuf> {
@@ -62,7 +66,7 @@ fn fixtures() -> Option<PathBuf> {
         return None;
     };
     let dir = PathBuf::from(dir);
-    for sub in ["nomad", "consul"] {
+    for sub in FIXTURE_DIRS {
         assert!(
             dir.join(sub).is_dir(),
             "{FIXTURES_ENV}={} does not contain {sub}/ (expected ../shared/fixtures)",
@@ -78,6 +82,10 @@ fn load(dir: &std::path::Path, rel: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
 fn parse<T: DeserializeOwned>(name: &str, v: &Value) -> T {
     serde_json::from_value(v.clone())
         .unwrap_or_else(|e| panic!("fixture {name} does not parse with its wire type: {e}"))
@@ -87,7 +95,7 @@ fn parse<T: DeserializeOwned>(name: &str, v: &Value) -> T {
 fn every_fixture_parses_with_the_client_wire_types() {
     let Some(dir) = fixtures() else { return };
     let mut seen = 0;
-    for sub in ["nomad", "consul"] {
+    for sub in FIXTURE_DIRS {
         let mut names: Vec<String> = std::fs::read_dir(dir.join(sub))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -222,12 +230,65 @@ fn every_fixture_parses_with_the_client_wire_types() {
                     assert!(l[0].is_passing());
                     assert_eq!(l[0].address(), "10.1.10.12");
                 }
+                ("nomad-variables", "variables-list.json") => {
+                    let l: Vec<vw::VariableMetadata> = parse(n, &v);
+                    assert!(l.iter().all(|m| m.modify_index > 0 && m.lock.is_none()));
+                }
+                ("nomad-variables", "variable-read.json")
+                | ("nomad-variables", "variable-put-payload.json")
+                | ("nomad-variables", "variable-put-response.json")
+                | ("nomad-variables", "variable-put-cas-conflict.json") => {
+                    let var: vw::Variable = parse(n, &v);
+                    assert_eq!(var.items["user"], "me", "{n}");
+                    assert_eq!(var.meta.namespace, "prod");
+                }
+                ("nomad-variables", "variable-delete-cas-conflict.json")
+                | ("nomad-variables", "variable-lock-release-response.json") => {
+                    let var: vw::Variable = parse(n, &v);
+                    assert!(var.items.is_empty() && var.meta.lock.is_none(), "{n}");
+                    assert!(var.meta.modify_index > 0);
+                }
+                ("nomad-variables", "variable-lock-conflict.json") => {
+                    // The zero variable; the docs print `null` Items and Lock.
+                    let var: vw::Variable = parse(n, &v);
+                    assert!(var.items.is_empty() && var.meta.lock.is_none());
+                    assert_eq!(
+                        (var.meta.path.as_str(), var.meta.modify_index),
+                        ("example/first", 0)
+                    );
+                }
+                ("nomad-variables", "variable-lock-acquire-payload.json") => {
+                    let var: vw::Variable = parse(n, &v);
+                    let lock = var.meta.lock.clone().unwrap();
+                    assert_eq!((lock.ttl, lock.lock_delay), (secs(15), secs(60)));
+                    assert_eq!(lock.id, "");
+                    // What faasgate would send for it: Go's own duration strings.
+                    let out = serde_json::to_value(&var).unwrap();
+                    assert_eq!(
+                        out["Lock"],
+                        json!({"ID": "", "TTL": "15s", "LockDelay": "1m0s"})
+                    );
+                    assert_eq!(serde_json::from_value::<vw::Variable>(out).unwrap(), var);
+                }
+                ("nomad-variables", "variable-lock-acquire-response.json")
+                | ("nomad-variables", "variable-lock-renew-response.json") => {
+                    let var: vw::Variable = parse(n, &v);
+                    let lock = var.meta.lock.unwrap();
+                    assert_eq!((lock.ttl, lock.lock_delay), (secs(15), secs(15)), "{n}");
+                    assert_eq!(lock.id, "670c7248-e2ef-f982-e4c5-f4437f75f1e4");
+                }
+                ("nomad-variables", "variable-lock-release-payload.json")
+                | ("nomad-variables", "variable-lock-renew-payload.json") => {
+                    let var: vw::Variable = parse(n, &v);
+                    let lock = var.meta.lock.unwrap();
+                    assert!(lock.ttl.is_zero() && !lock.id.is_empty(), "{n}");
+                }
                 _ => panic!("fixture {sub}/{name} has no wire type in this test; add one"),
             }
             seen += 1;
         }
     }
-    assert!(seen >= 38, "only {seen} fixtures found");
+    assert!(seen >= 51, "only {seen} fixtures found");
 }
 
 // === shapes ===
@@ -566,6 +627,136 @@ async fn the_double_answers_in_the_fixture_shapes() {
     );
     let _ = raw(&double, "DELETE", &format!("/v1/job/{id}?purge=true"), None).await;
     wait_for("processes stopped", || double.pids().is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_double_answers_variables_in_the_fixture_shapes() {
+    let Some(dir) = fixtures() else { return };
+    let f = |name: &str| load(&dir, &format!("nomad-variables/{name}"));
+    let double = NomadDouble::start().await;
+    let mut errs = Vec::new();
+    let mut check = |what: &str, actual: &Value, fx: Vec<Value>| {
+        let refs: Vec<&Value> = fx.iter().collect();
+        check_shape(what, actual, &refs, &[], &mut errs);
+    };
+    let var = "/v1/var/example/first?namespace=prod";
+
+    // Create, read, a stale check-and-set, list: the docs' samples.
+    let r = raw(&double, "PUT", var, Some(f("variable-put-payload.json"))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let created = r.body["ModifyIndex"].as_u64().unwrap();
+    assert_eq!(r.index, Some(created.to_string()));
+    check("put", &r.body, vec![f("variable-put-response.json")]);
+    let r = raw(&double, "GET", var, None).await;
+    assert_eq!(
+        r.index,
+        Some(created.to_string()),
+        "X-Nomad-Index = ModifyIndex"
+    );
+    check("read", &r.body, vec![f("variable-read.json")]);
+    let r = raw(
+        &double,
+        "PUT",
+        &format!("{var}&cas={}", created + 1),
+        Some(f("variable-put-payload.json")),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    check(
+        "put cas conflict",
+        &r.body,
+        vec![f("variable-put-cas-conflict.json")],
+    );
+    let r = raw(
+        &double,
+        "GET",
+        "/v1/vars?prefix=example&namespace=prod",
+        None,
+    )
+    .await;
+    check("list", &r.body, vec![f("variables-list.json")]);
+
+    // Lock, a second acquirer, renew, release.
+    let acquire = format!("{var}&lock-acquire");
+    let r = raw(
+        &double,
+        "PUT",
+        &acquire,
+        Some(f("variable-lock-acquire-payload.json")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    check(
+        "lock acquire",
+        &r.body,
+        vec![f("variable-lock-acquire-response.json")],
+    );
+    assert_eq!(r.body["Lock"]["TTL"], "15s");
+    assert_eq!(r.body["Lock"]["LockDelay"], "1m0s", "Go prints 1m as 1m0s");
+    let id = r.body["Lock"]["ID"].as_str().unwrap().to_string();
+    let locked_at = r.body["ModifyIndex"].clone();
+    let r = raw(
+        &double,
+        "PUT",
+        &acquire,
+        Some(f("variable-lock-acquire-payload.json")),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    check(
+        "lock conflict",
+        &r.body,
+        vec![
+            f("variable-lock-conflict.json"),
+            f("variable-delete-cas-conflict.json"),
+        ],
+    );
+    let mut renew = f("variable-lock-renew-payload.json");
+    renew["Lock"]["ID"] = json!(id);
+    let r = raw(&double, "PUT", &format!("{var}&lock-renew"), Some(renew)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    check(
+        "lock renew",
+        &r.body,
+        vec![f("variable-lock-renew-response.json")],
+    );
+    assert_eq!(r.body["ModifyIndex"], locked_at, "a renew is not a write");
+    let mut release = f("variable-lock-release-payload.json");
+    release["Lock"]["ID"] = json!(id);
+    let r = raw(
+        &double,
+        "PUT",
+        &format!("{var}&lock-release"),
+        Some(release),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    check(
+        "lock release",
+        &r.body,
+        vec![f("variable-lock-release-response.json")],
+    );
+
+    // Delete: a stale cas is a 409 with the variable; success is 204 with no body.
+    let r = raw(&double, "DELETE", &format!("{var}&cas=1"), None).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    // The current variable, as for a write's conflict: the docs' delete sample shows no
+    // Items, which a server leaves out only for a token that may not read them.
+    check(
+        "delete cas conflict",
+        &r.body,
+        vec![
+            f("variable-delete-cas-conflict.json"),
+            f("variable-put-cas-conflict.json"),
+        ],
+    );
+    let r = raw(&double, "DELETE", var, None).await;
+    assert_eq!((r.status, r.text.as_str()), (204, ""));
+    assert!(
+        errs.is_empty(),
+        "the double's variable shapes differ from the fixtures:\n{}",
+        errs.join("\n")
+    );
 }
 
 // === client against the double (no fixtures needed) ===
