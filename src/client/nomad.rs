@@ -96,7 +96,7 @@ pub enum LockOutcome {
     /// need. `variable` is the stored variable as the server answered it.
     Acquired {
         lock: VariableLock,
-        variable: Variable,
+        variable: Box<Variable>,
     },
     /// Another lock ID holds it (409), or its lease ran out and its lock delay has not.
     Held,
@@ -385,7 +385,10 @@ impl NomadClient {
         };
         match self.var_lock_op(path, LockOp::Acquire, lock).await {
             Ok(variable) => match variable.meta.lock.clone() {
-                Some(lock) if !lock.id.is_empty() => Ok(LockOutcome::Acquired { lock, variable }),
+                Some(lock) if !lock.id.is_empty() => Ok(LockOutcome::Acquired {
+                    lock,
+                    variable: Box::new(variable),
+                }),
                 _ => Err(ClientError::Decode {
                     service: "nomad",
                     what: path.url(),
