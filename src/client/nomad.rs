@@ -15,7 +15,11 @@
 //! 404 `variable doesn't exist`; release answers [`ReleaseOutcome::NotHeld`] on 409 and on
 //! the server's 500s for a missing variable or lock. Anything else (unreachable, timeout,
 //! 403, another status) stays a [`ClientError`]: the caller decides what a failed renew
-//! means (for a leader: stop leading at once).
+//! means (for a leader: stop leading at once). Lock calls are bounded by [`CALL_TIMEOUT`]
+//! (30 s), more than a lease's TTL: a leader puts its own deadline on a renew.
+
+use std::fmt;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HeaderName;
@@ -24,14 +28,10 @@ use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use thiserror::Error;
 
 use crate::client::settings::NomadSettings;
 use crate::client::transport::{encode, index_of, with_query, Transport, CALL_TIMEOUT};
-use std::fmt;
-use std::time::Duration;
-
-use thiserror::Error;
-
 use crate::client::wire::nomad::{
     Allocation, Evaluation, Job, JobDeregisterResponse, JobListStub, JobRegisterRequest,
     JobRegisterResponse, JobScaleStatus, JobSummary, ScalingRequest, ServiceRegistration,
