@@ -15,12 +15,21 @@
 //! - **API** ([`api`]): the OpenFaaS HTTP API (`/system/*` behind basic auth, `/healthz`,
 //!   `/metrics`, `/ui/`) on the same listener.
 //!
+//! ## Layers
+//! From the bottom: [`model`] (names, the OpenFaaS types, scale settings, stack files) and
+//! [`sys`] (clocks, processes) import nothing of the crate; [`http1`] is the HTTP/1.1 wire
+//! shared by the data plane and the watchdog; [`dataplane`] holds the invocation path's
+//! policy; [`control`] and [`discovery`] run and watch functions; [`api`] is on top.
+//! docs/architecture.md draws them and follows an invocation, a cold start and a scale
+//! decision through their files; `tests/it/boundaries.rs` enforces the imports.
+//!
 //! ## The life of a request
-//! `api::router` matches `/function/{name}[.{ns}][/{path}]`, looks the function up with a
-//! borrowed key (no allocation), and hands it to `dataplane::forward`: no ready replica ->
-//! hold (bounded) and wake a scale-up; else p2c pick -> checkout a pooled connection -> send ->
-//! response body wrapped so the connection returns to the pool and latency is recorded when
-//! the body ends.
+//! The connection loop (`dataplane::conn`) plans `/function/{name}[.{ns}][/{path}]` on the
+//! request's bytes (`http1::head::plan`), looking the function up with a borrowed key (no
+//! allocation), and hands it to `dataplane::forward`: no ready replica -> hold (bounded) and
+//! wake a scale-up; else p2c pick -> check out a pooled connection -> send -> the response is
+//! copied by its framing, the connection returns to the pool and latency is recorded when the
+//! body ends. Other requests go to hyper's server and [`api::Gateway`].
 //!
 //! ## Where state lives
 //! Function specs: the provider (the local one persists them under the data dir). Replica

@@ -1,4 +1,8 @@
-//! The invocation hot path: route lookup, hold for capacity, p2c pick, pooled forward.
+//! The invocation path's policy: the route table ([`table`]), replicas and their drain
+//! handshake ([`replica`]), p2c balancing ([`balance`]), hold for capacity, the send/retry
+//! loop and accounting ([`forward`]), the gateway's response body ([`response`]), and the
+//! client connection loop that serves invocations on bytes ([`conn`]). The HTTP/1.1 wire
+//! itself (codec, pool, exchange, bodies) is `http1`; nothing here knows the API above it.
 //!
 //! Invariants: no lock is taken and no `.await` holds a guard; state is read from `ArcSwap`
 //! snapshots published by the control plane; demand and latency are counted in atomics.
