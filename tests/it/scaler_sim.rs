@@ -412,6 +412,7 @@ impl Faasgate {
             desired: p.desired,
             ready: p.ready(now),
             demand: q.sample(now),
+            complete: true,
         };
         let input = tracker.input(cfg, &obs, 0);
         if let Some(dec) = tracker.decide(cfg, &input) {

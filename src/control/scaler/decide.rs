@@ -92,6 +92,8 @@ pub struct Input {
     pub(crate) idle_for: Duration,
     /// Lower bound set by a firing Prometheus alert (0: none).
     pub(crate) alert_floor: u64,
+    /// Every gateway's demand is in the figures; when not, no scale-down is made.
+    pub(crate) complete: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +146,8 @@ pub struct Decider {
     deferred: bool,
     /// The latest sizing, for the decision log.
     sizing: Sizing,
+    /// The latest tick wanted fewer replicas but a member's demand was unknown.
+    held_down: bool,
 }
 
 /// Replica counts the demand asks for.
@@ -205,6 +209,7 @@ impl Default for Decider {
             over_ticks: 0,
             deferred: false,
             sizing: Sizing::default(),
+            held_down: false,
         }
     }
 }
@@ -283,6 +288,22 @@ impl Decider {
             }
         }
 
+        self.held_down = false;
+        if want < desired && !input.complete {
+            // A member's share of the demand is unknown: what is known is a lower bound, and
+            // taking it for the whole would scale down (or to zero) a function another
+            // gateway may be serving. The scale-down delay starts again once all is known.
+            // (A count above a lowered `max` does not depend on demand: it still comes down,
+            // to `max`.)
+            if desired > s.max {
+                want = s.max;
+                reason = Reason::Max;
+            } else {
+                self.down_since_us = None;
+                self.held_down = true;
+                return None;
+            }
+        }
         let to = match want.cmp(&desired) {
             std::cmp::Ordering::Equal => {
                 self.down_since_us = None;
@@ -328,6 +349,11 @@ impl Decider {
     /// The latest sizing (for the decision log).
     pub fn sizing(&self) -> Sizing {
         self.sizing
+    }
+
+    /// Whether the latest tick held a scale-down back because a member's demand was unknown.
+    pub(crate) fn held_down(&self) -> bool {
+        self.held_down
     }
 
     /// The replica counts the demand asks for (see the module doc).
@@ -477,6 +503,7 @@ mod tests {
             queued: 0,
             idle_for: Duration::ZERO,
             alert_floor: 0,
+            complete: true,
         }
     }
 
@@ -766,16 +793,61 @@ mod tests {
         }
     }
 
+    /// With a member's demand unknown, no scale-down and no scale to zero however long the
+    /// known demand stays low; once every member is known again the scale-down delay runs
+    /// from then.
+    #[test]
+    fn unknown_demand_holds_scale_downs_back() {
+        let s = settings(&[(labels::MIN, "0"), (labels::ZERO, "true")]);
+        let mut d = Decider::default();
+        let at = |t: u64, complete: bool| Input {
+            settings: s,
+            idle_for: Duration::from_secs(t + 3600),
+            complete,
+            ..input(t, 5, 5, 0.0, 0.0)
+        };
+        for t in 0..300 {
+            assert_eq!(d.decide(&cfg(), &at(t, false)), None, "t={t}");
+            assert!(d.held_down());
+        }
+        // Known again: idle for long enough, so to zero at once.
+        let dec = d
+            .decide(&cfg(), &at(300, true))
+            .expect("scales down once known");
+        assert_eq!((dec.to, dec.reason), (0, Reason::Idle));
+        assert!(!d.held_down());
+        // Without scale to zero: a stable-demand step down waits its delay from then.
+        let s = settings(&[(labels::MIN, "1")]);
+        let mut d = Decider::default();
+        let at = |t: u64, complete: bool| Input {
+            settings: s,
+            complete,
+            ..input(t, 8, 8, 0.0, 0.0)
+        };
+        for t in 0..100 {
+            assert_eq!(d.decide(&cfg(), &at(t, false)), None);
+        }
+        let delay = cfg().scale_down_delay.as_secs();
+        for t in 100..100 + delay {
+            assert_eq!(d.decide(&cfg(), &at(t, true)), None, "t={t}");
+        }
+        let dec = d
+            .decide(&cfg(), &at(100 + delay, true))
+            .expect("down after the delay");
+        assert_eq!(dec.direction, Direction::Down);
+    }
+
     proptest! {
         /// Whatever the inputs: the result is within the bounds (or 0 only when idle to zero
-        /// is allowed), a step down never goes below half, and nothing is decided when the
-        /// count would not change.
+        /// is allowed), a step down never goes below half, nothing is decided when the
+        /// count would not change, and with a member's demand unknown nothing goes down but a
+        /// count above `max`.
         #[test]
         fn decisions_respect_bounds_and_halving(
             min in 0u64..10, extra in 0u64..30, desired in 1u64..60, ready in 0u64..60,
             stable in 0f64..5000.0, panic in 0f64..5000.0, zero in any::<bool>(),
             idle_s in 0u64..2000, inflight in 0u64..3, floor in 0u64..40,
-            ticks in proptest::collection::vec(0u64..5, 1..20),
+            ticks in proptest::collection::vec(0u64..5, 1..20), complete in any::<bool>(),
         ) {
             let max = min.max(1) + extra;
             let z = if zero { "true" } else { "false" };
@@ -792,10 +864,13 @@ mod tests {
                     now_us: now, settings: s, desired, ready, stable, panic, current: panic,
                     stable_arrivals: 0, stable_secs: 0.0, recent: ArrivalRate::default(),
                     service_time: None, inflight, queued: 0,
-                    idle_for: Duration::from_secs(idle_s), alert_floor: floor,
+                    idle_for: Duration::from_secs(idle_s), alert_floor: floor, complete,
                 };
                 if let Some(dec) = d.decide(&cfg(), &i) {
                     prop_assert_ne!(dec.to, dec.from);
+                    if !complete && dec.direction == Direction::Down {
+                        prop_assert!(desired > s.max && dec.reason == Reason::Max, "{:?}", dec);
+                    }
                     prop_assert_eq!(dec.from, desired);
                     if !s.autoscaled() { prop_assert!(false, "disabled but decided {:?}", dec); }
                     if dec.to == 0 {

@@ -41,6 +41,7 @@ use crate::control::{Provider, ProviderError};
 use crate::dataplane::table::DemandSample;
 use crate::model::names::FunctionKey;
 
+use crate::control::cluster::Cluster;
 use crate::model::scale::ScaleSettings;
 
 pub use decide::{Decider, Decision};
@@ -76,6 +77,9 @@ pub struct ScalerConfig {
 /// What the scaler, the alert handler and `/metrics` share.
 pub struct Scaling {
     pub config: ScalerConfig,
+    /// Whether this gateway makes scale decisions (always, for a gateway alone), and the
+    /// members' demand when it has peers.
+    pub cluster: Arc<Cluster>,
     pub alerts: AlertBook,
     pub stats: Arc<ScaleStats>,
     /// Recent decisions of every kind, shown by the UI.
@@ -87,6 +91,8 @@ struct FunctionScaler {
     label: String,
     tracker: Tracker,
     call: Option<(Decision, JoinHandle<Result<(), ProviderError>>)>,
+    /// A scale-down is being held back for unknown demand (logged on each change).
+    held_down: bool,
 }
 
 /// The pure part of the loop for one function: its demand window, its decider, and how an
@@ -140,6 +146,7 @@ impl Tracker {
                 at_us.saturating_sub(last_arrival_us.max(self.first_seen_us)),
             ),
             alert_floor,
+            complete: obs.complete,
         }
     }
 
@@ -161,6 +168,8 @@ pub struct Observed {
     pub desired: u64,
     pub ready: u64,
     pub demand: DemandSample,
+    /// Every gateway's demand is counted (see [`Observation::complete`]).
+    pub complete: bool,
 }
 
 // === impl ScalerConfig ===
@@ -185,8 +194,15 @@ impl Default for ScalerConfig {
 // === impl Scaling ===
 
 impl Scaling {
+    /// A gateway alone: it always leads.
     pub fn new(config: ScalerConfig) -> Arc<Self> {
+        Self::with_cluster(config, Cluster::alone())
+    }
+
+    /// One of several gateways: it decides only while it leads.
+    pub(crate) fn with_cluster(config: ScalerConfig, cluster: Arc<Cluster>) -> Arc<Self> {
         Arc::new(Self {
+            cluster,
             alerts: AlertBook::new(
                 config.alert_min_interval,
                 crate::control::alert::DEFAULT_FLOOR_TTL,
@@ -232,6 +248,7 @@ pub async fn run_scaler(
                     label: obs.key.to_string(),
                     tracker: Tracker::new(cfg, at_us),
                     call: None,
+                    held_down: false,
                 });
             f.tracker.push(obs.demand);
             seen.push(obs.key.clone());
@@ -273,12 +290,28 @@ pub async fn run_scaler(
                 desired: obs.desired,
                 ready: obs.ready,
                 demand: obs.demand,
+                complete: obs.complete,
             };
             let input = f
                 .tracker
                 .input(cfg, &observed, scaling.alerts.floor(&obs.key, now));
             let (stable, panic) = (input.stable, input.panic);
+            // A follower keeps its windows warm (it may lead next) but decides nothing.
+            let Some(term) = scaling.cluster.leadership.term() else {
+                continue;
+            };
             let decision = f.tracker.decide(cfg, &input);
+            let held = f.tracker.decider.held_down();
+            if held != f.held_down {
+                f.held_down = held;
+                if held {
+                    tracing::info!(function = %f.label, term, desired = obs.desired,
+                        "scale-down held: a gateway's demand is unknown");
+                } else {
+                    tracing::info!(function = %f.label, term,
+                        "every gateway's demand is known again");
+                }
+            }
             let sizing = f.tracker.decider.sizing();
             scaling
                 .stats
@@ -300,6 +333,7 @@ pub async fn run_scaler(
             };
             tracing::info!(
                 function = %f.label,
+                term,
                 from = decision.from,
                 to = decision.to,
                 direction = decision.direction.as_str(),
@@ -331,6 +365,11 @@ pub async fn run_scaler(
                 decision.reason.as_str(),
             );
             let (provider, key) = (provider.clone(), obs.key.clone());
+            // Leadership is checked again as the call leaves: a term may have ended while
+            // this tick ran. The call is an absolute count, so a late one is idempotent.
+            if !scaling.cluster.leadership.is_leader() {
+                continue;
+            }
             let call = tokio::spawn(async move { provider.scale(&key, decision.to).await });
             f.call = Some((decision, call));
         }

@@ -24,6 +24,9 @@ pub struct Observation {
     /// Replicas in rotation.
     pub ready: u64,
     pub demand: DemandSample,
+    /// Every gateway's view of the function is in `demand`. `false` when a member's reports
+    /// are missing: its share is unknown, so the scaler never scales down on it.
+    pub complete: bool,
 }
 
 /// Something that can report every function's demand now.
@@ -55,6 +58,7 @@ impl DemandSource for LocalDemand {
                 desired: state.desired,
                 ready: state.replicas.len() as u64,
                 demand: handle.demand.sample(),
+                complete: true,
             });
         }
     }

@@ -70,6 +70,7 @@ impl DemandSource for Scripted {
                 last_arrival_ms: s.last_arrival_ms,
                 ..Default::default()
             },
+            complete: true,
         });
     }
 }
