@@ -116,7 +116,6 @@ impl Credentials {
         user_ok & password_matches(password, self.password.as_bytes())
     }
 
-    #[cfg(test)]
     /// The `Authorization` value for these credentials (service-to-service calls, tests).
     /// Marked sensitive so hyper and `Debug` do not show it.
     pub(crate) fn authorization(&self) -> HeaderValue {

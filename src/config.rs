@@ -30,6 +30,10 @@ pub mod env {
     pub const SCALE_PANIC_WINDOW: &str = "FAASGATE_SCALE_PANIC_WINDOW";
     pub const SCALE_DOWN_DELAY: &str = "FAASGATE_SCALE_DOWN_DELAY";
     pub const ALERT_MIN_INTERVAL: &str = "FAASGATE_ALERT_MIN_INTERVAL";
+    pub const PEERS: &str = "FAASGATE_PEERS";
+    pub const CLUSTER_LOCK: &str = "FAASGATE_CLUSTER_LOCK";
+    pub const CLUSTER_LOCK_TTL: &str = "FAASGATE_CLUSTER_LOCK_TTL";
+    pub const CLUSTER_LOCK_DELAY: &str = "FAASGATE_CLUSTER_LOCK_DELAY";
     /// OpenFaaS gateway variables.
     pub(crate) const READ_TIMEOUT: &str = "read_timeout";
     pub(crate) const WRITE_TIMEOUT: &str = "write_timeout";
@@ -106,6 +110,31 @@ pub struct GatewayConfig {
     pub scaler: crate::control::scaler::ScalerConfig,
     /// Bounds of the client connections and the upstream leg.
     pub wire: WireLimits,
+    /// The other gateways of this one's cluster (none: a gateway alone).
+    pub cluster: ClusterConfig,
+}
+
+/// Several gateways acting as one (`control::cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The other gateways, `host:port` as they listen (this one excluded).
+    pub peers: Vec<String>,
+    /// The Nomad Variable whose lock elects the leader.
+    pub lock_path: String,
+    pub lease: crate::control::cluster::LeaseConfig,
+}
+
+/// The leader lock's default Nomad Variable path.
+pub const DEFAULT_CLUSTER_LOCK: &str = "faasgate/leader";
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            peers: Vec::new(),
+            lock_path: DEFAULT_CLUSTER_LOCK.to_string(),
+            lease: Default::default(),
+        }
+    }
 }
 
 /// Bounds of the client side and the upstream leg of the data plane.
@@ -160,8 +189,6 @@ impl Default for Timeouts {
         }
     }
 }
-
-impl GatewayConfig {}
 
 impl Timeouts {
     /// Reads `read_timeout`, `write_timeout`, `upstream_timeout` through `lookup`.

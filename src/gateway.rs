@@ -19,9 +19,13 @@ use crate::api::metrics::series::{spawn_sampler, Series};
 use crate::api::Gateway;
 use crate::auth::{self, CredentialSource};
 use crate::config::{GatewayConfig, ProviderKind};
+use crate::control::cluster::lease::run_lease;
+use crate::control::cluster::nomad_lock::NomadLock;
+use crate::control::cluster::pull::{run_puller, PullConfig};
+use crate::control::cluster::{Cluster, ClusterDemand, Leadership};
 use crate::control::cold_start::spawn_cold_start;
 use crate::control::local::{LocalOptions, LocalProvider};
-use crate::control::scaler::{spawn_scaler, LocalDemand, Scaling};
+use crate::control::scaler::{spawn_scaler, DemandSource, LocalDemand, Scaling};
 use crate::control::{Provider, ProviderError};
 use crate::dataplane::forward::{ForwardConfig, Forwarder};
 use crate::dataplane::Routes;
@@ -130,8 +134,10 @@ async fn serve(
         let local = config.provider == ProviderKind::Local;
         apply_stack(provider.as_ref(), path, local).await?;
     }
+    // Alone, or one of several gateways with one leader deciding on the sum of their demand.
+    let (cluster, cluster_tasks) = start_cluster(config, &routes, auth.as_ref())?;
     // The UI: scale decisions and per-function time series, sampled off the request path.
-    let scaling = Scaling::new(config.scaler.clone());
+    let scaling = Scaling::with_cluster(config.scaler.clone(), cluster.clone());
     let events = scaling.events.clone();
     let series = Arc::new(Series::new());
     let sampler = spawn_sampler(routes.clone(), series.clone());
@@ -139,13 +145,19 @@ async fn serve(
     let cold_task = spawn_cold_start(provider.clone(), events.clone(), cold_rx);
     // The queue-depth autoscaler, and what alerts and /metrics share with it.
     let scaler_task = config.scaler.enabled.then(|| {
-        let source = Arc::new(LocalDemand::new(routes.clone()));
+        let source: Arc<dyn DemandSource> = match &cluster.demand {
+            Some(sum) => sum.clone(),
+            None => Arc::new(LocalDemand::new(routes.clone())),
+        };
         spawn_scaler(scaling.clone(), source, provider.clone())
     });
     let exposition = Exposition::new(routes.clone());
     exposition
         .register(Box::new(scaling.stats.collector()))
         .expect("scaler metric names are distinct from the gateway's");
+    exposition
+        .register(Box::new(cluster.collector()))
+        .expect("cluster metric names are distinct from the gateway's");
     let gateway = Arc::new(Gateway {
         routes: routes.clone(),
         forwarder: Forwarder::new(
@@ -189,7 +201,82 @@ async fn serve(
     if let Some(task) = scaler_task {
         task.abort();
     }
+    if let Some(tasks) = cluster_tasks {
+        tasks.stop().await;
+    }
     Ok(())
+}
+
+/// The tasks of a gateway with peers: the lease on the leader lock and the demand puller.
+struct ClusterTasks {
+    lease: tokio::task::JoinHandle<()>,
+    stop_lease: tokio::sync::oneshot::Sender<()>,
+    puller: tokio::task::JoinHandle<()>,
+}
+
+impl ClusterTasks {
+    /// Stops pulling and releases the lock (so a follower need not wait for it to expire),
+    /// bounded by one lease TTL.
+    async fn stop(self) {
+        self.puller.abort();
+        let _ = self.stop_lease.send(());
+        let bound = std::time::Duration::from_secs(10);
+        if tokio::time::timeout(bound, self.lease).await.is_err() {
+            tracing::warn!("cluster lock: release did not finish in time");
+        }
+    }
+}
+
+/// A gateway alone, or (with `--peers`) a member of a cluster: it takes part in the leader
+/// election and, while it leads, pulls the others' demand.
+fn start_cluster(
+    config: &GatewayConfig,
+    routes: &Arc<Routes>,
+    auth: Option<&auth::Credentials>,
+) -> Result<(Arc<Cluster>, Option<ClusterTasks>), GatewayError> {
+    if config.cluster.peers.is_empty() {
+        return Ok((Cluster::alone(), None));
+    }
+    let nomad = config.nomad.as_ref().ok_or_else(|| {
+        ProviderError::Invalid("--peers needs --provider nomad (the leader lock)".into())
+    })?;
+    let path = crate::client::nomad::VarPath::new(config.cluster.lock_path.clone())
+        .map_err(|e| ProviderError::Invalid(format!("--cluster-lock: {e}")))?;
+    let client = Arc::new(crate::client::NomadClient::new(&nomad.nomad));
+    let lease_cfg = config.cluster.lease;
+    let (tx, leadership) = Leadership::channel();
+    let (stop_lease, stopped) = tokio::sync::oneshot::channel::<()>();
+    let lock = NomadLock::new(client, path, lease_cfg.ttl, lease_cfg.lock_delay);
+    let lease = tokio::spawn(run_lease(lock, lease_cfg, tx, async move {
+        let _ = stopped.await;
+    }));
+    // A member whose report is this old is unknown: three ticks, and at least a second.
+    let stale_after = (config.scaler.tick * 3).max(std::time::Duration::from_secs(1));
+    let demand = Arc::new(ClusterDemand::new(routes.clone(), stale_after));
+    let puller = tokio::spawn(run_puller(
+        demand.clone(),
+        leadership.clone(),
+        config.cluster.peers.clone(),
+        PullConfig {
+            every: config.scaler.tick,
+            authorization: auth.map(auth::Credentials::authorization),
+        },
+    ));
+    tracing::info!(peers = ?config.cluster.peers, lock = %config.cluster.lock_path,
+        "cluster: electing a leader among this gateway and its peers");
+    let cluster = Arc::new(Cluster {
+        leadership,
+        demand: Some(demand),
+        lock_path: Some(config.cluster.lock_path.clone()),
+    });
+    Ok((
+        cluster,
+        Some(ClusterTasks {
+            lease,
+            stop_lease,
+            puller,
+        }),
+    ))
 }
 
 /// Closes idle upstream connections past `idle_timeout` in every replica's pool, a few

@@ -79,6 +79,21 @@ struct ServeArgs {
     #[arg(long, env = config::env::UPSTREAM_MAX_IDLE,
           default_value_t = faasgate::http1::pool::DEFAULT_MAX_IDLE)]
     upstream_max_idle: usize,
+    /// The other gateways of this cluster, `host:port` as they listen (comma-separated): one
+    /// gateway leads (a lock on a Nomad Variable, `--provider nomad`) and scales on the
+    /// demand of all. Without it this gateway is alone and decides on its own demand.
+    #[arg(long, env = config::env::PEERS, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// The Nomad Variable whose lock elects the cluster's leader (the gateways' Nomad token
+    /// needs `write` on it: docs/nomad.md).
+    #[arg(long, env = config::env::CLUSTER_LOCK, default_value = config::DEFAULT_CLUSTER_LOCK)]
+    cluster_lock: String,
+    /// The leader lock's TTL (Nomad accepts 10s to 24h); the leader renews at 0.7 x TTL.
+    #[arg(long, env = config::env::CLUSTER_LOCK_TTL, default_value = "10s")]
+    cluster_lock_ttl: String,
+    /// How long Nomad keeps a dead leader's expired lock before another may take it.
+    #[arg(long, env = config::env::CLUSTER_LOCK_DELAY, default_value = "10s")]
+    cluster_lock_delay: String,
     /// Client connections served at once; beyond it new connections wait in the listen
     /// backlog until one closes.
     #[arg(long, env = config::env::MAX_CONNECTIONS,
@@ -326,7 +341,21 @@ fn main() -> anyhow::Result<()> {
                     max_connections: args.max_connections as usize,
                     allow_underscore_headers: args.allow_underscore_headers,
                 },
+                cluster: config::ClusterConfig {
+                    peers: args.peers.clone(),
+                    lock_path: args.cluster_lock.clone(),
+                    lease: faasgate::control::cluster::LeaseConfig::with_ttl(
+                        config::parse_duration("--cluster-lock-ttl", &args.cluster_lock_ttl)?,
+                        config::parse_duration("--cluster-lock-delay", &args.cluster_lock_delay)?,
+                    ),
+                },
             };
+            if !config.cluster.peers.is_empty() && config.provider != ProviderKind::Nomad {
+                anyhow::bail!(
+                    "--peers needs --provider nomad: the cluster's leader is elected with a \
+                     lock on a Nomad Variable"
+                );
+            }
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if args.workers > 0 {
                 rt.worker_threads(args.workers);

@@ -181,6 +181,14 @@ impl Gateway {
                 only(&method, &[Method::GET])?;
                 Ok(system::info(self))
             }
+            ("cluster", None) => {
+                only(&method, &[Method::GET])?;
+                Ok(system::cluster(self))
+            }
+            ("cluster", Some("demand")) => {
+                only(&method, &[Method::GET])?;
+                Ok(system::cluster_demand(self))
+            }
             ("logs", None) => {
                 only(&method, &[Method::GET])?;
                 logs::logs(self, &req).await

@@ -3,6 +3,7 @@
 //! Nothing here runs on the request path; it publishes snapshots to the data plane.
 
 pub mod alert;
+pub mod cluster;
 pub(crate) mod cold_start;
 pub mod events;
 pub mod local;

@@ -19,6 +19,7 @@ mod nomad_double;
 mod support;
 
 mod boundaries;
+mod cluster;
 mod differential_wire;
 mod downstream_wire;
 mod gateway;

@@ -75,10 +75,12 @@ impl Gateway {
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
+        cmd.arg("serve");
+        // Port 0 unless the test names the address (a cluster's peers must know it).
+        if !args.contains(&"--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.arg("--data-dir")
             .arg(dir)
             .args(args)
             .env_remove("FAASGATE_BASIC_AUTH_USER")

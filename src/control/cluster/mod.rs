@@ -1,0 +1,138 @@
+//! Several gateways acting as one: which gateway leads (makes scale decisions), through a
+//! lock on a Nomad Variable ([`lease`]), and the demand the leader decides on, summed over
+//! every gateway ([`demand`], pulled by [`pull`]).
+//!
+//! A gateway alone (no `--peers`) is always leader, runs no lease and no puller, and decides
+//! on its own demand: exactly what it did before clustering existed.
+
+pub mod demand;
+pub mod lease;
+pub(crate) mod nomad_lock;
+pub mod pull;
+
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{MetricFamily, MetricType};
+use serde::Serialize;
+
+pub use demand::ClusterDemand;
+pub use lease::{Leadership, LeaseConfig};
+
+use crate::metrics::families::{families, gauge};
+
+/// This gateway's place in its cluster.
+pub struct Cluster {
+    /// Whether this gateway makes scale decisions now.
+    pub leadership: Leadership,
+    /// The members' demand (`None`: a gateway alone).
+    pub demand: Option<Arc<ClusterDemand>>,
+    /// The Nomad Variable whose lock elects the leader (`None`: no lock, a gateway alone).
+    pub lock_path: Option<String>,
+}
+
+/// `GET /system/cluster`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub leader: bool,
+    /// The term this gateway leads in (0 when it does not lead).
+    pub term: u64,
+    pub lock_path: Option<String>,
+    /// Gateways in the cluster, this one included.
+    pub members: usize,
+    /// Other gateways whose demand reports are current (when this gateway leads).
+    pub members_known: usize,
+}
+
+impl Cluster {
+    /// A gateway alone.
+    pub fn alone() -> Arc<Self> {
+        Arc::new(Self {
+            leadership: Leadership::alone(),
+            demand: None,
+            lock_path: None,
+        })
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let (expected, known) = self.demand.as_ref().map_or((0, 0), |d| d.members());
+        ClusterStatus {
+            leader: self.leadership.is_leader(),
+            term: self.leadership.term().unwrap_or(0),
+            lock_path: self.lock_path.clone(),
+            members: expected + 1,
+            members_known: known,
+        }
+    }
+
+    pub(crate) fn collector(self: &Arc<Self>) -> ClusterCollector {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, labels, _)| {
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    labels.iter().map(|l| l.to_string()).collect(),
+                    Default::default(),
+                )
+                .expect("static metric names and help are valid")
+            })
+            .collect();
+        ClusterCollector {
+            cluster: self.clone(),
+            descs,
+        }
+    }
+}
+
+pub(crate) mod names {
+    pub(crate) const LEADER: &str = "faasgate_cluster_leader";
+    pub(crate) const MEMBERS: &str = "faasgate_cluster_members";
+    pub(crate) const MEMBERS_KNOWN: &str = "faasgate_cluster_members_known";
+}
+
+const FAMILIES: [(&str, &str, &[&str], MetricType); 3] = [
+    (
+        names::LEADER,
+        "1 while this gateway leads its cluster (makes the scale decisions).",
+        &[],
+        MetricType::GAUGE,
+    ),
+    (
+        names::MEMBERS,
+        "Gateways in the cluster, this one included.",
+        &[],
+        MetricType::GAUGE,
+    ),
+    (
+        names::MEMBERS_KNOWN,
+        "Other gateways whose demand reports are current.",
+        &[],
+        MetricType::GAUGE,
+    ),
+];
+
+/// Exports [`ClusterStatus`] at scrape time.
+pub(crate) struct ClusterCollector {
+    cluster: Arc<Cluster>,
+    descs: Vec<Desc>,
+}
+
+impl Collector for ClusterCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = self.cluster.status();
+        families(
+            &FAMILIES,
+            [
+                vec![gauge(Vec::new(), if s.leader { 1.0 } else { 0.0 })],
+                vec![gauge(Vec::new(), s.members as f64)],
+                vec![gauge(Vec::new(), s.members_known as f64)],
+            ],
+        )
+    }
+}

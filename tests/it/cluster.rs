@@ -1,0 +1,195 @@
+//! Several real gateways (`--peers`) against the Nomad double: one leader at a time through
+//! the Nomad Variable lock, a new one after the leader dies or stops, and scale decisions made
+//! by the leader alone on demand it only sees through the others' reports. Each gateway has
+//! its own `NOMAD_TOKEN`, so the double's record names the gateway behind every scale call.
+//! The double's lock TTL floor is lowered (1 s) so leases run in real time within a test.
+
+use crate::nomad_double;
+use crate::support;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nomad_double::NomadDouble;
+use serde_json::{json, Value};
+use support::{free_port, join_load, spawn_load, Gateway, BIN};
+
+const TTL: &str = "2s";
+const DELAY: &str = "1s";
+
+/// Starts `n` gateways that know each other, on ports picked up front.
+fn cluster(double: &NomadDouble, n: usize) -> Vec<Gateway> {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let url = double.url();
+    (0..n)
+        .map(|i| {
+            let listen = format!("127.0.0.1:{}", ports[i]);
+            let peers: Vec<String> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| format!("127.0.0.1:{}", ports[j]))
+                .collect();
+            let peers = peers.join(",");
+            let token = format!("gateway-{i}");
+            let args = [
+                "--no-auth",
+                "--provider",
+                "nomad",
+                "--nomad-watchdog-path",
+                BIN,
+                "--listen",
+                listen.as_str(),
+                "--peers",
+                peers.as_str(),
+                "--cluster-lock-ttl",
+                TTL,
+                "--cluster-lock-delay",
+                DELAY,
+                "--scaler-tick",
+                "200ms",
+                "--scale-stable-window",
+                "4s",
+                "--scale-panic-window",
+                "2s",
+                "--scale-down-delay",
+                "2s",
+            ];
+            Gateway::start_with(
+                &args,
+                &[
+                    ("NOMAD_ADDR", url.as_str()),
+                    ("NOMAD_TOKEN", token.as_str()),
+                    ("RUST_LOG", "info,faasgate=debug"),
+                ],
+            )
+        })
+        .collect()
+}
+
+async fn status(gw: &Gateway) -> Value {
+    gw.get("/system/cluster").await.json()
+}
+
+/// The indexes of the gateways (among `alive`) that say they lead now.
+async fn leaders(gws: &[Gateway], alive: &[usize]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for &i in alive {
+        if status(&gws[i]).await["leader"] == true {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Polls until exactly one of `alive` leads (never two at once); returns it and how long.
+async fn one_leader(gws: &[Gateway], alive: &[usize], limit: Duration) -> (usize, Duration) {
+    let start = Instant::now();
+    loop {
+        let l = leaders(gws, alive).await;
+        assert!(l.len() <= 1, "two leaders at once: {l:?}");
+        if let [one] = l[..] {
+            return (one, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "no leader within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_leader_at_a_time_and_a_new_one_after_it_dies_or_stops() {
+    let double = NomadDouble::start().await;
+    double.set_min_lock_ttl(Duration::from_secs(1));
+    let mut gws = cluster(&double, 3);
+    let all = [0, 1, 2];
+    let (first, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let s = status(&gws[first]).await;
+    assert_eq!(s["members"], 3, "{s}");
+    assert_eq!(s["lockPath"], "faasgate/leader");
+    assert!(s["term"].as_u64().unwrap() >= 1);
+    // It stays the only leader over several renewals.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert_eq!(leaders(&gws, &all).await, [first]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = gws[first].get("/metrics").await.text();
+    assert!(metrics.contains("faasgate_cluster_leader 1"), "{metrics}");
+
+    // SIGKILL: the lock stays with the dead leader for 2 x TTL + the lock delay at most.
+    support::signal(gws[first].pid(), libc::SIGKILL);
+    let alive: Vec<usize> = all.iter().copied().filter(|&i| i != first).collect();
+    let (second, took) = one_leader(&gws, &alive, Duration::from_secs(15)).await;
+    // 2 x 2 s + 1 s, plus a follower's retry (TTL / 4) and the polling.
+    assert!(took <= Duration::from_secs(8), "takeover took {took:?}");
+    eprintln!("cluster: leader SIGKILLed, gateway {second} led after {took:?}");
+
+    // A clean stop releases the lock: the last gateway leads within about a retry.
+    gws[second].stop();
+    let last: Vec<usize> = alive.iter().copied().filter(|&i| i != second).collect();
+    let (third, took) = one_leader(&gws, &last, Duration::from_secs(5)).await;
+    assert_eq!(third, last[0]);
+    assert!(
+        took <= Duration::from_secs(3),
+        "takeover after a release took {took:?}"
+    );
+    eprintln!("cluster: leader stopped cleanly, gateway {third} led after {took:?}");
+}
+
+/// Load reaches only a follower; the leader, which sees none of it itself, scales the
+/// function up on the follower's reports, and no other gateway makes a scale call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_leader_scales_on_demand_it_sees_through_the_others() {
+    let double = NomadDouble::start().await;
+    double.set_min_lock_ttl(Duration::from_secs(1));
+    let gws = cluster(&double, 3);
+    let all = [0, 1, 2];
+    let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    let r = gws[follower]
+        .deploy(json!({
+            "service": "echo",
+            "image": "",
+            "envProcess": "cat",
+            "labels": {
+                "com.openfaas.scale.min": "1",
+                "com.openfaas.scale.max": "4",
+                "com.openfaas.scale.type": "rps",
+                "com.openfaas.scale.target": "5"
+            },
+            "annotations": {"com.faasgate.driver": "raw_exec"}
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gws[follower].wait_available("echo", 1).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(gws[follower].addr, "/function/echo", 4, stop.clone());
+    let start = Instant::now();
+    let scaled = loop {
+        let calls = double.scale_calls();
+        if calls.iter().any(|c| c.count.unwrap_or(0) >= 2) {
+            break calls;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no scale-up within 30 s; calls: {calls:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = join_load(load).await;
+    assert!(ok > 0);
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    let want = format!("gateway-{leader}");
+    for c in &scaled {
+        assert_eq!(
+            c.token.as_deref(),
+            Some(want.as_str()),
+            "a follower scaled: {c:?}"
+        );
+    }
+    eprintln!(
+        "cluster: the leader (gateway {leader}) scaled to {:?} on load seen only at gateway {follower}",
+        scaled.last().and_then(|c| c.count)
+    );
+}
