@@ -34,6 +34,9 @@ pub mod env {
     pub const CLUSTER_LOCK: &str = "FAASGATE_CLUSTER_LOCK";
     pub const CLUSTER_LOCK_TTL: &str = "FAASGATE_CLUSTER_LOCK_TTL";
     pub const CLUSTER_LOCK_DELAY: &str = "FAASGATE_CLUSTER_LOCK_DELAY";
+    pub const CLUSTER_SERVICE: &str = "FAASGATE_CLUSTER_SERVICE";
+    /// Set by Nomad in every task: this gateway's own allocation (left out of the members).
+    pub const NOMAD_ALLOC_ID: &str = "NOMAD_ALLOC_ID";
     /// OpenFaaS gateway variables.
     pub(crate) const READ_TIMEOUT: &str = "read_timeout";
     pub(crate) const WRITE_TIMEOUT: &str = "write_timeout";
@@ -117,8 +120,13 @@ pub struct GatewayConfig {
 /// Several gateways acting as one (`control::cluster`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// The other gateways, `host:port` as they listen (this one excluded).
+    /// The other gateways, `host:port` as they listen (this one excluded). Empty: with the
+    /// Nomad provider, the instances of `service` in Nomad's catalog; else none.
     pub peers: Vec<String>,
+    /// The gateways' own service in the catalog.
+    pub service: String,
+    /// This gateway's Nomad allocation, when it runs in one.
+    pub self_alloc: Option<String>,
     /// The Nomad Variable whose lock elects the leader.
     pub lock_path: String,
     pub lease: crate::control::cluster::LeaseConfig,
@@ -126,11 +134,15 @@ pub struct ClusterConfig {
 
 /// The leader lock's default Nomad Variable path.
 pub const DEFAULT_CLUSTER_LOCK: &str = "faasgate/leader";
+/// The service the gateways' Nomad system job registers (`nomad/faasgate.nomad.hcl`).
+pub const DEFAULT_CLUSTER_SERVICE: &str = "faasgate";
 
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             peers: Vec::new(),
+            service: DEFAULT_CLUSTER_SERVICE.to_string(),
+            self_alloc: None,
             lock_path: DEFAULT_CLUSTER_LOCK.to_string(),
             lease: Default::default(),
         }

@@ -19,10 +19,10 @@ use crate::api::metrics::series::{spawn_sampler, Series};
 use crate::api::Gateway;
 use crate::auth::{self, CredentialSource};
 use crate::config::{GatewayConfig, ProviderKind};
-use crate::control::cluster::lease::run_lease;
+use crate::control::cluster::members::{watch_members, Membership};
 use crate::control::cluster::nomad_lock::NomadLock;
 use crate::control::cluster::pull::{run_puller, PullConfig};
-use crate::control::cluster::{Cluster, ClusterDemand, Leadership};
+use crate::control::cluster::{run_cluster, Cluster, ClusterDemand, Leadership};
 use crate::control::cold_start::spawn_cold_start;
 use crate::control::local::{LocalOptions, LocalProvider};
 use crate::control::scaler::{spawn_scaler, DemandSource, LocalDemand, Scaling};
@@ -135,7 +135,8 @@ async fn serve(
         apply_stack(provider.as_ref(), path, local).await?;
     }
     // Alone, or one of several gateways with one leader deciding on the sum of their demand.
-    let (cluster, cluster_tasks) = start_cluster(config, &routes, auth.as_ref())?;
+    let (cluster, cluster_tasks) =
+        start_cluster(config, &routes, auth.as_ref(), listener.local_addr()?)?;
     // The UI: scale decisions and per-function time series, sampled off the request path.
     let scaling = Scaling::with_cluster(config.scaler.clone(), cluster.clone());
     let events = scaling.events.clone();
@@ -207,63 +208,80 @@ async fn serve(
     Ok(())
 }
 
-/// The tasks of a gateway with peers: the lease on the leader lock and the demand puller.
+/// The tasks of a gateway that may have peers: membership, the election, the demand puller.
 struct ClusterTasks {
-    lease: tokio::task::JoinHandle<()>,
-    stop_lease: tokio::sync::oneshot::Sender<()>,
+    members: tokio::task::JoinHandle<()>,
+    election: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
     puller: tokio::task::JoinHandle<()>,
 }
 
 impl ClusterTasks {
-    /// Stops pulling and releases the lock (so a follower need not wait for it to expire),
-    /// bounded by one lease TTL.
+    /// Stops pulling and releases the lock if held (so a follower need not wait for it to
+    /// expire), bounded by ten seconds.
     async fn stop(self) {
         self.puller.abort();
-        let _ = self.stop_lease.send(());
+        let _ = self.stop.send(true);
         let bound = std::time::Duration::from_secs(10);
-        if tokio::time::timeout(bound, self.lease).await.is_err() {
+        if tokio::time::timeout(bound, self.election).await.is_err() {
             tracing::warn!("cluster lock: release did not finish in time");
         }
+        self.members.abort();
     }
 }
 
-/// A gateway alone, or (with `--peers`) a member of a cluster: it takes part in the leader
-/// election and, while it leads, pulls the others' demand.
+/// A gateway alone (the local provider), or one that finds its peers (`--peers`, else the
+/// Nomad catalog), elects a leader with them and, while it leads, pulls their demand. With
+/// no peer found it leads alone, as a gateway alone always has.
 fn start_cluster(
     config: &GatewayConfig,
     routes: &Arc<Routes>,
     auth: Option<&auth::Credentials>,
+    listen: std::net::SocketAddr,
 ) -> Result<(Arc<Cluster>, Option<ClusterTasks>), GatewayError> {
-    if config.cluster.peers.is_empty() {
+    let Some(nomad) = config.nomad.as_ref() else {
         return Ok((Cluster::alone(), None));
-    }
-    let nomad = config.nomad.as_ref().ok_or_else(|| {
-        ProviderError::Invalid("--peers needs --provider nomad (the leader lock)".into())
-    })?;
+    };
     let path = crate::client::nomad::VarPath::new(config.cluster.lock_path.clone())
         .map_err(|e| ProviderError::Invalid(format!("--cluster-lock: {e}")))?;
     let client = Arc::new(crate::client::NomadClient::new(&nomad.nomad));
+    let membership = if config.cluster.peers.is_empty() {
+        Membership::NomadCatalog {
+            client: client.clone(),
+            service: config.cluster.service.clone(),
+            self_alloc: config.cluster.self_alloc.clone(),
+            self_addr: Some(listen.to_string()),
+        }
+    } else {
+        Membership::Static(config.cluster.peers.clone())
+    };
+    let (members_tx, members_rx) = tokio::sync::watch::channel(Vec::new());
+    let members = tokio::spawn(watch_members(membership, members_tx));
     let lease_cfg = config.cluster.lease;
     let (tx, leadership) = Leadership::channel();
-    let (stop_lease, stopped) = tokio::sync::oneshot::channel::<()>();
-    let lock = NomadLock::new(client, path, lease_cfg.ttl, lease_cfg.lock_delay);
-    let lease = tokio::spawn(run_lease(lock, lease_cfg, tx, async move {
-        let _ = stopped.await;
-    }));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     // A member whose report is this old is unknown: three ticks, and at least a second.
     let stale_after = (config.scaler.tick * 3).max(std::time::Duration::from_secs(1));
     let demand = Arc::new(ClusterDemand::new(routes.clone(), stale_after));
+    let lock = NomadLock::new(client, path, lease_cfg.ttl, lease_cfg.lock_delay);
+    let election = tokio::spawn(run_cluster(
+        lock,
+        lease_cfg,
+        members_rx,
+        demand.clone(),
+        tx,
+        stop_rx,
+    ));
     let puller = tokio::spawn(run_puller(
         demand.clone(),
         leadership.clone(),
-        config.cluster.peers.clone(),
         PullConfig {
             every: config.scaler.tick,
             authorization: auth.map(auth::Credentials::authorization),
         },
     ));
-    tracing::info!(peers = ?config.cluster.peers, lock = %config.cluster.lock_path,
-        "cluster: electing a leader among this gateway and its peers");
+    tracing::info!(lock = %config.cluster.lock_path, peers = ?config.cluster.peers,
+        service = %config.cluster.service, "cluster: looking for peers");
     let cluster = Arc::new(Cluster {
         leadership,
         demand: Some(demand),
@@ -272,8 +290,9 @@ fn start_cluster(
     Ok((
         cluster,
         Some(ClusterTasks {
-            lease,
-            stop_lease,
+            members,
+            election,
+            stop,
             puller,
         }),
     ))

@@ -81,9 +81,13 @@ struct ServeArgs {
     upstream_max_idle: usize,
     /// The other gateways of this cluster, `host:port` as they listen (comma-separated): one
     /// gateway leads (a lock on a Nomad Variable, `--provider nomad`) and scales on the
-    /// demand of all. Without it this gateway is alone and decides on its own demand.
+    /// demand of all. Without it, the Nomad provider finds them in Nomad's catalog.
     #[arg(long, env = config::env::PEERS, value_delimiter = ',')]
     peers: Vec<String>,
+    /// Without --peers and with --provider nomad, the other gateways are the instances of
+    /// this service in Nomad's catalog (the system job's).
+    #[arg(long, env = config::env::CLUSTER_SERVICE, default_value = config::DEFAULT_CLUSTER_SERVICE)]
+    cluster_service: String,
     /// The Nomad Variable whose lock elects the cluster's leader (the gateways' Nomad token
     /// needs `write` on it: docs/nomad.md).
     #[arg(long, env = config::env::CLUSTER_LOCK, default_value = config::DEFAULT_CLUSTER_LOCK)]
@@ -343,6 +347,10 @@ fn main() -> anyhow::Result<()> {
                 },
                 cluster: config::ClusterConfig {
                     peers: args.peers.clone(),
+                    service: args.cluster_service.clone(),
+                    self_alloc: std::env::var(config::env::NOMAD_ALLOC_ID)
+                        .ok()
+                        .filter(|a| !a.is_empty()),
                     lock_path: args.cluster_lock.clone(),
                     lease: faasgate::control::cluster::LeaseConfig::with_ttl(
                         config::parse_duration("--cluster-lock-ttl", &args.cluster_lock_ttl)?,

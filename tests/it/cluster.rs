@@ -193,3 +193,95 @@ async fn only_the_leader_scales_on_demand_it_sees_through_the_others() {
         scaled.last().and_then(|c| c.count)
     );
 }
+
+/// Without `--peers` the members are the instances of the gateways' service in Nomad's
+/// catalog (each gateway leaves its own allocation out). A gateway whose service has no
+/// other instance leads alone and takes no lock, as a gateway alone always has; once others
+/// register they elect one leader, and a member that leaves the catalog leaves the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_come_from_the_catalog_and_a_gateway_alone_takes_no_lock() {
+    let double = NomadDouble::start().await;
+    double.set_min_lock_ttl(Duration::from_secs(1));
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let url = double.url();
+    let start = |i: usize, alloc: &str| {
+        let listen = format!("127.0.0.1:{}", ports[i]);
+        let token = format!("gateway-{i}");
+        Gateway::start_with(
+            &[
+                "--no-auth",
+                "--provider",
+                "nomad",
+                "--nomad-watchdog-path",
+                BIN,
+                "--listen",
+                listen.as_str(),
+                "--cluster-lock-ttl",
+                TTL,
+                "--cluster-lock-delay",
+                DELAY,
+            ],
+            &[
+                ("NOMAD_ADDR", url.as_str()),
+                ("NOMAD_TOKEN", token.as_str()),
+                ("NOMAD_ALLOC_ID", alloc),
+            ],
+        )
+    };
+    let a0 = double.register_instance("faasgate", "faasgate", ports[0]);
+    let g0 = start(0, &a0);
+    // Alone in the catalog: leads at once, with no lock.
+    let t = Instant::now();
+    while status(&g0).await["leader"] != true {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "alone but not leading"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status(&g0).await["members"], 1);
+    assert!(
+        double.variable("default", "faasgate/leader").is_none(),
+        "a gateway alone took the lock"
+    );
+
+    let a1 = double.register_instance("faasgate", "faasgate", ports[1]);
+    let a2 = double.register_instance("faasgate", "faasgate", ports[2]);
+    let gws = vec![g0, start(1, &a1), start(2, &a2)];
+    let all = [0, 1, 2];
+    // Three members, one leader through the lock, which pulls both others' reports.
+    let t = Instant::now();
+    let leader = loop {
+        let (leader, _) = one_leader(&gws, &all, Duration::from_secs(15)).await;
+        let s = status(&gws[leader]).await;
+        if s["members"] == 3 && s["membersKnown"] == 2 && s["term"].as_u64() > Some(0) {
+            break leader;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "not a cluster of 3: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(double.variable("default", "faasgate/leader").is_some());
+
+    // A member that leaves the catalog leaves the cluster.
+    let gone = (leader + 1) % 3;
+    double.deregister_instance(match gone {
+        0 => &a0,
+        1 => &a1,
+        _ => &a2,
+    });
+    let t = Instant::now();
+    loop {
+        let s = status(&gws[leader]).await;
+        if s["members"] == 2 && s["membersKnown"] == 1 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the member did not leave: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -288,6 +288,73 @@ impl NomadDouble {
         self.state.changed.send_modify(|v| *v += 1);
     }
 
+    /// Registers, in Nomad's service catalog, an instance of service `name` of job `job` at
+    /// 127.0.0.1:`port` that no task of the double backs (a process the test runs itself,
+    /// such as a gateway of a test cluster); returns its allocation ID.
+    pub fn register_instance(&self, job: &str, name: &str, port: u16) -> String {
+        let mut i = self.state.inner.lock().unwrap();
+        let idx = i.bump();
+        let id = uuid();
+        let now = now_ns();
+        i.allocs.insert(
+            id.clone(),
+            AllocRec {
+                id: id.clone(),
+                job_id: job.to_string(),
+                namespace: "default".into(),
+                group: job.to_string(),
+                task: job.to_string(),
+                slot: 0,
+                job_version: 0,
+                group_spec: json!({}),
+                desired: "run".into(),
+                client: "running".into(),
+                task_state: "running".into(),
+                failed: false,
+                started_at: None,
+                finished_at: None,
+                create_index: idx,
+                modify_index: idx,
+                create_time: now,
+                modify_time: now,
+                port,
+                pid: None,
+                services: vec![ServiceRec {
+                    id: format!("_nomad-task-{id}-group-{job}-{name}-http"),
+                    name: name.to_string(),
+                    tags: Vec::new(),
+                    meta: Map::new(),
+                    provider: "nomad".into(),
+                    create_index: idx,
+                }],
+                check_passing: true,
+                stop: None,
+            },
+        );
+        i.allocs_idx = idx;
+        i.services_idx = idx;
+        i.consul_idx = idx;
+        drop(i);
+        self.state.notify();
+        id
+    }
+
+    /// Takes an instance registered with [`Self::register_instance`] out of the catalog.
+    pub fn deregister_instance(&self, alloc_id: &str) {
+        let mut i = self.state.inner.lock().unwrap();
+        let idx = i.bump();
+        if let Some(a) = i.allocs.get_mut(alloc_id) {
+            a.services.clear();
+            a.desired = "stop".into();
+            a.client = "complete".into();
+        }
+        i.allocs_idx = idx;
+        i.services_idx = idx;
+        i.consul_idx = idx;
+        drop(i);
+        self.state.notify();
+    }
+
     /// Live allocation IDs of a job (desired `run`), oldest first.
     pub fn live_allocs(&self, job_id: &str) -> Vec<String> {
         let i = self.state.inner.lock().unwrap();

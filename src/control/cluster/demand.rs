@@ -127,6 +127,13 @@ impl ClusterDemand {
         s.members.retain(|id, _| expected.contains(id));
     }
 
+    /// The members reports are expected from, sorted.
+    pub fn expected(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.lock().expected.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Folds in `member`'s report, received now.
     pub fn apply(&self, member: &str, report: Report) {
         let now = Instant::now();

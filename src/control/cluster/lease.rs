@@ -147,39 +147,42 @@ impl Leadership {
     }
 }
 
-/// Holds the lock while it can, until `shutdown` resolves; then releases it.
+/// Holds the lock while it can, until `shutdown` resolves; then releases it. `number` is
+/// the gateway's term counter, kept across runs so terms only grow.
 pub async fn run_lease<B: LockBackend>(
-    backend: B,
+    backend: &B,
     cfg: LeaseConfig,
-    tx: watch::Sender<Term>,
+    tx: &watch::Sender<Term>,
+    number: &mut u64,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let mut number = 0u64;
     loop {
+        let number = &mut *number;
         // Acquire.
         let sent = Instant::now();
         let attempt = tokio::select! {
             r = backend.acquire() => r,
-            () = &mut shutdown => return follower(&tx, number),
+            () = &mut shutdown => return follower(tx, *number),
         };
         let id = match attempt {
             Ok(Acquired::Won { id }) => id,
             Ok(Acquired::Held) => {
                 tokio::select! {
                     () = tokio::time::sleep(cfg.retry) => continue,
-                    () = &mut shutdown => return follower(&tx, number),
+                    () = &mut shutdown => return follower(tx, *number),
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cluster lock: acquire failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(cfg.retry) => continue,
-                    () = &mut shutdown => return follower(&tx, number),
+                    () = &mut shutdown => return follower(tx, *number),
                 }
             }
         };
-        number += 1;
+        *number += 1;
+        let number = *number;
         let mut until = sent + cfg.ttl.saturating_sub(cfg.margin);
         tracing::info!(term = number, "cluster lock acquired: this gateway leads");
         tx.send_replace(Term {
@@ -217,7 +220,7 @@ pub async fn run_lease<B: LockBackend>(
                 Err(_) => break Hold::Lost("no renewal before the lease's deadline"),
             }
         };
-        follower(&tx, number);
+        follower(tx, number);
         match end {
             Hold::Lost(why) => {
                 tracing::warn!(
@@ -354,9 +357,14 @@ mod tests {
     ) {
         let (tx, leadership) = Leadership::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run_lease(Client(fake.clone()), cfg, tx, async move {
-            let _ = stopped.await;
-        }));
+        let client = Client(fake.clone());
+        let task = tokio::spawn(async move {
+            let mut number = 0;
+            run_lease(&client, cfg, &tx, &mut number, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
         (leadership, stop, task)
     }
 

@@ -7,6 +7,7 @@
 
 pub mod demand;
 pub mod lease;
+pub mod members;
 pub(crate) mod nomad_lock;
 pub mod pull;
 
@@ -19,7 +20,76 @@ use serde::Serialize;
 pub use demand::ClusterDemand;
 pub use lease::{Leadership, LeaseConfig};
 
+use crate::control::cluster::lease::{run_lease, LockBackend, Term};
 use crate::metrics::families::{families, gauge};
+
+/// Follows membership: alone (no other member) this gateway leads with no lock, as a gateway
+/// alone always has; with others it takes part in the election through `lock` until the
+/// others are gone or `shutdown` turns true, and then releases the lock. Members are handed
+/// to `demand` as they change, so the leader pulls exactly the current ones.
+pub async fn run_cluster<B: LockBackend>(
+    lock: B,
+    cfg: LeaseConfig,
+    mut members: tokio::sync::watch::Receiver<Vec<String>>,
+    demand: Arc<ClusterDemand>,
+    tx: tokio::sync::watch::Sender<Term>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut number = 0u64;
+    // Nothing is decided before membership's first answer: a gateway that has peers must not
+    // lead alone while it has not looked for them.
+    tokio::select! {
+        r = members.changed() => if r.is_err() { return },
+        _ = shutdown.changed() => return,
+    }
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let peers = members.borrow_and_update().clone();
+        demand.set_members(peers.iter().cloned());
+        if peers.is_empty() {
+            // Alone: lead without a lock (the overlap with a member not yet in the catalog
+            // lasts as long as a blocking query takes to wake).
+            number += 1;
+            tx.send_replace(Term {
+                number,
+                until: None,
+                leader: true,
+            });
+            tracing::info!("cluster: no other gateway; this one decides alone");
+            tokio::select! {
+                r = members.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }
+        tx.send_replace(Term {
+            number,
+            until: None,
+            leader: false,
+        });
+        let (members_ref, shutdown_ref, demand_ref) = (&mut members, &mut shutdown, &demand);
+        let stop = async move {
+            loop {
+                tokio::select! {
+                    r = members_ref.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        let now = members_ref.borrow().clone();
+                        if now.is_empty() {
+                            return;
+                        }
+                        demand_ref.set_members(now);
+                    }
+                    _ = shutdown_ref.changed() => return,
+                }
+            }
+        };
+        run_lease(&lock, cfg, &tx, &mut number, stop).await;
+    }
+}
 
 /// This gateway's place in its cluster.
 pub struct Cluster {

@@ -37,14 +37,9 @@ pub struct PullConfig {
     pub authorization: Option<HeaderValue>,
 }
 
-/// Pulls every member's report each tick while this gateway leads; runs until aborted.
-pub async fn run_puller(
-    demand: Arc<ClusterDemand>,
-    leadership: Leadership,
-    members: Vec<String>,
-    cfg: PullConfig,
-) {
-    demand.set_members(members.iter().cloned());
+/// Pulls every member's report each tick while this gateway leads (the members are those
+/// `demand` expects, kept by membership); runs until aborted.
+pub async fn run_puller(demand: Arc<ClusterDemand>, leadership: Leadership, cfg: PullConfig) {
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let mut interval = tokio::time::interval(cfg.every);
@@ -54,6 +49,7 @@ pub async fn run_puller(
         if !leadership.is_leader() {
             continue;
         }
+        let members = demand.expected();
         let pulls = members.iter().map(|member| {
             let (client, cfg) = (&client, &cfg);
             async move {
