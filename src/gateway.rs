@@ -19,6 +19,7 @@ use crate::api::metrics::series::{spawn_sampler, Series};
 use crate::api::Gateway;
 use crate::auth::{self, CredentialSource};
 use crate::config::{GatewayConfig, ProviderKind};
+use crate::control::cluster::forward::LeaderForward;
 use crate::control::cluster::members::{watch_members, Membership};
 use crate::control::cluster::nomad_lock::NomadLock;
 use crate::control::cluster::pull::{run_puller, PullConfig};
@@ -143,7 +144,7 @@ async fn serve(
     let series = Arc::new(Series::new());
     let sampler = spawn_sampler(routes.clone(), series.clone());
     let (cold_tx, cold_rx) = mpsc::unbounded_channel();
-    let cold_task = spawn_cold_start(provider.clone(), events.clone(), cold_rx);
+    let cold_task = spawn_cold_start(provider.clone(), events.clone(), cluster.clone(), cold_rx);
     // The queue-depth autoscaler, and what alerts and /metrics share with it.
     let scaler_task = config.scaler.enabled.then(|| {
         let source: Arc<dyn DemandSource> = match &cluster.demand {
@@ -286,6 +287,10 @@ fn start_cluster(
         leadership,
         demand: Some(demand),
         lock_path: Some(config.cluster.lock_path.clone()),
+        forward: Some(LeaderForward::new(
+            auth.map(auth::Credentials::authorization),
+            std::time::Duration::from_secs(5),
+        )),
     });
     Ok((
         cluster,

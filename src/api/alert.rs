@@ -9,13 +9,14 @@
 
 use std::collections::BTreeMap;
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::error::{empty, text, ApiError};
 use super::Gateway;
 use crate::control::alert::{AlertAction, AlertStatus};
+use crate::control::cluster::forward::{FORWARDED, NOT_LEADER};
 use crate::control::scaler::{Direction, Reason};
 use crate::dataplane::response::GatewayBody;
 use crate::model::names::FunctionKey;
@@ -49,9 +50,41 @@ pub(crate) async fn alert(
     gw: &Gateway,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, ApiError> {
+    let forwarded = req.headers().contains_key(FORWARDED);
     let (_, body) = gw.read_body(req).await?;
     if body.is_empty() {
         return Err(ApiError::BadRequest(NO_BODY.into()));
+    }
+    // One of several gateways: only the leader applies alerts (OpenFaaS's maths, one step
+    // per alert for the whole cluster); a follower hands the alert to it.
+    let cluster = &gw.scaling.cluster;
+    if !cluster.leadership.is_leader() {
+        if forwarded {
+            return Ok(text(NOT_LEADER, "this gateway does not lead its cluster"));
+        }
+        if let Some((members, to_leader)) = cluster.leader_elsewhere() {
+            let answer = to_leader
+                .send(
+                    &members,
+                    Method::POST,
+                    "/system/alert",
+                    "application/json",
+                    body,
+                )
+                .await;
+            return Ok(match answer {
+                Some((status, body)) => {
+                    let mut r = Response::new(GatewayBody::full(body));
+                    *r.status_mut() = status;
+                    r
+                }
+                // Alertmanager sends it again.
+                None => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no gateway of the cluster leads now; retry",
+                ),
+            });
+        }
     }
     let msg: AlertMessage =
         serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest(BAD_FORMAT.into()))?;

@@ -189,6 +189,10 @@ impl Gateway {
                 only(&method, &[Method::GET])?;
                 Ok(system::cluster_demand(self))
             }
+            ("cluster", Some("wake")) => {
+                only(&method, &[Method::POST])?;
+                system::cluster_wake(self, req).await
+            }
             ("logs", None) => {
                 only(&method, &[Method::GET])?;
                 logs::logs(self, &req).await

@@ -34,6 +34,31 @@ pub(crate) fn cluster_demand(gw: &Gateway) -> Response<GatewayBody> {
     )
 }
 
+/// `POST /system/cluster/wake` (body: `name.namespace`): a follower holds requests for a
+/// function at zero; the leader scales it from zero, once for every gateway's held requests.
+/// 421 from a gateway that does not lead (the follower asks every member).
+pub(crate) async fn cluster_wake(
+    gw: &Gateway,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<Response<GatewayBody>, ApiError> {
+    if !gw.scaling.cluster.leadership.is_leader() {
+        return Ok(super::error::text(
+            crate::control::cluster::forward::NOT_LEADER,
+            "this gateway does not lead its cluster",
+        ));
+    }
+    let (_, body) = gw.read_body(req).await?;
+    let name = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("the body is a function name".into()))?;
+    let key = crate::model::names::FunctionKey::parse_segment(name.trim(), "")?;
+    let handle = gw
+        .routes
+        .get(key.as_ref())
+        .ok_or_else(|| ApiError::NotFound(format!("function {key} not found")))?;
+    gw.forwarder.wake(&handle);
+    Ok(super::error::empty(StatusCode::ACCEPTED))
+}
+
 pub(crate) async fn namespaces(gw: &Gateway) -> Result<Response<GatewayBody>, ApiError> {
     let ns = gw.provider.namespaces().await?;
     Ok(json(StatusCode::OK, &ns))

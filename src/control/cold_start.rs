@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::control::cluster::Cluster;
 use crate::control::events::{reason, ScaleEvents};
 use crate::control::{Provider, ProviderError};
 use crate::dataplane::FunctionHandle;
@@ -19,18 +20,69 @@ use crate::dataplane::FunctionHandle;
 /// Scale calls tried per cold start before giving up (held requests then time out with 503).
 pub(crate) const MAX_TRIES: u32 = 20;
 
+/// How long a follower waits for the leader's scale from zero to show before it raises the
+/// count itself.
+pub(crate) const LEADER_WAKE_BOUND: Duration = Duration::from_secs(5);
+
 pub(crate) fn spawn_cold_start(
     provider: Arc<dyn Provider>,
     events: Arc<ScaleEvents>,
+    cluster: Arc<Cluster>,
     mut rx: mpsc::UnboundedReceiver<Arc<FunctionHandle>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(handle) = rx.recv().await {
             let provider = provider.clone();
             let events = events.clone();
-            tokio::spawn(async move { scale_from_zero(provider.as_ref(), &events, &handle).await });
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                if woken_by_leader(&cluster, &handle).await {
+                    return;
+                }
+                scale_from_zero(provider.as_ref(), &events, &handle).await
+            });
         }
     })
+}
+
+/// A follower asks the leader to scale the function from zero (one scale-up for every
+/// gateway's held requests) and waits, bounded, for the count to move. `false`: this gateway
+/// leads or is alone, or no leader answered, or the count did not move in time; the caller
+/// then raises it itself (a scale from zero never lowers a count).
+async fn woken_by_leader(cluster: &Cluster, handle: &FunctionHandle) -> bool {
+    let Some((members, to_leader)) = cluster.leader_elsewhere() else {
+        return false;
+    };
+    let body = bytes::Bytes::from(handle.key().to_string());
+    let answer = to_leader
+        .send(
+            &members,
+            http::Method::POST,
+            "/system/cluster/wake",
+            "text/plain",
+            body,
+        )
+        .await;
+    if !matches!(answer, Some((status, _)) if status == http::StatusCode::ACCEPTED) {
+        tracing::info!(
+            function = handle.label(),
+            "no leader took the scale from zero; this gateway makes it"
+        );
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + LEADER_WAKE_BOUND;
+    while tokio::time::Instant::now() < deadline {
+        if handle.state().desired > 0 || handle.is_removed() {
+            tracing::info!(function = handle.label(), "scaled from zero by the leader");
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!(
+        function = handle.label(),
+        "the leader's scale from zero did not show; this gateway makes it"
+    );
+    false
 }
 
 async fn scale_from_zero(provider: &dyn Provider, events: &ScaleEvents, handle: &FunctionHandle) {

@@ -208,6 +208,15 @@ impl Forwarder {
         Self { config, cold_start }
     }
 
+    /// Asks for a scale from zero of `handle`'s function, as a held request would (once per
+    /// cold period; nothing when replicas are desired already). A cluster's leader does this
+    /// for a follower's held requests.
+    pub(crate) fn wake(&self, handle: &Arc<FunctionHandle>) {
+        if handle.state().desired == 0 && handle.claim_cold_start() {
+            let _ = self.cold_start.send(handle.clone());
+        }
+    }
+
     /// Forwards `req` to a replica of `handle`. `rest` is the path after the function name
     /// (`""` or `/sub/path`), the query is taken from the request URI.
     pub async fn forward(

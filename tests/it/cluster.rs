@@ -20,6 +20,10 @@ const DELAY: &str = "1s";
 
 /// Starts `n` gateways that know each other, on ports picked up front.
 fn cluster(double: &NomadDouble, n: usize) -> Vec<Gateway> {
+    cluster_with(double, n, &[])
+}
+
+fn cluster_with(double: &NomadDouble, n: usize, extra: &[&str]) -> Vec<Gateway> {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let url = double.url();
     (0..n)
@@ -31,7 +35,7 @@ fn cluster(double: &NomadDouble, n: usize) -> Vec<Gateway> {
                 .collect();
             let peers = peers.join(",");
             let token = format!("gateway-{i}");
-            let args = [
+            let mut args = vec![
                 "--no-auth",
                 "--provider",
                 "nomad",
@@ -54,6 +58,7 @@ fn cluster(double: &NomadDouble, n: usize) -> Vec<Gateway> {
                 "--scale-down-delay",
                 "2s",
             ];
+            args.extend_from_slice(extra);
             Gateway::start_with(
                 &args,
                 &[
@@ -284,4 +289,90 @@ async fn members_come_from_the_catalog_and_a_gateway_alone_takes_no_lock() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A follower hands what the cluster must decide once to the leader: a scale from zero for
+/// requests it holds, and an Alertmanager alert. Every scale call comes from the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_hands_cold_starts_and_alerts_to_the_leader() {
+    let double = NomadDouble::start().await;
+    double.set_min_lock_ttl(Duration::from_secs(1));
+    let gws = cluster_with(&double, 3, &["--no-autoscale"]);
+    let all = [0, 1, 2];
+    let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    let r = gws[leader]
+        .deploy(json!({
+            "service": "echo",
+            "image": "",
+            "envProcess": "cat",
+            "labels": {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "10"},
+            "annotations": {"com.faasgate.driver": "raw_exec"}
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gws[follower].wait_available("echo", 1).await;
+    let r = gws[leader]
+        .post_json("/system/scale-function/echo", json!({"replicas": 0}))
+        .await;
+    assert!(r.status == 200 || r.status == 202, "{}", r.text());
+    let t = Instant::now();
+    while gws[follower].status("echo").await["replicas"] != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the follower never saw 0"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = double.scale_calls().len();
+
+    // A request held at the follower: the leader scales from zero, once.
+    let r = gws[follower].req("POST", "/function/echo", "wake").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "wake");
+    let calls: Vec<_> = double.scale_calls().into_iter().skip(before).collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].count, Some(1));
+    assert_eq!(
+        calls[0].token.as_deref(),
+        Some(format!("gateway-{leader}").as_str())
+    );
+
+    // An alert at the follower: the leader steps the function up by max x 20% = 2.
+    let before = double.scale_calls().len();
+    let alert = json!({"status": "firing", "receiver": "scale-up", "alerts": [{
+        "status": "firing",
+        "labels": {"alertname": "APIHighInvocationRate", "function_name": "echo"},
+        "startsAt": "2026-12-07T00:00:00Z", "fingerprint": "abc123"
+    }]});
+    let r = gws[follower]
+        .post_json("/system/alert", alert.clone())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let calls: Vec<_> = double.scale_calls().into_iter().skip(before).collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].count, Some(3));
+    assert_eq!(
+        calls[0].token.as_deref(),
+        Some(format!("gateway-{leader}").as_str())
+    );
+    // The same alert again (Alertmanager's repeat) through the other follower: no step.
+    let other = (leader + 2) % 3;
+    let r = gws[other].post_json("/system/alert", alert).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        double.scale_calls().len(),
+        before + 1,
+        "a replayed alert stepped again"
+    );
+    // A forwarded request reaching a follower is refused, never applied or forwarded again.
+    let r = gws[follower]
+        .req_h(
+            "POST",
+            "/system/cluster/wake",
+            &[("x-faasgate-forwarded", "1")],
+            "echo",
+        )
+        .await;
+    assert_eq!(r.status, 421, "{}", r.text());
 }

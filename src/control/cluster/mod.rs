@@ -6,6 +6,7 @@
 //! on its own demand: exactly what it did before clustering existed.
 
 pub mod demand;
+pub mod forward;
 pub mod lease;
 pub mod members;
 pub(crate) mod nomad_lock;
@@ -99,6 +100,8 @@ pub struct Cluster {
     pub demand: Option<Arc<ClusterDemand>>,
     /// The Nomad Variable whose lock elects the leader (`None`: no lock, a gateway alone).
     pub lock_path: Option<String>,
+    /// A follower's way to the leader (`None`: a gateway alone).
+    pub forward: Option<forward::LeaderForward>,
 }
 
 /// `GET /system/cluster`.
@@ -122,7 +125,18 @@ impl Cluster {
             leadership: Leadership::alone(),
             demand: None,
             lock_path: None,
+            forward: None,
         })
+    }
+
+    /// The other members, when this gateway does not lead and has someone to ask: what the
+    /// leader must decide is sent to them ([`forward`]).
+    pub fn leader_elsewhere(&self) -> Option<(Vec<String>, &forward::LeaderForward)> {
+        if self.leadership.is_leader() {
+            return None;
+        }
+        let members = self.demand.as_ref()?.expected();
+        Some((members, self.forward.as_ref()?))
     }
 
     pub fn status(&self) -> ClusterStatus {
