@@ -279,6 +279,7 @@ fn start_cluster(
         PullConfig {
             every: config.scaler.tick,
             authorization: auth.map(auth::Credentials::authorization),
+            leader: listen.to_string(),
         },
     ));
     tracing::info!(lock = %config.cluster.lock_path, peers = ?config.cluster.peers,
@@ -291,6 +292,7 @@ fn start_cluster(
             auth.map(auth::Credentials::authorization),
             std::time::Duration::from_secs(5),
         )),
+        reports: Default::default(),
     });
     Ok((
         cluster,

@@ -187,7 +187,7 @@ impl Gateway {
             }
             ("cluster", Some("demand")) => {
                 only(&method, &[Method::GET])?;
-                Ok(system::cluster_demand(self))
+                Ok(system::cluster_demand(self, &req))
             }
             ("cluster", Some("wake")) => {
                 only(&method, &[Method::POST])?;

@@ -27,11 +27,33 @@ pub(crate) fn cluster(gw: &Gateway) -> Response<GatewayBody> {
 
 /// `GET /system/cluster/demand`: this gateway's demand counters, for the leader's pull
 /// (`control::cluster::pull`).
-pub(crate) fn cluster_demand(gw: &Gateway) -> Response<GatewayBody> {
-    json(
-        StatusCode::OK,
-        &crate::control::cluster::demand::Report::local(&gw.routes),
-    )
+pub(crate) fn cluster_demand<B>(gw: &Gateway, req: &http::Request<B>) -> Response<GatewayBody> {
+    #[derive(serde::Deserialize, Default)]
+    struct Q {
+        #[serde(default)]
+        full: String,
+        #[serde(default)]
+        leader: String,
+    }
+    let q: Q = req
+        .uri()
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let report = crate::control::cluster::demand::Report::for_leader(
+        &gw.routes,
+        &gw.scaling.cluster.reports,
+        &q.leader,
+        q.full != "0",
+    );
+    let mut resp = Response::new(GatewayBody::full(crate::control::cluster::wire::encode(
+        &report,
+    )));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(crate::control::cluster::wire::CONTENT_TYPE),
+    );
+    resp
 }
 
 /// `POST /system/cluster/wake` (body: `name.namespace`): a follower holds requests for a

@@ -19,7 +19,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Microseconds since the process's first call; monotonic.
-pub(crate) fn now_us() -> u64 {
+pub fn now_us() -> u64 {
     epoch().elapsed().as_micros() as u64
 }
 

@@ -35,9 +35,28 @@ use crate::sys::clock;
 /// One gateway's demand counters, as it sends them to the leader.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
-    /// Every function this gateway has seen a request for.
+    /// `true`: every function this gateway has seen a request for; `false`: only those whose
+    /// counters changed since this gateway's previous report to the same leader (the others
+    /// are as that report said).
+    #[serde(default)]
+    pub full: bool,
     pub functions: Vec<FunctionReport>,
 }
+
+/// What a member last reported to each leader that pulled from it, so that it sends a
+/// leader only what changed. A few leaders at most are remembered (a leader change brings
+/// a new one; the oldest is forgotten).
+#[derive(Default)]
+pub struct ReportBook {
+    leaders: Mutex<Vec<(String, LastReported)>>,
+}
+
+/// Per function, the counters last reported to one leader (arrivals, busy time, in flight,
+/// held).
+type LastReported = HashMap<FunctionKey, [u64; 4]>;
+
+/// Leaders remembered by a [`ReportBook`].
+const BOOK_LEADERS: usize = 4;
 
 /// One function's counters in a [`Report`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,15 +76,55 @@ pub struct FunctionReport {
 }
 
 impl Report {
-    /// This gateway's counters now, from its route table.
+    /// Every function's counters now, from this gateway's route table.
     pub fn local(routes: &Routes) -> Self {
+        Self::build(routes, |_, _| true, true)
+    }
+
+    /// The report for `leader`: everything when `full` (or when this book has no record of
+    /// that leader), else only the functions whose counters changed since its last report.
+    pub fn for_leader(routes: &Routes, book: &ReportBook, leader: &str, full: bool) -> Self {
+        let mut leaders = book.leaders.lock().unwrap_or_else(|e| e.into_inner());
+        let at = leaders.iter().position(|(l, _)| l == leader);
+        let full = full || at.is_none();
+        let mut last = match at {
+            Some(i) => leaders.remove(i).1,
+            None => HashMap::new(),
+        };
+        if full {
+            last.clear();
+        }
+        let report = Self::build(
+            routes,
+            |key, now| {
+                let changed = last.get(key) != Some(&now);
+                if changed {
+                    last.insert(key.clone(), now);
+                }
+                changed
+            },
+            full,
+        );
+        leaders.push((leader.to_string(), last));
+        if leaders.len() > BOOK_LEADERS {
+            leaders.remove(0);
+        }
+        report
+    }
+
+    fn build(
+        routes: &Routes,
+        mut include: impl FnMut(&FunctionKey, [u64; 4]) -> bool,
+        full: bool,
+    ) -> Self {
         let now_ms = clock::now_ms();
         let functions = routes
             .snapshot()
             .iter()
             .filter_map(|h| {
                 let s = h.demand.sample();
-                (s.arrivals > 0).then(|| FunctionReport {
+                let counters = [s.arrivals, s.busy_us, s.inflight, s.queued];
+                (s.arrivals > 0 && include(h.key(), counters)).then(|| FunctionReport {
                     function: h.key().to_string(),
                     inflight: s.inflight,
                     queued: s.queued,
@@ -75,7 +134,7 @@ impl Report {
                 })
             })
             .collect();
-        Self { functions }
+        Self { full, functions }
     }
 }
 
@@ -91,22 +150,28 @@ struct State {
     /// Members the leader expects reports from (this gateway excluded).
     expected: HashSet<String>,
     members: HashMap<String, Member>,
-    /// Per function, the members' deltas accumulated in this gateway's frame.
+    /// Per function, the members' figures summed: their counters' deltas accumulated in
+    /// this gateway's frame, their latest in-flight and held counts, their latest arrival.
+    /// Kept up to date as reports arrive, so an observation costs one lookup per function.
     acc: HashMap<FunctionKey, Accumulated>,
 }
 
 #[derive(Default)]
 struct Member {
     reported_at: Option<Instant>,
+    /// A full report was applied (partial ones are deltas on it).
+    has_baseline: bool,
     functions: HashMap<FunctionKey, FunctionReport>,
-    /// `clock::now_ms()` of the last arrival, per function, in this gateway's frame.
-    last_arrival_ms: HashMap<FunctionKey, u64>,
 }
 
 #[derive(Default, Clone, Copy)]
 struct Accumulated {
     arrivals: u64,
     busy_us: u64,
+    inflight: u64,
+    queued: u64,
+    /// `clock::now_ms()` of the latest arrival any member reported (0: none).
+    last_arrival_ms: u64,
 }
 
 impl ClusterDemand {
@@ -123,8 +188,24 @@ impl ClusterDemand {
     pub fn set_members(&self, members: impl IntoIterator<Item = String>) {
         let mut s = self.lock();
         s.expected = members.into_iter().collect();
-        let expected = s.expected.clone();
-        s.members.retain(|id, _| expected.contains(id));
+        let State {
+            expected,
+            members,
+            acc,
+        } = &mut *s;
+        members.retain(|id, m| {
+            let keep = expected.contains(id);
+            if !keep {
+                // What a member that left had in flight is no longer anyone's.
+                for (key, f) in &m.functions {
+                    if let Some(a) = acc.get_mut(key) {
+                        a.inflight = a.inflight.saturating_sub(f.inflight);
+                        a.queued = a.queued.saturating_sub(f.queued);
+                    }
+                }
+            }
+            keep
+        });
     }
 
     /// The members reports are expected from, sorted.
@@ -144,14 +225,20 @@ impl ClusterDemand {
         }
         let State { members, acc, .. } = &mut *s;
         let m = members.entry(member.to_string()).or_default();
+        let full = report.full;
+        if !full && !m.has_baseline {
+            // A partial report needs the full one it follows: ignored, so the next pull asks
+            // for everything.
+            return;
+        }
         let mut seen = HashSet::with_capacity(report.functions.len());
         for f in report.functions {
             // `name.namespace`, as `Display` writes it (a namespace holds no dot).
             let Ok(key) = FunctionKey::parse_segment(&f.function, "") else {
                 continue;
             };
+            let a = acc.entry(key.clone()).or_default();
             if let Some(prev) = m.functions.get(&key) {
-                let a = acc.entry(key.clone()).or_default();
                 // Counters that went back: the member restarted; what it counted since is new.
                 a.arrivals += if f.arrivals >= prev.arrivals {
                     f.arrivals - prev.arrivals
@@ -160,20 +247,47 @@ impl ClusterDemand {
                 };
                 a.busy_us =
                     (a.busy_us + (f.busy_us.wrapping_sub(prev.busy_us) & BUSY_MASK)) & BUSY_MASK;
+                a.inflight = a.inflight.saturating_sub(prev.inflight);
+                a.queued = a.queued.saturating_sub(prev.queued);
             }
-            m.last_arrival_ms
-                .insert(key.clone(), now_ms.saturating_sub(f.idle_ms));
-            seen.insert(key.clone());
+            a.inflight += f.inflight;
+            a.queued += f.queued;
+            if f.arrivals > 0 {
+                a.last_arrival_ms = a.last_arrival_ms.max(now_ms.saturating_sub(f.idle_ms));
+            }
+            if full {
+                seen.insert(key.clone());
+            }
             m.functions.insert(key, f);
         }
-        // A function the member no longer lists has nothing in flight there.
-        for (key, f) in m.functions.iter_mut() {
-            if !seen.contains(key) {
-                f.inflight = 0;
-                f.queued = 0;
+        if full {
+            // A function a full report leaves out has nothing in flight there.
+            for (key, f) in m.functions.iter_mut() {
+                if !seen.contains(key) {
+                    if let Some(a) = acc.get_mut(key) {
+                        a.inflight = a.inflight.saturating_sub(f.inflight);
+                        a.queued = a.queued.saturating_sub(f.queued);
+                    }
+                    f.inflight = 0;
+                    f.queued = 0;
+                }
             }
         }
+        // (A function a partial report leaves out is as the member last reported it.)
+        m.has_baseline = true;
         m.reported_at = Some(now);
+    }
+
+    /// Whether the next pull from `member` must ask for a full report: the leader has no
+    /// current baseline for it (never pulled, or its last report is stale).
+    pub fn needs_full(&self, member: &str) -> bool {
+        let s = self.lock();
+        let now = Instant::now();
+        s.members.get(member).map_or(true, |m| {
+            !m.has_baseline
+                || m.reported_at
+                    .map_or(true, |at| now.duration_since(at) > self.stale_after)
+        })
     }
 
     /// Whether every expected member reported within `stale_after`.
@@ -224,15 +338,9 @@ impl DemandSource for ClusterDemand {
             if let Some(a) = s.acc.get(&obs.key) {
                 obs.demand.arrivals += a.arrivals;
                 obs.demand.busy_us = (obs.demand.busy_us + a.busy_us) & BUSY_MASK;
-            }
-            for m in s.members.values() {
-                if let Some(f) = m.functions.get(&obs.key) {
-                    obs.demand.inflight += f.inflight;
-                    obs.demand.queued += f.queued;
-                }
-                if let Some(at) = m.last_arrival_ms.get(&obs.key) {
-                    obs.demand.last_arrival_ms = obs.demand.last_arrival_ms.max(*at);
-                }
+                obs.demand.inflight += a.inflight;
+                obs.demand.queued += a.queued;
+                obs.demand.last_arrival_ms = obs.demand.last_arrival_ms.max(a.last_arrival_ms);
             }
         }
     }
@@ -249,6 +357,7 @@ mod tests {
 
     fn report(inflight: u64, arrivals: u64, busy_us: u64) -> Report {
         Report {
+            full: true,
             functions: vec![FunctionReport {
                 function: key().to_string(),
                 inflight,
@@ -300,6 +409,11 @@ mod tests {
         assert_eq!(o.demand.arrivals, before.arrivals + 90 + 10);
         let busy = (o.demand.busy_us.wrapping_sub(before.busy_us)) & BUSY_MASK;
         assert!(busy >= 100_000 + 1000, "{busy}");
+        // b leaves: what it had in flight is no longer counted; its past counts stay.
+        c.set_members(["c:8080".to_string()]);
+        let o = observe(&c);
+        assert_eq!(o.demand.inflight, 1);
+        assert_eq!(o.demand.arrivals, before.arrivals + 90 + 10);
     }
 
     #[tokio::test(start_paused = true)]
@@ -349,6 +463,73 @@ mod tests {
         let o = observe(&c);
         // b saw a request 5 ms ago: the function is not idle.
         assert!(clock::now_ms().saturating_sub(o.demand.last_arrival_ms) <= 5);
+    }
+
+    /// A member sends each leader only what changed since its last report to that leader;
+    /// the leader keeps the rest as last reported, and asks for everything when it has no
+    /// current baseline.
+    #[tokio::test(start_paused = true)]
+    async fn partial_reports_carry_only_changes_and_need_a_baseline() {
+        let member = Routes::new();
+        member.upsert(&key());
+        member.upsert(&FunctionKey::new("g", "").unwrap());
+        let f = member.get(key().as_ref()).unwrap();
+        let g = member
+            .get(FunctionKey::new("g", "").unwrap().as_ref())
+            .unwrap();
+        // Both served a request that ended (a request in flight changes the in-flight integral
+        // all along, so its function is in every report).
+        for h in [&f, &g] {
+            h.demand.begin(clock::now_us());
+            h.demand.end(clock::now_us() + 10);
+        }
+        let book = ReportBook::default();
+        // The first report to a leader is full, whatever it asks.
+        let r = Report::for_leader(&member, &book, "L", false);
+        assert!(r.full);
+        assert_eq!(r.functions.len(), 2);
+        // Nothing changed: an empty partial report.
+        let r = Report::for_leader(&member, &book, "L", false);
+        assert!(!r.full && r.functions.is_empty(), "{r:?}");
+        // One function changes: only it is sent; another leader still gets everything.
+        g.demand.begin(clock::now_us());
+        let r = Report::for_leader(&member, &book, "L", false);
+        assert_eq!(r.functions.len(), 1);
+        assert_eq!(r.functions[0].function, "g.openfaas-fn");
+        assert_eq!(
+            Report::for_leader(&member, &book, "M", false)
+                .functions
+                .len(),
+            2
+        );
+
+        // The leader's side: a partial report without a baseline is ignored.
+        let (_routes, c) = setup();
+        c.set_members(["b".to_string()]);
+        assert!(c.needs_full("b"));
+        let partial = Report {
+            full: false,
+            ..report(5, 10, 10)
+        };
+        c.apply("b", partial.clone());
+        assert!(c.needs_full("b"));
+        assert_eq!(observe(&c).demand.inflight, 0);
+        c.apply("b", report(2, 10, 10));
+        assert!(!c.needs_full("b"));
+        // An empty partial report keeps the member's last figures.
+        c.apply(
+            "b",
+            Report {
+                full: false,
+                functions: Vec::new(),
+            },
+        );
+        assert_eq!(observe(&c).demand.inflight, 2);
+        c.apply("b", partial);
+        assert_eq!(observe(&c).demand.inflight, 5);
+        // Stale: the next pull asks for everything again.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(c.needs_full("b"));
     }
 
     #[test]

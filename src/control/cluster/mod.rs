@@ -11,6 +11,7 @@ pub mod lease;
 pub mod members;
 pub(crate) mod nomad_lock;
 pub mod pull;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -102,6 +103,8 @@ pub struct Cluster {
     pub lock_path: Option<String>,
     /// A follower's way to the leader (`None`: a gateway alone).
     pub forward: Option<forward::LeaderForward>,
+    /// What this gateway last reported to each leader.
+    pub reports: demand::ReportBook,
 }
 
 /// `GET /system/cluster`.
@@ -126,6 +129,7 @@ impl Cluster {
             demand: None,
             lock_path: None,
             forward: None,
+            reports: Default::default(),
         })
     }
 

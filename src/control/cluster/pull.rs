@@ -35,6 +35,9 @@ pub struct PullConfig {
     pub every: Duration,
     /// `Authorization` sent to members (the gateway's basic-auth credentials), if auth is on.
     pub authorization: Option<HeaderValue>,
+    /// This gateway's name to the members (its listen address): each keeps what it last
+    /// reported to each leader, and sends it only what changed since.
+    pub leader: String,
 }
 
 /// Pulls every member's report each tick while this gateway leads (the members are those
@@ -51,9 +54,10 @@ pub async fn run_puller(demand: Arc<ClusterDemand>, leadership: Leadership, cfg:
         }
         let members = demand.expected();
         let pulls = members.iter().map(|member| {
-            let (client, cfg) = (&client, &cfg);
+            let (client, cfg, demand) = (&client, &cfg, &demand);
             async move {
-                let got = tokio::time::timeout(cfg.every, pull(client, member, cfg)).await;
+                let full = demand.needs_full(member);
+                let got = tokio::time::timeout(cfg.every, pull(client, member, full, cfg)).await;
                 (member, got)
             }
         });
@@ -70,9 +74,15 @@ pub async fn run_puller(demand: Arc<ClusterDemand>, leadership: Leadership, cfg:
 async fn pull(
     client: &Client<HttpConnector, Empty<Bytes>>,
     member: &str,
+    full: bool,
     cfg: &PullConfig,
 ) -> Result<Report, String> {
-    let mut req = Request::get(format!("http://{member}{REPORT_PATH}"))
+    let query = serde_urlencoded::to_string([
+        ("full", if full { "1" } else { "0" }),
+        ("leader", cfg.leader.as_str()),
+    ])
+    .map_err(|e| e.to_string())?;
+    let mut req = Request::get(format!("http://{member}{REPORT_PATH}?{query}"))
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
     if let Some(auth) = &cfg.authorization {
@@ -89,5 +99,5 @@ async fn pull(
     if status != StatusCode::OK {
         return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
     }
-    serde_json::from_slice(&body).map_err(|e| format!("bad report: {e}"))
+    crate::control::cluster::wire::decode(&body).map_err(|e| e.to_string())
 }
