@@ -376,3 +376,45 @@ async fn a_follower_hands_cold_starts_and_alerts_to_the_leader() {
         .await;
     assert_eq!(r.status, 421, "{}", r.text());
 }
+
+/// The leader is SIGKILLed under load at both followers: they elect a new leader, and no
+/// request fails at them (they route to the replicas on their own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_request_fails_at_the_followers_when_the_leader_dies() {
+    let double = NomadDouble::start().await;
+    double.set_min_lock_ttl(Duration::from_secs(1));
+    let gws = cluster(&double, 3);
+    let all = [0, 1, 2];
+    let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    let r = gws[a]
+        .deploy(json!({
+            "service": "echo",
+            "image": "",
+            "envProcess": "cat",
+            "labels": {"com.openfaas.scale.min": "2", "com.openfaas.scale.max": "2"},
+            "annotations": {"com.faasgate.driver": "raw_exec"}
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gws[a].wait_available("echo", 2).await;
+    gws[b].wait_available("echo", 2).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = spawn_load(gws[a].addr, "/function/echo", 2, stop.clone());
+    load.extend(spawn_load(gws[b].addr, "/function/echo", 2, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    support::signal(gws[leader].pid(), libc::SIGKILL);
+    let survivors = [a.min(b), a.max(b)];
+    let (next, took) = one_leader(&gws, &survivors, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = join_load(load).await;
+    assert!(ok > 0);
+    assert!(
+        failed.is_empty(),
+        "requests failed across the leader change: {failed:?}"
+    );
+    eprintln!(
+        "cluster: leader SIGKILLed under load, gateway {next} led after {took:?}, {ok} requests, 0 failed"
+    );
+}
