@@ -346,7 +346,13 @@ fn main() -> anyhow::Result<()> {
                     allow_underscore_headers: args.allow_underscore_headers,
                 },
                 cluster: config::ClusterConfig {
-                    peers: args.peers.clone(),
+                    // `--peers ""` (an empty variable) names none.
+                    peers: args
+                        .peers
+                        .iter()
+                        .map(|p| p.trim().to_string())
+                        .filter(|p| !p.is_empty())
+                        .collect(),
                     service: args.cluster_service.clone(),
                     self_alloc: std::env::var(config::env::NOMAD_ALLOC_ID)
                         .ok()

@@ -418,3 +418,124 @@ async fn no_request_fails_at_the_followers_when_the_leader_dies() {
         "cluster: leader SIGKILLed under load, gateway {next} led after {took:?}, {ok} requests, 0 failed"
     );
 }
+
+/// A Nomad gateway alone (no other instance of its service in the catalog) scales an rps
+/// function up on a burst and back down once it stops: the newest quiet tick alone no longer
+/// keeps the count up (the arrival rate's upper bound comes from the longest quiet window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_alone_scales_an_rps_function_down_after_a_burst() {
+    let double = NomadDouble::start().await;
+    let gws = cluster(&double, 1);
+    let r = gws[0]
+        .deploy(json!({
+            "service": "echo", "image": "", "envProcess": "cat",
+            "labels": {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "3",
+                "com.openfaas.scale.type": "rps", "com.openfaas.scale.target": "5"},
+            "annotations": {"com.faasgate.driver": "raw_exec"}
+        }))
+        .await;
+    assert_eq!(r.status, 202);
+    gws[0].wait_available("echo", 1).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(gws[0].addr, "/function/echo", 4, stop.clone());
+    let t = Instant::now();
+    while !double.scale_calls().iter().any(|c| c.count >= Some(2)) {
+        assert!(t.elapsed() < Duration::from_secs(30), "no scale-up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    join_load(load).await;
+    let n = double.scale_calls().len();
+    let t = Instant::now();
+    while double.scale_calls().len() == n {
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "single gateway: no scale-down in 40 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let down = double.scale_calls().last().cloned().unwrap();
+    assert!(down.count < Some(3), "{down:?}");
+    eprintln!(
+        "cluster: a gateway alone scaled down {:?} after the burst",
+        t.elapsed()
+    );
+}
+
+/// A member whose reports stop (SIGSTOP: a partition, a stalled process) is unknown: the
+/// leader holds back the scale-down it wants while the member is, says so in its log, and
+/// scales down once the member answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_scale_down_while_a_member_is_unknown() {
+    let double = NomadDouble::start().await;
+    double.set_min_lock_ttl(Duration::from_secs(1));
+    let gws = cluster(&double, 3);
+    let all = [0, 1, 2];
+    let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let (busy, quiet) = ((leader + 1) % 3, (leader + 2) % 3);
+    let r = gws[busy]
+        .deploy(json!({
+            "service": "echo", "image": "", "envProcess": "cat",
+            "labels": {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "3",
+                "com.openfaas.scale.type": "rps", "com.openfaas.scale.target": "5"},
+            "annotations": {"com.faasgate.driver": "raw_exec"}
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gws[busy].wait_available("echo", 1).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(gws[busy].addr, "/function/echo", 4, stop.clone());
+    let t = Instant::now();
+    while !double.scale_calls().iter().any(|c| c.count >= Some(2)) {
+        assert!(t.elapsed() < Duration::from_secs(30), "no scale-up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The other follower stops answering before the burst ends.
+    support::signal(gws[quiet].pid(), libc::SIGSTOP);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_, failed) = join_load(load).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    let up_to = double.scale_calls().len();
+    let held = || {
+        gws[leader]
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("scale-down held"))
+    };
+    let t = Instant::now();
+    while !held() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the leader never wanted to scale down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Longer than the scale-down delay (2 s) with the member still unknown: no call.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let calls: Vec<_> = double.scale_calls().into_iter().skip(up_to).collect();
+    assert!(
+        calls.is_empty(),
+        "scaled while a member was unknown: {calls:?}"
+    );
+    // It answers again: the scale-down follows, from the leader.
+    support::signal(gws[quiet].pid(), libc::SIGCONT);
+    let t = Instant::now();
+    while double.scale_calls().len() == up_to {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no scale-down once all were known"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let down = double.scale_calls()[up_to].clone();
+    assert!(
+        down.count < double.scale_calls()[up_to - 1].count,
+        "{down:?}"
+    );
+    assert_eq!(
+        down.token.as_deref(),
+        Some(format!("gateway-{leader}").as_str())
+    );
+}

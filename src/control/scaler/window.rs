@@ -158,9 +158,14 @@ impl DemandWindow {
             let secs = dt as f64 / 1e6;
             let a = arrivals as f64;
             let low = (a - z_low * a.sqrt()).max(0.0) / secs;
-            if low > best.low || best.high == 0.0 {
+            let high = (a + z_high * (a + 1.0).sqrt()) / secs;
+            // The window with the highest lower bound; among windows that bound the rate no
+            // better from below (no arrival in any of them, say), the one that bounds it best
+            // from above: after the load stops, the longer quiet window says more than the
+            // newest tick alone (which, empty, still allows z_high / tick per second).
+            if low > best.low || (low == best.low && high < best.high) || best.high == 0.0 {
                 best.low = low;
-                best.high = (a + z_high * (a + 1.0).sqrt()) / secs;
+                best.high = high;
             }
         }
         let mut newest = self.ticks.iter().rev();
@@ -301,6 +306,26 @@ mod tests {
         assert_eq!(st.completions, 300, "departures telescope to the arrivals");
         // Held: trapezoids 0 -> 20 -> 0 over two seconds = 20 request-seconds, left out.
         assert!((st.mean - (70.0 - 20.0) / 300.0).abs() < 1e-9, "{st:?}");
+    }
+
+    /// After the load stops, the upper bound comes from the whole quiet window, not from
+    /// the newest (empty) tick alone, which would still allow z_high / 0.2 s = 10 per second.
+    #[test]
+    fn a_quiet_window_bounds_the_rate_from_above_by_its_whole_length() {
+        let mut w = DemandWindow::new(Duration::from_secs(60));
+        let mut arrivals = 0;
+        w.push(sample(0.0, 0.0, 0));
+        for i in 1..=10 {
+            arrivals += 100;
+            w.push(sample(i as f64 * 0.2, 0.0, arrivals));
+        }
+        for i in 11..=30 {
+            w.push(sample(i as f64 * 0.2, 0.0, arrivals));
+        }
+        let r = w.arrival_rate(Duration::from_secs(2), 2.5, 2.0);
+        assert_eq!(r.low, 0.0);
+        // Ten quiet ticks (2 s): (0 + 2 x sqrt(1)) / 2 s.
+        assert!((r.high - 1.0).abs() < 1e-9, "{r:?}");
     }
 
     #[test]
