@@ -119,6 +119,16 @@ async fn one_leader_at_a_time_and_a_new_one_after_it_dies_or_stops() {
     }
     let metrics = gws[first].get("/metrics").await.text();
     assert!(metrics.contains("faasgate_cluster_leader 1"), "{metrics}");
+    assert!(metrics.contains("faasgate_cluster_members 3"), "{metrics}");
+    // The UI's summary carries it too (the header shows leader or follower).
+    let ui = gws[first].get("/ui/api/summary").await.json();
+    assert_eq!(ui["cluster"]["leader"], true, "{ui}");
+    assert_eq!(ui["cluster"]["members"], 3);
+    let other = (first + 1) % 3;
+    assert_eq!(
+        gws[other].get("/ui/api/summary").await.json()["cluster"]["leader"],
+        false
+    );
 
     // SIGKILL: the lock stays with the dead leader for 2 x TTL + the lock delay at most.
     support::signal(gws[first].pid(), libc::SIGKILL);

@@ -92,6 +92,9 @@ async fn series_and_scale_events() {
     assert_eq!(events[0]["function"], "cat.openfaas-fn");
 
     let summary = gw.get("/ui/api/summary").await.json();
+    // A gateway alone leads; the UI shows cluster details only with several gateways.
+    assert_eq!(summary["cluster"]["leader"], true, "{summary}");
+    assert_eq!(summary["cluster"]["members"], 1);
     let cat = &summary["functions"]["cat"];
     assert_eq!(cat["invocations"], 3);
     assert!(cat["rate"].as_f64().unwrap() > 0.0, "{cat}");

@@ -38,6 +38,8 @@ struct Summary<'a> {
     /// Milliseconds between samples.
     interval: u64,
     functions: BTreeMap<String, Sample>,
+    /// Whether this gateway leads its cluster, and how many gateways there are.
+    cluster: crate::control::cluster::ClusterStatus,
 }
 
 #[derive(Serialize)]
@@ -78,6 +80,7 @@ pub(super) fn summary<B>(
             namespace: ns,
             interval: INTERVAL.as_millis() as u64,
             functions,
+            cluster: gw.scaling.cluster.status(),
         },
     ))
 }

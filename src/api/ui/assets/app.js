@@ -37,6 +37,22 @@ async function api(path, opts = {}) {
   return r;
 }
 
+// Shown in the header when this gateway is one of several: whether it leads (makes the
+// scale decisions) and how many gateways the cluster has.
+function showCluster(c) {
+  const el = document.getElementById('cluster');
+  if (!el || !c || c.members <= 1) {
+    if (el) el.hidden = true;
+    return;
+  }
+  const text = `${c.leader ? 'leader' : 'follower'} · ${c.members} gateways`;
+  if (el.textContent !== text) el.textContent = text;
+  el.title = c.leader
+    ? `This gateway makes the scale decisions (term ${c.term}); ${c.membersKnown} of ${c.members - 1} others reporting`
+    : 'Another gateway makes the scale decisions';
+  el.hidden = false;
+}
+
 async function apiJSON(path) {
   const r = await api(path);
   if (!r.ok) throw new Error(`${path}: ${r.status} ${(await r.text()).trim()}`);
@@ -283,6 +299,7 @@ function listView() {
       }),
       apiJSON('/ui/api/summary?' + q({ namespace: ns })),
     ]);
+    showCluster(summary.cluster);
     const live = summary.functions || {};
     const seen = new Set();
     for (const f of fns) {
