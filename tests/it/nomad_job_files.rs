@@ -118,6 +118,13 @@ fn faasgate_runs_as_a_system_job_on_port_8080() {
     let service = block(group, "service", None).body();
     assert_eq!(text(attr(service, "port")), "http");
     assert_eq!(text(attr(service, "name")), "faasgate");
+    // The gateways find each other as the instances of this service in Nomad's own catalog
+    // (`--cluster-service`'s default), each leaving its own allocation out.
+    assert_eq!(
+        text(attr(service, "name")),
+        faasgate::config::DEFAULT_CLUSTER_SERVICE
+    );
+    assert_eq!(text(attr(service, "provider")), "nomad");
     let check = block(service, "check", None).body();
     assert_eq!(text(attr(check, "type")), "http");
     assert_eq!(text(attr(check, "path")), "/healthz");
