@@ -2,7 +2,32 @@
 //! that knows the `prometheus` crate's protobuf types, for every collector of the crate (the
 //! data plane's, the wire's, the scaler's).
 
+use prometheus::core::Desc;
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+
+/// A collector's table of families: name, help, label names, type.
+pub(crate) type FamilyTable = [(
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    MetricType,
+)];
+
+/// The `Desc` of every entry of `table` (a collector's `desc()`).
+pub(crate) fn descs(table: &FamilyTable) -> Vec<Desc> {
+    table
+        .iter()
+        .map(|(name, help, labels, _)| {
+            Desc::new(
+                name.to_string(),
+                help.to_string(),
+                labels.iter().map(|l| l.to_string()).collect(),
+                Default::default(),
+            )
+            .expect("static metric names, help and labels are valid")
+        })
+        .collect()
+}
 
 /// One `MetricFamily` per `(name, help, label names, type)` entry, holding its metrics.
 pub(crate) fn families(

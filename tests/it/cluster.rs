@@ -71,6 +71,20 @@ fn cluster_with(double: &NomadDouble, n: usize, extra: &[&str]) -> Vec<Gateway> 
         .collect()
 }
 
+/// Deploys `echo` (the watchdog running `cat` under the double's `raw_exec`) with `labels`.
+async fn deploy_echo(gw: &Gateway, labels: Value) {
+    let r = gw
+        .deploy(json!({
+            "service": "echo",
+            "image": "",
+            "envProcess": "cat",
+            "labels": labels,
+            "annotations": {"com.faasgate.driver": "raw_exec"}
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+}
+
 async fn status(gw: &Gateway) -> Value {
     gw.get("/system/cluster").await.json()
 }
@@ -160,21 +174,16 @@ async fn only_the_leader_scales_on_demand_it_sees_through_the_others() {
     let all = [0, 1, 2];
     let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
     let follower = (leader + 1) % 3;
-    let r = gws[follower]
-        .deploy(json!({
-            "service": "echo",
-            "image": "",
-            "envProcess": "cat",
-            "labels": {
-                "com.openfaas.scale.min": "1",
-                "com.openfaas.scale.max": "4",
-                "com.openfaas.scale.type": "rps",
-                "com.openfaas.scale.target": "5"
-            },
-            "annotations": {"com.faasgate.driver": "raw_exec"}
-        }))
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text());
+    deploy_echo(
+        &gws[follower],
+        json!({
+            "com.openfaas.scale.min": "1",
+            "com.openfaas.scale.max": "4",
+            "com.openfaas.scale.type": "rps",
+            "com.openfaas.scale.target": "5"
+        }),
+    )
+    .await;
     gws[follower].wait_available("echo", 1).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -311,16 +320,11 @@ async fn a_follower_hands_cold_starts_and_alerts_to_the_leader() {
     let all = [0, 1, 2];
     let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
     let follower = (leader + 1) % 3;
-    let r = gws[leader]
-        .deploy(json!({
-            "service": "echo",
-            "image": "",
-            "envProcess": "cat",
-            "labels": {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "10"},
-            "annotations": {"com.faasgate.driver": "raw_exec"}
-        }))
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text());
+    deploy_echo(
+        &gws[leader],
+        json!({"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "10"}),
+    )
+    .await;
     gws[follower].wait_available("echo", 1).await;
     let r = gws[leader]
         .post_json("/system/scale-function/echo", json!({"replicas": 0}))
@@ -397,16 +401,11 @@ async fn no_request_fails_at_the_followers_when_the_leader_dies() {
     let all = [0, 1, 2];
     let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
     let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
-    let r = gws[a]
-        .deploy(json!({
-            "service": "echo",
-            "image": "",
-            "envProcess": "cat",
-            "labels": {"com.openfaas.scale.min": "2", "com.openfaas.scale.max": "2"},
-            "annotations": {"com.faasgate.driver": "raw_exec"}
-        }))
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text());
+    deploy_echo(
+        &gws[a],
+        json!({"com.openfaas.scale.min": "2", "com.openfaas.scale.max": "2"}),
+    )
+    .await;
     gws[a].wait_available("echo", 2).await;
     gws[b].wait_available("echo", 2).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -436,15 +435,12 @@ async fn no_request_fails_at_the_followers_when_the_leader_dies() {
 async fn a_gateway_alone_scales_an_rps_function_down_after_a_burst() {
     let double = NomadDouble::start().await;
     let gws = cluster(&double, 1);
-    let r = gws[0]
-        .deploy(json!({
-            "service": "echo", "image": "", "envProcess": "cat",
-            "labels": {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "3",
-                "com.openfaas.scale.type": "rps", "com.openfaas.scale.target": "5"},
-            "annotations": {"com.faasgate.driver": "raw_exec"}
-        }))
-        .await;
-    assert_eq!(r.status, 202);
+    deploy_echo(
+        &gws[0],
+        json!({"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "3",
+                "com.openfaas.scale.type": "rps", "com.openfaas.scale.target": "5"}),
+    )
+    .await;
     gws[0].wait_available("echo", 1).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = spawn_load(gws[0].addr, "/function/echo", 4, stop.clone());
@@ -483,15 +479,12 @@ async fn no_scale_down_while_a_member_is_unknown() {
     let all = [0, 1, 2];
     let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
     let (busy, quiet) = ((leader + 1) % 3, (leader + 2) % 3);
-    let r = gws[busy]
-        .deploy(json!({
-            "service": "echo", "image": "", "envProcess": "cat",
-            "labels": {"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "3",
-                "com.openfaas.scale.type": "rps", "com.openfaas.scale.target": "5"},
-            "annotations": {"com.faasgate.driver": "raw_exec"}
-        }))
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text());
+    deploy_echo(
+        &gws[busy],
+        json!({"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "3",
+                "com.openfaas.scale.type": "rps", "com.openfaas.scale.target": "5"}),
+    )
+    .await;
     gws[busy].wait_available("echo", 1).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = spawn_load(gws[busy].addr, "/function/echo", 4, stop.clone());

@@ -169,18 +169,7 @@ impl Exposition {
 
 impl FunctionCollector {
     fn new(routes: Arc<Routes>) -> Self {
-        let descs = FAMILIES
-            .iter()
-            .map(|(name, help, label_names, _)| {
-                Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    label_names.iter().map(|l| l.to_string()).collect(),
-                    Default::default(),
-                )
-                .expect("static metric names, help and labels are valid")
-            })
-            .collect();
+        let descs = crate::metrics::families::descs(&FAMILIES);
         Self { routes, descs }
     }
 }

@@ -55,18 +55,7 @@ pub(crate) struct WireCollector {
 
 impl Default for WireCollector {
     fn default() -> Self {
-        let descs = FAMILIES
-            .iter()
-            .map(|(name, help, labels, _)| {
-                Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    labels.iter().map(|l| l.to_string()).collect(),
-                    Default::default(),
-                )
-                .expect("static metric names, help and labels are valid")
-            })
-            .collect();
+        let descs = crate::metrics::families::descs(&FAMILIES);
         Self { descs }
     }
 }

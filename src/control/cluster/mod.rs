@@ -155,18 +155,7 @@ impl Cluster {
     }
 
     pub(crate) fn collector(self: &Arc<Self>) -> ClusterCollector {
-        let descs = FAMILIES
-            .iter()
-            .map(|(name, help, labels, _)| {
-                Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    labels.iter().map(|l| l.to_string()).collect(),
-                    Default::default(),
-                )
-                .expect("static metric names and help are valid")
-            })
-            .collect();
+        let descs = crate::metrics::families::descs(&FAMILIES);
         ClusterCollector {
             cluster: self.clone(),
             descs,

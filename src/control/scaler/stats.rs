@@ -110,18 +110,7 @@ impl ScaleStats {
     }
 
     pub(crate) fn collector(self: &Arc<Self>) -> StatsCollector {
-        let descs = FAMILIES
-            .iter()
-            .map(|(name, help, label_names, _)| {
-                Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    label_names.iter().map(|l| l.to_string()).collect(),
-                    Default::default(),
-                )
-                .expect("static metric names, help and labels are valid")
-            })
-            .collect();
+        let descs = crate::metrics::families::descs(&FAMILIES);
         StatsCollector {
             stats: self.clone(),
             descs,
