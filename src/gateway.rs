@@ -22,6 +22,7 @@ use crate::config::{GatewayConfig, ProviderKind};
 use crate::control::cluster::forward::LeaderForward;
 use crate::control::cluster::members::{watch_members, Membership};
 use crate::control::cluster::nomad_lock::NomadLock;
+use crate::control::cluster::peer::PeerClient;
 use crate::control::cluster::pull::{run_puller, PullConfig};
 use crate::control::cluster::{run_cluster, Cluster, ClusterDemand, Leadership};
 use crate::control::cold_start::spawn_cold_start;
@@ -273,12 +274,13 @@ fn start_cluster(
         tx,
         stop_rx,
     ));
+    let peers = Arc::new(PeerClient::new(auth.map(auth::Credentials::authorization)));
     let puller = tokio::spawn(run_puller(
         demand.clone(),
         leadership.clone(),
+        peers.clone(),
         PullConfig {
             every: config.scaler.tick,
-            authorization: auth.map(auth::Credentials::authorization),
             leader: listen.to_string(),
         },
     ));
@@ -288,10 +290,7 @@ fn start_cluster(
         leadership,
         demand: Some(demand),
         lock_path: Some(config.cluster.lock_path.clone()),
-        forward: Some(LeaderForward::new(
-            auth.map(auth::Credentials::authorization),
-            std::time::Duration::from_secs(5),
-        )),
+        forward: Some(LeaderForward::new(peers, std::time::Duration::from_secs(5))),
         reports: Default::default(),
     });
     Ok((

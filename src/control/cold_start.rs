@@ -70,13 +70,19 @@ async fn woken_by_leader(cluster: &Cluster, handle: &FunctionHandle) -> bool {
         );
         return false;
     }
+    // Every publish wakes the handle's waiters (held requests wait the same way).
     let deadline = tokio::time::Instant::now() + LEADER_WAKE_BOUND;
-    while tokio::time::Instant::now() < deadline {
+    loop {
+        let notified = handle.ready_notify().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         if handle.state().desired > 0 || handle.is_removed() {
             tracing::info!(function = handle.label(), "scaled from zero by the leader");
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            break;
+        }
     }
     tracing::warn!(
         function = handle.label(),

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use faasgate::client::wire::consul as cw;
 use faasgate::client::wire::nomad as nw;
 use faasgate::client::wire::variables as vw;
@@ -29,7 +28,7 @@ use faasgate::client::{NomadClient, NomadSettings, QueryOptions};
 use faasgate::control::nomad::render::{self, RenderOptions};
 use faasgate::model::names::FunctionKey;
 use faasgate::model::types::FunctionDeployment;
-use nomad_double::NomadDouble;
+use nomad_double::{raw, NomadDouble};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -367,32 +366,6 @@ fn check_shape(
             }
         }
         _ => {}
-    }
-}
-
-struct Raw {
-    status: u16,
-    content_type: String,
-    index: Option<String>,
-    body: Value,
-    text: String,
-}
-
-async fn raw(double: &NomadDouble, method: &str, path: &str, body: Option<Value>) -> Raw {
-    let b = body
-        .map(|v| Bytes::from(serde_json::to_vec(&v).unwrap()))
-        .unwrap_or_default();
-    let r = support::request(double.addr(), method, path, &[], b).await;
-    let text = r.text();
-    Raw {
-        status: r.status,
-        content_type: r.header("content-type").unwrap_or("").to_string(),
-        index: r
-            .header("x-nomad-index")
-            .or(r.header("x-consul-index"))
-            .map(str::to_string),
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
     }
 }
 

@@ -5,12 +5,10 @@
 //! (`pause_lock_clock`, `advance_lock_clock`): every expiry is checked one millisecond before
 //! and at its deadline, deterministically, with no test waiting for real time to pass.
 
-use crate::nomad_double::NomadDouble;
-use crate::support;
+use crate::nomad_double::{raw, NomadDouble};
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use faasgate::client::nomad::{LockOutcome, ReleaseOutcome, RenewOutcome, VarPath};
 use faasgate::client::wire::nomad as nw;
 use faasgate::client::wire::variables::VariableLock;
@@ -51,27 +49,6 @@ async fn is_held(c: &NomadClient) -> bool {
             assert_eq!(r, ReleaseOutcome::Released);
             false
         }
-    }
-}
-
-struct Raw {
-    status: u16,
-    index: Option<u64>,
-    text: String,
-    body: Value,
-}
-
-async fn raw(double: &NomadDouble, method: &str, path: &str, body: Option<Value>) -> Raw {
-    let b = body
-        .map(|v| Bytes::from(serde_json::to_vec(&v).unwrap()))
-        .unwrap_or_default();
-    let r = support::request(double.addr(), method, path, &[], b).await;
-    let text = r.text();
-    Raw {
-        status: r.status,
-        index: r.header("x-nomad-index").and_then(|v| v.parse().ok()),
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
     }
 }
 
@@ -407,7 +384,7 @@ async fn the_double_keeps_nomads_variable_rules() {
     let created = put("/v1/var/app/config?cas=0", data.clone()).await;
     assert_eq!(created.status, 200, "{}", created.text);
     let idx = created.body["ModifyIndex"].as_u64().unwrap();
-    assert_eq!(created.index, Some(idx));
+    assert_eq!(created.index_u64(), Some(idx));
     assert_eq!(created.body["Items"], json!({"k": "v"}));
     let r = put("/v1/var/app/config?cas=0", data.clone()).await;
     assert_eq!((r.status, r.body["ModifyIndex"].as_u64()), (409, Some(idx)));
@@ -430,7 +407,7 @@ async fn the_double_keeps_nomads_variable_rules() {
     );
     // A read answers the variable with X-Nomad-Index = its ModifyIndex.
     let r = raw(d, "GET", "/v1/var/app/config", None).await;
-    assert_eq!(r.index, r.body["ModifyIndex"].as_u64());
+    assert_eq!(r.index_u64(), r.body["ModifyIndex"].as_u64());
     let r = raw(d, "GET", "/v1/var/app/nothing", None).await;
     assert_eq!((r.status, r.text.as_str()), (404, "variable not found"));
 
@@ -525,7 +502,7 @@ async fn the_double_keeps_nomads_variable_rules() {
     // Delete: 204 with no body; a missing path too.
     let r = raw(d, "DELETE", "/v1/var/app/config", None).await;
     assert_eq!((r.status, r.text.as_str()), (204, ""));
-    assert!(r.index.is_some());
+    assert!(r.index_u64().is_some());
     let r = raw(d, "DELETE", "/v1/var/app/config", None).await;
     assert_eq!(r.status, 204);
     let r = raw(d, "GET", "/v1/var/app/config", None).await;
@@ -563,7 +540,7 @@ async fn a_blocking_read_wakes_when_the_variable_changes() {
         Some(json!({"Items": {"v": "1"}})),
     )
     .await;
-    let idx = r.index.unwrap();
+    let idx = r.index_u64().unwrap();
     let held = {
         let d = double.clone();
         tokio::spawn(async move {
@@ -576,6 +553,15 @@ async fn a_blocking_read_wakes_when_the_variable_changes() {
             .await
         })
     };
+    // Nothing changed: the read is held (a read that answers at once fails here).
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_millis(500) {
+        assert!(
+            !held.is_finished(),
+            "a blocking read answered with nothing changed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let put = raw(
         &double,
         "PUT",
@@ -585,7 +571,7 @@ async fn a_blocking_read_wakes_when_the_variable_changes() {
     .await;
     let woke = held.await.unwrap();
     assert_eq!(woke.body["Items"]["v"], "2");
-    assert_eq!(woke.index, put.index);
+    assert_eq!(woke.index_u64(), put.index_u64());
     let read = c
         .var_read(&VarPath::new("app/watched").unwrap())
         .await

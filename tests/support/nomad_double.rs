@@ -2979,3 +2979,40 @@ async fn list_vars(state: &Arc<State>, q: &BTreeMap<String, String>) -> Response
         .collect();
     nomad_index(json_resp(&Value::Array(list)), idx)
 }
+
+// === raw answers, for wire-shape tests ===
+
+/// A raw answer of the double, for tests that check wire shapes.
+pub struct Raw {
+    pub status: u16,
+    pub content_type: String,
+    pub index: Option<String>,
+    pub body: Value,
+    pub text: String,
+}
+
+/// Sends `body` (as JSON) to the double and returns the answer as it came.
+pub async fn raw(double: &NomadDouble, method: &str, path: &str, body: Option<Value>) -> Raw {
+    let b = body
+        .map(|v| Bytes::from(serde_json::to_vec(&v).unwrap()))
+        .unwrap_or_default();
+    let r = crate::support::request(double.addr(), method, path, &[], b).await;
+    let text = r.text();
+    Raw {
+        status: r.status,
+        content_type: r.header("content-type").unwrap_or("").to_string(),
+        index: r
+            .header("x-nomad-index")
+            .or(r.header("x-consul-index"))
+            .map(str::to_string),
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+impl Raw {
+    /// The blocking-query index header, as a number.
+    pub fn index_u64(&self) -> Option<u64> {
+        self.index.as_deref().and_then(|v| v.parse().ok())
+    }
+}

@@ -282,27 +282,21 @@ impl ClusterDemand {
     /// current baseline for it (never pulled, or its last report is stale).
     pub fn needs_full(&self, member: &str) -> bool {
         let s = self.lock();
-        let now = Instant::now();
-        s.members.get(member).map_or(true, |m| {
-            !m.has_baseline
-                || m.reported_at
-                    .map_or(true, |at| now.duration_since(at) > self.stale_after)
-        })
+        let baseline = s.members.get(member).is_some_and(|m| m.has_baseline);
+        !baseline || !self.known(&s, member, Instant::now())
     }
 
-    /// Whether every expected member reported within `stale_after`.
-    pub fn complete(&self) -> bool {
-        let s = self.lock();
-        self.complete_in(&s, Instant::now())
-    }
-
+    /// Whether every expected member reported within `stale_after` of `now`.
     fn complete_in(&self, s: &State, now: Instant) -> bool {
-        s.expected.iter().all(|id| {
-            s.members
-                .get(id)
-                .and_then(|m| m.reported_at)
-                .is_some_and(|at| now.duration_since(at) <= self.stale_after)
-        })
+        s.expected.iter().all(|id| self.known(s, id, now))
+    }
+
+    /// Whether `member` reported within `stale_after` of `now`.
+    fn known(&self, s: &State, member: &str, now: Instant) -> bool {
+        s.members
+            .get(member)
+            .and_then(|m| m.reported_at)
+            .is_some_and(|at| now.duration_since(at) <= self.stale_after)
     }
 
     /// Members expected and how many of them are known now.
@@ -312,12 +306,7 @@ impl ClusterDemand {
         let known = s
             .expected
             .iter()
-            .filter(|id| {
-                s.members
-                    .get(*id)
-                    .and_then(|m| m.reported_at)
-                    .is_some_and(|at| now.duration_since(at) <= self.stale_after)
-            })
+            .filter(|id| self.known(&s, id, now))
             .count();
         (s.expected.len(), known)
     }

@@ -8,15 +8,14 @@
 //! Request) without acting. The leader's answer is the answer. Forwarded requests are never
 //! forwarded again, and carry the gateway's basic-auth credentials like every `/system` call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::header::{HeaderName, CONTENT_TYPE};
+use http::{Method, StatusCode};
+
+use crate::control::cluster::peer::PeerClient;
 
 /// Marks a request a member forwarded.
 pub const FORWARDED: HeaderName = HeaderName::from_static("x-faasgate-forwarded");
@@ -27,18 +26,13 @@ const MAX_ANSWER: usize = 64 * 1024;
 
 /// Sends requests to the members and keeps the leader's answer.
 pub struct LeaderForward {
-    client: Client<HttpConnector, Full<Bytes>>,
-    authorization: Option<HeaderValue>,
+    peers: Arc<PeerClient>,
     timeout: Duration,
 }
 
 impl LeaderForward {
-    pub fn new(authorization: Option<HeaderValue>, timeout: Duration) -> Self {
-        Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            authorization,
-            timeout,
-        }
+    pub fn new(peers: Arc<PeerClient>, timeout: Duration) -> Self {
+        Self { peers, timeout }
     }
 
     /// Sends `body` to `path` on every member; the leader's status and body, or `None` when
@@ -51,36 +45,21 @@ impl LeaderForward {
         content_type: &'static str,
         body: Bytes,
     ) -> Option<(StatusCode, Bytes)> {
+        let headers = [(CONTENT_TYPE, content_type), (FORWARDED, "1")];
         let calls = members.iter().map(|member| {
-            let (method, body) = (method.clone(), body.clone());
+            let call = self.peers.call(
+                member,
+                method.clone(),
+                path,
+                &headers,
+                body.clone(),
+                MAX_ANSWER,
+            );
             async move {
-                let mut req = Request::builder()
-                    .method(method)
-                    .uri(format!("http://{member}{path}"))
-                    .header(CONTENT_TYPE, content_type)
-                    .header(FORWARDED, "1")
-                    .body(Full::new(body))
-                    .ok()?;
-                if let Some(auth) = &self.authorization {
-                    req.headers_mut().insert(AUTHORIZATION, auth.clone());
+                match tokio::time::timeout(self.timeout, call).await {
+                    Ok(Ok((status, body))) if status != NOT_LEADER => Some((status, body)),
+                    _ => None,
                 }
-                let call = async {
-                    let resp = self.client.request(req).await.ok()?;
-                    let status = resp.status();
-                    if status == NOT_LEADER {
-                        return None;
-                    }
-                    let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
-                        .collect()
-                        .await
-                        .ok()?
-                        .to_bytes();
-                    Some((status, body))
-                };
-                tokio::time::timeout(self.timeout, call)
-                    .await
-                    .ok()
-                    .flatten()
             }
         });
         futures_util::future::join_all(calls)

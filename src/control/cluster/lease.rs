@@ -140,11 +140,6 @@ impl Leadership {
     pub fn is_leader(&self) -> bool {
         self.term().is_some()
     }
-
-    /// Waits until the published term changes (tests, status pages).
-    pub async fn changed(&mut self) {
-        let _ = self.rx.changed().await;
-    }
 }
 
 /// Holds the lock while it can, until `shutdown` resolves; then releases it. `number` is

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod lease;
 pub mod members;
 pub(crate) mod nomad_lock;
+pub mod peer;
 pub mod pull;
 pub mod wire;
 

@@ -14,14 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 
 use crate::control::cluster::demand::{ClusterDemand, Report};
 use crate::control::cluster::lease::Leadership;
+use crate::control::cluster::peer::PeerClient;
 
 /// Where members serve their report.
 pub const REPORT_PATH: &str = "/system/cluster/demand";
@@ -33,8 +30,6 @@ const MAX_REPORT: usize = 16 * 1024 * 1024;
 pub struct PullConfig {
     /// How often (the scaler's tick).
     pub every: Duration,
-    /// `Authorization` sent to members (the gateway's basic-auth credentials), if auth is on.
-    pub authorization: Option<HeaderValue>,
     /// This gateway's name to the members (its listen address): each keeps what it last
     /// reported to each leader, and sends it only what changed since.
     pub leader: String,
@@ -42,9 +37,12 @@ pub struct PullConfig {
 
 /// Pulls every member's report each tick while this gateway leads (the members are those
 /// `demand` expects, kept by membership); runs until aborted.
-pub async fn run_puller(demand: Arc<ClusterDemand>, leadership: Leadership, cfg: PullConfig) {
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+pub async fn run_puller(
+    demand: Arc<ClusterDemand>,
+    leadership: Leadership,
+    peers: Arc<PeerClient>,
+    cfg: PullConfig,
+) {
     let mut interval = tokio::time::interval(cfg.every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -54,12 +52,9 @@ pub async fn run_puller(demand: Arc<ClusterDemand>, leadership: Leadership, cfg:
         }
         let members = demand.expected();
         let pulls = members.iter().map(|member| {
-            let (client, cfg, demand) = (&client, &cfg, &demand);
-            async move {
-                let full = demand.needs_full(member);
-                let got = tokio::time::timeout(cfg.every, pull(client, member, full, cfg)).await;
-                (member, got)
-            }
+            let full = demand.needs_full(member);
+            let pull = pull(&peers, member, full, &cfg);
+            async move { (member, tokio::time::timeout(cfg.every, pull).await) }
         });
         for (member, got) in futures_util::future::join_all(pulls).await {
             match got {
@@ -72,7 +67,7 @@ pub async fn run_puller(demand: Arc<ClusterDemand>, leadership: Leadership, cfg:
 }
 
 async fn pull(
-    client: &Client<HttpConnector, Empty<Bytes>>,
+    peers: &PeerClient,
     member: &str,
     full: bool,
     cfg: &PullConfig,
@@ -82,20 +77,16 @@ async fn pull(
         ("leader", cfg.leader.as_str()),
     ])
     .map_err(|e| e.to_string())?;
-    let mut req = Request::get(format!("http://{member}{REPORT_PATH}?{query}"))
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
-    if let Some(auth) = &cfg.authorization {
-        req.headers_mut()
-            .insert(header::AUTHORIZATION, auth.clone());
-    }
-    let resp = client.request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let body = http_body_util::Limited::new(resp.into_body(), MAX_REPORT)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let (status, body) = peers
+        .call(
+            member,
+            Method::GET,
+            &format!("{REPORT_PATH}?{query}"),
+            &[],
+            Bytes::new(),
+            MAX_REPORT,
+        )
+        .await?;
     if status != StatusCode::OK {
         return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
     }
