@@ -444,22 +444,20 @@ async fn a_gateway_alone_scales_an_rps_function_down_after_a_burst() {
     gws[0].wait_available("echo", 1).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = spawn_load(gws[0].addr, "/function/echo", 4, stop.clone());
-    let t = Instant::now();
-    while !double.scale_calls().iter().any(|c| c.count >= Some(2)) {
-        assert!(t.elapsed() < Duration::from_secs(30), "no scale-up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually(Duration::from_secs(30), "a scale-up", || {
+        double.scale_calls().iter().any(|c| c.count >= Some(2))
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     join_load(load).await;
     let n = double.scale_calls().len();
     let t = Instant::now();
-    while double.scale_calls().len() == n {
-        assert!(
-            t.elapsed() < Duration::from_secs(40),
-            "single gateway: no scale-down in 40 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually(
+        Duration::from_secs(40),
+        "a scale-down by the gateway alone",
+        || double.scale_calls().len() != n,
+    )
+    .await;
     let down = double.scale_calls().last().cloned().unwrap();
     assert!(down.count < Some(3), "{down:?}");
     eprintln!(
@@ -488,11 +486,10 @@ async fn no_scale_down_while_a_member_is_unknown() {
     gws[busy].wait_available("echo", 1).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = spawn_load(gws[busy].addr, "/function/echo", 4, stop.clone());
-    let t = Instant::now();
-    while !double.scale_calls().iter().any(|c| c.count >= Some(2)) {
-        assert!(t.elapsed() < Duration::from_secs(30), "no scale-up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually(Duration::from_secs(30), "a scale-up", || {
+        double.scale_calls().iter().any(|c| c.count >= Some(2))
+    })
+    .await;
     // The other follower stops answering before the burst ends.
     support::signal(gws[quiet].pid(), libc::SIGSTOP);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -507,14 +504,12 @@ async fn no_scale_down_while_a_member_is_unknown() {
             .iter()
             .any(|l| l.contains("scale-down held"))
     };
-    let t = Instant::now();
-    while !held() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the leader never wanted to scale down"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually(
+        Duration::from_secs(30),
+        "the leader holding a scale-down back",
+        held,
+    )
+    .await;
     // Longer than the scale-down delay (2 s) with the member still unknown: no call.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let calls: Vec<_> = double.scale_calls().into_iter().skip(up_to).collect();
@@ -524,14 +519,12 @@ async fn no_scale_down_while_a_member_is_unknown() {
     );
     // It answers again: the scale-down follows, from the leader.
     support::signal(gws[quiet].pid(), libc::SIGCONT);
-    let t = Instant::now();
-    while double.scale_calls().len() == up_to {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "no scale-down once all were known"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually(
+        Duration::from_secs(20),
+        "a scale-down once every member is known",
+        || double.scale_calls().len() != up_to,
+    )
+    .await;
     let down = double.scale_calls()[up_to].clone();
     assert!(
         down.count < double.scale_calls()[up_to - 1].count,
