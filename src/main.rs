@@ -265,7 +265,8 @@ struct ScalerArgs {
     /// Averaging window of demand for panic mode (a sudden load).
     #[arg(long, env = config::env::SCALE_PANIC_WINDOW, default_value = "6s")]
     scale_panic_window: String,
-    /// How long demand must stay lower before each step down (at most halving).
+    /// How long demand must stay lower, and settled, before a step down (one call to what it
+    /// needs).
     #[arg(long, env = config::env::SCALE_DOWN_DELAY, default_value = "30s")]
     scale_down_delay: String,
     /// Deliveries of one firing alert closer than this are replays and do not step again.

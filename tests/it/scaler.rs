@@ -57,7 +57,7 @@ async fn concurrent_load_raises_replicas_and_its_end_lowers_them_losing_nothing(
     );
     assert!(ok > 8, "too little load: {ok}");
 
-    // Quiet: back to min, one halving per delay, each stopped replica drained first.
+    // Quiet: back to min after the delay, each stopped replica drained first.
     gw.wait_status("slow", "back to 1 replica", |v| {
         v["replicas"] == 1 && v["availableReplicas"] == 1
     })

@@ -221,10 +221,9 @@ fn need_at(sc: &Scenario) -> Option<f64> {
 ///   shape: no load justifies more than its peak needs.
 /// - **Steady**: at most 1 scale change in 10 min. **Idle gaps**: zero after
 ///   zero-duration +/- 1 s of the last request, never during the shorter gap.
-/// - **Load drops**: the time from the drop until desired is at most what the remaining load
-///   needs, and the changes made on the way, are printed beside the KPA-style decider's; not
-///   asserted (faasgate halves the count per step and waits the scale-down delay each time,
-///   so it takes longer than the stable window plus the delay).
+/// - **Load drops**: desired is at most what the remaining load needs within the stable
+///   window + the scale-down delay + 5 s of the drop (p99), in at most two calls (issue 13
+///   item 7; the KPA-style decider's figures are printed beside it).
 struct Targets {
     step: bool,
     overshoot: bool,
@@ -940,6 +939,17 @@ fn simulated_scaling_meets_the_targets_and_prints_the_comparison() {
                     format!("{changes} scale changes in 10 min of steady load"),
                 );
             }
+            if sc.shape == Shape::Drop {
+                let cfg = ScalerConfig::default();
+                let bound = (cfg.stable_window + cfg.scale_down_delay).as_secs_f64() + 5.0;
+                let p99 = pct(downs.clone(), 0.99);
+                check(
+                    p99.is_some_and(|x| x <= bound),
+                    format!("drop->desired p99 {p99:?} > {bound} s"),
+                );
+                let calls = o.iter().map(|o| o.calls_down).max().unwrap();
+                check(calls <= 2, format!("{calls} calls to come down"));
+            }
             if sc.shape == Shape::IdleGaps {
                 for (seed, o) in o.iter().enumerate() {
                     check(
@@ -969,7 +979,7 @@ fn simulated_scaling_meets_the_targets_and_prints_the_comparison() {
          of each tooth, at most 2.5% above N - 1 replicas' planned load (within their full target), \
          too little for too short to prove. Asserted for faasgate over every \
          seed: the step targets on the steps and the spike, the overshoot bound on every load, the \
-         steady and idle-gap targets on theirs. OpenFaaS CE's shipped rule fires above 5 requests/s, \
+         steady, load-drop and idle-gap targets on theirs. OpenFaaS CE's shipped rule fires above 5 requests/s, \
          below every load here (base {:.0}/s), so it steps towards max whatever the load does (CE's \
          cap of 5 replicas since 2023 is left out, or it would never reach N above 5).",
         simulated_s / 60.0,

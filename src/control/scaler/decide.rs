@@ -27,11 +27,16 @@
 //! - **Panic** (after Knative's KPA): a scale-up decided on the short windows, or a recent
 //!   demand at least `panic_threshold` (2) times the ready capacity, starts panic mode for a
 //!   stable window: the count only goes up.
-//! - **Down**, out of panic, when the *upper* bound over the stable window (and the recent
-//!   one) needs fewer than the desired count: at most halving per decision
-//!   (`>= ceil(desired / 2)`), and only once that has held for `scale_down_delay`; the step
-//!   taken is the largest `want` seen during that delay. Between the two bounds nothing
-//!   changes, so steady load makes no calls.
+//! - **Down**, out of panic, when the *upper* bound over the stable window (and over the
+//!   panic window) needs fewer than the desired count, in one call to the largest `want` of the last
+//!   `scale_down_delay`, once that has held for the delay and `want` has not fallen within
+//!   it. After a load drops, the stable window's average slides down for up to a window
+//!   and `want` with it, one count after another; stepping at each would make a call per
+//!   count. Waiting until `want` settles makes one call, a delay after the window has
+//!   passed the drop (stable window + delay in all), to the count the remaining load
+//!   needs. A load that keeps falling for longer than a stable window (a slow ramp down)
+//!   steps anyway, every stable window + delay. Between the two bounds nothing changes,
+//!   so steady load makes no calls.
 //! - Until a function has a measured `W` (a new function), the in-flight averages are used as
 //!   they are: up on the stable window, or in panic on a burst (the latest tick above the full
 //!   capacity of the desired count, two ticks running) to `max(want_panic, want_stable,
@@ -50,6 +55,7 @@
 //! No clock is read: `Input::now_us` is the demand source's time. Tests drive it directly;
 //! `tests/scaler_sim.rs` runs these rules against simulated loads and a simulated Nomad.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::control::scaler::window::{ArrivalRate, ServiceTime};
@@ -80,6 +86,9 @@ pub struct Input {
     /// Arrivals over the stable window and the seconds it covers.
     pub(crate) stable_arrivals: u64,
     pub(crate) stable_secs: f64,
+    /// Arrivals over the panic window and the seconds it covers.
+    pub(crate) panic_arrivals: u64,
+    pub(crate) panic_secs: f64,
     /// Arrival-rate bounds over trailing windows up to the panic window.
     pub recent: ArrivalRate,
     /// Service time of the requests completed over the stable window, if enough.
@@ -133,8 +142,7 @@ pub struct Decision {
 #[derive(Debug, Clone)]
 pub struct Decider {
     panic_until_us: u64,
-    down_since_us: Option<u64>,
-    down_want: u64,
+    down: DownWatch,
     retry_at_us: u64,
     retry_delay: Duration,
     /// The count last set and until when to believe it over a provider that lags.
@@ -148,6 +156,18 @@ pub struct Decider {
     sizing: Sizing,
     /// The latest tick wanted fewer replicas but a member's demand was unknown.
     held_down: bool,
+}
+
+/// A scale-down waiting for its delay: since when `want` has stayed below the count, and
+/// the largest `want` over the last `scale_down_delay`.
+///
+/// `wants` is a monotonic queue: times rise and wants strictly fall from front to back, so
+/// the front is the largest `want` within the delay and its length is at most the number of
+/// distinct counts below the desired one.
+#[derive(Debug, Clone, Default)]
+struct DownWatch {
+    since_us: Option<u64>,
+    wants: VecDeque<(u64, u64)>,
 }
 
 /// Replica counts the demand asks for.
@@ -201,8 +221,7 @@ impl Default for Decider {
     fn default() -> Self {
         Self {
             panic_until_us: 0,
-            down_since_us: None,
-            down_want: 0,
+            down: DownWatch::default(),
             retry_at_us: 0,
             retry_delay: Duration::ZERO,
             last_set: None,
@@ -232,7 +251,7 @@ impl Decider {
             }
         };
         if !s.autoscaled() || desired == 0 {
-            self.down_since_us = None;
+            self.down.reset();
             return None;
         }
         let sz = self.size(cfg, input, desired);
@@ -299,18 +318,18 @@ impl Decider {
                 want = s.max;
                 reason = Reason::Max;
             } else {
-                self.down_since_us = None;
+                self.down.reset();
                 self.held_down = true;
                 return None;
             }
         }
         let to = match want.cmp(&desired) {
             std::cmp::Ordering::Equal => {
-                self.down_since_us = None;
+                self.down.reset();
                 return None;
             }
             std::cmp::Ordering::Greater => {
-                self.down_since_us = None;
+                self.down.reset();
                 want
             }
             std::cmp::Ordering::Less if reason == Reason::Idle => want,
@@ -319,16 +338,13 @@ impl Decider {
                 s.max
             }
             std::cmp::Ordering::Less => {
-                let want = want.max(desired.div_ceil(2));
-                let since = *self.down_since_us.get_or_insert(now);
-                if since == now {
-                    self.down_want = want;
-                }
-                self.down_want = self.down_want.max(want);
-                if now - since < us(cfg.scale_down_delay) {
+                let delay = us(cfg.scale_down_delay);
+                let (below_for, largest) = self.down.push(now, want, delay);
+                let settled = largest == want || below_for >= delay + us(cfg.stable_window);
+                if below_for < delay || !settled {
                     return None;
                 }
-                self.down_want
+                largest
             }
         };
         if to == desired {
@@ -388,6 +404,16 @@ impl Decider {
         let a = input.stable_arrivals as f64;
         let stable_low = (a - Z_TRIGGER * a.sqrt()).max(0.0) / input.stable_secs;
         let stable_high = (a + Z_TRIGGER * (a + 1.0).sqrt()) / input.stable_secs;
+        // The recent rate a scale-down must also fit: the panic window's upper bound as a
+        // whole. (`recent` is the window that best proves a rise: its upper bound is that of
+        // whichever short window was busiest by chance, which would hold every scale-down
+        // back on noise.)
+        let p = input.panic_arrivals as f64;
+        let panic_high = if input.panic_secs > 0.0 {
+            (p + Z_TRIGGER * (p + 1.0).sqrt()) / input.panic_secs
+        } else {
+            0.0
+        };
         let drain = input.queued as f64 / cfg.drain_horizon.as_secs_f64().max(1e-3);
         let fast =
             replicas_for(r.low * w_low, per).max(replicas_for((r.low + drain) * w_low, s.target));
@@ -398,7 +424,7 @@ impl Decider {
             to: up
                 .max(replicas_for(r.high * w_high, per))
                 .min(up + (up / 10).max(1).min(up.saturating_sub(desired + 1))),
-            down: replicas_for(stable_high.max(r.high) * w_high, per)
+            down: replicas_for(stable_high.max(panic_high) * w_high, per)
                 .max(replicas_for((stable_high + drain) * w_high, s.target)),
             fast: fast > desired,
             panic: r.low > 0.0 && r.low * w_low >= cfg.panic_threshold * input.ready as f64 * per,
@@ -443,7 +469,7 @@ impl Decider {
         if ok {
             self.retry_delay = Duration::ZERO;
             self.retry_at_us = 0;
-            self.down_since_us = None;
+            self.down.reset();
             self.last_set = Some((decision.to, now_us + us(SET_TRUST)));
         } else {
             self.retry_delay = if self.retry_delay.is_zero() {
@@ -458,6 +484,35 @@ impl Decider {
     /// The delay before the next try after a failure (zero when the last call succeeded).
     pub(crate) fn retry_delay(&self) -> Duration {
         self.retry_delay
+    }
+}
+
+// === impl DownWatch ===
+
+impl DownWatch {
+    fn reset(&mut self) {
+        self.since_us = None;
+        self.wants.clear();
+    }
+
+    /// Records `want` at `now_us`; returns how long `want` has stayed below the count and
+    /// the largest `want` over the last `delay_us`.
+    fn push(&mut self, now_us: u64, want: u64, delay_us: u64) -> (u64, u64) {
+        let since = *self.since_us.get_or_insert(now_us);
+        while self.wants.back().is_some_and(|&(_, w)| w <= want) {
+            self.wants.pop_back();
+        }
+        self.wants.push_back((now_us, want));
+        while self
+            .wants
+            .front()
+            .is_some_and(|&(t, _)| t + delay_us < now_us)
+        {
+            self.wants.pop_front();
+        }
+        // The newest entry is never older than the delay, so the queue is not empty.
+        let largest = self.wants.front().map_or(want, |&(_, w)| w);
+        (now_us - since, largest)
     }
 }
 
@@ -497,6 +552,8 @@ mod tests {
             current: panic,
             stable_arrivals: 0,
             stable_secs: 0.0,
+            panic_arrivals: 0,
+            panic_secs: 0.0,
             recent: ArrivalRate::default(),
             service_time: None,
             inflight: panic as u64,
@@ -554,45 +611,68 @@ mod tests {
         let down = d.decide(&cfg(), &input(91, 10, 10, 5.0, 5.0)).unwrap();
         assert_eq!(
             (down.to, down.direction, down.reason),
-            (5, Direction::Down, Reason::Stable)
+            (1, Direction::Down, Reason::Stable)
         );
     }
 
-    #[test]
-    fn scale_down_halves_at_most_and_waits_the_delay_each_step() {
+    /// Runs the decider every second over `wants(t)` (in-flight demand that needs exactly
+    /// that many replicas), from `desired`, applying every call; returns the calls.
+    fn run_down(desired: u64, secs: u64, wants: impl Fn(u64) -> u64) -> Vec<(u64, u64)> {
         let mut d = Decider::default();
-        let mut desired = 20;
-        let mut t = 0;
+        let mut desired = desired;
         let mut steps = Vec::new();
-        while t < 600 {
-            if let Some(dec) = d.decide(&cfg(), &input(t, desired, desired, 0.0, 0.0)) {
+        for t in 0..secs {
+            let demand = wants(t) as f64 * 45.0;
+            if let Some(dec) = d.decide(&cfg(), &input(t, desired, desired, demand, demand)) {
                 steps.push((t, dec.to));
                 d.on_result(&cfg(), &dec, true, t * S);
                 desired = dec.to;
             }
-            t += 1;
         }
-        assert_eq!(
-            steps,
-            [(30, 10), (61, 5), (92, 3), (123, 2), (154, 1)],
-            "one halving per delay, down to min 1"
-        );
+        steps
     }
 
     #[test]
-    fn the_largest_want_during_the_delay_is_taken() {
-        let mut d = Decider::default();
-        assert_eq!(d.decide(&cfg(), &input(0, 10, 10, 45.0, 45.0)), None);
-        // A blip to 7 replicas' worth during the delay.
-        assert_eq!(d.decide(&cfg(), &input(10, 10, 10, 300.0, 300.0)), None);
-        let dec = d.decide(&cfg(), &input(30, 10, 10, 45.0, 45.0)).unwrap();
-        assert_eq!(dec.to, 7);
-        // Back at or above desired: the delay restarts.
-        let mut d = Decider::default();
-        assert_eq!(d.decide(&cfg(), &input(0, 10, 10, 45.0, 45.0)), None);
-        assert_eq!(d.decide(&cfg(), &input(20, 10, 10, 450.0, 450.0)), None);
-        assert_eq!(d.decide(&cfg(), &input(40, 10, 10, 45.0, 45.0)), None);
-        assert!(d.decide(&cfg(), &input(70, 10, 10, 45.0, 45.0)).is_some());
+    fn scale_down_goes_in_one_call_after_the_delay() {
+        assert_eq!(
+            run_down(20, 600, |_| 0),
+            [(30, 1)],
+            "one call, a delay after the demand fell, to min 1"
+        );
+    }
+
+    /// After a drop the stable average slides down one count after another for a window:
+    /// the step waits until `want` settles, then goes there in one call.
+    #[test]
+    fn a_sliding_fall_is_stepped_once_a_delay_after_it_settles() {
+        // 10 -> 1, one count every 6 s (the 60 s window passing a drop): last fall at 54 s.
+        let steps = run_down(10, 300, |t| 10u64.saturating_sub(t / 6).max(1));
+        assert_eq!(steps, [(54 + 30, 1)]);
+    }
+
+    #[test]
+    fn a_want_that_rises_during_the_delay_is_what_is_stepped_to() {
+        // Below the count from 0 s; needs 7 of 10 from 20 s on.
+        let steps = run_down(10, 120, |t| if t < 20 { 1 } else { 7 });
+        assert_eq!(steps, [(30, 7)]);
+        // A blip to 7 within the delay of a lower want: the step waits until it is older
+        // than the delay, then goes to what the demand still needs.
+        let steps = run_down(10, 120, |t| if (10..15).contains(&t) { 7 } else { 3 });
+        assert_eq!(steps, [(45, 3)]);
+        // Back at or above the count: the delay restarts.
+        let steps = run_down(10, 120, |t| if t == 20 { 10 } else { 1 });
+        assert_eq!(steps, [(51, 1)]);
+    }
+
+    #[test]
+    fn a_load_that_keeps_falling_still_steps_every_window_and_delay() {
+        // One count less every 10 s from 20 (the default max) to 1: it settles only at 180 s.
+        let want = |t: u64| 20 - (t / 10 + 1).min(19);
+        let steps = run_down(20, 400, want);
+        // Below from 0 s: a step at window + delay (90 s), to the largest want of the last
+        // delay (at 60 s); the next period starts on the next tick; then a delay after the
+        // fall settles.
+        assert_eq!(steps, [(90, want(60)), (181, want(151)), (182 + 30, 1)]);
     }
 
     #[test]
@@ -714,6 +794,8 @@ mod tests {
         };
         i.stable_arrivals = (stable_rps * 60.0) as u64;
         i.stable_secs = 60.0;
+        i.panic_arrivals = ((recent.0 + recent.1) / 2.0 * 6.0) as u64;
+        i.panic_secs = 6.0;
         i.service_time = Some(ServiceTime {
             mean: w,
             completions: 100_000,
@@ -775,8 +857,7 @@ mod tests {
     #[test]
     fn down_needs_the_upper_bound_below_the_count() {
         let mut d = Decider::default();
-        // 10 replicas; demand 300 in flight needs 7 for sure at most: down after the delay,
-        // at most halving.
+        // 10 replicas; demand 300 in flight needs 7 for sure at most: down after the delay.
         let mut last = None;
         for t in 0..=31 {
             last = d
@@ -839,11 +920,11 @@ mod tests {
 
     proptest! {
         /// Whatever the inputs: the result is within the bounds (or 0 only when idle to zero
-        /// is allowed), a step down never goes below half, nothing is decided when the
+        /// is allowed), a step down never goes below the need nor before the delay, nothing is decided when the
         /// count would not change, and with a member's demand unknown nothing goes down but a
         /// count above `max`.
         #[test]
-        fn decisions_respect_bounds_and_halving(
+        fn decisions_respect_bounds_and_the_delay(
             min in 0u64..10, extra in 0u64..30, desired in 1u64..60, ready in 0u64..60,
             stable in 0f64..5000.0, panic in 0f64..5000.0, zero in any::<bool>(),
             idle_s in 0u64..2000, inflight in 0u64..3, floor in 0u64..40,
@@ -862,7 +943,8 @@ mod tests {
                 now += step * S;
                 let i = Input {
                     now_us: now, settings: s, desired, ready, stable, panic, current: panic,
-                    stable_arrivals: 0, stable_secs: 0.0, recent: ArrivalRate::default(),
+                    stable_arrivals: 0, stable_secs: 0.0, panic_arrivals: 0, panic_secs: 0.0,
+                    recent: ArrivalRate::default(),
                     service_time: None, inflight, queued: 0,
                     idle_for: Duration::from_secs(idle_s), alert_floor: floor, complete,
                 };
@@ -879,8 +961,12 @@ mod tests {
                     } else {
                         prop_assert!(dec.to <= s.max);
                         prop_assert!(dec.to >= s.min.max(1).min(s.max));
-                        if dec.direction == Direction::Down && dec.reason != Reason::Max {
-                            prop_assert!(dec.to >= desired.div_ceil(2), "{:?}", dec);
+                        if dec.direction == Direction::Down && dec.reason == Reason::Stable {
+                            // The demand never changes here: down to what it needs, never
+                            // lower, and only once the delay has passed.
+                            let want = replicas_for(stable.max(panic), s.per_replica());
+                            prop_assert!(dec.to >= want, "{:?}", dec);
+                            prop_assert!(now >= cfg().scale_down_delay.as_micros() as u64);
                         }
                         if dec.direction == Direction::Up && dec.reason != Reason::Min {
                             let want = replicas_for(stable.max(panic), s.per_replica());

@@ -22,7 +22,7 @@
 //!   requests share exactly one scale-up.
 //!
 //! Tests: `decide` and `window` are pure and tested with injected time (and properties of the
-//! bounds and halving); [`run_scaler`] is tested on tokio's paused clock with a scripted
+//! bounds and the delay); [`run_scaler`] is tested on tokio's paused clock with a scripted
 //! source and a recording provider.
 
 pub mod decide;
@@ -126,16 +126,19 @@ impl Tracker {
         let at_us = obs.demand.at_us;
         let last_arrival_us = obs.demand.last_arrival_ms * 1000;
         let stable = self.window.totals(cfg.stable_window);
+        let panic = self.window.totals(cfg.panic_window);
         Input {
             now_us: at_us,
             settings: obs.settings,
             desired: obs.desired,
             ready: obs.ready,
             stable: stable.average(kind),
-            panic: self.window.average(cfg.panic_window, kind),
+            panic: panic.average(kind),
             current: self.window.latest(kind),
             stable_arrivals: stable.arrivals,
             stable_secs: stable.secs(),
+            panic_arrivals: panic.arrivals,
+            panic_secs: panic.secs(),
             recent: self
                 .window
                 .arrival_rate(cfg.panic_window, decide::Z_TRIGGER, decide::Z_SIZE),

@@ -191,12 +191,18 @@ async fn a_load_step_is_answered_within_a_second_in_one_call_and_quiet_ticks_cal
         "counted"
     );
 
-    // Load gone: stepwise back to 1, each step at most halving, spaced by the delay.
+    // Load gone: back to 1 in one call, once the stable window has passed the load and the
+    // scale-down delay after it.
     script.set_inflight(0);
+    let gone = 60.0;
     tokio::time::sleep(Duration::from_secs(600)).await;
     let c = calls(&rec);
-    let downs: Vec<u64> = c.iter().skip_while(|(_, n)| *n != 9).map(|x| x.1).collect();
-    assert_eq!(downs, [9, 5, 3, 2, 1], "{c:?}");
+    let downs: Vec<(f64, u64)> = c.iter().copied().skip_while(|(_, n)| *n != 9).collect();
+    assert_eq!(downs.len(), 2, "{c:?}");
+    assert_eq!(downs[1].1, 1, "{c:?}");
+    let cfg = &scaling.config;
+    let bound = (cfg.stable_window + cfg.scale_down_delay).as_secs_f64() + 1.0;
+    assert!(downs[1].0 - gone <= bound, "{c:?}");
     task.abort();
 }
 
