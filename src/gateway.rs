@@ -19,6 +19,7 @@ use crate::api::metrics::series::{spawn_sampler, Series};
 use crate::api::Gateway;
 use crate::auth::{self, CredentialSource};
 use crate::config::{GatewayConfig, ProviderKind};
+use crate::control::cluster::drain::MemberDrain;
 use crate::control::cluster::forward::LeaderForward;
 use crate::control::cluster::members::{watch_members, Membership};
 use crate::control::cluster::nomad_lock::NomadLock;
@@ -86,7 +87,46 @@ pub async fn run(
         config.wire.upstream_idle_timeout,
     );
     let routes = Arc::new(Routes::new());
-    let provider: Arc<dyn Provider> = match config.provider {
+    // Alone, or one of several gateways with one leader deciding on the sum of their demand
+    // (the Nomad provider tells the others of its scale-downs).
+    let (cluster, cluster_tasks) = start_cluster(
+        &config,
+        &routes,
+        credentials.as_ref(),
+        listener.local_addr()?,
+    )?;
+    let provider = start_provider(&config, &routes, &cluster).await;
+    let provider = match provider {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(tasks) = cluster_tasks {
+                tasks.stop().await;
+            }
+            return Err(e);
+        }
+    };
+
+    let result = serve(
+        &config,
+        listener,
+        routes,
+        provider.clone(),
+        credentials,
+        (cluster, cluster_tasks),
+        shutdown,
+    )
+    .await;
+    tracing::info!("stopping functions");
+    provider.shutdown().await;
+    result
+}
+
+async fn start_provider(
+    config: &GatewayConfig,
+    routes: &Arc<Routes>,
+    cluster: &Arc<Cluster>,
+) -> Result<Arc<dyn Provider>, GatewayError> {
+    Ok(match config.provider {
         ProviderKind::Local => {
             let exe = std::env::current_exe()?;
             LocalProvider::start(
@@ -105,22 +145,10 @@ pub async fn run(
             })?;
             // A replica leaving on a scale-down gets as long as a request may wait for it.
             opts.drain_timeout = config.timeouts.upstream;
-            crate::control::nomad::NomadProvider::start(opts, routes.clone()).await?
+            crate::control::nomad::NomadProvider::start(opts, routes.clone(), cluster.clone())
+                .await?
         }
-    };
-
-    let result = serve(
-        &config,
-        listener,
-        routes,
-        provider.clone(),
-        credentials,
-        shutdown,
-    )
-    .await;
-    tracing::info!("stopping functions");
-    provider.shutdown().await;
-    result
+    })
 }
 
 async fn serve(
@@ -129,16 +157,19 @@ async fn serve(
     routes: Arc<Routes>,
     provider: Arc<dyn Provider>,
     auth: Option<auth::Credentials>,
+    (cluster, cluster_tasks): (Arc<Cluster>, Option<ClusterTasks>),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     for path in &config.stacks {
         // Local replicas run `fprocess` on this machine: its relative program is the stack's.
         let local = config.provider == ProviderKind::Local;
-        apply_stack(provider.as_ref(), path, local).await?;
+        if let Err(e) = apply_stack(provider.as_ref(), path, local).await {
+            if let Some(tasks) = cluster_tasks {
+                tasks.stop().await;
+            }
+            return Err(e);
+        }
     }
-    // Alone, or one of several gateways with one leader deciding on the sum of their demand.
-    let (cluster, cluster_tasks) =
-        start_cluster(config, &routes, auth.as_ref(), listener.local_addr()?)?;
     // The UI: scale decisions and per-function time series, sampled off the request path.
     let scaling = Scaling::with_cluster(config.scaler.clone(), cluster.clone());
     let events = scaling.events.clone();
@@ -290,7 +321,11 @@ fn start_cluster(
         leadership,
         demand: Some(demand),
         lock_path: Some(config.cluster.lock_path.clone()),
-        forward: Some(LeaderForward::new(peers, std::time::Duration::from_secs(5))),
+        forward: Some(LeaderForward::new(
+            peers.clone(),
+            std::time::Duration::from_secs(5),
+        )),
+        drain: Some(MemberDrain::new(peers)),
         reports: Default::default(),
     });
     Ok((

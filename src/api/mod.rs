@@ -193,6 +193,10 @@ impl Gateway {
                 only(&method, &[Method::POST])?;
                 system::cluster_wake(self, req).await
             }
+            ("cluster", Some("drain")) => {
+                only(&method, &[Method::POST])?;
+                system::cluster_drain(self, req).await
+            }
             ("logs", None) => {
                 only(&method, &[Method::GET])?;
                 logs::logs(self, &req).await

@@ -1,4 +1,4 @@
-//! `/system/info` and `/system/namespaces`.
+//! `/system/info`, `/system/namespaces` and the `/system/cluster` routes.
 
 use http::{Response, StatusCode};
 
@@ -79,6 +79,29 @@ pub(crate) async fn cluster_wake(
         .ok_or_else(|| ApiError::NotFound(format!("function {key} not found")))?;
     gw.forwarder.wake(&handle);
     Ok(super::error::empty(StatusCode::ACCEPTED))
+}
+
+/// `POST /system/cluster/drain`: another gateway is about to lower a function's count and
+/// names the allocations Nomad will stop; answers once this gateway's requests on them are
+/// done, or the bound passed, with the count still in flight (`control::cluster::drain`).
+pub(crate) async fn cluster_drain(
+    gw: &Gateway,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<Response<GatewayBody>, ApiError> {
+    use crate::control::cluster::drain::{DrainAnswer, DrainRequest};
+    let (_, body) = gw.read_body(req).await?;
+    let r: DrainRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("drain request: {e}")))?;
+    let (key, bound) = r.validate().map_err(ApiError::BadRequest)?;
+    if r.cancel {
+        gw.provider.cancel_peer_drain(&key, &r.allocations);
+        return Ok(json(StatusCode::OK, &DrainAnswer::default()));
+    }
+    let inflight = gw
+        .provider
+        .drain_for_peer(&key, &r.allocations, bound)
+        .await?;
+    Ok(json(StatusCode::OK, &DrainAnswer { inflight }))
 }
 
 pub(crate) async fn namespaces(gw: &Gateway) -> Result<Response<GatewayBody>, ApiError> {

@@ -66,6 +66,21 @@ pub trait Provider: Send + Sync + 'static {
     async fn namespaces(&self) -> Result<Vec<String>, ProviderError>;
     async fn logs(&self, query: LogQuery) -> Result<LogStream, ProviderError>;
     fn info(&self) -> ProviderInfo;
+    /// Another gateway of the cluster is about to lower `key`'s count and Nomad will stop
+    /// `allocations`: take them out of rotation here and wait, at most `bound`, until this
+    /// gateway's requests on them are done. Returns the requests still in flight then.
+    /// (`control::cluster::drain`; a provider whose gateway is always alone has none.)
+    async fn drain_for_peer(
+        &self,
+        _key: &FunctionKey,
+        _allocations: &[String],
+        _bound: std::time::Duration,
+    ) -> Result<u64, ProviderError> {
+        Ok(0)
+    }
+    /// The scale call `allocations` were drained for (by [`Provider::drain_for_peer`]) will
+    /// not happen: put them back in rotation.
+    fn cancel_peer_drain(&self, _key: &FunctionKey, _allocations: &[String]) {}
     /// Stops everything the provider started (gateway shutdown). Must leave no process behind.
     async fn shutdown(&self);
 }

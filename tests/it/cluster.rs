@@ -535,3 +535,109 @@ async fn no_scale_down_while_a_member_is_unknown() {
         Some(format!("gateway-{leader}").as_str())
     );
 }
+
+/// Issue 13 item 6: a scale-down made at one gateway waits for the requests another gateway
+/// has in flight on the allocations Nomad will stop (that gateway takes them out of rotation
+/// first), and none fails; a scale call Nomad refuses puts them back in rotation there at
+/// once, not when the other gateway's safety net would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scale_down_waits_for_the_requests_other_gateways_have_on_the_stopped_allocations() {
+    const SLEEP: Duration = Duration::from_secs(2);
+    let double = NomadDouble::start().await;
+    double.set_min_lock_ttl(Duration::from_secs(1));
+    let gws = cluster_with(&double, 2, &["--no-autoscale"]);
+    one_leader(&gws, &[0, 1], Duration::from_secs(10)).await;
+    let r = gws[0]
+        .deploy(json!({
+            "service": "slow",
+            "image": "",
+            "envProcess": format!("sleep {}", SLEEP.as_secs()),
+            "labels": {"com.openfaas.scale.min": "3"},
+            "annotations": {"com.faasgate.driver": "raw_exec"}
+        }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gws[0].wait_available("slow", 3).await;
+    gws[1].wait_available("slow", 3).await;
+    let (caller, other) = (&gws[0], &gws[1]);
+
+    // Six slow requests in flight through the other gateway, spread over the 3 replicas.
+    let in_flight = |n: usize| async move {
+        let sent = Instant::now();
+        let calls: Vec<_> = (0..n)
+            .map(|_| {
+                let addr = other.addr;
+                tokio::spawn(async move {
+                    support::request(addr, "POST", "/function/slow", &[], "x".into())
+                        .await
+                        .status
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = other.get("/metrics").await.text();
+            let now = support::metric_value(
+                &m,
+                r#"gateway_function_invocation_inflight{function_name="slow.openfaas-fn"}"#,
+            );
+            if now == Some(n as f64) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "requests not in flight: {now:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (sent, calls)
+    };
+    let statuses = |calls: Vec<tokio::task::JoinHandle<u16>>| async move {
+        let mut out = Vec::new();
+        for c in calls {
+            out.push(c.await.unwrap());
+        }
+        out
+    };
+
+    // Refused by Nomad: the other gateway's replicas come back at once (its own safety net
+    // would wait for the drain bound plus 30 s).
+    double.refuse_next_scale("scaling blocked: an active deployment");
+    let (_, calls) = in_flight(6).await;
+    let r = caller
+        .post_json("/system/scale-function/slow", json!({"replicas": 1}))
+        .await;
+    assert!(r.status >= 400, "{} {}", r.status, r.text());
+    assert_eq!(statuses(calls).await, [200; 6]);
+    let mut available = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while available != 3 {
+        available = other.status("slow").await["availableReplicas"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the other gateway kept the replicas out after a refused scale-down: {available}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Accepted: the call reaches Nomad only after the other gateway's requests on the two
+    // allocations it stops are done, and each of those sleeps for SLEEP.
+    let (sent, calls) = in_flight(6).await;
+    let r = caller
+        .post_json("/system/scale-function/slow", json!({"replicas": 1}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(statuses(calls).await, [200; 6], "no request failed");
+    let call = double
+        .scale_calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.count == Some(1))
+        .expect("the scale-down call");
+    let waited = call.at.saturating_duration_since(sent);
+    assert!(
+        waited >= SLEEP,
+        "scale called {waited:?} after the requests were sent, before they could end"
+    );
+    other.wait_available("slow", 1).await;
+    eprintln!("cluster: scale-down called {waited:?} after 6 requests of {SLEEP:?} were sent through another gateway; 0 failed");
+}

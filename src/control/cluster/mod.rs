@@ -6,6 +6,7 @@
 //! on its own demand: exactly what it did before clustering existed.
 
 pub mod demand;
+pub mod drain;
 pub mod forward;
 pub mod lease;
 pub mod members;
@@ -104,6 +105,8 @@ pub struct Cluster {
     pub lock_path: Option<String>,
     /// A follower's way to the leader (`None`: a gateway alone).
     pub forward: Option<forward::LeaderForward>,
+    /// Scale-down drains announced to the members (`None`: a gateway alone).
+    pub drain: Option<drain::MemberDrain>,
     /// What this gateway last reported to each leader.
     pub reports: demand::ReportBook,
 }
@@ -130,8 +133,38 @@ impl Cluster {
             demand: None,
             lock_path: None,
             forward: None,
+            drain: None,
             reports: Default::default(),
         })
+    }
+
+    /// Takes `allocations` of `function` out of rotation at every member and waits for their
+    /// requests there, at most `bound` (see [`drain`]); `None` for a gateway alone.
+    pub async fn drain_at_members(
+        &self,
+        function: &crate::model::names::FunctionKey,
+        allocations: &[String],
+        bound: std::time::Duration,
+    ) -> Option<drain::MembersDrained> {
+        let (members, drain) = (self.demand.as_ref()?.expected(), self.drain.as_ref()?);
+        if members.is_empty() {
+            return None;
+        }
+        Some(drain.drain(&members, function, allocations, bound).await)
+    }
+
+    /// Puts `allocations` back in rotation at every member: the scale call they were drained
+    /// for will not happen.
+    pub async fn cancel_at_members(
+        &self,
+        function: &crate::model::names::FunctionKey,
+        allocations: &[String],
+    ) {
+        if let (Some(demand), Some(drain)) = (&self.demand, &self.drain) {
+            drain
+                .cancel(&demand.expected(), function, allocations)
+                .await;
+        }
     }
 
     /// The other members, when this gateway does not lead and has someone to ask: what the

@@ -12,9 +12,11 @@
 //!   ([`Publisher::drain`]) and their in-flight requests finish (bounded by
 //!   [`NomadOptions::drain_timeout`]); only then is scale called. If Nomad refuses, they go
 //!   back in rotation; if Nomad keeps one running after all, it goes back once that is seen
-//!   (within `STOP_CHECK`, 30 s). Scale calls of one function are serialised; a newer one
-//!   ends the drain of an older scale-down, which then fails with 409 (a scale-up never
-//!   waits behind the drain of a scale-down it replaces).
+//!   (within `STOP_CHECK`, 30 s). With other gateways, they drain the same allocations
+//!   first and the call waits for them too (`control::cluster::drain`); this provider is
+//!   also their member side ([`Provider::drain_for_peer`]). Scale calls of one function
+//!   are serialised; a newer one ends the drain of an older scale-down, which then fails
+//!   with 409 (a scale-up never waits behind the drain of a scale-down it replaces).
 //! - list/status: jobs under the prefix (`GET /v1/jobs?prefix=&meta=true`), the deployment
 //!   read back from the job meta, `replicas` = the group `Count`, `availableReplicas` = the
 //!   instances discovery has found ready. A job scaled to 0 is listed; a stopped one is not.
@@ -50,6 +52,7 @@ use crate::client::wire::nomad::{JobListStub, JobRegisterRequest, ScalingRequest
 use crate::client::{
     ClientError, ConsulClient, ConsulSettings, NomadClient, NomadSettings, QueryOptions,
 };
+use crate::control::cluster::Cluster;
 use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
 use crate::dataplane::Routes;
 use crate::discovery::watch::Backoff;
@@ -87,6 +90,8 @@ pub(crate) struct NomadProvider {
     nomad: Arc<NomadClient>,
     catalog: Arc<Catalog>,
     routes: Arc<Routes>,
+    /// The other gateways, which drain before this one's scale-downs too.
+    cluster: Arc<Cluster>,
     opts: NomadOptions,
     functions: Mutex<BTreeMap<FunctionKey, Arc<Tracked>>>,
     reconciler: Mutex<Option<JoinHandle<()>>>,
@@ -143,9 +148,11 @@ impl NomadOptions {
 impl NomadProvider {
     /// Checks the options (the template renders), builds the clients, reads the jobs that
     /// exist (a Nomad that is down is retried in the background) and starts the reconciler.
+    /// `cluster`: the other gateways, told of every scale-down's drain (alone: nobody).
     pub(crate) async fn start(
         opts: NomadOptions,
         routes: Arc<Routes>,
+        cluster: Arc<Cluster>,
     ) -> Result<Arc<NomadProvider>, ProviderError> {
         render::check_options(&opts.render)
             .map_err(|e| ProviderError::Backend(format!("nomad provider: {e}")))?;
@@ -172,6 +179,7 @@ impl NomadProvider {
             nomad,
             catalog,
             routes,
+            cluster,
             opts,
             functions: Mutex::new(BTreeMap::new()),
             reconciler: Mutex::new(None),
@@ -312,11 +320,12 @@ impl NomadProvider {
     }
 
     /// Takes out of rotation the allocations of `group` that Nomad stops when the count
-    /// becomes `count`, and waits (bounded by [`NomadOptions::drain_timeout`]) until their
-    /// replicas have no request in flight. Returns their allocation IDs (none: no stop).
-    /// A newer scale call of the function (`call` is no longer the latest) ends the wait: the
-    /// replicas go back in rotation and this call fails with 409, so a scale-up never waits
-    /// behind the drain of a scale-down it replaces.
+    /// becomes `count`, here and at every other gateway of the cluster
+    /// (`control::cluster::drain`), and waits (bounded by [`NomadOptions::drain_timeout`])
+    /// until their replicas have no request in flight anywhere. Returns their allocation IDs
+    /// (none: no stop). A newer scale call of the function (`call` is no longer the latest)
+    /// ends the wait: the replicas go back in rotation everywhere and this call fails with
+    /// 409, so a scale-up never waits behind the drain of a scale-down it replaces.
     async fn drain_for_scale_down(
         &self,
         key: &FunctionKey,
@@ -342,28 +351,31 @@ impl NomadProvider {
         let inflight: usize = replicas.iter().map(|r| r.pending()).sum();
         tracing::info!(function = %key, allocations = ?ids, replicas = replicas.len(), inflight,
             "draining replicas before scale-down");
-        let deadline = tokio::time::Instant::now() + self.opts.drain_timeout;
-        loop {
-            if tracked.scale_calls.load(Ordering::SeqCst) != call {
-                tracked.publisher.undrain(&ids);
-                tracing::info!(function = %key, to = count, "scale-down superseded while draining; replicas back in rotation");
-                return Err(ProviderError::Upstream {
-                    status: 409,
-                    message: format!(
-                        "scale of {key} to {count} was superseded by a newer scale call"
-                    ),
-                });
-            }
-            if replicas.iter().all(|r| r.pending() == 0) {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let left: usize = replicas.iter().map(|r| r.pending()).sum();
-                tracing::warn!(function = %key, inflight = left, timeout = ?self.opts.drain_timeout,
-                    "drain timed out; scaling down with requests in flight");
-                break;
-            }
-            tokio::time::sleep(DRAIN_POLL).await;
+        let bound = self.opts.drain_timeout;
+        let members = {
+            let (cluster, key, ids) = (self.cluster.clone(), key.clone(), ids.clone());
+            tokio::spawn(async move { cluster.drain_at_members(&key, &ids, bound).await })
+        };
+        let superseded = || tracked.scale_calls.load(Ordering::SeqCst) != call;
+        if !wait_idle(&replicas, tokio::time::Instant::now() + bound, superseded).await {
+            members.abort();
+            tracked.publisher.undrain(&ids);
+            self.cluster.cancel_at_members(key, &ids).await;
+            tracing::info!(function = %key, to = count, "scale-down superseded while draining; replicas back in rotation");
+            return Err(ProviderError::Upstream {
+                status: 409,
+                message: format!("scale of {key} to {count} was superseded by a newer scale call"),
+            });
+        }
+        let left: usize = replicas.iter().map(|r| r.pending()).sum();
+        if left > 0 {
+            tracing::warn!(function = %key, inflight = left, timeout = ?bound,
+                "drain timed out; scaling down with requests in flight");
+        }
+        // The members answer within the bound (plus the time to travel).
+        if let Ok(Some(m)) = members.await {
+            tracing::info!(function = %key, done = m.done, busy = m.busy, silent = m.silent,
+                "drained at the other gateways");
         }
         Ok(ids)
     }
@@ -511,6 +523,7 @@ impl Provider for NomadProvider {
         let result = self.nomad.scale(&tracked.job_id, &req).await;
         if result.is_err() && !drained.is_empty() {
             tracked.publisher.undrain(&drained);
+            self.cluster.cancel_at_members(key, &drained).await;
             tracing::info!(function = %key, allocations = ?drained, "scale call failed; drained replicas are back in rotation");
         }
         match result {
@@ -598,6 +611,43 @@ impl Provider for NomadProvider {
         }
     }
 
+    async fn drain_for_peer(
+        &self,
+        key: &FunctionKey,
+        allocations: &[String],
+        bound: Duration,
+    ) -> Result<u64, ProviderError> {
+        let Some(tracked) = self.lock().get(key).cloned() else {
+            // Not routed through this gateway: nothing of ours is in flight on them.
+            return Ok(0);
+        };
+        let replicas = tracked.publisher.drain(allocations);
+        // Their stop is about to be ordered by the other gateway: each is forgotten once the
+        // catalog drops it; whatever Nomad keeps running (a cancelled or failed call, or a
+        // caller that died before calling) goes back in rotation once that is seen.
+        tracked.publisher.commit_drain(allocations);
+        tokio::spawn(confirm_stops(
+            self.nomad.clone(),
+            tracked.publisher.clone(),
+            tracked.job_id.clone(),
+            allocations.to_vec(),
+            bound + STOP_CHECK,
+        ));
+        let inflight: usize = replicas.iter().map(|r| r.pending()).sum();
+        tracing::info!(function = %key, allocations = ?allocations, inflight,
+            "draining replicas for another gateway's scale-down");
+        wait_idle(&replicas, tokio::time::Instant::now() + bound, || false).await;
+        Ok(replicas.iter().map(|r| r.pending() as u64).sum())
+    }
+
+    fn cancel_peer_drain(&self, key: &FunctionKey, allocations: &[String]) {
+        if let Some(tracked) = self.lock().get(key).cloned() {
+            tracked.publisher.undrain(allocations);
+            tracing::info!(function = %key, allocations = ?allocations,
+                "another gateway's scale-down was called off; replicas back in rotation");
+        }
+    }
+
     /// Stops watching; the function jobs keep running (Nomad owns them).
     async fn shutdown(&self) {
         if let Some(t) = self
@@ -618,6 +668,24 @@ impl Provider for NomadProvider {
 impl Tracked {
     fn facts(&self) -> JobFacts {
         self.facts.lock().expect("facts mutex poisoned").clone()
+    }
+}
+
+/// Waits until none of `replicas` has a request in flight (true), `deadline` passes (true:
+/// the caller goes on with requests in flight), or `cancelled()` turns true (false).
+async fn wait_idle(
+    replicas: &[Arc<crate::dataplane::Replica>],
+    deadline: tokio::time::Instant,
+    cancelled: impl Fn() -> bool,
+) -> bool {
+    loop {
+        if cancelled() {
+            return false;
+        }
+        if replicas.iter().all(|r| r.pending() == 0) || tokio::time::Instant::now() >= deadline {
+            return true;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
     }
 }
 
