@@ -20,6 +20,11 @@
 #     nomad_token=<secret id of a token with submit-job, read-job, scale-job, list-jobs> \
 #     basic_auth_password=<password for /system/* and the UI>
 #
+# The gateways elect the one that makes scale decisions with a lock on the Nomad Variable
+# faasgate/leader (`--cluster-lock`), so that token also needs `write` on that path; the
+# policy is in docs/nomad.md ("Several gateways"). Every gateway must have the same
+# basic-auth password: they call each other's /system/cluster routes with it.
+#
 #   nomad job run nomad/faasgate.nomad.hcl
 #
 # Prometheus and Alertmanager for autoscaling: nomad/monitoring.nomad.hcl.
