@@ -12,6 +12,7 @@
 use thiserror::Error;
 
 use crate::control::cluster::demand::{FunctionReport, Report};
+use crate::sys::leb128::{self, ReadError};
 
 /// The `Content-Type` of an encoded report.
 pub const CONTENT_TYPE: &str = "application/vnd.faasgate.demand";
@@ -24,17 +25,26 @@ const MIN_ENTRY: usize = 6;
 #[error("malformed demand report: {0}")]
 pub struct DecodeError(&'static str);
 
+impl From<ReadError> for DecodeError {
+    fn from(e: ReadError) -> Self {
+        DecodeError(match e {
+            ReadError::Truncated => "truncated",
+            ReadError::Overflow => "integer overflows 64 bits",
+        })
+    }
+}
+
 /// Encodes `report`.
 pub fn encode(report: &Report) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + report.functions.len() * 32);
     out.extend_from_slice(MAGIC);
     out.push(u8::from(report.full));
-    varint(&mut out, report.functions.len() as u64);
+    leb128::put(&mut out, report.functions.len() as u64);
     for f in &report.functions {
-        varint(&mut out, f.function.len() as u64);
+        leb128::put(&mut out, f.function.len() as u64);
         out.extend_from_slice(f.function.as_bytes());
         for v in [f.inflight, f.queued, f.arrivals, f.busy_us, f.idle_ms] {
-            varint(&mut out, v);
+            leb128::put(&mut out, v);
         }
     }
     out
@@ -42,30 +52,30 @@ pub fn encode(report: &Report) -> Vec<u8> {
 
 /// Decodes a report written by [`encode`].
 pub fn decode(mut b: &[u8]) -> Result<Report, DecodeError> {
-    let magic = take(&mut b, MAGIC.len())?;
+    let magic = leb128::take(&mut b, MAGIC.len())?;
     if magic != MAGIC {
         return Err(DecodeError("bad magic"));
     }
-    let full = match take(&mut b, 1)?[0] {
+    let full = match leb128::take(&mut b, 1)?[0] {
         0 => false,
         1 => true,
         _ => return Err(DecodeError("bad full flag")),
     };
-    let count = read_varint(&mut b)?;
+    let count = leb128::get(&mut b)?;
     if count > (b.len() / MIN_ENTRY) as u64 {
         return Err(DecodeError("count larger than the report"));
     }
     let mut functions = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        let len = read_varint(&mut b)?;
+        let len = leb128::get(&mut b)?;
         if len > b.len() as u64 {
             return Err(DecodeError("name longer than the report"));
         }
-        let name = std::str::from_utf8(take(&mut b, len as usize)?)
+        let name = std::str::from_utf8(leb128::take(&mut b, len as usize)?)
             .map_err(|_| DecodeError("name is not UTF-8"))?;
         let mut v = [0u64; 5];
         for x in &mut v {
-            *x = read_varint(&mut b)?;
+            *x = leb128::get(&mut b)?;
         }
         functions.push(FunctionReport {
             function: name.to_string(),
@@ -80,39 +90,6 @@ pub fn decode(mut b: &[u8]) -> Result<Report, DecodeError> {
         return Err(DecodeError("trailing bytes"));
     }
     Ok(Report { full, functions })
-}
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn read_varint(b: &mut &[u8]) -> Result<u64, DecodeError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = take(b, 1)?[0];
-        let bits = u64::from(byte & 0x7f);
-        if shift == 63 && bits > 1 {
-            return Err(DecodeError("integer overflows 64 bits"));
-        }
-        v |= bits << shift;
-        if byte & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(DecodeError("integer overflows 64 bits"))
-}
-
-fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
-    if b.len() < n {
-        return Err(DecodeError("truncated"));
-    }
-    let (head, rest) = b.split_at(n);
-    *b = rest;
-    Ok(head)
 }
 
 #[cfg(test)]
@@ -176,12 +153,12 @@ mod tests {
     fn huge_counts_and_lengths_are_refused_before_allocating() {
         let mut b = MAGIC.to_vec();
         b.push(1);
-        varint(&mut b, u64::MAX);
+        leb128::put(&mut b, u64::MAX);
         assert_eq!(decode(&b), Err(DecodeError("count larger than the report")));
         let mut b = MAGIC.to_vec();
         b.push(0);
-        varint(&mut b, 1);
-        varint(&mut b, 1 << 40);
+        leb128::put(&mut b, 1);
+        leb128::put(&mut b, 1 << 40);
         b.extend_from_slice(&[0; 8]);
         assert_eq!(decode(&b), Err(DecodeError("name longer than the report")));
         let mut b = MAGIC.to_vec();
