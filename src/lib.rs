@@ -53,6 +53,7 @@ pub mod gateway;
 pub mod http1;
 pub mod metrics;
 pub mod model;
+pub mod queue;
 pub mod sys;
 #[doc(hidden)]
 pub mod testing;

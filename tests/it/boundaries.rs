@@ -23,11 +23,19 @@ const RULES: &[(&str, &[&str])] = &[
             "discovery",
             "watchdog",
             "gateway",
+            "queue",
         ],
     ),
     (
         "client",
-        &["control", "dataplane", "api", "watchdog", "gateway"],
+        &[
+            "control",
+            "dataplane",
+            "api",
+            "watchdog",
+            "gateway",
+            "queue",
+        ],
     ),
     (
         "dataplane",
@@ -38,6 +46,7 @@ const RULES: &[(&str, &[&str])] = &[
             "discovery",
             "watchdog",
             "gateway",
+            "queue",
         ],
     ),
     (
@@ -50,9 +59,17 @@ const RULES: &[(&str, &[&str])] = &[
             "discovery",
             "metrics",
             "gateway",
+            "queue",
         ],
     ),
-    ("discovery", &["api", "control", "watchdog", "gateway"]),
+    (
+        "discovery",
+        &["api", "control", "watchdog", "gateway", "queue"],
+    ),
+    (
+        "queue",
+        &["api", "control", "discovery", "watchdog", "gateway"],
+    ),
     ("control", &["api", "gateway"]),
     ("api", &["gateway"]),
 ];
