@@ -218,6 +218,74 @@ async fn only_the_leader_scales_on_demand_it_sees_through_the_others() {
     );
 }
 
+/// A gateway that finds its peers in a catalog (no `--peers`), as allocation `alloc`.
+fn catalog_gateway(
+    double: &NomadDouble,
+    i: usize,
+    port: u16,
+    alloc: &str,
+    extra: &[&str],
+) -> Gateway {
+    let listen = format!("127.0.0.1:{port}");
+    let token = format!("gateway-{i}");
+    let url = double.url();
+    let mut args = vec![
+        "--no-auth",
+        "--provider",
+        "nomad",
+        "--nomad-watchdog-path",
+        BIN,
+        "--listen",
+        listen.as_str(),
+        "--cluster-lock-ttl",
+        TTL,
+        "--cluster-lock-delay",
+        DELAY,
+    ];
+    args.extend_from_slice(extra);
+    Gateway::start_with(
+        &args,
+        &[
+            ("NOMAD_ADDR", url.as_str()),
+            ("NOMAD_TOKEN", token.as_str()),
+            ("NOMAD_ALLOC_ID", alloc),
+            ("CONSUL_HTTP_ADDR", url.as_str()),
+        ],
+    )
+}
+
+/// Polls until one of `gws` leads a cluster of `n` whose other members all report to it;
+/// returns the leader.
+async fn cluster_of(gws: &[Gateway], n: usize) -> usize {
+    let all: Vec<usize> = (0..gws.len()).collect();
+    let t = Instant::now();
+    loop {
+        let (leader, _) = one_leader(gws, &all, Duration::from_secs(15)).await;
+        let s = status(&gws[leader]).await;
+        if s["members"] == n && s["membersKnown"] == n - 1 && s["term"].as_u64() > Some(0) {
+            return leader;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "not a cluster of {n}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls until `gw` counts `members` gateways (itself included), all of them reporting.
+async fn wait_members(gw: &Gateway, members: usize, what: &str) {
+    let t = Instant::now();
+    loop {
+        let s = status(gw).await;
+        if s["members"] == members && s["membersKnown"] == members - 1 {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{what}: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Without `--peers` the members are the instances of the gateways' service in Nomad's
 /// catalog (each gateway leaves its own allocation out). A gateway whose service has no
 /// other instance leads alone and takes no lock, as a gateway alone always has; once others
@@ -227,33 +295,8 @@ async fn members_come_from_the_catalog_and_a_gateway_alone_takes_no_lock() {
     let double = NomadDouble::start().await;
     double.set_min_lock_ttl(Duration::from_secs(1));
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let url = double.url();
-    let start = |i: usize, alloc: &str| {
-        let listen = format!("127.0.0.1:{}", ports[i]);
-        let token = format!("gateway-{i}");
-        Gateway::start_with(
-            &[
-                "--no-auth",
-                "--provider",
-                "nomad",
-                "--nomad-watchdog-path",
-                BIN,
-                "--listen",
-                listen.as_str(),
-                "--cluster-lock-ttl",
-                TTL,
-                "--cluster-lock-delay",
-                DELAY,
-            ],
-            &[
-                ("NOMAD_ADDR", url.as_str()),
-                ("NOMAD_TOKEN", token.as_str()),
-                ("NOMAD_ALLOC_ID", alloc),
-            ],
-        )
-    };
     let a0 = double.register_instance("faasgate", "faasgate", ports[0]);
-    let g0 = start(0, &a0);
+    let g0 = catalog_gateway(&double, 0, ports[0], &a0, &[]);
     // Alone in the catalog: leads at once, with no lock.
     let t = Instant::now();
     while status(&g0).await["leader"] != true {
@@ -271,43 +314,58 @@ async fn members_come_from_the_catalog_and_a_gateway_alone_takes_no_lock() {
 
     let a1 = double.register_instance("faasgate", "faasgate", ports[1]);
     let a2 = double.register_instance("faasgate", "faasgate", ports[2]);
-    let gws = vec![g0, start(1, &a1), start(2, &a2)];
-    let all = [0, 1, 2];
+    let gws = vec![
+        g0,
+        catalog_gateway(&double, 1, ports[1], &a1, &[]),
+        catalog_gateway(&double, 2, ports[2], &a2, &[]),
+    ];
     // Three members, one leader through the lock, which pulls both others' reports.
-    let t = Instant::now();
-    let leader = loop {
-        let (leader, _) = one_leader(&gws, &all, Duration::from_secs(15)).await;
-        let s = status(&gws[leader]).await;
-        if s["members"] == 3 && s["membersKnown"] == 2 && s["term"].as_u64() > Some(0) {
-            break leader;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "not a cluster of 3: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let leader = cluster_of(&gws, 3).await;
     assert!(double.variable("default", "faasgate/leader").is_some());
 
     // A member that leaves the catalog leaves the cluster.
     let gone = (leader + 1) % 3;
-    double.deregister_instance(match gone {
-        0 => &a0,
-        1 => &a1,
-        _ => &a2,
-    });
-    let t = Instant::now();
-    loop {
-        let s = status(&gws[leader]).await;
-        if s["members"] == 2 && s["membersKnown"] == 1 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the member did not leave: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    double.deregister_instance([&a0, &a1, &a2][gone]);
+    wait_members(&gws[leader], 2, "the member did not leave").await;
+}
+
+/// With `--discovery consul` the members are the passing instances of the gateways' service
+/// in Consul's health catalog, read through the same catalog as replica discovery. Nothing
+/// is registered in Nomad's catalog here, so a gateway reading Nomad's would find itself
+/// alone and lead without a lock: three leaders at once, which `one_leader` refuses. A
+/// member whose check fails leaves the cluster (`?passing`) and rejoins once it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_come_from_consul_with_discovery_consul() {
+    let double = NomadDouble::start().await;
+    double.set_min_lock_ttl(Duration::from_secs(1));
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let allocs: Vec<String> = ports
+        .iter()
+        .map(|&p| double.register_instance_in("consul", "faasgate", "faasgate", p))
+        .collect();
+    let gws: Vec<Gateway> = (0..3)
+        .map(|i| catalog_gateway(&double, i, ports[i], &allocs[i], &["--discovery", "consul"]))
+        .collect();
+    let leader = cluster_of(&gws, 3).await;
+    assert!(double.variable("default", "faasgate/leader").is_some());
+    let log = gws[leader].log.lock().unwrap().join("\n");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("cluster members") && l.contains("catalog=\"consul\"")),
+        "{log}"
+    );
+
+    // A failing check takes a member out (its gateway still runs), a passing one brings it back.
+    let gone = (leader + 1) % 3;
+    double.set_instance_passing(&allocs[gone], false);
+    wait_members(&gws[leader], 2, "a failing member stayed in the cluster").await;
+    double.set_instance_passing(&allocs[gone], true);
+    wait_members(&gws[leader], 3, "the member did not come back").await;
+    let (now, _) = one_leader(&gws, &[0, 1, 2], Duration::from_secs(15)).await;
+    assert_eq!(
+        now, leader,
+        "the leader changed while a follower left and came back"
+    );
 }
 
 /// A follower hands what the cluster must decide once to the leader: a scale from zero for

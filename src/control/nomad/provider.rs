@@ -47,9 +47,7 @@ use super::render::{self, RenderError, RenderOptions};
 use super::scale_down;
 use crate::client::nomad::job_view;
 use crate::client::wire::nomad::{JobListStub, JobRegisterRequest, ScalingRequest, ScalingTarget};
-use crate::client::{
-    ClientError, ConsulClient, ConsulSettings, NomadClient, NomadSettings, QueryOptions,
-};
+use crate::client::{ClientError, ConsulSettings, NomadClient, NomadSettings, QueryOptions};
 use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
 use crate::dataplane::Routes;
 use crate::discovery::watch::Backoff;
@@ -150,17 +148,9 @@ impl NomadProvider {
         render::check_options(&opts.render)
             .map_err(|e| ProviderError::Backend(format!("nomad provider: {e}")))?;
         let nomad = Arc::new(NomadClient::new(&opts.nomad));
-        let catalog = Arc::new(match opts.discovery {
-            DiscoveryKind::Nomad => Catalog::Nomad(nomad.clone()),
-            DiscoveryKind::Consul => {
-                let settings = opts.consul.as_ref().ok_or_else(|| {
-                    ProviderError::Backend(
-                        "nomad provider: --discovery consul needs the Consul settings".into(),
-                    )
-                })?;
-                Catalog::Consul(Arc::new(ConsulClient::new(settings)))
-            }
-        });
+        let catalog = Catalog::new(opts.discovery, nomad.clone(), opts.consul.as_ref())
+            .map_err(|e| ProviderError::Backend(format!("nomad provider: {e}")))?;
+        let catalog = Arc::new(catalog);
         tracing::info!(
             nomad = %nomad.address(),
             namespace = nomad.namespace().unwrap_or("default"),
