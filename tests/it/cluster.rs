@@ -73,11 +73,16 @@ fn cluster_with(double: &NomadDouble, n: usize, extra: &[&str]) -> Vec<Gateway> 
 
 /// Deploys `echo` (the watchdog running `cat` under the double's `raw_exec`) with `labels`.
 async fn deploy_echo(gw: &Gateway, labels: Value) {
+    deploy(gw, "echo", "cat", labels).await;
+}
+
+/// Deploys `name`, the watchdog running `process` under the double's `raw_exec`.
+async fn deploy(gw: &Gateway, name: &str, process: &str, labels: Value) {
     let r = gw
         .deploy(json!({
-            "service": "echo",
+            "service": name,
             "image": "",
-            "envProcess": "cat",
+            "envProcess": process,
             "labels": labels,
             "annotations": {"com.faasgate.driver": "raw_exec"}
         }))
@@ -591,5 +596,115 @@ async fn no_scale_down_while_a_member_is_unknown() {
     assert_eq!(
         down.token.as_deref(),
         Some(format!("gateway-{leader}").as_str())
+    );
+}
+
+/// Issue 13's split: three gateways, load at two of them 90/10 and none at the third, which
+/// leads. The load is closed-loop: `CLIENTS` clients each keep one request in flight (18 at
+/// one gateway, 2 at the other) to a function whose every request takes 0.1 s, so the
+/// cluster's demand is 20 in flight. At 7 per replica (target 7, proportion 1.0) a single
+/// gateway seeing it all needs `ceil(20 / 7)` = 3, `needed()` of `tests/scaler_sim.rs`; the
+/// confidence bounds the scaler sizes on prove 3 within a 4 s window at this rate (about 800
+/// requests) and can never prove 4 (above 20 in flight). The leader sees no request itself:
+/// deciding on its own demand it would scale down within the stable window plus the delay
+/// (6 s), and to zero after `zero-duration` (6 s); the load is held past both.
+///
+/// From the double's record of the calls made while the load ran: every one carries the
+/// leader's token, none lowers the count, none is to zero, the last is to 3; no request
+/// failed. A 10% share cannot change a count that the scaler's bounds can prove at this scale
+/// (18 and 20 in flight both need 3), so that the follower with 2 clients is in the sum is
+/// read from the leader's demand gauge: above 18 in flight, more than the 18 clients of the
+/// other follower could ever make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_load_split_90_10_is_scaled_on_its_sum_by_the_gateway_that_sees_none() {
+    const CLIENTS: (usize, usize) = (18, 2);
+    const NEED: i64 = 3;
+    let double = NomadDouble::start().await;
+    double.set_min_lock_ttl(Duration::from_secs(1));
+    let gws = cluster(&double, 3);
+    let all = [0, 1, 2];
+    let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let (big, small) = ((leader + 1) % 3, (leader + 2) % 3);
+    // Deployed at the leader, which so sees the function first: its idle clock starts here.
+    deploy(
+        &gws[leader],
+        "busy",
+        "sleep 0.1",
+        json!({
+            "com.openfaas.scale.min": "1",
+            "com.openfaas.scale.max": "10",
+            "com.openfaas.scale.target": "7",
+            "com.openfaas.scale.target-proportion": "1.0",
+            "com.openfaas.scale.zero": "true",
+            "com.openfaas.scale.zero-duration": "6s"
+        }),
+    )
+    .await;
+    for &g in &all {
+        gws[g].wait_available("busy", 1).await;
+    }
+    let before = double.scale_calls().len();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = spawn_load(gws[big].addr, "/function/busy", CLIENTS.0, stop.clone());
+    load.extend(spawn_load(
+        gws[small].addr,
+        "/function/busy",
+        CLIENTS.1,
+        stop.clone(),
+    ));
+    support::eventually(
+        Duration::from_secs(40),
+        "the count to reach the summed load's need",
+        || double.scale_calls().last().and_then(|c| c.count) >= Some(NEED),
+    )
+    .await;
+    // Held past the stable window + delay and past zero-duration; meanwhile the leader's
+    // demand (the sum it decides on) is read.
+    let held = Instant::now();
+    let mut most = 0.0f64;
+    while held.elapsed() < Duration::from_secs(8) {
+        let m = gws[leader].get("/metrics").await.text();
+        for window in ["stable", "panic"] {
+            let series = format!(
+                r#"faasgate_function_demand{{function_name="busy.openfaas-fn",window="{window}"}}"#
+            );
+            if let Some(v) = support::metric_value(&m, &series) {
+                most = most.max(v);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let calls: Vec<_> = double.scale_calls().into_iter().skip(before).collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = join_load(load).await;
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(ok > 0);
+
+    let want = format!("gateway-{leader}");
+    let mut count = 1;
+    for c in &calls {
+        assert_eq!(
+            c.token.as_deref(),
+            Some(want.as_str()),
+            "not the leader's: {calls:?}"
+        );
+        let to = c.count.expect("a scale call with a count");
+        assert!(to > 0, "scaled to zero under load: {calls:?}");
+        assert!(to >= count, "scaled down under load: {calls:?}");
+        count = to;
+    }
+    assert_eq!(count, NEED, "the count the summed load needs: {calls:?}");
+    let log = gws[leader].log.lock().unwrap().join("\n");
+    assert!(
+        most > CLIENTS.0 as f64,
+        "the leader's demand never exceeded what {} clients make: {most}\n{log}",
+        CLIENTS.0
+    );
+    eprintln!(
+        "cluster: load split {}/{} over gateways {big}/{small}, leader {leader} saw none; calls {:?}; \
+         leader's demand up to {most:.2}; {ok} requests, 0 failed",
+        CLIENTS.0,
+        CLIENTS.1,
+        calls.iter().map(|c| c.count).collect::<Vec<_>>()
     );
 }
