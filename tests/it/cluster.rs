@@ -454,31 +454,83 @@ async fn a_follower_hands_cold_starts_and_alerts_to_the_leader() {
     assert_eq!(r.status, 421, "{}", r.text());
 }
 
-/// The leader is SIGKILLed under load at both followers: they elect a new leader, and no
-/// request fails at them (they route to the replicas on their own).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn no_request_fails_at_the_followers_when_the_leader_dies() {
+/// The labels of `busy` (`sleep 0.1` per request): 7 in flight per replica, 1 to 10.
+fn busy_labels() -> Value {
+    json!({
+        "com.openfaas.scale.min": "1",
+        "com.openfaas.scale.max": "10",
+        "com.openfaas.scale.target": "7",
+        "com.openfaas.scale.target-proportion": "1.0"
+    })
+}
+
+/// The leader stops (SIGKILL, or SIGSTOP: a stalled process) while both followers carry a
+/// load it has scaled for: 12 clients in flight, 2 replicas at 7 each. A new leader is
+/// elected; the load then grows to 20 (3 replicas), which only the new leader may answer.
+/// From the double's record, in the order the calls were applied: until the new leader's
+/// first call every call is the old leader's, after it none is (a paused leader is resumed
+/// once the new one has scaled, and goes on running until it has seen its lease is gone);
+/// the new leader scales to 3; no request fails at the surviving gateways.
+async fn no_interleaving_across_a_leader_change(pause: bool) {
     let double = NomadDouble::start().await;
     double.set_min_lock_ttl(Duration::from_secs(1));
     let gws = cluster(&double, 3);
     let all = [0, 1, 2];
-    let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
-    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
-    deploy_echo(
-        &gws[a],
-        json!({"com.openfaas.scale.min": "2", "com.openfaas.scale.max": "2"}),
+    let (old, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let (a, b) = ((old + 1) % 3, (old + 2) % 3);
+    deploy(&gws[a], "busy", "sleep 0.1", busy_labels()).await;
+    gws[a].wait_available("busy", 1).await;
+    gws[b].wait_available("busy", 1).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = spawn_load(gws[a].addr, "/function/busy", 6, stop.clone());
+    load.extend(spawn_load(gws[b].addr, "/function/busy", 6, stop.clone()));
+    support::eventually(Duration::from_secs(30), "the leader's scale-up", || {
+        double.scale_calls().iter().any(|c| c.count >= Some(2))
+    })
+    .await;
+
+    support::signal(
+        gws[old].pid(),
+        if pause { libc::SIGSTOP } else { libc::SIGKILL },
+    );
+    let survivors = [a.min(b), a.max(b)];
+    let (new, took) = one_leader(&gws, &survivors, Duration::from_secs(15)).await;
+    // Demand grows after the change: 20 in flight need 3 replicas.
+    load.extend(spawn_load(gws[a].addr, "/function/busy", 4, stop.clone()));
+    load.extend(spawn_load(gws[b].addr, "/function/busy", 4, stop.clone()));
+    let new_token = format!("gateway-{new}");
+    support::eventually(
+        Duration::from_secs(30),
+        "the new leader scaling to 3",
+        || {
+            double
+                .scale_calls()
+                .iter()
+                .any(|c| c.token.as_deref() == Some(new_token.as_str()) && c.count >= Some(3))
+        },
     )
     .await;
-    gws[a].wait_available("echo", 2).await;
-    gws[b].wait_available("echo", 2).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = spawn_load(gws[a].addr, "/function/echo", 2, stop.clone());
-    load.extend(spawn_load(gws[b].addr, "/function/echo", 2, stop.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    support::signal(gws[leader].pid(), libc::SIGKILL);
-    let survivors = [a.min(b), a.max(b)];
-    let (next, took) = one_leader(&gws, &survivors, Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    if pause {
+        // The old leader runs again, its term long over: it must find out without a call.
+        support::signal(gws[old].pid(), libc::SIGCONT);
+        support::eventually(
+            Duration::from_secs(10),
+            "the resumed leader seeing its lease is gone",
+            || {
+                gws[old]
+                    .log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("cluster lock lost"))
+            },
+        )
+        .await;
+        let s = status(&gws[old]).await;
+        assert_eq!(s["leader"], false, "{s}");
+        // A few of its ticks as a follower, with the load still on.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = join_load(load).await;
     assert!(ok > 0);
@@ -486,9 +538,47 @@ async fn no_request_fails_at_the_followers_when_the_leader_dies() {
         failed.is_empty(),
         "requests failed across the leader change: {failed:?}"
     );
-    eprintln!(
-        "cluster: leader SIGKILLed under load, gateway {next} led after {took:?}, {ok} requests, 0 failed"
+
+    let calls = double.scale_calls();
+    assert!(
+        calls.windows(2).all(|w| w[0].index < w[1].index),
+        "{calls:?}"
     );
+    let old_token = format!("gateway-{old}");
+    let first_new = calls
+        .iter()
+        .position(|c| c.token.as_deref() == Some(new_token.as_str()))
+        .expect("the new leader made a call");
+    assert!(
+        calls[..first_new]
+            .iter()
+            .all(|c| c.token.as_deref() == Some(old_token.as_str())),
+        "a follower scaled before the change: {calls:?}"
+    );
+    assert!(
+        calls[first_new..]
+            .iter()
+            .all(|c| c.token.as_deref() == Some(new_token.as_str())),
+        "calls interleave across the leader change: {calls:?}"
+    );
+    eprintln!(
+        "cluster: leader {} (gateway {old}), gateway {new} led after {took:?} and scaled; calls {:?}; {ok} requests, 0 failed",
+        if pause { "paused" } else { "SIGKILLed" },
+        calls
+            .iter()
+            .map(|c| (c.token.clone().unwrap_or_default(), c.count))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_interleaving_and_no_failed_request_when_the_leader_dies_while_scaling() {
+    no_interleaving_across_a_leader_change(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_interleaving_when_a_paused_leader_resumes_after_a_new_one_scaled() {
+    no_interleaving_across_a_leader_change(true).await;
 }
 
 /// A Nomad gateway alone (no other instance of its service in the catalog) scales an rps
