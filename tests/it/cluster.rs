@@ -23,6 +23,7 @@ fn cluster(double: &NomadDouble, n: usize) -> Vec<Gateway> {
     cluster_with(double, n, &[])
 }
 
+/// [`cluster`] with `extra` arguments for every gateway.
 fn cluster_with(double: &NomadDouble, n: usize, extra: &[&str]) -> Vec<Gateway> {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let url = double.url();
@@ -49,15 +50,18 @@ fn cluster_with(double: &NomadDouble, n: usize, extra: &[&str]) -> Vec<Gateway> 
                 TTL,
                 "--cluster-lock-delay",
                 DELAY,
-                "--scaler-tick",
-                "200ms",
-                "--scale-stable-window",
-                "4s",
-                "--scale-panic-window",
-                "2s",
-                "--scale-down-delay",
-                "2s",
             ];
+            // Fast scaler windows, unless `extra` sets one itself.
+            for (flag, value) in [
+                ("--scaler-tick", "200ms"),
+                ("--scale-stable-window", "4s"),
+                ("--scale-panic-window", "2s"),
+                ("--scale-down-delay", "2s"),
+            ] {
+                if !extra.contains(&flag) {
+                    args.extend([flag, value]);
+                }
+            }
             args.extend_from_slice(extra);
             Gateway::start_with(
                 &args,
@@ -797,4 +801,104 @@ async fn a_load_split_90_10_is_scaled_on_its_sum_by_the_gateway_that_sees_none()
         CLIENTS.1,
         calls.iter().map(|c| c.count).collect::<Vec<_>>()
     );
+}
+
+/// A scale-down that a leader began under its term is not made after that term ends. The
+/// leader takes a replica out of rotation for a scale-down and waits for the long request
+/// still on it; it stalls there (SIGSTOP), a new leader is elected and scales up for new
+/// load at a follower, and the old leader resumes: its drain ends, but the call it drained
+/// for belongs to a term that is over and is dropped, so the new leader's count stands (no
+/// call of the old leader's after the new leader's first, in the double's record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scale_down_drained_under_an_ended_term_is_not_made() {
+    let double = NomadDouble::start().await;
+    double.set_min_lock_ttl(Duration::from_secs(1));
+    // The scale-down waits long enough for a request to be on the replica it stops.
+    let gws = cluster_with(&double, 3, &["--scale-down-delay", "5s"]);
+    let all = [0, 1, 2];
+    let (old, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let (a, b) = ((old + 1) % 3, (old + 2) % 3);
+    deploy(
+        &gws[old],
+        "slow",
+        "sleep 8",
+        json!({"com.openfaas.scale.min": "1", "com.openfaas.scale.max": "10",
+               "com.openfaas.scale.target": "2", "com.openfaas.scale.target-proportion": "1.0"}),
+    )
+    .await;
+    gws[old].wait_available("slow", 1).await;
+    let r = gws[old]
+        .post_json("/system/scale-function/slow", json!({"replicas": 2}))
+        .await;
+    assert!(r.status == 200 || r.status == 202, "{}", r.text());
+    gws[old].wait_available("slow", 2).await;
+    // One request on each replica: the balancer sends the second to the one with none.
+    let long = |gw: &Gateway| {
+        let addr = gw.addr;
+        tokio::spawn(async move {
+            support::request(addr, "POST", "/function/slow", &[], bytes::Bytes::new()).await
+        })
+    };
+    let first = long(&gws[old]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = long(&gws[old]);
+    // 2 in flight need 1 replica: the leader drains the one Nomad will stop.
+    let draining = || {
+        gws[old].log.lock().unwrap().iter().any(|l| {
+            l.contains("draining replicas before scale-down")
+                && l.contains("function=slow")
+                && l.contains("inflight=1")
+        })
+    };
+    support::eventually(
+        Duration::from_secs(20),
+        "the leader draining a replica with a request on it",
+        draining,
+    )
+    .await;
+    support::signal(gws[old].pid(), libc::SIGSTOP);
+    let survivors = [a.min(b), a.max(b)];
+    let (new, _) = one_leader(&gws, &survivors, Duration::from_secs(15)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(gws[a].addr, "/function/slow", 6, stop.clone());
+    let new_token = format!("gateway-{new}");
+    support::eventually(Duration::from_secs(30), "the new leader scaling up", || {
+        double
+            .scale_calls()
+            .iter()
+            .any(|c| c.token.as_deref() == Some(new_token.as_str()) && c.count >= Some(3))
+    })
+    .await;
+    support::signal(gws[old].pid(), libc::SIGCONT);
+    // Its requests are answered, which ends its drain.
+    for r in [first.await.unwrap(), second.await.unwrap()] {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    support::eventually(
+        Duration::from_secs(10),
+        "the old leader's drain to end",
+        || {
+            gws[old].log.lock().unwrap().iter().any(|l| {
+                l.contains("function=slow")
+                    && ((l.contains("function scaled") && l.contains("replicas=1"))
+                        || l.contains("no longer leads"))
+            })
+        },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_, failed) = join_load(load).await;
+    let calls = double.scale_calls();
+    let old_token = format!("gateway-{old}");
+    let first_new = calls
+        .iter()
+        .position(|c| c.token.as_deref() == Some(new_token.as_str()))
+        .unwrap();
+    assert!(
+        calls[first_new..]
+            .iter()
+            .all(|c| c.token.as_deref() != Some(old_token.as_str())),
+        "the old leader's scale-down landed after the new leader's call: {calls:?}"
+    );
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
 }

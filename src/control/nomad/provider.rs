@@ -467,6 +467,15 @@ impl Provider for NomadProvider {
     }
 
     async fn scale(&self, key: &FunctionKey, replicas: u64) -> Result<(), ProviderError> {
+        self.scale_if(key, replicas, &|| true).await
+    }
+
+    async fn scale_if(
+        &self,
+        key: &FunctionKey,
+        replicas: u64,
+        valid: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<(), ProviderError> {
         let tracked = self.lock().get(key).cloned();
         let tracked = match tracked {
             Some(t) => t,
@@ -489,6 +498,16 @@ impl Provider for NomadProvider {
         } else {
             Vec::new()
         };
+        // The drain (or another scale of this function) may have taken a while: the call is
+        // made only if the decision it is for still holds.
+        if !valid() {
+            if !drained.is_empty() {
+                tracked.publisher.undrain(&drained);
+            }
+            tracing::info!(function = %key, to = replicas, allocations = ?drained,
+                "scale call dropped: its decision no longer holds (this gateway no longer leads); drained replicas back in rotation");
+            return Err(crate::control::provider::superseded(key, replicas));
+        }
         let req = ScalingRequest {
             count: Some(count),
             target: ScalingTarget {
