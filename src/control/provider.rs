@@ -71,7 +71,7 @@ pub trait Provider: Send + Sync + 'static {
     /// scaler's term as its cluster's leader). A provider that waits before the call that
     /// sets the count (a drain ahead of a scale-down, another scale of the function) checks
     /// `valid()` again right before that call and, when it no longer holds, makes no call and
-    /// answers [`superseded`]: a leader whose term ended meanwhile must not undo what a newer
+    /// answers an `Upstream` 409: a leader whose term ended meanwhile must not undo what a newer
     /// leader set.
     async fn scale_if(
         &self,
