@@ -121,7 +121,8 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// The other gateways, `host:port` as they listen (this one excluded). Empty: with the
-    /// Nomad provider, the instances of `service` in Nomad's catalog; else none.
+    /// Nomad provider, the instances of `service` in the catalog its `discovery` names; else
+    /// none.
     pub peers: Vec<String>,
     /// The gateways' own service in the catalog.
     pub service: String,

@@ -32,6 +32,7 @@ use crate::control::scaler::{spawn_scaler, DemandSource, LocalDemand, Scaling};
 use crate::control::{Provider, ProviderError};
 use crate::dataplane::forward::{ForwardConfig, Forwarder};
 use crate::dataplane::Routes;
+use crate::discovery::Catalog;
 use crate::model::names::FunctionKey;
 use crate::model::types::{FunctionDeployment, FunctionStatus};
 
@@ -264,8 +265,9 @@ impl ClusterTasks {
 }
 
 /// A gateway alone (the local provider), or one that finds its peers (`--peers`, else the
-/// Nomad catalog), elects a leader with them and, while it leads, pulls their demand. With
-/// no peer found it leads alone, as a gateway alone always has.
+/// catalog `--discovery` names: Nomad's or Consul's), elects a leader with them and, while it
+/// leads, pulls their demand. With no peer found it leads alone, as a gateway alone always
+/// has.
 fn start_cluster(
     config: &GatewayConfig,
     routes: &Arc<Routes>,
@@ -279,11 +281,15 @@ fn start_cluster(
         .map_err(|e| ProviderError::Invalid(format!("--cluster-lock: {e}")))?;
     let client = Arc::new(crate::client::NomadClient::new(&nomad.nomad));
     let membership = if config.cluster.peers.is_empty() {
-        Membership::NomadCatalog {
-            client: client.clone(),
+        // The catalog replica discovery reads (`--discovery`): the gateways' service is
+        // registered where the functions' services are.
+        let catalog = Catalog::new(nomad.discovery, client.clone(), nomad.consul.as_ref())
+            .map_err(|e| ProviderError::Backend(format!("cluster membership: {e}")))?;
+        Membership::Catalog {
+            catalog: Arc::new(catalog),
             service: config.cluster.service.clone(),
             self_alloc: config.cluster.self_alloc.clone(),
-            self_addr: Some(listen.to_string()),
+            self_addr: Some(listen),
         }
     } else {
         Membership::Static(config.cluster.peers.clone())
@@ -316,7 +322,8 @@ fn start_cluster(
         },
     ));
     tracing::info!(lock = %config.cluster.lock_path, peers = ?config.cluster.peers,
-        service = %config.cluster.service, "cluster: looking for peers");
+        service = %config.cluster.service, discovery = ?nomad.discovery,
+        "cluster: looking for peers");
     let cluster = Arc::new(Cluster {
         leadership,
         demand: Some(demand),

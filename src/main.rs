@@ -81,11 +81,12 @@ struct ServeArgs {
     upstream_max_idle: usize,
     /// The other gateways of this cluster, `host:port` as they listen (comma-separated): one
     /// gateway leads (a lock on a Nomad Variable, `--provider nomad`) and scales on the
-    /// demand of all. Without it, the Nomad provider finds them in Nomad's catalog.
+    /// demand of all. Without it, the Nomad provider finds them in the catalog `--discovery`
+    /// names (Nomad's, or Consul's passing instances).
     #[arg(long, env = config::env::PEERS, value_delimiter = ',')]
     peers: Vec<String>,
     /// Without --peers and with --provider nomad, the other gateways are the instances of
-    /// this service in Nomad's catalog (the system job's).
+    /// this service (the system job's) in the catalog `--discovery` names.
     #[arg(long, env = config::env::CLUSTER_SERVICE, default_value = config::DEFAULT_CLUSTER_SERVICE)]
     cluster_service: String,
     /// The Nomad Variable whose lock elects the cluster's leader (the gateways' Nomad token

@@ -148,7 +148,15 @@ async fn apply(gw: &Gateway, a: &Alert) -> Result<(), String> {
         .stats
         .decision(&key.to_string(), direction, reason);
     gw.events.record(&key, fs.replicas, to, reason.as_str());
-    gw.provider.scale(&key, to).await.map_err(|e| e.to_string())
+    // Made only while this gateway still leads in the term that decided it (a scale-down
+    // drains first, and a newer leader's count must not be undone).
+    let leadership = &gw.scaling.cluster.leadership;
+    let term = leadership.term();
+    let valid = || leadership.term() == term;
+    gw.provider
+        .scale_if(&key, to, &valid)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Identity of an alert episode: its fingerprint (or labels) and when it started.

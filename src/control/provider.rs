@@ -32,6 +32,14 @@ pub enum ProviderError {
     Upstream { status: u16, message: String },
 }
 
+/// What [`Provider::scale_if`] answers when its decision no longer holds.
+pub(crate) fn superseded(key: &FunctionKey, replicas: u64) -> ProviderError {
+    ProviderError::Upstream {
+        status: 409,
+        message: format!("scale of {key} to {replicas} dropped: the decision no longer holds"),
+    }
+}
+
 /// Query of `GET /system/logs`.
 #[derive(Debug, Clone)]
 pub struct LogQuery {
@@ -59,6 +67,23 @@ pub trait Provider: Send + Sync + 'static {
     async fn delete(&self, key: &FunctionKey) -> Result<(), ProviderError>;
     /// Sets the desired replica count (0 allowed). `replicas` reads back the new value at once.
     async fn scale(&self, key: &FunctionKey, replicas: u64) -> Result<(), ProviderError>;
+    /// [`Provider::scale`] for a decision that holds only while `valid()` is true (the
+    /// scaler's term as its cluster's leader). A provider that waits before the call that
+    /// sets the count (a drain ahead of a scale-down, another scale of the function) checks
+    /// `valid()` again right before that call and, when it no longer holds, makes no call and
+    /// answers an `Upstream` 409: a leader whose term ended meanwhile must not undo what a newer
+    /// leader set.
+    async fn scale_if(
+        &self,
+        key: &FunctionKey,
+        replicas: u64,
+        valid: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<(), ProviderError> {
+        if !valid() {
+            return Err(superseded(key, replicas));
+        }
+        self.scale(key, replicas).await
+    }
     /// Functions of one namespace, sorted by name.
     async fn list(&self, namespace: &str) -> Result<Vec<FunctionStatus>, ProviderError>;
     async fn status(&self, key: &FunctionKey) -> Result<FunctionStatus, ProviderError>;

@@ -34,7 +34,11 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use crate::client::{ClientError, ConsulClient, Indexed, NomadClient, QueryOptions};
+use thiserror::Error;
+
+use crate::client::{
+    ClientError, ConsulClient, ConsulSettings, Indexed, NomadClient, QueryOptions,
+};
 use crate::dataplane::{FunctionHandle, FunctionState, Replica};
 use crate::model::scale::ScaleSettings;
 
@@ -65,6 +69,11 @@ pub(crate) enum Catalog {
     Consul(Arc<ConsulClient>),
 }
 
+/// `--discovery consul` without the Consul client settings.
+#[derive(Debug, Error)]
+#[error("--discovery consul needs the Consul settings")]
+pub struct NoConsulSettings;
+
 /// Publishes one function's [`FunctionState`]: desired count and ready replicas together.
 pub(crate) struct Publisher {
     handle: Arc<FunctionHandle>,
@@ -86,6 +95,22 @@ struct Published {
 // === impl Catalog ===
 
 impl Catalog {
+    /// The catalog `kind` names: Nomad's through `nomad`, or Consul's through a client built
+    /// from `consul`. Every reader of a catalog (replica discovery, cluster membership) builds
+    /// it here, so `--discovery` means the same to each.
+    pub(crate) fn new(
+        kind: DiscoveryKind,
+        nomad: Arc<NomadClient>,
+        consul: Option<&ConsulSettings>,
+    ) -> Result<Self, NoConsulSettings> {
+        Ok(match kind {
+            DiscoveryKind::Nomad => Catalog::Nomad(nomad),
+            DiscoveryKind::Consul => {
+                Catalog::Consul(Arc::new(ConsulClient::new(consul.ok_or(NoConsulSettings)?)))
+            }
+        })
+    }
+
     /// Whether new instances must pass a readiness probe before they are routed.
     pub(crate) fn needs_probe(&self) -> bool {
         matches!(self, Catalog::Nomad(_))

@@ -292,6 +292,12 @@ impl NomadDouble {
     /// 127.0.0.1:`port` that no task of the double backs (a process the test runs itself,
     /// such as a gateway of a test cluster); returns its allocation ID.
     pub fn register_instance(&self, job: &str, name: &str, port: u16) -> String {
+        self.register_instance_in("nomad", job, name, port)
+    }
+
+    /// [`Self::register_instance`] in the catalog `provider` names (`"nomad"` or `"consul"`;
+    /// in Consul's its check passes until [`Self::set_instance_passing`] says otherwise).
+    pub fn register_instance_in(&self, provider: &str, job: &str, name: &str, port: u16) -> String {
         let mut i = self.state.inner.lock().unwrap();
         let idx = i.bump();
         let id = uuid();
@@ -324,7 +330,7 @@ impl NomadDouble {
                     name: name.to_string(),
                     tags: Vec::new(),
                     meta: Map::new(),
-                    provider: "nomad".into(),
+                    provider: provider.into(),
                     create_index: idx,
                 }],
                 check_passing: true,
@@ -337,6 +343,19 @@ impl NomadDouble {
         drop(i);
         self.state.notify();
         id
+    }
+
+    /// Sets the Consul check of an instance registered with [`Self::register_instance_in`]
+    /// (a task the double runs has its check set by probing it instead).
+    pub fn set_instance_passing(&self, alloc_id: &str, passing: bool) {
+        let mut i = self.state.inner.lock().unwrap();
+        let idx = i.bump();
+        if let Some(a) = i.allocs.get_mut(alloc_id) {
+            a.check_passing = passing;
+        }
+        i.consul_idx = idx;
+        drop(i);
+        self.state.notify();
     }
 
     /// Takes an instance registered with [`Self::register_instance`] out of the catalog.

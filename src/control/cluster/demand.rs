@@ -18,6 +18,13 @@
 //!   observation `complete: false`: the scaler may scale up on what it knows, never down.
 //! - Observation is synchronous and cheap (one lock, not contended: the puller writes once a
 //!   tick); nothing here is on the request path.
+//! - **One report per member per tick.** Each observation (the scaler's tick) starts the
+//!   next pull round ([`ClusterDemand::observed`]), so the round lands between two ticks and
+//!   every tick's sample holds one fresh delta from each member, spanning one tick of that
+//!   member's time. On a timer of its own a round landed on either side of a tick by chance:
+//!   a 1-tick window then held 0 or 2 rounds, which the scaler's Poisson bounds do not
+//!   allow for (20 clients read as 21.7 in flight over 2 s, and sized for one replica too
+//!   many).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -143,6 +150,8 @@ pub struct ClusterDemand {
     local: LocalDemand,
     stale_after: Duration,
     state: Mutex<State>,
+    /// Signalled by each observation: the puller's cue for its next round.
+    observed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -180,7 +189,16 @@ impl ClusterDemand {
             local: LocalDemand::new(routes),
             stale_after,
             state: Mutex::new(State::default()),
+            observed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Waits for the scaler's next observation (at most `fallback`: a gateway whose scaler
+    /// is off still pulls, so that its members stay known). An observation made while no
+    /// one waits is kept for the next call, so a round that overruns a tick is followed by
+    /// the next at once, never skipped.
+    pub async fn observed(&self, fallback: Duration) {
+        let _ = tokio::time::timeout(fallback, self.observed.notified()).await;
     }
 
     /// Sets the members reports are expected from (from membership). A member no longer
@@ -332,6 +350,8 @@ impl DemandSource for ClusterDemand {
                 obs.demand.last_arrival_ms = obs.demand.last_arrival_ms.max(a.last_arrival_ms);
             }
         }
+        drop(s);
+        self.observed.notify_one();
     }
 }
 

@@ -1,4 +1,5 @@
-//! Several gateways acting as one: which gateway leads (makes scale decisions), through a
+//! Several gateways acting as one: who the others are ([`members`]: `--peers`, or the
+//! catalog `--discovery` names), which gateway leads (makes scale decisions), through a
 //! lock on a Nomad Variable ([`lease`]), and the demand the leader decides on, summed over
 //! every gateway ([`demand`], pulled by [`pull`]).
 //!

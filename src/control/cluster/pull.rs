@@ -8,7 +8,10 @@
 //! the leader sends the same credentials.
 //!
 //! Invariants: pulls run only while this gateway leads; each is bounded by the tick, and
-//! every member is pulled concurrently, so one slow member delays nobody else's report.
+//! every member is pulled concurrently, so one slow member delays nobody else's report. A
+//! round starts when the scaler has observed (see [`ClusterDemand::observed`]), not on a
+//! timer of its own, so each of the scaler's ticks sees exactly one round; with the scaler
+//! off, rounds run every two ticks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,18 +38,16 @@ pub struct PullConfig {
     pub leader: String,
 }
 
-/// Pulls every member's report each tick while this gateway leads (the members are those
-/// `demand` expects, kept by membership); runs until aborted.
+/// Pulls every member's report after each of the scaler's observations while this gateway
+/// leads (the members are those `demand` expects, kept by membership); runs until aborted.
 pub async fn run_puller(
     demand: Arc<ClusterDemand>,
     leadership: Leadership,
     peers: Arc<PeerClient>,
     cfg: PullConfig,
 ) {
-    let mut interval = tokio::time::interval(cfg.every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        interval.tick().await;
+        demand.observed(cfg.every * 2).await;
         if !leadership.is_leader() {
             continue;
         }

@@ -49,9 +49,7 @@ use super::render::{self, RenderError, RenderOptions};
 use super::scale_down;
 use crate::client::nomad::job_view;
 use crate::client::wire::nomad::{JobListStub, JobRegisterRequest, ScalingRequest, ScalingTarget};
-use crate::client::{
-    ClientError, ConsulClient, ConsulSettings, NomadClient, NomadSettings, QueryOptions,
-};
+use crate::client::{ClientError, ConsulSettings, NomadClient, NomadSettings, QueryOptions};
 use crate::control::cluster::Cluster;
 use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
 use crate::dataplane::Routes;
@@ -157,17 +155,9 @@ impl NomadProvider {
         render::check_options(&opts.render)
             .map_err(|e| ProviderError::Backend(format!("nomad provider: {e}")))?;
         let nomad = Arc::new(NomadClient::new(&opts.nomad));
-        let catalog = Arc::new(match opts.discovery {
-            DiscoveryKind::Nomad => Catalog::Nomad(nomad.clone()),
-            DiscoveryKind::Consul => {
-                let settings = opts.consul.as_ref().ok_or_else(|| {
-                    ProviderError::Backend(
-                        "nomad provider: --discovery consul needs the Consul settings".into(),
-                    )
-                })?;
-                Catalog::Consul(Arc::new(ConsulClient::new(settings)))
-            }
-        });
+        let catalog = Catalog::new(opts.discovery, nomad.clone(), opts.consul.as_ref())
+            .map_err(|e| ProviderError::Backend(format!("nomad provider: {e}")))?;
+        let catalog = Arc::new(catalog);
         tracing::info!(
             nomad = %nomad.address(),
             namespace = nomad.namespace().unwrap_or("default"),
@@ -359,8 +349,7 @@ impl NomadProvider {
         let superseded = || tracked.scale_calls.load(Ordering::SeqCst) != call;
         if !wait_idle(&replicas, tokio::time::Instant::now() + bound, superseded).await {
             members.abort();
-            tracked.publisher.undrain(&ids);
-            self.cluster.cancel_at_members(key, &ids).await;
+            self.put_back(key, tracked, &ids).await;
             tracing::info!(function = %key, to = count, "scale-down superseded while draining; replicas back in rotation");
             return Err(ProviderError::Upstream {
                 status: 409,
@@ -378,6 +367,16 @@ impl NomadProvider {
                 "drained at the other gateways");
         }
         Ok(ids)
+    }
+
+    /// Puts `drained` back in rotation, here and at the other gateways: the scale call they
+    /// were drained for will not be made.
+    async fn put_back(&self, key: &FunctionKey, tracked: &Tracked, drained: &[String]) {
+        if drained.is_empty() {
+            return;
+        }
+        tracked.publisher.undrain(drained);
+        self.cluster.cancel_at_members(key, drained).await;
     }
 
     fn status_of(&self, key: &FunctionKey, facts: &JobFacts) -> FunctionStatus {
@@ -489,6 +488,15 @@ impl Provider for NomadProvider {
     }
 
     async fn scale(&self, key: &FunctionKey, replicas: u64) -> Result<(), ProviderError> {
+        self.scale_if(key, replicas, &|| true).await
+    }
+
+    async fn scale_if(
+        &self,
+        key: &FunctionKey,
+        replicas: u64,
+        valid: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<(), ProviderError> {
         let tracked = self.lock().get(key).cloned();
         let tracked = match tracked {
             Some(t) => t,
@@ -511,6 +519,14 @@ impl Provider for NomadProvider {
         } else {
             Vec::new()
         };
+        // The drain (or another scale of this function) may have taken a while: the call is
+        // made only if the decision it is for still holds.
+        if !valid() {
+            self.put_back(key, &tracked, &drained).await;
+            tracing::info!(function = %key, to = replicas, allocations = ?drained,
+                "scale call dropped: its decision no longer holds (this gateway no longer leads); drained replicas back in rotation");
+            return Err(crate::control::provider::superseded(key, replicas));
+        }
         let req = ScalingRequest {
             count: Some(count),
             target: ScalingTarget {
@@ -522,8 +538,7 @@ impl Provider for NomadProvider {
         };
         let result = self.nomad.scale(&tracked.job_id, &req).await;
         if result.is_err() && !drained.is_empty() {
-            tracked.publisher.undrain(&drained);
-            self.cluster.cancel_at_members(key, &drained).await;
+            self.put_back(key, &tracked, &drained).await;
             tracing::info!(function = %key, allocations = ?drained, "scale call failed; drained replicas are back in rotation");
         }
         match result {

@@ -368,12 +368,18 @@ pub async fn run_scaler(
                 decision.reason.as_str(),
             );
             let (provider, key) = (provider.clone(), obs.key.clone());
-            // Leadership is checked again as the call leaves: a term may have ended while
-            // this tick ran. The call is an absolute count, so a late one is idempotent.
+            // Leadership is checked again as the call leaves (a term may have ended while
+            // this tick ran), and by the provider right before the call that sets the count:
+            // a scale-down drains first, and a term that ends meanwhile must not make the
+            // call after a newer leader's.
             if !scaling.cluster.leadership.is_leader() {
                 continue;
             }
-            let call = tokio::spawn(async move { provider.scale(&key, decision.to).await });
+            let leadership = scaling.cluster.leadership.clone();
+            let call = tokio::spawn(async move {
+                let valid = move || leadership.term() == Some(term);
+                provider.scale_if(&key, decision.to, &valid).await
+            });
             f.call = Some((decision, call));
         }
         // Functions gone from the source: forget them.
