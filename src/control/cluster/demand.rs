@@ -249,6 +249,13 @@ impl ClusterDemand {
             // for everything.
             return;
         }
+        // Counters count since the member's previous report only when that report is
+        // current: after a gap (the member was unknown, or this gateway did not lead and
+        // pulled nothing), their growth spans the whole gap and, added at once, would read as
+        // a burst of arrivals in one tick. Such a report is a new baseline.
+        let continuous = m
+            .reported_at
+            .is_some_and(|at| now.duration_since(at) <= self.stale_after);
         let mut seen = HashSet::with_capacity(report.functions.len());
         for f in report.functions {
             // `name.namespace`, as `Display` writes it (a namespace holds no dot).
@@ -257,14 +264,17 @@ impl ClusterDemand {
             };
             let a = acc.entry(key.clone()).or_default();
             if let Some(prev) = m.functions.get(&key) {
-                // Counters that went back: the member restarted; what it counted since is new.
-                a.arrivals += if f.arrivals >= prev.arrivals {
-                    f.arrivals - prev.arrivals
-                } else {
-                    f.arrivals
-                };
-                a.busy_us =
-                    (a.busy_us + (f.busy_us.wrapping_sub(prev.busy_us) & BUSY_MASK)) & BUSY_MASK;
+                if continuous {
+                    // Counters that went back: the member restarted; what it counted since is
+                    // new.
+                    a.arrivals += if f.arrivals >= prev.arrivals {
+                        f.arrivals - prev.arrivals
+                    } else {
+                        f.arrivals
+                    };
+                    a.busy_us = (a.busy_us + (f.busy_us.wrapping_sub(prev.busy_us) & BUSY_MASK))
+                        & BUSY_MASK;
+                }
                 a.inflight = a.inflight.saturating_sub(prev.inflight);
                 a.queued = a.queued.saturating_sub(prev.queued);
             }
@@ -438,6 +448,25 @@ mod tests {
         // No local traffic: the sums are the member's deltas alone.
         assert_eq!(a.arrivals, 100);
         assert_eq!(a.busy_us, 31);
+    }
+
+    /// A member heard from again after a gap: its counters grew over the whole gap, and
+    /// adding that at once would be a burst no tick saw; its report is a new baseline.
+    #[tokio::test(start_paused = true)]
+    async fn a_member_back_after_a_gap_adds_no_burst() {
+        let (_routes, c) = setup();
+        c.set_members(["b".to_string()]);
+        c.apply("b", report(1, 100, 1000));
+        c.apply("b", report(1, 110, 2000));
+        let a = observe(&c).demand;
+        assert_eq!(a.arrivals, 10);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        c.apply("b", report(2, 5110, 90_000));
+        let b = observe(&c).demand;
+        assert_eq!((b.arrivals, b.busy_us, b.inflight), (10, 1000, 2));
+        // Continuous again from there.
+        c.apply("b", report(2, 5120, 91_000));
+        assert_eq!(observe(&c).demand.arrivals, 20);
     }
 
     #[tokio::test(start_paused = true)]
