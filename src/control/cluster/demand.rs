@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::control::scaler::source::{DemandSource, LocalDemand, Observation};
-use crate::dataplane::table::BUSY_MASK;
+use crate::dataplane::table::{DemandSample, BUSY_MASK};
 use crate::dataplane::Routes;
 use crate::model::names::FunctionKey;
 use crate::sys::clock;
@@ -164,14 +164,52 @@ struct Member {
     functions: HashMap<FunctionKey, FunctionReport>,
 }
 
-#[derive(Default, Clone, Copy)]
-struct Accumulated {
+/// One function's figures summed over the members: their counters' deltas accumulated in
+/// the leader's frame, their latest in-flight and held counts, their latest arrival.
+/// [`ClusterDemand`] keeps one per function; the scaler simulator (`tests/it/scaler_sim.rs`)
+/// folds its gateways' reports into one directly.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Accumulated {
     arrivals: u64,
     busy_us: u64,
     inflight: u64,
     queued: u64,
     /// `clock::now_ms()` of the latest arrival any member reported (0: none).
     last_arrival_ms: u64,
+}
+
+impl Accumulated {
+    /// Folds in a member's report `f` of the function, received at `now_ms` (on the scale of
+    /// `clock::now_ms`); `prev` is that member's previous report of it (None: `f` is its
+    /// baseline, of which only the in-flight and held counts and the last arrival count).
+    pub fn fold(&mut self, prev: Option<&FunctionReport>, f: &FunctionReport, now_ms: u64) {
+        if let Some(prev) = prev {
+            // Counters that went back: the member restarted; what it counted since is new.
+            self.arrivals += if f.arrivals >= prev.arrivals {
+                f.arrivals - prev.arrivals
+            } else {
+                f.arrivals
+            };
+            self.busy_us =
+                (self.busy_us + (f.busy_us.wrapping_sub(prev.busy_us) & BUSY_MASK)) & BUSY_MASK;
+            self.inflight = self.inflight.saturating_sub(prev.inflight);
+            self.queued = self.queued.saturating_sub(prev.queued);
+        }
+        self.inflight += f.inflight;
+        self.queued += f.queued;
+        if f.arrivals > 0 {
+            self.last_arrival_ms = self.last_arrival_ms.max(now_ms.saturating_sub(f.idle_ms));
+        }
+    }
+
+    /// Adds the members' figures to this gateway's own `demand`.
+    pub fn add_to(&self, demand: &mut DemandSample) {
+        demand.arrivals += self.arrivals;
+        demand.busy_us = (demand.busy_us + self.busy_us) & BUSY_MASK;
+        demand.inflight += self.inflight;
+        demand.queued += self.queued;
+        demand.last_arrival_ms = demand.last_arrival_ms.max(self.last_arrival_ms);
+    }
 }
 
 impl ClusterDemand {
@@ -237,24 +275,9 @@ impl ClusterDemand {
             let Ok(key) = FunctionKey::parse_segment(&f.function, "") else {
                 continue;
             };
-            let a = acc.entry(key.clone()).or_default();
-            if let Some(prev) = m.functions.get(&key) {
-                // Counters that went back: the member restarted; what it counted since is new.
-                a.arrivals += if f.arrivals >= prev.arrivals {
-                    f.arrivals - prev.arrivals
-                } else {
-                    f.arrivals
-                };
-                a.busy_us =
-                    (a.busy_us + (f.busy_us.wrapping_sub(prev.busy_us) & BUSY_MASK)) & BUSY_MASK;
-                a.inflight = a.inflight.saturating_sub(prev.inflight);
-                a.queued = a.queued.saturating_sub(prev.queued);
-            }
-            a.inflight += f.inflight;
-            a.queued += f.queued;
-            if f.arrivals > 0 {
-                a.last_arrival_ms = a.last_arrival_ms.max(now_ms.saturating_sub(f.idle_ms));
-            }
+            acc.entry(key.clone())
+                .or_default()
+                .fold(m.functions.get(&key), &f, now_ms);
             if full {
                 seen.insert(key.clone());
             }
@@ -325,11 +348,7 @@ impl DemandSource for ClusterDemand {
         for obs in &mut out[start..] {
             obs.complete = complete;
             if let Some(a) = s.acc.get(&obs.key) {
-                obs.demand.arrivals += a.arrivals;
-                obs.demand.busy_us = (obs.demand.busy_us + a.busy_us) & BUSY_MASK;
-                obs.demand.inflight += a.inflight;
-                obs.demand.queued += a.queued;
-                obs.demand.last_arrival_ms = obs.demand.last_arrival_ms.max(a.last_arrival_ms);
+                a.add_to(&mut obs.demand);
             }
         }
     }
@@ -338,7 +357,6 @@ impl DemandSource for ClusterDemand {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::table::DemandSample;
 
     fn key() -> FunctionKey {
         FunctionKey::new("f", "").unwrap()
