@@ -2,7 +2,8 @@
 //! `DemandWindow` and the `Decider` the scaler loop drives) runs on a virtual clock against a
 //! simulated provider and open-loop loads; in the same run, simple reimplementations of
 //! OpenFaaS CE's alert path and of a KPA-style decider face the same arrivals. Every run is a
-//! function of its seed (`fastrand::Rng::with_seed`); 10 simulated minutes take a few ms.
+//! function of its seed and its count of gateways (`fastrand::Rng::with_seed`); 10 simulated
+//! minutes take a few tens of ms.
 //!
 //! Model (times in virtual microseconds, demand stepped every 10 ms):
 //! - **Demand**: Poisson arrivals at `lambda = c / S` (offered concurrency `c`, mean service
@@ -25,14 +26,34 @@
 //!   `rate(200s[10s]) > 5` `for: 5s`; Alertmanager `group_wait` 5 s, `group_interval` 10 s,
 //!   `repeat_interval` 30 s, `send_resolved`; each firing delivery adds
 //!   `ceil(max x factor / 100)`, resolved sets min, never zero).
+//! - **Several gateways** (issue 13: "several gateways act as one"): faasgate's runs are
+//!   repeated with the same load split over G = 1, 3 and 10 gateways. Each gateway counts
+//!   what it receives in its own [`Queue`] (in flight, held, the in-flight integral,
+//!   arrivals, last arrival). Each arrival goes to a gateway drawn uniformly (the run's own
+//!   seeded generator; above 64 arrivals in a step the counts are drawn as sequential
+//!   binomials, the same distribution); requests end in proportion to what each gateway
+//!   serves (the total drawn as for one gateway). The replicas are shared: a request is held
+//!   at the gateway that received it while every replica is full, and free places go to the
+//!   gateways in proportion to what each holds (what is left after rounding down, one at a
+//!   time from a gateway that moves every step). Gateway 0 leads: it decides on its own
+//!   counters now plus the members' summed by `ClusterDemand`'s arithmetic
+//!   ([`Accumulated`]: each member's counters folded as deltas between its reports), from
+//!   reports pulled at each tick just before deciding, as the scaler gathers its source
+//!   (`cluster::pull`; the pull's own latency, a round trip on the network, is left out).
+//!   The members are unknown until
+//!   their first report (the view is incomplete at the first tick), never stale after. With
+//!   one gateway nothing is split or drawn beyond what the simulator always drew: G = 1 is
+//!   the single-gateway run, figure for figure. The KPA-style and CE deciders see the whole
+//!   load (one gateway) and run once.
 //!
-//! The test asserts the scaler's targets for faasgate over 50 seeds, prints the side-by-side
-//! table and writes it to `target/scaler-sim.txt`.
+//! The test asserts the scaler's targets for faasgate over 50 seeds, the same for every G,
+//! prints the side-by-side table and writes it to `target/scaler-sim.txt`.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use faasgate::control::cluster::demand::{Accumulated, FunctionReport};
 use faasgate::control::scaler::{Decision, DemandWindow, Observed, ScalerConfig, Tracker};
 use faasgate::dataplane::table::{DemandSample, BUSY_MASK};
 use faasgate::model::scale::{labels, ScaleSettings};
@@ -287,6 +308,8 @@ struct Provider {
     rejections: u32,
     /// Accepted calls: (time, new count).
     changes: Vec<(u64, u64)>,
+    /// The ready count and the times it holds for, [from, until) (None: replicas changed).
+    ready_memo: std::cell::Cell<Option<(u64, u64, u64)>>,
 }
 
 impl Provider {
@@ -300,11 +323,26 @@ impl Provider {
             last_ok: true,
             rejections: 0,
             changes: Vec::new(),
+            ready_memo: Default::default(),
         }
     }
 
     fn ready(&self, now: u64) -> u64 {
-        self.replicas.iter().filter(|&&r| r <= now).count() as u64
+        if let Some((from, until, n)) = self.ready_memo.get() {
+            if (from..until).contains(&now) {
+                return n;
+            }
+        }
+        let (mut n, mut next) = (0, u64::MAX);
+        for &r in &self.replicas {
+            if r <= now {
+                n += 1;
+            } else {
+                next = next.min(r);
+            }
+        }
+        self.ready_memo.set(Some((now, next, n)));
+        n
     }
 
     fn busy(&self) -> bool {
@@ -354,11 +392,14 @@ impl Provider {
         }
         self.desired = to;
         self.changes.push((done, to));
+        self.ready_memo.set(None);
     }
 }
 
 // === demand as the data plane counts it ===
 
+/// One gateway's counters for the function (its data plane's `Demand`), with what it does in
+/// the current step.
 #[derive(Default)]
 struct Queue {
     serving: u64,
@@ -367,27 +408,32 @@ struct Queue {
     arrivals: u64,
     completions: u64,
     last_arrival_ms: u64,
+    /// This step: requests that arrive here, end here, go from held to a replica.
+    arrive: u64,
+    end: u64,
+    admit: u64,
 }
 
 impl Queue {
-    fn step(&mut self, rng: &mut fastrand::Rng, arrivals: u64, ready: u64, now: u64) {
-        let done =
-            poisson(rng, self.serving as f64 * DT_US as f64 / 1e6 / SERVICE_S).min(self.serving);
-        self.serving -= done;
-        self.completions += done;
-        self.held += arrivals;
-        self.arrivals += arrivals;
-        if arrivals > 0 {
+    /// The step's requests end and arrive (held until [`Queue::admit_and_count`]).
+    fn end_and_receive(&mut self, now: u64) {
+        self.serving -= self.end;
+        self.completions += self.end;
+        self.held += self.arrive;
+        self.arrivals += self.arrive;
+        if self.arrive > 0 {
             self.last_arrival_ms = now / 1000;
         }
-        let cap = ready * TARGET as u64;
-        let admit = self.held.min(cap.saturating_sub(self.serving));
-        self.serving += admit;
-        self.held -= admit;
+    }
+
+    /// The step's admissions go to a replica; its in-flight time is counted.
+    fn admit_and_count(&mut self) {
+        self.serving += self.admit;
+        self.held -= self.admit;
         // The data plane's integral is continuous: a request arriving (or ending) within this
         // step was in flight for half of it on average, not for all (or none) of it.
         self.busy_us +=
-            (self.serving + self.held) * DT_US - arrivals * DT_US / 2 + done * DT_US / 2;
+            (self.serving + self.held) * DT_US - self.arrive * DT_US / 2 + self.end * DT_US / 2;
     }
 
     fn sample(&self, now: u64) -> DemandSample {
@@ -400,28 +446,264 @@ impl Queue {
             busy_us: self.busy_us & BUSY_MASK,
         }
     }
+
+    /// This gateway's report of the function at `now`, as `Report::build` makes it (None
+    /// before its first request: the function is not listed).
+    fn report(&self, now: u64) -> Option<FunctionReport> {
+        (self.arrivals > 0).then(|| FunctionReport {
+            // The leader keys reports by function before folding them; one function here.
+            function: String::new(),
+            inflight: self.serving + self.held,
+            queued: self.held,
+            arrivals: self.arrivals,
+            busy_us: self.busy_us & BUSY_MASK,
+            idle_ms: (now / 1000).saturating_sub(self.last_arrival_ms),
+        })
+    }
+}
+
+/// A run's gateways: each counts the requests it receives (its [`Queue`]); all share the
+/// function's replicas.
+struct Gateways {
+    queues: Vec<Queue>,
+    /// Sends arrivals to gateways (never drawn from with one gateway).
+    rng: fastrand::Rng,
+    /// Steps taken (the gateway served first when shares round down moves every step).
+    steps: u64,
+}
+
+impl Gateways {
+    fn new(n: usize, seed: u64) -> Self {
+        Self {
+            queues: (0..n).map(|_| Queue::default()).collect(),
+            rng: fastrand::Rng::with_seed(seed),
+            steps: 0,
+        }
+    }
+
+    /// One step of `DT_US`: requests end, `arrivals` arrive (each at one gateway), and held
+    /// ones take the free places of the `ready` replicas.
+    fn step(&mut self, rng: &mut fastrand::Rng, arrivals: u64, ready: u64, now: u64) {
+        let places = ready * TARGET as u64;
+        let mut serving = 0;
+        for q in self.queues.iter() {
+            serving += q.serving;
+        }
+        // Requests end: the total drawn as for one gateway, shared in proportion to what each
+        // serves.
+        let done = poisson(rng, serving as f64 * DT_US as f64 / 1e6 / SERVICE_S).min(serving);
+        let g = self.queues.len();
+        if g == 1 {
+            // One gateway takes it all (and draws nothing more).
+            let q = &mut self.queues[0];
+            (q.end, q.arrive) = (done, arrivals);
+            q.end_and_receive(now);
+            q.admit = q.held.min(places.saturating_sub(q.serving));
+            q.admit_and_count();
+            return;
+        }
+        let first = (self.steps % g as u64) as usize;
+        self.steps += 1;
+        apportion(&mut self.queues, done, serving, first, |q| {
+            (q.serving, &mut q.end)
+        });
+        assign(&mut self.rng, arrivals, &mut self.queues);
+        let (mut serving, mut held) = (0, 0);
+        for q in self.queues.iter_mut() {
+            q.end_and_receive(now);
+            serving += q.serving;
+            held += q.held;
+        }
+        // Held requests take the replicas' free places: all of them if they fit, else in
+        // proportion to what each gateway holds.
+        let admit = held.min(places.saturating_sub(serving));
+        apportion(&mut self.queues, admit, held, first, |q| {
+            (q.held, &mut q.admit)
+        });
+        for q in self.queues.iter_mut() {
+            q.admit_and_count();
+        }
+    }
+
+    /// Every gateway's counters summed (what one gateway alone would count).
+    fn total(&self, now: u64) -> DemandSample {
+        let mut t = self.queues[0].sample(now);
+        for q in &self.queues[1..] {
+            let s = q.sample(now);
+            t.inflight += s.inflight;
+            t.queued += s.queued;
+            t.arrivals += s.arrivals;
+            t.busy_us = (t.busy_us + s.busy_us) & BUSY_MASK;
+            t.last_arrival_ms = t.last_arrival_ms.max(s.last_arrival_ms);
+        }
+        t
+    }
+
+    fn completions(&self) -> u64 {
+        self.queues.iter().map(|q| q.completions).sum()
+    }
+
+    fn last_arrival_ms(&self) -> u64 {
+        self.queues
+            .iter()
+            .map(|q| q.last_arrival_ms)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Shares `n` among the gateways in proportion to a weight (`of` gives a gateway's weight
+/// and where its share goes; `total` is the weights' sum, at least `n`), none getting more
+/// than its weight: each its whole share, then what is left one at a time from gateway
+/// `first` on (`first` moves every step, so none is favoured).
+fn apportion(
+    queues: &mut [Queue],
+    n: u64,
+    total: u64,
+    first: usize,
+    of: impl Fn(&mut Queue) -> (u64, &mut u64),
+) {
+    let mut rest = n;
+    for q in queues.iter_mut() {
+        let (w, share) = of(q);
+        *share = if n == total { w } else { w * n / total };
+        rest -= *share;
+    }
+    let mut i = first;
+    while rest > 0 {
+        let (w, share) = of(&mut queues[i]);
+        if *share < w {
+            *share += 1;
+            rest -= 1;
+        }
+        i = if i + 1 == queues.len() { 0 } else { i + 1 };
+    }
+}
+
+/// Above this many arrivals in a step, [`assign`] draws one binomial per gateway instead of
+/// one number per arrival.
+const ASSIGN_ONE_BY_ONE: u64 = 64;
+
+/// Sends each of `n` arrivals to a gateway drawn uniformly (with many, the same counts'
+/// distribution, drawn as sequential binomials).
+fn assign(rng: &mut fastrand::Rng, n: u64, queues: &mut [Queue]) {
+    let g = queues.len() as u64;
+    for q in queues.iter_mut() {
+        q.arrive = 0;
+    }
+    if n <= ASSIGN_ONE_BY_ONE {
+        // Uniform in 0..g: a 32-bit draw times g, its high half (two per 64-bit draw).
+        let mut left = n;
+        while left > 0 {
+            let x = rng.u64(..);
+            queues[(((x & 0xffff_ffff) * g) >> 32) as usize].arrive += 1;
+            if left > 1 {
+                queues[(((x >> 32) * g) >> 32) as usize].arrive += 1;
+            }
+            left -= left.min(2);
+        }
+        return;
+    }
+    let mut n = n;
+    let last = queues.len() - 1;
+    for (i, q) in queues.iter_mut().enumerate() {
+        q.arrive = if i == last {
+            n
+        } else {
+            binomial(rng, n, 1.0 / (g - i as u64) as f64)
+        };
+        n -= q.arrive;
+    }
+}
+
+/// Binomial(n, p): a normal draw above a mean of 40 (as [`poisson`]), else by inversion (one
+/// uniform).
+fn binomial(rng: &mut fastrand::Rng, n: u64, p: f64) -> u64 {
+    if n == 0 || p <= 0.0 {
+        return 0;
+    }
+    if p >= 1.0 {
+        return n;
+    }
+    if p > 0.5 {
+        return n - binomial(rng, n, 1.0 - p);
+    }
+    let mean = n as f64 * p;
+    if mean > 40.0 {
+        let sd = (mean * (1.0 - p)).sqrt();
+        return (mean + sd * normal(rng)).round().clamp(0.0, n as f64) as u64;
+    }
+    let u = rng.f64();
+    let r = p / (1.0 - p);
+    let mut pmf = (1.0 - p).powf(n as f64);
+    let (mut cdf, mut k) = (pmf, 0);
+    while u > cdf && k < n {
+        pmf *= r * (n - k) as f64 / (k + 1) as f64;
+        k += 1;
+        cdf += pmf;
+    }
+    k
 }
 
 // === deciders ===
 
-/// faasgate: the real `Tracker` (window + decider), driven as `run_scaler` drives it.
+/// faasgate: the real `Tracker` (window + decider), driven as `run_scaler` drives it, on the
+/// demand of every gateway as the leader (gateway 0) sums it: its own counters now plus the
+/// members', folded from their reports by `ClusterDemand`'s own arithmetic ([`Accumulated`]).
 struct Faasgate {
     cfg: ScalerConfig,
     settings: ScaleSettings,
     tracker: Option<Tracker>,
     call: Option<Decision>,
+    /// The members' figures summed (none with one gateway).
+    members: Accumulated,
+    /// Each member's previous report (gateways 1..; None before its first).
+    reports: Vec<Option<FunctionReport>>,
+    /// The members were pulled once: every one is known (until then the leader's view is
+    /// incomplete, as `ClusterDemand` makes it).
+    pulled: bool,
     /// Print every decision with its inputs (`SIM_TRACE`).
     trace: bool,
 }
 
 impl Faasgate {
-    fn tick(&mut self, now: u64, q: &Queue, p: &mut Provider, log: &mut Log) {
+    fn new(gateways: usize, trace: bool) -> Self {
+        Self {
+            cfg: ScalerConfig::default(),
+            settings: settings(),
+            tracker: None,
+            call: None,
+            members: Accumulated::default(),
+            reports: vec![None; gateways - 1],
+            pulled: gateways == 1,
+            trace,
+        }
+    }
+
+    fn tick(&mut self, now: u64, gw: &Gateways, p: &mut Provider, log: &mut Log) {
         if (now - T0_US) % FAASGATE_TICK_US != 0 {
             return;
         }
+        // The pull, at each of the scaler's ticks just before it observes (as `run_scaler`
+        // gathers its source): the leader decides on reports as of now. A member's report
+        // lists the function once it has had a request (`Report::build`).
+        for (prev, q) in self.reports.iter_mut().zip(&gw.queues[1..]) {
+            if let Some(report) = q.report(now) {
+                self.members
+                    .fold(prev.as_ref(), prev.is_some(), &report, now / 1000);
+                *prev = Some(report);
+            }
+        }
+        self.pulled = true;
+        self.decide(now, gw, p, log);
+    }
+
+    fn decide(&mut self, now: u64, gw: &Gateways, p: &mut Provider, log: &mut Log) {
+        let mut demand = gw.queues[0].sample(now);
+        self.members.add_to(&mut demand);
         let cfg = &self.cfg;
         let tracker = self.tracker.get_or_insert_with(|| Tracker::new(cfg, now));
-        tracker.push(q.sample(now));
+        tracker.push(demand);
         if let Some(dec) = self.call {
             if p.busy() {
                 return;
@@ -433,8 +715,8 @@ impl Faasgate {
             settings: self.settings,
             desired: p.desired,
             ready: p.ready(now),
-            demand: q.sample(now),
-            complete: true,
+            demand,
+            complete: self.pulled,
         };
         let input = tracker.input(cfg, &obs, 0);
         if let Some(dec) = tracker.decide(cfg, &input) {
@@ -447,8 +729,8 @@ impl Faasgate {
                     dec.to,
                     dec.reason,
                     obs.ready,
-                    q.held,
-                    q.serving + q.held,
+                    demand.queued,
+                    demand.inflight,
                     w,
                     input.recent.low,
                     input.recent.high,
@@ -457,7 +739,7 @@ impl Faasgate {
                 );
             }
             if dec.to == 0 {
-                log.zero_call(now, q);
+                log.zero_call(now, gw);
             }
             log.attempts.push(now);
             p.start(now, dec.to);
@@ -486,12 +768,12 @@ impl Kpa {
         }
     }
 
-    fn tick(&mut self, now: u64, q: &Queue, p: &mut Provider, log: &mut Log) {
+    fn tick(&mut self, now: u64, gw: &Gateways, p: &mut Provider, log: &mut Log) {
         if (now - T0_US) % KPA_TICK_US != 0 {
             return;
         }
         let first = self.window.last().is_none();
-        self.window.push(q.sample(now));
+        self.window.push(gw.total(now));
         // No interval yet: Knative's "no data", which never scales.
         if first || p.busy() || p.desired == 0 {
             return;
@@ -533,7 +815,7 @@ impl Kpa {
         let want = want.min(MAX);
         if want != p.desired {
             if want == 0 {
-                log.zero_call(now, q);
+                log.zero_call(now, gw);
             }
             log.attempts.push(now);
             p.start(now, want);
@@ -563,10 +845,10 @@ struct AmGroup {
 }
 
 impl Ce {
-    fn tick(&mut self, now: u64, q: &Queue, p: &mut Provider, log: &mut Log) {
+    fn tick(&mut self, now: u64, gw: &Gateways, p: &mut Provider, log: &mut Log) {
         let t = now - T0_US;
         if t % CE_SCRAPE_US == 0 {
-            self.scrapes.push_back((now, q.completions));
+            self.scrapes.push_back((now, gw.completions()));
             while self
                 .scrapes
                 .front()
@@ -630,6 +912,18 @@ enum Decider {
 
 const DECIDERS: [&str; 3] = ["faasgate", "KPA-style", "OpenFaaS CE alerts"];
 
+/// The counts of gateways faasgate's runs split each load over.
+const GATEWAYS: [usize; 3] = [1, 3, 10];
+
+/// Decider `i`'s name in a run over `gateways` gateways.
+fn decider_name(i: usize, gateways: usize) -> String {
+    match (i, gateways) {
+        (0, 1) => DECIDERS[0].to_string(),
+        (0, g) => format!("{} x{g}", DECIDERS[0]),
+        (i, _) => DECIDERS[i].to_string(),
+    }
+}
+
 #[derive(Default)]
 struct Log {
     attempts: Vec<u64>,
@@ -638,9 +932,9 @@ struct Log {
 }
 
 impl Log {
-    fn zero_call(&mut self, now: u64, q: &Queue) {
+    fn zero_call(&mut self, now: u64, gw: &Gateways) {
         if self.zero_after.is_none() {
-            let idle = (now - q.last_arrival_ms * 1000) as f64 / 1e6;
+            let idle = (now - gw.last_arrival_ms() * 1000) as f64 / 1e6;
             self.zero_after = Some((now, idle));
         }
     }
@@ -664,51 +958,52 @@ struct Outcome {
     calls_down: u32,
 }
 
-fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
+/// One run of `sc` with `seed` over `gateways` gateways: faasgate's outcome, then (with one
+/// gateway) the KPA-style and CE deciders'. The arrivals, each decider's provider and its
+/// service times draw from the same seeds whatever the count of gateways.
+fn run(sc: &Scenario, seed: u64, gateways: usize) -> Vec<Outcome> {
     let mut arrivals_rng = fastrand::Rng::with_seed(seed);
     // Loads change at a random phase of the scaler's tick.
     let phase = arrivals_rng.f64() * 0.2;
-    let mut deciders = [
-        Decider::Faasgate(Faasgate {
-            cfg: ScalerConfig::default(),
-            settings: settings(),
-            tracker: None,
-            call: None,
-            trace: tracing(sc, seed),
-        }),
-        Decider::Kpa(Kpa::new()),
-        Decider::Ce(Ce::default()),
-    ];
-    let mut providers: Vec<Provider> = (0..3)
+    let trace = tracing(sc, seed, gateways);
+    let mut deciders = vec![Decider::Faasgate(Faasgate::new(gateways, trace))];
+    if gateways == 1 {
+        deciders.push(Decider::Kpa(Kpa::new()));
+        deciders.push(Decider::Ce(Ce::default()));
+    }
+    let k = deciders.len() as u64;
+    let mut providers: Vec<Provider> = (0..k)
         .map(|i| Provider::new(seed * 7 + i + 1, sc.start_replicas))
         .collect();
-    let mut queues: Vec<Queue> = (0..3).map(|_| Queue::default()).collect();
-    let mut service_rngs: Vec<fastrand::Rng> = (0..3)
+    let mut gws: Vec<Gateways> = (0..k)
+        .map(|i| Gateways::new(gateways, seed * 17 + gateways as u64 * 1000 + i))
+        .collect();
+    let mut service_rngs: Vec<fastrand::Rng> = (0..k)
         .map(|i| fastrand::Rng::with_seed(seed * 13 + i + 100))
         .collect();
-    let mut logs: Vec<Log> = (0..3).map(|_| Log::default()).collect();
+    let mut logs: Vec<Log> = (0..k).map(|_| Log::default()).collect();
     let end = T0_US + (sc.duration_s * 1e6) as u64;
     let mut now = T0_US;
     while now <= end {
         let t = (now - T0_US) as f64 / 1e6;
         let lambda = offered(sc.shape, t - phase) / SERVICE_S;
         let a = poisson(&mut arrivals_rng, lambda * DT_US as f64 / 1e6);
-        for i in 0..3 {
+        for (i, d) in deciders.iter_mut().enumerate() {
             let p = &mut providers[i];
             p.poll(now);
-            let q = &mut queues[i];
-            q.step(&mut service_rngs[i], a, p.ready(now), now);
+            let gw = &mut gws[i];
+            gw.step(&mut service_rngs[i], a, p.ready(now), now);
             let log = &mut logs[i];
-            match &mut deciders[i] {
-                Decider::Faasgate(d) => d.tick(now, q, p, log),
-                Decider::Kpa(d) => d.tick(now, q, p, log),
-                Decider::Ce(d) => d.tick(now, q, p, log),
+            match d {
+                Decider::Faasgate(d) => d.tick(now, gw, p, log),
+                Decider::Kpa(d) => d.tick(now, gw, p, log),
+                Decider::Ce(d) => d.tick(now, gw, p, log),
             }
         }
         now += DT_US;
     }
     let n = needed(sc.peak);
-    if tracing(sc, seed) {
+    if trace {
         for (i, p) in providers.iter().enumerate() {
             let c: Vec<_> = p
                 .changes
@@ -717,7 +1012,7 @@ fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
                 .collect();
             eprintln!(
                 "{}: attempts {:?}\n  changes {c:?}",
-                DECIDERS[i],
+                decider_name(i, gateways),
                 logs[i]
                     .attempts
                     .iter()
@@ -726,72 +1021,82 @@ fn run(sc: &Scenario, seed: u64) -> [Outcome; 3] {
             );
         }
     }
-    std::array::from_fn(|i| {
-        let (p, log) = (&providers[i], &logs[i]);
-        let secs = |t: u64| (t - T0_US) as f64 / 1e6;
-        let mut o = Outcome {
-            changes: p.changes.len() as u32,
-            rejections: p.rejections,
-            max_desired: sc.start_replicas,
-            ..Default::default()
-        };
-        if let (Some(onset), Some(need)) = (sc.onset_s.map(|o| o + phase), need_at(sc)) {
-            o.first_call = log
-                .attempts
-                .iter()
-                .map(|&t| secs(t))
-                .find(|&t| t >= onset)
-                .map(|t| t - onset);
-            let after: Vec<_> = p
-                .changes
-                .iter()
-                .filter(|(t, _)| secs(*t) >= onset)
-                .collect();
-            o.max_desired = after.iter().map(|c| c.1).max().unwrap_or(sc.start_replicas);
-            let at_need = p
-                .changes
-                .iter()
-                .take_while(|(t, _)| secs(*t) < need + phase)
-                .last()
-                .map_or(sc.start_replicas, |c| c.1);
-            if at_need >= n {
-                // Already there when the load needs it (CE's alert fires on the base load).
-                o.reach = Some(0.0);
-            } else if let Some(k) = after.iter().position(|c| c.1 >= n) {
-                // Desired >= N before the load needs N (a ramp's margin) counts as 0.
-                o.reach = Some((secs(after[k].0) - (need + phase)).max(0.0));
-                o.calls_to_reach = k as u32 + 1;
+    (0..deciders.len())
+        .map(|i| {
+            let (p, log) = (&providers[i], &logs[i]);
+            let secs = |t: u64| (t - T0_US) as f64 / 1e6;
+            let mut o = Outcome {
+                changes: p.changes.len() as u32,
+                rejections: p.rejections,
+                max_desired: sc.start_replicas,
+                ..Default::default()
+            };
+            if let (Some(onset), Some(need)) = (sc.onset_s.map(|o| o + phase), need_at(sc)) {
+                o.first_call = log
+                    .attempts
+                    .iter()
+                    .map(|&t| secs(t))
+                    .find(|&t| t >= onset)
+                    .map(|t| t - onset);
+                let after: Vec<_> = p
+                    .changes
+                    .iter()
+                    .filter(|(t, _)| secs(*t) >= onset)
+                    .collect();
+                o.max_desired = after.iter().map(|c| c.1).max().unwrap_or(sc.start_replicas);
+                let at_need = p
+                    .changes
+                    .iter()
+                    .take_while(|(t, _)| secs(*t) < need + phase)
+                    .last()
+                    .map_or(sc.start_replicas, |c| c.1);
+                if at_need >= n {
+                    // Already there when the load needs it (CE's alert fires on the base load).
+                    o.reach = Some(0.0);
+                } else if let Some(k) = after.iter().position(|c| c.1 >= n) {
+                    // Desired >= N before the load needs N (a ramp's margin) counts as 0.
+                    o.reach = Some((secs(after[k].0) - (need + phase)).max(0.0));
+                    o.calls_to_reach = k as u32 + 1;
+                }
+            } else {
+                o.max_desired = p
+                    .changes
+                    .iter()
+                    .map(|c| c.1)
+                    .max()
+                    .unwrap_or(0)
+                    .max(sc.start_replicas);
             }
-        } else {
-            o.max_desired = p
-                .changes
-                .iter()
-                .map(|c| c.1)
-                .max()
-                .unwrap_or(0)
-                .max(sc.start_replicas);
-        }
-        if sc.shape == Shape::Drop {
-            let drop = DROP_AT + phase;
-            let want = needed(BASE);
-            let after: Vec<_> = p.changes.iter().filter(|(t, _)| secs(*t) >= drop).collect();
-            if let Some(k) = after.iter().position(|c| c.1 <= want) {
-                o.down_after = Some(secs(after[k].0) - drop);
-                o.calls_down = k as u32 + 1;
+            if sc.shape == Shape::Drop {
+                let drop = DROP_AT + phase;
+                let want = needed(BASE);
+                let after: Vec<_> = p.changes.iter().filter(|(t, _)| secs(*t) >= drop).collect();
+                if let Some(k) = after.iter().position(|c| c.1 <= want) {
+                    o.down_after = Some(secs(after[k].0) - drop);
+                    o.calls_down = k as u32 + 1;
+                }
             }
-        }
-        if let Some((at, idle)) = log.zero_after {
-            o.zero_after = Some(idle);
-            o.zero_early = sc.shape == Shape::IdleGaps && secs(at) < GAP2_START + phase;
-        }
-        o
-    })
+            if let Some((at, idle)) = log.zero_after {
+                o.zero_after = Some(idle);
+                o.zero_early = sc.shape == Shape::IdleGaps && secs(at) < GAP2_START + phase;
+            }
+            o
+        })
+        .collect()
 }
 
-/// `SIM_TRACE="<load>/<seed>"` (or `<load>/*`) prints that run's calls.
-fn tracing(sc: &Scenario, seed: u64) -> bool {
-    std::env::var("SIM_TRACE")
-        .is_ok_and(|v| v == format!("{}/{seed}", sc.name) || v == format!("{}/*", sc.name))
+/// `SIM_TRACE="<load>/<seed>"` (or `<load>/*`: every seed) prints that run's calls, for every
+/// count of gateways; `SIM_TRACE="<load>/<seed>/<gateways>"` for one.
+fn tracing(sc: &Scenario, seed: u64, gateways: usize) -> bool {
+    let Ok(v) = std::env::var("SIM_TRACE") else {
+        return false;
+    };
+    let mut parts = v.split('/');
+    parts.next() == Some(sc.name)
+        && parts
+            .next()
+            .is_some_and(|s| s == "*" || s == seed.to_string())
+        && parts.next().map_or(true, |g| g == gateways.to_string())
 }
 
 // === the table ===
@@ -818,24 +1123,42 @@ fn fmt_s(v: Option<f64>) -> String {
 fn simulated_scaling_meets_the_targets_and_prints_the_comparison() {
     let scenarios = scenarios();
     let started = Instant::now();
-    let mut simulated_s = 0.0;
-    // One thread per load shape; each run is still a function of its seed alone.
-    let results: Vec<Vec<[Outcome; 3]>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = scenarios
+    // One thread per load shape and count of gateways; each run is still a function of its
+    // seed (and count) alone.
+    let results: Vec<Vec<Vec<Vec<Outcome>>>> = std::thread::scope(|scope| {
+        let handles: Vec<Vec<_>> = scenarios
             .iter()
-            .map(|sc| scope.spawn(move || (0..SEEDS).map(|seed| run(sc, seed)).collect()))
+            .map(|sc| {
+                GATEWAYS
+                    .iter()
+                    .map(|&g| {
+                        scope.spawn(move || {
+                            let t0 = Instant::now();
+                            let r = (0..SEEDS).map(|seed| run(sc, seed, g)).collect::<Vec<_>>();
+                            eprintln!("TIMING {} x{g}: {:?}", sc.name, t0.elapsed());
+                            r
+                        })
+                    })
+                    .collect()
+            })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .map(|hs| hs.into_iter().map(|h| h.join().unwrap()).collect())
+            .collect()
     });
-    for sc in &scenarios {
-        simulated_s += sc.duration_s * SEEDS as f64;
-    }
     let wall = started.elapsed();
+    let simulated_s: f64 = scenarios
+        .iter()
+        .map(|sc| sc.duration_s * (SEEDS as usize * GATEWAYS.len()) as f64)
+        .sum();
 
-    // Determinism: a seed replays exactly.
-    let again = run(&scenarios[2], 3);
-    for (a, b) in again.iter().zip(&results[2][3]) {
-        assert_eq!(format!("{a:?}"), format!("{b:?}"), "same seed, same run");
+    // Determinism: a seed replays exactly, whatever the count of gateways.
+    for (gi, &g) in GATEWAYS.iter().enumerate() {
+        let again = run(&scenarios[2], 3, g);
+        for (a, b) in again.iter().zip(&results[2][gi][3]) {
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "same seed, same run");
+        }
     }
 
     let mut table = String::new();
@@ -845,9 +1168,16 @@ fn simulated_scaling_meets_the_targets_and_prints_the_comparison() {
     );
     let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|");
     let mut failures = Vec::new();
-    for (sc, runs) in scenarios.iter().zip(&results) {
+    // faasgate over every count of gateways, then the others (one gateway).
+    let rows: Vec<(usize, usize)> = (0..GATEWAYS.len())
+        .map(|gi| (gi, 0))
+        .chain((1..DECIDERS.len()).map(|d| (0, d)))
+        .collect();
+    for (sc, by_g) in scenarios.iter().zip(&results) {
         let n = needed(sc.peak);
-        for (d, name) in DECIDERS.iter().enumerate() {
+        for &(gi, d) in &rows {
+            let name = decider_name(d, GATEWAYS[gi]);
+            let runs = &by_g[gi];
             let o: Vec<&Outcome> = runs.iter().map(|r| &r[d]).collect();
             let first: Vec<_> = o.iter().map(|o| o.first_call).collect();
             let reach: Vec<_> = o.iter().map(|o| o.reach).collect();
@@ -909,7 +1239,7 @@ fn simulated_scaling_meets_the_targets_and_prints_the_comparison() {
             // Issue 4's targets, for faasgate's scaler.
             let mut check = |ok: bool, what: String| {
                 if !ok {
-                    failures.push(format!("{}: {what}", sc.name));
+                    failures.push(format!("{} ({name}): {what}", sc.name));
                 }
             };
             let t = targets(sc.shape);
@@ -972,19 +1302,26 @@ fn simulated_scaling_meets_the_targets_and_prints_the_comparison() {
         table,
         "\n{SEEDS} seeds per load; N = ceil(offered concurrency / (target 50 x proportion 0.9)); \
          service time {SERVICE_S} s; max {MAX}; zero-duration {ZERO_DURATION_S} s. \
-         {:.0} simulated minutes in {:.2} s wall, {} threads ({:.1} ms of wall per 10 simulated minutes, 3 deciders).\n\
+         {:.0} simulated minutes (each load once per count of gateways) in {:.2} s wall, {} threads \
+         ({:.1} ms of wall per 10 simulated minutes; 3 deciders on 1 gateway, faasgate alone on 3 and 10).\n\
+         faasgate xG: the same arrivals split over G gateways, each to one drawn uniformly; gateway 0 \
+         leads and decides on its own counters now plus the other gateways' as ClusterDemand sums them \
+         (deltas between reports), pulled at each tick just before deciding; the replicas are \
+         shared, a request waits at the gateway that received it while they are full, and free places go \
+         to the gateways in proportion to what each holds. faasgate (x1) is the single-gateway run. The \
+         same targets are asserted for every G. KPA-style and CE see the whole load (one gateway).\n\
          Onset: the step (steps, spike), the start of the ramp, 0 s for the sawtooth. N needed: when the \
          load first needs N, the onset for steps and the spike, {:.1} s into the ramp, {:.1} s into the \
          first sawtooth tooth (desired >= N before that counts as 0); the sawtooth needs N only in the last 1.6 s \
          of each tooth, at most 2.5% above N - 1 replicas' planned load (within their full target), \
-         too little for too short to prove. Asserted for faasgate over every \
+         too little for too short to prove. Asserted for faasgate (every G) over every \
          seed: the step targets on the steps and the spike, the overshoot bound on every load, the \
          steady, load-drop and idle-gap targets on theirs. OpenFaaS CE's shipped rule fires above 5 requests/s, \
          below every load here (base {:.0}/s), so it steps towards max whatever the load does (CE's \
          cap of 5 replicas since 2023 is left out, or it would never reach N above 5).",
         simulated_s / 60.0,
         wall.as_secs_f64(),
-        scenarios.len(),
+        scenarios.len() * GATEWAYS.len(),
         wall.as_secs_f64() * 1e3 / (simulated_s / 600.0),
         need_at(&scenarios[3]).unwrap() - STEP_AT,
         need_at(&scenarios[5]).unwrap(),

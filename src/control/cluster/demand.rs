@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::control::scaler::source::{DemandSource, LocalDemand, Observation};
-use crate::dataplane::table::BUSY_MASK;
+use crate::dataplane::table::{DemandSample, BUSY_MASK};
 use crate::dataplane::Routes;
 use crate::model::names::FunctionKey;
 use crate::sys::clock;
@@ -150,8 +150,10 @@ pub struct ClusterDemand {
     local: LocalDemand,
     stale_after: Duration,
     state: Mutex<State>,
-    /// Signalled by each observation: the puller's cue for its next round.
-    observed: tokio::sync::Notify,
+    /// The scaler's request for a pull round, and the rounds ended so far: the leader pulls
+    /// just before it observes, so its own counters and the members' are of one instant.
+    pull_now: tokio::sync::Notify,
+    rounds: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -173,8 +175,12 @@ struct Member {
     functions: HashMap<FunctionKey, FunctionReport>,
 }
 
-#[derive(Default, Clone, Copy)]
-struct Accumulated {
+/// One function's figures summed over the members: their counters' deltas accumulated in
+/// the leader's frame, their latest in-flight and held counts, their latest arrival.
+/// [`ClusterDemand`] keeps one per function; the scaler simulator (`tests/it/scaler_sim.rs`)
+/// folds its gateways' reports into one directly.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Accumulated {
     arrivals: u64,
     busy_us: u64,
     inflight: u64,
@@ -183,22 +189,72 @@ struct Accumulated {
     last_arrival_ms: u64,
 }
 
+impl Accumulated {
+    /// Folds in a member's report `f` of the function, received at `now_ms` (on the scale of
+    /// `clock::now_ms`); `prev` is that member's previous report of it (None: `f` is its
+    /// baseline, of which only the in-flight and held counts and the last arrival count).
+    /// `continuous`: `prev` is current, so the counters' growth since is this interval's
+    /// (else `f` is a new baseline for them too).
+    pub fn fold(
+        &mut self,
+        prev: Option<&FunctionReport>,
+        continuous: bool,
+        f: &FunctionReport,
+        now_ms: u64,
+    ) {
+        if let Some(prev) = prev {
+            if continuous {
+                // Counters that went back: the member restarted; what it counted since is
+                // new.
+                self.arrivals += if f.arrivals >= prev.arrivals {
+                    f.arrivals - prev.arrivals
+                } else {
+                    f.arrivals
+                };
+                self.busy_us =
+                    (self.busy_us + (f.busy_us.wrapping_sub(prev.busy_us) & BUSY_MASK)) & BUSY_MASK;
+            }
+            self.inflight = self.inflight.saturating_sub(prev.inflight);
+            self.queued = self.queued.saturating_sub(prev.queued);
+        }
+        self.inflight += f.inflight;
+        self.queued += f.queued;
+        if f.arrivals > 0 {
+            self.last_arrival_ms = self.last_arrival_ms.max(now_ms.saturating_sub(f.idle_ms));
+        }
+    }
+
+    /// Adds the members' figures to this gateway's own `demand`.
+    pub fn add_to(&self, demand: &mut DemandSample) {
+        demand.arrivals += self.arrivals;
+        demand.busy_us = (demand.busy_us + self.busy_us) & BUSY_MASK;
+        demand.inflight += self.inflight;
+        demand.queued += self.queued;
+        demand.last_arrival_ms = demand.last_arrival_ms.max(self.last_arrival_ms);
+    }
+}
+
 impl ClusterDemand {
     pub fn new(routes: Arc<Routes>, stale_after: Duration) -> Self {
         Self {
             local: LocalDemand::new(routes),
             stale_after,
             state: Mutex::new(State::default()),
-            observed: tokio::sync::Notify::new(),
+            pull_now: tokio::sync::Notify::new(),
+            rounds: tokio::sync::watch::channel(0).0,
         }
     }
 
-    /// Waits for the scaler's next observation (at most `fallback`: a gateway whose scaler
-    /// is off still pulls, so that its members stay known). An observation made while no
-    /// one waits is kept for the next call, so a round that overruns a tick is followed by
-    /// the next at once, never skipped.
-    pub async fn observed(&self, fallback: Duration) {
-        let _ = tokio::time::timeout(fallback, self.observed.notified()).await;
+    /// Waits until the scaler asks for a pull round ([`DemandSource::gather`]), at most
+    /// `fallback` (a gateway whose scaler is off still pulls, so that its members stay
+    /// known). A request made while no one waits is kept for the next call.
+    pub async fn round_wanted(&self, fallback: Duration) {
+        let _ = tokio::time::timeout(fallback, self.pull_now.notified()).await;
+    }
+
+    /// Ends a pull round (made, or skipped by a gateway that does not lead).
+    pub fn round_done(&self) {
+        self.rounds.send_modify(|r| *r += 1);
     }
 
     /// Sets the members reports are expected from (from membership). A member no longer
@@ -262,27 +318,9 @@ impl ClusterDemand {
             let Ok(key) = FunctionKey::parse_segment(&f.function, "") else {
                 continue;
             };
-            let a = acc.entry(key.clone()).or_default();
-            if let Some(prev) = m.functions.get(&key) {
-                if continuous {
-                    // Counters that went back: the member restarted; what it counted since is
-                    // new.
-                    a.arrivals += if f.arrivals >= prev.arrivals {
-                        f.arrivals - prev.arrivals
-                    } else {
-                        f.arrivals
-                    };
-                    a.busy_us = (a.busy_us + (f.busy_us.wrapping_sub(prev.busy_us) & BUSY_MASK))
-                        & BUSY_MASK;
-                }
-                a.inflight = a.inflight.saturating_sub(prev.inflight);
-                a.queued = a.queued.saturating_sub(prev.queued);
-            }
-            a.inflight += f.inflight;
-            a.queued += f.queued;
-            if f.arrivals > 0 {
-                a.last_arrival_ms = a.last_arrival_ms.max(now_ms.saturating_sub(f.idle_ms));
-            }
+            acc.entry(key.clone())
+                .or_default()
+                .fold(m.functions.get(&key), continuous, &f, now_ms);
             if full {
                 seen.insert(key.clone());
             }
@@ -344,6 +382,7 @@ impl ClusterDemand {
     }
 }
 
+#[async_trait::async_trait]
 impl DemandSource for ClusterDemand {
     fn observe(&self, out: &mut Vec<Observation>) {
         let start = out.len();
@@ -353,22 +392,22 @@ impl DemandSource for ClusterDemand {
         for obs in &mut out[start..] {
             obs.complete = complete;
             if let Some(a) = s.acc.get(&obs.key) {
-                obs.demand.arrivals += a.arrivals;
-                obs.demand.busy_us = (obs.demand.busy_us + a.busy_us) & BUSY_MASK;
-                obs.demand.inflight += a.inflight;
-                obs.demand.queued += a.queued;
-                obs.demand.last_arrival_ms = obs.demand.last_arrival_ms.max(a.last_arrival_ms);
+                a.add_to(&mut obs.demand);
             }
         }
-        drop(s);
-        self.observed.notify_one();
+    }
+
+    async fn gather(&self, within: Duration) {
+        let mut rounds = self.rounds.subscribe();
+        let before = *rounds.borrow_and_update();
+        self.pull_now.notify_one();
+        let _ = tokio::time::timeout(within, rounds.wait_for(|r| *r > before)).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::table::DemandSample;
 
     fn key() -> FunctionKey {
         FunctionKey::new("f", "").unwrap()

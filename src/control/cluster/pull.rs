@@ -9,9 +9,12 @@
 //!
 //! Invariants: pulls run only while this gateway leads; each is bounded by the tick, and
 //! every member is pulled concurrently, so one slow member delays nobody else's report. A
-//! round starts when the scaler has observed (see [`ClusterDemand::observed`]), not on a
-//! timer of its own, so each of the scaler's ticks sees exactly one round; with the scaler
-//! off, rounds run every two ticks.
+//! round runs when the scaler is about to observe ([`ClusterDemand::round_wanted`]), and the
+//! scaler waits for it (at most a tick): the leader decides on its own counters and the
+//! members' as of the same instant, not on members' reports a tick older than its own
+//! (`tests/it/scaler_sim.rs` measured that lag: a first call sized on part of a step, then
+//! calls refused during the deployment it started). With the scaler off, rounds run every
+//! two ticks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,8 +50,9 @@ pub async fn run_puller(
     cfg: PullConfig,
 ) {
     loop {
-        demand.observed(cfg.every * 2).await;
+        demand.round_wanted(cfg.every * 2).await;
         if !leadership.is_leader() {
+            demand.round_done();
             continue;
         }
         let members = demand.expected();
@@ -64,6 +68,7 @@ pub async fn run_puller(
                 Err(_) => tracing::debug!(member, "demand report timed out"),
             }
         }
+        demand.round_done();
     }
 }
 

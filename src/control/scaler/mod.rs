@@ -239,6 +239,7 @@ pub async fn run_scaler(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        source.gather(cfg.tick).await;
         observed.clear();
         source.observe(&mut observed);
         let now = tokio::time::Instant::now();

@@ -4,8 +4,8 @@
 //! function's settings and replica counts. The scaler turns successive reports into window
 //! averages, so a source never averages anything itself. [`LocalDemand`] reads this
 //! gateway's route table (one snapshot load, relaxed atomic reads: nothing on the request
-//! path waits for it). A cluster source (later) sums the same counters over every gateway
-//! instance, which is sound because integrals and arrival counts add up.
+//! path waits for it). A cluster's source (`control::cluster::demand`) sums the same counters
+//! over every gateway, which is sound because integrals and arrival counts add up.
 
 use std::sync::Arc;
 
@@ -30,9 +30,15 @@ pub struct Observation {
 }
 
 /// Something that can report every function's demand now.
+#[async_trait::async_trait]
 pub trait DemandSource: Send + Sync + 'static {
     /// Appends one observation per function to `out`.
     fn observe(&self, out: &mut Vec<Observation>);
+
+    /// Brings what the source sums up to date just before an observation, waiting at most
+    /// `within` (a cluster's leader pulls its members' reports, so that its own counters
+    /// and theirs are of one instant). A source with nothing to fetch returns at once.
+    async fn gather(&self, _within: std::time::Duration) {}
 }
 
 /// Demand seen by this gateway alone.
