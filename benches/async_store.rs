@@ -7,6 +7,11 @@
 //! header of its one file, then one `fdatasync`; two with quick-repair); fjall a write batch
 //! with `PersistMode::SyncAll` (the journal `fsync`ed; fjall's default only reaches the OS's
 //! buffers); SQLite `journal_mode=WAL` + `synchronous=FULL` (the WAL synced at every commit).
+//! Variants that a queue built on each would consider: redb with quick-repair (no full repair
+//! on open after a crash, for a second `fdatasync` per commit); SQLite with its checkpoints on
+//! a second connection's thread (`wal_autocheckpoint=0`, PASSIVE every 50 ms) instead of
+//! inside whichever commit crosses 1,000 WAL pages; fjall taking from an in-memory cursor
+//! instead of the head (take+ack only).
 //!
 //! Cases, each on fresh stores under the temp dir. Within a case the stores take turns, in
 //! [`ROUNDS`] slices each, until each has spent [`CASE_SECS`] in its commits: the machine is
@@ -43,7 +48,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -62,6 +68,7 @@ const RECOVERY_RECORDS: u64 = 100_000;
 const RECOVERY_BATCH: u64 = 1_000;
 const PRODUCERS: usize = 32;
 const MAX_BATCH: usize = 64;
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// Set in the child process of the recovery case: which store, and where.
 const CHILD_ENV: &str = "FAASGATE_STORE_BENCH_CHILD";
 const CHILD_DIR_ENV: &str = "FAASGATE_STORE_BENCH_DIR";
@@ -77,7 +84,13 @@ enum Kind {
     /// commit, so that reopening after a crash need not walk the whole file.
     RedbQuickRepair,
     Fjall,
+    /// fjall taking from an in-memory cursor (the key after the last one taken) rather than
+    /// from the head, past the tombstones of what was acked: how a fjall queue would dodge them.
+    FjallCursor,
     Sqlite,
+    /// SQLite with `wal_autocheckpoint=0` and a second connection checkpointing (PASSIVE)
+    /// every [`CHECKPOINT_EVERY`] on its own thread, so no commit waits for a checkpoint.
+    SqliteBgCheckpoint,
 }
 
 impl Kind {
@@ -87,7 +100,9 @@ impl Kind {
             Kind::Redb => "redb 5.0",
             Kind::RedbQuickRepair => "redb 5.0 quick-repair",
             Kind::Fjall => "fjall 3.1",
+            Kind::FjallCursor => "fjall 3.1, take from a cursor",
             Kind::Sqlite => "SQLite (rusqlite 0.43)",
+            Kind::SqliteBgCheckpoint => "SQLite, checkpoints off-thread",
         }
     }
 
@@ -97,7 +112,9 @@ impl Kind {
             Kind::Redb => "redb",
             Kind::RedbQuickRepair => "redb-qr",
             Kind::Fjall => "fjall",
+            Kind::FjallCursor => "fjall-cursor",
             Kind::Sqlite => "sqlite",
+            Kind::SqliteBgCheckpoint => "sqlite-bg",
         }
     }
 
@@ -107,7 +124,9 @@ impl Kind {
             Kind::Redb,
             Kind::RedbQuickRepair,
             Kind::Fjall,
+            Kind::FjallCursor,
             Kind::Sqlite,
+            Kind::SqliteBgCheckpoint,
         ]
         .into_iter()
         .find(|k| k.tag() == tag)
@@ -125,8 +144,50 @@ enum Store {
     Fjall {
         db: fjall::Database,
         ks: fjall::Keyspace,
+        /// Where the next take starts ([`Kind::FjallCursor`] only).
+        cursor: Option<u64>,
     },
-    Sqlite(rusqlite::Connection),
+    Sqlite {
+        conn: rusqlite::Connection,
+        /// Held for its `Drop`: stops the checkpointer with the store.
+        _checkpointer: Option<Checkpointer>,
+    },
+}
+
+/// The off-thread checkpointer of [`Kind::SqliteBgCheckpoint`]; stops when dropped.
+struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: PathBuf) -> Checkpointer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.busy_timeout(Duration::from_secs(1)).unwrap();
+            conn.pragma_update(None, "synchronous", "FULL").unwrap();
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    .unwrap();
+            }
+        });
+        Checkpointer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
 }
 
 impl Store {
@@ -148,15 +209,17 @@ impl Store {
                 store.redb_write(|_| {});
                 store
             }
-            Kind::Fjall => {
+            Kind::Fjall | Kind::FjallCursor => {
                 let db = fjall::Database::builder(dir.join("fjall")).open().unwrap();
                 let ks = db
                     .keyspace("q", fjall::KeyspaceCreateOptions::default)
                     .unwrap();
-                Store::Fjall { db, ks }
+                let cursor = (kind == Kind::FjallCursor).then_some(0);
+                Store::Fjall { db, ks, cursor }
             }
-            Kind::Sqlite => {
-                let conn = rusqlite::Connection::open(dir.join("q.sqlite")).unwrap();
+            Kind::Sqlite | Kind::SqliteBgCheckpoint => {
+                let path = dir.join("q.sqlite");
+                let conn = rusqlite::Connection::open(&path).unwrap();
                 let mode: String = conn
                     .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
                     .unwrap();
@@ -167,7 +230,15 @@ impl Store {
                     [],
                 )
                 .unwrap();
-                Store::Sqlite(conn)
+                let checkpointer = (kind == Kind::SqliteBgCheckpoint).then(|| {
+                    conn.query_row("PRAGMA wal_autocheckpoint=0", [], |_| Ok(()))
+                        .unwrap();
+                    Checkpointer::start(path)
+                });
+                Store::Sqlite {
+                    conn,
+                    _checkpointer: checkpointer,
+                }
             }
         }
     }
@@ -204,14 +275,14 @@ impl Store {
                     t.insert(*seq, *body).unwrap();
                 }
             }),
-            Store::Fjall { db, ks } => {
+            Store::Fjall { db, ks, .. } => {
                 let mut batch = db.batch().durability(Some(fjall::PersistMode::SyncAll));
                 for (seq, body) in records {
                     batch.insert(ks, seq.to_be_bytes(), *body);
                 }
                 batch.commit().unwrap();
             }
-            Store::Sqlite(conn) => {
+            Store::Sqlite { conn, .. } => {
                 let tx = conn.transaction().unwrap();
                 {
                     let mut ins = tx
@@ -243,19 +314,23 @@ impl Store {
                 });
                 n
             }
-            Store::Fjall { db, ks } => {
+            Store::Fjall { db, ks, cursor } => {
                 let mut batch = db.batch().durability(Some(fjall::PersistMode::SyncAll));
                 let mut n = 0;
-                for guard in ks.iter().take(k) {
+                let from = cursor.map_or([0; 8], u64::to_be_bytes);
+                for guard in ks.range(from..).take(k) {
                     let (key, body) = guard.into_inner().unwrap();
                     black_box(body.len());
+                    if let Some(c) = cursor.as_mut() {
+                        *c = u64::from_be_bytes(key[..].try_into().unwrap()) + 1;
+                    }
                     batch.remove(ks, key);
                     n += 1;
                 }
                 batch.commit().unwrap();
                 n
             }
-            Store::Sqlite(conn) => {
+            Store::Sqlite { conn, .. } => {
                 let tx = conn.transaction().unwrap();
                 let (n, last) = {
                     let mut sel = tx
@@ -299,7 +374,7 @@ impl Store {
                     bytes += v.len() as u64;
                 }
             }
-            Store::Sqlite(conn) => {
+            Store::Sqlite { conn, .. } => {
                 let mut sel = conn
                     .prepare("SELECT seq, body FROM q ORDER BY seq")
                     .unwrap();
@@ -750,13 +825,20 @@ fn main() {
     let _cleanup = CaseDir(root.clone());
     let small = Bodies::new(KIB);
     let large = Bodies::new(64 * KIB);
-    let stores = [Kind::Raw, Kind::Redb, Kind::Fjall, Kind::Sqlite];
+    let stores = [
+        Kind::Raw,
+        Kind::Redb,
+        Kind::Fjall,
+        Kind::Sqlite,
+        Kind::SqliteBgCheckpoint,
+    ];
     let with_qr = [
         Kind::Raw,
         Kind::Redb,
         Kind::RedbQuickRepair,
         Kind::Fjall,
         Kind::Sqlite,
+        Kind::SqliteBgCheckpoint,
     ];
     let load_before = loadavg();
     let took = Instant::now();
@@ -781,12 +863,25 @@ fn main() {
     }
     if wanted("ack") {
         for k in [1, 64] {
-            show(take_ack_case(&root, &stores[1..], &small, k));
+            let kinds = [
+                Kind::Redb,
+                Kind::Fjall,
+                Kind::FjallCursor,
+                Kind::Sqlite,
+                Kind::SqliteBgCheckpoint,
+            ];
+            show(take_ack_case(&root, &kinds, &small, k));
         }
     }
     let mut recovery = Vec::new();
     if wanted("recovery") {
-        for kind in [Kind::Redb, Kind::RedbQuickRepair, Kind::Fjall, Kind::Sqlite] {
+        for kind in [
+            Kind::Redb,
+            Kind::RedbQuickRepair,
+            Kind::Fjall,
+            Kind::Sqlite,
+            Kind::SqliteBgCheckpoint,
+        ] {
             let r = recovery_case(&root, kind);
             println!("recovered: {} ({:.1} s)", kind.name(), r.write_secs);
             recovery.push(r);
