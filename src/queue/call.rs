@@ -23,10 +23,7 @@ pub struct DecodeError(&'static str);
 
 impl From<ReadError> for DecodeError {
     fn from(e: ReadError) -> Self {
-        DecodeError(match e {
-            ReadError::Truncated => "truncated",
-            ReadError::Overflow => "integer overflows 64 bits",
-        })
+        DecodeError(e.reason())
     }
 }
 

@@ -14,6 +14,16 @@ pub enum ReadError {
     Overflow,
 }
 
+impl ReadError {
+    /// What went wrong, for a format's own error.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ReadError::Truncated => "truncated",
+            ReadError::Overflow => "integer overflows 64 bits",
+        }
+    }
+}
+
 /// Appends `v` as an unsigned LEB128 integer (7 bits a byte, low first).
 pub fn put(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {

@@ -18,6 +18,17 @@ use support::{free_port, join_load, spawn_load, Gateway, BIN};
 const TTL: &str = "2s";
 const DELAY: &str = "1s";
 
+/// A double whose lock TTL floor is lowered (gateways renew in real time), `n` gateways
+/// with `extra` arguments that know each other, and which of them leads once one does.
+async fn led_cluster(n: usize, extra: &[&str]) -> (Arc<NomadDouble>, Vec<Gateway>, usize) {
+    let double = NomadDouble::start().await;
+    double.set_min_lock_ttl(Duration::from_secs(1));
+    let gws = cluster_with(&double, n, extra);
+    let all: Vec<usize> = (0..n).collect();
+    let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    (double, gws, leader)
+}
+
 /// Starts `n` gateways that know each other, on ports picked up front.
 fn cluster(double: &NomadDouble, n: usize) -> Vec<Gateway> {
     cluster_with(double, n, &[])
@@ -125,11 +136,8 @@ async fn one_leader(gws: &[Gateway], alive: &[usize], limit: Duration) -> (usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_leader_at_a_time_and_a_new_one_after_it_dies_or_stops() {
-    let double = NomadDouble::start().await;
-    double.set_min_lock_ttl(Duration::from_secs(1));
-    let mut gws = cluster(&double, 3);
+    let (_double, mut gws, first) = led_cluster(3, &[]).await;
     let all = [0, 1, 2];
-    let (first, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
     let s = status(&gws[first]).await;
     assert_eq!(s["members"], 3, "{s}");
     assert_eq!(s["lockPath"], "faasgate/leader");
@@ -177,11 +185,7 @@ async fn one_leader_at_a_time_and_a_new_one_after_it_dies_or_stops() {
 /// function up on the follower's reports, and no other gateway makes a scale call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_the_leader_scales_on_demand_it_sees_through_the_others() {
-    let double = NomadDouble::start().await;
-    double.set_min_lock_ttl(Duration::from_secs(1));
-    let gws = cluster(&double, 3);
-    let all = [0, 1, 2];
-    let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let (double, gws, leader) = led_cluster(3, &[]).await;
     let follower = (leader + 1) % 3;
     deploy_echo(
         &gws[follower],
@@ -381,11 +385,7 @@ async fn members_come_from_consul_with_discovery_consul() {
 /// requests it holds, and an Alertmanager alert. Every scale call comes from the leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_hands_cold_starts_and_alerts_to_the_leader() {
-    let double = NomadDouble::start().await;
-    double.set_min_lock_ttl(Duration::from_secs(1));
-    let gws = cluster_with(&double, 3, &["--no-autoscale"]);
-    let all = [0, 1, 2];
-    let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let (double, gws, leader) = led_cluster(3, &["--no-autoscale"]).await;
     let follower = (leader + 1) % 3;
     deploy_echo(
         &gws[leader],
@@ -476,11 +476,7 @@ fn busy_labels() -> Value {
 /// once the new one has scaled, and goes on running until it has seen its lease is gone);
 /// the new leader scales to 3; no request fails at the surviving gateways.
 async fn no_interleaving_across_a_leader_change(pause: bool) {
-    let double = NomadDouble::start().await;
-    double.set_min_lock_ttl(Duration::from_secs(1));
-    let gws = cluster(&double, 3);
-    let all = [0, 1, 2];
-    let (old, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let (double, gws, old) = led_cluster(3, &[]).await;
     let (a, b) = ((old + 1) % 3, (old + 2) % 3);
     deploy(&gws[a], "busy", "sleep 0.1", busy_labels()).await;
     gws[a].wait_available("busy", 1).await;
@@ -628,11 +624,7 @@ async fn a_gateway_alone_scales_an_rps_function_down_after_a_burst() {
 /// scales down once the member answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_scale_down_while_a_member_is_unknown() {
-    let double = NomadDouble::start().await;
-    double.set_min_lock_ttl(Duration::from_secs(1));
-    let gws = cluster(&double, 3);
-    let all = [0, 1, 2];
-    let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let (double, gws, leader) = led_cluster(3, &[]).await;
     let (busy, quiet) = ((leader + 1) % 3, (leader + 2) % 3);
     deploy_echo(
         &gws[busy],
@@ -819,11 +811,8 @@ async fn a_scale_down_waits_for_the_requests_other_gateways_have_on_the_stopped_
 async fn a_load_split_90_10_is_scaled_on_its_sum_by_the_gateway_that_sees_none() {
     const CLIENTS: (usize, usize) = (18, 2);
     const NEED: i64 = 3;
-    let double = NomadDouble::start().await;
-    double.set_min_lock_ttl(Duration::from_secs(1));
-    let gws = cluster(&double, 3);
+    let (double, gws, leader) = led_cluster(3, &[]).await;
     let all = [0, 1, 2];
-    let (leader, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
     let (big, small) = ((leader + 1) % 3, (leader + 2) % 3);
     // Deployed at the leader, which so sees the function first: its idle clock starts here.
     deploy(
@@ -917,12 +906,8 @@ async fn a_load_split_90_10_is_scaled_on_its_sum_by_the_gateway_that_sees_none()
 /// call of the old leader's after the new leader's first, in the double's record).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scale_down_drained_under_an_ended_term_is_not_made() {
-    let double = NomadDouble::start().await;
-    double.set_min_lock_ttl(Duration::from_secs(1));
     // The scale-down waits long enough for a request to be on the replica it stops.
-    let gws = cluster_with(&double, 3, &["--scale-down-delay", "5s"]);
-    let all = [0, 1, 2];
-    let (old, _) = one_leader(&gws, &all, Duration::from_secs(10)).await;
+    let (double, gws, old) = led_cluster(3, &["--scale-down-delay", "5s"]).await;
     let (a, b) = ((old + 1) % 3, (old + 2) % 3);
     deploy(
         &gws[old],
