@@ -18,13 +18,14 @@
 //!   observation `complete: false`: the scaler may scale up on what it knows, never down.
 //! - Observation is synchronous and cheap (one lock, not contended: the puller writes once a
 //!   tick); nothing here is on the request path.
-//! - **One report per member per tick.** Each observation (the scaler's tick) starts the
-//!   next pull round ([`ClusterDemand::observed`]), so the round lands between two ticks and
-//!   every tick's sample holds one fresh delta from each member, spanning one tick of that
-//!   member's time. On a timer of its own a round landed on either side of a tick by chance:
-//!   a 1-tick window then held 0 or 2 rounds, which the scaler's Poisson bounds do not
-//!   allow for (20 clients read as 21.7 in flight over 2 s, and sized for one replica too
-//!   many).
+//! - **One report per member per tick, of the tick's instant.** The scaler gathers this
+//!   source just before each observation ([`DemandSource::gather`]): the puller runs a round
+//!   ([`ClusterDemand::round_wanted`]) and the scaler waits for it, at most a tick. So every
+//!   tick's sample holds one fresh delta from each member, taken with the leader's own
+//!   counters. On a timer of its own a round landed on either side of a tick by chance (a
+//!   1-tick window held 0 or 2 rounds: 20 clients read as 21.7 in flight); pulled after each
+//!   observation, the members' share was a tick older than the leader's own (a first call
+//!   sized on part of a step, in `tests/it/scaler_sim.rs` split over 3 and 10 gateways).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
