@@ -132,7 +132,7 @@ fn churn_loop(
         while on.load(Ordering::Acquire) {
             let t = Instant::now();
             let key = FunctionKey::new(&format!("churn-{}", n / 2), "").expect("valid name");
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 let h = routes.upsert(&key);
                 h.publish(state(upstream, "churn"));
             } else {

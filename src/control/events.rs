@@ -95,7 +95,7 @@ impl ScaleEvents {
         let mut out: Vec<ScaleEvent> = ring
             .iter()
             .rev()
-            .filter(|e| function.map_or(true, |f| &e.function == f))
+            .filter(|e| function.is_none_or(|f| &e.function == f))
             .take(limit)
             .cloned()
             .collect();

@@ -112,7 +112,7 @@ pub(crate) fn plan<H>(
         if eq(name, b"content-length") {
             rules.content_length(h.value);
             match request_rules::parse_length_list(h.value) {
-                Some(n) if length.map_or(true, |m| m == n) => length = Some(n),
+                Some(n) if length.is_none_or(|m| m == n) => length = Some(n),
                 _ => unusual = true,
             }
         } else if eq(name, b"transfer-encoding") {

@@ -170,7 +170,7 @@ impl RequestRules {
     /// One `Content-Length` field line (a list of equal values counts as one value).
     pub(crate) fn content_length(&mut self, value: &[u8]) {
         match parse_length_list(value) {
-            Some(n) if self.length.map_or(true, |m| m == n) => self.length = Some(n),
+            Some(n) if self.length.is_none_or(|m| m == n) => self.length = Some(n),
             _ => self.length_invalid = true,
         }
     }

@@ -3,10 +3,20 @@
 //! and callbacks.
 //!
 //! - [`call`]: one stored call and its record format.
+//! - [`store`]: what a store does ([`CallStore`]: durable enqueue, leases, retries, the
+//!   dead-letter list).
+//! - [`embedded`]: the default store, SQLite under the data dir.
 //!
 //! Layer: above `dataplane`, `metrics` and `client`, below `control` (whose scaler counts the
 //! backlog as demand) and `api` (which enqueues).
 
 pub mod call;
+pub mod embedded;
+pub mod store;
 
 pub use call::QueuedCall;
+pub use embedded::EmbeddedStore;
+pub use store::{Backlog, CallStore, DeadLetter, StoreError, Taken};
+
+#[cfg(test)]
+mod tests;

@@ -681,7 +681,7 @@ impl Faasgate {
     }
 
     fn tick(&mut self, now: u64, gw: &Gateways, p: &mut Provider, log: &mut Log) {
-        if (now - T0_US) % FAASGATE_TICK_US != 0 {
+        if !(now - T0_US).is_multiple_of(FAASGATE_TICK_US) {
             return;
         }
         // The pull, at each of the scaler's ticks just before it observes (as `run_scaler`
@@ -769,7 +769,7 @@ impl Kpa {
     }
 
     fn tick(&mut self, now: u64, gw: &Gateways, p: &mut Provider, log: &mut Log) {
-        if (now - T0_US) % KPA_TICK_US != 0 {
+        if !(now - T0_US).is_multiple_of(KPA_TICK_US) {
             return;
         }
         let first = self.window.last().is_none();
@@ -847,7 +847,7 @@ struct AmGroup {
 impl Ce {
     fn tick(&mut self, now: u64, gw: &Gateways, p: &mut Provider, log: &mut Log) {
         let t = now - T0_US;
-        if t % CE_SCRAPE_US == 0 {
+        if t.is_multiple_of(CE_SCRAPE_US) {
             self.scrapes.push_back((now, gw.completions()));
             while self
                 .scrapes
@@ -857,7 +857,7 @@ impl Ce {
                 self.scrapes.pop_front();
             }
         }
-        if t % CE_EVAL_US == 0 {
+        if t.is_multiple_of(CE_EVAL_US) {
             let rate = match (self.scrapes.front(), self.scrapes.back()) {
                 (Some(&(t0, c0)), Some(&(t1, c1))) if t1 > t0 => {
                     (c1 - c0) as f64 * 1e6 / (t1 - t0) as f64
@@ -1096,7 +1096,7 @@ fn tracing(sc: &Scenario, seed: u64, gateways: usize) -> bool {
         && parts
             .next()
             .is_some_and(|s| s == "*" || s == seed.to_string())
-        && parts.next().map_or(true, |g| g == gateways.to_string())
+        && parts.next().is_none_or(|g| g == gateways.to_string())
 }
 
 // === the table ===

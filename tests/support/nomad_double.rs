@@ -840,17 +840,15 @@ fn canonicalize(job: &mut Value, namespace: &str) {
         o.insert("Name".into(), id);
     }
     o.insert("Namespace".into(), json!(namespace));
-    if !o
-        .get("Region")
+    if o.get("Region")
         .and_then(Value::as_str)
-        .is_some_and(|r| !r.is_empty())
+        .is_none_or(|r| r.is_empty())
     {
         o.insert("Region".into(), json!("global"));
     }
-    if !o
-        .get("Type")
+    if o.get("Type")
         .and_then(Value::as_str)
-        .is_some_and(|t| !t.is_empty())
+        .is_none_or(|t| t.is_empty())
     {
         o.insert("Type".into(), json!("service"));
     }

@@ -132,7 +132,7 @@ impl Leadership {
     /// The current term's number when this gateway leads now (its deadline not passed).
     pub fn term(&self) -> Option<u64> {
         let t = *self.rx.borrow();
-        let valid = t.leader && t.until.map_or(true, |u| Instant::now() < u);
+        let valid = t.leader && t.until.is_none_or(|u| Instant::now() < u);
         valid.then_some(t.number)
     }
 

@@ -146,8 +146,8 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, e: &Entry) -> bool {
-        self.instance.as_deref().map_or(true, |i| i == &*e.instance)
-            && self.since.map_or(true, |s| e.at >= s)
+        self.instance.as_deref().is_none_or(|i| i == &*e.instance)
+            && self.since.is_none_or(|s| e.at >= s)
     }
 }
 

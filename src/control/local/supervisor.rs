@@ -328,7 +328,7 @@ impl Supervisor {
         if current.len() > desired {
             let excess = current.len() - desired;
             to_stop.extend(current.drain(..excess).map(|(id, _)| id));
-        } else if current.len() < desired && self.restart_at.map_or(true, |t| now >= t) {
+        } else if current.len() < desired && self.restart_at.is_none_or(|t| now >= t) {
             self.restart_at = None;
             for _ in current.len()..desired {
                 self.start(spec.clone());
