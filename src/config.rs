@@ -19,6 +19,14 @@ pub mod env {
     pub const MAX_BODY_BYTES: &str = "FAASGATE_MAX_BODY_BYTES";
     pub const HOLD_TIMEOUT: &str = "FAASGATE_HOLD_TIMEOUT";
     pub const MAX_QUEUE: &str = "FAASGATE_MAX_QUEUE";
+    pub const MAX_ASYNC_BODY: &str = "FAASGATE_MAX_ASYNC_BODY";
+    pub const MAX_ASYNC_QUEUE: &str = "FAASGATE_MAX_ASYNC_QUEUE";
+    pub const ASYNC_MAX_INFLIGHT: &str = "FAASGATE_ASYNC_MAX_INFLIGHT";
+    pub const ASYNC_MAX_ATTEMPTS: &str = "FAASGATE_ASYNC_MAX_ATTEMPTS";
+    pub const ASYNC_MAX_AGE: &str = "FAASGATE_ASYNC_MAX_AGE";
+    pub const ASYNC_RETRY_WAIT: &str = "FAASGATE_ASYNC_RETRY_WAIT";
+    pub const ASYNC_RETRY_MAX_WAIT: &str = "FAASGATE_ASYNC_RETRY_MAX_WAIT";
+    pub const ASYNC_RETRY_CODES: &str = "FAASGATE_ASYNC_RETRY_CODES";
     pub const WORKERS: &str = "FAASGATE_WORKERS";
     pub const UPSTREAM_READ_TIMEOUT: &str = "FAASGATE_UPSTREAM_READ_TIMEOUT";
     pub const UPSTREAM_IDLE_TIMEOUT: &str = "FAASGATE_UPSTREAM_IDLE_TIMEOUT";
@@ -115,6 +123,18 @@ pub struct GatewayConfig {
     pub wire: WireLimits,
     /// The other gateways of this one's cluster (none: a gateway alone).
     pub cluster: ClusterConfig,
+    /// Async invocations (`/async-function`).
+    pub async_calls: AsyncConfig,
+}
+
+/// The async queue (`queue`).
+#[derive(Debug, Clone)]
+pub struct AsyncConfig {
+    /// Largest body accepted (413 beyond).
+    pub max_body: usize,
+    /// Calls queued at most (429 beyond).
+    pub max_queued: u64,
+    pub dispatch: crate::queue::DispatchConfig,
 }
 
 /// Several gateways acting as one (`control::cluster`).

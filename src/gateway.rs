@@ -55,6 +55,8 @@ pub enum GatewayError {
     Provider(#[from] ProviderError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Queue(#[from] crate::queue::StoreError),
 }
 
 /// Runs the gateway on `listener` until `shutdown` resolves.
@@ -193,6 +195,25 @@ async fn serve(
     exposition
         .register(Box::new(cluster.collector()))
         .expect("cluster metric names are distinct from the gateway's");
+    // Async calls: stored under the data dir, delivered through this gateway's own listener.
+    let store = match crate::queue::EmbeddedStore::open(
+        &config.data_dir.join("async"),
+        config.async_calls.max_queued,
+    ) {
+        Ok(store) => store,
+        Err(e) => {
+            if let Some(tasks) = cluster_tasks {
+                tasks.stop().await;
+            }
+            return Err(e.into());
+        }
+    };
+    let dispatcher = crate::queue::Dispatcher::new(
+        store.clone(),
+        listener.local_addr()?,
+        config.async_calls.dispatch.clone(),
+    );
+    let dispatch_task = tokio::spawn(dispatcher.clone().run());
     let gateway = Arc::new(Gateway {
         routes: routes.clone(),
         forwarder: Forwarder::new(
@@ -214,6 +235,11 @@ async fn serve(
         events,
         scaling,
         byte_loop: true,
+        async_calls: Some(crate::api::async_call::AsyncCalls {
+            store,
+            dispatcher,
+            max_body: config.async_calls.max_body,
+        }),
     });
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -231,6 +257,7 @@ async fn serve(
     )
     .await;
     trimmer.abort();
+    dispatch_task.abort();
     cold_task.abort();
     sampler.abort();
     if let Some(task) = scaler_task {

@@ -112,6 +112,8 @@ struct ServeArgs {
     nomad: NomadArgs,
     #[command(flatten)]
     scaler: ScalerArgs,
+    #[command(flatten)]
+    async_calls: AsyncArgs,
 }
 
 // `faasgate serve --provider nomad` flags.
@@ -250,6 +252,59 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Async invocations (`/async-function`).
+#[derive(clap::Args)]
+struct AsyncArgs {
+    /// Largest /async-function request body, in bytes (413 beyond; NATS's default payload).
+    #[arg(long, env = config::env::MAX_ASYNC_BODY, default_value_t = 1 << 20)]
+    max_async_body: usize,
+    /// Async calls queued at most, every function together (429 beyond).
+    #[arg(long, env = config::env::MAX_ASYNC_QUEUE, default_value_t = 100_000)]
+    max_async_queue: u64,
+    /// Async calls of one function delivered at once.
+    #[arg(long, env = config::env::ASYNC_MAX_INFLIGHT, default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    async_max_inflight: u64,
+    /// Deliveries of an async call before it goes to the dead letters.
+    #[arg(long, env = config::env::ASYNC_MAX_ATTEMPTS, default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    async_max_attempts: u32,
+    /// Age after which a failing async call goes to the dead letters.
+    #[arg(long, env = config::env::ASYNC_MAX_AGE, default_value = "24h")]
+    async_max_age: String,
+    /// The first wait before an async call is retried; it doubles per attempt.
+    #[arg(long, env = config::env::ASYNC_RETRY_WAIT, default_value = "10s")]
+    async_retry_wait: String,
+    /// The longest wait between two deliveries of an async call.
+    #[arg(long, env = config::env::ASYNC_RETRY_MAX_WAIT, default_value = "120s")]
+    async_retry_max_wait: String,
+    /// Function statuses after which an async call is retried (comma-separated).
+    #[arg(long, env = config::env::ASYNC_RETRY_CODES, value_delimiter = ',',
+          default_value = "408,429,500,502,503,504")]
+    async_retry_codes: Vec<u16>,
+}
+
+impl AsyncArgs {
+    fn config(&self, call_timeout: std::time::Duration) -> anyhow::Result<config::AsyncConfig> {
+        Ok(config::AsyncConfig {
+            max_body: self.max_async_body,
+            max_queued: self.max_async_queue,
+            dispatch: faasgate::queue::DispatchConfig {
+                max_inflight: usize::try_from(self.async_max_inflight).unwrap_or(usize::MAX),
+                max_attempts: self.async_max_attempts,
+                max_age: config::parse_duration("--async-max-age", &self.async_max_age)?,
+                retry_wait: config::parse_duration("--async-retry-wait", &self.async_retry_wait)?,
+                retry_max_wait: config::parse_duration(
+                    "--async-retry-max-wait",
+                    &self.async_retry_max_wait,
+                )?,
+                retry_codes: self.async_retry_codes.clone(),
+                call_timeout,
+            },
+        })
+    }
+}
+
 // `faasgate serve` scaler flags.
 /// The queue-depth autoscaler (per-function settings are `com.openfaas.scale.*` labels).
 #[derive(clap::Args)]
@@ -319,13 +374,14 @@ fn main() -> anyhow::Result<()> {
         Command::Render(args) => render(args),
         Command::Serve(args) => {
             init_tracing();
+            let timeouts = Timeouts::from_env(|k| std::env::var(k).ok())?;
             let config = GatewayConfig {
                 listen: args.listen,
                 provider: args.provider,
                 data_dir: args.data_dir,
                 stacks: args.stacks,
                 auth: !args.no_auth,
-                timeouts: Timeouts::from_env(|k| std::env::var(k).ok())?,
+                timeouts,
                 max_body_bytes: args.max_body_bytes,
                 hold_timeout: config::parse_duration("--hold-timeout", &args.hold_timeout)?,
                 max_queue: args.max_queue,
@@ -347,6 +403,7 @@ fn main() -> anyhow::Result<()> {
                     max_connections: args.max_connections as usize,
                     allow_underscore_headers: args.allow_underscore_headers,
                 },
+                async_calls: args.async_calls.config(timeouts.upstream)?,
                 cluster: config::ClusterConfig {
                     // `--peers ""` (an empty variable) names none.
                     peers: args

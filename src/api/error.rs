@@ -28,6 +28,12 @@ pub enum ApiError {
     NotImplemented,
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// Over a bound (429).
+    #[error("{0}")]
+    TooMany(String),
+    /// The gateway failed (500).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -39,6 +45,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Provider(p) => match p {
                 ProviderError::NotFound(_) | ProviderError::UnknownNamespace(_) => {
                     StatusCode::NOT_FOUND

@@ -6,6 +6,7 @@
 //! `/` (307 to `/ui/`). Unknown paths answer 404, known paths with a wrong method 405.
 
 pub(crate) mod alert;
+pub mod async_call;
 pub mod error;
 pub(crate) mod functions;
 pub(crate) mod logs;
@@ -55,6 +56,8 @@ pub struct Gateway {
     /// Invocations are served by the byte-level client loop (`conn`); `false` sends every
     /// request through hyper's server (tests run their cases both ways).
     pub byte_loop: bool,
+    /// The async queue (`None`: `/async-function` answers 404).
+    pub async_calls: Option<async_call::AsyncCalls>,
 }
 
 impl crate::dataplane::conn::Frontend for Gateway {
@@ -114,6 +117,16 @@ impl Gateway {
                     StatusCode::NOT_FOUND,
                     format!("error finding function {segment}: not found"),
                 ),
+            };
+        }
+        if let (Some(rest), Some(calls)) = (
+            path.strip_prefix(async_call::PREFIX),
+            self.async_calls.as_ref(),
+        ) {
+            let rest = rest.to_string();
+            return match async_call::enqueue(self, calls, req, &rest).await {
+                Ok(resp) => resp,
+                Err(e) => e.into_response(),
             };
         }
         match self.route(req).await {
@@ -193,6 +206,20 @@ impl Gateway {
                 only(&method, &[Method::POST])?;
                 system::cluster_wake(self, req).await
             }
+            ("async", Some(rest))
+                if rest == "dead-letters" || rest.starts_with("dead-letters/") =>
+            {
+                let Some(calls) = self.async_calls.as_ref() else {
+                    return Err(ApiError::NotFound("no async queue".into()));
+                };
+                match rest.strip_prefix("dead-letters/") {
+                    None => {
+                        only(&method, &[Method::GET])?;
+                        async_call::dead_letters(calls, &req).await
+                    }
+                    Some(id) => async_call::dead_letter(calls, &method, id).await,
+                }
+            }
             ("cluster", Some("drain")) => {
                 only(&method, &[Method::POST])?;
                 system::cluster_drain(self, req).await
@@ -240,23 +267,28 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
     ) -> Result<(http::request::Parts, Bytes), ApiError> {
-        let limit = self.max_body_bytes;
-        let (parts, body) = req.into_parts();
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::TooLarge { limit });
-        }
-        match Limited::new(body, limit).collect().await {
-            Ok(c) => Ok((parts, c.to_bytes())),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(ApiError::TooLarge { limit })
-            }
-            Err(e) => Err(ApiError::BadRequest(format!("reading request body: {e}"))),
-        }
+        read_body_within(req, self.max_body_bytes).await
+    }
+}
+
+/// Reads a whole request body of at most `limit` bytes (413 beyond).
+pub(crate) async fn read_body_within(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<(http::request::Parts, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok((parts, c.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge { limit }),
+        Err(e) => Err(ApiError::BadRequest(format!("reading request body: {e}"))),
     }
 }
 

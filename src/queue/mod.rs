@@ -6,15 +6,18 @@
 //! - [`store`]: what a store does ([`CallStore`]: durable enqueue, leases, retries, the
 //!   dead-letter list).
 //! - [`embedded`]: the default store, SQLite under the data dir.
+//! - [`dispatch`]: delivery through the gateway's own `/function` route, retries, burial.
 //!
 //! Layer: above `dataplane`, `metrics` and `client`, below `control` (whose scaler counts the
 //! backlog as demand) and `api` (which enqueues).
 
 pub mod call;
+pub mod dispatch;
 pub mod embedded;
 pub mod store;
 
 pub use call::QueuedCall;
+pub use dispatch::{DispatchConfig, Dispatcher};
 pub use embedded::EmbeddedStore;
 pub use store::{Backlog, CallStore, DeadLetter, StoreError, Taken};
 

@@ -134,6 +134,7 @@ pub fn gateway_with_config(routes: Arc<Routes>, config: ForwardConfig) -> Arc<Ga
         events: scaling.events.clone(),
         scaling,
         byte_loop: true,
+        async_calls: None,
     })
 }
 

@@ -1,0 +1,293 @@
+//! Delivery: the dispatcher hands every queued call to its function through the gateway's
+//! own `/function/{name}` route, so a queued call is balanced, held while the function
+//! scales from zero, counted and timed exactly as a synchronous one (OpenFaaS's queue worker
+//! also calls the gateway).
+//!
+//! Rules:
+//! - At most `max_inflight` calls per function at once; a call runs under its store lease
+//!   for as long as it takes: no ack deadline, so a call still running is never delivered a
+//!   second time (OpenFaaS CE redelivers after its `ack_wait`).
+//! - Every attempt carries the call's `X-Call-Id`: a function sees the same id on a retry.
+//! - An answer whose status is in `retry_codes` (OpenFaaS Pro's 408, 429, 500, 502, 503,
+//!   504 by default), or no answer at all, is retried after an exponential backoff with
+//!   jitter (`retry_wait` doubling to `retry_max_wait`, each wait drawn in its upper half)
+//!   until `max_attempts` deliveries or `max_age` since arrival; then the call goes to the
+//!   dead-letter list with the last status. Any other answer ends the call.
+//! - Delivery is at least once: a gateway that stops mid-call delivers the call again after
+//!   a restart.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::http1::headers::X_CALL_ID;
+use crate::queue::store::{CallStore, Taken};
+use crate::sys::clock::unix_ms;
+
+/// How often the dispatcher looks for due calls when nothing wakes it.
+const POLL: Duration = Duration::from_millis(100);
+/// The most of a function's answer read (and dropped: callbacks are not built yet).
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// The dispatcher's settings.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Calls of one function delivered at once.
+    pub max_inflight: usize,
+    /// Deliveries of one call before it is buried.
+    pub max_attempts: u32,
+    /// Age after which a failing call is buried.
+    pub max_age: Duration,
+    /// The first wait before a retry; it doubles up to `retry_max_wait`.
+    pub retry_wait: Duration,
+    pub retry_max_wait: Duration,
+    /// Function statuses that are retried.
+    pub retry_codes: Vec<u16>,
+    /// Bound on one delivery (the gateway's own upstream timeout bounds it first).
+    pub call_timeout: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            max_inflight: 10,
+            max_attempts: 10,
+            max_age: Duration::from_secs(24 * 3600),
+            retry_wait: Duration::from_secs(10),
+            retry_max_wait: Duration::from_secs(120),
+            retry_codes: vec![408, 429, 500, 502, 503, 504],
+            call_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Delivers queued calls to the gateway at `target`.
+pub struct Dispatcher {
+    store: Arc<dyn CallStore>,
+    target: SocketAddr,
+    cfg: DispatchConfig,
+    client: Client<HttpConnector, Full<Bytes>>,
+    inflight: Mutex<HashMap<String, usize>>,
+    /// Woken by an enqueue, so a new call does not wait for the next poll.
+    wake: tokio::sync::Notify,
+}
+
+/// How one delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Done(u16),
+    /// Retry (the status, 0 for no answer, and why).
+    Failed(u16, String),
+}
+
+impl Dispatcher {
+    /// A dispatcher for `store`'s calls, delivered to the gateway listening at `target` (an
+    /// unspecified address means this host's loopback).
+    pub fn new(store: Arc<dyn CallStore>, target: SocketAddr, cfg: DispatchConfig) -> Arc<Self> {
+        let mut target = target;
+        if target.ip().is_unspecified() {
+            target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        Arc::new(Self {
+            store,
+            target,
+            cfg,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            inflight: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Says a call was queued.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs until aborted.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let _ = tokio::time::timeout(POLL, self.wake.notified()).await;
+            let now = unix_ms();
+            for b in self.store.backlog() {
+                if b.next_due_unix_ms.is_none_or(|at| at > now) {
+                    continue;
+                }
+                let room = {
+                    let inflight = self.inflight.lock().expect("dispatch mutex poisoned");
+                    self.cfg
+                        .max_inflight
+                        .saturating_sub(inflight.get(&b.function).copied().unwrap_or(0))
+                };
+                if room == 0 {
+                    continue;
+                }
+                let taken = match self.store.take(&b.function, room, now).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(function = %b.function, error = %e, "async: cannot take calls");
+                        continue;
+                    }
+                };
+                for t in taken {
+                    *self
+                        .inflight
+                        .lock()
+                        .expect("dispatch mutex poisoned")
+                        .entry(b.function.clone())
+                        .or_default() += 1;
+                    tokio::spawn(self.clone().deliver(t));
+                }
+            }
+        }
+    }
+
+    async fn deliver(self: Arc<Self>, t: Taken) {
+        let function = t.call.function.clone();
+        let outcome = self.attempt(&t).await;
+        if let Err(e) = self.settle(&t, outcome).await {
+            tracing::warn!(function = %function, call_id = %t.call.call_id, error = %e,
+                "async: cannot record a delivery's outcome (the call will be delivered again)");
+        }
+        let mut inflight = self.inflight.lock().expect("dispatch mutex poisoned");
+        if let Some(n) = inflight.get_mut(&function) {
+            *n -= 1;
+            if *n == 0 {
+                inflight.remove(&function);
+            }
+        }
+        drop(inflight);
+        // A place is free.
+        self.wake.notify_one();
+    }
+
+    /// One delivery of `t` through the gateway.
+    async fn attempt(&self, t: &Taken) -> Outcome {
+        let c = &t.call;
+        let mut uri = format!("http://{}/function/{}{}", self.target, c.function, c.path);
+        if !c.query.is_empty() {
+            uri.push('?');
+            uri.push_str(&c.query);
+        }
+        let method = Method::from_bytes(c.method.as_bytes()).unwrap_or(Method::POST);
+        let mut req = match Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(c.body.clone()))
+        {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(0, format!("bad request: {e}")),
+        };
+        let headers = req.headers_mut();
+        for (name, value) in &c.headers {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) else {
+                continue;
+            };
+            // The body's length is this request's; the host is the gateway's.
+            if name == http::header::CONTENT_LENGTH
+                || name == http::header::TRANSFER_ENCODING
+                || name == http::header::HOST
+            {
+                continue;
+            }
+            headers.append(name, value);
+        }
+        if let Ok(id) = HeaderValue::from_str(&c.call_id) {
+            headers.insert(X_CALL_ID, id);
+        }
+        let call = async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<u16, String>(status)
+        };
+        match tokio::time::timeout(self.cfg.call_timeout, call).await {
+            Ok(Ok(status)) if self.cfg.retry_codes.contains(&status) => {
+                Outcome::Failed(status, format!("the function answered {status}"))
+            }
+            Ok(Ok(status)) => Outcome::Done(status),
+            Ok(Err(e)) => Outcome::Failed(0, e),
+            Err(_) => Outcome::Failed(0, format!("no answer within {:?}", self.cfg.call_timeout)),
+        }
+    }
+
+    /// Acks, retries or buries `t` after `outcome`.
+    async fn settle(&self, t: &Taken, outcome: Outcome) -> Result<(), crate::queue::StoreError> {
+        let attempts = t.attempts + 1;
+        let now = unix_ms();
+        match outcome {
+            Outcome::Done(status) => {
+                tracing::debug!(function = %t.call.function, call_id = %t.call.call_id, status, attempts, "async call delivered");
+                self.store.ack(t.id).await
+            }
+            Outcome::Failed(status, reason) => {
+                let age = Duration::from_millis(now.saturating_sub(t.call.arrived_unix_ms));
+                let wait = backoff(&self.cfg, attempts);
+                if attempts >= self.cfg.max_attempts || age + wait > self.cfg.max_age {
+                    tracing::warn!(function = %t.call.function, call_id = %t.call.call_id, status, attempts, %reason,
+                        "async call failed for good: moved to the dead letters");
+                    self.store.bury(t.id, attempts, status, &reason, now).await
+                } else {
+                    tracing::info!(function = %t.call.function, call_id = %t.call.call_id, status, attempts, ?wait, %reason,
+                        "async call failed: retrying");
+                    let at = now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                    self.store.retry(t.id, attempts, at).await?;
+                    self.wake.notify_one();
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// The wait before the retry that follows `attempts` deliveries: `retry_wait` doubled per
+/// attempt up to `retry_max_wait`, drawn uniformly in its upper half (jitter spreads the
+/// retries of calls that failed together, and the wait never drops below half).
+fn backoff(cfg: &DispatchConfig, attempts: u32) -> Duration {
+    let doubling = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));
+    let full = cfg
+        .retry_wait
+        .saturating_mul(doubling)
+        .min(cfg.retry_max_wait);
+    full / 2 + full.mul_f64(fastrand::f64() / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_in_the_upper_half() {
+        let cfg = DispatchConfig {
+            retry_wait: Duration::from_secs(1),
+            retry_max_wait: Duration::from_secs(10),
+            ..Default::default()
+        };
+        for _ in 0..200 {
+            for (attempts, full) in [
+                (1, 1.0),
+                (2, 2.0),
+                (3, 4.0),
+                (4, 8.0),
+                (5, 10.0),
+                (40, 10.0),
+            ] {
+                let w = backoff(&cfg, attempts).as_secs_f64();
+                assert!(w >= full / 2.0 && w <= full, "{attempts}: {w}");
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Async invocations through the real binary and the local provider: `/async-function` is
+//! accepted with 202 once stored and reaches the function with its method, sub-path, query,
+//! body and call id; bad requests are refused with their statuses; a call answered with a
+//! retried status is retried with backoff until it succeeds, or buried in the dead letters,
+//! which can be replayed and dropped. Every wait is a bounded poll.
+
+use crate::support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::Gateway;
+
+/// A function whose process appends a line per call to `log` (`method path query call-id
+/// body`) and exits with the status `fail` says for the call's number (1-based): `fail` is a
+/// shell test on `$n`, e.g. `[ "$n" -le 2 ]` to fail the first two calls.
+fn recorder(dir: &Path, name: &str, fail: &str) -> (Value, std::path::PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let script = dir.join(format!("{name}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nbody=$(cat)\necho \"$Http_Method $Http_Path $Http_Query $Http_X_Call_Id $body\" >> {log}\n\
+             n=$(wc -l < {log})\nif {fail}; then exit 1; fi\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let f = json!({"service": name, "image": "x", "envProcess": script.display().to_string()});
+    (f, log)
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+async fn wait_lines(log: &Path, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    support::eventually(
+        Duration::from_secs(30),
+        &format!("{n} calls in {}", log.display()),
+        || {
+            got = lines(log);
+            got.len() >= n
+        },
+    )
+    .await;
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_call_reaches_the_function_whole_and_bad_ones_are_refused() {
+    let gw = Gateway::start_with(&["--no-auth", "--max-async-body", "1000"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (f, log) = recorder(dir.path(), "rec", "false");
+    assert_eq!(gw.deploy(f).await.status, 202);
+    gw.wait_available("rec", 1).await;
+
+    let r = gw
+        .req_h(
+            "POST",
+            "/async-function/rec/sub/path?a=1&b=2",
+            &[("x-call-id", "call-abc"), ("content-type", "text/plain")],
+            "hello",
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.headers["x-call-id"], "call-abc", "the client's id");
+    let r = gw.req("PUT", "/async-function/rec.openfaas-fn", "x").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let made = r.headers["x-call-id"].to_str().unwrap().to_string();
+    assert!(!made.is_empty());
+    let got = wait_lines(&log, 2).await;
+    assert!(
+        got.contains(&"POST /sub/path a=1&b=2 call-abc hello".to_string()),
+        "{got:?}"
+    );
+    assert!(got.contains(&format!("PUT /  {made} x")), "{got:?}");
+
+    // Refused, nothing queued.
+    assert_eq!(gw.req("POST", "/async-function/nope", "").await.status, 404);
+    for bad in ["bad!name", ""] {
+        let r = gw.req("POST", &format!("/async-function/{bad}"), "").await;
+        assert_eq!(r.status, 400, "{bad:?}: {}", r.text());
+    }
+    let big = vec![b'x'; 2000];
+    assert_eq!(gw.req("POST", "/async-function/rec", big).await.status, 413);
+    for url in ["ftp://host/x", "/relative", "not a url"] {
+        let r = gw
+            .req_h(
+                "POST",
+                "/async-function/rec",
+                &[("x-callback-url", url)],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 400, "{url}: {}", r.text());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(lines(&log).len(), 2, "nothing refused was delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_calls_are_retried_then_buried_replayed_and_dropped() {
+    let gw = Gateway::start_with(
+        &[
+            "--no-auth",
+            "--async-retry-wait",
+            "100ms",
+            "--async-retry-max-wait",
+            "200ms",
+            "--async-max-attempts",
+            "3",
+        ],
+        &[],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // Fails (500, a retried status) twice, then succeeds: delivered on the third attempt.
+    let (flaky, flaky_log) = recorder(dir.path(), "flaky", "[ \"$n\" -le 2 ]");
+    // Always fails.
+    let (broken, broken_log) = recorder(dir.path(), "broken", "true");
+    for f in [flaky, broken] {
+        assert_eq!(gw.deploy(f).await.status, 202);
+    }
+    gw.wait_available("flaky", 1).await;
+    gw.wait_available("broken", 1).await;
+    for name in ["flaky", "broken"] {
+        let r = gw
+            .req_h(
+                "POST",
+                &format!("/async-function/{name}"),
+                &[("x-call-id", name)],
+                "b",
+            )
+            .await;
+        assert_eq!(r.status, 202);
+    }
+    let got = wait_lines(&flaky_log, 3).await;
+    assert!(
+        got.iter().all(|l| l == "POST /  flaky b"),
+        "the same call id each time: {got:?}"
+    );
+    wait_lines(&broken_log, 3).await;
+
+    let dead = |gw: &Gateway| {
+        let gw = gw.addr;
+        async move {
+            let r = support::request(
+                gw,
+                "GET",
+                "/system/async/dead-letters?name=broken",
+                &[],
+                "".into(),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()
+        }
+    };
+    let mut list = Value::Null;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while list.as_array().is_none_or(|a| a.is_empty()) {
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        list = dead(&gw).await;
+    }
+    let letter = &list[0];
+    assert_eq!(letter["callId"], "broken");
+    assert_eq!(letter["attempts"], 3);
+    assert_eq!(letter["status"], 500);
+    let id = letter["id"].as_u64().unwrap();
+    let all = support::request(gw.addr, "GET", "/system/async/dead-letters", &[], "".into()).await;
+    assert_eq!(all.json().as_array().unwrap().len(), 1, "flaky succeeded");
+    assert_eq!(
+        lines(&flaky_log).len(),
+        3,
+        "not delivered again after it succeeded"
+    );
+
+    // Replayed: three more attempts, then buried again.
+    let r = gw
+        .req(
+            "POST",
+            &format!("/system/async/dead-letters/{id}/replay"),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_lines(&broken_log, 6).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = dead(&gw).await;
+        if list.as_array().is_some_and(|a| a.len() == 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not buried again: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Dropped.
+    let r = gw
+        .req("DELETE", &format!("/system/async/dead-letters/{id}"), "")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(dead(&gw).await, json!([]));
+    assert_eq!(
+        gw.req("DELETE", &format!("/system/async/dead-letters/{id}"), "")
+            .await
+            .status,
+        404
+    );
+}
