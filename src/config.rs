@@ -27,6 +27,7 @@ pub mod env {
     pub const ASYNC_RETRY_WAIT: &str = "FAASGATE_ASYNC_RETRY_WAIT";
     pub const ASYNC_RETRY_MAX_WAIT: &str = "FAASGATE_ASYNC_RETRY_MAX_WAIT";
     pub const ASYNC_RETRY_CODES: &str = "FAASGATE_ASYNC_RETRY_CODES";
+    pub const CALLBACK_ALLOW: &str = "FAASGATE_CALLBACK_ALLOW";
     pub const WORKERS: &str = "FAASGATE_WORKERS";
     pub const UPSTREAM_READ_TIMEOUT: &str = "FAASGATE_UPSTREAM_READ_TIMEOUT";
     pub const UPSTREAM_IDLE_TIMEOUT: &str = "FAASGATE_UPSTREAM_IDLE_TIMEOUT";
@@ -135,6 +136,7 @@ pub struct AsyncConfig {
     /// Calls queued at most (429 beyond).
     pub max_queued: u64,
     pub dispatch: crate::queue::DispatchConfig,
+    pub callbacks: crate::queue::CallbackConfig,
 }
 
 /// Several gateways acting as one (`control::cluster`).

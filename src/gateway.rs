@@ -212,6 +212,7 @@ async fn serve(
         store.clone(),
         listener.local_addr()?,
         config.async_calls.dispatch.clone(),
+        crate::queue::Callbacks::new(config.async_calls.callbacks.clone()),
     );
     let dispatch_task = tokio::spawn(dispatcher.clone().run());
     let gateway = Arc::new(Gateway {

@@ -282,6 +282,10 @@ struct AsyncArgs {
     #[arg(long, env = config::env::ASYNC_RETRY_CODES, value_delimiter = ',',
           default_value = "408,429,500,502,503,504")]
     async_retry_codes: Vec<u16>,
+    /// Where async callbacks may go: host names, IP addresses or CIDRs (comma-separated);
+    /// none given: anywhere.
+    #[arg(long, env = config::env::CALLBACK_ALLOW, value_delimiter = ',')]
+    callback_allow: Vec<String>,
 }
 
 impl AsyncArgs {
@@ -300,6 +304,16 @@ impl AsyncArgs {
                 )?,
                 retry_codes: self.async_retry_codes.clone(),
                 call_timeout,
+            },
+            callbacks: faasgate::queue::CallbackConfig {
+                allow: self
+                    .callback_allow
+                    .iter()
+                    .filter(|a| !a.trim().is_empty())
+                    .map(|a| faasgate::queue::callback::Allowed::parse(a))
+                    .collect::<Result<_, _>>()
+                    .map_err(anyhow::Error::msg)?,
+                ..Default::default()
             },
         })
     }

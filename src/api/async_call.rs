@@ -66,7 +66,7 @@ pub(crate) async fn enqueue(
     let (mut parts, body) = super::read_body_within(req, calls.max_body).await?;
     let callback_url = match parts.headers.get(X_CALLBACK_URL) {
         None => None,
-        Some(v) => Some(callback(v)?),
+        Some(v) => Some(callback(calls, v)?),
     };
     strip_hop_by_hop(&mut parts.headers);
     let (call_id, generated) = match parts.headers.get(&X_CALL_ID) {
@@ -105,20 +105,15 @@ pub(crate) async fn enqueue(
     Ok(resp)
 }
 
-/// An `X-Callback-Url` value: an absolute `http` or `https` URL.
-fn callback(v: &HeaderValue) -> Result<String, ApiError> {
-    let bad = || {
-        ApiError::BadRequest(format!(
-            "X-Callback-Url must be an absolute http or https URL: {:?}",
-            String::from_utf8_lossy(v.as_bytes())
-        ))
-    };
-    let s = v.to_str().map_err(|_| bad())?;
-    let uri: http::Uri = s.parse().map_err(|_| bad())?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(s.to_string()),
-        _ => Err(bad()),
-    }
+/// An `X-Callback-Url` value: an absolute `http` or `https` URL that `--callback-allow`
+/// admits.
+fn callback(calls: &AsyncCalls, v: &HeaderValue) -> Result<String, ApiError> {
+    let s = v
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("X-Callback-Url is not a visible ASCII string".into()))?;
+    crate::queue::callback::check_url(s, calls.dispatcher.callbacks().allow())
+        .map_err(ApiError::BadRequest)?;
+    Ok(s.to_string())
 }
 
 /// `GET /system/async/dead-letters[?name=]`.

@@ -15,6 +15,8 @@
 //!   dead-letter list with the last status. Any other answer ends the call.
 //! - Delivery is at least once: a gateway that stops mid-call delivers the call again after
 //!   a restart.
+//! - Once a call is over (delivered, or buried after its last attempt), its answer goes to
+//!   its `X-Callback-Url`, if it had one (`callback`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,12 +31,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::http1::headers::X_CALL_ID;
+use crate::queue::callback::{Answer, Callbacks};
 use crate::queue::store::{CallStore, Taken};
 use crate::sys::clock::unix_ms;
 
 /// How often the dispatcher looks for due calls when nothing wakes it.
 const POLL: Duration = Duration::from_millis(100);
-/// The most of a function's answer read (and dropped: callbacks are not built yet).
+/// The most of a function's answer read (for its callback).
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 /// The dispatcher's settings.
@@ -78,6 +81,7 @@ pub struct Dispatcher {
     inflight: Mutex<HashMap<String, usize>>,
     /// Woken by an enqueue, so a new call does not wait for the next poll.
     wake: tokio::sync::Notify,
+    callbacks: Arc<Callbacks>,
 }
 
 /// How one delivery ended.
@@ -88,10 +92,23 @@ enum Outcome {
     Failed(u16, String),
 }
 
+/// One delivery: how it ended, the function's answer if any, and when it ran.
+struct Attempt {
+    outcome: Outcome,
+    answer: Option<(http::HeaderMap, Bytes)>,
+    start_unix_nanos: u128,
+    duration: Duration,
+}
+
 impl Dispatcher {
     /// A dispatcher for `store`'s calls, delivered to the gateway listening at `target` (an
     /// unspecified address means this host's loopback).
-    pub fn new(store: Arc<dyn CallStore>, target: SocketAddr, cfg: DispatchConfig) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn CallStore>,
+        target: SocketAddr,
+        cfg: DispatchConfig,
+        callbacks: Arc<Callbacks>,
+    ) -> Arc<Self> {
         let mut target = target;
         if target.ip().is_unspecified() {
             target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -103,7 +120,13 @@ impl Dispatcher {
             client: Client::builder(TokioExecutor::new()).build_http(),
             inflight: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
+            callbacks,
         })
+    }
+
+    /// Where callbacks go, and how.
+    pub fn callbacks(&self) -> &Callbacks {
+        &self.callbacks
     }
 
     /// Says a call was queued.
@@ -151,10 +174,32 @@ impl Dispatcher {
 
     async fn deliver(self: Arc<Self>, t: Taken) {
         let function = t.call.function.clone();
-        let outcome = self.attempt(&t).await;
-        if let Err(e) = self.settle(&t, outcome).await {
-            tracing::warn!(function = %function, call_id = %t.call.call_id, error = %e,
-                "async: cannot record a delivery's outcome (the call will be delivered again)");
+        let attempt = self.attempt(&t).await;
+        let status = match &attempt.outcome {
+            Outcome::Done(s) | Outcome::Failed(s, _) => *s,
+        };
+        match self.settle(&t, attempt.outcome).await {
+            Ok(true) => {
+                if let Some(url) = &t.call.callback_url {
+                    let (headers, body) = attempt.answer.unwrap_or_default();
+                    let answer = Answer {
+                        call_id: t.call.call_id.clone(),
+                        function: function.clone(),
+                        status: if status == 0 { 503 } else { status },
+                        headers,
+                        body,
+                        duration: attempt.duration,
+                        start_unix_nanos: attempt.start_unix_nanos,
+                    };
+                    let (callbacks, url) = (self.callbacks.clone(), url.clone());
+                    tokio::spawn(async move { callbacks.send(&url, &answer).await });
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(function = %function, call_id = %t.call.call_id, error = %e,
+                    "async: cannot record a delivery's outcome (the call will be delivered again)");
+            }
         }
         let mut inflight = self.inflight.lock().expect("dispatch mutex poisoned");
         if let Some(n) = inflight.get_mut(&function) {
@@ -169,7 +214,21 @@ impl Dispatcher {
     }
 
     /// One delivery of `t` through the gateway.
-    async fn attempt(&self, t: &Taken) -> Outcome {
+    async fn attempt(&self, t: &Taken) -> Attempt {
+        let start_unix_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let start = std::time::Instant::now();
+        let (outcome, answer) = self.exchange(t).await;
+        Attempt {
+            outcome,
+            answer,
+            start_unix_nanos,
+            duration: start.elapsed(),
+        }
+    }
+
+    async fn exchange(&self, t: &Taken) -> (Outcome, Option<(http::HeaderMap, Bytes)>) {
         let c = &t.call;
         let mut uri = format!("http://{}/function/{}{}", self.target, c.function, c.path);
         if !c.query.is_empty() {
@@ -183,7 +242,7 @@ impl Dispatcher {
             .body(Full::new(c.body.clone()))
         {
             Ok(r) => r,
-            Err(e) => return Outcome::Failed(0, format!("bad request: {e}")),
+            Err(e) => return (Outcome::Failed(0, format!("bad request: {e}")), None),
         };
         let headers = req.headers_mut();
         for (name, value) in &c.headers {
@@ -207,31 +266,40 @@ impl Dispatcher {
         }
         let call = async {
             let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status().as_u16();
-            http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| e.to_string())?;
-            Ok::<u16, String>(status)
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((parts.status.as_u16(), parts.headers, body))
         };
         match tokio::time::timeout(self.cfg.call_timeout, call).await {
-            Ok(Ok(status)) if self.cfg.retry_codes.contains(&status) => {
-                Outcome::Failed(status, format!("the function answered {status}"))
+            Ok(Ok((status, headers, body))) => {
+                let outcome = if self.cfg.retry_codes.contains(&status) {
+                    Outcome::Failed(status, format!("the function answered {status}"))
+                } else {
+                    Outcome::Done(status)
+                };
+                (outcome, Some((headers, body)))
             }
-            Ok(Ok(status)) => Outcome::Done(status),
-            Ok(Err(e)) => Outcome::Failed(0, e),
-            Err(_) => Outcome::Failed(0, format!("no answer within {:?}", self.cfg.call_timeout)),
+            Ok(Err(e)) => (Outcome::Failed(0, e), None),
+            Err(_) => (
+                Outcome::Failed(0, format!("no answer within {:?}", self.cfg.call_timeout)),
+                None,
+            ),
         }
     }
 
-    /// Acks, retries or buries `t` after `outcome`.
-    async fn settle(&self, t: &Taken, outcome: Outcome) -> Result<(), crate::queue::StoreError> {
+    /// Acks, retries or buries `t` after `outcome`; true when the call is over (acked or
+    /// buried).
+    async fn settle(&self, t: &Taken, outcome: Outcome) -> Result<bool, crate::queue::StoreError> {
         let attempts = t.attempts + 1;
         let now = unix_ms();
         match outcome {
             Outcome::Done(status) => {
                 tracing::debug!(function = %t.call.function, call_id = %t.call.call_id, status, attempts, "async call delivered");
-                self.store.ack(t.id).await
+                self.store.ack(t.id).await.map(|()| true)
             }
             Outcome::Failed(status, reason) => {
                 let age = Duration::from_millis(now.saturating_sub(t.call.arrived_unix_ms));
@@ -239,14 +307,17 @@ impl Dispatcher {
                 if attempts >= self.cfg.max_attempts || age + wait > self.cfg.max_age {
                     tracing::warn!(function = %t.call.function, call_id = %t.call.call_id, status, attempts, %reason,
                         "async call failed for good: moved to the dead letters");
-                    self.store.bury(t.id, attempts, status, &reason, now).await
+                    self.store
+                        .bury(t.id, attempts, status, &reason, now)
+                        .await
+                        .map(|()| true)
                 } else {
                     tracing::info!(function = %t.call.function, call_id = %t.call.call_id, status, attempts, ?wait, %reason,
                         "async call failed: retrying");
                     let at = now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
                     self.store.retry(t.id, attempts, at).await?;
                     self.wake.notify_one();
-                    Ok(())
+                    Ok(false)
                 }
             }
         }

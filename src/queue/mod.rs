@@ -7,16 +7,19 @@
 //!   dead-letter list).
 //! - [`embedded`]: the default store, SQLite under the data dir.
 //! - [`dispatch`]: delivery through the gateway's own `/function` route, retries, burial.
+//! - [`callback`]: the function's answer POSTed to the call's `X-Callback-Url`.
 //!
 //! Layer: above `dataplane`, `metrics` and `client`, below `control` (whose scaler counts the
 //! backlog as demand) and `api` (which enqueues).
 
 pub mod call;
+pub mod callback;
 pub mod dispatch;
 pub mod embedded;
 pub mod store;
 
 pub use call::QueuedCall;
+pub use callback::{CallbackConfig, Callbacks};
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use embedded::EmbeddedStore;
 pub use store::{Backlog, CallStore, DeadLetter, StoreError, Taken};

@@ -7,6 +7,7 @@
 use crate::support;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -217,4 +218,151 @@ async fn failing_calls_are_retried_then_buried_replayed_and_dropped() {
             .status,
         404
     );
+}
+
+/// One callback as received: its headers and body.
+type Received = Arc<Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>;
+
+/// A callback receiver on loopback that answers 500 to its first `fail_first` requests.
+async fn receiver(fail_first: usize) -> (std::net::SocketAddr, Received) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Received = Arc::default();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (store, seen) = (store.clone(), seen.clone());
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (store, seen) = (store.clone(), seen.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let status = if n < fail_first { 500 } else { 200 };
+                            if status == 200 {
+                                store.lock().unwrap().push((parts.headers, body));
+                            }
+                            let mut resp =
+                                http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_carries_the_answer_and_openfaas_headers_and_is_retried() {
+    let gw = Gateway::start_with(
+        &[
+            "--no-auth",
+            "--callback-allow",
+            "127.0.0.0/8",
+            "--async-retry-wait",
+            "100ms",
+            "--async-max-attempts",
+            "2",
+        ],
+        &[],
+    );
+    // `cat` answers with the request's body.
+    let f = json!({"service": "echo", "image": "x", "envProcess": "cat"});
+    assert_eq!(gw.deploy(f).await.status, 202);
+    // Fails every time.
+    let dir = tempfile::tempdir().unwrap();
+    let (broken, _) = recorder(dir.path(), "broken", "true");
+    assert_eq!(gw.deploy(broken).await.status, 202);
+    gw.wait_available("echo", 1).await;
+    gw.wait_available("broken", 1).await;
+    // The receiver refuses the first callback: it is sent again.
+    let (addr, got) = receiver(1).await;
+    let url = format!("http://{addr}/done?x=1");
+    let r = gw
+        .req_h(
+            "POST",
+            "/async-function/echo",
+            &[
+                ("x-callback-url", &url),
+                ("x-call-id", "cb-1"),
+                ("authorization", "Basic c2VjcmV0"),
+            ],
+            "the body",
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = gw
+        .req_h(
+            "POST",
+            "/async-function/broken",
+            &[("x-callback-url", &url), ("x-call-id", "cb-2")],
+            "b",
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let mut all = Vec::new();
+    support::eventually(Duration::from_secs(30), "two callbacks", || {
+        all = got.lock().unwrap().clone();
+        all.len() >= 2
+    })
+    .await;
+    let by_id = |id: &str| {
+        all.iter()
+            .find(|(h, _)| h.get("x-call-id").is_some_and(|v| v == id))
+            .unwrap_or_else(|| panic!("no callback for {id}: {all:?}"))
+            .clone()
+    };
+    let (h, body) = by_id("cb-1");
+    assert_eq!(&body[..], b"the body");
+    assert_eq!(h["x-function-status"], "200");
+    assert_eq!(h["x-function-name"], "echo.openfaas-fn");
+    let secs: f64 = h["x-duration-seconds"].to_str().unwrap().parse().unwrap();
+    assert!(
+        secs > 0.0
+            && h["x-duration-seconds"]
+                .to_str()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .unwrap()
+                .len()
+                == 6
+    );
+    assert!(
+        h["x-start-time"].to_str().unwrap().parse::<u128>().unwrap() > 1_600_000_000_000_000_000
+    );
+    assert!(
+        h.get("authorization").is_none(),
+        "the caller's credentials never travel: {h:?}"
+    );
+    // The buried call's callback reports its last failure.
+    let (h, _) = by_id("cb-2");
+    assert_eq!(h["x-function-status"], "500");
+
+    // Not admitted by --callback-allow: refused at enqueue.
+    let r = gw
+        .req_h(
+            "POST",
+            "/async-function/echo",
+            &[("x-callback-url", "http://10.1.1.1/x")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
 }
