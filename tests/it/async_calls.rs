@@ -366,3 +366,86 @@ async fn a_callback_carries_the_answer_and_openfaas_headers_and_is_retried() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
 }
+
+/// Issue 14's durability case for the embedded store: 10,000 calls accepted, the gateway
+/// SIGKILLed while they drain, restarted on the same data dir: every call id reaches the
+/// function at least once. Duplicates (calls running when the gateway died) are counted
+/// and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_call_survives_a_kill_9_of_the_gateway() {
+    const CALLS: usize = 10_000;
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--no-auth", "--async-max-inflight", "20"];
+    let mut gw = Gateway::start_in(data.path(), &args, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (f, log) = recorder(dir.path(), "sink", "false");
+    assert_eq!(gw.deploy(f).await.status, 202);
+    gw.wait_available("sink", 1).await;
+
+    // Enqueue from 32 clients; every 202 is a promise.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let (addr, next) = (gw.addr, next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= CALLS {
+                        return;
+                    }
+                    let id = format!("k-{n}");
+                    let r = support::request(
+                        addr,
+                        "POST",
+                        "/async-function/sink",
+                        &[("x-call-id", &id)],
+                        "x".into(),
+                    )
+                    .await;
+                    assert_eq!(r.status, 202, "{}", r.text());
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    // Kill it while it drains.
+    support::eventually(Duration::from_secs(120), "deliveries under way", || {
+        lines(&log).len() >= 500
+    })
+    .await;
+    support::signal(gw.pid(), libc::SIGKILL);
+    let killed_at = lines(&log).len();
+    assert!(killed_at < CALLS, "drained before the kill ({killed_at})");
+    let _ = gw.stop();
+
+    let gw = Gateway::start_in(data.path(), &args, &[]);
+    gw.wait_available("sink", 1).await;
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        seen.clear();
+        for l in lines(&log) {
+            // `POST / <empty query> <call id> x`
+            if let Some(id) = l.split_whitespace().nth(2) {
+                *seen.entry(id.to_string()).or_default() += 1;
+            }
+        }
+        if seen.len() >= CALLS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {CALLS} call ids delivered after the restart",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!((0..CALLS).all(|n| seen.contains_key(&format!("k-{n}"))));
+    let duplicates: u32 = seen.values().map(|c| c - 1).sum();
+    eprintln!(
+        "async durability: {CALLS} accepted, gateway SIGKILLed after {killed_at} deliveries, \
+         all {CALLS} delivered after the restart, {duplicates} delivered twice"
+    );
+}
