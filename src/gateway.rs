@@ -208,13 +208,18 @@ async fn serve(
             return Err(e.into());
         }
     };
+    let async_stats = Arc::new(crate::queue::AsyncStats::default());
     let dispatcher = crate::queue::Dispatcher::new(
         store.clone(),
         listener.local_addr()?,
         config.async_calls.dispatch.clone(),
         crate::queue::Callbacks::new(config.async_calls.callbacks.clone()),
+        async_stats.clone(),
     );
     let dispatch_task = tokio::spawn(dispatcher.clone().run());
+    exposition
+        .register(Box::new(async_stats.collector(store.clone())))
+        .expect("async metric names are distinct from the gateway's");
     let gateway = Arc::new(Gateway {
         routes: routes.clone(),
         forwarder: Forwarder::new(

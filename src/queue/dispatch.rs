@@ -32,6 +32,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::http1::headers::X_CALL_ID;
 use crate::queue::callback::{Answer, Callbacks};
+use crate::queue::stats::AsyncStats;
 use crate::queue::store::{CallStore, Taken};
 use crate::sys::clock::unix_ms;
 
@@ -82,6 +83,7 @@ pub struct Dispatcher {
     /// Woken by an enqueue, so a new call does not wait for the next poll.
     wake: tokio::sync::Notify,
     callbacks: Arc<Callbacks>,
+    stats: Arc<AsyncStats>,
 }
 
 /// How one delivery ended.
@@ -108,6 +110,7 @@ impl Dispatcher {
         target: SocketAddr,
         cfg: DispatchConfig,
         callbacks: Arc<Callbacks>,
+        stats: Arc<AsyncStats>,
     ) -> Arc<Self> {
         let mut target = target;
         if target.ip().is_unspecified() {
@@ -121,6 +124,7 @@ impl Dispatcher {
             inflight: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
             callbacks,
+            stats,
         })
     }
 
@@ -299,6 +303,7 @@ impl Dispatcher {
         match outcome {
             Outcome::Done(status) => {
                 tracing::debug!(function = %t.call.function, call_id = %t.call.call_id, status, attempts, "async call delivered");
+                self.stats.delivered(&t.call.function, status);
                 self.store.ack(t.id).await.map(|()| true)
             }
             Outcome::Failed(status, reason) => {
@@ -307,6 +312,7 @@ impl Dispatcher {
                 if attempts >= self.cfg.max_attempts || age + wait > self.cfg.max_age {
                     tracing::warn!(function = %t.call.function, call_id = %t.call.call_id, status, attempts, %reason,
                         "async call failed for good: moved to the dead letters");
+                    self.stats.buried(&t.call.function);
                     self.store
                         .bury(t.id, attempts, status, &reason, now)
                         .await
@@ -314,6 +320,7 @@ impl Dispatcher {
                 } else {
                     tracing::info!(function = %t.call.function, call_id = %t.call.call_id, status, attempts, ?wait, %reason,
                         "async call failed: retrying");
+                    self.stats.retried(&t.call.function);
                     let at = now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
                     self.store.retry(t.id, attempts, at).await?;
                     self.wake.notify_one();

@@ -8,6 +8,7 @@
 //! - [`embedded`]: the default store, SQLite under the data dir.
 //! - [`dispatch`]: delivery through the gateway's own `/function` route, retries, burial.
 //! - [`callback`]: the function's answer POSTed to the call's `X-Callback-Url`.
+//! - [`stats`]: the `faasgate_async_*` metrics.
 //!
 //! Layer: above `dataplane`, `metrics` and `client`, below `control` (whose scaler counts the
 //! backlog as demand) and `api` (which enqueues).
@@ -16,12 +17,14 @@ pub mod call;
 pub mod callback;
 pub mod dispatch;
 pub mod embedded;
+pub mod stats;
 pub mod store;
 
 pub use call::QueuedCall;
 pub use callback::{CallbackConfig, Callbacks};
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use embedded::EmbeddedStore;
+pub use stats::AsyncStats;
 pub use store::{Backlog, CallStore, DeadLetter, StoreError, Taken};
 
 #[cfg(test)]

@@ -183,6 +183,30 @@ async fn failing_calls_are_retried_then_buried_replayed_and_dropped() {
         3,
         "not delivered again after it succeeded"
     );
+    let m = gw.get("/metrics").await.text();
+    let metric = |prefix: &str| support::metric_value(&m, prefix);
+    assert_eq!(
+        metric(r#"faasgate_async_delivered_total{function_name="flaky.openfaas-fn",code="200"}"#),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(r#"faasgate_async_retries_total{function_name="flaky.openfaas-fn"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(r#"faasgate_async_retries_total{function_name="broken.openfaas-fn"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(r#"faasgate_async_dead_letters_total{function_name="broken.openfaas-fn"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(r#"faasgate_async_queued{function_name="broken.openfaas-fn"}"#),
+        None,
+        "nothing queued"
+    );
 
     // Replayed: three more attempts, then buried again.
     let r = gw
