@@ -173,28 +173,6 @@ async fn serve(
             return Err(e);
         }
     }
-    // The UI: scale decisions and per-function time series, sampled off the request path.
-    let scaling = Scaling::with_cluster(config.scaler.clone(), cluster.clone());
-    let events = scaling.events.clone();
-    let series = Arc::new(Series::new());
-    let sampler = spawn_sampler(routes.clone(), series.clone());
-    let (cold_tx, cold_rx) = mpsc::unbounded_channel();
-    let cold_task = spawn_cold_start(provider.clone(), events.clone(), cluster.clone(), cold_rx);
-    // The queue-depth autoscaler, and what alerts and /metrics share with it.
-    let scaler_task = config.scaler.enabled.then(|| {
-        let source: Arc<dyn DemandSource> = match &cluster.demand {
-            Some(sum) => sum.clone(),
-            None => Arc::new(LocalDemand::new(routes.clone())),
-        };
-        spawn_scaler(scaling.clone(), source, provider.clone())
-    });
-    let exposition = Exposition::new(routes.clone());
-    exposition
-        .register(Box::new(scaling.stats.collector()))
-        .expect("scaler metric names are distinct from the gateway's");
-    exposition
-        .register(Box::new(cluster.collector()))
-        .expect("cluster metric names are distinct from the gateway's");
     // Async calls: stored under the data dir, delivered through this gateway's own listener.
     let store = match crate::queue::EmbeddedStore::open(
         &config.data_dir.join("async"),
@@ -208,9 +186,32 @@ async fn serve(
             return Err(e.into());
         }
     };
+    // The UI: scale decisions and per-function time series, sampled off the request path.
+    let scaling = Scaling::with_cluster(config.scaler.clone(), cluster.clone());
+    let events = scaling.events.clone();
+    let series = Arc::new(Series::new());
+    let sampler = spawn_sampler(routes.clone(), series.clone());
+    let (cold_tx, cold_rx) = mpsc::unbounded_channel();
+    let cold_task = spawn_cold_start(provider.clone(), events.clone(), cluster.clone(), cold_rx);
+    // The queue-depth autoscaler, and what alerts and /metrics share with it.
+    let scaler_task = config.scaler.enabled.then(|| {
+        let source: Arc<dyn DemandSource> = match &cluster.demand {
+            Some(sum) => sum.clone(),
+            None => Arc::new(LocalDemand::new(routes.clone()).with_backlog(store.clone())),
+        };
+        spawn_scaler(scaling.clone(), source, provider.clone())
+    });
+    let exposition = Exposition::new(routes.clone());
+    exposition
+        .register(Box::new(scaling.stats.collector()))
+        .expect("scaler metric names are distinct from the gateway's");
+    exposition
+        .register(Box::new(cluster.collector()))
+        .expect("cluster metric names are distinct from the gateway's");
     let async_stats = Arc::new(crate::queue::AsyncStats::default());
     let dispatcher = crate::queue::Dispatcher::new(
         store.clone(),
+        routes.clone(),
         listener.local_addr()?,
         config.async_calls.dispatch.clone(),
         crate::queue::Callbacks::new(config.async_calls.callbacks.clone()),

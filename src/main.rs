@@ -261,8 +261,9 @@ struct AsyncArgs {
     /// Async calls queued at most, every function together (429 beyond).
     #[arg(long, env = config::env::MAX_ASYNC_QUEUE, default_value_t = 100_000)]
     max_async_queue: u64,
-    /// Async calls of one function delivered at once.
-    #[arg(long, env = config::env::ASYNC_MAX_INFLIGHT, default_value_t = 10,
+    /// Async calls of one function delivered at once, at most (fewer while its ready
+    /// replicas take fewer at their planned load).
+    #[arg(long, env = config::env::ASYNC_MAX_INFLIGHT, default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..))]
     async_max_inflight: u64,
     /// Deliveries of an async call before it goes to the dead letters.

@@ -4,7 +4,8 @@
 //! also calls the gateway).
 //!
 //! Rules:
-//! - At most `max_inflight` calls per function at once; a call runs under its store lease
+//! - Per function, as many calls at once as its ready replicas take at their planned load
+//!   (at least one, at most `max_inflight`); a call runs under its store lease
 //!   for as long as it takes: no ack deadline, so a call still running is never delivered a
 //!   second time (OpenFaaS CE redelivers after its `ack_wait`).
 //! - Every attempt carries the call's `X-Call-Id`: a function sees the same id on a retry.
@@ -30,7 +31,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::dataplane::Routes;
 use crate::http1::headers::X_CALL_ID;
+use crate::model::names::KeyRef;
 use crate::queue::callback::{Answer, Callbacks};
 use crate::queue::stats::AsyncStats;
 use crate::queue::store::{CallStore, Taken};
@@ -44,7 +47,8 @@ const MAX_ANSWER: usize = 16 * 1024 * 1024;
 /// The dispatcher's settings.
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
-    /// Calls of one function delivered at once.
+    /// Calls of one function delivered at once, at most (fewer while its replicas take
+    /// fewer).
     pub max_inflight: usize,
     /// Deliveries of one call before it is buried.
     pub max_attempts: u32,
@@ -62,7 +66,7 @@ pub struct DispatchConfig {
 impl Default for DispatchConfig {
     fn default() -> Self {
         Self {
-            max_inflight: 10,
+            max_inflight: 100,
             max_attempts: 10,
             max_age: Duration::from_secs(24 * 3600),
             retry_wait: Duration::from_secs(10),
@@ -76,6 +80,7 @@ impl Default for DispatchConfig {
 /// Delivers queued calls to the gateway at `target`.
 pub struct Dispatcher {
     store: Arc<dyn CallStore>,
+    routes: Arc<Routes>,
     target: SocketAddr,
     cfg: DispatchConfig,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -107,6 +112,7 @@ impl Dispatcher {
     /// unspecified address means this host's loopback).
     pub fn new(
         store: Arc<dyn CallStore>,
+        routes: Arc<Routes>,
         target: SocketAddr,
         cfg: DispatchConfig,
         callbacks: Arc<Callbacks>,
@@ -118,6 +124,7 @@ impl Dispatcher {
         }
         Arc::new(Self {
             store,
+            routes,
             target,
             cfg,
             client: Client::builder(TokioExecutor::new()).build_http(),
@@ -131,6 +138,21 @@ impl Dispatcher {
     /// Where callbacks go, and how.
     pub fn callbacks(&self) -> &Callbacks {
         &self.callbacks
+    }
+
+    /// How many calls of `function` may be delivered at once: what its ready replicas
+    /// take at their planned load (`target x target-proportion` each), at least one (which
+    /// wakes a function at zero), at most `max_inflight`. The scaler counts the calls still
+    /// waiting as demand, so a backlog raises the count and with it this limit.
+    fn limit(&self, function: &str) -> usize {
+        let capacity = self
+            .routes
+            .get(KeyRef::parse_segment(function, ""))
+            .map_or(0.0, |h| {
+                let state = h.state();
+                state.replicas.len() as f64 * state.scale.per_replica()
+            });
+        (capacity as usize).clamp(1, self.cfg.max_inflight.max(1))
     }
 
     /// Says a call was queued.
@@ -149,8 +171,7 @@ impl Dispatcher {
                 }
                 let room = {
                     let inflight = self.inflight.lock().expect("dispatch mutex poisoned");
-                    self.cfg
-                        .max_inflight
+                    self.limit(&b.function)
                         .saturating_sub(inflight.get(&b.function).copied().unwrap_or(0))
                 };
                 if room == 0 {

@@ -473,3 +473,80 @@ async fn every_accepted_call_survives_a_kill_9_of_the_gateway() {
          all {CALLS} delivered after the restart, {duplicates} delivered twice"
     );
 }
+
+/// Issue 14's scaling case: 2,000 calls queued for a function at zero (max 5) wake it, the
+/// backlog (counted as held demand) takes it above one replica, every call is delivered, and
+/// once the queue is empty it comes back down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_wakes_a_function_scales_it_up_drains_and_lets_it_come_down() {
+    const CALLS: usize = 2_000;
+    let gw = Gateway::start_with(
+        &[
+            "--no-auth",
+            "--scaler-tick",
+            "100ms",
+            "--scale-stable-window",
+            "3s",
+            "--scale-panic-window",
+            "1s",
+            "--scale-down-delay",
+            "1s",
+        ],
+        &[],
+    );
+    let f = json!({"service": "work", "image": "x", "envProcess": "sleep 0.05",
+        "labels": {"com.openfaas.scale.max": "5", "com.openfaas.scale.target": "4",
+                   "com.openfaas.scale.zero": "true", "com.openfaas.scale.zero-duration": "3s"}});
+    assert_eq!(gw.deploy(f).await.status, 202);
+    gw.wait_available("work", 1).await;
+    let r = gw
+        .post_json("/system/scale-function/work", json!({"replicas": 0}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gw.wait_status("work", "at zero", |v| {
+        v["replicas"] == 0 && v["availableReplicas"] == 0
+    })
+    .await;
+
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (addr, next) = (gw.addr, next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < CALLS {
+                    let r = support::request(addr, "POST", "/async-function/work", &[], "x".into())
+                        .await;
+                    assert_eq!(r.status, 202, "{}", r.text());
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let delivered = |m: &str| {
+        support::metric_value(
+            m,
+            r#"faasgate_async_delivered_total{function_name="work.openfaas-fn",code="200"}"#,
+        )
+        .unwrap_or(0.0) as usize
+    };
+    let (mut most, mut done) = (0u64, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while done < CALLS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{done} of {CALLS} delivered; at most {most} replicas"
+        );
+        most = most.max(gw.status("work").await["replicas"].as_u64().unwrap_or(0));
+        done = delivered(&gw.get("/metrics").await.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(most > 1, "the backlog never raised the count above 1");
+    assert!(most <= 5, "above max: {most}");
+    gw.wait_status("work", "back down once drained", |v| {
+        v["replicas"].as_u64().is_some_and(|r| r < most)
+    })
+    .await;
+    eprintln!("async scaling: {CALLS} calls queued at zero, up to {most} replicas, all delivered, back down");
+}

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::dataplane::table::DemandSample;
+use crate::dataplane::table::{DemandSample, BUSY_MASK};
 use crate::dataplane::Routes;
 use crate::model::names::FunctionKey;
 use crate::model::scale::ScaleSettings;
@@ -41,29 +41,75 @@ pub trait DemandSource: Send + Sync + 'static {
     async fn gather(&self, _within: std::time::Duration) {}
 }
 
-/// Demand seen by this gateway alone.
+/// Demand seen by this gateway alone: its route table's counters, plus the async calls
+/// waiting in its queue, counted as held requests (a backlog asks for the replicas that
+/// drain it within the drain horizon, and a function with calls waiting is never idle).
 pub(crate) struct LocalDemand {
     routes: Arc<Routes>,
+    backlog: Option<Arc<dyn crate::queue::CallStore>>,
+    /// The waiting calls' own in-flight integral per function (they are in no replica's
+    /// count): at each observation, what waited since the previous one, times the time.
+    waited: std::sync::Mutex<Waited>,
+}
+
+#[derive(Default)]
+struct Waited {
+    at_us: u64,
+    /// Per function: calls waiting at the last observation, and their integral (µs).
+    functions: std::collections::HashMap<String, (u64, u64)>,
 }
 
 // === impl LocalDemand ===
 
 impl LocalDemand {
     pub(crate) fn new(routes: Arc<Routes>) -> Self {
-        Self { routes }
+        Self {
+            routes,
+            backlog: None,
+            waited: Default::default(),
+        }
+    }
+
+    /// Counts `store`'s waiting calls as demand too.
+    pub(crate) fn with_backlog(mut self, store: Arc<dyn crate::queue::CallStore>) -> Self {
+        self.backlog = Some(store);
+        self
     }
 }
 
 impl DemandSource for LocalDemand {
     fn observe(&self, out: &mut Vec<Observation>) {
+        let mut waited = self.waited.lock().expect("backlog integral mutex poisoned");
+        if let Some(store) = &self.backlog {
+            let now_us = crate::sys::clock::now_us();
+            let dt = now_us.saturating_sub(waited.at_us);
+            waited.at_us = now_us;
+            for (count, integral) in waited.functions.values_mut() {
+                *integral = integral.wrapping_add(*count * dt);
+                *count = 0;
+            }
+            for b in store.backlog() {
+                waited.functions.entry(b.function).or_default().0 = b.queued - b.leased;
+            }
+        }
+        let now_ms = crate::sys::clock::now_ms();
         for handle in self.routes.snapshot().iter() {
             let state = handle.state();
+            let mut demand = handle.demand.sample();
+            if let Some(&(count, integral)) = waited.functions.get(handle.label()) {
+                demand.queued += count;
+                demand.inflight += count;
+                demand.busy_us = demand.busy_us.wrapping_add(integral) & BUSY_MASK;
+                if count > 0 {
+                    demand.last_arrival_ms = now_ms;
+                }
+            }
             out.push(Observation {
                 key: handle.key().clone(),
                 settings: state.scale,
                 desired: state.desired,
                 ready: state.replicas.len() as u64,
-                demand: handle.demand.sample(),
+                demand,
                 complete: true,
             });
         }
