@@ -480,20 +480,7 @@ async fn every_accepted_call_survives_a_kill_9_of_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_wakes_a_function_scales_it_up_drains_and_lets_it_come_down() {
     const CALLS: usize = 2_000;
-    let gw = Gateway::start_with(
-        &[
-            "--no-auth",
-            "--scaler-tick",
-            "100ms",
-            "--scale-stable-window",
-            "3s",
-            "--scale-panic-window",
-            "1s",
-            "--scale-down-delay",
-            "1s",
-        ],
-        &[],
-    );
+    let gw = Gateway::start_with(crate::scaler::FAST, &[]);
     let f = json!({"service": "work", "image": "x", "envProcess": "sleep 0.05",
         "labels": {"com.openfaas.scale.max": "5", "com.openfaas.scale.target": "4",
                    "com.openfaas.scale.zero": "true", "com.openfaas.scale.zero-duration": "3s"}});

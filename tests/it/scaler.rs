@@ -16,7 +16,7 @@ fn function(name: &str, process: &str, labels: serde_json::Value) -> serde_json:
 }
 
 /// Fast windows so a test sees a whole up-and-down cycle in seconds.
-const FAST: &[&str] = &[
+pub(crate) const FAST: &[&str] = &[
     "--no-auth",
     "--scaler-tick",
     "100ms",
