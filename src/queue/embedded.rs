@@ -93,6 +93,8 @@ enum Answer {
 #[derive(Default)]
 struct Index {
     functions: HashMap<String, Pending>,
+    /// Every queued call: its function, and when it is due while it waits (None: leased).
+    calls: HashMap<u64, (String, Option<u64>)>,
     total: u64,
     /// Enqueues being written.
     reserved: u64,
@@ -238,23 +240,7 @@ impl CallStore for EmbeddedStore {
         max: usize,
         now_unix_ms: u64,
     ) -> Result<Vec<Taken>, StoreError> {
-        let ids: Vec<u64> = {
-            let mut index = self.index();
-            let Some(p) = index.functions.get_mut(function) else {
-                return Ok(Vec::new());
-            };
-            let due: Vec<(u64, u64)> = p
-                .ready
-                .iter()
-                .take_while(|(at, _)| *at <= now_unix_ms)
-                .take(max)
-                .copied()
-                .collect();
-            for d in &due {
-                p.ready.remove(d);
-            }
-            due.into_iter().map(|(_, id)| id).collect()
-        };
+        let ids = self.index().take_due(function, max, now_unix_ms);
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -264,8 +250,8 @@ impl CallStore for EmbeddedStore {
             Err(e) => {
                 // Not handed out: waiting again.
                 let mut index = self.index();
-                if let Some(p) = index.functions.get_mut(function) {
-                    p.ready.extend(ids.iter().map(|&id| (0, id)));
+                for &id in &ids {
+                    index.set_due(id, 0);
                 }
                 return Err(e);
             }
@@ -297,14 +283,7 @@ impl CallStore for EmbeddedStore {
             at_unix_ms,
         })
         .await?;
-        let mut index = self.index();
-        if let Some(p) = index
-            .functions
-            .values_mut()
-            .find(|p| p.arrivals.contains_key(&id))
-        {
-            p.ready.insert((at_unix_ms, id));
-        }
+        self.index().set_due(id, at_unix_ms);
         Ok(())
     }
 
@@ -357,7 +336,9 @@ impl CallStore for EmbeddedStore {
                 function: f.clone(),
                 queued: p.arrivals.len() as u64,
                 leased: (p.arrivals.len() - p.ready.len()) as u64,
-                oldest_unix_ms: p.arrivals.values().copied().min().unwrap_or(0),
+                // Ids follow acceptance, so the first is the oldest (to the millisecond
+                // between two calls accepted at once).
+                oldest_unix_ms: p.arrivals.first_key_value().map_or(0, |(_, at)| *at),
                 next_due_unix_ms: p.ready.first().map(|(at, _)| *at),
             })
             .collect();
@@ -375,22 +356,58 @@ impl Index {
             self.total += 1;
         }
         p.ready.insert((due, id));
+        self.calls.insert(id, (function.to_string(), Some(due)));
+    }
+
+    /// Leases up to `max` calls of `function` due at `now`, oldest due first.
+    fn take_due(&mut self, function: &str, max: usize, now: u64) -> Vec<u64> {
+        let Some(p) = self.functions.get_mut(function) else {
+            return Vec::new();
+        };
+        let mut ids = Vec::new();
+        while ids.len() < max {
+            match p.ready.first() {
+                Some(&(at, id)) if at <= now => {
+                    p.ready.pop_first();
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.1 = None;
+                    }
+                    ids.push(id);
+                }
+                _ => break,
+            }
+        }
+        ids
+    }
+
+    /// Ends a lease: the call waits again, due at `at`.
+    fn set_due(&mut self, id: u64, at: u64) {
+        let Some((function, due)) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(p) = self.functions.get_mut(function.as_str()) else {
+            return;
+        };
+        if let Some(old) = due.replace(at) {
+            p.ready.remove(&(old, id));
+        }
+        p.ready.insert((at, id));
     }
 
     fn remove(&mut self, id: u64) {
-        let Some((name, p)) = self
-            .functions
-            .iter_mut()
-            .find(|(_, p)| p.arrivals.contains_key(&id))
-        else {
+        let Some((function, due)) = self.calls.remove(&id) else {
+            return;
+        };
+        let Some(p) = self.functions.get_mut(&function) else {
             return;
         };
         p.arrivals.remove(&id);
-        p.ready.retain(|(_, i)| *i != id);
+        if let Some(due) = due {
+            p.ready.remove(&(due, id));
+        }
         self.total -= 1;
         if p.arrivals.is_empty() {
-            let name = name.clone();
-            self.functions.remove(&name);
+            self.functions.remove(&function);
         }
     }
 }
