@@ -26,8 +26,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
+use crate::client::tls::{TlsConnector, TlsOptions, TlsVars};
 use crate::http1::headers::{strip_hop_by_hop, X_CALL_ID};
 
 /// Where callbacks may go, and how hard they are tried.
@@ -168,22 +168,24 @@ pub struct Callbacks {
 
 impl Callbacks {
     pub fn new(cfg: CallbackConfig) -> Arc<Self> {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("the ring provider supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
+        // The Nomad client's TLS connector with its defaults: the Web PKI roots, no client
+        // certificate, the URL's host verified.
+        const VARS: TlsVars = TlsVars {
+            ca_cert: "",
+            ca_path: "",
+            client_cert: "",
+            client_key: "",
+            server_name: "",
+            skip_verify: "",
+        };
+        let tls = TlsConnector::build("callback", &VARS, &TlsOptions::default())
+            .expect("default TLS options need no file");
+        let mut tcp = HttpConnector::new();
+        // https URLs reach it through the TLS connector.
+        tcp.enforce_http(false);
         Arc::new(Self {
             cfg,
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client: Client::builder(TokioExecutor::new()).build(tls.https(tcp)),
         })
     }
 

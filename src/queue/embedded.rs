@@ -95,7 +95,6 @@ struct Index {
     functions: HashMap<String, Pending>,
     /// Every queued call: its function, and when it is due while it waits (None: leased).
     calls: HashMap<u64, (String, Option<u64>)>,
-    total: u64,
     /// Enqueues being written.
     reserved: u64,
 }
@@ -167,7 +166,7 @@ impl EmbeddedStore {
             .name("faasgate-queue".into())
             .spawn(move || write_loop(conn, rx, &counted))
             .map_err(|e| backend(&e))?;
-        tracing::info!(path = %path.display(), queued = index.total, "async queue opened");
+        tracing::info!(path = %path.display(), queued = index.calls.len(), "async queue opened");
         Ok(Arc::new(Self {
             ops: Mutex::new(tx),
             index: Mutex::new(index),
@@ -211,8 +210,9 @@ impl CallStore for EmbeddedStore {
             // A place is reserved before the write, so concurrent enqueues cannot pass the
             // bound together.
             let mut index = self.index();
-            if index.total + index.reserved >= self.bound {
-                return Err(StoreError::Full(index.total));
+            let queued = index.calls.len() as u64;
+            if queued + index.reserved >= self.bound {
+                return Err(StoreError::Full(queued));
             }
             index.reserved += 1;
         }
@@ -352,9 +352,7 @@ impl CallStore for EmbeddedStore {
 impl Index {
     fn add(&mut self, function: &str, id: u64, arrived: u64, due: u64) {
         let p = self.functions.entry(function.to_string()).or_default();
-        if p.arrivals.insert(id, arrived).is_none() {
-            self.total += 1;
-        }
+        p.arrivals.insert(id, arrived);
         p.ready.insert((due, id));
         self.calls.insert(id, (function.to_string(), Some(due)));
     }
@@ -405,7 +403,6 @@ impl Index {
         if let Some(due) = due {
             p.ready.remove(&(due, id));
         }
-        self.total -= 1;
         if p.arrivals.is_empty() {
             self.functions.remove(&function);
         }

@@ -37,31 +37,14 @@ fn cluster(double: &NomadDouble, n: usize) -> Vec<Gateway> {
 /// [`cluster`] with `extra` arguments for every gateway.
 fn cluster_with(double: &NomadDouble, n: usize, extra: &[&str]) -> Vec<Gateway> {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let url = double.url();
     (0..n)
         .map(|i| {
-            let listen = format!("127.0.0.1:{}", ports[i]);
             let peers: Vec<String> = (0..n)
                 .filter(|&j| j != i)
                 .map(|j| format!("127.0.0.1:{}", ports[j]))
                 .collect();
             let peers = peers.join(",");
-            let token = format!("gateway-{i}");
-            let mut args = vec![
-                "--no-auth",
-                "--provider",
-                "nomad",
-                "--nomad-watchdog-path",
-                BIN,
-                "--listen",
-                listen.as_str(),
-                "--peers",
-                peers.as_str(),
-                "--cluster-lock-ttl",
-                TTL,
-                "--cluster-lock-delay",
-                DELAY,
-            ];
+            let mut args = vec!["--peers", peers.as_str()];
             // Fast scaler windows, unless `extra` sets one itself.
             for (flag, value) in [
                 ("--scaler-tick", "200ms"),
@@ -74,16 +57,49 @@ fn cluster_with(double: &NomadDouble, n: usize, extra: &[&str]) -> Vec<Gateway> 
                 }
             }
             args.extend_from_slice(extra);
-            Gateway::start_with(
+            nomad_gateway(
+                double,
+                i,
+                ports[i],
                 &args,
-                &[
-                    ("NOMAD_ADDR", url.as_str()),
-                    ("NOMAD_TOKEN", token.as_str()),
-                    ("RUST_LOG", "info,faasgate=debug"),
-                ],
+                &[("RUST_LOG", "info,faasgate=debug")],
             )
         })
         .collect()
+}
+
+/// Gateway `i` on the double at `port` (its own `NOMAD_TOKEN`, `gateway-{i}`, so the
+/// double's record names it), with the lease's test TTL and delay, `args` and `env`.
+fn nomad_gateway(
+    double: &NomadDouble,
+    i: usize,
+    port: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Gateway {
+    let listen = format!("127.0.0.1:{port}");
+    let token = format!("gateway-{i}");
+    let url = double.url();
+    let mut all = vec![
+        "--no-auth",
+        "--provider",
+        "nomad",
+        "--nomad-watchdog-path",
+        BIN,
+        "--listen",
+        listen.as_str(),
+        "--cluster-lock-ttl",
+        TTL,
+        "--cluster-lock-delay",
+        DELAY,
+    ];
+    all.extend_from_slice(args);
+    let mut vars = vec![
+        ("NOMAD_ADDR", url.as_str()),
+        ("NOMAD_TOKEN", token.as_str()),
+    ];
+    vars.extend_from_slice(env);
+    Gateway::start_with(&all, &vars)
 }
 
 /// Deploys `echo` (the watchdog running `cat` under the double's `raw_exec`) with `labels`.
@@ -239,28 +255,13 @@ fn catalog_gateway(
     alloc: &str,
     extra: &[&str],
 ) -> Gateway {
-    let listen = format!("127.0.0.1:{port}");
-    let token = format!("gateway-{i}");
     let url = double.url();
-    let mut args = vec![
-        "--no-auth",
-        "--provider",
-        "nomad",
-        "--nomad-watchdog-path",
-        BIN,
-        "--listen",
-        listen.as_str(),
-        "--cluster-lock-ttl",
-        TTL,
-        "--cluster-lock-delay",
-        DELAY,
-    ];
-    args.extend_from_slice(extra);
-    Gateway::start_with(
-        &args,
+    nomad_gateway(
+        double,
+        i,
+        port,
+        extra,
         &[
-            ("NOMAD_ADDR", url.as_str()),
-            ("NOMAD_TOKEN", token.as_str()),
             ("NOMAD_ALLOC_ID", alloc),
             ("CONSUL_HTTP_ADDR", url.as_str()),
         ],
