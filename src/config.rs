@@ -28,6 +28,7 @@ pub mod env {
     pub const ASYNC_RETRY_MAX_WAIT: &str = "FAASGATE_ASYNC_RETRY_MAX_WAIT";
     pub const ASYNC_RETRY_CODES: &str = "FAASGATE_ASYNC_RETRY_CODES";
     pub const CALLBACK_ALLOW: &str = "FAASGATE_CALLBACK_ALLOW";
+    pub const QUEUE: &str = "FAASGATE_QUEUE";
     pub const WORKERS: &str = "FAASGATE_WORKERS";
     pub const UPSTREAM_READ_TIMEOUT: &str = "FAASGATE_UPSTREAM_READ_TIMEOUT";
     pub const UPSTREAM_IDLE_TIMEOUT: &str = "FAASGATE_UPSTREAM_IDLE_TIMEOUT";
@@ -131,6 +132,9 @@ pub struct GatewayConfig {
 /// The async queue (`queue`).
 #[derive(Debug, Clone)]
 pub struct AsyncConfig {
+    /// Where calls are kept: the embedded store under the data dir (None), or NATS
+    /// JetStream at this `nats://` URL, shared by every gateway that names it.
+    pub nats: Option<String>,
     /// Largest body accepted (413 beyond).
     pub max_body: usize,
     /// Calls queued at most (429 beyond).

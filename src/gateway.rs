@@ -173,12 +173,10 @@ async fn serve(
             return Err(e);
         }
     }
-    // Async calls: stored under the data dir, delivered through this gateway's own listener.
-    let store = match crate::queue::EmbeddedStore::open(
-        &config.data_dir.join("async"),
-        config.async_calls.max_queued,
-    ) {
-        Ok(store) => store,
+    // Async calls: stored under the data dir or in NATS JetStream, delivered through this
+    // gateway's own listener.
+    let (store, max_async_body) = match open_queue(&config.async_calls, &config.data_dir).await {
+        Ok(opened) => opened,
         Err(e) => {
             if let Some(tasks) = cluster_tasks {
                 tasks.stop().await;
@@ -186,6 +184,9 @@ async fn serve(
             return Err(e.into());
         }
     };
+    if let Some(sum) = &cluster.demand {
+        sum.count_backlog(store.clone());
+    }
     // The UI: scale decisions and per-function time series, sampled off the request path.
     let scaling = Scaling::with_cluster(config.scaler.clone(), cluster.clone());
     let events = scaling.events.clone();
@@ -245,7 +246,7 @@ async fn serve(
         async_calls: Some(crate::api::async_call::AsyncCalls {
             store,
             dispatcher,
-            max_body: config.async_calls.max_body,
+            max_body: max_async_body,
         }),
     });
     tracing::info!(
@@ -302,6 +303,28 @@ impl ClusterTasks {
 /// catalog `--discovery` names: Nomad's or Consul's), elects a leader with them and, while it
 /// leads, pulls their demand. With no peer found it leads alone, as a gateway alone always
 /// has.
+/// The async queue's store, and the largest body it takes.
+async fn open_queue(
+    config: &crate::config::AsyncConfig,
+    data_dir: &std::path::Path,
+) -> Result<(Arc<dyn crate::queue::CallStore>, usize), crate::queue::StoreError> {
+    let Some(url) = &config.nats else {
+        let store = crate::queue::EmbeddedStore::open(&data_dir.join("async"), config.max_queued)?;
+        return Ok((store, config.max_body));
+    };
+    let store = crate::queue::NatsStore::connect(url, config.max_queued).await?;
+    let max_body = config.max_body.min(store.max_body());
+    if max_body < config.max_body {
+        tracing::warn!(
+            max_async_body = config.max_body,
+            nats_max_payload = store.max_body() + crate::queue::nats::ENVELOPE,
+            "the async body limit is lowered to fit NATS's max_payload: {max_body} bytes"
+        );
+    }
+    tracing::info!(%url, "async calls are kept in NATS JetStream");
+    Ok((store, max_body))
+}
+
 fn start_cluster(
     config: &GatewayConfig,
     routes: &Arc<Routes>,

@@ -255,6 +255,10 @@ fn render(args: RenderArgs) -> anyhow::Result<()> {
 /// Async invocations (`/async-function`).
 #[derive(clap::Args)]
 struct AsyncArgs {
+    /// Where async calls are kept: `embedded` (SQLite under the data dir, this gateway's
+    /// own) or `nats://HOST:PORT` (NATS JetStream, shared by every gateway that names it).
+    #[arg(long, env = config::env::QUEUE, default_value = "embedded")]
+    queue: String,
     /// Largest /async-function request body, in bytes (413 beyond; NATS's default payload).
     #[arg(long, env = config::env::MAX_ASYNC_BODY, default_value_t = 1 << 20)]
     max_async_body: usize,
@@ -291,7 +295,15 @@ struct AsyncArgs {
 
 impl AsyncArgs {
     fn config(&self, call_timeout: std::time::Duration) -> anyhow::Result<config::AsyncConfig> {
+        let nats = match self.queue.as_str() {
+            "embedded" | "" => None,
+            url if url.starts_with("nats://") || url.starts_with("tls://") => Some(url.to_string()),
+            other => anyhow::bail!(
+                "--queue: {other:?} is neither `embedded` nor a `nats://HOST:PORT` URL"
+            ),
+        };
         Ok(config::AsyncConfig {
+            nats,
             max_body: self.max_async_body,
             max_queued: self.max_async_queue,
             dispatch: faasgate::queue::DispatchConfig {

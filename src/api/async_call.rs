@@ -37,6 +37,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Full(_) => ApiError::TooMany(e.to_string()),
+            StoreError::TooLarge(limit) => ApiError::TooLarge { limit },
             StoreError::NotFound(_) => ApiError::NotFound(e.to_string()),
             StoreError::Backend(_) => ApiError::Internal(e.to_string()),
         }

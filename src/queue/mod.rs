@@ -6,6 +6,7 @@
 //! - [`store`]: what a store does ([`CallStore`]: durable enqueue, leases, retries, the
 //!   dead-letter list).
 //! - [`embedded`]: the default store, SQLite under the data dir.
+//! - [`nats`]: the store shared by a cluster of gateways, NATS JetStream (`--queue nats://`).
 //! - [`dispatch`]: delivery through the gateway's own `/function` route, retries, burial.
 //! - [`callback`]: the function's answer POSTed to the call's `X-Callback-Url`.
 //! - [`stats`]: the `faasgate_async_*` metrics.
@@ -17,6 +18,7 @@ pub mod call;
 pub mod callback;
 pub mod dispatch;
 pub mod embedded;
+pub mod nats;
 pub mod stats;
 pub mod store;
 
@@ -24,6 +26,7 @@ pub use call::QueuedCall;
 pub use callback::{CallbackConfig, Callbacks};
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use embedded::EmbeddedStore;
+pub use nats::NatsStore;
 pub use stats::AsyncStats;
 pub use store::{Backlog, CallStore, DeadLetter, StoreError, Taken};
 

@@ -22,6 +22,9 @@ pub enum StoreError {
     /// The store is at its bound (`--max-async-queue`): 429.
     #[error("the async queue is full ({0} calls waiting)")]
     Full(u64),
+    /// The call's record is larger than the store takes (413; the limit in bytes).
+    #[error("the call is larger than the async queue takes ({0} bytes at most)")]
+    TooLarge(usize),
     /// No such dead letter (404).
     #[error("no dead letter {0}")]
     NotFound(u64),

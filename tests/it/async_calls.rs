@@ -16,7 +16,7 @@ use support::Gateway;
 /// A function whose process appends a line per call to `log` (`method path query call-id
 /// body`) and exits with the status `fail` says for the call's number (1-based): `fail` is a
 /// shell test on `$n`, e.g. `[ "$n" -le 2 ]` to fail the first two calls.
-fn recorder(dir: &Path, name: &str, fail: &str) -> (Value, std::path::PathBuf) {
+pub(crate) fn recorder(dir: &Path, name: &str, fail: &str) -> (Value, std::path::PathBuf) {
     let log = dir.join(format!("{name}.log"));
     let script = dir.join(format!("{name}.sh"));
     std::fs::write(
@@ -33,7 +33,7 @@ fn recorder(dir: &Path, name: &str, fail: &str) -> (Value, std::path::PathBuf) {
     (f, log)
 }
 
-fn lines(log: &Path) -> Vec<String> {
+pub(crate) fn lines(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
@@ -41,7 +41,7 @@ fn lines(log: &Path) -> Vec<String> {
         .collect()
 }
 
-async fn wait_lines(log: &Path, n: usize) -> Vec<String> {
+pub(crate) async fn wait_lines(log: &Path, n: usize) -> Vec<String> {
     let mut got = Vec::new();
     support::eventually(
         Duration::from_secs(30),
@@ -479,8 +479,14 @@ async fn every_accepted_call_survives_a_kill_9_of_the_gateway() {
 /// once the queue is empty it comes back down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_wakes_a_function_scales_it_up_drains_and_lets_it_come_down() {
+    backlog_scales_a_function(&[]).await;
+}
+
+/// The backlog case with the gateway's own flags and `extra` ones (the NATS store's).
+pub(crate) async fn backlog_scales_a_function(extra: &[&str]) {
     const CALLS: usize = 2_000;
-    let gw = Gateway::start_with(crate::scaler::FAST, &[]);
+    let args: Vec<&str> = crate::scaler::FAST.iter().chain(extra).copied().collect();
+    let gw = Gateway::start_with(&args, &[]);
     let f = json!({"service": "work", "image": "x", "envProcess": "sleep 0.05",
         "labels": {"com.openfaas.scale.max": "5", "com.openfaas.scale.target": "4",
                    "com.openfaas.scale.zero": "true", "com.openfaas.scale.zero-duration": "3s"}});

@@ -13,12 +13,15 @@
 
 #[path = "../support/inproc.rs"]
 mod inproc;
+#[path = "../support/nats.rs"]
+mod nats;
 #[path = "../support/nomad_double.rs"]
 mod nomad_double;
 #[path = "../support/mod.rs"]
 mod support;
 
 mod async_calls;
+mod async_nats;
 mod boundaries;
 mod cluster;
 mod differential_wire;

@@ -246,6 +246,14 @@ impl ClusterDemand {
         }
     }
 
+    /// Counts `store`'s waiting calls in the sum. Shared by every gateway (NATS), the store's
+    /// backlog is the cluster's, counted once, here; a gateway's own embedded store holds its
+    /// own calls only, and the members' are not in their reports (their dispatchers still
+    /// wake a function at zero, through its cold start).
+    pub fn count_backlog(&self, store: Arc<dyn crate::queue::CallStore>) {
+        self.local.count_backlog(store);
+    }
+
     /// Waits until the scaler asks for a pull round ([`DemandSource::gather`]), at most
     /// `fallback` (a gateway whose scaler is off still pulls, so that its members stay
     /// known). A request made while no one waits is kept for the next call.

@@ -46,7 +46,7 @@ pub trait DemandSource: Send + Sync + 'static {
 /// drain it within the drain horizon, and a function with calls waiting is never idle).
 pub(crate) struct LocalDemand {
     routes: Arc<Routes>,
-    backlog: Option<Arc<dyn crate::queue::CallStore>>,
+    backlog: std::sync::OnceLock<Arc<dyn crate::queue::CallStore>>,
     /// The waiting calls' own in-flight integral per function (they are in no replica's
     /// count): at each observation, what waited since the previous one, times the time.
     waited: std::sync::Mutex<Waited>,
@@ -65,22 +65,27 @@ impl LocalDemand {
     pub(crate) fn new(routes: Arc<Routes>) -> Self {
         Self {
             routes,
-            backlog: None,
+            backlog: std::sync::OnceLock::new(),
             waited: Default::default(),
         }
     }
 
     /// Counts `store`'s waiting calls as demand too.
-    pub(crate) fn with_backlog(mut self, store: Arc<dyn crate::queue::CallStore>) -> Self {
-        self.backlog = Some(store);
+    pub(crate) fn with_backlog(self, store: Arc<dyn crate::queue::CallStore>) -> Self {
+        self.count_backlog(store);
         self
+    }
+
+    /// Counts `store`'s waiting calls as demand from now on (once: a later store is ignored).
+    pub(crate) fn count_backlog(&self, store: Arc<dyn crate::queue::CallStore>) {
+        let _ = self.backlog.set(store);
     }
 }
 
 impl DemandSource for LocalDemand {
     fn observe(&self, out: &mut Vec<Observation>) {
         let mut waited = self.waited.lock().expect("backlog integral mutex poisoned");
-        if let Some(store) = &self.backlog {
+        if let Some(store) = self.backlog.get() {
             let now_us = crate::sys::clock::now_us();
             let dt = now_us.saturating_sub(waited.at_us);
             waited.at_us = now_us;
