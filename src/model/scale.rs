@@ -1,6 +1,7 @@
-//! The per-function `com.openfaas.scale.*` settings: the label names, their defaults and the
-//! one parser every reader uses (the API at deploy, both providers, the Nomad renderer, the
-//! scaler and the alert handler).
+//! The per-function `com.openfaas.scale.*` settings (and `com.openfaas.queue.max-inflight`,
+//! the async dispatcher's bound, which caps the load a backlog puts on the function): the
+//! label names, their defaults and the one parser every reader uses (the API at deploy, both
+//! providers, the Nomad renderer, the scaler, the alert handler and the dispatcher).
 //!
 //! Rules (reference section 5.4): a label wins over an annotation of the same name (faasd
 //! users put them in annotations); a value that does not parse or is out of range is an
@@ -25,6 +26,9 @@ pub mod labels {
     pub const TYPE: &str = "com.openfaas.scale.type";
     pub const ZERO: &str = "com.openfaas.scale.zero";
     pub const ZERO_DURATION: &str = "com.openfaas.scale.zero-duration";
+    /// Async calls of the function delivered at once, at most (a positive integer; default:
+    /// the gateway's `--async-max-inflight`).
+    pub const QUEUE_MAX_INFLIGHT: &str = "com.openfaas.queue.max-inflight";
 }
 
 pub(crate) const DEFAULT_MIN: u64 = 1;
@@ -62,6 +66,9 @@ pub struct ScaleSettings {
     pub zero: bool,
     /// How long without an arrival counts as idle. Default 15m.
     pub(crate) zero_duration: Duration,
+    /// `com.openfaas.queue.max-inflight`: async calls delivered at once, at most. None: the
+    /// gateway's `--async-max-inflight`.
+    pub queue_max_inflight: Option<u64>,
 }
 
 // === impl ScaleSettings ===
@@ -77,6 +84,7 @@ impl Default for ScaleSettings {
             kind: ScaleKind::Capacity,
             zero: false,
             zero_duration: DEFAULT_ZERO_DURATION,
+            queue_max_inflight: None,
         }
     }
 }
@@ -188,6 +196,15 @@ impl ScaleSettings {
             Some((l, v)) => crate::model::duration::parse(v)
                 .ok_or_else(|| bad(l, v, "a duration such as 90s, 15m or 1h30m"))?,
         };
+        let queue_max_inflight = match get(labels::QUEUE_MAX_INFLIGHT) {
+            None => None,
+            Some((l, v)) => Some(
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=u64::from(u32::MAX)).contains(n))
+                    .ok_or_else(|| bad(l, v, "a positive integer"))?,
+            ),
+        };
         Ok(Self {
             min,
             max,
@@ -197,6 +214,7 @@ impl ScaleSettings {
             kind,
             zero,
             zero_duration,
+            queue_max_inflight,
         })
     }
 
@@ -249,8 +267,10 @@ mod tests {
             (labels::ZERO, "true"),
             (labels::ZERO_DURATION, "2m30s"),
             (labels::FACTOR, "100"),
+            (labels::QUEUE_MAX_INFLIGHT, "3"),
         ]);
         let s = ScaleSettings::parse(Some(&l), Some(&a)).unwrap();
+        assert_eq!(s.queue_max_inflight, Some(3));
         assert_eq!(s.min, 2);
         assert_eq!(s.max, 9);
         assert_eq!(s.target, DEFAULT_TARGET);
@@ -276,6 +296,9 @@ mod tests {
             (labels::TYPE, "cpu"),
             (labels::ZERO, "maybe"),
             (labels::ZERO_DURATION, "soon"),
+            (labels::QUEUE_MAX_INFLIGHT, "0"),
+            (labels::QUEUE_MAX_INFLIGHT, "-3"),
+            (labels::QUEUE_MAX_INFLIGHT, "many"),
         ] {
             // As a label and as an annotation alike.
             for (l, a) in [

@@ -5,7 +5,9 @@
 //!
 //! Rules:
 //! - Per function, as many calls at once as its ready replicas take at their planned load
-//!   (at least one, at most `max_inflight`); a call runs under its store lease
+//!   (at least one, at most its `com.openfaas.queue.max-inflight` label or annotation, else
+//!   `max_inflight`; per gateway: with a shared NATS queue each gateway keeps its own
+//!   bound); a call runs under its store lease
 //!   for as long as it takes: no ack deadline, so a call still running is never delivered a
 //!   second time (OpenFaaS CE redelivers after its `ack_wait`).
 //! - Every attempt carries the call's `X-Call-Id`: a function sees the same id on a retry.
@@ -142,17 +144,24 @@ impl Dispatcher {
 
     /// How many calls of `function` may be delivered at once: what its ready replicas
     /// take at their planned load (`target x target-proportion` each), at least one (which
-    /// wakes a function at zero), at most `max_inflight`. The scaler counts the calls still
-    /// waiting as demand, so a backlog raises the count and with it this limit.
+    /// wakes a function at zero), at most its `com.openfaas.queue.max-inflight` or else
+    /// `max_inflight`. The scaler counts the calls still waiting as demand, so a backlog
+    /// raises the count and with it this limit.
     fn limit(&self, function: &str) -> usize {
-        let capacity = self
-            .routes
-            .get(KeyRef::parse_segment(function, ""))
-            .map_or(0.0, |h| {
-                let state = h.state();
-                state.replicas.len() as f64 * state.scale.per_replica()
-            });
-        (capacity as usize).clamp(1, self.cfg.max_inflight.max(1))
+        let (capacity, cap) =
+            self.routes
+                .get(KeyRef::parse_segment(function, ""))
+                .map_or((0.0, None), |h| {
+                    let state = h.state();
+                    (
+                        state.replicas.len() as f64 * state.scale.per_replica(),
+                        state.scale.queue_max_inflight,
+                    )
+                });
+        let cap = cap.map_or(self.cfg.max_inflight, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        });
+        (capacity as usize).clamp(1, cap.max(1))
     }
 
     /// Says a call was queued.

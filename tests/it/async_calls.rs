@@ -543,3 +543,73 @@ pub(crate) async fn backlog_scales_a_function(extra: &[&str]) {
     .await;
     eprintln!("async scaling: {CALLS} calls queued at zero, up to {most} replicas, all delivered, back down");
 }
+
+/// `com.openfaas.queue.max-inflight` bounds a function's async calls at once: with `1` its
+/// calls never overlap; without it (the same function, the gateway's default of 100 and a
+/// replica planned for 45) they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_functions_queue_max_inflight_bounds_its_concurrent_async_calls() {
+    const CALLS: usize = 6;
+    let gw = Gateway::start_with(&["--no-auth"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = |name: &str, labels: Value| {
+        let (lock, log) = (
+            dir.path().join(format!("{name}.lock")),
+            dir.path().join(format!("{name}.log")),
+        );
+        let script = dir.path().join(format!("{name}.sh"));
+        // A call that finds another running records `overlap`.
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ncat >/dev/null\nif mkdir {lock} 2>/dev/null; then sleep 0.3; rmdir {lock}; \
+                 echo ok >> {log}; else echo overlap >> {log}; fi\n",
+                lock = lock.display(),
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        (
+            json!({"service": name, "image": "x", "envProcess": script.display().to_string(),
+                   "labels": labels}),
+            log,
+        )
+    };
+    let (serial, serial_log) = deploy("serial", json!({"com.openfaas.queue.max-inflight": "1"}));
+    let (open, open_log) = deploy("open", json!({}));
+    for f in [serial, open] {
+        assert_eq!(gw.deploy(f).await.status, 202);
+    }
+    let bad = gw
+        .deploy(json!({"service": "bad", "image": "x", "envProcess": "cat",
+                       "annotations": {"com.openfaas.queue.max-inflight": "0"}}))
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(
+        bad.text().contains("com.openfaas.queue.max-inflight"),
+        "{}",
+        bad.text()
+    );
+    gw.wait_available("serial", 1).await;
+    gw.wait_available("open", 1).await;
+    for name in ["serial", "open"] {
+        for _ in 0..CALLS {
+            let r = gw
+                .req("POST", &format!("/async-function/{name}"), "x")
+                .await;
+            assert_eq!(r.status, 202, "{}", r.text());
+        }
+    }
+    let serial = wait_lines(&serial_log, CALLS).await;
+    assert!(
+        serial.iter().all(|l| l == "ok"),
+        "overlapping calls: {serial:?}"
+    );
+    let open = wait_lines(&open_log, CALLS).await;
+    assert!(
+        open.iter().any(|l| l == "overlap"),
+        "without the label the calls run together: {open:?}"
+    );
+}
