@@ -105,3 +105,46 @@ async fn series_and_scale_events() {
             .is_empty()
     );
 }
+
+/// The UI's queue depth: a function whose async calls wait (one delivered at a time, each
+/// taking seconds) shows them in `/ui/api/summary`'s `queues` and `/ui/api/series`'s `queue`,
+/// and nothing once they are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_and_series_show_a_functions_async_queue() {
+    let gw = Gateway::start();
+    let f = json!({"service": "slow", "image": "x", "envProcess": "sleep 2",
+                   "labels": {"com.openfaas.queue.max-inflight": "1"}});
+    assert_eq!(gw.deploy(f).await.status, 202);
+    gw.wait_available("slow", 1).await;
+    assert_eq!(
+        gw.get("/ui/api/series?name=slow").await.json()["queue"],
+        json!(null)
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            gw.req("POST", "/async-function/slow", "x").await.status,
+            202
+        );
+    }
+    let summary = gw.get("/ui/api/summary").await.json();
+    let q = &summary["queues"]["slow"];
+    assert_eq!(q["queued"], 3, "{summary}");
+    assert!(q["delivering"].as_u64().unwrap() <= 1, "{q}");
+    assert!(q["oldestSeconds"].as_f64().unwrap() >= 0.0, "{q}");
+    let series = gw.get("/ui/api/series?name=slow").await.json();
+    assert!(series["queue"]["queued"].as_u64().unwrap() >= 1, "{series}");
+    assert!(
+        gw.get("/ui/api/summary?namespace=other").await.json()["queues"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gw.get("/ui/api/summary").await.json()["queues"]
+        .as_object()
+        .is_some_and(|q| !q.is_empty())
+    {
+        assert!(Instant::now() < deadline, "the queue never drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

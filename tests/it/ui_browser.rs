@@ -306,10 +306,22 @@ async fn scenario(gw: &Gateway, c: &Client) {
         |t| t == "0",
     )
     .await;
+    wait_text(
+        c,
+        &format!("{row} td:nth-child(9)"),
+        WAIT,
+        "no async calls queued",
+        |t| t == "0",
+    )
+    .await;
 
     // Invoke from the invoke panel.
     click(c, &format!("{row} a")).await;
     wait_present(c, "#inv-send", "the invoke panel").await;
+    wait_text(c, "#fn-overview", WAIT, "the async queue's depth", |t| {
+        t.contains("Async queue") && t.contains("empty")
+    })
+    .await;
     c.find(Locator::Css("#inv-method"))
         .await
         .expect("method")

@@ -2,12 +2,14 @@
 //! the sampler's rings ([`crate::api::metrics::series`]) and the scale-event ring
 //! ([`crate::control::events`]). Both are cheap copies; neither touches the provider.
 //!
-//! - `GET /ui/api/summary?namespace=ns` -> `{"namespace","interval","functions":{name: Sample}}`
-//!   with each function's newest sample, its `rate` averaged over the last 10 s and its
-//!   `p50`/`p99` from the newest second with calls in those 10 s (null when none).
+//! - `GET /ui/api/summary?namespace=ns` -> `{"namespace","interval","functions":{name: Sample},
+//!   "queues":{name: Queue}}` with each function's newest sample, its `rate` averaged over the
+//!   last 10 s and its `p50`/`p99` from the newest second with calls in those 10 s (null when
+//!   none), and the async queue of each function that has calls queued.
 //! - `GET /ui/api/series?name=f[&namespace=ns]` -> `{"function","name","namespace","interval",
-//!   "samples":[Sample...],"events":[ScaleEvent...]}`: up to ten minutes of one-second
-//!   samples, oldest first, and the function's newest scaling decisions. 404 when unknown.
+//!   "samples":[Sample...],"events":[ScaleEvent...],"queue":Queue|null}`: up to ten minutes of
+//!   one-second samples, oldest first, the function's newest scaling decisions and its async
+//!   queue. 404 when unknown.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +42,45 @@ struct Summary<'a> {
     functions: BTreeMap<String, Sample>,
     /// Whether this gateway leads its cluster, and how many gateways there are.
     cluster: crate::control::cluster::ClusterStatus,
+    queues: BTreeMap<String, Queue>,
+}
+
+/// One function's async queue (the store's backlog, as `faasgate_async_*` reports it).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Queue {
+    /// Accepted and not yet done (those being delivered included).
+    queued: u64,
+    /// Being delivered now.
+    delivering: u64,
+    /// Age of the oldest, in seconds.
+    oldest_seconds: f64,
+}
+
+/// The async queues of namespace `ns`'s functions, by function name.
+fn queues(gw: &Gateway, ns: &str) -> BTreeMap<String, Queue> {
+    let Some(calls) = &gw.async_calls else {
+        return BTreeMap::new();
+    };
+    let now = crate::sys::clock::unix_ms();
+    calls
+        .store
+        .backlog()
+        .into_iter()
+        .filter_map(|b| {
+            let key = FunctionKey::parse_segment(&b.function, "").ok()?;
+            (key.namespace() == ns).then(|| {
+                (
+                    key.name().to_string(),
+                    Queue {
+                        queued: b.queued,
+                        delivering: b.leased,
+                        oldest_seconds: now.saturating_sub(b.oldest_unix_ms) as f64 / 1000.0,
+                    },
+                )
+            })
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -50,6 +91,7 @@ struct SeriesBody<'a> {
     interval: u64,
     samples: Vec<Sample>,
     events: Vec<ScaleEvent>,
+    queue: Option<Queue>,
 }
 
 fn query<B>(req: &Request<B>) -> Result<Query, ApiError> {
@@ -81,6 +123,7 @@ pub(super) fn summary<B>(
             interval: INTERVAL.as_millis() as u64,
             functions,
             cluster: gw.scaling.cluster.status(),
+            queues: queues(gw, ns),
         },
     ))
 }
@@ -103,6 +146,7 @@ pub(super) fn series<B>(gw: &Gateway, req: &Request<B>) -> Result<Response<Gatew
             interval: INTERVAL.as_millis() as u64,
             samples: gw.series.function(&key),
             events: gw.events.recent(Some(&key), EVENTS_PER_FUNCTION),
+            queue: queues(gw, key.namespace()).remove(key.name()),
         },
     ))
 }

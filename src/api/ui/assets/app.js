@@ -279,7 +279,7 @@ function listView() {
   const makeRow = (name) => {
     const tr = el('tr', { 'data-name': name });
     const link = el('a', { href: `#/function/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`, text: name });
-    const labels = ['Name', 'Image / fprocess', 'Replicas', 'Invocations', 'Rate', 'p50', 'p99', 'In flight'];
+    const labels = ['Name', 'Image / fprocess', 'Replicas', 'Invocations', 'Rate', 'p50', 'p99', 'In flight', 'Async queued'];
     const cells = labels.map((l, i) => {
       const td = el(i === 0 ? 'th' : 'td', { 'data-label': l });
       if (i === 0) { td.setAttribute('scope', 'row'); td.append(el('span', { class: 'dot' }), link); }
@@ -301,6 +301,7 @@ function listView() {
     ]);
     showCluster(summary.cluster);
     const live = summary.functions || {};
+    const queues = summary.queues || {};
     const seen = new Set();
     for (const f of fns) {
       seen.add(f.name);
@@ -319,6 +320,7 @@ function listView() {
       setText(c[5], fmtSecs(s.p50));
       setText(c[6], fmtSecs(s.p99));
       setText(c[7], fmtInt(s.inflight ?? 0));
+      setText(c[8], fmtInt(queues[f.name]?.queued ?? 0));
       const st = f.replicas === 0 ? 'zero' : f.availableReplicas >= f.replicas ? 'ok' : 'warn';
       if (row.dot.dataset.state !== st) {
         row.dot.dataset.state = st;
@@ -374,6 +376,7 @@ function functionView(ns, name) {
   const qs = q({ namespace: ns });
   let status = null;
   let samples = [];
+  let asyncQueue = null;
   let windowSecs = 600;
   let stopped = false;
   let scaleTouched = false;
@@ -394,6 +397,7 @@ function functionView(ns, name) {
       'Invocations': fmtInt(s.invocationCount),
       'Latency p50 / p90 / p99 (since deploy)': st.count ? `${fmtSecs(st.p50)} / ${fmtSecs(st.p90)} / ${fmtSecs(st.p99)}` : '–',
       'In flight / queued': `${fmtInt(st.inflight ?? 0)} / ${fmtInt(st.queued ?? 0)}`,
+      'Async queue': asyncQueue ? `${fmtInt(asyncQueue.queued)} queued (${fmtInt(asyncQueue.delivering)} being delivered), oldest ${fmtSecs(asyncQueue.oldestSeconds)}` : 'empty',
       'Created': s.createdAt ? new Date(s.createdAt).toLocaleString() : '–',
     });
     const labels = s.labels || {};
@@ -445,6 +449,8 @@ function functionView(ns, name) {
     });
     if (stopped) return;
     samples = series.samples || [];
+    asyncQueue = series.queue || null;
+    renderStatus();
     renderEvents(series.events || []);
     drawChart($('chart'), samples, windowSecs);
   };
