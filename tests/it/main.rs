@@ -18,6 +18,7 @@ mod nomad_double;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod airflow_hook;
 mod async_calls;
 mod boundaries;
 mod cluster;
