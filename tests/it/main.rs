@@ -24,6 +24,7 @@ mod boundaries;
 mod cluster;
 mod differential_wire;
 mod downstream_wire;
+mod faas_cli;
 mod gateway;
 mod local_provider;
 mod nomad_conformance;
