@@ -245,10 +245,10 @@ async fn failing_calls_are_retried_then_buried_replayed_and_dropped() {
 }
 
 /// One callback as received: its headers and body.
-type Received = Arc<Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>;
 
 /// A callback receiver on loopback that answers 500 to its first `fail_first` requests.
-async fn receiver(fail_first: usize) -> (std::net::SocketAddr, Received) {
+pub(crate) async fn receiver(fail_first: usize) -> (std::net::SocketAddr, Received) {
     use http_body_util::BodyExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

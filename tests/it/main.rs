@@ -20,12 +20,14 @@ mod nomad_double;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod airflow_hook;
 mod async_calls;
 mod async_nats;
 mod boundaries;
 mod cluster;
 mod differential_wire;
 mod downstream_wire;
+mod faas_cli;
 mod gateway;
 mod local_provider;
 mod nomad_conformance;

@@ -400,3 +400,70 @@ pub async fn join_load(workers: Vec<LoadWorker>) -> (u32, Vec<(u16, String)>) {
     }
     (ok, failed)
 }
+
+/// What a client program run by [`run_bounded`] did.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Runs `cmd` with `stdin` as its input and waits at most `limit` for it to exit (then kills
+/// it and panics, showing what it printed). For the real client programs (faas-cli, the
+/// Airflow hook's Python) the tests drive; blocking, so call it from `spawn_blocking`.
+pub fn run_bounded(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Ran {
+    use std::io::{Read, Write};
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+    let mut input = child.stdin.take().expect("stdin piped");
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().expect("stdout piped")));
+    let err = reader(Box::new(child.stderr.take().expect("stderr piped")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = writer.join();
+    let ran = Ran {
+        code: status.and_then(|s| s.code()),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    if status.is_none() {
+        panic!(
+            "{:?} did not exit within {limit:?}; stdout:\n{}\nstderr:\n{}",
+            cmd.get_program(),
+            ran.stdout,
+            ran.stderr
+        );
+    }
+    ran
+}
