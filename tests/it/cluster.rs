@@ -994,3 +994,63 @@ async fn a_scale_down_drained_under_an_ended_term_is_not_made() {
     );
     assert!(failed.is_empty(), "failed requests: {failed:?}");
 }
+
+/// Issue 14, item 6: with the async queue in NATS, calls enqueued at a follower are the
+/// leader's demand. Every gateway delivers one call at a time (`queue.max-inflight` 1), so
+/// the calls in flight (three) stay below one replica's target (5); only the stream's
+/// pending count, which the leader reads, asks for more replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_scales_on_the_nats_backlog_enqueued_at_a_follower() {
+    const CALLS: usize = 300;
+    let nats = crate::nats::NatsServer::start();
+    let (double, gws, leader) = led_cluster(3, &["--queue", &nats.url]).await;
+    let follower = (leader + 1) % 3;
+    deploy(
+        &gws[follower],
+        "queued",
+        "sleep 0.2",
+        json!({
+            "com.openfaas.scale.min": "1",
+            "com.openfaas.scale.max": "5",
+            "com.openfaas.scale.target": "5",
+            "com.openfaas.queue.max-inflight": "1"
+        }),
+    )
+    .await;
+    for gw in &gws {
+        gw.wait_available("queued", 1).await;
+    }
+    let before = double.scale_calls().len();
+    for n in 0..CALLS {
+        let r = gws[follower]
+            .req_h(
+                "POST",
+                "/async-function/queued",
+                &[("x-call-id", &format!("q-{n}"))],
+                "x",
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    support::eventually(
+        Duration::from_secs(40),
+        "the backlog to raise the count to 3 or more",
+        || double.scale_calls().last().and_then(|c| c.count) >= Some(3),
+    )
+    .await;
+    let calls: Vec<_> = double.scale_calls().into_iter().skip(before).collect();
+    let want = format!("gateway-{leader}");
+    for c in &calls {
+        assert_eq!(
+            c.token.as_deref(),
+            Some(want.as_str()),
+            "not the leader's: {calls:?}"
+        );
+        assert!(c.count.unwrap_or(0) <= 5, "above max: {calls:?}");
+    }
+    eprintln!(
+        "cluster (NATS): {CALLS} calls enqueued at gateway {follower}; the leader (gateway {leader}) \
+         scaled {:?}",
+        calls.iter().map(|c| c.count).collect::<Vec<_>>()
+    );
+}
