@@ -65,6 +65,8 @@ const DEAD_PREFIX: &str = "faasgate.dead.";
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// How often the backlog snapshot is refreshed.
 pub const REFRESH: Duration = Duration::from_millis(200);
+/// The oldest call's age is re-read every this many refreshes (a second).
+const OLDEST_EVERY: u64 = 5;
 /// Bound on one JetStream request made by the store.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most dead letters one listing returns.
@@ -91,7 +93,11 @@ pub struct NatsStore {
     js: jetstream::Context,
     work: stream::Stream<()>,
     dead: stream::Stream<()>,
-    consumers: tokio::sync::Mutex<HashMap<String, PullConsumer>>,
+    /// Each function's consumer, once made (an enqueue reads this map under a read lock,
+    /// never across a request to the server).
+    consumers: std::sync::RwLock<HashMap<String, PullConsumer>>,
+    /// Refreshes so far (the oldest call's age is re-read every [`OLDEST_EVERY`]th).
+    refreshes: std::sync::atomic::AtomicU64,
     leases: Mutex<HashMap<u64, Lease>>,
     snapshot: Mutex<Vec<Backlog>>,
     /// The largest record a publish may carry (the server's `max_payload`).
@@ -169,6 +175,7 @@ impl NatsStore {
             work,
             dead,
             consumers: Default::default(),
+            refreshes: Default::default(),
             leases: Default::default(),
             snapshot: Default::default(),
             max_record,
@@ -206,10 +213,15 @@ impl NatsStore {
         self.max_record.saturating_sub(ENVELOPE)
     }
 
-    /// `function`'s consumer, created on first use.
+    /// `function`'s consumer, created on first use (two gateways, or two calls, creating it
+    /// at once get the same one: creation is idempotent for the same settings).
     async fn consumer(&self, function: &str) -> Result<PullConsumer, StoreError> {
-        let mut consumers = self.consumers.lock().await;
-        if let Some(c) = consumers.get(function) {
+        if let Some(c) = self
+            .consumers
+            .read()
+            .expect("nats consumers lock poisoned")
+            .get(function)
+        {
             return Ok(c.clone());
         }
         let name = consumer_name(function);
@@ -229,8 +241,20 @@ impl NatsStore {
             )
             .await
             .map_err(|e| backend(&format!("consumer {name}"), e))?;
-        consumers.insert(function.to_string(), c.clone());
+        self.consumers
+            .write()
+            .expect("nats consumers lock poisoned")
+            .insert(function.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// Forgets `function`'s consumer after a failure, so the next use makes it again (an
+    /// operator may have deleted it).
+    fn forget_consumer(&self, function: &str) {
+        self.consumers
+            .write()
+            .expect("nats consumers lock poisoned")
+            .remove(function);
     }
 
     fn acker(&self, reply: Subject) -> Acker {
@@ -260,8 +284,18 @@ impl NatsStore {
         }
     }
 
-    /// Reads every function's counts from its consumer.
+    /// Reads every function's counts from its consumer (one request for all), and every
+    /// [`OLDEST_EVERY`]th time its oldest call's age (one request per function with calls).
     async fn refresh(&self) {
+        let n = self
+            .refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let previous: HashMap<String, u64> = self
+            .backlog()
+            .into_iter()
+            .map(|b| (b.function, b.oldest_unix_ms))
+            .collect();
+        let here = self.leased_here();
         let mut infos = self.work.consumers();
         let mut out = Vec::new();
         while let Some(info) = infos.next().await {
@@ -275,19 +309,22 @@ impl NatsStore {
             let Some(function) = info.config.filter_subject.strip_prefix(SUBJECT_PREFIX) else {
                 continue;
             };
-            let leased_here = self.leased_here(function);
+            let leased_here = here.get(function).copied().unwrap_or(0);
             let in_flight = info.num_ack_pending as u64;
             let queued = info.num_pending + in_flight;
             if queued == 0 {
                 continue;
             }
-            let oldest_unix_ms = match self
-                .work
-                .get_first_raw_message_by_subject(&info.config.filter_subject, 0)
-                .await
-            {
-                Ok(m) => (m.time.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
-                Err(_) => unix_ms(),
+            let oldest_unix_ms = match previous.get(function).copied() {
+                Some(at) if n % OLDEST_EVERY != 0 => at,
+                _ => match self
+                    .work
+                    .get_first_raw_message_by_subject(&info.config.filter_subject, 0)
+                    .await
+                {
+                    Ok(m) => (m.time.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+                    Err(_) => unix_ms(),
+                },
             };
             // Calls delivered and not acked that are not this gateway's are running at
             // another gateway, or parked for a retry whose time the server keeps: look.
@@ -303,13 +340,18 @@ impl NatsStore {
         *self.snapshot.lock().expect("nats snapshot mutex poisoned") = out;
     }
 
-    fn leased_here(&self, function: &str) -> u64 {
-        self.leases
+    /// This gateway's leases, per function.
+    fn leased_here(&self) -> HashMap<String, u64> {
+        let mut out = HashMap::new();
+        for l in self
+            .leases
             .lock()
             .expect("nats lease mutex poisoned")
             .values()
-            .filter(|l| l.function == function)
-            .count() as u64
+        {
+            *out.entry(l.function.clone()).or_default() += 1;
+        }
+        out
     }
 
     /// Notes an enqueue in the snapshot at once (the next refresh replaces it).
@@ -402,18 +444,20 @@ impl CallStore for NatsStore {
             return Ok(Vec::new());
         }
         let consumer = self.consumer(function).await?;
-        let mut batch = consumer
-            .fetch()
-            .max_messages(max)
-            .messages()
-            .await
-            .map_err(|e| backend("fetch", e))?;
+        let mut batch = match consumer.fetch().max_messages(max).messages().await {
+            Ok(b) => b,
+            Err(e) => {
+                self.forget_consumer(function);
+                return Err(backend("fetch", e));
+            }
+        };
         let mut out = Vec::new();
         while let Some(m) = batch.next().await {
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
                     if out.is_empty() {
+                        self.forget_consumer(function);
                         return Err(backend("fetch", e));
                     }
                     break;
