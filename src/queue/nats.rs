@@ -316,7 +316,7 @@ impl NatsStore {
                 continue;
             }
             let oldest_unix_ms = match previous.get(function).copied() {
-                Some(at) if n % OLDEST_EVERY != 0 => at,
+                Some(at) if !n.is_multiple_of(OLDEST_EVERY) => at,
                 _ => match self
                     .work
                     .get_first_raw_message_by_subject(&info.config.filter_subject, 0)
