@@ -55,6 +55,67 @@ pub(crate) async fn wait_lines(log: &Path, n: usize) -> Vec<String> {
     got
 }
 
+/// Enqueues `calls` calls to `/async-function/{function}` with call ids `{prefix}{n}`, from
+/// `clients` concurrent clients spread over `gateways` in turn; every one must be accepted.
+pub(crate) async fn enqueue_many(
+    gateways: &[std::net::SocketAddr],
+    clients: usize,
+    function: &str,
+    prefix: &str,
+    calls: usize,
+) {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (addr, next) = (gateways[c % gateways.len()], next.clone());
+            let (path, prefix) = (format!("/async-function/{function}"), prefix.to_string());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= calls {
+                        return;
+                    }
+                    let id = format!("{prefix}{n}");
+                    let r =
+                        support::request(addr, "POST", &path, &[("x-call-id", &id)], "x".into())
+                            .await;
+                    assert_eq!(r.status, 202, "{}", r.text());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Waits (at most `limit`) until every call id `{prefix}0..{prefix}{calls}` is in `log` (a
+/// [`recorder`]'s), and returns how many were delivered more than once.
+pub(crate) async fn all_delivered(log: &Path, prefix: &str, calls: usize, limit: Duration) -> u32 {
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        seen.clear();
+        for l in lines(log) {
+            // `POST / <empty query> <call id> x`
+            if let Some(id) = l.split_whitespace().nth(2) {
+                *seen.entry(id.to_string()).or_default() += 1;
+            }
+        }
+        if seen.len() >= calls {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {calls} call ids delivered",
+            seen.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!((0..calls).all(|n| seen.contains_key(&format!("{prefix}{n}"))));
+    seen.values().map(|c| c - 1).sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_async_call_reaches_the_function_whole_and_bad_ones_are_refused() {
     let gw = Gateway::start_with(&["--no-auth", "--max-async-body", "1000"], &[]);
@@ -407,33 +468,7 @@ async fn every_accepted_call_survives_a_kill_9_of_the_gateway() {
     gw.wait_available("sink", 1).await;
 
     // Enqueue from 32 clients; every 202 is a promise.
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let clients: Vec<_> = (0..32)
-        .map(|_| {
-            let (addr, next) = (gw.addr, next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if n >= CALLS {
-                        return;
-                    }
-                    let id = format!("k-{n}");
-                    let r = support::request(
-                        addr,
-                        "POST",
-                        "/async-function/sink",
-                        &[("x-call-id", &id)],
-                        "x".into(),
-                    )
-                    .await;
-                    assert_eq!(r.status, 202, "{}", r.text());
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.await.unwrap();
-    }
+    enqueue_many(&[gw.addr], 32, "sink", "k-", CALLS).await;
     // Kill it while it drains.
     support::eventually(Duration::from_secs(120), "deliveries under way", || {
         lines(&log).len() >= 500
@@ -446,28 +481,7 @@ async fn every_accepted_call_survives_a_kill_9_of_the_gateway() {
 
     let gw = Gateway::start_in(data.path(), &args, &[]);
     gw.wait_available("sink", 1).await;
-    let mut seen = std::collections::HashMap::<String, u32>::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        seen.clear();
-        for l in lines(&log) {
-            // `POST / <empty query> <call id> x`
-            if let Some(id) = l.split_whitespace().nth(2) {
-                *seen.entry(id.to_string()).or_default() += 1;
-            }
-        }
-        if seen.len() >= CALLS {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of {CALLS} call ids delivered after the restart",
-            seen.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!((0..CALLS).all(|n| seen.contains_key(&format!("k-{n}"))));
-    let duplicates: u32 = seen.values().map(|c| c - 1).sum();
+    let duplicates = all_delivered(&log, "k-", CALLS, Duration::from_secs(300)).await;
     eprintln!(
         "async durability: {CALLS} accepted, gateway SIGKILLed after {killed_at} deliveries, \
          all {CALLS} delivered after the restart, {duplicates} delivered twice"

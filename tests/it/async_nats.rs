@@ -4,13 +4,10 @@
 //! share one queue and every accepted call survives a `kill -9` of one of them; a backlog in
 //! the stream wakes and scales its function.
 
-use crate::async_calls::{lines, recorder, wait_lines};
+use crate::async_calls::{all_delivered, enqueue_many, lines, recorder, wait_lines};
 use crate::nats::NatsServer;
 use crate::support;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -220,34 +217,8 @@ async fn two_gateways_share_the_nats_queue_and_every_call_survives_a_kill_9_of_o
         assert_eq!(gw.deploy(f.clone()).await.status, 202);
         gw.wait_available("sink", 1).await;
     }
-    let next = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..16)
-        .map(|c| {
-            // Half the clients enqueue at each gateway.
-            let (addr, next) = (if c % 2 == 0 { a.addr } else { b.addr }, next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= CALLS {
-                        return;
-                    }
-                    let id = format!("n-{n}");
-                    let r = support::request(
-                        addr,
-                        "POST",
-                        "/async-function/sink",
-                        &[("x-call-id", &id)],
-                        "x".into(),
-                    )
-                    .await;
-                    assert_eq!(r.status, 202, "{}", r.text());
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.await.unwrap();
-    }
+    // Half the clients enqueue at each gateway.
+    enqueue_many(&[a.addr, b.addr], 16, "sink", "n-", CALLS).await;
     support::eventually(Duration::from_secs(120), "deliveries under way", || {
         lines(&log).len() >= 200
     })
@@ -258,27 +229,7 @@ async fn two_gateways_share_the_nats_queue_and_every_call_survives_a_kill_9_of_o
     let _ = a.stop();
     assert!(killed_at < CALLS, "drained before the kill ({killed_at})");
 
-    let mut seen = HashMap::<String, u32>::new();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        seen.clear();
-        for l in lines(&log) {
-            if let Some(id) = l.split_whitespace().nth(2) {
-                *seen.entry(id.to_string()).or_default() += 1;
-            }
-        }
-        if seen.len() >= CALLS {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {CALLS} call ids delivered after gateway A died",
-            seen.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!((0..CALLS).all(|n| seen.contains_key(&format!("n-{n}"))));
-    let duplicates: u32 = seen.values().map(|c| c - 1).sum();
+    let duplicates = all_delivered(&log, "n-", CALLS, Duration::from_secs(240)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = b.get("/metrics").await.text();
