@@ -55,6 +55,36 @@ pub(crate) async fn wait_lines(log: &Path, n: usize) -> Vec<String> {
     got
 }
 
+/// Retries that end within a second: 100 ms doubling to 200 ms, 3 attempts.
+pub(crate) const QUICK_RETRIES: &[&str] = &[
+    "--async-retry-wait",
+    "100ms",
+    "--async-retry-max-wait",
+    "200ms",
+    "--async-max-attempts",
+    "3",
+];
+
+/// Polls the dead letters of `name` until there are `n`, and returns them.
+pub(crate) async fn dead_letters(gw: &Gateway, name: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = gw
+            .get(&format!("/system/async/dead-letters?name={name}"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let list = r.json().as_array().cloned().unwrap_or_default();
+        if list.len() == n {
+            return list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} dead letters expected: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Enqueues `calls` calls to `/async-function/{function}` with call ids `{prefix}{n}`, from
 /// `clients` concurrent clients spread over `gateways` in turn; every one must be accepted.
 pub(crate) async fn enqueue_many(
@@ -170,18 +200,8 @@ async fn an_async_call_reaches_the_function_whole_and_bad_ones_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_calls_are_retried_then_buried_replayed_and_dropped() {
-    let gw = Gateway::start_with(
-        &[
-            "--no-auth",
-            "--async-retry-wait",
-            "100ms",
-            "--async-retry-max-wait",
-            "200ms",
-            "--async-max-attempts",
-            "3",
-        ],
-        &[],
-    );
+    let args: Vec<&str> = ["--no-auth"].iter().chain(QUICK_RETRIES).copied().collect();
+    let gw = Gateway::start_with(&args, &[]);
     let dir = tempfile::tempdir().unwrap();
     // Fails (500, a retried status) twice, then succeeds: delivered on the third attempt.
     let (flaky, flaky_log) = recorder(dir.path(), "flaky", "[ \"$n\" -le 2 ]");
@@ -210,28 +230,7 @@ async fn failing_calls_are_retried_then_buried_replayed_and_dropped() {
     );
     wait_lines(&broken_log, 3).await;
 
-    let dead = |gw: &Gateway| {
-        let gw = gw.addr;
-        async move {
-            let r = support::request(
-                gw,
-                "GET",
-                "/system/async/dead-letters?name=broken",
-                &[],
-                "".into(),
-            )
-            .await;
-            assert_eq!(r.status, 200, "{}", r.text());
-            r.json()
-        }
-    };
-    let mut list = Value::Null;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while list.as_array().is_none_or(|a| a.is_empty()) {
-        assert!(std::time::Instant::now() < deadline, "no dead letter");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        list = dead(&gw).await;
-    }
+    let list = dead_letters(&gw, "broken", 1).await;
     let letter = &list[0];
     assert_eq!(letter["callId"], "broken");
     assert_eq!(letter["attempts"], 3);
@@ -279,24 +278,18 @@ async fn failing_calls_are_retried_then_buried_replayed_and_dropped() {
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
     wait_lines(&broken_log, 6).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let list = dead(&gw).await;
-        if list.as_array().is_some_and(|a| a.len() == 1) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not buried again: {list}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    dead_letters(&gw, "broken", 1).await;
     // Dropped.
     let r = gw
         .req("DELETE", &format!("/system/async/dead-letters/{id}"), "")
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(dead(&gw).await, json!([]));
+    assert_eq!(
+        gw.get("/system/async/dead-letters?name=broken")
+            .await
+            .json(),
+        json!([])
+    );
     assert_eq!(
         gw.req("DELETE", &format!("/system/async/dead-letters/{id}"), "")
             .await

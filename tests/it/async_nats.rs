@@ -4,13 +4,15 @@
 //! share one queue and every accepted call survives a `kill -9` of one of them; a backlog in
 //! the stream wakes and scales its function.
 
-use crate::async_calls::{all_delivered, enqueue_many, lines, recorder, wait_lines};
+use crate::async_calls::{
+    all_delivered, dead_letters, enqueue_many, lines, recorder, wait_lines, QUICK_RETRIES,
+};
 use crate::nats::NatsServer;
 use crate::support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::Gateway;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,18 +20,16 @@ async fn on_nats_a_call_is_delivered_once_per_id_and_failures_are_buried_replaye
     let nats = NatsServer::start();
     let gw = Gateway::start_with(
         &[
-            "--no-auth",
-            "--queue",
-            &nats.url,
-            "--async-max-inflight",
-            "1",
-            "--async-retry-wait",
-            "100ms",
-            "--async-retry-max-wait",
-            "200ms",
-            "--async-max-attempts",
-            "3",
-        ],
+            &[
+                "--no-auth",
+                "--queue",
+                &nats.url,
+                "--async-max-inflight",
+                "1",
+            ],
+            QUICK_RETRIES,
+        ]
+        .concat(),
         &[],
     );
     let dir = tempfile::tempdir().unwrap();
@@ -121,26 +121,6 @@ async fn on_nats_a_call_is_delivered_once_per_id_and_failures_are_buried_replaye
     let r = gw.get("/system/async/dead-letters").await;
     assert_eq!(r.json(), json!([]));
     assert_eq!(lines(&broken_log).len(), 6, "nothing more after burial");
-}
-
-/// Polls the dead letters of `name` until there are `n`.
-async fn dead_letters(gw: &Gateway, name: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = gw
-            .get(&format!("/system/async/dead-letters?name={name}"))
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let list = r.json().as_array().cloned().unwrap_or_default();
-        if list.len() == n {
-            return list;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{n} dead letters expected: {list:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The stream's bound (`--max-async-queue`) counts calls stored, those being delivered
