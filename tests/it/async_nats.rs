@@ -5,14 +5,14 @@
 //! the stream wakes and scales its function.
 
 use crate::async_calls::{
-    all_delivered, dead_letters, enqueue_many, lines, recorder, wait_lines, QUICK_RETRIES,
+    all_delivered, dead_letters, enqueue_many, lines, recorder, replay_then_drop, wait_lines,
+    QUICK_RETRIES,
 };
 use crate::nats::NatsServer;
 use crate::support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use support::Gateway;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,30 +97,7 @@ async fn on_nats_a_call_is_delivered_once_per_id_and_failures_are_buried_replaye
     assert_eq!(letter["status"], 500);
     assert_eq!(letter["function"], "broken.openfaas-fn");
     let id = letter["id"].as_u64().unwrap();
-    // Replayed: three more attempts (the count starts again), then buried again.
-    let r = gw
-        .req(
-            "POST",
-            &format!("/system/async/dead-letters/{id}/replay"),
-            "",
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    wait_lines(&broken_log, 6).await;
-    let list = dead_letters(&gw, "broken", 1).await;
-    assert_eq!(list[0]["attempts"], 3);
-    let id = list[0]["id"].as_u64().unwrap();
-    let r = gw
-        .req("DELETE", &format!("/system/async/dead-letters/{id}"), "")
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let r = gw
-        .req("DELETE", &format!("/system/async/dead-letters/{id}"), "")
-        .await;
-    assert_eq!(r.status, 404, "{}", r.text());
-    let r = gw.get("/system/async/dead-letters").await;
-    assert_eq!(r.json(), json!([]));
-    assert_eq!(lines(&broken_log).len(), 6, "nothing more after burial");
+    replay_then_drop(&gw, "broken", id, &broken_log).await;
 }
 
 /// The stream's bound (`--max-async-queue`) counts calls stored, those being delivered
