@@ -111,7 +111,10 @@ job "faasgate" {
         memory = 256
       }
 
-      kill_timeout = "35s"
+      # The Nomad client's default max_kill_timeout is 30s: a longer value here would be cut
+      # to it silently. In-flight requests get this long to finish after SIGTERM; for
+      # longer ones raise the clients' max_kill_timeout and this together.
+      kill_timeout = "30s"
     }
   }
 }

@@ -274,3 +274,32 @@ fn the_default_function_template_renders() {
     assert_eq!(render::group_count(&job), Some(2));
     assert_eq!(render::spec_from_job(&job), Some(spec));
 }
+
+/// Every `kill_timeout` in the job files is within the Nomad client's default
+/// `max_kill_timeout` (30s): a longer one is cut to it silently.
+#[test]
+fn kill_timeouts_fit_the_clients_default_max_kill_timeout() {
+    fn walk(body: &Body, file: &str, found: &mut usize) {
+        for a in body.attributes().filter(|a| a.key() == "kill_timeout") {
+            let t = text(a.expr());
+            let secs: u64 = t
+                .strip_suffix('s')
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{file}: kill_timeout {t:?} is not whole seconds"));
+            assert!(secs <= 30, "{file}: kill_timeout {t} is above 30s");
+            *found += 1;
+        }
+        for b in body.blocks() {
+            walk(b.body(), file, found);
+        }
+    }
+    let mut found = 0;
+    for entry in std::fs::read_dir(nomad_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) == Some("hcl") {
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            walk(&load(&name), &name, &mut found);
+        }
+    }
+    assert!(found > 0, "the gateway's job sets a kill_timeout");
+}

@@ -7,14 +7,18 @@
 //! **Attribute** (the `LTarget`):
 //! | written | Nomad `LTarget` |
 //! |---|---|
-//! | `${...}` | verbatim (the inside must be `attr.`, `meta.`, `node.` or `unique.` followed by `[A-Za-z0-9_.-]`) |
+//! | `${...}` | verbatim (the inside must be one Nomad resolves: `attr.X`, `meta.X` or `device.X` with X of `[A-Za-z0-9_.-]`, or `node.unique.id`, `node.datacenter`, `node.unique.name`, `node.class`, `node.pool`) |
 //! | `node.platform.os` | `${attr.kernel.name}` |
 //! | `node.platform.arch` | `${attr.cpu.arch}`, and the value `x86_64` -> `amd64`, `aarch64` -> `arm64` |
 //! | `node.hostname` | `${attr.unique.hostname}` |
 //! | `node.id` | `${node.unique.id}` |
 //! | `node.labels.K`, `engine.labels.K` | `${meta.K}` |
 //! | `datacenter` | `${node.datacenter}` |
-//! | `attr.X`, `meta.X`, `node.X` (other `node.` fields: `datacenter`, `class`, `pool`, `unique.id`, `unique.name`, `region`) | `${...}` around it |
+//! | `attr.X`, `meta.X`, `device.X`, `node.X` (other `node.` fields: `datacenter`, `class`, `pool`, `unique.id`, `unique.name`) | `${...}` around it |
+//!
+//! Nothing else is interpolated by Nomad: 1.11.2+ refuses a job naming any other `${node.*}`
+//! (`${node.region}` included: "unsupported attribute") and older schedulers can never
+//! satisfy it, so it is refused here, at deploy, with a 400 that lists what Nomad resolves.
 //!
 //! **Operator** (the `Operand`): `==` and `=` -> `=`; `!=`, `<`, `<=`, `>`, `>=` as written;
 //! the word operators `regexp`, `version`, `semver`, `set_contains`, `set_contains_all`,
@@ -68,15 +72,8 @@ const WORD_OPS: [&str; 6] = [
 ];
 /// Word operators without a value.
 const UNARY_OPS: [&str; 2] = ["is_set", "is_not_set"];
-/// Nomad node fields usable as `${node.X}`.
-const NODE_FIELDS: [&str; 6] = [
-    "datacenter",
-    "class",
-    "pool",
-    "unique.id",
-    "unique.name",
-    "region",
-];
+/// Nomad node fields usable as `${node.X}` (Nomad 1.11's `resolveTarget`).
+const NODE_FIELDS: [&str; 5] = ["datacenter", "class", "pool", "unique.id", "unique.name"];
 
 // === impl NomadConstraint ===
 
@@ -132,8 +129,10 @@ pub(crate) fn translate(constraint: &str) -> Result<NomadConstraint, ConstraintE
 
     let (l_target, arch) = l_target(attr).ok_or_else(|| {
         err(
-            "unknown attribute; use ${attr.X}, ${meta.X}, ${node.X}, attr.X, meta.X, \
-             node.labels.X, node.platform.os, node.platform.arch, node.hostname or node.id",
+            "unknown attribute; Nomad resolves ${attr.X}, ${meta.X}, ${device.X}, \
+             ${node.unique.id}, ${node.datacenter}, ${node.unique.name}, ${node.class} and \
+             ${node.pool}; also accepted: attr.X, meta.X, device.X, node.labels.X, \
+             node.platform.os, node.platform.arch, node.hostname, node.id, datacenter",
         )
     })?;
     let r_target = if arch && (operand == "=" || operand == "!=") {
@@ -215,15 +214,19 @@ fn l_target(attr: &str) -> Option<(String, bool)> {
             .contains(&field)
             .then(|| (format!("${{{attr}}}"), false));
     }
-    if attr.starts_with("attr.") || attr.starts_with("meta.") {
+    if attr.starts_with("attr.") || attr.starts_with("meta.") || attr.starts_with("device.") {
         return wrapped(attr).map(|m| (m, attr == "attr.cpu.arch"));
     }
     None
 }
 
-/// `attr.X`, `meta.X`, `node.X` or `unique.X` with X of `[A-Za-z0-9_.-]+`.
+/// What Nomad resolves inside `${...}`: `attr.X`, `meta.X` or `device.X` with X of
+/// `[A-Za-z0-9_.-]+`, or one of the [`NODE_FIELDS`] after `node.`.
 fn valid_interpolation(inner: &str) -> bool {
-    let rest = ["attr.", "meta.", "node.", "unique."]
+    if let Some(field) = inner.strip_prefix("node.") {
+        return NODE_FIELDS.contains(&field);
+    }
+    let rest = ["attr.", "meta.", "device."]
         .iter()
         .find_map(|p| inner.strip_prefix(p));
     match rest {
@@ -307,6 +310,12 @@ mod tests {
                 "${attr.cpu.arch} = x86_64",
                 ("${attr.cpu.arch}", "=", "amd64"),
             ),
+            ("${node.pool} = gpu", ("${node.pool}", "=", "gpu")),
+            ("node.class == batch", ("${node.class}", "=", "batch")),
+            (
+                "device.attr.memory >= 8",
+                ("${device.attr.memory}", ">=", "8"),
+            ),
         ]);
     }
 
@@ -326,6 +335,11 @@ mod tests {
             "meta.rack is_set yes",
             "${attr.x y} = z",
             "meta. = x",
+            // Nomad 1.11.2+ refuses these at registration ("unsupported attribute").
+            "node.region == eu",
+            "${node.region} = eu",
+            "${node.name} = a",
+            "${unique.id} = a",
         ] {
             let e = translate(bad).unwrap_err();
             assert_eq!(e.constraint, bad);
