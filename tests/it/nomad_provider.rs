@@ -79,6 +79,15 @@ async fn deploy_invoke_scale_update_logs_delete() {
     let s = gw.wait_available("echo", 1).await;
     assert_eq!(s["replicas"], 1);
     assert_eq!(s["envVars"]["greeting"], "hi");
+    // createdAt is the first deploy's, kept in the job's meta (SubmitTime moves with every
+    // scale and update: checked below).
+    let created = s["createdAt"].clone();
+    assert!(created.as_str().is_some_and(|c| c.contains('T')), "{s}");
+    assert_eq!(
+        double.job(JOB).unwrap()["Meta"]["faasgate.created"],
+        created
+    );
+    let submitted = double.job(JOB).unwrap()["SubmitTime"].clone();
     assert_eq!(s["labels"]["faas_function"], "echo");
     let r = gw.req("POST", "/function/echo", "hello nomad").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -137,6 +146,15 @@ async fn deploy_invoke_scale_update_logs_delete() {
     let s = gw.status("echo").await;
     assert_eq!(s["replicas"], 3);
     assert_eq!(s["envVars"]["greeting"], "hello");
+    assert_ne!(double.job(JOB).unwrap()["SubmitTime"], submitted);
+    assert_eq!(
+        s["createdAt"], created,
+        "createdAt moved with a scale or an update"
+    );
+    assert_eq!(
+        double.job(JOB).unwrap()["Meta"]["faasgate.created"],
+        created
+    );
     gw.wait_available("echo", 3).await;
     let r = gw.req("POST", "/function/echo", "after update").await;
     assert_eq!(r.text(), "after update");

@@ -1367,6 +1367,8 @@ fn scale(state: &Arc<State>, id: &str, body: Value, caller: &Caller) -> Response
         rec.job["Version"] = json!(v);
         rec.job["ModifyIndex"] = json!(idx);
         rec.job["JobModifyIndex"] = json!(idx);
+        // A scale is a new job version: Nomad sets its submit time as for a register.
+        rec.job["SubmitTime"] = json!(now_ns());
     }
     let eval = uuid();
     rec.events.entry(group.clone()).or_default().insert(

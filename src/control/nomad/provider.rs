@@ -116,6 +116,9 @@ struct JobFacts {
     service: String,
     task: String,
     submit_time: i64,
+    /// Meta `faasgate.created`: when the function was first deployed (None: a job from
+    /// before faasgate kept it; its `SubmitTime` stands in).
+    created: Option<String>,
     /// The job's `JobModifyIndex` when read (or the index a write here returned).
     job_modify_index: u64,
 }
@@ -202,11 +205,20 @@ impl NomadProvider {
         render::job_id(&self.opts.render.job_prefix, key)
     }
 
-    /// Renders `spec` with `count`, adapting service providers to the discovery in use.
-    fn render(&self, spec: &FunctionDeployment, count: u64) -> Result<Value, ProviderError> {
+    /// Renders `spec` with `count`, adapting service providers to the discovery in use, and
+    /// records `created` (RFC 3339) in the job's meta.
+    fn render(
+        &self,
+        spec: &FunctionDeployment,
+        count: u64,
+        created: &str,
+    ) -> Result<Value, ProviderError> {
         let mut job = render::render_job(spec, count, &self.opts.render).map_err(render_error)?;
         if self.opts.discovery == DiscoveryKind::Consul {
             set_service_provider(&mut job, "consul");
+        }
+        if let Some(meta) = job.get_mut("Meta").and_then(Value::as_object_mut) {
+            meta.insert(render::meta::CREATED.into(), Value::String(created.into()));
         }
         Ok(job)
     }
@@ -424,7 +436,7 @@ impl Provider for NomadProvider {
         let key = key_of(&spec)?;
         spec.namespace = key.namespace().to_string();
         let count = render::initial_count(&spec).map_err(render_error)?;
-        let job = self.render(&spec, count)?;
+        let job = self.render(&spec, count, &rfc3339(time::OffsetDateTime::now_utc()))?;
         if self.read(&key).await?.is_some() {
             return Err(ProviderError::AlreadyExists(key));
         }
@@ -454,7 +466,11 @@ impl Provider for NomadProvider {
             .read(&key)
             .await?
             .ok_or_else(|| ProviderError::NotFound(key.clone()))?;
-        let job = self.render(&spec, current.count)?;
+        let job = self.render(
+            &spec,
+            current.count,
+            &created_at(&current).unwrap_or_default(),
+        )?;
         let resp = self
             .nomad
             .register(&JobRegisterRequest {
@@ -799,6 +815,11 @@ fn facts_of(job: &Value) -> Option<(FunctionKey, JobFacts)> {
             service,
             task,
             submit_time: view.submit_time,
+            created: job
+                .get("Meta")
+                .and_then(|m| m.get(render::meta::CREATED))
+                .and_then(Value::as_str)
+                .map(str::to_string),
             job_modify_index: view.job_modify_index,
         },
     ))
@@ -836,16 +857,26 @@ fn set_service_provider(job: &mut Value, provider: &str) {
     }
 }
 
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A function's `createdAt`: its first deploy, as the job's meta keeps it; for a job without
+/// it (written before faasgate kept it), its `SubmitTime`.
+fn created_at(facts: &JobFacts) -> Option<String> {
+    if let Some(c) = &facts.created {
+        return Some(c.clone());
+    }
+    (facts.submit_time > 0)
+        .then(|| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(facts.submit_time)))
+        .and_then(Result::ok)
+        .map(rfc3339)
+}
+
 /// The OpenFaaS status of a function: its deployment echoed, plus counts.
 fn status(key: &FunctionKey, facts: &JobFacts, available: u64, invocations: u64) -> FunctionStatus {
-    let created_at = (facts.submit_time > 0)
-        .then(|| {
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(facts.submit_time))
-                .ok()?
-                .format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .flatten();
+    let created_at = created_at(facts);
     FunctionStatus::from_deployment(
         key.name(),
         key.namespace(),

@@ -94,6 +94,10 @@ pub mod meta {
     pub const FUNCTION: &str = "faasgate.function";
     pub const NAMESPACE: &str = "faasgate.namespace";
     pub const GROUP: &str = "faasgate.group";
+    /// When the function was first deployed (RFC 3339), its `createdAt`: set by the
+    /// provider at deploy and carried over by updates (Nomad's `SubmitTime` moves with every
+    /// scale and update).
+    pub const CREATED: &str = "faasgate.created";
     pub const LABEL_PREFIX: &str = "faasgate.label.";
     pub const ANNOTATION_PREFIX: &str = "faasgate.annotation.";
 }
