@@ -88,6 +88,8 @@ enum Answer {
     Dead(Vec<DeadLetter>),
     /// A replayed call: its function and arrival.
     Replayed(String, u64),
+    /// A dropped dead letter's function.
+    Discarded(String),
 }
 
 #[derive(Default)]
@@ -97,6 +99,8 @@ struct Index {
     calls: HashMap<u64, (String, Option<u64>)>,
     /// Enqueues being written.
     reserved: u64,
+    /// Dead letters per function.
+    dead: HashMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -157,6 +161,18 @@ impl EmbeddedStore {
             for row in rows {
                 let (id, function, arrived, due) = row.map_err(|e| backend(&e))?;
                 index.add(&function, id as u64, arrived as u64, due as u64);
+            }
+        }
+        {
+            let mut q = conn
+                .prepare("SELECT function, count(*) FROM dead GROUP BY function")
+                .map_err(|e| backend(&e))?;
+            let rows = q
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(|e| backend(&e))?;
+            for row in rows {
+                let (function, n) = row.map_err(|e| backend(&e))?;
+                index.dead.insert(function, n as u64);
             }
         }
         let (tx, rx) = mpsc::channel();
@@ -303,7 +319,12 @@ impl CallStore for EmbeddedStore {
             now_unix_ms,
         })
         .await?;
-        self.index().remove(id);
+        let mut index = self.index();
+        if let Some((function, _)) = index.calls.get(&id) {
+            let function = function.clone();
+            *index.dead.entry(function).or_default() += 1;
+        }
+        index.remove(id);
         Ok(())
     }
 
@@ -318,12 +339,29 @@ impl CallStore for EmbeddedStore {
         let Answer::Replayed(function, arrived) = self.run(Op::Replay(id)).await? else {
             return Err(unexpected());
         };
-        self.index().add(&function, id, arrived, 0);
+        let mut index = self.index();
+        index.dead_gone(&function);
+        index.add(&function, id, arrived, 0);
         Ok(())
     }
 
     async fn discard(&self, id: u64) -> Result<(), StoreError> {
-        self.run(Op::Discard(id)).await.map(|_| ())
+        let Answer::Discarded(function) = self.run(Op::Discard(id)).await? else {
+            return Err(unexpected());
+        };
+        self.index().dead_gone(&function);
+        Ok(())
+    }
+
+    fn dead_counts(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .index()
+            .dead
+            .iter()
+            .map(|(f, n)| (f.clone(), *n))
+            .collect();
+        out.sort();
+        out
     }
 
     fn backlog(&self) -> Vec<Backlog> {
@@ -350,6 +388,16 @@ impl CallStore for EmbeddedStore {
 // === impl Index ===
 
 impl Index {
+    /// One dead letter of `function` fewer.
+    fn dead_gone(&mut self, function: &str) {
+        if let Some(n) = self.dead.get_mut(function) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.dead.remove(function);
+            }
+        }
+    }
+
     fn add(&mut self, function: &str, id: u64, arrived: u64, due: u64) {
         let p = self.functions.entry(function.to_string()).or_default();
         p.arrivals.insert(id, arrived);
@@ -569,10 +617,17 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<Answer, Failure> {
             Answer::Replayed(function, arrived as u64)
         }
         Op::Discard(id) => {
-            if tx.execute("DELETE FROM dead WHERE id = ?1", params![*id as i64])? == 0 {
+            let function: Option<String> = tx
+                .query_row(
+                    "DELETE FROM dead WHERE id = ?1 RETURNING function",
+                    params![*id as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(function) = function else {
                 return Err(Failure::Store(StoreError::NotFound(*id)));
-            }
-            Answer::Done
+            };
+            Answer::Discarded(function)
         }
     })
 }

@@ -100,6 +100,8 @@ pub struct NatsStore {
     refreshes: std::sync::atomic::AtomicU64,
     leases: Mutex<HashMap<u64, Lease>>,
     snapshot: Mutex<Vec<Backlog>>,
+    /// Dead letters per function, re-read every [`OLDEST_EVERY`]th refresh.
+    dead_counts: Mutex<Vec<(String, u64)>>,
     /// The largest record a publish may carry (the server's `max_payload`).
     max_record: usize,
     /// Calls queued at most (the stream's `max_msgs`).
@@ -178,6 +180,7 @@ impl NatsStore {
             refreshes: Default::default(),
             leases: Default::default(),
             snapshot: Default::default(),
+            dead_counts: Default::default(),
             max_record,
             bound,
             tasks: Default::default(),
@@ -338,6 +341,40 @@ impl NatsStore {
             });
         }
         *self.snapshot.lock().expect("nats snapshot mutex poisoned") = out;
+        if n.is_multiple_of(OLDEST_EVERY) {
+            self.refresh_dead_counts().await;
+        }
+    }
+
+    /// Counts the dead letters per function (one request: the dead stream's subjects).
+    async fn refresh_dead_counts(&self) {
+        let mut subjects = match self
+            .dead
+            .info_with_subjects(format!("{DEAD_PREFIX}>"))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "async (NATS): cannot count the dead letters");
+                return;
+            }
+        };
+        let mut counts = Vec::new();
+        while let Some(item) = subjects.next().await {
+            match item {
+                Ok((subject, n)) => {
+                    if let Some(f) = subject.strip_prefix(DEAD_PREFIX) {
+                        counts.push((f.to_string(), n as u64));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "async (NATS): cannot count the dead letters");
+                    return;
+                }
+            }
+        }
+        counts.sort();
+        *self.dead_counts.lock().expect("nats dead mutex poisoned") = counts;
     }
 
     /// This gateway's leases, per function.
@@ -625,6 +662,13 @@ impl CallStore for NatsStore {
                 _ => Err(backend("drop a dead letter", e)),
             },
         }
+    }
+
+    fn dead_counts(&self) -> Vec<(String, u64)> {
+        self.dead_counts
+            .lock()
+            .expect("nats dead mutex poisoned")
+            .clone()
     }
 
     fn backlog(&self) -> Vec<Backlog> {

@@ -3,7 +3,9 @@
 //! `faasgate_async_oldest_seconds{function_name}` (age of the oldest),
 //! `faasgate_async_delivered_total{function_name,code}` (deliveries that ended the call, by
 //! the function's status), `faasgate_async_retries_total{function_name}` and
-//! `faasgate_async_dead_letters_total{function_name}` (calls buried).
+//! `faasgate_async_dead_letters_total{function_name}` (calls buried), and
+//! `faasgate_async_dead_letters{function_name}` (dead letters in the list now: burials less
+//! replays and drops; with NATS, counted once a second).
 //!
 //! Counters live in one map behind a mutex touched once per delivery (never on the
 //! synchronous invocation path).
@@ -31,7 +33,7 @@ struct Counts {
     buried: u64,
 }
 
-const FAMILIES: [(&str, &str, &[&str], MetricType); 5] = [
+const FAMILIES: [(&str, &str, &[&str], MetricType); 6] = [
     (
         "faasgate_async_queued",
         "Async calls accepted and not yet done (those being delivered included).",
@@ -61,6 +63,12 @@ const FAMILIES: [(&str, &str, &[&str], MetricType); 5] = [
         "Async calls moved to the dead letters.",
         &[metric_labels::FUNCTION_NAME],
         MetricType::COUNTER,
+    ),
+    (
+        "faasgate_async_dead_letters",
+        "Async calls in the dead letters now.",
+        &[metric_labels::FUNCTION_NAME],
+        MetricType::GAUGE,
     ),
 ];
 
@@ -136,6 +144,20 @@ impl Collector for AsyncCollector {
             retries.push(counter(vec![f()], c.retries as f64));
             buried.push(counter(vec![f()], c.buried as f64));
         }
-        families(&FAMILIES, [queued, oldest, delivered, retries, buried])
+        let dead = self
+            .store
+            .dead_counts()
+            .into_iter()
+            .map(|(function, n)| {
+                gauge(
+                    vec![label(metric_labels::FUNCTION_NAME, &function)],
+                    n as f64,
+                )
+            })
+            .collect();
+        families(
+            &FAMILIES,
+            [queued, oldest, delivered, retries, buried, dead],
+        )
     }
 }

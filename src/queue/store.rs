@@ -104,4 +104,6 @@ pub trait CallStore: Send + Sync + 'static {
     async fn discard(&self, id: u64) -> Result<(), StoreError>;
     /// Every function with calls queued.
     fn backlog(&self) -> Vec<Backlog>;
+    /// How many dead letters each function has now (functions with none left out).
+    fn dead_counts(&self) -> Vec<(String, u64)>;
 }

@@ -88,6 +88,18 @@ async fn dead_letters_are_listed_replayed_and_dropped() {
         }
     }
     assert!(s.backlog().is_empty());
+    let counts = |n_f: u64, n_g: u64| {
+        [("f", n_f), ("g", n_g)]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(f, n)| (f.to_string(), n))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(s.dead_counts(), counts(2, 1));
+    // Counted again from the file on reopening.
+    drop(s);
+    let s = EmbeddedStore::open(dir.path(), 100).unwrap();
+    assert_eq!(s.dead_counts(), counts(2, 1));
     let all = s.dead_letters(None).await.unwrap();
     assert_eq!(all.len(), 3);
     let f = s.dead_letters(Some("f")).await.unwrap();
@@ -107,9 +119,11 @@ async fn dead_letters_are_listed_replayed_and_dropped() {
     let back = s.take("f", 5, 0).await.unwrap();
     assert_eq!((back[0].id, back[0].attempts), (f[0].id, 0));
     assert_eq!(back[0].call, call("f", 0));
+    assert_eq!(s.dead_counts(), counts(1, 1));
     // Drop.
     s.discard(f[1].id).await.unwrap();
     assert_eq!(s.dead_letters(Some("f")).await.unwrap().len(), 0);
+    assert_eq!(s.dead_counts(), counts(0, 1));
     assert!(matches!(
         s.discard(f[1].id).await,
         Err(StoreError::NotFound(_))

@@ -102,9 +102,25 @@ pub(crate) async fn replay_then_drop(gw: &Gateway, name: &str, id: u64, log: &Pa
     assert_eq!(list[0]["attempts"], 3);
     // The store may give the buried call a new id.
     let id = list[0]["id"].as_u64().unwrap();
+    let gauge = format!(r#"faasgate_async_dead_letters{{function_name="{name}.openfaas-fn"}}"#);
+    let dead_now = || async { support::metric_value(&gw.get("/metrics").await.text(), &gauge) };
+    // The gauge follows the list (the NATS store recounts once a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dead_now().await != Some(1.0) {
+        assert!(std::time::Instant::now() < deadline, "{gauge} never 1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let drop = format!("/system/async/dead-letters/{id}");
     let r = gw.req("DELETE", &drop, "").await;
     assert_eq!(r.status, 200, "{}", r.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dead_now().await.is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{gauge} stays after the drop"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(gw.req("DELETE", &drop, "").await.status, 404);
     assert_eq!(gw.get("/system/async/dead-letters").await.json(), json!([]));
     assert_eq!(lines(log).len(), 6, "nothing more after burial");
