@@ -7,6 +7,7 @@
 
 pub(crate) mod duration;
 pub mod names;
+pub mod queue;
 pub mod scale;
 pub mod stack;
 pub mod types;

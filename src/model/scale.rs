@@ -1,5 +1,5 @@
-//! The per-function `com.openfaas.scale.*` settings (and `com.openfaas.queue.max-inflight`,
-//! the async dispatcher's bound, which caps the load a backlog puts on the function): the
+//! The per-function `com.openfaas.scale.*` settings (and, read with them, the async queue's
+//! [`QueueSettings`], whose `max-inflight` caps the load a backlog puts on the function): the
 //! label names, their defaults and the one parser every reader uses (the API at deploy, both
 //! providers, the Nomad renderer, the scaler, the alert handler and the dispatcher).
 //!
@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::model::queue::QueueSettings;
 use crate::model::types::{FunctionDeployment, StringMap};
 
 /// Label (or annotation) names.
@@ -26,9 +27,6 @@ pub mod labels {
     pub const TYPE: &str = "com.openfaas.scale.type";
     pub const ZERO: &str = "com.openfaas.scale.zero";
     pub const ZERO_DURATION: &str = "com.openfaas.scale.zero-duration";
-    /// Async calls of the function delivered at once, at most (a positive integer; default:
-    /// the gateway's `--async-max-inflight`).
-    pub const QUEUE_MAX_INFLIGHT: &str = "com.openfaas.queue.max-inflight";
 }
 
 pub(crate) const DEFAULT_MIN: u64 = 1;
@@ -66,9 +64,8 @@ pub struct ScaleSettings {
     pub zero: bool,
     /// How long without an arrival counts as idle. Default 15m.
     pub(crate) zero_duration: Duration,
-    /// `com.openfaas.queue.max-inflight`: async calls delivered at once, at most. None: the
-    /// gateway's `--async-max-inflight`.
-    pub queue_max_inflight: Option<u64>,
+    /// The async queue's overrides (`com.openfaas.queue.*`, `com.openfaas.retry.*`).
+    pub queue: QueueSettings,
 }
 
 // === impl ScaleSettings ===
@@ -84,7 +81,7 @@ impl Default for ScaleSettings {
             kind: ScaleKind::Capacity,
             zero: false,
             zero_duration: DEFAULT_ZERO_DURATION,
-            queue_max_inflight: None,
+            queue: QueueSettings::default(),
         }
     }
 }
@@ -196,15 +193,7 @@ impl ScaleSettings {
             Some((l, v)) => crate::model::duration::parse(v)
                 .ok_or_else(|| bad(l, v, "a duration such as 90s, 15m or 1h30m"))?,
         };
-        let queue_max_inflight = match get(labels::QUEUE_MAX_INFLIGHT) {
-            None => None,
-            Some((l, v)) => Some(
-                v.parse::<u64>()
-                    .ok()
-                    .filter(|n| (1..=u64::from(u32::MAX)).contains(n))
-                    .ok_or_else(|| bad(l, v, "a positive integer"))?,
-            ),
-        };
+        let queue = QueueSettings::parse(get).map_err(|(l, v, e)| bad(l, v, e))?;
         Ok(Self {
             min,
             max,
@@ -214,7 +203,7 @@ impl ScaleSettings {
             kind,
             zero,
             zero_duration,
-            queue_max_inflight,
+            queue,
         })
     }
 
@@ -238,6 +227,7 @@ impl ScaleSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::queue::labels as queue_labels;
 
     fn map(pairs: &[(&str, &str)]) -> StringMap {
         pairs
@@ -267,10 +257,21 @@ mod tests {
             (labels::ZERO, "true"),
             (labels::ZERO_DURATION, "2m30s"),
             (labels::FACTOR, "100"),
-            (labels::QUEUE_MAX_INFLIGHT, "3"),
+            (queue_labels::MAX_INFLIGHT, "3"),
+            (queue_labels::RETRY_ATTEMPTS, "4"),
+            (queue_labels::RETRY_CODES, "503"),
+            (queue_labels::RETRY_MIN_WAIT, "250ms"),
+            (queue_labels::RETRY_MAX_WAIT, "2s"),
         ]);
         let s = ScaleSettings::parse(Some(&l), Some(&a)).unwrap();
-        assert_eq!(s.queue_max_inflight, Some(3));
+        assert_eq!(s.queue.max_inflight, Some(3));
+        assert_eq!(s.queue.attempts, Some(4));
+        assert!(s
+            .queue
+            .codes
+            .is_some_and(|c| c.contains(503) && !c.contains(500)));
+        assert_eq!(s.queue.min_wait, Some(Duration::from_millis(250)));
+        assert_eq!(s.queue.max_wait, Some(Duration::from_secs(2)));
         assert_eq!(s.min, 2);
         assert_eq!(s.max, 9);
         assert_eq!(s.target, DEFAULT_TARGET);
@@ -296,9 +297,14 @@ mod tests {
             (labels::TYPE, "cpu"),
             (labels::ZERO, "maybe"),
             (labels::ZERO_DURATION, "soon"),
-            (labels::QUEUE_MAX_INFLIGHT, "0"),
-            (labels::QUEUE_MAX_INFLIGHT, "-3"),
-            (labels::QUEUE_MAX_INFLIGHT, "many"),
+            (queue_labels::MAX_INFLIGHT, "0"),
+            (queue_labels::MAX_INFLIGHT, "-3"),
+            (queue_labels::MAX_INFLIGHT, "many"),
+            (queue_labels::RETRY_ATTEMPTS, "0"),
+            (queue_labels::RETRY_ATTEMPTS, "1001"),
+            (queue_labels::RETRY_CODES, "5xx"),
+            (queue_labels::RETRY_MIN_WAIT, "soon"),
+            (queue_labels::RETRY_MAX_WAIT, "-1s"),
         ] {
             // As a label and as an annotation alike.
             for (l, a) in [

@@ -14,7 +14,9 @@
 //! - An answer whose status is in `retry_codes` (OpenFaaS Pro's 408, 429, 500, 502, 503,
 //!   504 by default), or no answer at all, is retried after an exponential backoff with
 //!   jitter (`retry_wait` doubling to `retry_max_wait`, each wait drawn in its upper half)
-//!   until `max_attempts` deliveries or `max_age` since arrival; then the call goes to the
+//!   until `max_attempts` deliveries or `max_age` since arrival; a function's
+//!   `com.openfaas.retry.*` labels or annotations (OpenFaaS Pro's) override the codes, the
+//!   attempts and the waits for its calls; then the call goes to the
 //!   dead-letter list with the last status. Any other answer ends the call.
 //! - Delivery is at least once: a gateway that stops mid-call delivers the call again after
 //!   a restart.
@@ -93,6 +95,15 @@ pub struct Dispatcher {
     stats: Arc<AsyncStats>,
 }
 
+/// One function's retry rules (see [`Dispatcher::retries`]).
+struct Retries {
+    max_attempts: u32,
+    wait: Duration,
+    max_wait: Duration,
+    /// None: the gateway's `retry_codes`.
+    codes: Option<crate::model::queue::StatusSet>,
+}
+
 /// How one delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
@@ -155,13 +166,36 @@ impl Dispatcher {
                     let state = h.state();
                     (
                         state.replicas.len() as f64 * state.scale.per_replica(),
-                        state.scale.queue_max_inflight,
+                        state.scale.queue.max_inflight,
                     )
                 });
         let cap = cap.map_or(self.cfg.max_inflight, |n| {
             usize::try_from(n).unwrap_or(usize::MAX)
         });
         (capacity as usize).clamp(1, cap.max(1))
+    }
+
+    /// `function`'s settings: the gateway's, with the function's `com.openfaas.retry.*`
+    /// overrides.
+    fn retries(&self, function: &str) -> Retries {
+        let q = self
+            .routes
+            .get(KeyRef::parse_segment(function, ""))
+            .map(|h| h.state().scale.queue)
+            .unwrap_or_default();
+        Retries {
+            max_attempts: q.attempts.unwrap_or(self.cfg.max_attempts),
+            wait: q.min_wait.unwrap_or(self.cfg.retry_wait),
+            max_wait: q.max_wait.unwrap_or(self.cfg.retry_max_wait),
+            codes: q.codes,
+        }
+    }
+
+    fn retried(&self, r: &Retries, status: u16) -> bool {
+        match &r.codes {
+            Some(set) => set.contains(status),
+            None => self.cfg.retry_codes.contains(&status),
+        }
     }
 
     /// Says a call was queued.
@@ -208,11 +242,12 @@ impl Dispatcher {
 
     async fn deliver(self: Arc<Self>, t: Taken) {
         let function = t.call.function.clone();
-        let attempt = self.attempt(&t).await;
+        let retries = self.retries(&function);
+        let attempt = self.attempt(&t, &retries).await;
         let status = match &attempt.outcome {
             Outcome::Done(s) | Outcome::Failed(s, _) => *s,
         };
-        match self.settle(&t, attempt.outcome).await {
+        match self.settle(&t, attempt.outcome, &retries).await {
             Ok(true) => {
                 if let Some(url) = &t.call.callback_url {
                     let (headers, body) = attempt.answer.unwrap_or_default();
@@ -248,12 +283,12 @@ impl Dispatcher {
     }
 
     /// One delivery of `t` through the gateway.
-    async fn attempt(&self, t: &Taken) -> Attempt {
+    async fn attempt(&self, t: &Taken, retries: &Retries) -> Attempt {
         let start_unix_nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let start = std::time::Instant::now();
-        let (outcome, answer) = self.exchange(t).await;
+        let (outcome, answer) = self.exchange(t, retries).await;
         Attempt {
             outcome,
             answer,
@@ -262,7 +297,11 @@ impl Dispatcher {
         }
     }
 
-    async fn exchange(&self, t: &Taken) -> (Outcome, Option<(http::HeaderMap, Bytes)>) {
+    async fn exchange(
+        &self,
+        t: &Taken,
+        retries: &Retries,
+    ) -> (Outcome, Option<(http::HeaderMap, Bytes)>) {
         let c = &t.call;
         let mut uri = format!("http://{}/function/{}{}", self.target, c.function, c.path);
         if !c.query.is_empty() {
@@ -310,7 +349,7 @@ impl Dispatcher {
         };
         match tokio::time::timeout(self.cfg.call_timeout, call).await {
             Ok(Ok((status, headers, body))) => {
-                let outcome = if self.cfg.retry_codes.contains(&status) {
+                let outcome = if self.retried(retries, status) {
                     Outcome::Failed(status, format!("the function answered {status}"))
                 } else {
                     Outcome::Done(status)
@@ -327,7 +366,12 @@ impl Dispatcher {
 
     /// Acks, retries or buries `t` after `outcome`; true when the call is over (acked or
     /// buried).
-    async fn settle(&self, t: &Taken, outcome: Outcome) -> Result<bool, crate::queue::StoreError> {
+    async fn settle(
+        &self,
+        t: &Taken,
+        outcome: Outcome,
+        retries: &Retries,
+    ) -> Result<bool, crate::queue::StoreError> {
         let attempts = t.attempts + 1;
         let now = unix_ms();
         match outcome {
@@ -338,8 +382,8 @@ impl Dispatcher {
             }
             Outcome::Failed(status, reason) => {
                 let age = Duration::from_millis(now.saturating_sub(t.call.arrived_unix_ms));
-                let wait = backoff(&self.cfg, attempts);
-                if attempts >= self.cfg.max_attempts || age + wait > self.cfg.max_age {
+                let wait = backoff(retries.wait, retries.max_wait, attempts);
+                if attempts >= retries.max_attempts || age + wait > self.cfg.max_age {
                     tracing::warn!(function = %t.call.function, call_id = %t.call.call_id, status, attempts, %reason,
                         "async call failed for good: moved to the dead letters");
                     self.stats.buried(&t.call.function);
@@ -361,15 +405,12 @@ impl Dispatcher {
     }
 }
 
-/// The wait before the retry that follows `attempts` deliveries: `retry_wait` doubled per
-/// attempt up to `retry_max_wait`, drawn uniformly in its upper half (jitter spreads the
-/// retries of calls that failed together, and the wait never drops below half).
-fn backoff(cfg: &DispatchConfig, attempts: u32) -> Duration {
+/// The wait before the retry that follows `attempts` deliveries: `wait` doubled per attempt
+/// up to `max_wait`, drawn uniformly in its upper half (jitter spreads the retries of calls
+/// that failed together, and the wait never drops below half).
+fn backoff(wait: Duration, max_wait: Duration, attempts: u32) -> Duration {
     let doubling = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));
-    let full = cfg
-        .retry_wait
-        .saturating_mul(doubling)
-        .min(cfg.retry_max_wait);
+    let full = wait.saturating_mul(doubling).min(max_wait);
     full / 2 + full.mul_f64(fastrand::f64() / 2.0)
 }
 
@@ -379,11 +420,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_its_cap_with_jitter_in_the_upper_half() {
-        let cfg = DispatchConfig {
-            retry_wait: Duration::from_secs(1),
-            retry_max_wait: Duration::from_secs(10),
-            ..Default::default()
-        };
+        let (wait, max_wait) = (Duration::from_secs(1), Duration::from_secs(10));
         for _ in 0..200 {
             for (attempts, full) in [
                 (1, 1.0),
@@ -393,7 +430,7 @@ mod tests {
                 (5, 10.0),
                 (40, 10.0),
             ] {
-                let w = backoff(&cfg, attempts).as_secs_f64();
+                let w = backoff(wait, max_wait, attempts).as_secs_f64();
                 assert!(w >= full / 2.0 && w <= full, "{attempts}: {w}");
             }
         }

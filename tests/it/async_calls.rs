@@ -634,3 +634,58 @@ async fn a_functions_queue_max_inflight_bounds_its_concurrent_async_calls() {
         "without the label the calls run together: {open:?}"
     );
 }
+
+/// A function's `com.openfaas.retry.*` annotations (OpenFaaS Pro's) override the gateway's
+/// retries for its calls: `attempts` 2 with quick waits buries a failing call after two
+/// deliveries (the gateway's own 10 attempts, 10 s apart, would not within the test), and
+/// `codes` without 500 ends a call answered 500 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_functions_retry_annotations_override_the_gateways_retries() {
+    let gw = Gateway::start_with(&["--no-auth"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut twice, twice_log) = recorder(dir.path(), "twice", "true");
+    twice["annotations"] = json!({
+        "com.openfaas.retry.attempts": "2",
+        "com.openfaas.retry.min_wait": "100ms",
+        "com.openfaas.retry.max_wait": "100ms"
+    });
+    let (mut once, once_log) = recorder(dir.path(), "once", "true");
+    once["annotations"] = json!({"com.openfaas.retry.codes": "502,503"});
+    for f in [twice, once] {
+        assert_eq!(gw.deploy(f).await.status, 202);
+    }
+    let bad = gw
+        .deploy(json!({"service": "bad", "image": "x", "envProcess": "cat",
+                       "annotations": {"com.openfaas.retry.codes": "5xx"}}))
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(
+        bad.text().contains("com.openfaas.retry.codes"),
+        "{}",
+        bad.text()
+    );
+    gw.wait_available("twice", 1).await;
+    gw.wait_available("once", 1).await;
+    for name in ["twice", "once"] {
+        let r = gw
+            .req("POST", &format!("/async-function/{name}"), "x")
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let list = dead_letters(&gw, "twice", 1).await;
+    assert_eq!(list[0]["attempts"], 2);
+    assert_eq!(lines(&twice_log).len(), 2);
+    let metric = |m: &str| {
+        support::metric_value(
+            m,
+            r#"faasgate_async_delivered_total{function_name="once.openfaas-fn",code="500"}"#,
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&gw.get("/metrics").await.text()).is_none() {
+        assert!(std::time::Instant::now() < deadline, "once never delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lines(&once_log).len(), 1, "a 500 is final for `once`");
+    assert_eq!(dead_letters(&gw, "once", 0).await.len(), 0);
+}
