@@ -774,7 +774,10 @@ async fn a_secret_update_rolls_its_function_with_no_failed_request() {
     );
     assert!(ok > 0);
     let log = api.gw.log.lock().unwrap().join("\n");
-    assert!(log.contains("secret updated: rolling replicas"), "no roll logged");
+    assert!(
+        log.contains("secret updated: rolling replicas"),
+        "no roll logged"
+    );
     assert!(!log.contains("old-token") && !log.contains("new-token"));
     // Every answer now is the new value.
     for _ in 0..10 {

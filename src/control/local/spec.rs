@@ -28,6 +28,9 @@
 //!    `bind_address=127.0.0.1`.
 //! 5. Per replica, in `mode=http` only ([`instance_env`]): `PORT` and, unless the function
 //!    set one, `upstream_url`.
+//! 6. Per replica of a function with secrets, when they are delivered as a folder (no mount
+//!    namespace: `replica_secrets`): `secret_mount_path`, the folder's absolute path. Secret
+//!    values themselves are never in the environment, only in files.
 //!
 //! No `LANG`, `TZ`, `USER` or `HOSTNAME`: OpenFaaS on Kubernetes gives a function its
 //! image's `ENV` and its `envVars`, and a function that needs one of these sets it in
