@@ -14,6 +14,7 @@ pub mod env {
     pub const LISTEN: &str = "FAASGATE_LISTEN";
     pub const PROVIDER: &str = "FAASGATE_PROVIDER";
     pub const DATA_DIR: &str = "FAASGATE_DATA_DIR";
+    pub const SECRETS_ISOLATION: &str = "FAASGATE_SECRETS_ISOLATION";
     pub const BASIC_AUTH_USER: &str = "FAASGATE_BASIC_AUTH_USER";
     pub const BASIC_AUTH_PASSWORD: &str = "FAASGATE_BASIC_AUTH_PASSWORD";
     pub const MAX_BODY_BYTES: &str = "FAASGATE_MAX_BODY_BYTES";
@@ -127,6 +128,8 @@ pub struct GatewayConfig {
     pub cluster: ClusterConfig,
     /// Async invocations (`/async-function`).
     pub async_calls: AsyncConfig,
+    /// How local replicas get their function's secrets.
+    pub secrets_isolation: crate::control::local::SecretsIsolation,
 }
 
 /// The async queue (`queue`).

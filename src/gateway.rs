@@ -137,6 +137,7 @@ async fn start_provider(
                     data_dir: config.data_dir.clone(),
                     watchdog_command: vec![OsString::from(exe), OsString::from("watchdog")],
                     drain_timeout: config.timeouts.write,
+                    secrets_isolation: config.secrets_isolation,
                 },
                 routes.clone(),
             )

@@ -35,6 +35,23 @@ enum Command {
     Version,
     /// Print the Nomad job JSON faasgate would register for a stack file's functions.
     Render(RenderArgs),
+    /// (Internal) Run by `unshare` in a replica's new mount namespace: mount its secrets at
+    /// /var/openfaas/secrets, then exec the watchdog.
+    #[command(name = "secrets-mount", hide = true)]
+    SecretsMount(SecretsMountArgs),
+}
+
+#[derive(clap::Args)]
+struct SecretsMountArgs {
+    /// The replica's staged secrets.
+    #[arg(long)]
+    from: PathBuf,
+    /// Directories to cover with an empty tmpfs.
+    #[arg(long)]
+    hide: Vec<PathBuf>,
+    /// The program to exec, and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<std::ffi::OsString>,
 }
 
 #[derive(clap::Args)]
@@ -108,6 +125,12 @@ struct ServeArgs {
     /// Forward request headers whose names hold '_' (dropped by default, as nginx does).
     #[arg(long, env = config::env::ALLOW_UNDERSCORE_HEADERS)]
     allow_underscore_headers: bool,
+    /// How local replicas get their function's secrets: `mount` = a private mount namespace
+    /// with the files at /var/openfaas/secrets (needs root or CAP_SYS_ADMIN and util-linux's
+    /// unshare); `folder` = a private per-replica folder named by the replica's
+    /// `secret_mount_path` variable; `auto` = mount when possible, else folder.
+    #[arg(long, env = config::env::SECRETS_ISOLATION, value_enum, default_value = "auto")]
+    secrets_isolation: faasgate::control::local::SecretsIsolation,
     #[command(flatten)]
     nomad: NomadArgs,
     #[command(flatten)]
@@ -399,6 +422,16 @@ fn main() -> anyhow::Result<()> {
                 .context("watchdog")
         }
         Command::Render(args) => render(args),
+        Command::SecretsMount(args) => {
+            let (program, rest) = args
+                .command
+                .split_first()
+                .context("secrets-mount: no program")?;
+            let e = faasgate::control::local::replica_secrets::enter(
+                &args.from, &args.hide, program, rest,
+            );
+            Err(anyhow::Error::new(e).context("secrets-mount"))
+        }
         Command::Serve(args) => {
             init_tracing();
             let timeouts = Timeouts::from_env(|k| std::env::var(k).ok())?;
@@ -431,6 +464,7 @@ fn main() -> anyhow::Result<()> {
                     allow_underscore_headers: args.allow_underscore_headers,
                 },
                 async_calls: args.async_calls.config(timeouts.upstream)?,
+                secrets_isolation: args.secrets_isolation,
                 cluster: config::ClusterConfig {
                     // `--peers ""` (an empty variable) names none.
                     peers: args

@@ -6,6 +6,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 use thiserror::Error;
 
+use crate::control::secrets::SecretError;
 use crate::control::ProviderError;
 use crate::dataplane::response::GatewayBody;
 use crate::model::names::NameError;
@@ -28,6 +29,8 @@ pub enum ApiError {
     NotImplemented,
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// Over a bound (429).
     #[error("{0}")]
     TooMany(String),
@@ -47,6 +50,12 @@ impl ApiError {
             ApiError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Secret(s) => match s {
+                SecretError::InvalidName(_) => StatusCode::BAD_REQUEST,
+                SecretError::NotFound { .. } => StatusCode::NOT_FOUND,
+                SecretError::AlreadyExists { .. } => StatusCode::CONFLICT,
+                SecretError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             ApiError::Provider(p) => match p {
                 ProviderError::NotFound(_) | ProviderError::UnknownNamespace(_) => {
                     StatusCode::NOT_FOUND

@@ -11,6 +11,7 @@ pub mod error;
 pub(crate) mod functions;
 pub(crate) mod logs;
 pub mod metrics;
+pub(crate) mod secrets;
 pub mod server;
 pub(crate) mod system;
 pub(crate) mod ui;
@@ -165,6 +166,9 @@ impl Gateway {
         req: Request<Incoming>,
         sub: &str,
     ) -> Result<Response<GatewayBody>, ApiError> {
+        if sub == "secrets" {
+            return secrets::route(self, req).await;
+        }
         let method = req.method().clone();
         let (resource, name) = match sub.split_once('/') {
             Some((r, n)) => (r, Some(n)),

@@ -10,5 +10,6 @@ pub mod local;
 pub mod nomad;
 pub mod provider;
 pub mod scaler;
+pub mod secrets;
 
 pub use provider::{LogQuery, LogStream, Provider, ProviderError};

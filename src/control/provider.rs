@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use thiserror::Error;
 
+use crate::control::secrets::SecretStore;
 use crate::model::names::FunctionKey;
 use crate::model::types::{FunctionDeployment, FunctionStatus, LogMessage, ProviderInfo};
 
@@ -106,6 +107,17 @@ pub trait Provider: Send + Sync + 'static {
     /// The scale call `allocations` were drained for (by [`Provider::drain_for_peer`]) will
     /// not happen: put them back in rotation.
     fn cancel_peer_drain(&self, _key: &FunctionKey, _allocations: &[String]) {}
+    /// Where this provider keeps function secrets (`/system/secrets`); None: the API answers
+    /// 501. Deploy and update check that every secret a function names exists (400
+    /// `unable to find secret: <name>` otherwise).
+    fn secrets(&self) -> Option<&dyn SecretStore> {
+        None
+    }
+    /// `name` in `namespace` has a new value: make the functions that read it see it (the
+    /// local provider rolls their replicas). Called by the API after a successful update.
+    async fn secret_updated(&self, _namespace: &str, _name: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
     /// Stops everything the provider started (gateway shutdown). Must leave no process behind.
     async fn shutdown(&self);
 }

@@ -35,6 +35,7 @@ fn options(dir: &std::path::Path) -> LocalOptions {
             OsString::from("watchdog"),
         ],
         drain_timeout: Duration::from_secs(2),
+        secrets_isolation: Default::default(),
     }
 }
 

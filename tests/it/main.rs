@@ -39,6 +39,7 @@ mod prometheus;
 mod render;
 mod scaler;
 mod scaler_sim;
+mod secrets;
 mod ui_api;
 mod ui_browser;
 mod upstream_wire;

@@ -3,7 +3,8 @@
 //! auth on: wrong password -> login again; log in; deploy through the form (the API's
 //! validation messages appear next to their fields); see the function in the list; invoke
 //! it from the invoke panel; see its invocation count rise in the list; scale it to 3 and
-//! see 3 ready and the decision; read its logs; cancel, then confirm, a delete; log out.
+//! see 3 ready and the decision; read its logs; cancel, then confirm, a delete; create,
+//! update and delete a secret on the secrets page (its value never shown); log out.
 //! Then 1,000 functions in one namespace: all listed, filterable.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`bash scripts/test-setup.sh` installs
@@ -213,6 +214,67 @@ async fn ui_end_to_end_in_headless_chromium() {
     let result = tokio::time::timeout(Duration::from_secs(240), scenario(&gw, &c)).await;
     let _ = c.close().await;
     result.expect("the UI scenario finished within 240 s");
+}
+
+/// The secrets page: create a secret (its value never shown, the field cleared), a duplicate
+/// refused with a message, update it from its row, cancel nothing, delete it after
+/// confirmation; the store under the data dir follows each step.
+async fn secrets_page(gw: &Gateway, c: &Client, shots: &Path) {
+    let file = gw.data_dir.join("secrets/openfaas-fn/ui-key");
+    click(c, "#nav-secrets").await;
+    wait_present(c, "#secs-empty:not([hidden])", "the empty secrets page").await;
+    fill(c, "#sec-name", "ui-key").await;
+    fill(c, "#sec-value", "ui-secret-value").await;
+    click(c, "#sec-create").await;
+    wait_present(
+        c,
+        "#secs-body tr[data-secret='ui-key']",
+        "the new secret listed",
+    )
+    .await;
+    assert_eq!(std::fs::read(&file).expect("stored"), b"ui-secret-value");
+    let value = c
+        .find(Locator::Css("#sec-value"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(value.as_deref(), Some(""), "the value field is cleared");
+    let page = c.source().await.expect("page source");
+    assert!(!page.contains("ui-secret-value"), "the page shows a value");
+
+    // The same name again: refused, with a message.
+    fill(c, "#sec-name", "ui-key").await;
+    fill(c, "#sec-value", "other").await;
+    click(c, "#sec-create").await;
+    wait_text(c, "#sec-error", WAIT, "the duplicate's message", |t| {
+        t.contains("exists already")
+    })
+    .await;
+    assert_eq!(std::fs::read(&file).unwrap(), b"ui-secret-value");
+
+    // Update from its row.
+    click(c, "#secs-body button.link[data-secret='ui-key']").await;
+    fill(c, "#sec-value", "ui-updated").await;
+    click(c, "#sec-update").await;
+    wait_text(c, "#flash", WAIT, "the update's confirmation", |t| {
+        t.contains("Updated ui-key")
+    })
+    .await;
+    assert_eq!(std::fs::read(&file).unwrap(), b"ui-updated");
+    save(c, shots, "ui-secrets").await;
+
+    // Delete, after confirmation.
+    click(c, "#secs-body button.danger[data-secret='ui-key']").await;
+    wait_present(c, "dialog#confirm[open]", "the confirmation dialog").await;
+    wait_text(c, "#confirm-title", WAIT, "the secret's dialog", |t| {
+        t == "Delete secret?"
+    })
+    .await;
+    click(c, "#confirm-ok").await;
+    wait_present(c, "#secs-empty:not([hidden])", "the list without ui-key").await;
+    assert!(!file.exists(), "deleted from the store");
 }
 
 async fn scenario(gw: &Gateway, c: &Client) {
@@ -444,7 +506,11 @@ async fn scenario(gw: &Gateway, c: &Client) {
         .await;
     assert_eq!(r.status, 404, "deleted");
 
+    secrets_page(gw, c, &shots).await;
+
     // The deploy form, for docs/ui.md.
+    click(c, "#nav-functions").await;
+    wait_present(c, "#list-deploy", "the function list").await;
     click(c, "#list-deploy").await;
     wait_present(c, "#dep-name", "the deploy form").await;
     fill(c, "#dep-name", "Not a name!").await;

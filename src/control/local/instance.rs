@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use super::health;
 use super::logs::LogBuffer;
 use super::process;
+use super::replica_secrets::{SecretsSetup, Staged};
 use super::spec::{self, ReplicaSpec};
 use super::tail::StderrTail;
 use crate::watchdog::LISTENING_PREFIX;
@@ -90,6 +91,8 @@ pub(crate) struct InstanceContext {
     pub logs: Arc<LogBuffer>,
     pub events: mpsc::UnboundedSender<Event>,
     pub pids: Pids,
+    /// How replicas with secrets get them.
+    pub secrets: Arc<SecretsSetup>,
 }
 
 /// A running instance task: send on `stop` (or drop it) to stop the process.
@@ -120,7 +123,22 @@ impl InstanceContext {
                 return;
             }
         };
-        let command = replica_command(program, args, &spec, extra);
+        let mut extra = extra;
+        let (mut staged, command) = if spec.secrets.is_empty() {
+            (None, replica_command(program, args, &spec, extra))
+        } else {
+            let staged = match self.secrets.stage(&id, &spec.secrets) {
+                Ok(staged) => staged,
+                Err(e) => {
+                    self.exited(&id, format!("staging the function's secrets: {e}"));
+                    return;
+                }
+            };
+            let (program, args, env) = self.secrets.wrap(program, args, &staged);
+            extra.extend(env);
+            let command = replica_command(&program, &args, &spec, extra);
+            (Some(staged), command)
+        };
         let mut child = match process::spawn(command).await {
             Ok(child) => child,
             Err(e) => {
@@ -163,7 +181,18 @@ impl InstanceContext {
             ))
         });
 
-        let outcome = self.supervise(&id, &mut child, &mut stop, addr_rx).await;
+        // In a mount namespace the replica copied its secrets before it could listen.
+        let drop_staged_at_listen = self.secrets.copies_at_start();
+        let outcome = self
+            .supervise(
+                &id,
+                &mut child,
+                &mut stop,
+                addr_rx,
+                &mut staged,
+                drop_staged_at_listen,
+            )
+            .await;
         let at_start = started.elapsed() < EARLY_EXIT;
         match outcome {
             Outcome::Stop => terminate(&mut child, pid).await,
@@ -193,6 +222,8 @@ impl InstanceContext {
         child: &mut Child,
         stop: &mut oneshot::Receiver<()>,
         addr_rx: oneshot::Receiver<SocketAddr>,
+        staged: &mut Option<Staged>,
+        drop_staged_at_listen: bool,
     ) -> Outcome {
         let addr = tokio::select! {
             biased;
@@ -205,6 +236,9 @@ impl InstanceContext {
             },
         };
         self.send(id, EventKind::Listening(addr));
+        if drop_staged_at_listen {
+            staged.take();
+        }
 
         let mut healthy = false;
         let mut ever_healthy = false;
@@ -427,7 +461,7 @@ mod tests {
             env_vars: Some([("A".to_string(), "1".to_string())].into()),
             ..Default::default()
         };
-        let spec = spec::replica_spec(&d, Some(OsStr::new("/home/fn")));
+        let spec = spec::replica_spec(&d, Some(OsStr::new("/home/fn")), Vec::new());
         let extra = vec![(OsString::from("PORT"), OsString::from("1234"))];
         let out = replica_command(OsStr::new("env"), &[], &spec, extra)
             .output()

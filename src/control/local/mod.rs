@@ -22,6 +22,7 @@ mod health;
 mod instance;
 mod logs;
 mod process;
+pub mod replica_secrets;
 mod spec;
 mod store;
 mod supervisor;
@@ -38,12 +39,16 @@ use async_trait::async_trait;
 use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinHandle;
 
+pub use self::replica_secrets::SecretsIsolation;
 pub(crate) use self::store::{StoreError, StoredFunction};
 
+use self::replica_secrets::SecretsSetup;
 use self::spec::Counts;
 use self::store::Store;
 use self::supervisor::{spawn_supervisor, Shared, StopMode, SupervisorConfig};
 use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
+use crate::control::secrets::local::LocalSecretStore;
+use crate::control::secrets::{SecretError, SecretFile, SecretStore};
 use crate::dataplane::Routes;
 use crate::model::names::{FunctionKey, DEFAULT_NAMESPACE};
 use crate::model::scale::ScaleSettings;
@@ -58,12 +63,16 @@ pub struct LocalOptions {
     pub watchdog_command: Vec<OsString>,
     /// Bound on waiting for a stopped replica's in-flight requests.
     pub drain_timeout: Duration,
+    /// How replicas get their function's secrets (`replica_secrets`).
+    pub secrets_isolation: SecretsIsolation,
 }
 
 /// The embedded provider; see the module doc.
 pub struct LocalProvider {
     routes: Arc<Routes>,
     store: Store,
+    /// Secrets under `<data_dir>/secrets`; replicas get copies (`replica_secrets`).
+    secrets: LocalSecretStore,
     cfg: Arc<SupervisorConfig>,
     /// The gateway's `HOME`, read once at start: the one variable of the gateway's that
     /// replicas get (see `spec`'s module doc for their whole environment).
@@ -104,23 +113,30 @@ impl LocalProvider {
         }
         let store = Store::open(&opts.data_dir).map_err(backend)?;
         let records = store.load_all().map_err(backend)?;
+        let secrets = LocalSecretStore::open(&opts.data_dir).map_err(secret_backend)?;
+        let setup = SecretsSetup::resolve(
+            opts.secrets_isolation,
+            &opts.watchdog_command[0],
+            &opts.data_dir,
+        )
+        .map_err(|e| ProviderError::Backend(format!("replica secrets: {e}")))?;
         let provider = Arc::new(LocalProvider {
             routes,
             store,
+            secrets,
             cfg: Arc::new(SupervisorConfig {
                 watchdog_command: opts.watchdog_command.into(),
                 drain_timeout: opts.drain_timeout,
+                secrets: Arc::new(setup),
             }),
             replica_home: std::env::var_os("HOME"),
             functions: Mutex::new(BTreeMap::new()),
         });
-        {
-            let mut functions = provider.lock_functions();
-            for (key, record) in records {
-                tracing::info!(function = %key, replicas = record.replicas, "restoring function");
-                let f = provider.launch(key.clone(), record);
-                functions.insert(key, f);
-            }
+        for (key, record) in records {
+            tracing::info!(function = %key, replicas = record.replicas, "restoring function");
+            let files = provider.restored_secrets(&key, &record.deployment).await;
+            let f = provider.launch(key.clone(), record, files);
+            provider.lock_functions().insert(key, f);
         }
         Ok(provider)
     }
@@ -151,15 +167,66 @@ impl LocalProvider {
             .ok_or_else(|| ProviderError::NotFound(key.clone()))
     }
 
+    /// The values of the secrets `d` names, read from its namespace; a missing one is a 400
+    /// naming it (faasd's message), so nothing is deployed without its secrets.
+    async fn secret_files(
+        &self,
+        key: &FunctionKey,
+        d: &FunctionDeployment,
+    ) -> Result<Vec<SecretFile>, ProviderError> {
+        let mut names: Vec<&String> = d.secrets.iter().collect();
+        names.sort();
+        names.dedup();
+        let mut files = Vec::with_capacity(names.len());
+        for name in names {
+            match self.secrets.read(key.namespace(), name).await {
+                Ok(value) => files.push(SecretFile {
+                    name: name.clone(),
+                    value,
+                }),
+                Err(SecretError::NotFound { .. } | SecretError::InvalidName(_)) => {
+                    return Err(ProviderError::Invalid(format!(
+                        "unable to find secret: {name}"
+                    )))
+                }
+                Err(e) => return Err(secret_backend(e)),
+            }
+        }
+        Ok(files)
+    }
+
+    /// [`LocalProvider::secret_files`] for a function restored at start: a secret deleted
+    /// meanwhile is left out with a warning (its replicas start without that file).
+    async fn restored_secrets(&self, key: &FunctionKey, d: &FunctionDeployment) -> Vec<SecretFile> {
+        let mut files = Vec::new();
+        for name in &d.secrets {
+            match self.secrets.read(key.namespace(), name).await {
+                Ok(value) => files.push(SecretFile {
+                    name: name.clone(),
+                    value,
+                }),
+                Err(e) => {
+                    tracing::warn!(function = %key, secret = %name, error = %e, "secret of a restored function is unavailable");
+                }
+            }
+        }
+        files
+    }
+
     /// Publishes the function to the route table and starts its supervisor.
-    fn launch(&self, key: FunctionKey, record: StoredFunction) -> Arc<Function> {
+    fn launch(
+        &self,
+        key: FunctionKey,
+        record: StoredFunction,
+        secrets: Vec<SecretFile>,
+    ) -> Arc<Function> {
         let handle = self.routes.upsert(&key);
         let shared = Shared::new(
             key,
             handle,
             record.replicas,
             ScaleSettings::from_deployment(&record.deployment),
-            spec::replica_spec(&record.deployment, self.replica_home.as_deref()),
+            spec::replica_spec(&record.deployment, self.replica_home.as_deref(), secrets),
         );
         let task = spawn_supervisor(shared.clone(), self.cfg.clone());
         Arc::new(Function {
@@ -204,6 +271,7 @@ impl Provider for LocalProvider {
         spec::validate(&deployment)?;
         let key = key_of(&deployment)?;
         let replicas = spec::scale_min(&deployment)?;
+        let files = self.secret_files(&key, &deployment).await?;
         let created_at = time::OffsetDateTime::now_utc()
             .format(&Rfc3339)
             .map_err(|e| ProviderError::Backend(format!("format createdAt: {e}")))?;
@@ -217,7 +285,7 @@ impl Provider for LocalProvider {
             return Err(ProviderError::AlreadyExists(key));
         }
         self.store.save(&key, &record).map_err(backend)?;
-        let f = self.launch(key.clone(), record);
+        let f = self.launch(key.clone(), record, files);
         functions.insert(key, f);
         Ok(())
     }
@@ -230,8 +298,9 @@ impl Provider for LocalProvider {
         if f.deleted.load(Ordering::Acquire) {
             return Err(ProviderError::NotFound(key));
         }
+        let files = self.secret_files(&key, &deployment).await?;
         let current = f.record();
-        let replica_spec = spec::replica_spec(&deployment, self.replica_home.as_deref());
+        let replica_spec = spec::replica_spec(&deployment, self.replica_home.as_deref(), files);
         let scale = ScaleSettings::from_deployment(&deployment);
         let record = StoredFunction {
             deployment,
@@ -317,6 +386,36 @@ impl Provider for LocalProvider {
         Ok(f.shared.logs.stream(&query))
     }
 
+    fn secrets(&self) -> Option<&dyn SecretStore> {
+        Some(&self.secrets)
+    }
+
+    /// Rolls every function of `namespace` that reads `name` onto a spec with the new value
+    /// (the same rolling replace as an update: new replicas ready before old ones leave).
+    async fn secret_updated(&self, namespace: &str, name: &str) -> Result<(), ProviderError> {
+        let users: Vec<Arc<Function>> = self
+            .lock_functions()
+            .iter()
+            .filter(|(k, _)| k.namespace() == namespace)
+            .map(|(_, f)| f.clone())
+            .filter(|f| f.record().deployment.secrets.iter().any(|s| s == name))
+            .collect();
+        for f in users {
+            let _ops = f.ops.lock().await;
+            if f.deleted.load(Ordering::Acquire) {
+                continue;
+            }
+            let record = f.record();
+            let files = self.secret_files(&f.shared.key, &record.deployment).await?;
+            tracing::info!(function = %f.shared.key, secret = %name, "secret updated: rolling replicas");
+            f.shared.set_spec(
+                spec::replica_spec(&record.deployment, self.replica_home.as_deref(), files),
+                ScaleSettings::from_deployment(&record.deployment),
+            );
+        }
+        Ok(())
+    }
+
     fn info(&self) -> ProviderInfo {
         ProviderInfo {
             provider: "faasgate".into(),
@@ -367,5 +466,9 @@ fn key_of(d: &FunctionDeployment) -> Result<FunctionKey, ProviderError> {
 }
 
 fn backend(e: StoreError) -> ProviderError {
+    ProviderError::Backend(e.to_string())
+}
+
+fn secret_backend(e: SecretError) -> ProviderError {
     ProviderError::Backend(e.to_string())
 }

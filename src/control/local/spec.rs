@@ -28,6 +28,9 @@
 //!    `bind_address=127.0.0.1`.
 //! 5. Per replica, in `mode=http` only ([`instance_env`]): `PORT` and, unless the function
 //!    set one, `upstream_url`.
+//! 6. Per replica of a function with secrets, when they are delivered as a folder (no mount
+//!    namespace: `replica_secrets`): `secret_mount_path`, the folder's absolute path. Secret
+//!    values themselves are never in the environment, only in files.
 //!
 //! No `LANG`, `TZ`, `USER` or `HOSTNAME`: OpenFaaS on Kubernetes gives a function its
 //! image's `ENV` and its `envVars`, and a function that needs one of these sets it in
@@ -38,8 +41,10 @@
 //! `/proc/<pid>/environ` of every replica process to prove it.
 
 use std::ffi::{OsStr, OsString};
+use std::sync::Arc;
 
 use crate::control::provider::ProviderError;
+use crate::control::secrets::SecretFile;
 use crate::model::names::FunctionKey;
 use crate::model::scale::ScaleSettings;
 use crate::model::types::{FunctionDeployment, FunctionStatus, ReplicaCounts};
@@ -48,11 +53,14 @@ use crate::model::types::{FunctionDeployment, FunctionStatus, ReplicaCounts};
 pub(super) const REPLICA_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Everything a replica process of one spec version needs: its environment.
+/// Everything a replica process of one spec version needs: its environment and secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReplicaSpec {
     /// The whole environment of the process, in order (later wins); nothing is inherited.
     pub env: Vec<(OsString, OsString)>,
+    /// The function's secrets as read when this spec was made: every replica of the spec
+    /// gets these files (`replica_secrets`), never in its environment.
+    pub secrets: Arc<[SecretFile]>,
 }
 
 /// Checks what this provider needs beyond the API's validation.
@@ -74,8 +82,12 @@ pub(crate) fn scale_min(d: &FunctionDeployment) -> Result<u64, ProviderError> {
 }
 
 /// The environment of the replicas (items 1 to 4 of the module doc): `PATH`, `HOME` (the
-/// gateway's `home`, if any), `envVars`, then the watchdog's settings.
-pub(crate) fn replica_spec(d: &FunctionDeployment, home: Option<&OsStr>) -> ReplicaSpec {
+/// gateway's `home`, if any), `envVars`, then the watchdog's settings; with `secrets`.
+pub(crate) fn replica_spec(
+    d: &FunctionDeployment,
+    home: Option<&OsStr>,
+    secrets: Vec<SecretFile>,
+) -> ReplicaSpec {
     let mut env: Vec<(OsString, OsString)> = vec![("PATH".into(), REPLICA_PATH.into())];
     if let Some(home) = home {
         env.push(("HOME".into(), home.into()));
@@ -89,7 +101,10 @@ pub(crate) fn replica_spec(d: &FunctionDeployment, home: Option<&OsStr>) -> Repl
     env.push(("fprocess".into(), d.env_process.as_str().into()));
     env.push(("port".into(), "0".into()));
     env.push(("bind_address".into(), "127.0.0.1".into()));
-    ReplicaSpec { env }
+    ReplicaSpec {
+        env,
+        secrets: secrets.into(),
+    }
 }
 
 /// Settings that differ per replica. In `mode=http` the function process listens on a port
@@ -224,7 +239,7 @@ mod tests {
     fn replica_env_is_path_home_env_vars_then_watchdog_settings() {
         let mut d = with_labels(&[]);
         d.env_vars = Some([("A".to_string(), "1".to_string())].into());
-        let env = replica_spec(&d, Some(OsStr::new("/home/fn"))).env;
+        let env = replica_spec(&d, Some(OsStr::new("/home/fn")), Vec::new()).env;
         let names: Vec<_> = env.iter().map(|(k, _)| k.to_str().unwrap()).collect();
         assert_eq!(
             names,
@@ -235,7 +250,7 @@ mod tests {
         assert_eq!(env[3].1, "cat");
 
         // No HOME when the gateway has none.
-        let names: Vec<_> = replica_spec(&d, None)
+        let names: Vec<_> = replica_spec(&d, None, Vec::new())
             .env
             .into_iter()
             .map(|(k, _)| k)
@@ -251,7 +266,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .into(),
         );
-        let env = replica_spec(&d, Some(OsStr::new("/home/gw"))).env;
+        let env = replica_spec(&d, Some(OsStr::new("/home/gw")), Vec::new()).env;
         let last = |name: &str| {
             env.iter()
                 .rev()

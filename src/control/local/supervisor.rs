@@ -53,6 +53,8 @@ pub(crate) struct SupervisorConfig {
     pub watchdog_command: Arc<[OsString]>,
     /// Bound on waiting for a stopped replica's in-flight requests.
     pub drain_timeout: Duration,
+    /// How replicas with secrets get them.
+    pub secrets: Arc<super::replica_secrets::SecretsSetup>,
 }
 
 /// How the supervisor should stop everything.
@@ -234,6 +236,7 @@ pub(crate) fn spawn_supervisor(shared: Arc<Shared>, cfg: Arc<SupervisorConfig>) 
         logs: shared.logs.clone(),
         events: tx,
         pids: shared.pids.clone(),
+        secrets: cfg.secrets.clone(),
     };
     let sup = Supervisor {
         shared,

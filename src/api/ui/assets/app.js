@@ -1,7 +1,7 @@
 // faasgate UI: plain JavaScript, no build step, nothing loaded from elsewhere.
 //
 // Views (hash routes): #/ (function list of the chosen namespace), #/function/<ns>/<name>,
-// #/deploy. Data comes from the OpenFaaS API (/system/*, /function/*) and the gateway's
+// #/deploy, #/secrets (the chosen namespace's secrets: names only, values write-only). Data comes from the OpenFaaS API (/system/*, /function/*) and the gateway's
 // /ui/api/summary and /ui/api/series. Credentials live in sessionStorage and go out as an
 // Authorization header on /system and /ui/api calls only (never to functions).
 'use strict';
@@ -221,10 +221,13 @@ function route() {
     functionView(parts[1], parts.slice(2).join('/'));
   } else if (parts[0] === 'deploy') {
     deployView();
+  } else if (parts[0] === 'secrets') {
+    secretsView();
   } else {
     listView();
   }
-  for (const [id, on] of [['nav-functions', parts[0] !== 'deploy'], ['nav-deploy', parts[0] === 'deploy']]) {
+  const page = ['deploy', 'secrets'].includes(parts[0]) ? parts[0] : 'functions';
+  for (const [id, on] of [['nav-functions', page === 'functions'], ['nav-deploy', page === 'deploy'], ['nav-secrets', page === 'secrets']]) {
     if (on) $(id).setAttribute('aria-current', 'page'); else $(id).removeAttribute('aria-current');
   }
 }
@@ -825,12 +828,93 @@ function deployView() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Secrets: names only; a value goes out once (create or update) and is never read back.
+
+function secretsView() {
+  const ns = state.namespace;
+  mount('tpl-secrets');
+  document.title = `Secrets · ${ns} · faasgate`;
+  $('sec-ns').textContent = ns;
+  const qs = q({ namespace: ns });
+
+  const load = async () => {
+    const list = await apiJSON(`/system/secrets?${qs}`);
+    const body = $('secs-body');
+    body.textContent = '';
+    for (const s of list) {
+      const update = el('button', { type: 'button', class: 'link', 'data-secret': s.name, text: 'Update…' });
+      update.addEventListener('click', () => {
+        $('sec-name').value = s.name;
+        $('sec-value').value = '';
+        $('sec-value').focus();
+      });
+      const del = el('button', { type: 'button', class: 'danger', 'data-secret': s.name, text: 'Delete…' });
+      del.addEventListener('click', () => removeSecret(s.name, del));
+      body.append(el('tr', { 'data-secret': s.name },
+        el('td', {}, el('code', { text: s.name })), el('td', { class: 'num' }, update, ' ', del)));
+    }
+    $('secs-empty').hidden = list.length > 0;
+  };
+
+  const send = async (method) => {
+    showError($('sec-error'), '');
+    const name = $('sec-name').value.trim();
+    const value = $('sec-value').value;
+    try {
+      const r = await api(`/system/secrets?${qs}`, {
+        method, headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ name, namespace: ns, value }),
+      });
+      if (r.status === 409) throw new Error(`${name} exists already: use Update to replace its value`);
+      if (r.status === 404) throw new Error(`${name} does not exist: use Create`);
+      if (!r.ok) throw new Error(`${r.status} ${(await r.text()).trim()}`);
+      $('sec-value').value = '';
+      flash(method === 'POST' ? `Created ${name}.` : `Updated ${name}.`);
+      await load();
+    } catch (e) {
+      if (!(e instanceof AuthError)) showError($('sec-error'), e.message);
+    }
+  };
+  $('sec-form').addEventListener('submit', (ev) => { ev.preventDefault(); send('POST'); });
+  $('sec-update').addEventListener('click', () => send('PUT'));
+
+  const removeSecret = (name, button) => {
+    const dlg = $('confirm');
+    $('confirm-title').textContent = 'Delete secret?';
+    $('confirm-text').textContent =
+      `Delete the secret ${name} from namespace ${ns}? Functions that use it keep their copy until they restart; new deploys naming it fail.`;
+    dlg.returnValue = '';
+    dlg.onclose = async () => {
+      $('confirm-title').textContent = 'Delete function?';
+      if (dlg.returnValue !== 'ok') { button.focus(); return; }
+      try {
+        const r = await api(`/system/secrets?${qs}`, {
+          method: 'DELETE', headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ name, namespace: ns }),
+        });
+        if (!r.ok) throw new Error(`${r.status} ${(await r.text()).trim()}`);
+        flash(`Deleted ${name}.`);
+        await load();
+      } catch (e) {
+        if (!(e instanceof AuthError)) showError($('sec-error'), 'Delete failed: ' + e.message);
+      }
+    };
+    dlg.showModal();
+  };
+
+  load().catch((e) => { if (!(e instanceof AuthError)) showError($('sec-error'), e.message); });
+  state.view = { name: 'secrets', stop() {} };
+}
+
+// ---------------------------------------------------------------------------------------
 // Start
 
 async function start() {
   $('ns').addEventListener('change', (ev) => {
     setNamespace(ev.target.value);
-    if (!location.hash.startsWith('#/deploy')) {
+    if (location.hash.startsWith('#/secrets')) {
+      route();
+    } else if (!location.hash.startsWith('#/deploy')) {
       if (location.hash === '#/' || location.hash === '') route(); else location.hash = '#/';
     }
   });
