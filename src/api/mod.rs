@@ -236,7 +236,7 @@ impl Gateway {
                 only(&method, &[Method::POST])?;
                 alert::alert(self, req).await
             }
-            ("secrets", None) | ("namespace", _) | ("telemetry", None) => {
+            ("namespace", _) | ("telemetry", None) => {
                 Err(ApiError::NotImplemented)
             }
             _ => Ok(text(StatusCode::NOT_FOUND, "404 page not found")),
