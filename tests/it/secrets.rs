@@ -173,7 +173,7 @@ async fn read_function(api: &Api, name: &str) -> (BTreeMap<String, Vec<u8>>, Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_api_routes_and_statuses() {
     let api = Api::start("pw-api-test", &[], &[]);
-    let store = api.gw.data_dir.join("secrets/openfaas-fn");
+    let store = api.gw.data_dir.join("secrets/functions/openfaas-fn");
 
     // Basic auth applies.
     let r = api.gw.get("/system/secrets").await;
@@ -353,7 +353,7 @@ async fn secrets_api_routes_and_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_faas_cli_secret_sends() {
     let api = Api::start("pw-cli-replay", &[], &[]);
-    let store = api.gw.data_dir.join("secrets/openfaas-fn");
+    let store = api.gw.data_dir.join("secrets/functions/openfaas-fn");
     let file = b"line one\nline two\n\n";
     let trimmed = "line one\nline two";
     let r = api
@@ -422,7 +422,7 @@ async fn faas_cli_secret_commands() {
     std::fs::create_dir_all(&home).unwrap();
     let file = dir.path().join("value.txt");
     std::fs::write(&file, b"from a file\n").unwrap();
-    let store = api.gw.data_dir.join("secrets/openfaas-fn");
+    let store = api.gw.data_dir.join("secrets/functions/openfaas-fn");
     let run = |args: Vec<String>, stdin: &'static str| {
         let mut cmd = Command::new(&cli);
         cmd.args(&args)
@@ -573,7 +573,7 @@ async fn functions_read_only_their_own(args: &[&str], tag: &str) -> Api {
             .await;
         assert_eq!(r.status, 201, "{}", r.text());
     }
-    let beta_file = api.gw.data_dir.join("secrets/openfaas-fn/beta");
+    let beta_file = api.gw.data_dir.join("secrets/functions/openfaas-fn/beta");
     let script = reader_script(dir.path(), &beta_file);
     for (name, secrets) in [("fa", json!(["alpha"])), ("fb", json!(["beta"]))] {
         let f = json!({"service": name, "image": "x", "envProcess": script.display().to_string(), "secrets": secrets});

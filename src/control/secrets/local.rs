@@ -1,7 +1,9 @@
 //! The local provider's secrets: one file per secret under the data dir.
 //!
-//! Owns `<data_dir>/secrets/<namespace>/<name>` (the gateway's own credential files sit
-//! beside the namespace directories, as `auth` keeps them). Directories are created 0700 and
+//! Owns `<data_dir>/secrets/functions/<namespace>/<name>`: under the directory that also
+//! holds the gateway's own credential files (as `auth` keeps them), which replicas in a mount
+//! namespace never see, and in a sub-directory of its own, so no namespace name can meet a
+//! credential file's name. Directories are created 0700 and
 //! files 0600, so only the gateway's user reads them; a file holds the value's exact bytes.
 //!
 //! Invariants:
@@ -24,8 +26,11 @@ use async_trait::async_trait;
 
 use super::{validate_name, SecretError, SecretStore, SecretValue};
 
-/// Directory of the store under the data dir (shared with the gateway's credential files).
+/// Directory under the data dir that holds the store and the gateway's credential files
+/// (hidden from replicas as a whole).
 pub const SECRETS_DIR: &str = "secrets";
+/// The store's own directory under [`SECRETS_DIR`].
+pub const FUNCTIONS_DIR: &str = "functions";
 
 /// The data-dir store; see the module doc.
 #[derive(Debug, Clone)]
@@ -49,11 +54,12 @@ enum Put {
 // === impl LocalSecretStore ===
 
 impl LocalSecretStore {
-    /// The store under `<data_dir>/secrets`, created (0700) if missing; removes leftover
-    /// temporary files.
+    /// The store under `<data_dir>/secrets/functions`, created (0700) if missing; removes
+    /// leftover temporary files.
     pub fn open(data_dir: &Path) -> Result<Self, SecretError> {
-        let root = data_dir.join(SECRETS_DIR);
+        let root = data_dir.join(SECRETS_DIR).join(FUNCTIONS_DIR);
         fs::create_dir_all(data_dir).map_err(|e| io_err("create", data_dir, e))?;
+        create_private_dir(&data_dir.join(SECRETS_DIR))?;
         create_private_dir(&root)?;
         if let Ok(namespaces) = fs::read_dir(&root) {
             for ns in namespaces.flatten() {
@@ -281,12 +287,13 @@ mod tests {
         assert_eq!(store.read("ns", "b").await.unwrap().as_bytes(), bytes);
         let mode = |p: PathBuf| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(tmp.path().join("secrets")), 0o700);
-        assert_eq!(mode(tmp.path().join("secrets/ns")), 0o700);
-        assert_eq!(mode(tmp.path().join("secrets/ns/b")), 0o600);
+        assert_eq!(mode(tmp.path().join("secrets/functions")), 0o700);
+        assert_eq!(mode(tmp.path().join("secrets/functions/ns")), 0o700);
+        assert_eq!(mode(tmp.path().join("secrets/functions/ns/b")), 0o600);
 
         store.update("ns", "a", &v(b"new")).await.unwrap();
         assert_eq!(store.read("ns", "a").await.unwrap().as_bytes(), b"new");
-        assert_eq!(mode(tmp.path().join("secrets/ns/a")), 0o600);
+        assert_eq!(mode(tmp.path().join("secrets/functions/ns/a")), 0o600);
         assert!(matches!(
             store.update("ns", "zz", &v(b"y")).await,
             Err(SecretError::NotFound { .. })
@@ -303,7 +310,7 @@ mod tests {
         assert_eq!(store.list("ns").await.unwrap(), ["b"]);
         assert!(store.list("other").await.unwrap().is_empty());
         // Nothing but the secrets themselves is left in the directory.
-        let left: Vec<_> = fs::read_dir(tmp.path().join("secrets/ns"))
+        let left: Vec<_> = fs::read_dir(tmp.path().join("secrets/functions/ns"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
@@ -315,7 +322,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = LocalSecretStore::open(tmp.path()).unwrap();
         store.create("ns", "a", &v(b"x")).await.unwrap();
-        let stray = tmp.path().join("secrets/ns/.a.tmp-1");
+        let stray = tmp.path().join("secrets/functions/ns/.a.tmp-1");
         fs::write(&stray, b"half").unwrap();
         assert_eq!(store.list("ns").await.unwrap(), ["a"]);
         let store = LocalSecretStore::open(tmp.path()).unwrap();
@@ -337,6 +344,6 @@ mod tests {
                 Err(SecretError::InvalidName(_))
             ));
         }
-        assert!(!tmp.path().join("secrets/ns").exists());
+        assert!(!tmp.path().join("secrets/functions/ns").exists());
     }
 }
