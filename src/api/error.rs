@@ -6,6 +6,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 use thiserror::Error;
 
+use crate::control::namespaces::NamespaceError;
 use crate::control::ProviderError;
 use crate::dataplane::response::GatewayBody;
 use crate::model::names::NameError;
@@ -54,6 +55,14 @@ impl ApiError {
                 ProviderError::AlreadyExists(_) => StatusCode::CONFLICT,
                 ProviderError::Invalid(_) => StatusCode::BAD_REQUEST,
                 ProviderError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ProviderError::Namespace(n) => match n {
+                    NamespaceError::NotFound(_) => StatusCode::NOT_FOUND,
+                    NamespaceError::AlreadyExists(_)
+                    | NamespaceError::NotEmpty { .. }
+                    | NamespaceError::Changed(_) => StatusCode::CONFLICT,
+                    NamespaceError::Default(_) => StatusCode::FORBIDDEN,
+                    NamespaceError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                },
                 ProviderError::Upstream { status, .. } => StatusCode::from_u16(*status)
                     .ok()
                     .filter(|s| s.is_client_error() || s.is_server_error())

@@ -11,6 +11,7 @@ pub mod error;
 pub(crate) mod functions;
 pub(crate) mod logs;
 pub mod metrics;
+pub(crate) mod namespaces;
 pub mod server;
 pub(crate) mod system;
 pub(crate) mod ui;
@@ -190,6 +191,7 @@ impl Gateway {
                 only(&method, &[Method::GET])?;
                 system::namespaces(self).await
             }
+            ("namespace" | "namespaces", Some(name)) => namespaces::route(self, req, name).await,
             ("info", None) => {
                 only(&method, &[Method::GET])?;
                 Ok(system::info(self))
