@@ -458,6 +458,18 @@ async fn scenario(gw: &Gateway, c: &Client) {
 
     // 1,000 functions in one namespace (at zero replicas: no processes): all listed,
     // filterable, and the page keeps refreshing.
+    let r = gw
+        .req_h(
+            "POST",
+            "/system/namespace/",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            r#"{"name":"bulk","labels":{"openfaas":"1"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "create the bulk namespace: {}", r.text());
     let started = Instant::now();
     for i in 0..BULK {
         let r = gw
