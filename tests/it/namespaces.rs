@@ -569,3 +569,27 @@ async fn what_go_sdk_sends_for_namespaces_is_answered_as_it_expects() {
     assert_eq!(gw.get("/system/namespace/openfaas-fn").await.status, 401);
     assert_eq!(create(&gw, "x").await.status, 401);
 }
+
+/// A namespace named in the operator's stack file (`serve --stack`) is one the gateway
+/// manages: created (and stored) at start, so its functions deploy and it stays listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_files_namespace_is_created_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stack = tmp.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "provider:\n  name: openfaas\nfunctions:\n  cat:\n    image: local/cat\n    \
+         fprocess: cat\n    namespace: stacked\n",
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let gw = Gateway::start_in(
+        &data,
+        &["--no-auth", "--stack", stack.to_str().unwrap()],
+        &[],
+    );
+    gw.wait_available("cat.stacked", 1).await;
+    assert_eq!(names(&gw).await, json!(["openfaas-fn", "stacked"]));
+    let stored = std::fs::read_to_string(data.join("namespaces.json")).unwrap();
+    assert!(stored.contains("\"stacked\""), "{stored}");
+}
