@@ -90,6 +90,10 @@ pub enum NamespaceError {
 pub trait NamespaceBackend: Send + Sync + 'static {
     /// Every stored record, by name.
     async fn load(&self) -> Result<BTreeMap<String, FunctionNamespace>, NamespaceError>;
+    /// The names of the stored records (a backend may answer without reading each record).
+    async fn names(&self) -> Result<Vec<String>, NamespaceError> {
+        Ok(self.load().await?.into_keys().collect())
+    }
     /// The stored record of `name`, if any.
     async fn get(&self, name: &str) -> Result<Option<FunctionNamespace>, NamespaceError>;
     /// Stores `ns` if no record has its name, else `AlreadyExists`.
@@ -140,7 +144,7 @@ impl Namespaces {
         in_use: impl IntoIterator<Item = String>,
     ) -> Result<Vec<String>, NamespaceError> {
         let mut set: std::collections::BTreeSet<String> =
-            self.backend.load().await?.into_keys().collect();
+            self.backend.names().await?.into_iter().collect();
         set.extend(in_use);
         set.remove(DEFAULT_NAMESPACE);
         let mut out = vec![DEFAULT_NAMESPACE.to_string()];
@@ -202,9 +206,10 @@ impl Namespaces {
         &self,
         names: impl IntoIterator<Item = String>,
     ) -> Result<(), NamespaceError> {
-        let stored = self.backend.load().await?;
+        let stored: std::collections::BTreeSet<String> =
+            self.backend.names().await?.into_iter().collect();
         for name in names {
-            if name == DEFAULT_NAMESPACE || stored.contains_key(&name) {
+            if name == DEFAULT_NAMESPACE || stored.contains(&name) {
                 continue;
             }
             match self.backend.create(&Self::implicit(&name)).await {
@@ -395,27 +400,31 @@ fn nomad_err(e: crate::client::ClientError) -> NamespaceError {
 impl NamespaceBackend for VariablesBackend {
     /// One list (names), then one read per namespace (items).
     async fn load(&self) -> Result<BTreeMap<String, FunctionNamespace>, NamespaceError> {
+        let mut out = BTreeMap::new();
+        for name in self.names().await? {
+            // Deleted between the list and the read: not in the set any more.
+            if let Some(ns) = self.get(&name).await? {
+                out.insert(name, ns);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One list call: the variables under the prefix, one path segment deep.
+    async fn names(&self) -> Result<Vec<String>, NamespaceError> {
         let list = self
             .nomad
             .var_list(NAMESPACE_VAR_PREFIX, QueryOptions::default())
             .await
             .map_err(nomad_err)?
             .value;
-        let mut out = BTreeMap::new();
-        for meta in list {
-            let Some(name) = meta.path.strip_prefix(NAMESPACE_VAR_PREFIX) else {
-                continue;
-            };
-            if name.is_empty() || name.contains('/') {
-                continue;
-            }
-            let path = Self::path(name)?;
-            // Deleted between the list and the read: not in the set any more.
-            if let Some(v) = self.nomad.var_read(&path).await.map_err(nomad_err)? {
-                out.insert(name.to_string(), Self::record(name, &v.items));
-            }
-        }
-        Ok(out)
+        Ok(list
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.path.strip_prefix(NAMESPACE_VAR_PREFIX)?;
+                (!name.is_empty() && !name.contains('/')).then(|| name.to_string())
+            })
+            .collect())
     }
 
     async fn get(&self, name: &str) -> Result<Option<FunctionNamespace>, NamespaceError> {

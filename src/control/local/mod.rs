@@ -5,6 +5,8 @@
 //! their health ([`health`]) and publishes the ready ones to the data plane's
 //! [`Routes`]. Replica output goes to an in-memory log per function ([`logs`]); a replica's
 //! first seconds of stderr also to a bounded tail ([`tail`]) for the warning of a crash at start.
+//! Its namespaces are kept in `<data_dir>/namespaces.json` (`control::namespaces`); at start
+//! the namespaces of restored functions are stored there too.
 //!
 //! Invariants:
 //! - A control operation answers without waiting for processes: deploy and scale publish the
