@@ -454,11 +454,15 @@ pub(crate) async fn apply_stack(
             }
         })?;
         spec.namespace = key.namespace().to_string();
-        let result = match provider.status(&key).await {
-            Ok(status) if matches(&status, &spec) => Ok(()),
-            Ok(_) => provider.update(spec).await,
-            Err(ProviderError::NotFound(_)) => provider.deploy(spec).await,
+        // A namespace named in the operator's stack file is one the gateway manages.
+        let result = match ensure_namespace(provider, key.namespace()).await {
             Err(e) => Err(e),
+            Ok(()) => match provider.status(&key).await {
+                Ok(status) if matches(&status, &spec) => Ok(()),
+                Ok(_) => provider.update(spec).await,
+                Err(ProviderError::NotFound(_)) => provider.deploy(spec).await,
+                Err(e) => Err(e),
+            },
         };
         result.map_err(|source| GatewayError::StackDeploy {
             path: path.to_path_buf(),
@@ -468,6 +472,21 @@ pub(crate) async fn apply_stack(
         tracing::info!(function = %key, stack = %path.display(), "stack function deployed");
     }
     Ok(())
+}
+
+/// Adds `namespace` to the provider's managed set unless it is there already.
+async fn ensure_namespace(provider: &dyn Provider, namespace: &str) -> Result<(), ProviderError> {
+    use crate::control::namespaces::{NamespaceError, Namespaces};
+    if provider.namespace_exists(namespace).await? {
+        return Ok(());
+    }
+    match provider
+        .create_namespace(Namespaces::implicit(namespace))
+        .await
+    {
+        Err(ProviderError::Namespace(NamespaceError::AlreadyExists(_))) | Ok(()) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether a running function already has exactly this deployment.

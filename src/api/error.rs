@@ -6,6 +6,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 use thiserror::Error;
 
+use crate::control::namespaces::NamespaceError;
 use crate::control::secrets::SecretError;
 use crate::control::ProviderError;
 use crate::dataplane::response::GatewayBody;
@@ -57,12 +58,18 @@ impl ApiError {
                 SecretError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Provider(p) => match p {
-                ProviderError::NotFound(_) | ProviderError::UnknownNamespace(_) => {
-                    StatusCode::NOT_FOUND
-                }
+                ProviderError::NotFound(_) => StatusCode::NOT_FOUND,
                 ProviderError::AlreadyExists(_) => StatusCode::CONFLICT,
                 ProviderError::Invalid(_) => StatusCode::BAD_REQUEST,
                 ProviderError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ProviderError::Namespace(n) => match n {
+                    NamespaceError::NotFound(_) => StatusCode::NOT_FOUND,
+                    NamespaceError::AlreadyExists(_)
+                    | NamespaceError::NotEmpty { .. }
+                    | NamespaceError::Changed(_) => StatusCode::CONFLICT,
+                    NamespaceError::Default(_) => StatusCode::FORBIDDEN,
+                    NamespaceError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                },
                 ProviderError::Upstream { status, .. } => StatusCode::from_u16(*status)
                     .ok()
                     .filter(|s| s.is_client_error() || s.is_server_error())

@@ -5,7 +5,9 @@
 //! function updates it (an upsert, so re-running a deploy is harmless); PUT of a missing one
 //! answers 404 (faas-cli then falls back to POST). Bodies are JSON, or form-encoded as the
 //! Airflow hook sends them; unknown JSON fields are ignored. Validation happens before the
-//! provider is called, so bad input changes nothing.
+//! provider is called, so bad input changes nothing. Every route checks its namespace
+//! first: one outside the managed set answers 400 `namespace not valid` (faasd's text;
+//! `api::namespaces::require`), for reads as for writes.
 
 use std::sync::atomic::Ordering;
 
@@ -14,6 +16,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::error::{empty, json, ApiError};
+use super::namespaces::require;
 use super::{namespace_query, Gateway};
 use crate::control::{events, ProviderError};
 use crate::dataplane::response::GatewayBody;
@@ -51,10 +54,7 @@ pub(crate) async fn list(gw: &Gateway, req: &Request<Incoming>) -> ApiResult {
         q.namespace.as_str()
     };
     validate_namespace(ns)?;
-    let namespaces = gw.provider.namespaces().await?;
-    if !namespaces.iter().any(|n| n == ns) {
-        return Err(ApiError::NotFound(format!("namespace {ns:?} not found")));
-    }
+    require(gw, ns).await?;
     let mut items = gw.provider.list(ns).await?;
     for s in &mut items {
         fill_live(gw, s);
@@ -65,6 +65,7 @@ pub(crate) async fn list(gw: &Gateway, req: &Request<Incoming>) -> ApiResult {
 pub(crate) async fn status(gw: &Gateway, req: &Request<Incoming>, name: &str) -> ApiResult {
     let q = namespace_query(req)?;
     let key = FunctionKey::parse_segment(name, &q.namespace)?;
+    require(gw, key.namespace()).await?;
     let mut s = gw.provider.status(&key).await?;
     fill_live(gw, &mut s);
     if let Some(h) = gw.routes.get(key.as_ref()) {
@@ -120,6 +121,7 @@ pub(crate) async fn deploy(gw: &Gateway, req: Request<Incoming>, update: bool) -
     spec.namespace = key.namespace().to_string();
     // Every provider takes the scale labels through this one rule (`model::scale`).
     ScaleSettings::parse_deployment(&spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    require(gw, key.namespace()).await?;
     if update {
         gw.provider.update(spec).await?;
     } else {
@@ -169,6 +171,7 @@ pub(crate) async fn delete(gw: &Gateway, req: Request<Incoming>) -> ApiResult {
         d.namespace
     };
     let key = FunctionKey::parse_segment(&d.function_name, &ns)?;
+    require(gw, key.namespace()).await?;
     gw.provider.delete(&key).await?;
     Ok(empty(StatusCode::ACCEPTED))
 }
@@ -192,6 +195,7 @@ pub(crate) async fn scale(gw: &Gateway, req: Request<Incoming>, name: &str) -> A
         s.namespace.as_str()
     };
     let key = FunctionKey::parse_segment(name, ns)?;
+    require(gw, key.namespace()).await?;
     let from = gw.routes.get(key.as_ref()).map(|h| h.state().desired);
     gw.provider.scale(&key, replicas).await?;
     gw.events

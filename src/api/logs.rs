@@ -2,7 +2,8 @@
 //!
 //! Query: `name` (required), `namespace`, `instance`, `tail` (<= 0: everything kept),
 //! `since` (RFC 3339), `follow` (bool). One JSON object per line, flushed per message; the
-//! stream ends when `follow` is false. A bad query answers 422, as faas-provider does.
+//! stream ends when `follow` is false. A bad query answers 422, as faas-provider does; a
+//! namespace outside the managed set 400 `namespace not valid`.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -41,6 +42,7 @@ pub(crate) async fn logs(
     }
     let function = FunctionKey::parse_segment(&q.name, &q.namespace)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    super::namespaces::require(gw, function.namespace()).await?;
     let tail = match q.tail.as_deref() {
         None | Some("") => None,
         Some(t) => {

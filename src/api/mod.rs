@@ -11,6 +11,7 @@ pub mod error;
 pub(crate) mod functions;
 pub(crate) mod logs;
 pub mod metrics;
+pub(crate) mod namespaces;
 pub(crate) mod secrets;
 pub mod server;
 pub(crate) mod system;
@@ -194,6 +195,7 @@ impl Gateway {
                 only(&method, &[Method::GET])?;
                 system::namespaces(self).await
             }
+            ("namespace" | "namespaces", Some(name)) => namespaces::route(self, req, name).await,
             ("info", None) => {
                 only(&method, &[Method::GET])?;
                 Ok(system::info(self))
@@ -236,9 +238,7 @@ impl Gateway {
                 only(&method, &[Method::POST])?;
                 alert::alert(self, req).await
             }
-            ("namespace", _) | ("telemetry", None) => {
-                Err(ApiError::NotImplemented)
-            }
+            ("namespace", _) | ("telemetry", None) => Err(ApiError::NotImplemented),
             _ => Ok(text(StatusCode::NOT_FOUND, "404 page not found")),
         }
     }

@@ -26,9 +26,6 @@ use crate::model::names::{validate_namespace, DEFAULT_NAMESPACE};
 
 type ApiResult = Result<Response<GatewayBody>, ApiError>;
 
-/// The message for a namespace the provider does not serve (faasd's).
-pub(crate) const NAMESPACE_NOT_VALID: &str = "namespace not valid";
-
 /// faas-provider's `types.Secret` as received.
 #[derive(Default, Deserialize)]
 struct SecretBody {
@@ -121,9 +118,7 @@ async fn namespace(gw: &Gateway, body: Option<&str>, query: &str) -> Result<Stri
         None => DEFAULT_NAMESPACE,
     };
     validate_namespace(ns)?;
-    if !gw.provider.namespaces().await?.iter().any(|n| n == ns) {
-        return Err(ApiError::BadRequest(NAMESPACE_NOT_VALID.into()));
-    }
+    super::namespaces::require(gw, ns).await?;
     Ok(ns.to_string())
 }
 

@@ -36,7 +36,7 @@ use crate::client::wire::nomad::{
     Allocation, Evaluation, Job, JobDeregisterResponse, JobListStub, JobRegisterRequest,
     JobRegisterResponse, JobScaleStatus, JobSummary, ScalingRequest, ServiceRegistration,
 };
-use crate::client::wire::variables::{Variable, VariableLock, VariableMetadata};
+use crate::client::wire::variables::{Items, Variable, VariableLock, VariableMetadata};
 use crate::client::{ClientError, Indexed, QueryOptions};
 
 pub(crate) const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-nomad-token");
@@ -118,6 +118,27 @@ pub enum ReleaseOutcome {
     Released,
     /// There was nothing of this caller's to release; `reason` is the server's answer.
     NotHeld { status: u16, reason: String },
+}
+
+/// What a plain write (`PUT /v1/var/:path[?cas=N]`) answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PutOutcome {
+    /// Stored; the variable as the server answered it (its `ModifyIndex` is the next CAS
+    /// token).
+    Written(Variable),
+    /// 409: the check-and-set did not hold, or another lock ID holds the variable. The body
+    /// is the current variable, or the zero variable (`ModifyIndex` 0, only `Namespace` and
+    /// `Path`) when it is absent or locked.
+    Conflict(Variable),
+}
+
+/// What `DELETE /v1/var/:path[?cas=N]` answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteOutcome {
+    /// 204: gone (deleting a missing path succeeds too, as in Nomad).
+    Deleted,
+    /// 409, with the body as [`PutOutcome::Conflict`] describes.
+    Conflict(Variable),
 }
 
 /// Which lock operation a variable write is (its query key).
@@ -369,6 +390,82 @@ impl NomadClient {
         }
     }
 
+    /// `GET /v1/vars?prefix=&namespace=`: the metadata (never the items) of every variable
+    /// whose path starts with `prefix` (a plain string prefix, `""` for all), in the
+    /// client's namespace. A blocking list with `q` wakes on *any* variable write in the
+    /// region: diff what it returns. Nomad pages only when asked (`per_page`), so one call
+    /// returns the whole list.
+    pub async fn var_list(
+        &self,
+        prefix: &str,
+        q: QueryOptions,
+    ) -> Result<Indexed<Vec<VariableMetadata>>, ClientError> {
+        let mut p = self.var_scope(None);
+        p.push(("prefix", prefix.to_string()));
+        p.extend(q.pairs());
+        let url = with_query("/v1/vars", &p);
+        let reply = self
+            .transport
+            .send(Method::GET, &url, None, q.timeout(CALL_TIMEOUT))
+            .await?;
+        Ok(Indexed {
+            value: decode(&reply.body, "/v1/vars")?,
+            index: index_of(&reply.headers, INDEX_HEADER),
+        })
+    }
+
+    /// `PUT /v1/var/:path[?cas=N]` with `{Namespace, Path, Items}`: replaces the whole item
+    /// map. `cas: Some(0)` creates only if absent; `Some(n)` writes only if the stored
+    /// `ModifyIndex` is `n`; `None` writes unconditionally. A 409 is
+    /// [`PutOutcome::Conflict`] with the server's body; Nomad refuses empty `items` (400).
+    pub async fn var_put(
+        &self,
+        path: &VarPath,
+        items: &Items,
+        cas: Option<u64>,
+    ) -> Result<PutOutcome, ClientError> {
+        let body = Variable {
+            meta: VariableMetadata {
+                namespace: self.var_namespace().to_string(),
+                path: path.as_str().to_string(),
+                ..Default::default()
+            },
+            items: items.clone(),
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| ClientError::Decode {
+            service: "nomad",
+            what: path.url(),
+            reason: format!("cannot encode the request: {e}"),
+        })?;
+        let url = with_query(&path.url(), &self.var_cas_scope(cas));
+        match self
+            .transport
+            .send(Method::PUT, &url, Some(Bytes::from(body)), CALL_TIMEOUT)
+            .await
+        {
+            Ok(reply) => decode(&reply.body, &path.url()).map(PutOutcome::Written),
+            Err(e) => conflict_body(e).map(PutOutcome::Conflict),
+        }
+    }
+
+    /// `DELETE /v1/var/:path[?cas=N]`: 204 and no body on success, a missing path included
+    /// (with `cas` a missing path is a conflict). A 409 is [`DeleteOutcome::Conflict`].
+    pub async fn var_delete(
+        &self,
+        path: &VarPath,
+        cas: Option<u64>,
+    ) -> Result<DeleteOutcome, ClientError> {
+        let url = with_query(&path.url(), &self.var_cas_scope(cas));
+        match self
+            .transport
+            .send(Method::DELETE, &url, None, CALL_TIMEOUT)
+            .await
+        {
+            Ok(_) => Ok(DeleteOutcome::Deleted),
+            Err(e) => conflict_body(e).map(DeleteOutcome::Conflict),
+        }
+    }
+
     /// `PUT /v1/var/:path?lock-acquire`: creates the variable if absent and locks it with a
     /// lease of `ttl` (Nomad: 10 s to 24 h; zero means its default, 15 s) and a `lock_delay`
     /// (zero: 15 s). The variable's items become empty: keep lock variables apart from data.
@@ -473,6 +570,15 @@ impl NomadClient {
         p
     }
 
+    /// [`Self::var_scope`] without a lock op, plus `cas` when given.
+    fn var_cas_scope(&self, cas: Option<u64>) -> Vec<(&'static str, String)> {
+        let mut p = self.var_scope(None);
+        if let Some(n) = cas {
+            p.push(("cas", n.to_string()));
+        }
+        p
+    }
+
     fn lock_ref(id: &str) -> VariableLock {
         VariableLock {
             id: id.to_string(),
@@ -571,6 +677,19 @@ pub fn job_view(job: &Value) -> Result<Job, ClientError> {
         what: "job".into(),
         reason: e.to_string(),
     })
+}
+
+/// A 409's body as the variable it carries (Nomad answers CAS and lock conflicts with JSON);
+/// any other error, or a 409 whose body is not a variable, stays the error.
+fn conflict_body(e: ClientError) -> Result<Variable, ClientError> {
+    match &e {
+        ClientError::Status {
+            status: 409,
+            message,
+            ..
+        } => serde_json::from_str::<Variable>(message).map_err(|_| e),
+        _ => Err(e),
+    }
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ClientError> {

@@ -7,6 +7,7 @@ pub mod cluster;
 pub(crate) mod cold_start;
 pub mod events;
 pub mod local;
+pub mod namespaces;
 pub mod nomad;
 pub mod provider;
 pub mod scaler;

@@ -6,9 +6,14 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use thiserror::Error;
 
+use std::collections::BTreeMap;
+
+use crate::control::namespaces::{functions_left, NamespaceError, Namespaces};
 use crate::control::secrets::SecretStore;
-use crate::model::names::FunctionKey;
-use crate::model::types::{FunctionDeployment, FunctionStatus, LogMessage, ProviderInfo};
+use crate::model::names::{FunctionKey, DEFAULT_NAMESPACE};
+use crate::model::types::{
+    FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage, ProviderInfo,
+};
 
 /// Errors a provider reports; the API maps each to one HTTP status in `api::error`.
 #[derive(Debug, Error)]
@@ -22,15 +27,15 @@ pub enum ProviderError {
     /// The request is invalid for this provider; the message names the field (400).
     #[error("{0}")]
     Invalid(String),
-    /// The namespace is not one this provider serves (404 on reads, 400 on writes).
-    #[error("namespace {0:?} not found")]
-    UnknownNamespace(String),
     /// The provider's backend failed (500), e.g. a process could not be spawned.
     #[error("{0}")]
     Backend(String),
     /// The backend answered with an error status and message (passed through, e.g. Nomad).
     #[error("{message}")]
     Upstream { status: u16, message: String },
+    /// A namespace operation was refused or failed (`control::namespaces`).
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
 }
 
 /// What [`Provider::scale_if`] answers when its decision no longer holds.
@@ -39,6 +44,13 @@ pub(crate) fn superseded(key: &FunctionKey, replicas: u64) -> ProviderError {
         status: 409,
         message: format!("scale of {key} to {replicas} dropped: the decision no longer holds"),
     }
+}
+
+/// The provider's namespace records, or the error of a provider that keeps none.
+fn store_or_refuse(store: Option<&Namespaces>) -> Result<&Namespaces, ProviderError> {
+    store.ok_or_else(|| {
+        NamespaceError::Backend("this provider keeps no namespace records".into()).into()
+    })
 }
 
 /// Query of `GET /system/logs`.
@@ -88,8 +100,80 @@ pub trait Provider: Send + Sync + 'static {
     /// Functions of one namespace, sorted by name.
     async fn list(&self, namespace: &str) -> Result<Vec<FunctionStatus>, ProviderError>;
     async fn status(&self, key: &FunctionKey) -> Result<FunctionStatus, ProviderError>;
-    /// Namespaces this provider serves (always includes the default).
-    async fn namespaces(&self) -> Result<Vec<String>, ProviderError>;
+    /// The namespace records this provider keeps (`None`: it keeps none, and its set is the
+    /// default plus the namespaces holding functions; create and delete are refused).
+    fn namespace_store(&self) -> Option<&Namespaces> {
+        None
+    }
+    /// The namespaces that hold functions, each with its functions' names.
+    async fn occupied_namespaces(&self) -> Result<BTreeMap<String, Vec<String>>, ProviderError> {
+        Ok(BTreeMap::new())
+    }
+    /// The managed set (`control::namespaces`): the default first, then the others sorted.
+    /// `/system/namespaces` lists exactly this; anything else is not a valid namespace.
+    async fn namespaces(&self) -> Result<Vec<String>, ProviderError> {
+        let occupied = self.occupied_namespaces().await?;
+        match self.namespace_store() {
+            Some(store) => Ok(store.names(occupied.into_keys()).await?),
+            None => {
+                let mut out = vec![DEFAULT_NAMESPACE.to_string()];
+                out.extend(occupied.into_keys().filter(|n| n != DEFAULT_NAMESPACE));
+                Ok(out)
+            }
+        }
+    }
+    /// Whether `name` is in the managed set (cheaper than [`Provider::namespaces`]: the
+    /// default answers at once, a stored record with one read).
+    async fn namespace_exists(&self, name: &str) -> Result<bool, ProviderError> {
+        if name == DEFAULT_NAMESPACE {
+            return Ok(true);
+        }
+        if let Some(store) = self.namespace_store() {
+            if store.is_stored(name).await? {
+                return Ok(true);
+            }
+        }
+        Ok(self.occupied_namespaces().await?.contains_key(name))
+    }
+    /// One namespace's record; `NotFound` outside the set.
+    async fn namespace(&self, name: &str) -> Result<FunctionNamespace, ProviderError> {
+        let occupied = self.occupied_namespaces().await?;
+        let in_use = occupied.contains_key(name);
+        match self.namespace_store() {
+            Some(store) => Ok(store.get(name, in_use).await?),
+            None if in_use || name == DEFAULT_NAMESPACE => Ok(Namespaces::implicit(name)),
+            None => Err(NamespaceError::NotFound(name.to_string()).into()),
+        }
+    }
+    /// Adds a namespace to the set (the caller has checked its name and marker).
+    async fn create_namespace(&self, ns: FunctionNamespace) -> Result<(), ProviderError> {
+        let in_use = self.occupied_namespaces().await?.contains_key(&ns.name);
+        Ok(store_or_refuse(self.namespace_store())?
+            .create(&ns, in_use)
+            .await?)
+    }
+    /// Replaces a namespace's labels and annotations.
+    async fn update_namespace(&self, ns: FunctionNamespace) -> Result<(), ProviderError> {
+        let in_use = self.occupied_namespaces().await?.contains_key(&ns.name);
+        Ok(store_or_refuse(self.namespace_store())?
+            .update(&ns, in_use)
+            .await?)
+    }
+    /// Takes a namespace out of the set, refused while it holds functions or anything
+    /// `left_elsewhere` names (what other stores, e.g. secrets, still hold in it).
+    async fn delete_namespace(
+        &self,
+        name: &str,
+        left_elsewhere: Vec<String>,
+    ) -> Result<(), ProviderError> {
+        let occupied = self.occupied_namespaces().await?;
+        let mut left = functions_left(occupied.get(name).into_iter().flatten().map(String::as_str));
+        left.extend(left_elsewhere);
+        Ok(store_or_refuse(self.namespace_store())?
+            .delete(name, &left)
+            .await?)
+    }
+
     async fn logs(&self, query: LogQuery) -> Result<LogStream, ProviderError>;
     fn info(&self) -> ProviderInfo;
     /// Another gateway of the cluster is about to lower `key`'s count and Nomad will stop

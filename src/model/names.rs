@@ -25,6 +25,11 @@ pub enum NameError {
     Invalid { field: &'static str, value: String },
     #[error("namespace {value:?} must match [-a-zA-Z_0-9]+ (no dots)")]
     InvalidNamespace { value: String },
+    #[error(
+        "namespace {value:?} must be a DNS-1123 label: at most 63 characters, lower-case \
+         letters, digits and '-', starting and ending with a letter or digit"
+    )]
+    NotDnsLabel { value: String },
 }
 
 /// A validated function identity: name plus namespace.
@@ -181,6 +186,25 @@ pub(crate) fn validate_namespace(value: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Validates the name of a namespace being created: a DNS-1123 label (`[a-z0-9]([-a-z0-9]*
+/// [a-z0-9])?`, at most 63 characters), as Kubernetes requires of namespaces. Stricter than
+/// [`validate_namespace`], which still accepts the namespaces that existed before names were
+/// checked this way (they stay usable; new ones must be labels).
+pub fn validate_new_namespace(value: &str) -> Result<(), NameError> {
+    validate_namespace(value)?;
+    let b = value.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+    let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = b.iter().all(inner) && b.first().is_some_and(edge) && b.last().is_some_and(edge);
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError::NotDnsLabel {
+            value: value.to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +238,16 @@ mod tests {
         assert!(FunctionKey::new(&"x".repeat(63), "").is_ok());
         assert!(FunctionKey::parse_segment(".openfaas-fn", "").is_err());
         assert!(FunctionKey::new("ok", "bad.ns").is_err());
+    }
+
+    #[test]
+    fn new_namespaces_are_dns_labels() {
+        for ok in ["a", "team-a", "0", "a0-b1", &"x".repeat(63)] {
+            assert_eq!(validate_new_namespace(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "Team", "a_b", "-a", "a-", "a.b", "a b", &"x".repeat(64)] {
+            assert!(validate_new_namespace(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -163,6 +163,37 @@ pub(crate) struct DeleteFunctionRequest {
     pub namespace: String,
 }
 
+/// A namespace as the namespace routes carry it (faas-provider `FunctionNamespace`):
+/// `POST /system/namespace/` and `PUT /system/namespace/{name}` bodies, and the answer of
+/// `GET /system/namespace/{name}`. Both maps are always written (`{}` when empty); absent
+/// or `null` in a request reads as empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionNamespace {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub labels: StringMap,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub annotations: StringMap,
+}
+
+impl FunctionNamespace {
+    /// The label or annotation OpenFaaS requires on a namespace it manages.
+    pub const MARKER: &'static str = "openfaas";
+
+    /// Whether `labels` or `annotations` carry `openfaas: "1"` (faasd checks labels,
+    /// OpenFaaS for Enterprises annotations; go-sdk sends both).
+    pub fn is_marked(&self) -> bool {
+        [&self.labels, &self.annotations]
+            .iter()
+            .any(|m| m.get(Self::MARKER).is_some_and(|v| v == "1"))
+    }
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<StringMap, D::Error> {
+    Ok(Option::<StringMap>::deserialize(d)?.unwrap_or_default())
+}
+
 /// One NDJSON line of `GET /system/logs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogMessage {

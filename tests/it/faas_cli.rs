@@ -318,3 +318,115 @@ async fn faas_cli_invokes_async_and_describes_the_async_url() {
     assert_eq!(r.status, 202, "{}", r.text());
     delivered(&log, "via the described URL").await;
 }
+
+/// `faas-cli namespace create/list/get/update/delete` (faas-cli `commands/namespace_*.go`,
+/// through go-sdk's namespace client) against the gateway with basic auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faas_cli_manages_namespaces() {
+    let Some(cli) = faas_cli() else {
+        println!(
+            "skipped: faas-cli is not on PATH (what its go-sdk sends for namespaces is covered \
+             by namespaces::what_go_sdk_sends_for_namespaces_is_answered_as_it_expects)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let gw = Gateway::start_with(&[], &[("FAASGATE_BASIC_AUTH_PASSWORD", PASSWORD)]);
+    let url = format!("http://{}", gw.addr);
+    run(
+        &cli,
+        &home,
+        &["login", "-g", &url, "-u", "admin", "--password-stdin"],
+        PASSWORD,
+    )
+    .await;
+    let auth = basic_auth();
+    let get_ns = |name: &'static str| {
+        let (gw, auth) = (&gw, auth.clone());
+        async move {
+            gw.req_h(
+                "GET",
+                &format!("/system/namespace/{name}"),
+                &[("authorization", &auth)],
+                "",
+            )
+            .await
+        }
+    };
+
+    let ran = run(
+        &cli,
+        &home,
+        &[
+            "namespace",
+            "create",
+            "cli-team",
+            "--label",
+            "tier=gold",
+            "--annotation",
+            "owner=me",
+            "-g",
+            &url,
+        ],
+        "",
+    )
+    .await;
+    assert!(
+        ran.stdout.contains("Namespace Created: cli-team"),
+        "{}",
+        ran.stdout
+    );
+    let r = get_ns("cli-team").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"name": "cli-team",
+               "labels": {"openfaas": "1", "tier": "gold"},
+               "annotations": {"openfaas": "1", "owner": "me"}})
+    );
+
+    let ran = run(&cli, &home, &["namespace", "list", "-g", &url], "").await;
+    assert!(ran.stdout.contains("cli-team"), "{}", ran.stdout);
+    assert!(ran.stdout.contains("openfaas-fn"), "{}", ran.stdout);
+    let ran = run(
+        &cli,
+        &home,
+        &["namespace", "get", "cli-team", "-g", &url],
+        "",
+    )
+    .await;
+    assert!(ran.stdout.contains("tier"), "{}", ran.stdout);
+
+    run(
+        &cli,
+        &home,
+        &[
+            "namespace",
+            "update",
+            "cli-team",
+            "--label",
+            "tier=silver",
+            "-g",
+            &url,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(get_ns("cli-team").await.json()["labels"]["tier"], "silver");
+
+    let ran = run(
+        &cli,
+        &home,
+        &["namespace", "delete", "cli-team", "-g", &url],
+        "",
+    )
+    .await;
+    assert!(
+        ran.stdout.contains("Namespace Deleted: cli-team"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(get_ns("cli-team").await.status, 404);
+}

@@ -502,6 +502,13 @@ async fn restart_restores_functions_and_shutdown_leaves_no_child() {
     let tmp = tempfile::tempdir().unwrap();
     let mut gw = Gateway::start_in(tmp.path(), &["--no-auth"], &[]);
     assert_eq!(gw.deploy(env_fn("one")).await.status, 202);
+    let r = gw
+        .post_json(
+            "/system/namespace/",
+            json!({"name": "team", "labels": {"openfaas": "1"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
     let mut two = env_fn("two");
     two["namespace"] = json!("team");
     assert_eq!(gw.deploy(two).await.status, 202);
@@ -623,7 +630,11 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         }
     }
     let r = gw.get("/system/functions?namespace=nope").await;
-    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "namespace not valid"),
+        "a namespace outside the managed set"
+    );
     let r = gw
         .post_json(
             "/system/scale-function/keep",

@@ -30,6 +30,7 @@ mod downstream_wire;
 mod faas_cli;
 mod gateway;
 mod local_provider;
+mod namespaces;
 mod nomad_conformance;
 mod nomad_job_files;
 mod nomad_provider;

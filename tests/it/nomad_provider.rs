@@ -643,3 +643,162 @@ async fn newer_scale_call_supersedes_a_draining_scale_down() {
         assert_eq!(r.status, 200, "slow-{i}: {}", r.text());
     }
 }
+
+/// Namespaces on Nomad: one Variable each at `faasgate/namespaces/<name>` (items `labels`
+/// and `annotations` as JSON text), so they survive a gateway restart; a deploy outside the
+/// set registers no job; a namespace holding a job is not deleted; and a namespace whose
+/// job predates namespace records (its Variable absent) is adopted at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn namespaces_are_nomad_variables_and_survive_a_restart() {
+    use faasgate::client::nomad::VarPath;
+    use faasgate::client::{NomadClient, NomadSettings, Secret};
+
+    const TEAM_JOB: &str = "faasgate-echo.team";
+    let double = NomadDouble::start_with(Some(TOKEN), None).await;
+    let env = [("NOMAD_TOKEN", TOKEN)];
+    let mut gw = gateway(&double, &[], &env);
+    let mut f = echo_fn(json!({"com.openfaas.scale.min": "1"}));
+    f["namespace"] = json!("team");
+
+    let r = gw.deploy(f.clone()).await;
+    assert_eq!((r.status, r.text().as_str()), (400, "namespace not valid"));
+    assert!(double.job(TEAM_JOB).is_none(), "nothing registered");
+    assert!(
+        double
+            .requests()
+            .iter()
+            .all(|w| w.method != "POST" || !w.path.starts_with("/v1/job")),
+        "no job write for an unknown namespace"
+    );
+
+    let r = gw
+        .post_json(
+            "/system/namespace/",
+            json!({"name": "team", "labels": {"openfaas": "1"}, "annotations": {"openfaas": "1", "owner": "t"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let var = double
+        .variable("default", "faasgate/namespaces/team")
+        .expect("the namespace is a variable in the gateway's Nomad namespace");
+    assert_eq!(var["Items"]["labels"], r#"{"openfaas":"1"}"#);
+    assert_eq!(
+        var["Items"]["annotations"],
+        r#"{"openfaas":"1","owner":"t"}"#
+    );
+    let r = gw
+        .post_json(
+            "/system/namespace/",
+            json!({"name": "team", "labels": {"openfaas": "1"}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (409, "namespace team already exists")
+    );
+    let r = gw
+        .post_json(
+            "/system/namespace/",
+            json!({"name": "spare", "labels": {"openfaas": "1", "tier": "2"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+
+    let r = gw.deploy(f.clone()).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(double.job(TEAM_JOB).is_some());
+    gw.wait_available("echo.team", 1).await;
+    let r = gw.req("POST", "/function/echo.team", "in team").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "in team"));
+    let r = gw.req("DELETE", "/system/namespace/team", "").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            409,
+            "namespace team is not empty: it still holds functions echo"
+        )
+    );
+    assert!(double
+        .variable("default", "faasgate/namespaces/team")
+        .is_some());
+
+    // Restart: the set and the records come back from Nomad.
+    assert_eq!(gw.stop(), Some(0));
+    let mut gw = gateway(&double, &[], &env);
+    assert_eq!(
+        gw.get("/system/namespaces").await.json(),
+        json!(["openfaas-fn", "spare", "team"])
+    );
+    assert_eq!(
+        gw.get("/system/namespace/spare").await.json(),
+        json!({"name": "spare", "labels": {"openfaas": "1", "tier": "2"}, "annotations": {}})
+    );
+    let r = gw
+        .req_h(
+            "PUT",
+            "/system/namespace/spare",
+            &[("content-type", "application/json")],
+            r#"{"name":"spare","labels":{"openfaas":"1"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        double
+            .variable("default", "faasgate/namespaces/spare")
+            .unwrap()["Items"]["labels"],
+        r#"{"openfaas":"1"}"#
+    );
+    let r = gw.req("DELETE", "/system/namespace/spare", "").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(double
+        .variable("default", "faasgate/namespaces/spare")
+        .is_none());
+    assert_eq!(gw.stop(), Some(0));
+
+    // Upgrade: the job is there, its namespace's variable is not (written by no earlier
+    // gateway). The next start adopts it.
+    let mut s = NomadSettings::for_addr(&double.url()).unwrap();
+    s.token = Secret::new(TOKEN);
+    let nomad = NomadClient::new(&s);
+    nomad
+        .var_delete(&VarPath::new("faasgate/namespaces/team").unwrap(), None)
+        .await
+        .unwrap();
+    assert!(double
+        .variable("default", "faasgate/namespaces/team")
+        .is_none());
+    let gw = gateway(&double, &[], &env);
+    assert_eq!(
+        gw.get("/system/namespaces").await.json(),
+        json!(["openfaas-fn", "team"])
+    );
+    assert!(
+        double
+            .variable("default", "faasgate/namespaces/team")
+            .is_some(),
+        "the occupied namespace was stored at start"
+    );
+    let r = gw
+        .req_h(
+            "DELETE",
+            "/system/functions",
+            &[("content-type", "application/json")],
+            r#"{"functionName":"echo","namespace":"team"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        gw.get("/system/namespaces").await.json(),
+        json!(["openfaas-fn", "team"]),
+        "an emptied namespace stays"
+    );
+    let r = gw.req("DELETE", "/system/namespace/team", "").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(double
+        .variable("default", "faasgate/namespaces/team")
+        .is_none());
+    assert_eq!(
+        gw.get("/system/namespaces").await.json(),
+        json!(["openfaas-fn"])
+    );
+}

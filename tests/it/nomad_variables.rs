@@ -632,3 +632,153 @@ async fn scale_calls_name_the_gateway_that_made_them() {
         .iter()
         .all(|c| c.job == "fn" && c.group == "fn" && c.user_agent.as_deref() == Some("faasgate")));
 }
+
+/// `var_put`, `var_list` and `var_delete` against the double: shapes, `X-Nomad-Index`, and
+/// every check-and-set outcome of the reference's tables (sections 6 and 7), typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_list_and_delete_with_check_and_set() {
+    use faasgate::client::nomad::{DeleteOutcome, PutOutcome};
+    use faasgate::client::QueryOptions;
+
+    let double = NomadDouble::start().await;
+    let c = client(&double, Some("prod"), None);
+    let path = VarPath::new("app/first").unwrap();
+    let items = |v: &str| -> faasgate::client::wire::variables::Items {
+        [("user".to_string(), v.to_string())].into()
+    };
+
+    // Absent + cas>0: the zero variable; absent + cas=0: created.
+    match c.var_put(&path, &items("a"), Some(7)).await.unwrap() {
+        PutOutcome::Conflict(v) => {
+            assert_eq!((v.meta.modify_index, v.items.len()), (0, 0));
+            assert_eq!(
+                (v.meta.namespace.as_str(), v.meta.path.as_str()),
+                ("prod", "app/first")
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let created = match c.var_put(&path, &items("a"), Some(0)).await.unwrap() {
+        PutOutcome::Written(v) => v,
+        other => panic!("expected a write, got {other:?}"),
+    };
+    assert_eq!(created.items, items("a"));
+    assert_eq!(created.meta.namespace, "prod");
+    assert!(created.meta.modify_index > 0);
+    assert_eq!(created.meta.create_index, created.meta.modify_index);
+    let stored = double
+        .variable("prod", "app/first")
+        .expect("stored in prod");
+    assert_eq!(stored["Items"], json!({"user": "a"}));
+    // Present + cas=0, and a stale index: the current variable, items included.
+    for stale in [0, created.meta.modify_index + 5] {
+        match c.var_put(&path, &items("b"), Some(stale)).await.unwrap() {
+            PutOutcome::Conflict(v) => {
+                assert_eq!(v.meta.modify_index, created.meta.modify_index);
+                assert_eq!(v.items, items("a"));
+            }
+            other => panic!("cas={stale}: expected a conflict, got {other:?}"),
+        }
+    }
+    // The right index, then no cas at all.
+    let second = match c
+        .var_put(&path, &items("b"), Some(created.meta.modify_index))
+        .await
+        .unwrap()
+    {
+        PutOutcome::Written(v) => v,
+        other => panic!("expected a write, got {other:?}"),
+    };
+    assert!(second.meta.modify_index > created.meta.modify_index);
+    assert_eq!(second.meta.create_index, created.meta.create_index);
+    assert!(matches!(
+        c.var_put(&path, &items("c"), None).await.unwrap(),
+        PutOutcome::Written(_)
+    ));
+    // Nomad refuses an empty item map: an error, not a conflict.
+    let e = c
+        .var_put(&path, &Default::default(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert!(
+        e.to_string()
+            .contains("variable missing required Items object"),
+        "{e}"
+    );
+
+    // List: metadata only, by prefix, in the client's namespace; `[]` when nothing matches.
+    c.var_put(&VarPath::new("app/second").unwrap(), &items("x"), None)
+        .await
+        .unwrap();
+    c.var_put(&VarPath::new("other/one").unwrap(), &items("x"), None)
+        .await
+        .unwrap();
+    client(&double, Some("dev"), None)
+        .var_put(&VarPath::new("app/elsewhere").unwrap(), &items("x"), None)
+        .await
+        .unwrap();
+    let list = c.var_list("app/", QueryOptions::default()).await.unwrap();
+    let paths: Vec<&str> = list.value.iter().map(|m| m.path.as_str()).collect();
+    assert_eq!(paths, ["app/first", "app/second"]);
+    assert!(list.value.iter().all(|m| m.namespace == "prod"));
+    assert!(list.index >= list.value.iter().map(|m| m.modify_index).max().unwrap());
+    assert!(c
+        .var_list("nothing/", QueryOptions::default())
+        .await
+        .unwrap()
+        .value
+        .is_empty());
+    let r = raw(&double, "GET", "/v1/vars?prefix=app/&namespace=prod", None).await;
+    assert!(r.body[0].get("Items").is_none(), "a list carries no items");
+
+    // Delete: a stale index is a conflict with the current variable; the right one deletes;
+    // deleting a missing path succeeds, with cas it is a conflict with the zero variable.
+    let current = c.var_read(&path).await.unwrap().expect("present");
+    match c
+        .var_delete(&path, Some(current.meta.modify_index + 1))
+        .await
+        .unwrap()
+    {
+        DeleteOutcome::Conflict(v) => assert_eq!(v.meta.modify_index, current.meta.modify_index),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(
+        c.var_read(&path).await.unwrap().is_some(),
+        "a conflict deletes nothing"
+    );
+    assert_eq!(
+        c.var_delete(&path, Some(current.meta.modify_index))
+            .await
+            .unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert!(c.var_read(&path).await.unwrap().is_none());
+    assert_eq!(
+        c.var_delete(&path, None).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+    match c.var_delete(&path, Some(3)).await.unwrap() {
+        DeleteOutcome::Conflict(v) => assert_eq!(v.meta.modify_index, 0),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let r = raw(&double, "DELETE", "/v1/var/app/second?namespace=prod", None).await;
+    assert_eq!((r.status, r.text.as_str()), (204, ""));
+    assert!(r.index_u64().is_some(), "a delete carries X-Nomad-Index");
+
+    // A variable locked by someone else: a write without its lock ID is a conflict.
+    let lock = VarPath::new("app/locked").unwrap();
+    let held = client(&double, Some("prod"), None);
+    assert!(matches!(
+        held.var_lock_acquire(&lock, TTL, DELAY).await.unwrap(),
+        LockOutcome::Acquired { .. }
+    ));
+    match c.var_put(&lock, &items("x"), None).await.unwrap() {
+        PutOutcome::Conflict(v) => assert_eq!(v.meta.modify_index, 0),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(matches!(
+        c.var_delete(&lock, None).await.unwrap(),
+        DeleteOutcome::Conflict(_)
+    ));
+}

@@ -787,3 +787,52 @@ async fn a_secret_update_rolls_its_function_with_no_failed_request() {
         );
     }
 }
+
+/// A namespace that still holds secrets is not deleted (409 naming them, as for functions);
+/// once they are gone it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_holding_secrets_is_not_deleted_until_they_are_gone() {
+    let api = Api::start("ns-secrets-pw", &[], &[]);
+    let r = api
+        .call(
+            "POST",
+            "/system/namespace/",
+            json!({"name": "team", "labels": {"openfaas": "1"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .call(
+            "POST",
+            "/system/secrets",
+            json!({"name": "api-key", "namespace": "team", "value": "k"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .call("DELETE", "/system/namespace/team", json!(null))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("secrets api-key"), "{}", r.text());
+    let r = api
+        .call(
+            "DELETE",
+            "/system/secrets",
+            json!({"name": "api-key", "namespace": "team"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = api
+        .call("DELETE", "/system/namespace/team", json!(null))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = api
+        .call(
+            "POST",
+            "/system/secrets",
+            json!({"name": "api-key", "namespace": "team", "value": "k"}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.text().trim(), "namespace not valid");
+}

@@ -5,7 +5,9 @@
 //! it from the invoke panel; see its invocation count rise in the list; scale it to 3 and
 //! see 3 ready and the decision; read its logs; cancel, then confirm, a delete; create,
 //! update and delete a secret on the secrets page (its value never shown); log out.
-//! Then 1,000 functions in one namespace: all listed, filterable.
+//! Namespaces: create one, select it, deploy into it, see its delete refused while it holds
+//! the function, then delete both. Then 1,000 functions in one namespace: all listed,
+//! filterable.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`bash scripts/test-setup.sh` installs
 //! them; `.ci/run` does too). Screenshots go to a temporary directory whose path is
@@ -522,8 +524,125 @@ async fn scenario(gw: &Gateway, c: &Client) {
     .await;
     save(c, &shots, "ui-deploy").await;
 
+    // Namespaces: create one in the UI (the API's name rule shown next to the field), pick
+    // it in the header's selector, deploy into it, see its delete refused while it holds the
+    // function, delete the function, then the namespace.
+    click(c, "#nav-namespaces").await;
+    wait_present(
+        c,
+        "#nss-body tr[data-ns='openfaas-fn']",
+        "the namespace list",
+    )
+    .await;
+    assert!(
+        c.find(Locator::Css("button[data-delete='openfaas-fn']"))
+            .await
+            .is_err(),
+        "the default namespace offers no delete"
+    );
+    fill(c, "#ns-name", "Bad_Name").await;
+    click(c, "#ns-submit").await;
+    wait_text(c, "#ns-name-err", WAIT, "the name rule", |t| {
+        t.contains("DNS-1123")
+    })
+    .await;
+    fill(c, "#ns-name", "ui-team").await;
+    fill(c, "#ns-labels", "owner=ui").await;
+    click(c, "#ns-submit").await;
+    wait_text(
+        c,
+        "#nss-body tr[data-ns='ui-team'] td:nth-child(2)",
+        WAIT,
+        "the new namespace's labels",
+        |t| t.contains("owner=ui") && t.contains("openfaas=1"),
+    )
+    .await;
+    wait_present(c, "#ns option[value='ui-team']", "ui-team in the selector").await;
+    save(c, &shots, "ui-namespaces").await;
+    c.find(Locator::Css("#ns"))
+        .await
+        .expect("selector")
+        .select_by_value("ui-team")
+        .await
+        .expect("select ui-team");
+    click(c, "#nav-deploy").await;
+    wait_present(c, "#dep-name", "the deploy form").await;
+    let ns_field = c
+        .find(Locator::Css("#dep-namespace"))
+        .await
+        .expect("namespace field")
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(
+        ns_field.as_deref(),
+        Some("ui-team"),
+        "the form takes the chosen namespace"
+    );
+    fill(c, "#dep-name", "ns-cat").await;
+    fill(c, "#dep-fprocess", "cat").await;
+    click(c, "#dep-submit").await;
+    wait_text(c, "#fn-badge", WAIT, "ns-cat ready", |t| t == "1/1 ready").await;
+    assert_eq!(hash(c).await, "#/function/ui-team/ns-cat");
+    let r = gw
+        .req_h(
+            "GET",
+            "/system/function/ns-cat?namespace=ui-team",
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    click(c, "#nav-namespaces").await;
+    wait_present(c, "button[data-delete='ui-team']", "ui-team's delete").await;
+    click(c, "button[data-delete='ui-team']").await;
+    wait_present(c, "dialog#confirm[open]", "the confirmation dialog").await;
+    click(c, "#confirm-ok").await;
+    wait_text(c, "#nss-error", WAIT, "the refusal", |t| {
+        t.contains("still holds functions ns-cat")
+    })
+    .await;
+    c.execute("location.hash = '#/function/ui-team/ns-cat'", vec![])
+        .await
+        .expect("open ns-cat");
+    wait_present(c, "#delete", "the delete button").await;
+    click(c, "#delete").await;
+    wait_present(c, "dialog#confirm[open]", "the confirmation dialog").await;
+    click(c, "#confirm-ok").await;
+    wait_present(c, "#fns-empty:not([hidden])", "ui-team without ns-cat").await;
+    click(c, "#nav-namespaces").await;
+    wait_present(c, "button[data-delete='ui-team']", "ui-team's delete").await;
+    click(c, "button[data-delete='ui-team']").await;
+    wait_present(c, "dialog#confirm[open]", "the confirmation dialog").await;
+    click(c, "#confirm-ok").await;
+    wait_text(c, "#nss-body", WAIT, "ui-team gone from the list", |t| {
+        t.contains("openfaas-fn") && !t.contains("ui-team")
+    })
+    .await;
+    wait_text(c, "#ns", WAIT, "ui-team gone from the selector", |t| {
+        !t.contains("ui-team")
+    })
+    .await;
+    let r = gw
+        .req_h("GET", "/system/namespaces", &[("authorization", &auth)], "")
+        .await;
+    assert_eq!(r.json(), json!(["openfaas-fn"]));
+
     // 1,000 functions in one namespace (at zero replicas: no processes): all listed,
     // filterable, and the page keeps refreshing.
+    let r = gw
+        .req_h(
+            "POST",
+            "/system/namespace/",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            r#"{"name":"bulk","labels":{"openfaas":"1"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "create the bulk namespace: {}", r.text());
     let started = Instant::now();
     for i in 0..BULK {
         let r = gw

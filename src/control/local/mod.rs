@@ -5,6 +5,8 @@
 //! their health ([`health`]) and publishes the ready ones to the data plane's
 //! [`Routes`]. Replica output goes to an in-memory log per function ([`logs`]); a replica's
 //! first seconds of stderr also to a bounded tail ([`tail`]) for the warning of a crash at start.
+//! Its namespaces are kept in `<data_dir>/namespaces.json` (`control::namespaces`); at start
+//! the namespaces of restored functions are stored there too.
 //!
 //! Invariants:
 //! - A control operation answers without waiting for processes: deploy and scale publish the
@@ -28,7 +30,7 @@ mod store;
 mod supervisor;
 mod tail;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,11 +48,12 @@ use self::replica_secrets::SecretsSetup;
 use self::spec::Counts;
 use self::store::Store;
 use self::supervisor::{spawn_supervisor, Shared, StopMode, SupervisorConfig};
+use crate::control::namespaces::{FileBackend, Namespaces};
 use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
 use crate::control::secrets::local::LocalSecretStore;
 use crate::control::secrets::{SecretError, SecretFile, SecretStore};
 use crate::dataplane::Routes;
-use crate::model::names::{FunctionKey, DEFAULT_NAMESPACE};
+use crate::model::names::FunctionKey;
 use crate::model::scale::ScaleSettings;
 use crate::model::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
 
@@ -78,6 +81,8 @@ pub struct LocalProvider {
     /// replicas get (see `spec`'s module doc for their whole environment).
     replica_home: Option<OsString>,
     functions: Mutex<BTreeMap<FunctionKey, Arc<Function>>>,
+    /// The managed namespaces, in `<data_dir>/namespaces.json` (`control::namespaces`).
+    namespaces: Namespaces,
 }
 
 /// One live replica process, for diagnostics and tests.
@@ -120,6 +125,11 @@ impl LocalProvider {
             &opts.data_dir,
         )
         .map_err(|e| ProviderError::Backend(format!("replica secrets: {e}")))?;
+        let namespaces = Namespaces::new(Box::new(FileBackend::open(&opts.data_dir)?));
+        // Namespaces holding restored functions stay managed once they are emptied.
+        namespaces
+            .adopt(records.iter().map(|(k, _)| k.namespace().to_string()))
+            .await?;
         let provider = Arc::new(LocalProvider {
             routes,
             store,
@@ -131,6 +141,7 @@ impl LocalProvider {
             }),
             replica_home: std::env::var_os("HOME"),
             functions: Mutex::new(BTreeMap::new()),
+            namespaces,
         });
         for (key, record) in records {
             tracing::info!(function = %key, replicas = record.replicas, "restoring function");
@@ -371,14 +382,18 @@ impl Provider for LocalProvider {
         Ok(self.status_of(&f))
     }
 
-    async fn namespaces(&self) -> Result<Vec<String>, ProviderError> {
-        let mut set: BTreeSet<String> = self
-            .lock_functions()
-            .keys()
-            .map(|k| k.namespace().to_string())
-            .collect();
-        set.insert(DEFAULT_NAMESPACE.to_string());
-        Ok(set.into_iter().collect())
+    fn namespace_store(&self) -> Option<&Namespaces> {
+        Some(&self.namespaces)
+    }
+
+    async fn occupied_namespaces(&self) -> Result<BTreeMap<String, Vec<String>>, ProviderError> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for key in self.lock_functions().keys() {
+            out.entry(key.namespace().to_string())
+                .or_default()
+                .push(key.name().to_string());
+        }
+        Ok(out)
     }
 
     async fn logs(&self, query: LogQuery) -> Result<LogStream, ProviderError> {

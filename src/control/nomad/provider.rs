@@ -30,7 +30,10 @@
 //!
 //! Namespaces: an OpenFaaS namespace is a segment of the job ID (`<prefix><name>.<ns>`) and a
 //! job meta key; all function jobs live in one Nomad namespace (`NOMAD_NAMESPACE`, default
-//! `default`), so no Nomad namespace has to be created per OpenFaaS namespace.
+//! `default`), so no Nomad namespace has to be created per OpenFaaS namespace. The managed
+//! set is kept in Nomad Variables (`faasgate/namespaces/<name>` in that Nomad namespace,
+//! `control::namespaces`), so every gateway of a cluster sees the same set; at start the
+//! namespaces of existing jobs are stored there too.
 //!
 //! Errors: Nomad's status and plain-text message reach the API caller as
 //! [`ProviderError::Upstream`]; an unreachable Nomad is 502, a timeout 504.
@@ -51,13 +54,14 @@ use crate::client::nomad::job_view;
 use crate::client::wire::nomad::{JobListStub, JobRegisterRequest, ScalingRequest, ScalingTarget};
 use crate::client::{ClientError, ConsulSettings, NomadClient, NomadSettings, QueryOptions};
 use crate::control::cluster::Cluster;
+use crate::control::namespaces::{Namespaces, VariablesBackend};
 use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
 use crate::dataplane::Routes;
 use crate::discovery::watch::Backoff;
 use crate::discovery::{
     spawn_watcher, Catalog, DiscoveryKind, Publisher, WatchConfig, WatchHandle,
 };
-use crate::model::names::{FunctionKey, DEFAULT_NAMESPACE};
+use crate::model::names::FunctionKey;
 use crate::model::scale::ScaleSettings;
 use crate::model::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
 
@@ -93,6 +97,8 @@ pub(crate) struct NomadProvider {
     opts: NomadOptions,
     functions: Mutex<BTreeMap<FunctionKey, Arc<Tracked>>>,
     reconciler: Mutex<Option<JoinHandle<()>>>,
+    /// The managed namespaces, one Nomad Variable each (`control::namespaces`).
+    namespaces: Namespaces,
 }
 
 /// A function this gateway routes to.
@@ -168,6 +174,7 @@ impl NomadProvider {
             job_prefix = %opts.render.job_prefix,
             "nomad provider"
         );
+        let namespaces = Namespaces::new(Box::new(VariablesBackend::new(nomad.clone())));
         let provider = Arc::new(NomadProvider {
             nomad,
             catalog,
@@ -176,13 +183,26 @@ impl NomadProvider {
             opts,
             functions: Mutex::new(BTreeMap::new()),
             reconciler: Mutex::new(None),
+            namespaces,
         });
         match provider
             .nomad
             .list_jobs(&provider.opts.render.job_prefix, QueryOptions::default())
             .await
         {
-            Ok(list) => provider.sync(&list.value, list.index).await,
+            Ok(list) => {
+                provider.sync(&list.value, list.index).await;
+                // Namespaces of jobs deployed before namespaces were kept stay managed once
+                // emptied. Until this succeeds they are in the set anyway (they hold jobs).
+                let held: BTreeSet<String> = provider
+                    .lock()
+                    .keys()
+                    .map(|k| k.namespace().to_string())
+                    .collect();
+                if let Err(e) = provider.namespaces.adopt(held).await {
+                    tracing::warn!(error = %e, "cannot store the namespaces of existing jobs");
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list function jobs yet; retrying in the background")
             }
@@ -605,15 +625,18 @@ impl Provider for NomadProvider {
         Ok(self.status_of(key, &facts))
     }
 
-    async fn namespaces(&self) -> Result<Vec<String>, ProviderError> {
-        let mut set: BTreeSet<String> = self
-            .live_jobs()
-            .await?
-            .into_iter()
-            .map(|(k, _)| k.namespace().to_string())
-            .collect();
-        set.insert(DEFAULT_NAMESPACE.to_string());
-        Ok(set.into_iter().collect())
+    fn namespace_store(&self) -> Option<&Namespaces> {
+        Some(&self.namespaces)
+    }
+
+    async fn occupied_namespaces(&self) -> Result<BTreeMap<String, Vec<String>>, ProviderError> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (key, _) in self.live_jobs().await? {
+            out.entry(key.namespace().to_string())
+                .or_default()
+                .push(key.name().to_string());
+        }
+        Ok(out)
     }
 
     async fn logs(&self, query: LogQuery) -> Result<LogStream, ProviderError> {

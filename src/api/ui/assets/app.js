@@ -1,7 +1,8 @@
 // faasgate UI: plain JavaScript, no build step, nothing loaded from elsewhere.
 //
 // Views (hash routes): #/ (function list of the chosen namespace), #/function/<ns>/<name>,
-// #/deploy, #/secrets (the chosen namespace's secrets: names only, values write-only). Data comes from the OpenFaaS API (/system/*, /function/*) and the gateway's
+// #/deploy, #/secrets (the chosen namespace's secrets: names only, values write-only),
+// #/namespaces (create and delete namespaces; the header's selector lists them). Data comes from the OpenFaaS API (/system/*, /function/*) and the gateway's
 // /ui/api/summary and /ui/api/series. Credentials live in sessionStorage and go out as an
 // Authorization header on /system and /ui/api calls only (never to functions).
 'use strict';
@@ -199,7 +200,8 @@ async function loadNamespaces() {
   } catch (e) {
     if (e instanceof AuthError) return;
   }
-  if (!state.namespaces.includes(state.namespace)) state.namespaces.push(state.namespace);
+  // A remembered namespace that no longer exists: back to the default.
+  if (!state.namespaces.includes(state.namespace)) setNamespace(DEFAULT_NS);
   const sel = $('ns');
   sel.textContent = '';
   for (const n of state.namespaces) sel.append(el('option', { value: n, text: n }));
@@ -210,6 +212,20 @@ function setNamespace(ns) {
   state.namespace = ns;
   localStorage.setItem(NS_KEY, ns);
   if ($('ns').value !== ns) $('ns').value = ns;
+}
+
+// Opens the confirmation dialog; `onOk` runs when the user confirms.
+function confirmDialog(title, text, okLabel, onOk, returnFocus) {
+  const dlg = $('confirm');
+  $('confirm-title').textContent = title;
+  $('confirm-text').textContent = text;
+  $('confirm-ok').textContent = okLabel;
+  dlg.returnValue = '';
+  dlg.onclose = () => {
+    if (dlg.returnValue !== 'ok') { if (returnFocus) returnFocus.focus(); return; }
+    onOk();
+  };
+  dlg.showModal();
 }
 
 function route() {
@@ -223,11 +239,18 @@ function route() {
     deployView();
   } else if (parts[0] === 'secrets') {
     secretsView();
+  } else if (parts[0] === 'namespaces') {
+    namespacesView();
   } else {
     listView();
   }
-  const page = ['deploy', 'secrets'].includes(parts[0]) ? parts[0] : 'functions';
-  for (const [id, on] of [['nav-functions', page === 'functions'], ['nav-deploy', page === 'deploy'], ['nav-secrets', page === 'secrets']]) {
+  const nav = [
+    ['nav-functions', !['deploy', 'secrets', 'namespaces'].includes(parts[0])],
+    ['nav-deploy', parts[0] === 'deploy'],
+    ['nav-secrets', parts[0] === 'secrets'],
+    ['nav-namespaces', parts[0] === 'namespaces'],
+  ];
+  for (const [id, on] of nav) {
     if (on) $(id).setAttribute('aria-current', 'page'); else $(id).removeAttribute('aria-current');
   }
 }
@@ -495,12 +518,9 @@ function functionView(ns, name) {
 
   // Delete, after confirmation
   $('delete').addEventListener('click', () => {
-    const dlg = $('confirm');
-    $('confirm-text').textContent =
-      `Delete ${name} from namespace ${ns}? Its replicas are stopped and its spec is removed. This cannot be undone.`;
-    dlg.returnValue = '';
-    dlg.onclose = async () => {
-      if (dlg.returnValue !== 'ok') { $('delete').focus(); return; }
+    confirmDialog('Delete function?',
+      `Delete ${name} from namespace ${ns}? Its replicas are stopped and its spec is removed. This cannot be undone.`,
+      'Delete', async () => {
       try {
         const r = await api(`/system/functions?${qs}`, {
           method: 'DELETE', headers: { 'Content-Type': 'application/json' },
@@ -512,8 +532,7 @@ function functionView(ns, name) {
       } catch (e) {
         if (!(e instanceof AuthError)) showError($('fn-error'), 'Delete failed: ' + e.message);
       }
-    };
-    dlg.showModal();
+    }, $('delete'));
   });
 
   // Invoke
@@ -906,6 +925,109 @@ function secretsView() {
   state.view = { name: 'secrets', stop() {} };
 }
 
+// Namespaces
+
+function fmtPairs(m) {
+  return Object.entries(m || {}).map(([k, v]) => `${k}=${v}`).join(', ') || '–';
+}
+
+function namespacesView() {
+  mount('tpl-namespaces');
+  document.title = 'Namespaces · faasgate';
+  const body = $('nss-body');
+  let stopped = false;
+  const render = async () => {
+    await loadNamespaces();
+    const records = await Promise.all(state.namespaces.map((n) =>
+      apiJSON(`/system/namespace/${encodeURIComponent(n)}`).catch((e) => {
+        if (e instanceof AuthError) throw e;
+        return { name: n };
+      })));
+    if (stopped) return;
+    body.textContent = '';
+    for (const r of records) {
+      const use = el('a', { href: '#/', text: r.name, 'data-use': r.name });
+      use.addEventListener('click', () => setNamespace(r.name));
+      const actions = el('td');
+      if (r.name !== DEFAULT_NS) {
+        const del = el('button', { type: 'button', class: 'danger', 'data-delete': r.name, text: 'Delete…' });
+        del.addEventListener('click', () => confirmDialog('Delete namespace?',
+          `Delete namespace ${r.name}? It must hold no functions.`, 'Delete', async () => {
+            showError($('nss-error'), '');
+            try {
+              const resp = await api(`/system/namespace/${encodeURIComponent(r.name)}`, {
+                method: 'DELETE', headers: { 'Content-Type': 'application/json' },
+                body: JSON.stringify({ name: r.name, labels: { openfaas: '1' } }),
+              });
+              if (!resp.ok) throw new Error(`${resp.status} ${(await resp.text()).trim()}`);
+              flash(`Deleted namespace ${r.name}.`);
+              if (state.namespace === r.name) setNamespace(DEFAULT_NS);
+              await render();
+            } catch (e) {
+              if (!(e instanceof AuthError)) showError($('nss-error'), 'Delete failed: ' + e.message);
+            }
+          }, del));
+        actions.append(del);
+      }
+      body.append(el('tr', { 'data-ns': r.name },
+        el('th', { scope: 'row' }, use),
+        el('td', { text: fmtPairs(r.labels) }),
+        el('td', { text: fmtPairs(r.annotations) }),
+        actions));
+    }
+  };
+  render().catch((e) => { if (!(e instanceof AuthError)) showError($('nss-error'), e.message); });
+
+  const fields = { name: $('ns-name'), labels: $('ns-labels'), annotations: $('ns-annotations') };
+  const clear = () => {
+    for (const f of Object.values(fields)) {
+      f.removeAttribute('aria-invalid');
+      $(f.id + '-err').textContent = '';
+    }
+    showError($('nss-error'), '');
+  };
+  const fieldError = (f, msg) => {
+    f.setAttribute('aria-invalid', 'true');
+    $(f.id + '-err').textContent = msg;
+    f.focus();
+  };
+  $('ns-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clear();
+    let labels;
+    let annotations;
+    try { labels = parsePairs(fields.labels.value, 'key'); } catch (e) { fieldError(fields.labels, e.message); return; }
+    try { annotations = parsePairs(fields.annotations.value, 'key'); } catch (e) { fieldError(fields.annotations, e.message); return; }
+    const name = fields.name.value.trim();
+    if (!name) { fieldError(fields.name, 'A name is required.'); return; }
+    labels.openfaas = '1';
+    $('ns-submit').disabled = true;
+    try {
+      const r = await api('/system/namespace/', {
+        method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ name, labels, annotations }),
+      });
+      if (!r.ok) {
+        const msg = (await r.text()).trim() || `${r.status} ${r.statusText}`;
+        fieldError(fields.name, msg);
+        return;
+      }
+      flash(`Created namespace ${name}.`);
+      fields.name.value = '';
+      fields.labels.value = '';
+      fields.annotations.value = '';
+      await render();
+    } catch (e) {
+      if (!(e instanceof AuthError)) showError($('nss-error'), 'Create failed: ' + e.message);
+    } finally {
+      const b = $('ns-submit');
+      if (b) b.disabled = false;
+    }
+  });
+  fields.name.focus();
+  state.view = { name: 'namespaces', stop() { stopped = true; } };
+}
+
 // ---------------------------------------------------------------------------------------
 // Start
 
@@ -914,7 +1036,7 @@ async function start() {
     setNamespace(ev.target.value);
     if (location.hash.startsWith('#/secrets')) {
       route();
-    } else if (!location.hash.startsWith('#/deploy')) {
+    } else if (!location.hash.startsWith('#/deploy') && !location.hash.startsWith('#/namespaces')) {
       if (location.hash === '#/' || location.hash === '') route(); else location.hash = '#/';
     }
   });
