@@ -24,8 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::Gateway;
 
 const PASSWORD: &str = "airflow-test-password";
@@ -35,11 +34,6 @@ const PYTHON: &str = concat!(
 );
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/airflow_hook.py");
 const WAIT: Duration = Duration::from_secs(60);
-
-fn basic_auth() -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("admin:{PASSWORD}"));
-    format!("Basic {b64}")
-}
 
 /// A function whose process appends `method|content-type|call-id|$STAGE|body` to its log
 /// for every call.
@@ -67,35 +61,6 @@ fn lines(log: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The function's status, with the credentials the system API needs.
-async fn status(gw: &Gateway, name: &str) -> Value {
-    let r = gw
-        .req_h(
-            "GET",
-            &format!("/system/function/{name}"),
-            &[("authorization", &basic_auth())],
-            "",
-        )
-        .await;
-    assert_eq!(r.status, 200, "status of {name}: {}", r.text());
-    r.json()
-}
-
-async fn wait_available(gw: &Gateway, name: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let s = status(gw, name).await;
-        if s["availableReplicas"].as_u64() >= Some(1) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} not available: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_airflow_hook_deploys_invokes_and_queues_through_the_gateway() {
     assert!(
@@ -103,24 +68,15 @@ async fn the_airflow_hook_deploys_invokes_and_queues_through_the_gateway() {
         "{PYTHON} is missing: the Airflow client venv is made by `bash scripts/test-setup.sh` \
          (the README's scripts/test runs it first)"
     );
-    let gw = Gateway::start_with(&[], &[("FAASGATE_BASIC_AUTH_PASSWORD", PASSWORD)]);
+    let gw = Gateway::start_with(&[], &[("FAASGATE_BASIC_AUTH_PASSWORD", PASSWORD)])
+        .with_password(PASSWORD);
     let dir = tempfile::tempdir().unwrap();
     let (process, log) = recorder(dir.path(), "rec");
     let (new_process, new_log) = recorder(dir.path(), "hooked");
     let spec = json!({"service": "rec", "image": "local/recorder", "envProcess": process});
-    let r = gw
-        .req_h(
-            "POST",
-            "/system/functions",
-            &[
-                ("authorization", &basic_auth()),
-                ("content-type", "application/json"),
-            ],
-            serde_json::to_vec(&spec).unwrap(),
-        )
-        .await;
+    let r = gw.deploy(spec).await;
     assert_eq!(r.status, 202, "{}", r.text());
-    wait_available(&gw, "rec").await;
+    gw.wait_available("rec", 1).await;
 
     let host = format!("http://admin:{PASSWORD}@{}", gw.addr);
     let anonymous = format!("http://{}", gw.addr);
@@ -207,11 +163,11 @@ async fn the_airflow_hook_deploys_invokes_and_queues_through_the_gateway() {
     assert_eq!(got.len(), 3, "each call once: {got:?}");
 
     // The hook's deployment runs its last update (the JSON one).
-    let s = status(&gw, "hooked").await;
+    let s = gw.status("hooked").await;
     assert_eq!(s["envVars"], json!({"STAGE": "json"}), "{s}");
     assert_eq!(s["labels"]["team"], "data", "{s}");
     // Its replica is replaced on update: poll until the updated process answers.
-    wait_available(&gw, "hooked").await;
+    gw.wait_available("hooked", 1).await;
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let r = gw.req("POST", "/function/hooked", "ping").await;

@@ -28,7 +28,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::json;
 use support::Gateway;
 
@@ -36,11 +35,6 @@ const PASSWORD: &str = "faas-cli-test-password";
 const WAIT: Duration = Duration::from_secs(60);
 /// The User-Agent of faas-cli 0.17.x on Linux (its version is whatever the build says).
 const FAAS_CLI_UA: &str = "faas-cli/0.17.8 (openfaas; linux; amd64)";
-
-fn basic_auth() -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("admin:{PASSWORD}"));
-    format!("Basic {b64}")
-}
 
 /// A function whose process appends one `|`-separated line per call to its log:
 /// method, path, query, content type, user agent, call id, body. It answers `done: {body}`.
@@ -99,37 +93,12 @@ async fn gateway_with_recorder(dir: &Path) -> (Gateway, PathBuf) {
     let gw = Gateway::start_with(
         &["--callback-allow", "127.0.0.0/8"],
         &[("FAASGATE_BASIC_AUTH_PASSWORD", PASSWORD)],
-    );
+    )
+    .with_password(PASSWORD);
     let (f, log) = recorder(dir, "rec");
-    let r = gw
-        .req_h(
-            "POST",
-            "/system/functions",
-            &[
-                ("authorization", &basic_auth()),
-                ("content-type", "application/json"),
-            ],
-            serde_json::to_vec(&f).unwrap(),
-        )
-        .await;
+    let r = gw.deploy(f).await;
     assert_eq!(r.status, 202, "{}", r.text());
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let r = gw
-            .req_h(
-                "GET",
-                "/system/function/rec",
-                &[("authorization", &basic_auth())],
-                "",
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        if r.json()["availableReplicas"].as_u64() >= Some(1) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "rec not available");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_available("rec", 1).await;
     (gw, log)
 }
 
@@ -342,7 +311,7 @@ async fn faas_cli_manages_namespaces() {
         PASSWORD,
     )
     .await;
-    let auth = basic_auth();
+    let auth = support::basic_auth("admin", PASSWORD);
     let get_ns = |name: &'static str| {
         let (gw, auth) = (&gw, auth.clone());
         async move {

@@ -624,8 +624,6 @@ fn assert_clean(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_never_see_the_gateway_environment() {
-    use base64::Engine as _;
-
     let tag = random_hex();
     let secrets: Vec<(String, String)> = vec![
         ("FAASGATE_BASIC_AUTH_PASSWORD".into(), format!("pw-{tag}")),
@@ -645,10 +643,7 @@ async fn replicas_never_see_the_gateway_environment() {
             "the gateway runs with {name}"
         );
     }
-    let auth = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("admin:pw-{tag}"))
-    );
+    let auth = support::basic_auth("admin", &format!("pw-{tag}"));
     let auth = [("authorization", auth.as_str())];
 
     let dir = tempfile::tempdir().expect("tempdir");

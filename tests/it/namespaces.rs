@@ -504,10 +504,7 @@ async fn namespaces_survive_a_restart_and_an_upgrade_keeps_occupied_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_go_sdk_sends_for_namespaces_is_answered_as_it_expects() {
     let gw = Gateway::start_with(&[], &[("FAASGATE_BASIC_AUTH_PASSWORD", "ns-pass")]);
-    let auth = format!(
-        "Basic {}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "admin:ns-pass")
-    );
+    let auth = support::basic_auth("admin", "ns-pass");
     let h: &[(&str, &str)] = &[
         ("authorization", &auth),
         ("user-agent", "Go-http-client/1.1"),

@@ -48,7 +48,7 @@ impl Api {
         let mut all_env = vec![(PASSWORD_ENV, password)];
         all_env.extend_from_slice(env);
         let gw = Gateway::start_with(args, &all_env);
-        let auth = format!("Basic {}", b64(format!("admin:{password}").as_bytes()));
+        let auth = support::basic_auth("admin", password);
         Self { gw, auth }
     }
 

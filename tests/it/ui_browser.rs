@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -201,10 +200,7 @@ async fn save(c: &Client, dir: &Path, name: &str) -> PathBuf {
 }
 
 fn auth_header() -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("admin:{PASSWORD}"))
-    )
+    support::basic_auth("admin", PASSWORD)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,7 +218,7 @@ async fn ui_end_to_end_in_headless_chromium() {
 /// refused with a message, update it from its row, cancel nothing, delete it after
 /// confirmation; the store under the data dir follows each step.
 async fn secrets_page(gw: &Gateway, c: &Client, shots: &Path) {
-    let file = gw.data_dir.join("secrets/openfaas-fn/ui-key");
+    let file = gw.data_dir.join("secrets/functions/openfaas-fn/ui-key");
     click(c, "#nav-secrets").await;
     wait_present(c, "#secs-empty:not([hidden])", "the empty secrets page").await;
     fill(c, "#sec-name", "ui-key").await;

@@ -23,7 +23,19 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// `Authorization` sent on every `/system/` request that names none
+    /// ([`Gateway::with_password`]).
+    auth: Option<String>,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// `Basic base64(user:password)`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 pub struct Resp {
@@ -130,8 +142,17 @@ impl Gateway {
             addr,
             data_dir: dir.to_path_buf(),
             log,
+            auth: None,
             _tmp: None,
         }
+    }
+
+    /// Sends `admin:password` on every `/system/` request that carries no `Authorization`
+    /// of its own (start the gateway with `FAASGATE_BASIC_AUTH_PASSWORD` = `password`);
+    /// invocations go as the test writes them.
+    pub fn with_password(mut self, password: &str) -> Self {
+        self.auth = Some(basic_auth("admin", password));
+        self
     }
 
     pub fn pid(&self) -> u32 {
@@ -139,7 +160,7 @@ impl Gateway {
     }
 
     pub async fn req(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Resp {
-        request(self.addr, method, path, &[], body.into()).await
+        self.req_h(method, path, &[], body).await
     }
 
     pub async fn req_h(
@@ -149,7 +170,19 @@ impl Gateway {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Resp {
-        request(self.addr, method, path, headers, body.into()).await
+        match &self.auth {
+            Some(auth)
+                if path.starts_with("/system/")
+                    && !headers
+                        .iter()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("authorization")) =>
+            {
+                let mut with: Vec<(&str, &str)> = headers.to_vec();
+                with.push(("authorization", auth));
+                request(self.addr, method, path, &with, body.into()).await
+            }
+            _ => request(self.addr, method, path, headers, body.into()).await,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Resp {
