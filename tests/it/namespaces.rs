@@ -43,6 +43,19 @@ fn expect(r: &Resp, status: u16, text: &str, what: &str) {
     assert_eq!((r.status, r.text().as_str()), (status, text), "{what}");
 }
 
+/// Sends each (method, path, JSON body) in turn and expects its (status, text); `what`
+/// names the case in a failure.
+async fn check(gw: &Gateway, cases: &[(&str, &str, Value, u16, &str, &str)]) {
+    for (method, path, body, status, text, what) in cases {
+        expect(
+            &send(gw, method, path, body.clone()).await,
+            *status,
+            text,
+            what,
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_routes_answer_as_faasd_does() {
     let gw = Gateway::start();
@@ -102,39 +115,36 @@ async fn namespace_routes_answer_as_faasd_does() {
         "namespace openfaas-fn already exists",
         "default",
     );
-    let r = send(&gw, "POST", "/system/namespace/", json!({"name": "x"})).await;
-    expect(
-        &r,
-        400,
-        "request does not have openfaas=1 label",
-        "no marker",
-    );
-    let r = send(
+    check(
         &gw,
-        "POST",
-        "/system/namespace/",
-        json!({"name": "x", "labels": {"openfaas": "true"}}),
+        &[
+            (
+                "POST",
+                "/system/namespace/",
+                json!({"name": "x"}),
+                400,
+                "request does not have openfaas=1 label",
+                "no marker",
+            ),
+            (
+                "POST",
+                "/system/namespace/",
+                json!({"name": "x", "labels": {"openfaas": "true"}}),
+                400,
+                "request does not have openfaas=1 label",
+                "marker not 1",
+            ),
+            (
+                "POST",
+                "/system/namespace/",
+                json!({"labels": {"openfaas": "1"}}),
+                400,
+                "namespace not specified in request body",
+                "no name",
+            ),
+        ],
     )
     .await;
-    expect(
-        &r,
-        400,
-        "request does not have openfaas=1 label",
-        "marker not 1",
-    );
-    let r = send(
-        &gw,
-        "POST",
-        "/system/namespace/",
-        json!({"labels": {"openfaas": "1"}}),
-    )
-    .await;
-    expect(
-        &r,
-        400,
-        "namespace not specified in request body",
-        "no name",
-    );
     let r = gw
         .req_h("POST", "/system/namespace/", &[JSON], "{not json")
         .await;
@@ -208,53 +218,44 @@ async fn namespace_routes_answer_as_faasd_does() {
         gw.get("/system/namespace/team-b").await.json(),
         json!({"name": "team-b", "labels": {}, "annotations": {"openfaas": "1"}})
     );
-    let r = send(
+    check(
         &gw,
-        "PUT",
-        "/system/namespace/team-b",
-        json!({"name": "team-a", "labels": {"openfaas": "1"}}),
+        &[
+            (
+                "PUT",
+                "/system/namespace/team-b",
+                json!({"name": "team-a", "labels": {"openfaas": "1"}}),
+                400,
+                "namespace in request body does not match namespace in URL",
+                "update mismatch",
+            ),
+            (
+                "PUT",
+                "/system/namespace/nope",
+                json!({"name": "nope", "labels": {"openfaas": "1"}}),
+                404,
+                "namespace nope not found",
+                "update missing",
+            ),
+            (
+                "PUT",
+                "/system/namespace/team-b",
+                json!({"name": "team-b", "labels": {"a": "b"}}),
+                400,
+                "request does not have openfaas=1 label",
+                "update without marker",
+            ),
+            (
+                "PUT",
+                "/system/namespace/",
+                json!({"name": "team-b", "labels": {"openfaas": "1"}}),
+                400,
+                "namespace not specified in URL",
+                "update without a URL name",
+            ),
+        ],
     )
     .await;
-    expect(
-        &r,
-        400,
-        "namespace in request body does not match namespace in URL",
-        "update mismatch",
-    );
-    let r = send(
-        &gw,
-        "PUT",
-        "/system/namespace/nope",
-        json!({"name": "nope", "labels": {"openfaas": "1"}}),
-    )
-    .await;
-    expect(&r, 404, "namespace nope not found", "update missing");
-    let r = send(
-        &gw,
-        "PUT",
-        "/system/namespace/team-b",
-        json!({"name": "team-b", "labels": {"a": "b"}}),
-    )
-    .await;
-    expect(
-        &r,
-        400,
-        "request does not have openfaas=1 label",
-        "update without marker",
-    );
-    let r = send(
-        &gw,
-        "PUT",
-        "/system/namespace/",
-        json!({"name": "team-b", "labels": {"openfaas": "1"}}),
-    )
-    .await;
-    expect(
-        &r,
-        400,
-        "namespace not specified in URL",
-        "update without a URL name",
-    );
     // The default namespace's labels can be updated; it stays listed once.
     let r = send(
         &gw,
@@ -280,27 +281,28 @@ async fn namespace_routes_answer_as_faasd_does() {
     }
 
     // Delete: 202; missing 404; the default 403; an empty body (curl) is accepted.
-    let r = send(
+    check(
         &gw,
-        "DELETE",
-        "/system/namespace/team-b",
-        json!({"name": "team-a", "labels": {"openfaas": "1"}}),
+        &[
+            (
+                "DELETE",
+                "/system/namespace/team-b",
+                json!({"name": "team-a", "labels": {"openfaas": "1"}}),
+                400,
+                "namespace in request body does not match namespace in URL",
+                "delete mismatch",
+            ),
+            (
+                "DELETE",
+                "/system/namespace/team-b",
+                json!({"name": "team-b", "labels": {"openfaas": "1"}}),
+                202,
+                "",
+                "delete",
+            ),
+        ],
     )
     .await;
-    expect(
-        &r,
-        400,
-        "namespace in request body does not match namespace in URL",
-        "delete mismatch",
-    );
-    let r = send(
-        &gw,
-        "DELETE",
-        "/system/namespace/team-b",
-        json!({"name": "team-b", "labels": {"openfaas": "1"}}),
-    )
-    .await;
-    expect(&r, 202, "", "delete");
     let r = gw.req("DELETE", "/system/namespaces/team-a", "").await;
     expect(&r, 202, "", "delete with no body, plural path");
     expect(
