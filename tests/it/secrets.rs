@@ -71,6 +71,11 @@ impl Api {
             .await
     }
 
+    /// `method /system/secrets` with a JSON body.
+    async fn secrets(&self, method: &str, body: serde_json::Value) -> Resp {
+        self.call(method, "/system/secrets", body).await
+    }
+
     async fn names(&self, query: &str) -> serde_json::Value {
         let r = self
             .call("GET", &format!("/system/secrets{query}"), json!(null))
@@ -181,19 +186,11 @@ async fn secrets_api_routes_and_statuses() {
 
     assert_eq!(api.names("").await, json!([]));
     let r = api
-        .call(
-            "POST",
-            "/system/secrets",
-            json!({"name": "api-key", "value": "value-one"}),
-        )
+        .secrets("POST", json!({"name": "api-key", "value": "value-one"}))
         .await;
     assert_eq!((r.status, r.text().as_str()), (201, ""));
     let r = api
-        .call(
-            "POST",
-            "/system/secrets",
-            json!({"name": "api-key", "value": "other"}),
-        )
+        .secrets("POST", json!({"name": "api-key", "value": "other"}))
         .await;
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(!r.text().contains("other"));
@@ -226,20 +223,12 @@ async fn secrets_api_routes_and_statuses() {
 
     // Update: 202, a missing name 404.
     let r = api
-        .call(
-            "PUT",
-            "/system/secrets",
-            json!({"name": "api-key", "value": "value-two"}),
-        )
+        .secrets("PUT", json!({"name": "api-key", "value": "value-two"}))
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(std::fs::read(store.join("api-key")).unwrap(), b"value-two");
     let r = api
-        .call(
-            "PUT",
-            "/system/secrets",
-            json!({"name": "missing", "value": "x"}),
-        )
+        .secrets("PUT", json!({"name": "missing", "value": "x"}))
         .await;
     assert_eq!(r.status, 404, "{}", r.text());
 
@@ -265,20 +254,12 @@ async fn secrets_api_routes_and_statuses() {
         }
     }
     let r = api
-        .call(
-            "POST",
-            "/system/secrets",
-            json!({"name": "Upper_Case", "value": "v"}),
-        )
+        .secrets("POST", json!({"name": "Upper_Case", "value": "v"}))
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
     // A body that is not JSON, or a value of the wrong type: 400 without the value.
     let r = api
-        .call(
-            "POST",
-            "/system/secrets",
-            json!({"name": "n", "value": 123456789}),
-        )
+        .secrets("POST", json!({"name": "n", "value": 123456789}))
         .await;
     assert_eq!(r.status, 400);
     assert!(!r.text().contains("123456789"), "{}", r.text());
@@ -312,11 +293,7 @@ async fn secrets_api_routes_and_statuses() {
 
     // Delete: name and namespace from the body, or the namespace from the query; 202, then 404.
     let r = api
-        .call(
-            "DELETE",
-            "/system/secrets",
-            json!({"name": "x", "namespace": "openfaas-fn"}),
-        )
+        .secrets("DELETE", json!({"name": "x", "namespace": "openfaas-fn"}))
         .await;
     assert_eq!((r.status, r.text().as_str()), (202, ""));
     let r = api
@@ -327,9 +304,7 @@ async fn secrets_api_routes_and_statuses() {
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
-    let r = api
-        .call("DELETE", "/system/secrets", json!({"name": "blob"}))
-        .await;
+    let r = api.secrets("DELETE", json!({"name": "blob"})).await;
     assert_eq!(r.status, 404, "{}", r.text());
     assert!(!store.join("blob").exists());
     assert_eq!(
@@ -357,9 +332,8 @@ async fn what_faas_cli_secret_sends() {
     let file = b"line one\nline two\n\n";
     let trimmed = "line one\nline two";
     let r = api
-        .call(
+        .secrets(
             "POST",
-            "/system/secrets",
             json!({"name": "from-file", "value": trimmed, "rawValue": b64(file)}),
         )
         .await;
@@ -368,19 +342,11 @@ async fn what_faas_cli_secret_sends() {
 
     // `--replace`: the POST's 409 makes faas-cli PUT.
     let r = api
-        .call(
-            "POST",
-            "/system/secrets",
-            json!({"name": "from-file", "value": "v2"}),
-        )
+        .secrets("POST", json!({"name": "from-file", "value": "v2"}))
         .await;
     assert_eq!(r.status, 409);
     let r = api
-        .call(
-            "PUT",
-            "/system/secrets",
-            json!({"name": "from-file", "value": "v2"}),
-        )
+        .secrets("PUT", json!({"name": "from-file", "value": "v2"}))
         .await;
     assert!(
         r.status == 200 || r.status == 202,
@@ -396,13 +362,9 @@ async fn what_faas_cli_secret_sends() {
         json!([{"name": "from-file", "namespace": "openfaas-fn"}])
     );
     // `secret remove`: the body names it; faas-cli accepts 200 and 202 only.
-    let r = api
-        .call("DELETE", "/system/secrets", json!({"name": "from-file"}))
-        .await;
+    let r = api.secrets("DELETE", json!({"name": "from-file"})).await;
     assert!(r.status == 200 || r.status == 202, "{}", r.status);
-    let r = api
-        .call("DELETE", "/system/secrets", json!({"name": "from-file"}))
-        .await;
+    let r = api.secrets("DELETE", json!({"name": "from-file"})).await;
     assert_eq!(r.status, 404);
 }
 
@@ -534,11 +496,7 @@ async fn a_deploy_naming_a_missing_secret_is_a_400_and_deploys_nothing() {
     // Once it exists the same deploy goes through; an update naming another missing one
     // is refused and keeps the function as it was.
     let r = api
-        .call(
-            "POST",
-            "/system/secrets",
-            json!({"name": "absent", "value": "v"}),
-        )
+        .secrets("POST", json!({"name": "absent", "value": "v"}))
         .await;
     assert_eq!(r.status, 201);
     let r = api.call("POST", "/system/functions", f).await;
@@ -565,11 +523,7 @@ async fn functions_read_only_their_own(args: &[&str], tag: &str) -> Api {
     let b_value = format!("beta-{tag}").into_bytes();
     for (name, value) in [("alpha", &a_value), ("beta", &b_value)] {
         let r = api
-            .call(
-                "POST",
-                "/system/secrets",
-                json!({"name": name, "rawValue": b64(value)}),
-            )
+            .secrets("POST", json!({"name": name, "rawValue": b64(value)}))
             .await;
         assert_eq!(r.status, 201, "{}", r.text());
     }
@@ -709,11 +663,7 @@ async fn a_secret_update_rolls_its_function_with_no_failed_request() {
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let r = api
-        .call(
-            "POST",
-            "/system/secrets",
-            json!({"name": "token", "value": "old-token"}),
-        )
+        .secrets("POST", json!({"name": "token", "value": "old-token"}))
         .await;
     assert_eq!(r.status, 201);
     let f = json!({
@@ -731,11 +681,7 @@ async fn a_secret_update_rolls_its_function_with_no_failed_request() {
     // Some load before the update, so the roll happens under it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = api
-        .call(
-            "PUT",
-            "/system/secrets",
-            json!({"name": "token", "value": "new-token"}),
-        )
+        .secrets("PUT", json!({"name": "token", "value": "new-token"}))
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -802,9 +748,8 @@ async fn a_namespace_holding_secrets_is_not_deleted_until_they_are_gone() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let r = api
-        .call(
+        .secrets(
             "POST",
-            "/system/secrets",
             json!({"name": "api-key", "namespace": "team", "value": "k"}),
         )
         .await;
@@ -815,11 +760,7 @@ async fn a_namespace_holding_secrets_is_not_deleted_until_they_are_gone() {
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(r.text().contains("secrets api-key"), "{}", r.text());
     let r = api
-        .call(
-            "DELETE",
-            "/system/secrets",
-            json!({"name": "api-key", "namespace": "team"}),
-        )
+        .secrets("DELETE", json!({"name": "api-key", "namespace": "team"}))
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
     let r = api
@@ -827,9 +768,8 @@ async fn a_namespace_holding_secrets_is_not_deleted_until_they_are_gone() {
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
     let r = api
-        .call(
+        .secrets(
             "POST",
-            "/system/secrets",
             json!({"name": "api-key", "namespace": "team", "value": "k"}),
         )
         .await;
