@@ -167,9 +167,6 @@ impl Gateway {
         req: Request<Incoming>,
         sub: &str,
     ) -> Result<Response<GatewayBody>, ApiError> {
-        if sub == "secrets" {
-            return secrets::route(self, req).await;
-        }
         let method = req.method().clone();
         let (resource, name) = match sub.split_once('/') {
             Some((r, n)) => (r, Some(n)),
@@ -196,6 +193,7 @@ impl Gateway {
                 system::namespaces(self).await
             }
             ("namespace" | "namespaces", Some(name)) => namespaces::route(self, req, name).await,
+            ("secrets", None) => secrets::route(self, req).await,
             ("info", None) => {
                 only(&method, &[Method::GET])?;
                 Ok(system::info(self))
@@ -238,7 +236,7 @@ impl Gateway {
                 only(&method, &[Method::POST])?;
                 alert::alert(self, req).await
             }
-            ("namespace", _) | ("telemetry", None) => Err(ApiError::NotImplemented),
+            ("telemetry", None) => Err(ApiError::NotImplemented),
             _ => Ok(text(StatusCode::NOT_FOUND, "404 page not found")),
         }
     }
