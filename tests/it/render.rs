@@ -439,3 +439,33 @@ fn render_reports_unknown_functions() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"nope\""), "{err}");
 }
+
+#[test]
+fn render_shows_secret_templates_never_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "version: 1.0\nprovider:\n  name: openfaas\nfunctions:\n  api:\n    image: ghcr.io/x/api:1\n    secrets:\n      - api-key\n",
+    )
+    .unwrap();
+    let out = run(&["render", "-f", stack.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let task = &body["Job"]["TaskGroups"][0]["Tasks"][0];
+    let var = render::secrets_var_path(&FunctionKey::new("api", "").unwrap());
+    assert_eq!(task["Templates"][0]["DestPath"], "secrets/openfaas/api-key");
+    assert_eq!(
+        task["Templates"][0]["EmbeddedTmpl"],
+        format!("{{{{ with nomadVar \"{var}\" }}}}{{{{ (index . \"api-key\").Value | base64Decode }}}}{{{{ end }}}}")
+    );
+    assert_eq!(
+        task["Config"]["mount"][0]["target"],
+        "/var/openfaas/secrets"
+    );
+    assert_eq!(task["Config"]["mount"][0]["readonly"], true);
+}
