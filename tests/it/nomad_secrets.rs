@@ -174,6 +174,47 @@ async fn secrets_live_in_variables_and_reach_jobs_by_reference() {
         assert!(!log.contains(value), "log shows {value}");
     }
 
+    // An update naming a missing secret: 400, the job is not registered again.
+    let registers = |d: &NomadDouble| {
+        d.requests()
+            .iter()
+            .filter(|w| w.method != "GET" && w.path == "/v1/jobs")
+            .count()
+    };
+    let before = registers(&double);
+    let r = gw
+        .req_h(
+            "PUT",
+            "/system/functions",
+            &[("content-type", "application/json")],
+            serde_json::to_vec(&echo_fn(&["api-key", "missing"])).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("unable to find secret: missing"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(registers(&double), before);
+    assert_eq!(items(&copy().unwrap()).len(), 2);
+
+    // An update without secrets removes the copy; naming them again writes it again.
+    let update = |secrets: &'static [&'static str]| {
+        gw.req_h(
+            "PUT",
+            "/system/functions",
+            &[("content-type", "application/json")],
+            serde_json::to_vec(&echo_fn(secrets)).unwrap(),
+        )
+    };
+    let r = update(&[]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(copy().is_none());
+    let r = update(&["api-key"]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(items(&copy().unwrap()).len(), 1);
+
     // Delete the function: the copy goes with the job.
     let r = gw
         .req_h(
