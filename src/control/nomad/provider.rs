@@ -633,16 +633,20 @@ impl Provider for NomadProvider {
     }
 
     async fn delete(&self, key: &FunctionKey) -> Result<(), ProviderError> {
-        if self.read(key).await?.is_none() {
+        let Some(facts) = self.read(key).await? else {
             self.untrack(key);
             return Err(ProviderError::NotFound(key.clone()));
-        }
+        };
         self.nomad
             .deregister(&self.job_id(key), true)
             .await
             .map_err(upstream)?;
         self.untrack(key);
-        self.remove_secret_copy(key).await;
+        // Only a function with secrets has a copy (a gateway token without `destroy` there is
+        // then never asked for it).
+        if !facts.spec.secrets.is_empty() {
+            self.remove_secret_copy(key).await;
+        }
         tracing::info!(function = %key, "function job purged");
         Ok(())
     }
