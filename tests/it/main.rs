@@ -34,6 +34,7 @@ mod namespaces;
 mod nomad_conformance;
 mod nomad_job_files;
 mod nomad_provider;
+mod nomad_secrets;
 mod nomad_tls;
 mod nomad_variables;
 mod prometheus;

@@ -88,7 +88,10 @@ prop_compose! {
         env_vars in nasty_map(),
         labels in nasty_map(),
         annotations in nasty_map(),
-        secrets in proptest::collection::vec(nasty_string(), 0..3),
+        secrets in proptest::collection::vec(
+            "[a-z0-9]{1,5}(-[a-z0-9]{1,5})?([.][a-z0-9]{1,5})?",
+            0..3,
+        ),
         constraint_values in proptest::collection::vec("[a-zA-Z0-9_.-]{1,10}", 1..3),
         limits in resources(),
         requests in resources(),
@@ -165,6 +168,11 @@ fn baseline(d: &FunctionDeployment) -> FunctionDeployment {
         limits: d.limits.clone(),
         requests: d.requests.clone(),
         read_only_root_filesystem: d.read_only_root_filesystem,
+        secrets: if d.secrets.is_empty() {
+            Vec::new()
+        } else {
+            vec!["s".into()]
+        },
         ..Default::default()
     }
 }
@@ -215,6 +223,7 @@ proptest! {
         let reserved = |k: &str| {
             (k == "fprocess" && !d.env_process.is_empty())
                 || (exec && (k == "port" || k == "bind_address"))
+                || (exec && !d.secrets.is_empty() && k == "secret_mount_path")
         };
         for (k, v) in d.env_vars.iter().flatten() {
             if !reserved(k) {
@@ -238,9 +247,44 @@ proptest! {
         // The driver is the one the rules pick, whatever the values say.
         prop_assert_eq!(task["Driver"].as_str(), Some(if exec { "exec" } else { "docker" }));
 
+        // One template per secret, naming it and only referencing the function's Variable.
+        let templates = task["Templates"].as_array().unwrap();
+        let names = render::secret_names(&d);
+        prop_assert_eq!(templates.len(), names.len());
+        let var = render::secrets_var_path(&key);
+        for (t, n) in templates.iter().zip(&names) {
+            let dest = format!("secrets/openfaas/{n}");
+            prop_assert_eq!(t["DestPath"].as_str(), Some(dest.as_str()));
+            let tmpl = t["EmbeddedTmpl"].as_str().unwrap();
+            prop_assert!(tmpl.contains(&format!("nomadVar \"{var}\"")), "{}", tmpl);
+            prop_assert!(tmpl.contains(&format!("index . \"{n}\"")), "{}", tmpl);
+        }
+
         // The structure does not depend on user values.
         let base = render_job(&baseline(&d), 1, &opts).unwrap();
         prop_assert_eq!(skeleton(parsed), skeleton(&base));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x005e_c2e7),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// A secret name reaches a consul-template string, so only valid names render.
+    #[test]
+    fn only_valid_secret_names_render(name in nasty_string()) {
+        let d = FunctionDeployment {
+            service: "f".into(),
+            image: "img".into(),
+            secrets: vec![name.clone()],
+            ..Default::default()
+        };
+        let valid = faasgate::control::secrets::validate_name(&name).is_ok();
+        prop_assert_eq!(render_job(&d, 1, &RenderOptions::default()).is_ok(), valid, "{:?}", name);
     }
 }
 
@@ -394,4 +438,34 @@ fn render_reports_unknown_functions() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"nope\""), "{err}");
+}
+
+#[test]
+fn render_shows_secret_templates_never_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("stack.yml");
+    std::fs::write(
+        &stack,
+        "version: 1.0\nprovider:\n  name: openfaas\nfunctions:\n  api:\n    image: ghcr.io/x/api:1\n    secrets:\n      - api-key\n",
+    )
+    .unwrap();
+    let out = run(&["render", "-f", stack.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let task = &body["Job"]["TaskGroups"][0]["Tasks"][0];
+    let var = render::secrets_var_path(&FunctionKey::new("api", "").unwrap());
+    assert_eq!(task["Templates"][0]["DestPath"], "secrets/openfaas/api-key");
+    assert_eq!(
+        task["Templates"][0]["EmbeddedTmpl"],
+        format!("{{{{ with nomadVar \"{var}\" }}}}{{{{ (index . \"api-key\").Value | base64Decode }}}}{{{{ end }}}}")
+    );
+    assert_eq!(
+        task["Config"]["mount"][0]["target"],
+        "/var/openfaas/secrets"
+    );
+    assert_eq!(task["Config"]["mount"][0]["readonly"], true);
 }

@@ -35,6 +35,18 @@
 //! `control::namespaces`), so every gateway of a cluster sees the same set; at start the
 //! namespaces of existing jobs are stored there too.
 //!
+//! Secrets: the source of truth is one Variable per secret (`control::secrets::nomad`,
+//! `faasgate/secrets/<namespace>/<name>`). A function's task cannot read those without an ACL
+//! policy per job, so the provider copies the secrets a function names into ONE Variable of
+//! its own, [`render::secrets_var_path`] (items: secret name → base64 of the value), which
+//! the job's templates read (`render`, Secrets). Deploy and update write it **before**
+//! registering the job (a secret that does not exist: 400 `unable to find secret: <name>`,
+//! nothing registered); delete removes it after the job; [`Provider::secret_updated`]
+//! rewrites it for every function of the namespace naming the secret. A copy whose items are
+//! unchanged is not rewritten (every write moves the `ModifyIndex`, which re-renders the
+//! templates and restarts the tasks). Writes use check-and-set with the index read, retried
+//! a few times when another gateway wrote meanwhile.
+//!
 //! Errors: Nomad's status and plain-text message reach the API caller as
 //! [`ProviderError::Upstream`]; an unreachable Nomad is 502, a timeout 504.
 
@@ -44,18 +56,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::logs;
 use super::render::{self, RenderError, RenderOptions};
 use super::scale_down;
-use crate::client::nomad::job_view;
+use crate::client::nomad::{job_view, DeleteOutcome, PutOutcome, VarPath};
 use crate::client::wire::nomad::{JobListStub, JobRegisterRequest, ScalingRequest, ScalingTarget};
+use crate::client::wire::variables::Items;
 use crate::client::{ClientError, ConsulSettings, NomadClient, NomadSettings, QueryOptions};
 use crate::control::cluster::Cluster;
 use crate::control::namespaces::{Namespaces, VariablesBackend};
 use crate::control::provider::{LogQuery, LogStream, Provider, ProviderError};
+use crate::control::secrets::nomad::NomadSecretStore;
+use crate::control::secrets::{SecretError, SecretStore};
 use crate::dataplane::Routes;
 use crate::discovery::watch::Backoff;
 use crate::discovery::{
@@ -99,7 +116,12 @@ pub(crate) struct NomadProvider {
     reconciler: Mutex<Option<JoinHandle<()>>>,
     /// The managed namespaces, one Nomad Variable each (`control::namespaces`).
     namespaces: Namespaces,
+    /// The secrets, one Nomad Variable each (`control::secrets::nomad`).
+    secrets: NomadSecretStore,
 }
+
+/// How many times a function's secrets copy is written when other writers keep winning.
+const SECRET_COPY_ATTEMPTS: usize = 4;
 
 /// A function this gateway routes to.
 struct Tracked {
@@ -175,6 +197,7 @@ impl NomadProvider {
             "nomad provider"
         );
         let namespaces = Namespaces::new(Box::new(VariablesBackend::new(nomad.clone())));
+        let secrets = NomadSecretStore::new(nomad.clone());
         let provider = Arc::new(NomadProvider {
             nomad,
             catalog,
@@ -184,6 +207,7 @@ impl NomadProvider {
             functions: Mutex::new(BTreeMap::new()),
             reconciler: Mutex::new(None),
             namespaces,
+            secrets,
         });
         match provider
             .nomad
@@ -241,6 +265,92 @@ impl NomadProvider {
             meta.insert(render::meta::CREATED.into(), Value::String(created.into()));
         }
         Ok(job)
+    }
+
+    /// Writes the copy of `spec`'s secrets its task reads ([`render::secrets_var_path`]):
+    /// one item per secret, the value in base64. A secret that does not exist is a 400
+    /// `unable to find secret: <name>` unless `keep_missing` (a secret update fanning out:
+    /// the copy keeps what it held for a secret deleted since). Skips the write when the
+    /// items are unchanged. A function without secrets has no copy (not written here).
+    async fn write_secret_copy(
+        &self,
+        key: &FunctionKey,
+        spec: &FunctionDeployment,
+        keep_missing: bool,
+    ) -> Result<(), ProviderError> {
+        let names = render::secret_names(spec);
+        if names.is_empty() {
+            return Ok(());
+        }
+        let path = secret_copy_path(key)?;
+        let mut current = self.nomad.var_read(&path).await.map_err(upstream)?;
+        let mut items = Items::new();
+        for name in &names {
+            match self.secrets.read(key.namespace(), name).await {
+                Ok(v) => {
+                    items.insert(name.clone(), STANDARD.encode(v.as_bytes()));
+                }
+                Err(SecretError::NotFound { .. } | SecretError::InvalidName(_)) if keep_missing => {
+                    if let Some(old) = current.as_ref().and_then(|c| c.items.get(name)) {
+                        items.insert(name.clone(), old.clone());
+                    }
+                    tracing::warn!(function = %key, secret = %name, "secret named by the function no longer exists; its copy keeps the last value");
+                }
+                Err(SecretError::NotFound { .. } | SecretError::InvalidName(_)) => {
+                    return Err(ProviderError::Invalid(format!(
+                        "unable to find secret: {name}"
+                    )))
+                }
+                Err(e) => return Err(ProviderError::Backend(e.to_string())),
+            }
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..SECRET_COPY_ATTEMPTS {
+            let cas = match &current {
+                Some(c) if c.items == items => return Ok(()),
+                Some(c) => c.meta.modify_index,
+                None => 0,
+            };
+            match self
+                .nomad
+                .var_put(&path, &items, Some(cas))
+                .await
+                .map_err(upstream)?
+            {
+                PutOutcome::Written(_) => {
+                    tracing::info!(function = %key, variable = %path.as_str(), secrets = items.len(), "function secrets copied");
+                    return Ok(());
+                }
+                PutOutcome::Conflict(_) => {
+                    current = self.nomad.var_read(&path).await.map_err(upstream)?;
+                }
+            }
+        }
+        Err(ProviderError::Upstream {
+            status: 409,
+            message: format!("the secrets of {key} changed meanwhile; retry"),
+        })
+    }
+
+    /// Removes a function's secrets copy (absent: nothing to do). Failures are logged: the
+    /// copy of a function that is gone holds values nobody reads, and the next deploy of the
+    /// name rewrites it.
+    async fn remove_secret_copy(&self, key: &FunctionKey) {
+        let path = match secret_copy_path(key) {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        match self.nomad.var_delete(&path, None).await {
+            Ok(DeleteOutcome::Deleted) => {}
+            Ok(DeleteOutcome::Conflict(_)) => {
+                tracing::warn!(function = %key, variable = %path.as_str(), "secrets copy is locked; left in place")
+            }
+            Err(e) => {
+                tracing::warn!(function = %key, variable = %path.as_str(), error = %e, "cannot remove the secrets copy")
+            }
+        }
     }
 
     /// Reads a live function job: `None` when absent, stopped or not a function job.
@@ -460,14 +570,23 @@ impl Provider for NomadProvider {
         if self.read(&key).await?.is_some() {
             return Err(ProviderError::AlreadyExists(key));
         }
-        let resp = self
+        self.write_secret_copy(&key, &spec, false).await?;
+        let resp = match self
             .nomad
             .register(&JobRegisterRequest {
                 job: job.clone(),
                 ..Default::default()
             })
             .await
-            .map_err(upstream)?;
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if !spec.secrets.is_empty() {
+                    self.remove_secret_copy(&key).await;
+                }
+                return Err(upstream(e));
+            }
+        };
         tracing::info!(function = %key, job = %self.job_id(&key), replicas = count, eval = %resp.eval_id, "function job registered");
         match facts_of(&job) {
             Some((_, mut f)) => {
@@ -491,6 +610,7 @@ impl Provider for NomadProvider {
             current.count,
             &created_at(&current).unwrap_or_default(),
         )?;
+        self.write_secret_copy(&key, &spec, false).await?;
         let resp = self
             .nomad
             .register(&JobRegisterRequest {
@@ -501,6 +621,9 @@ impl Provider for NomadProvider {
             .await
             .map_err(upstream)?;
         tracing::info!(function = %key, replicas = current.count, eval = %resp.eval_id, "function job updated");
+        if spec.secrets.is_empty() && !current.spec.secrets.is_empty() {
+            self.remove_secret_copy(&key).await;
+        }
         if let Some((_, mut f)) = facts_of(&job) {
             f.count = current.count;
             f.job_modify_index = resp.job_modify_index;
@@ -510,15 +633,20 @@ impl Provider for NomadProvider {
     }
 
     async fn delete(&self, key: &FunctionKey) -> Result<(), ProviderError> {
-        if self.read(key).await?.is_none() {
+        let Some(facts) = self.read(key).await? else {
             self.untrack(key);
             return Err(ProviderError::NotFound(key.clone()));
-        }
+        };
         self.nomad
             .deregister(&self.job_id(key), true)
             .await
             .map_err(upstream)?;
         self.untrack(key);
+        // Only a function with secrets has a copy (a gateway token without `destroy` there is
+        // then never asked for it).
+        if !facts.spec.secrets.is_empty() {
+            self.remove_secret_copy(key).await;
+        }
         tracing::info!(function = %key, "function job purged");
         Ok(())
     }
@@ -627,6 +755,26 @@ impl Provider for NomadProvider {
 
     fn namespace_store(&self) -> Option<&Namespaces> {
         Some(&self.namespaces)
+    }
+
+    fn secrets(&self) -> Option<&dyn SecretStore> {
+        Some(&self.secrets)
+    }
+
+    /// Rewrites the secrets copy of every function of `namespace` naming `name`; their
+    /// templates re-render and restart the tasks (`ChangeMode` restart).
+    async fn secret_updated(&self, namespace: &str, name: &str) -> Result<(), ProviderError> {
+        let mut first_error = None;
+        for (key, facts) in self.live_jobs().await? {
+            if key.namespace() != namespace || !facts.spec.secrets.iter().any(|s| s == name) {
+                continue;
+            }
+            if let Err(e) = self.write_secret_copy(&key, &facts.spec, true).await {
+                tracing::warn!(function = %key, secret = %name, error = %e, "cannot copy an updated secret");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     async fn occupied_namespaces(&self) -> Result<BTreeMap<String, Vec<String>>, ProviderError> {
@@ -846,6 +994,11 @@ fn facts_of(job: &Value) -> Option<(FunctionKey, JobFacts)> {
             job_modify_index: view.job_modify_index,
         },
     ))
+}
+
+/// The path of a function's secrets copy.
+fn secret_copy_path(key: &FunctionKey) -> Result<VarPath, ProviderError> {
+    VarPath::new(render::secrets_var_path(key)).map_err(|e| ProviderError::Backend(e.to_string()))
 }
 
 /// Sets `Provider` on every service of the job (group and task level).

@@ -32,6 +32,7 @@
 //! | `resources` | `{"CPU","MemoryMB"[,"MemoryMaxMB"]}` ([`super::resources`]) |
 //! | `service_meta` | `{"faasgate_function": name, "faasgate_namespace": namespace}` (Consul-valid keys) |
 //! | `image`, `watchdog_path` | strings |
+//! | `templates` | the task's `Templates` array: one per secret (see Secrets); required when the function has secrets |
 //!
 //! ## Drivers
 //! `docker` when the function has an image and no `com.faasgate.driver` annotation: config
@@ -48,6 +49,20 @@
 //! *known* runtime variables (`${NOMAD_...}`, `${attr...}`, `${meta...}`) in task env values
 //! when the task starts; that is Nomad's runtime feature, not job structure, and it has no
 //! escape syntax, so a user value containing such a reference reaches the process resolved.
+//!
+//! ## Secrets
+//! A function's secrets reach its task as files rendered by Nomad from ONE Variable per
+//! function, [`secrets_var_path`] (`faasgate/function-secrets/<service name>`), whose items
+//! are secret name → base64 of the value; the provider writes it (`super::provider`). Per
+//! secret `<name>` the task gets a template (`Templates[]`, Nomad's JSON field names):
+//! `DestPath` `secrets/openfaas/<name>`, `EmbeddedTmpl`
+//! `{{ with nomadVar "<path>" }}{{ (index . "<name>").Value | base64Decode }}{{ end }}`
+//! (inline, so no newline is added: the file holds the exact bytes), `ChangeMode`
+//! `restart`, `Splay` 5 s, `Perms` `0400`, `ErrMissingKey` true. The job holds references
+//! only, never a value. docker tasks get a read-only bind `mount` of the task-relative
+//! `secrets/openfaas` at `/var/openfaas/secrets`; exec/raw_exec tasks get the env var
+//! `secret_mount_path=${NOMAD_SECRETS_DIR}/openfaas` (the name the local provider's folder
+//! mode and OpenFaaS's go-sdk use).
 //!
 //! ## Meta key scheme
 //! Nomad job meta is `map[string]string`; its JSON API takes any key (dots and slashes
@@ -102,6 +117,15 @@ pub mod meta {
     pub const ANNOTATION_PREFIX: &str = "faasgate.annotation.";
 }
 
+/// Where a function's secrets are copied for its task (one Variable per function).
+pub const FUNCTION_SECRETS_VAR_PREFIX: &str = "faasgate/function-secrets/";
+/// Where secret files appear in an OpenFaaS function's container.
+pub const SECRETS_MOUNT_TARGET: &str = "/var/openfaas/secrets";
+/// The task-relative directory the templates render into.
+pub const SECRETS_TASK_DIR: &str = "secrets/openfaas";
+/// How long Nomad waits (at random, up to) before restarting a task on a secret change.
+const SECRET_SPLAY_NS: u64 = 5_000_000_000;
+
 /// Service meta keys (Consul accepts only `[A-Za-z0-9_-]` in service meta keys).
 pub(crate) mod service_meta {
     pub(crate) const FUNCTION: &str = "faasgate_function";
@@ -113,6 +137,10 @@ pub mod env {
     pub const FPROCESS: &str = "fprocess";
     pub const PORT: &str = "port";
     pub const BIND_ADDRESS: &str = "bind_address";
+    /// The directory of the secret files, for exec/raw_exec tasks.
+    pub const SECRET_MOUNT_PATH: &str = "secret_mount_path";
+    /// `NOMAD_SECRETS_DIR`'s sub-directory the secret templates render into.
+    pub(crate) const SECRET_MOUNT_PATH_VALUE: &str = "${NOMAD_SECRETS_DIR}/openfaas";
     /// Nomad's runtime interpolation of the group port and its host IP.
     pub(crate) const NOMAD_PORT_HTTP: &str = "${NOMAD_PORT_http}";
     pub(crate) const NOMAD_IP_HTTP: &str = "${NOMAD_IP_http}";
@@ -185,6 +213,7 @@ struct Values {
     resources: Value,
     image: String,
     watchdog_path: String,
+    templates: Vec<Value>,
 }
 
 /// What the walk saw of the required markers.
@@ -194,6 +223,7 @@ struct Seen {
     meta_at_meta: bool,
     count_group: Option<usize>,
     count_uses: usize,
+    templates_uses: usize,
 }
 
 static DEFAULT_TEMPLATE_JSON: LazyLock<Value> = LazyLock::new(|| {
@@ -294,6 +324,13 @@ pub fn render_job(
             RenderError::Template(format!("TaskGroups[{group}] needs a string \"Name\""))
         })?
         .to_string();
+    if !values.templates.is_empty() && seen.templates_uses == 0 {
+        return Err(RenderError::Template(
+            "the function has secrets, but no task has \"Templates\": \"{{faasgate.templates}}\" \
+             (the secret files are rendered by those templates)"
+                .into(),
+        ));
+    }
     if let Some(Value::Object(m)) = job.get_mut("Meta") {
         m.insert(meta::GROUP.into(), Value::String(group_name));
     }
@@ -377,6 +414,35 @@ pub fn spec_from_job(job: &Value) -> Option<FunctionDeployment> {
     serde_json::from_str(s).ok()
 }
 
+/// The Variable a function's task reads its secrets from (see Secrets in the module doc):
+/// keyed by the service name, which is unique per function and a valid Variable path
+/// segment (job IDs contain a `.`, which Variable paths do not allow).
+pub fn secrets_var_path(key: &FunctionKey) -> String {
+    format!("{FUNCTION_SECRETS_VAR_PREFIX}{}", service_name(key))
+}
+
+/// The `Templates` entry that writes secret `name` from `var_path` into the task.
+fn secret_template(var_path: &str, name: &str) -> Value {
+    json!({
+        "DestPath": format!("{SECRETS_TASK_DIR}/{name}"),
+        "EmbeddedTmpl": format!(
+            "{{{{ with nomadVar \"{var_path}\" }}}}{{{{ (index . \"{name}\").Value | base64Decode }}}}{{{{ end }}}}"
+        ),
+        "ChangeMode": "restart",
+        "Splay": SECRET_SPLAY_NS,
+        "Perms": "0400",
+        "ErrMissingKey": true,
+    })
+}
+
+/// The secret names of a deployment, sorted, each once.
+pub fn secret_names(spec: &FunctionDeployment) -> Vec<String> {
+    let mut names = spec.secrets.clone();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// The function key in the job's meta.
 pub(crate) fn key_from_job(job: &Value) -> Option<FunctionKey> {
     let m = job_object(job)?.get("Meta")?;
@@ -442,12 +508,33 @@ impl Values {
         if !spec.env_process.is_empty() {
             env.insert(env::FPROCESS.into(), spec.env_process.clone().into());
         }
+        let secrets = secret_names(spec);
+        for name in &secrets {
+            crate::control::secrets::validate_name(name)
+                .map_err(|e| RenderError::Invalid(format!("secret {name:?}: {e}")))?;
+        }
+        let var_path = secrets_var_path(&key);
+        let templates: Vec<Value> = secrets
+            .iter()
+            .map(|n| secret_template(&var_path, n))
+            .collect();
         let task_config = match driver {
-            Driver::Docker => json!({
-                "image": spec.image,
-                "ports": [PORT_LABEL],
-                "readonly_rootfs": spec.read_only_root_filesystem,
-            }),
+            Driver::Docker => {
+                let mut c = json!({
+                    "image": spec.image,
+                    "ports": [PORT_LABEL],
+                    "readonly_rootfs": spec.read_only_root_filesystem,
+                });
+                if !secrets.is_empty() {
+                    c["mount"] = json!([{
+                        "type": "bind",
+                        "source": SECRETS_TASK_DIR,
+                        "target": SECRETS_MOUNT_TARGET,
+                        "readonly": true,
+                    }]);
+                }
+                c
+            }
             Driver::Exec | Driver::RawExec => {
                 let has_fprocess = env
                     .get(env::FPROCESS)
@@ -461,6 +548,12 @@ impl Values {
                 }
                 env.insert(env::PORT.into(), env::NOMAD_PORT_HTTP.into());
                 env.insert(env::BIND_ADDRESS.into(), env::NOMAD_IP_HTTP.into());
+                if !secrets.is_empty() {
+                    env.insert(
+                        env::SECRET_MOUNT_PATH.into(),
+                        env::SECRET_MOUNT_PATH_VALUE.into(),
+                    );
+                }
                 json!({ "command": opts.watchdog_path, "args": ["watchdog"] })
             }
         };
@@ -494,6 +587,7 @@ impl Values {
             resources,
             image: spec.image.clone(),
             watchdog_path: opts.watchdog_path.clone(),
+            templates,
         })
     }
 
@@ -525,6 +619,7 @@ impl Values {
             }),
             "image" => self.image.clone().into(),
             "watchdog_path" => self.watchdog_path.clone().into(),
+            "templates" => Value::Array(self.templates.clone()),
             other => {
                 return Err(RenderError::Template(format!(
                     "unknown marker \"{{{{faasgate.{other}}}}}\""
@@ -594,6 +689,7 @@ fn walk(
                     seen.count_group = Some(*i);
                 }
                 ("count", _) => seen.count_uses += 1,
+                ("templates", _) => seen.templates_uses += 1,
                 _ => {}
             }
             values.get(&name)
@@ -688,6 +784,88 @@ mod tests {
     #[test]
     fn default_template_renders() {
         check_options(&RenderOptions::default()).unwrap();
+    }
+
+    #[test]
+    fn secrets_render_as_templates_and_a_read_only_mount() {
+        let spec = FunctionDeployment {
+            secrets: vec!["db.password".into(), "api-key".into(), "api-key".into()],
+            ..echo()
+        };
+        let job = render_job(&spec, 1, &RenderOptions::default()).unwrap();
+        let task = &job["TaskGroups"][0]["Tasks"][0];
+        let var = secrets_var_path(&key("echo", ""));
+        assert!(var.starts_with("faasgate/function-secrets/fn-echo-openfaas-fn-"));
+        assert_eq!(
+            task["Templates"],
+            json!([
+                {"DestPath": "secrets/openfaas/api-key",
+                 "EmbeddedTmpl": format!("{{{{ with nomadVar \"{var}\" }}}}{{{{ (index . \"api-key\").Value | base64Decode }}}}{{{{ end }}}}"),
+                 "ChangeMode": "restart", "Splay": 5_000_000_000u64, "Perms": "0400",
+                 "ErrMissingKey": true},
+                {"DestPath": "secrets/openfaas/db.password",
+                 "EmbeddedTmpl": format!("{{{{ with nomadVar \"{var}\" }}}}{{{{ (index . \"db.password\").Value | base64Decode }}}}{{{{ end }}}}"),
+                 "ChangeMode": "restart", "Splay": 5_000_000_000u64, "Perms": "0400",
+                 "ErrMissingKey": true},
+            ])
+        );
+        // No newline after `{{ end }}`: the file holds the exact bytes.
+        assert!(task["Templates"][0]["EmbeddedTmpl"]
+            .as_str()
+            .unwrap()
+            .ends_with("{{ end }}"));
+        assert_eq!(
+            task["Config"]["mount"],
+            json!([{"type": "bind", "source": "secrets/openfaas",
+                    "target": "/var/openfaas/secrets", "readonly": true}])
+        );
+        assert!(task["Env"].get(env::SECRET_MOUNT_PATH).is_none());
+        // The variable path is one Nomad accepts (no dot, at most 128 bytes).
+        assert!(crate::client::nomad::VarPath::new(var).is_ok());
+
+        // Without secrets: an empty list, no mount.
+        let plain = render_job(&echo(), 1, &RenderOptions::default()).unwrap();
+        let task = &plain["TaskGroups"][0]["Tasks"][0];
+        assert_eq!(task["Templates"], json!([]));
+        assert!(task["Config"].get("mount").is_none());
+    }
+
+    #[test]
+    fn exec_secrets_are_named_in_the_environment() {
+        let spec = FunctionDeployment {
+            image: String::new(),
+            secrets: vec!["a".into()],
+            ..echo()
+        };
+        let job = render_job(&spec, 1, &RenderOptions::default()).unwrap();
+        let task = &job["TaskGroups"][0]["Tasks"][0];
+        assert_eq!(task["Driver"], "exec");
+        assert_eq!(
+            task["Env"]["secret_mount_path"],
+            "${NOMAD_SECRETS_DIR}/openfaas"
+        );
+        assert_eq!(task["Templates"][0]["DestPath"], "secrets/openfaas/a");
+        assert!(task["Config"].get("mount").is_none());
+    }
+
+    #[test]
+    fn a_template_without_the_templates_marker_refuses_secrets() {
+        let mut t: Value = serde_json::from_str(DEFAULT_TEMPLATE).unwrap();
+        t["Job"]["TaskGroups"][0]["Tasks"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("Templates");
+        let opts = RenderOptions {
+            template: Some(t),
+            ..RenderOptions::default()
+        };
+        assert!(render_job(&echo(), 1, &opts).is_ok());
+        let spec = FunctionDeployment {
+            secrets: vec!["a".into()],
+            ..echo()
+        };
+        let e = render_job(&spec, 1, &opts).unwrap_err().to_string();
+        assert!(e.contains("faasgate.templates"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Owns what every secret store shares: name validation (faasd's messages first, then the
 //! DNS-1123 subdomain rule faas-cli applies on its side), the value type and the store
 //! errors. Stores: [`local::LocalSecretStore`] (files under the data dir, the local
-//! provider's); a Nomad Variables store can implement the same trait.
+//! provider's) and [`nomad::NomadSecretStore`] (one Nomad Variable per secret, the Nomad
+//! provider's).
 //!
 //! Invariants:
 //! - A value never leaves a store except through [`SecretStore::read`], to the provider that
@@ -13,6 +14,7 @@
 //!   component: no `/`, no `..`, no leading dot, at most [`MAX_SECRET_NAME_LEN`] bytes.
 
 pub mod local;
+pub mod nomad;
 
 use std::fmt;
 
