@@ -576,12 +576,19 @@ async fn refused_scale_down_puts_drained_replicas_back() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("active deployment"), "{}", r.text());
-    assert!(gw
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("draining replicas before scale-down")));
+    // The log is read by a thread of its own: the line may arrive after the answer.
+    support::eventually(
+        Duration::from_secs(10),
+        "the drain before the scale-down logged",
+        || {
+            gw.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("draining replicas before scale-down"))
+        },
+    )
+    .await;
     let s = gw.status("echo").await;
     assert_eq!(
         (s["replicas"].as_u64(), s["availableReplicas"].as_u64()),
