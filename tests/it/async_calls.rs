@@ -284,13 +284,23 @@ async fn failing_calls_are_retried_then_buried_replayed_and_dropped() {
         3,
         "not delivered again after it succeeded"
     );
-    let m = gw.get("/metrics").await.text();
+    // The function logs a call before it answers; the dispatcher counts it after: poll.
+    let delivered =
+        r#"faasgate_async_delivered_total{function_name="flaky.openfaas-fn",code="200"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = gw.get("/metrics").await.text();
+        if support::metric_value(&m, delivered).is_some() {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{delivered} never counted:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let metric = |prefix: &str| support::metric_value(&m, prefix);
-    assert_eq!(
-        metric(r#"faasgate_async_delivered_total{function_name="flaky.openfaas-fn",code="200"}"#),
-        Some(1.0),
-        "{m}"
-    );
+    assert_eq!(metric(delivered), Some(1.0), "{m}");
     assert_eq!(
         metric(r#"faasgate_async_retries_total{function_name="flaky.openfaas-fn"}"#),
         Some(2.0)
@@ -487,7 +497,11 @@ async fn every_accepted_call_survives_a_kill_9_of_the_gateway() {
     let _ = gw.stop();
 
     let gw = Gateway::start_in(data.path(), &args, &[]);
-    gw.wait_available("sink", 1).await;
+    // Restored at whatever count the backlog had scaled it to.
+    gw.wait_status("sink", "a replica ready", |v| {
+        v["availableReplicas"].as_u64() >= Some(1)
+    })
+    .await;
     let duplicates = all_delivered(&log, "k-", CALLS, Duration::from_secs(300)).await;
     eprintln!(
         "async durability: {CALLS} accepted, gateway SIGKILLed after {killed_at} deliveries, \

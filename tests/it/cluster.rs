@@ -606,14 +606,18 @@ async fn a_gateway_alone_scales_an_rps_function_down_after_a_burst() {
     join_load(load).await;
     let n = double.scale_calls().len();
     let t = Instant::now();
+    // A scale-up the burst asked for may still land after it ended (a loaded machine): wait
+    // for a call below the highest count reached.
     support::eventually(
         Duration::from_secs(40),
         "a scale-down by the gateway alone",
-        || double.scale_calls().len() != n,
+        || {
+            let calls = double.scale_calls();
+            let top = calls.iter().filter_map(|c| c.count).max().unwrap_or(0);
+            calls[n..].iter().any(|c| c.count.is_some_and(|k| k < top))
+        },
     )
     .await;
-    let down = double.scale_calls().last().cloned().unwrap();
-    assert!(down.count < Some(3), "{down:?}");
     eprintln!(
         "cluster: a gateway alone scaled down {:?} after the burst",
         t.elapsed()
