@@ -1,7 +1,13 @@
 // k6 script for loadtest/run: GET, or METHOD=POST with a 1 KiB body, to URL; each VU loops
 // as fast as it can on its keep-alive connection. The runner reads the JSON summary written
 // by handleSummary (requests, failures, median / p99 / p99.9 of http_req_duration).
+// EXPECT=STATUS (the async case: 202) makes any other status a failed request (by default
+// only 4xx/5xx and no answer are).
 import http from 'k6/http';
+
+if (__ENV.EXPECT) {
+  http.setResponseCallback(http.expectedStatuses(Number(__ENV.EXPECT)));
+}
 
 const url = __ENV.URL;
 const method = __ENV.METHOD || 'GET';
