@@ -255,7 +255,8 @@ fn skeleton(v: &Value) -> Value {
     }
 }
 
-/// A plain function with the same driver, resources and constraint count as `d`.
+/// A plain function with the same driver, resources, and constraint and secret presence as
+/// `d`.
 fn baseline(d: &FunctionDeployment) -> FunctionDeployment {
     let driver = d
         .annotations
@@ -275,6 +276,13 @@ fn baseline(d: &FunctionDeployment) -> FunctionDeployment {
             Vec::new()
         } else {
             vec!["node.labels.zone == a".into()]
+        },
+        // Each secret is one template (and, for docker, one mount): the shape has one
+        // element of each however many there are.
+        secrets: if d.secrets.is_empty() {
+            Vec::new()
+        } else {
+            vec!["s".into()]
         },
         limits: d.limits.clone(),
         requests: d.requests.clone(),
@@ -347,7 +355,9 @@ fuzz_target!(|case: Case| {
             render::env::PORT,
             render::env::BIND_ADDRESS,
         ]
-        .contains(&k.as_str());
+        .contains(&k.as_str())
+            // Where a non-docker task finds its secrets, when it has any.
+            || (k == render::env::SECRET_MOUNT_PATH && !d.secrets.is_empty());
         assert!(user || ours, "Env key {k:?} from nowhere");
     }
 });
