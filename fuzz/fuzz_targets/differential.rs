@@ -35,8 +35,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use faasgate::http1::codec::{ChunkedDecoder, Decoded};
 use faasgate::dataplane::Routes;
+use faasgate::http1::codec::{ChunkedDecoder, Decoded};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -449,6 +449,17 @@ fn normalise(headers: &mut [(String, Vec<u8>)], input: &[u8], peer: &str) {
         };
         if mask {
             *value = b"<masked>".to_vec();
+        } else if name == "content-length"
+            && !value.is_empty()
+            && value.iter().all(u8::is_ascii_digit)
+        {
+            // The same length in other digits: the byte loop forwards the length it framed
+            // the body with (`0`), hyper the client's digits (`00`). Both say the same.
+            let digits = value
+                .iter()
+                .position(|&b| b != b'0')
+                .unwrap_or(value.len() - 1);
+            value.drain(..digits);
         }
     }
     headers.sort_by(|a, b| a.0.cmp(&b.0));

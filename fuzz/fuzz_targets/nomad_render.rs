@@ -14,11 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use arbitrary::{Arbitrary, Unstructured};
-use faasgate::model::types::{FunctionDeployment, FunctionResources};
 use faasgate::control::nomad::render::{
     self, group_count, job_id, render_job, spec_from_job, RenderOptions, DRIVER_ANNOTATION,
 };
 use faasgate::model::names::FunctionKey;
+use faasgate::model::types::{FunctionDeployment, FunctionResources};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 

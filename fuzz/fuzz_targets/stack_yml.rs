@@ -12,10 +12,10 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use faasgate::model::types::FunctionDeployment;
 use faasgate::control::nomad::render::{render_job, RenderOptions};
 use faasgate::model::names::FunctionKey;
 use faasgate::model::stack::parse_stack_in;
+use faasgate::model::types::FunctionDeployment;
 use libfuzzer_sys::fuzz_target;
 
 /// The scratch directory.
