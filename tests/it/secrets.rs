@@ -612,6 +612,16 @@ async fn functions_read_only_their_own(args: &[&str], tag: &str) -> Api {
     api
 }
 
+/// Waits (bounded) until `staging` holds `n` entries.
+async fn staged(staging: &Path, n: usize, what: &str) {
+    support::eventually(WAIT, what, || {
+        std::fs::read_dir(staging)
+            .map(|d| d.count() == n)
+            .unwrap_or(false)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_read_their_own_secrets_in_a_mount_namespace() {
     if !is_root() {
@@ -622,12 +632,7 @@ async fn functions_read_their_own_secrets_in_a_mount_namespace() {
     let api = functions_read_only_their_own(&["--secrets-isolation", "mount"], "mnt").await;
     // Staged copies leave the data dir once the replicas have their own.
     let staging = api.gw.data_dir.join("replica-secrets");
-    support::eventually(WAIT, "no staged copies left", || {
-        std::fs::read_dir(&staging)
-            .map(|d| d.count() == 0)
-            .unwrap_or(false)
-    })
-    .await;
+    staged(&staging, 0, "no staged copies left").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -641,12 +646,7 @@ async fn functions_read_their_own_secrets_in_a_private_folder() {
         .call("DELETE", "/system/functions", json!({"functionName": "fa"}))
         .await;
     assert_eq!(r.status, 202, "{}", r.text());
-    support::eventually(WAIT, "fa's folder removed", || {
-        std::fs::read_dir(&staging)
-            .map(|d| d.count() == 1)
-            .unwrap_or(false)
-    })
-    .await;
+    staged(&staging, 1, "fa's folder removed").await;
 }
 
 /// A secret update rolls the function that reads it: under a load loop, the new value is

@@ -41,6 +41,22 @@ pub enum SecretError {
     Backend(String),
 }
 
+impl SecretError {
+    pub fn not_found(namespace: &str, name: &str) -> Self {
+        Self::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    pub fn already_exists(namespace: &str, name: &str) -> Self {
+        Self::AlreadyExists {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
 /// A secret's bytes. Kept exactly as given (no newline added or trimmed). Never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretValue(Vec<u8>);

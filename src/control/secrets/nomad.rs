@@ -127,10 +127,9 @@ impl SecretStore for NomadSecretStore {
             .map_err(nomad_err)?
         {
             PutOutcome::Written(_) => Ok(()),
-            PutOutcome::Conflict(v) if v.meta.modify_index > 0 => Err(SecretError::AlreadyExists {
-                namespace: namespace.into(),
-                name: name.into(),
-            }),
+            PutOutcome::Conflict(v) if v.meta.modify_index > 0 => {
+                Err(SecretError::already_exists(namespace, name))
+            }
             PutOutcome::Conflict(_) => Err(changed(namespace, name)),
         }
     }
@@ -143,10 +142,7 @@ impl SecretStore for NomadSecretStore {
     ) -> Result<(), SecretError> {
         let path = Self::path(namespace, name)?;
         let Some(current) = self.nomad.var_read(&path).await.map_err(nomad_err)? else {
-            return Err(SecretError::NotFound {
-                namespace: namespace.into(),
-                name: name.into(),
-            });
+            return Err(SecretError::not_found(namespace, name));
         };
         let items = Self::items(value);
         if current.items == items {
@@ -166,10 +162,7 @@ impl SecretStore for NomadSecretStore {
 
     async fn delete(&self, namespace: &str, name: &str) -> Result<(), SecretError> {
         let path = Self::path(namespace, name)?;
-        let not_found = || SecretError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-        };
+        let not_found = || SecretError::not_found(namespace, name);
         let Some(current) = self.nomad.var_read(&path).await.map_err(nomad_err)? else {
             return Err(not_found());
         };
@@ -188,10 +181,7 @@ impl SecretStore for NomadSecretStore {
         let path = Self::path(namespace, name)?;
         match self.nomad.var_read(&path).await.map_err(nomad_err)? {
             Some(v) => Self::value(&v.items),
-            None => Err(SecretError::NotFound {
-                namespace: namespace.into(),
-                name: name.into(),
-            }),
+            None => Err(SecretError::not_found(namespace, name)),
         }
     }
 }
