@@ -59,6 +59,7 @@ pub mod env {
     pub const NOMAD_JOB_TEMPLATE: &str = "FAASGATE_NOMAD_JOB_TEMPLATE";
     pub const DISCOVERY: &str = "FAASGATE_DISCOVERY";
     pub const NOMAD_WATCHDOG_PATH: &str = "FAASGATE_NOMAD_WATCHDOG_PATH";
+    pub const NOMAD_UPDATE_DEADLINE: &str = "FAASGATE_NOMAD_UPDATE_DEADLINE";
     /// The standard Nomad client variables.
     pub const NOMAD_ADDR: &str = "NOMAD_ADDR";
     pub const NOMAD_TOKEN: &str = "NOMAD_TOKEN";

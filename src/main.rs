@@ -165,6 +165,11 @@ struct NomadArgs {
     #[arg(long = "nomad-watchdog-path", env = config::env::NOMAD_WATCHDOG_PATH, value_name = "PATH",
           default_value = faasgate::control::nomad::render::DEFAULT_WATCHDOG_PATH)]
     watchdog_path: String,
+    /// How long an update's new version has to become ready before it is abandoned (the old
+    /// version keeps serving; see docs/nomad.md, Updates).
+    #[arg(long = "nomad-update-deadline", env = config::env::NOMAD_UPDATE_DEADLINE,
+          value_name = "DURATION", default_value = "5m")]
+    update_deadline: String,
 }
 
 fn nomad_options(args: NomadArgs) -> anyhow::Result<faasgate::control::nomad::NomadOptions> {
@@ -183,6 +188,12 @@ fn nomad_options(args: NomadArgs) -> anyhow::Result<faasgate::control::nomad::No
         .filter(|d| !d.is_empty())
         .collect();
     opts.render.watchdog_path = args.watchdog_path;
+    opts.update_deadline =
+        config::parse_duration("--nomad-update-deadline", &args.update_deadline)?;
+    anyhow::ensure!(
+        opts.update_deadline >= std::time::Duration::from_secs(1),
+        "--nomad-update-deadline must be at least 1s"
+    );
     if let Some(path) = &args.job_template {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading --job-template {}", path.display()))?;

@@ -33,8 +33,10 @@ use thiserror::Error;
 use crate::client::settings::NomadSettings;
 use crate::client::transport::{encode, index_of, with_query, Transport, CALL_TIMEOUT};
 use crate::client::wire::nomad::{
-    Allocation, Evaluation, Job, JobDeregisterResponse, JobListStub, JobRegisterRequest,
-    JobRegisterResponse, JobScaleStatus, JobSummary, ScalingRequest, ServiceRegistration,
+    Allocation, Deployment, DeploymentFailRequest, DeploymentPromoteRequest,
+    DeploymentUpdateResponse, Evaluation, Job, JobDeregisterResponse, JobListStub,
+    JobRegisterRequest, JobRegisterResponse, JobRevertRequest, JobScaleStatus, JobSummary,
+    ScalingRequest, ServiceRegistration,
 };
 use crate::client::wire::variables::{Items, Variable, VariableLock, VariableMetadata};
 use crate::client::{ClientError, Indexed, QueryOptions};
@@ -305,6 +307,59 @@ impl NomadClient {
             .get_json(&path, Vec::new(), QueryOptions::default())
             .await?
             .value)
+    }
+
+    /// `GET /v1/job/:id/deployment`: the job's most recent deployment (`None`: it never had
+    /// one; Nomad answers 200 with `null`).
+    pub async fn latest_deployment(
+        &self,
+        job_id: &str,
+        q: QueryOptions,
+    ) -> Result<Indexed<Option<Deployment>>, ClientError> {
+        let path = format!("/v1/job/{}/deployment", encode(job_id));
+        self.get_json(&path, q.pairs(), q).await
+    }
+
+    /// `POST /v1/deployment/promote/:id` with `All`.
+    pub async fn promote_deployment(
+        &self,
+        id: &str,
+    ) -> Result<DeploymentUpdateResponse, ClientError> {
+        let path = format!("/v1/deployment/promote/{}", encode(id));
+        let req = DeploymentPromoteRequest {
+            deployment_id: id.to_string(),
+            all: true,
+        };
+        self.write_json(Method::POST, &path, Vec::new(), Some(&req))
+            .await
+    }
+
+    /// `POST /v1/deployment/fail/:id`.
+    pub async fn fail_deployment(&self, id: &str) -> Result<DeploymentUpdateResponse, ClientError> {
+        let path = format!("/v1/deployment/fail/{}", encode(id));
+        let req = DeploymentFailRequest {
+            deployment_id: id.to_string(),
+        };
+        self.write_json(Method::POST, &path, Vec::new(), Some(&req))
+            .await
+    }
+
+    /// `POST /v1/job/:id/revert`: registers version `to` again, as a new version, if the job
+    /// is still at `from`.
+    pub async fn revert_job(
+        &self,
+        job_id: &str,
+        to: u64,
+        from: u64,
+    ) -> Result<JobRegisterResponse, ClientError> {
+        let path = format!("/v1/job/{}/revert", encode(job_id));
+        let req = JobRevertRequest {
+            job_id: job_id.to_string(),
+            job_version: to,
+            enforce_prior_version: Some(from),
+        };
+        self.write_json(Method::POST, &path, Vec::new(), Some(&req))
+            .await
     }
 
     /// `GET /v1/job/:id/allocations` (no `AllocatedResources`; see the reference 6.6).

@@ -26,11 +26,15 @@
 //!   Once the stop is ordered ([`Publisher::commit_drain`]) an entry is forgotten when the
 //!   catalog no longer lists the instance (instance ids are allocation UUIDs, never reused);
 //!   if the stop is called off, [`Publisher::undrain`] puts the instances back.
+//! - **Canaries stay out until admitted.** An instance registered with the
+//!   [`CANARY_TAG`] (a Nomad canary of a function update: `control::nomad::rollout`) is
+//!   ready like any other but not in rotation until the rollout admits canaries
+//!   ([`Publisher::admit_canaries`]) or Nomad promotes it (its tags then lose the marker).
 
 pub(crate) mod probe;
 pub mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -55,12 +59,18 @@ pub enum DiscoveryKind {
     Consul,
 }
 
+/// The tag a function's canary instances carry (the service's `CanaryTags` hold it, its
+/// `Tags` do not).
+pub const CANARY_TAG: &str = "faasgate-canary";
+
 /// One instance of a service as the catalog lists it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Instance {
     /// The allocation ID when known (the replica's name in logs), else the registration ID.
     pub id: String,
     pub addr: SocketAddr,
+    /// Registered with [`CANARY_TAG`]: a canary of an update not promoted yet.
+    pub canary: bool,
 }
 
 /// A service catalog.
@@ -90,6 +100,10 @@ struct Published {
     replicas: Arc<[Arc<Replica>]>,
     /// Instance ids taken out of rotation ahead of a stop; `true` once the stop is ordered.
     draining: BTreeMap<String, bool>,
+    /// Instance ids the catalog lists as canaries ([`CANARY_TAG`]).
+    canaries: BTreeSet<String>,
+    /// Canaries are in rotation (a rollout switched to them).
+    admit_canaries: bool,
 }
 
 // === impl Catalog ===
@@ -142,6 +156,7 @@ impl Catalog {
                                 reg.alloc_id.clone()
                             },
                             addr,
+                            canary: reg.tags.iter().any(|t| t == CANARY_TAG),
                         }),
                         None => tracing::warn!(
                             service,
@@ -164,6 +179,7 @@ impl Catalog {
                         Some(addr) => out.push(Instance {
                             id: alloc_of_consul_id(&e.service.id).to_string(),
                             addr,
+                            canary: e.service.tags.iter().any(|t| t == CANARY_TAG),
                         }),
                         None => tracing::warn!(
                             service,
@@ -214,6 +230,8 @@ impl Publisher {
                 found: current.replicas.clone(),
                 replicas: current.replicas.clone(),
                 draining: BTreeMap::new(),
+                canaries: BTreeSet::new(),
+                admit_canaries: false,
             }),
         };
         p.publish(&p.lock());
@@ -313,6 +331,43 @@ impl Publisher {
         self.publish(&s);
     }
 
+    /// Records which listed instances are canaries (the catalog's whole answer); publishes
+    /// when that changes the rotation.
+    pub(crate) fn set_canaries(&self, listed: &[Instance]) {
+        let canaries: BTreeSet<String> = listed
+            .iter()
+            .filter(|i| i.canary)
+            .map(|i| i.id.clone())
+            .collect();
+        let mut s = self.lock();
+        if s.canaries == canaries {
+            return;
+        }
+        s.canaries = canaries;
+        s.rotate();
+        self.publish(&s);
+    }
+
+    /// Puts canaries in rotation (`true`) or keeps them out (`false`, the default).
+    pub(crate) fn admit_canaries(&self, admit: bool) {
+        let mut s = self.lock();
+        if s.admit_canaries == admit {
+            return;
+        }
+        s.admit_canaries = admit;
+        s.rotate();
+        self.publish(&s);
+    }
+
+    /// The ready instances: (canaries, the others), by instance id.
+    pub(crate) fn ready_split(&self) -> (Vec<String>, Vec<String>) {
+        let s = self.lock();
+        s.found
+            .iter()
+            .map(|r| r.id().to_string())
+            .partition(|id| s.canaries.contains(id))
+    }
+
     /// Instance ids now out of rotation ahead of a stop, sorted.
     #[cfg(test)]
     pub(crate) fn draining(&self) -> Vec<String> {
@@ -344,14 +399,17 @@ impl Publisher {
 // === impl Published ===
 
 impl Published {
-    /// Recomputes the replicas in rotation: those found, without the draining ones.
+    /// Recomputes the replicas in rotation: those found, without the draining ones and,
+    /// unless admitted, the canaries.
     fn rotate(&mut self) {
-        self.replicas = if self.draining.is_empty() {
+        let hold_canaries = !self.admit_canaries && !self.canaries.is_empty();
+        self.replicas = if self.draining.is_empty() && !hold_canaries {
             self.found.clone()
         } else {
             self.found
                 .iter()
                 .filter(|r| !self.draining.contains_key(r.id()))
+                .filter(|r| !hold_canaries || !self.canaries.contains(r.id()))
                 .cloned()
                 .collect()
         };
@@ -413,6 +471,7 @@ mod tests {
         Instance {
             id: id.into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            canary: false,
         }
     }
 

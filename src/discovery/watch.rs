@@ -151,6 +151,7 @@ async fn run(catalog: Arc<Catalog>, service: String, publisher: Arc<Publisher>, 
                     );
                 }
                 publisher.forget_gone(&answer.value);
+                publisher.set_canaries(&answer.value);
                 let mut changed = set.apply(&answer.value, catalog.needs_probe());
                 if set.has_pending() {
                     changed |= set.probe_pending().await;
@@ -324,6 +325,7 @@ mod tests {
         Instance {
             id: id.into(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            canary: false,
         }
     }
 

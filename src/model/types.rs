@@ -76,6 +76,21 @@ pub struct FunctionStatus {
     /// faasgate extension: live latency percentiles and demand from the data plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<FunctionStats>,
+    /// faasgate extension: an update in progress, or the last update that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateState>,
+}
+
+/// The `update` extension of [`FunctionStatus`] (Nomad provider).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateState {
+    /// `in-progress` (the previous version serves until the new one is ready) or `failed`
+    /// (the new version was abandoned; the previous one serves).
+    pub status: String,
+    /// What happened (for `failed`: why).
+    pub message: String,
+    /// When this state began (RFC 3339).
+    pub since: String,
 }
 
 /// The label every function carries with its own name (as faas-netes adds it).
@@ -122,6 +137,7 @@ impl FunctionStatus {
             available_replicas: counts.available,
             created_at,
             stats: None,
+            update: None,
         }
     }
 }

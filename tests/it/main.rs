@@ -36,6 +36,7 @@ mod nomad_job_files;
 mod nomad_provider;
 mod nomad_secrets;
 mod nomad_tls;
+mod nomad_updates;
 mod nomad_variables;
 mod prometheus;
 mod render;

@@ -54,6 +54,9 @@ use tokio::task::JoinSet;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
+#[path = "nomad_deployments.rs"]
+mod deployments;
+
 const NODE_ID: &str = "7406e90b-de16-d118-80fe-60d0f2730cb3";
 const NODE_NAME: &str = "double";
 const DC: &str = "dc1";
@@ -95,6 +98,8 @@ pub struct State {
     min_lock_ttl: Mutex<Duration>,
     /// Successful scale calls, in the order applied ([`NomadDouble::scale_calls`]).
     scale_calls: Mutex<Vec<ScaleCall>>,
+    /// When each allocation's stop was ordered ([`NomadDouble::stop_ordered_at`]).
+    stop_ordered: Mutex<BTreeMap<String, std::time::Instant>>,
 }
 
 #[derive(Default)]
@@ -112,11 +117,16 @@ struct Inner {
     vars: BTreeMap<(String, String), VarRec>,
     allocs: BTreeMap<String, AllocRec>,
     evals: u64,
+    /// Deployments by ID (`deployments`), and their table index.
+    deployments: BTreeMap<String, Value>,
+    deploy_idx: u64,
 }
 
 struct JobRec {
     job: Value,
     events: BTreeMap<String, Vec<Value>>,
+    /// Every version registered, oldest first (what `/revert` reads).
+    versions: Vec<Value>,
 }
 
 struct AllocRec {
@@ -144,6 +154,14 @@ struct AllocRec {
     services: Vec<ServiceRec>,
     check_passing: bool,
     stop: Option<watch::Sender<bool>>,
+    /// The deployment it was placed by (a canary), with its health verdict.
+    deployment: Option<String>,
+    canary: bool,
+    /// A canary whose deployment was promoted: it is one of the group's allocations now.
+    promoted: bool,
+    healthy: Option<bool>,
+    health_time: i64,
+    health_idx: u64,
 }
 
 impl AllocRec {
@@ -159,6 +177,9 @@ struct ServiceRec {
     id: String,
     name: String,
     tags: Vec<String>,
+    /// The service's `Tags`: what a canary registered with `CanaryTags` switches to when
+    /// promoted.
+    promoted_tags: Vec<String>,
     meta: Map<String, Value>,
     provider: String,
     create_index: u64,
@@ -217,6 +238,7 @@ impl NomadDouble {
             clock: Mutex::new(LockClock::new()),
             min_lock_ttl: Mutex::new(MIN_LOCK_TTL),
             scale_calls: Mutex::new(Vec::new()),
+            stop_ordered: Mutex::new(BTreeMap::new()),
         });
         let d = Arc::new(NomadDouble {
             state,
@@ -329,12 +351,19 @@ impl NomadDouble {
                     id: format!("_nomad-task-{id}-group-{job}-{name}-http"),
                     name: name.to_string(),
                     tags: Vec::new(),
+                    promoted_tags: Vec::new(),
                     meta: Map::new(),
                     provider: provider.into(),
                     create_index: idx,
                 }],
                 check_passing: true,
                 stop: None,
+                deployment: None,
+                canary: false,
+                promoted: false,
+                healthy: None,
+                health_time: 0,
+                health_idx: 0,
             },
         );
         i.allocs_idx = idx;
@@ -384,6 +413,31 @@ impl NomadDouble {
             .collect();
         v.sort_by_key(|a| a.create_index);
         v.iter().map(|a| a.id.clone()).collect()
+    }
+
+    /// Live allocations of a job (desired `run`) as `(ID, job version, canary)`, oldest first.
+    pub fn live_versions(&self, job_id: &str) -> Vec<(String, u64, bool)> {
+        let i = self.state.inner.lock().unwrap();
+        let mut v: Vec<&AllocRec> = i
+            .allocs
+            .values()
+            .filter(|a| a.job_id == job_id && a.desired == "run")
+            .collect();
+        v.sort_by_key(|a| a.create_index);
+        v.iter()
+            .map(|a| (a.id.clone(), a.job_version, a.canary && !a.promoted))
+            .collect()
+    }
+
+    /// When the stop of allocation `id` was ordered (None: never).
+    pub fn stop_ordered_at(&self, id: &str) -> Option<std::time::Instant> {
+        self.state.stop_ordered.lock().unwrap().get(id).copied()
+    }
+
+    /// The status of the job's latest deployment (None: it never had one).
+    pub fn latest_deployment_status(&self, job_id: &str) -> Option<String> {
+        let i = self.state.inner.lock().unwrap();
+        deployments::latest(&i, job_id).map(|d| d["Status"].as_str().unwrap_or("").to_string())
     }
 
     /// Live allocations of a job (not terminal) as `(name index, ID)`, highest index first:
@@ -665,6 +719,31 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             }
         }
         (["v1", "job", id, "summary"], &Method::GET) => summary(&state, id, &q).await,
+        (["v1", "job", id, "deployment"], &Method::GET) => {
+            deployments::job_deployments(&state, id, &q, false).await
+        }
+        (["v1", "job", id, "deployments"], &Method::GET) => {
+            deployments::job_deployments(&state, id, &q, true).await
+        }
+        (["v1", "job", id, "revert"], m) if m == Method::POST || m == Method::PUT => {
+            match read_body() {
+                Ok(b) => deployments::revert(&state, id, &b),
+                Err(r) => r,
+            }
+        }
+        (["v1", "deployment", "promote", id], m) if m == Method::POST || m == Method::PUT => {
+            match read_body() {
+                Ok(b) => deployments::promote(&state, id, &b),
+                Err(r) => r,
+            }
+        }
+        (["v1", "deployment", "fail", id], m) if m == Method::POST || m == Method::PUT => {
+            deployments::fail(&state, id)
+        }
+        (["v1", "deployment", "allocations", id], &Method::GET) => {
+            deployments::allocations(&state, id, &q).await
+        }
+        (["v1", "deployment", id], &Method::GET) => deployments::read(&state, id, &q).await,
         (["v1", "job", id, "allocations"], &Method::GET) => job_allocs(&state, id, &q).await,
         (["v1", "job", id, "services"], &Method::GET) => job_services(&state, id, &q).await,
         (["v1", "allocation", id], &Method::GET) => read_alloc(&state, id),
@@ -756,6 +835,13 @@ fn now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as i64
+}
+
+fn rfc3339_at(ns: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 fn rfc3339_now() -> String {
@@ -1118,12 +1204,23 @@ fn register(
         o.insert("StatusDescription".into(), json!(""));
         o.insert("NomadTokenID".into(), json!(""));
         o.insert("Dispatched".into(), json!(false));
-        let events = i
+        let (events, mut versions) = i
             .jobs
             .get(&id)
-            .map(|j| j.events.clone())
+            .filter(|j| j.job["CreateIndex"] == json!(create_index))
+            .map(|j| (j.events.clone(), j.versions.clone()))
             .unwrap_or_default();
-        i.jobs.insert(id.clone(), JobRec { job, events });
+        versions.push(job.clone());
+        // A new version ends the job's active deployment (a canary one starts in `schedule`).
+        deployments::cancel_older(&mut i, &id, None, deployments::NEWER_JOB);
+        i.jobs.insert(
+            id.clone(),
+            JobRec {
+                job,
+                events,
+                versions,
+            },
+        );
         i.jobs_idx = idx;
         i.summary_idx = idx;
         job_modify_index = idx;
@@ -1273,6 +1370,7 @@ fn deregister(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Res
             "KnownLeader": false, "NextToken": ""}),
         );
     }
+    deployments::cancel_older(&mut i, id, None, deployments::STOPPED_JOB);
     let idx = i.bump();
     if purge {
         i.jobs.remove(id);
@@ -1332,6 +1430,10 @@ fn scale(state: &Arc<State>, id: &str, body: Value, caller: &Caller) -> Response
     }
     let mut i = state.inner.lock().unwrap();
     let idx = i.index + 1;
+    let blocked = i
+        .jobs
+        .get(id)
+        .is_some_and(|r| deployments::blocks_scaling(&i, id, &r.job));
     let Some(rec) = i.jobs.get_mut(id) else {
         return text(StatusCode::NOT_FOUND, &format!("job \"{id}\" not found"));
     };
@@ -1361,6 +1463,12 @@ fn scale(state: &Arc<State>, id: &str, body: Value, caller: &Caller) -> Response
                     &format!("group count was greater than scaling policy maximum: {c} > {max}"),
                 );
             }
+        }
+        if blocked {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "job scaling blocked due to active deployment",
+            );
         }
         g["Count"] = json!(c);
         let v = rec.job["Version"].as_u64().unwrap_or(0) + 1;
@@ -1484,7 +1592,10 @@ fn alloc_stub(a: &AllocRec) -> Value {
             "LastRestart": ZERO_TIME, "StartedAt": a.started_at.as_deref().unwrap_or(ZERO_TIME),
             "FinishedAt": a.finished_at.as_deref().unwrap_or(ZERO_TIME),
             "TaskHandle": null, "Events": events}},
-        "DeploymentStatus": null, "FollowupEvalID": "", "NextAllocation": "",
+        "DeploymentStatus": a.deployment.as_ref().map(|_| json!({"Healthy": a.healthy,
+            "Timestamp": if a.healthy.is_some() { rfc3339_at(a.health_time) } else { ZERO_TIME.to_string() },
+            "Canary": a.canary, "ModifyIndex": a.health_idx})),
+        "FollowupEvalID": "", "NextAllocation": "",
         "RescheduleTracker": null,
         "PreemptedAllocations": null, "PreemptedByAllocation": "",
         "CreateIndex": a.create_index, "ModifyIndex": a.modify_index,
@@ -1571,30 +1682,69 @@ fn schedule(state: &Arc<State>, job_id: &str) {
             live.sort();
             let (old, mut current): (Vec<_>, Vec<_>) =
                 live.into_iter().partition(|a| a.2 != version);
-            to_stop.extend(old.into_iter().map(|a| a.1));
-            let stopped = highest_to_stop(&current, count);
+            // Canaries of an earlier deployment never promoted: always stopped.
+            let (stale, old): (Vec<_>, Vec<_>) = old
+                .into_iter()
+                .partition(|a| i.allocs.get(&a.1).is_some_and(|r| r.canary && !r.promoted));
+            to_stop.extend(stale.into_iter().map(|a| a.1));
+            // A canary strategy and a destructive change (or its deployment already there):
+            // the old allocations keep running beside canaries until promotion.
+            let strategy = deployments::canary_strategy(&job, g);
+            let deployment = match strategy {
+                Some(st) if !old.is_empty() || deployments::exists(&i, job_id, &job) => Some((
+                    st,
+                    deployments::ensure(&mut i, job_id, &job, &group, st, count as u64),
+                )),
+                _ => None,
+            };
+            let (target, placing) = match &deployment {
+                // Failed: the canaries stop, the old ones keep serving, nothing is placed.
+                Some((_, (_, _, true))) => {
+                    to_stop.extend(current.drain(..).map(|a| a.1));
+                    (0, None)
+                }
+                Some((st, (dep, false, false))) => (st.canary as usize, Some((dep.clone(), true))),
+                Some((_, (dep, true, false))) => {
+                    to_stop.extend(old.iter().map(|a| a.1.clone()));
+                    (count, Some((dep.clone(), false)))
+                }
+                None => {
+                    to_stop.extend(old.iter().map(|a| a.1.clone()));
+                    (count, None)
+                }
+            };
+            let stopped = highest_to_stop(&current, target);
             current.retain(|a| !stopped.contains(&a.1));
             to_stop.extend(stopped);
-            let used: BTreeSet<u64> = current.iter().map(|a| a.0).collect();
+            let mut used: BTreeSet<u64> = current.iter().map(|a| a.0).collect();
             let mut slot = 0;
-            for _ in current.len()..count {
-                while used.contains(&slot)
-                    || to_start
-                        .iter()
-                        .any(|(_, _, s, g2): &(String, Value, u64, String)| {
-                            *s == slot && *g2 == group
-                        })
-                {
+            for _ in current.len()..target {
+                while used.contains(&slot) {
                     slot += 1;
                 }
+                used.insert(slot);
                 let id = uuid();
-                to_start.push((id, g.clone(), slot, group.clone()));
+                to_start.push(Placement {
+                    id,
+                    group_json: g.clone(),
+                    slot,
+                    group: group.clone(),
+                    deployment: placing.clone(),
+                });
                 slot += 1;
             }
         }
         // Place: register the group's services before the task starts (as Nomad does).
-        for (id, g, slot, group) in &to_start {
+        for Placement {
+            id,
+            group_json: g,
+            slot,
+            group,
+            deployment,
+        } in &to_start
+        {
             let idx = i.bump();
+            let canary = deployment.as_ref().is_some_and(|d| d.1);
             let port = free_port();
             let task = g["Tasks"][0]["Name"].as_str().unwrap_or("task").to_string();
             let services: Vec<ServiceRec> = g["Services"]
@@ -1604,15 +1754,23 @@ fn schedule(state: &Arc<State>, job_id: &str) {
                 .map(|s| {
                     let name = s["Name"].as_str().unwrap_or("").to_string();
                     let label = s["PortLabel"].as_str().unwrap_or("http");
-                    ServiceRec {
-                        id: format!("_nomad-task-{id}-group-{group}-{name}-{label}"),
-                        name,
-                        tags: s["Tags"]
-                            .as_array()
+                    let list = |v: &Value| -> Vec<String> {
+                        v.as_array()
                             .into_iter()
                             .flatten()
                             .filter_map(|t| t.as_str().map(str::to_string))
-                            .collect(),
+                            .collect()
+                    };
+                    let tags = list(&s["Tags"]);
+                    ServiceRec {
+                        id: format!("_nomad-task-{id}-group-{group}-{name}-{label}"),
+                        name,
+                        tags: if canary && s["CanaryTags"].is_array() {
+                            list(&s["CanaryTags"])
+                        } else {
+                            tags.clone()
+                        },
+                        promoted_tags: tags,
                         meta: s["Meta"].as_object().cloned().unwrap_or_default(),
                         provider: s["Provider"]
                             .as_str()
@@ -1650,8 +1808,17 @@ fn schedule(state: &Arc<State>, job_id: &str) {
                     services,
                     check_passing: false,
                     stop: None,
+                    deployment: deployment.as_ref().map(|d| d.0.clone()),
+                    canary,
+                    promoted: false,
+                    healthy: None,
+                    health_time: 0,
+                    health_idx: 0,
                 },
             );
+            if let Some((dep, canary)) = deployment {
+                deployments::placed(&mut i, dep, group, id, *canary);
+            }
             i.allocs_idx = idx;
             i.summary_idx = idx;
             i.services_idx = idx;
@@ -1659,17 +1826,30 @@ fn schedule(state: &Arc<State>, job_id: &str) {
         }
     }
     stop_allocs(state, &to_stop);
-    for (id, g, _, _) in to_start {
-        tokio::spawn(run_alloc(state.clone(), id, g));
+    for p in to_start {
+        tokio::spawn(run_alloc(state.clone(), p.id, p.group_json));
     }
     state.notify();
 }
 
-/// A task group without its `Count`.
+/// An allocation `schedule` places: its group, name index and (a deployment's placement)
+/// the deployment and whether it is a canary.
+struct Placement {
+    id: String,
+    group_json: Value,
+    slot: u64,
+    group: String,
+    deployment: Option<(String, bool)>,
+}
+
+/// A task group without what changes in place (`Count`, `Update`, `Scaling`: Nomad's
+/// `tasksUpdated` does not look at them).
 fn group_spec(g: &Value) -> Value {
     let mut g = g.clone();
     if let Some(o) = g.as_object_mut() {
-        o.remove("Count");
+        for k in ["Count", "Update", "Scaling"] {
+            o.remove(k);
+        }
     }
     g
 }
@@ -1721,6 +1901,13 @@ fn stop_job_allocs(state: &Arc<State>, job_id: &str) {
 fn stop_allocs(state: &Arc<State>, ids: &[String]) {
     if ids.is_empty() {
         return;
+    }
+    {
+        let mut stops = state.stop_ordered.lock().unwrap();
+        let now = std::time::Instant::now();
+        for id in ids {
+            stops.entry(id.clone()).or_insert(now);
+        }
     }
     let mut i = state.inner.lock().unwrap();
     for id in ids {
@@ -1900,6 +2087,9 @@ async fn run_alloc(state: Arc<State>, id: String, group: Value) {
                     } else { false }
                 };
                 if changed { state.notify(); }
+                if ok {
+                    deployments::record_health(&state, &id, true);
+                }
             }
         }
     }
@@ -1946,6 +2136,7 @@ async fn run_alloc(state: Arc<State>, id: String, group: Value) {
         }
     });
     if !stopped {
+        deployments::record_health(&state, &id, false);
         // Crashed: the scheduler replaces it.
         {
             let mut i = state.inner.lock().unwrap();

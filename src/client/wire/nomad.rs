@@ -218,6 +218,42 @@ lenient! {
         pub modify_time: i64,
     }
 
+    /// `GET /v1/job/:id/deployment` (the latest; the body is `null` when there is none) and
+    /// `GET /v1/deployment/:id`.
+    pub struct Deployment {
+        #[serde(rename = "ID")]
+        pub id: String,
+        #[serde(rename = "JobID")]
+        pub job_id: String,
+        pub job_version: u64,
+        pub job_create_index: u64,
+        pub task_groups: BTreeMap<String, DeploymentState>,
+        /// `running|paused|failed|successful|cancelled|pending|blocked|unblocking|initializing`.
+        pub status: String,
+        pub status_description: String,
+        pub create_index: u64,
+        pub modify_index: u64,
+    }
+
+    /// One group of a [`Deployment`].
+    pub struct DeploymentState {
+        pub promoted: bool,
+        pub placed_canaries: Vec<String>,
+        pub desired_canaries: u64,
+        pub desired_total: u64,
+        pub placed_allocs: u64,
+        pub healthy_allocs: u64,
+        pub unhealthy_allocs: u64,
+    }
+
+    /// The answer of a deployment promote or fail (`DeploymentUpdateResponse`).
+    pub struct DeploymentUpdateResponse {
+        #[serde(rename = "EvalID")]
+        pub eval_id: String,
+        pub deployment_modify_index: u64,
+        pub index: u64,
+    }
+
     pub struct TaskState {
         pub state: String,
         pub failed: bool,
@@ -336,28 +372,6 @@ lenient! {
         pub modify_index: u64,
     }
 
-    /// `GET /v1/deployment/:id`, `/v1/job/:id/deployment(s)`.
-    pub struct Deployment {
-        #[serde(rename = "ID")]
-        pub id: String,
-        #[serde(rename = "JobID")]
-        pub job_id: String,
-        pub job_version: u64,
-        /// Active unless `failed`, `successful` or `cancelled`.
-        pub status: String,
-        pub status_description: String,
-        pub task_groups: BTreeMap<String, DeploymentState>,
-        pub create_index: u64,
-        pub modify_index: u64,
-    }
-
-    pub struct DeploymentState {
-        pub desired_total: i64,
-        pub placed_allocs: i64,
-        pub healthy_allocs: i64,
-        pub unhealthy_allocs: i64,
-    }
-
     /// `GET /v1/scaling/policy/:id` and `/v1/scaling/policies` elements.
     pub struct ScalingPolicy {
         #[serde(rename = "ID")]
@@ -471,4 +485,38 @@ mod tests {
             json!({"Target": {"Group": "fn"}, "Message": "", "Error": false, "PolicyOverride": false})
         );
     }
+}
+
+impl Deployment {
+    /// Nomad's `Active()`: not `failed`, `successful` or `cancelled`.
+    pub fn is_active(&self) -> bool {
+        !matches!(self.status.as_str(), "failed" | "successful" | "cancelled")
+    }
+}
+
+/// `POST /v1/deployment/promote/:id`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeploymentPromoteRequest {
+    #[serde(rename = "DeploymentID")]
+    pub deployment_id: String,
+    pub all: bool,
+}
+
+/// `POST /v1/deployment/fail/:id`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentFailRequest {
+    #[serde(rename = "DeploymentID")]
+    pub deployment_id: String,
+}
+
+/// `POST /v1/job/:id/revert`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct JobRevertRequest {
+    #[serde(rename = "JobID")]
+    pub job_id: String,
+    pub job_version: u64,
+    /// The revert happens only while the job is still at this version.
+    pub enforce_prior_version: Option<u64>,
 }

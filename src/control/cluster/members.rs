@@ -117,6 +117,7 @@ mod tests {
         Instance {
             id: id.into(),
             addr: addr.parse().unwrap(),
+            canary: false,
         }
     }
 

@@ -6,6 +6,8 @@
 //! - [`provider`]: the [`crate::control::Provider`] on the Nomad HTTP API (deploy, update,
 //!   scale, delete, list, status, namespaces) and the set of functions routed, kept in step
 //!   with Nomad; replicas come from [`crate::discovery`].
+//! - [`rollout`]: an update as a blue/green Nomad deployment whose switch the gateway makes
+//!   (no gap; a failed update leaves the old version serving).
 //! - [`scale_down`]: which allocations Nomad stops when a count drops (they leave rotation
 //!   and finish their requests before the scale call).
 //! - [`logs`]: Nomad's client logs API as OpenFaaS log lines.
@@ -15,6 +17,7 @@ pub(crate) mod logs;
 pub(crate) mod provider;
 pub mod render;
 pub mod resources;
+pub(crate) mod rollout;
 pub(crate) mod scale_down;
 
 pub use provider::NomadOptions;

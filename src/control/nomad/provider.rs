@@ -63,6 +63,7 @@ use tokio::task::JoinHandle;
 
 use super::logs;
 use super::render::{self, RenderError, RenderOptions};
+use super::rollout::{self, Outcome, Rollout};
 use super::scale_down;
 use crate::client::nomad::{job_view, DeleteOutcome, PutOutcome, VarPath};
 use crate::client::wire::nomad::{JobListStub, JobRegisterRequest, ScalingRequest, ScalingTarget};
@@ -80,7 +81,9 @@ use crate::discovery::{
 };
 use crate::model::names::FunctionKey;
 use crate::model::scale::ScaleSettings;
-use crate::model::types::{FunctionDeployment, FunctionStatus, ProviderInfo, VersionInfo};
+use crate::model::types::{
+    FunctionDeployment, FunctionStatus, ProviderInfo, UpdateState, VersionInfo,
+};
 
 /// How often a drain looks at the pending counts of the replicas it waits for.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -102,10 +105,14 @@ pub struct NomadOptions {
     pub(crate) reconcile_wait: Duration,
     /// Bound on waiting for the in-flight requests of replicas drained before a scale-down.
     pub drain_timeout: Duration,
+    /// How long an update's new version has to become ready ([`super::rollout`]).
+    pub update_deadline: Duration,
 }
 
 /// The provider; see the module doc.
 pub(crate) struct NomadProvider {
+    /// Itself, for the tasks it spawns (rollouts, deferred scales).
+    me: std::sync::Weak<NomadProvider>,
     nomad: Arc<NomadClient>,
     catalog: Arc<Catalog>,
     routes: Arc<Routes>,
@@ -132,7 +139,23 @@ struct Tracked {
     /// Scale calls begun; a drain whose call is no longer the latest gives up.
     scale_calls: AtomicU64,
     facts: Mutex<JobFacts>,
+    /// The update being rolled out, if any ([`super::rollout`]).
+    rollout: Mutex<Option<RolloutRun>>,
+    /// What `/system/function` says of updates: in progress, or the last one failed.
+    update_state: Mutex<Option<UpdateState>>,
+    /// The latest count asked for while Nomad refuses to scale (an active deployment),
+    /// applied when it ends.
+    pending_scale: Mutex<Option<u64>>,
+    /// A task applying `pending_scale` is running.
+    scale_waiter: std::sync::atomic::AtomicBool,
     _watch: WatchHandle,
+}
+
+/// An update in progress.
+struct RolloutRun {
+    /// The version that was serving before it (what a failure reverts to).
+    from: u64,
+    task: JoinHandle<()>,
 }
 
 /// What faasgate reads from a function's job.
@@ -144,6 +167,8 @@ struct JobFacts {
     service: String,
     task: String,
     submit_time: i64,
+    /// The job's `Version`.
+    version: u64,
     /// Meta `faasgate.created`: when the function was first deployed (None: a job from
     /// before faasgate kept it; its `SubmitTime` stands in).
     created: Option<String>,
@@ -168,6 +193,7 @@ impl NomadOptions {
             watch: WatchConfig::default(),
             reconcile_wait: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(60),
+            update_deadline: Duration::from_secs(300),
         }
     }
 }
@@ -198,7 +224,8 @@ impl NomadProvider {
         );
         let namespaces = Namespaces::new(Box::new(VariablesBackend::new(nomad.clone())));
         let secrets = NomadSecretStore::new(nomad.clone());
-        let provider = Arc::new(NomadProvider {
+        let provider = Arc::new_cyclic(|me| NomadProvider {
+            me: me.clone(),
             nomad,
             catalog,
             routes,
@@ -264,6 +291,7 @@ impl NomadProvider {
         if let Some(meta) = job.get_mut("Meta").and_then(Value::as_object_mut) {
             meta.insert(render::meta::CREATED.into(), Value::String(created.into()));
         }
+        rollout::add_canary_tags(&mut job);
         Ok(job)
     }
 
@@ -394,6 +422,10 @@ impl NomadProvider {
             scaling: tokio::sync::Mutex::new(()),
             scale_calls: AtomicU64::new(0),
             facts: Mutex::new(facts),
+            rollout: Mutex::new(None),
+            update_state: Mutex::new(None),
+            pending_scale: Mutex::new(None),
+            scale_waiter: std::sync::atomic::AtomicBool::new(false),
             _watch: watch,
         });
         functions.insert(key.clone(), t.clone());
@@ -511,6 +543,185 @@ impl NomadProvider {
         Ok(ids)
     }
 
+    /// Starts (or takes over) the rollout of version `to` of `key`; a rollout already running
+    /// for it is superseded, and the version it would revert to stays the one serving.
+    fn start_rollout(&self, key: &FunctionKey, tracked: &Arc<Tracked>, from: u64, to: u64) {
+        let mut slot = tracked.rollout.lock().expect("rollout mutex poisoned");
+        let from = match slot.take() {
+            Some(old) => {
+                old.task.abort();
+                old.from
+            }
+            None => from,
+        };
+        *tracked.update_state.lock().expect("update mutex poisoned") = Some(UpdateState {
+            status: "in-progress".into(),
+            message: format!(
+                "version {to} is starting beside version {from}, which serves until it is ready"
+            ),
+            since: rfc3339(time::OffsetDateTime::now_utc()),
+        });
+        let run = Rollout {
+            nomad: self.nomad.clone(),
+            publisher: tracked.publisher.clone(),
+            cluster: self.cluster.clone(),
+            key: key.clone(),
+            job_id: tracked.job_id.clone(),
+            from,
+            to,
+            deadline: self.opts.update_deadline,
+            drain_timeout: self.opts.drain_timeout,
+        };
+        let (me, key, tracked2) = (self.me.clone(), key.clone(), tracked.clone());
+        let task = tokio::spawn(async move {
+            let outcome = run.run().await;
+            if let Some(p) = me.upgrade() {
+                p.rollout_ended(&key, &tracked2, to, outcome).await;
+            }
+        });
+        *slot = Some(RolloutRun { from, task });
+    }
+
+    /// Records how the rollout of version `to` ended, drops its canary strategy (success),
+    /// and applies the count asked for meanwhile.
+    async fn rollout_ended(
+        &self,
+        key: &FunctionKey,
+        tracked: &Arc<Tracked>,
+        to: u64,
+        outcome: Outcome,
+    ) {
+        tracing::info!(function = %key, version = to, ?outcome, "update rollout ended");
+        let state = match &outcome {
+            Outcome::Promoted => {
+                if let Err(e) = self.drop_canary_strategy(key).await {
+                    tracing::warn!(function = %key, error = %e, "cannot remove the update strategy after the update");
+                }
+                None
+            }
+            Outcome::Failed(reason) => Some(UpdateState {
+                status: "failed".into(),
+                message: reason.clone(),
+                since: rfc3339(time::OffsetDateTime::now_utc()),
+            }),
+            // The newer rollout owns the state.
+            Outcome::Superseded => return,
+        };
+        tracked.publisher.admit_canaries(false);
+        *tracked.update_state.lock().expect("update mutex poisoned") = state;
+        tracked
+            .rollout
+            .lock()
+            .expect("rollout mutex poisoned")
+            .take();
+        if let Ok(Some(f)) = self.read(key).await {
+            self.track(key, f);
+        }
+        self.apply_pending_scale(key, tracked);
+    }
+
+    /// Registers the job again with the template's own update strategy (no canaries), so
+    /// that later scale calls start no deployment; the rest of the spec is unchanged, so
+    /// Nomad updates the allocations in place.
+    async fn drop_canary_strategy(&self, key: &FunctionKey) -> Result<(), ProviderError> {
+        let Some(current) = self.read(key).await? else {
+            return Ok(());
+        };
+        let job = self.render(
+            &current.spec,
+            current.count,
+            &created_at(&current).unwrap_or_default(),
+        )?;
+        self.nomad
+            .register(&JobRegisterRequest {
+                job,
+                preserve_counts: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(upstream)?;
+        Ok(())
+    }
+
+    /// Keeps `replicas` as the count to apply once Nomad accepts scale calls again (the
+    /// rollout ends, or another gateway's deployment does), and makes sure a task applies it.
+    fn defer_scale(&self, key: &FunctionKey, tracked: &Arc<Tracked>, replicas: u64) {
+        *tracked
+            .pending_scale
+            .lock()
+            .expect("pending mutex poisoned") = Some(replicas);
+        tracing::info!(function = %key, replicas, "scale deferred until the update's deployment ends");
+        if tracked
+            .rollout
+            .lock()
+            .expect("rollout mutex poisoned")
+            .is_none()
+        {
+            self.apply_pending_scale(key, tracked);
+        }
+    }
+
+    /// Applies the deferred count once no deployment of the job is active (one task per
+    /// function at a time; a newer deferred count replaces an older one).
+    fn apply_pending_scale(&self, key: &FunctionKey, tracked: &Arc<Tracked>) {
+        if tracked.scale_waiter.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (me, key, tracked) = (self.me.clone(), key.clone(), tracked.clone());
+        tokio::spawn(async move {
+            let mut index = 0;
+            loop {
+                let Some(p) = me.upgrade() else { return };
+                if tracked
+                    .rollout
+                    .lock()
+                    .expect("rollout mutex poisoned")
+                    .is_some()
+                {
+                    // The rollout applies it when it ends.
+                    break;
+                }
+                let q = if index == 0 {
+                    QueryOptions::default()
+                } else {
+                    QueryOptions::blocking(index, Duration::from_secs(5))
+                };
+                match p.nomad.latest_deployment(&tracked.job_id, q).await {
+                    Ok(r) if r.value.as_ref().is_some_and(|d| d.is_active()) => {
+                        index = r.index.max(1);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => break,
+                    Err(_) => {
+                        index = 0;
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                }
+                let Some(n) = tracked
+                    .pending_scale
+                    .lock()
+                    .expect("pending mutex poisoned")
+                    .take()
+                else {
+                    break;
+                };
+                tracked.scale_waiter.store(false, Ordering::SeqCst);
+                match p.scale(&key, n).await {
+                    Ok(()) => {
+                        tracing::info!(function = %key, replicas = n, "deferred scale applied")
+                    }
+                    Err(e) => {
+                        tracing::warn!(function = %key, replicas = n, error = %e, "deferred scale failed")
+                    }
+                }
+                return;
+            }
+            tracked.scale_waiter.store(false, Ordering::SeqCst);
+        });
+    }
+
     /// Puts `drained` back in rotation, here and at the other gateways: the scale call they
     /// were drained for will not be made.
     async fn put_back(&self, key: &FunctionKey, tracked: &Tracked, drained: &[String]) {
@@ -522,14 +733,17 @@ impl NomadProvider {
     }
 
     fn status_of(&self, key: &FunctionKey, facts: &JobFacts) -> FunctionStatus {
-        let (available, invocations) = match self.lock().get(key) {
+        let tracked = self.lock().get(key).cloned();
+        let (available, invocations) = match &tracked {
             Some(t) => (
                 t.publisher.available(),
                 t.publisher.handle().metrics.codes.total(),
             ),
             None => (0, 0),
         };
-        status(key, facts, available, invocations)
+        let mut st = status(key, facts, available, invocations);
+        st.update = tracked.and_then(|t| t.update_state.lock().expect("update mutex").clone());
+        st
     }
 
     /// The live function jobs, read from Nomad, tracking any not yet tracked.
@@ -605,11 +819,22 @@ impl Provider for NomadProvider {
             .read(&key)
             .await?
             .ok_or_else(|| ProviderError::NotFound(key.clone()))?;
-        let job = self.render(
+        let mut job = self.render(
             &spec,
             current.count,
             &created_at(&current).unwrap_or_default(),
         )?;
+        // With replicas running, the new version is rolled out beside them (`rollout`).
+        let roll = current.count > 0;
+        if roll {
+            rollout::set_group_update(
+                &mut job,
+                Some(&rollout::canary_update(
+                    current.count,
+                    self.opts.update_deadline,
+                )),
+            );
+        }
         self.write_secret_copy(&key, &spec, false).await?;
         let resp = self
             .nomad
@@ -620,14 +845,20 @@ impl Provider for NomadProvider {
             })
             .await
             .map_err(upstream)?;
-        tracing::info!(function = %key, replicas = current.count, eval = %resp.eval_id, "function job updated");
+        tracing::info!(function = %key, replicas = current.count, eval = %resp.eval_id, rolling = roll, "function job updated");
         if spec.secrets.is_empty() && !current.spec.secrets.is_empty() {
             self.remove_secret_copy(&key).await;
         }
-        if let Some((_, mut f)) = facts_of(&job) {
-            f.count = current.count;
-            f.job_modify_index = resp.job_modify_index;
-            self.track(&key, f);
+        let Some((_, mut f)) = facts_of(&job) else {
+            return Ok(());
+        };
+        f.count = current.count;
+        f.job_modify_index = resp.job_modify_index;
+        f.version = current.version + 1;
+        let to = f.version;
+        let tracked = self.track(&key, f);
+        if roll {
+            self.start_rollout(&key, &tracked, current.version, to);
         }
         Ok(())
     }
@@ -674,6 +905,15 @@ impl Provider for NomadProvider {
         };
         let count = i64::try_from(replicas)
             .map_err(|_| ProviderError::Invalid(format!("replicas {replicas} is too large")))?;
+        if tracked
+            .rollout
+            .lock()
+            .expect("rollout mutex poisoned")
+            .is_some()
+        {
+            self.defer_scale(key, &tracked, replicas);
+            return Ok(());
+        }
         let call = tracked.scale_calls.fetch_add(1, Ordering::SeqCst) + 1;
         let _one_at_a_time = tracked.scaling.lock().await;
         let facts = tracked.facts();
@@ -729,6 +969,10 @@ impl Provider for NomadProvider {
             Err(e) if e.is_not_found() => {
                 self.untrack(key);
                 Err(ProviderError::NotFound(key.clone()))
+            }
+            Err(e) if is_blocked_by_deployment(&e) => {
+                self.defer_scale(key, &tracked, replicas);
+                Ok(())
             }
             Err(e) => Err(upstream(e)),
         }
@@ -986,6 +1230,7 @@ fn facts_of(job: &Value) -> Option<(FunctionKey, JobFacts)> {
             service,
             task,
             submit_time: view.submit_time,
+            version: job.get("Version").and_then(Value::as_u64).unwrap_or(0),
             created: job
                 .get("Meta")
                 .and_then(|m| m.get(render::meta::CREATED))
@@ -994,6 +1239,11 @@ fn facts_of(job: &Value) -> Option<(FunctionKey, JobFacts)> {
             job_modify_index: view.job_modify_index,
         },
     ))
+}
+
+/// Nomad's refusal of a scale call while a deployment of the job is active.
+fn is_blocked_by_deployment(e: &ClientError) -> bool {
+    matches!(e, ClientError::Status { status: 400, message, .. } if message.contains("scaling blocked due to active deployment"))
 }
 
 /// The path of a function's secrets copy.
