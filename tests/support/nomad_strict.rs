@@ -773,11 +773,7 @@ fn task_group() -> Ty {
                 "EphemeralDisk",
                 st(
                     "EphemeralDisk",
-                    vec![
-                        ("Sticky", Ty::Bool),
-                        ("Migrate", Ty::Bool),
-                        ("SizeMB", INT),
-                    ],
+                    vec![("Sticky", Ty::Bool), ("Migrate", Ty::Bool), ("SizeMB", INT)],
                 ),
             ),
             ("Update", update_strategy()),
@@ -873,11 +869,7 @@ fn networks() -> Ty {
 fn check_restart() -> Ty {
     st(
         "CheckRestart",
-        vec![
-            ("Limit", INT),
-            ("Grace", DUR),
-            ("IgnoreWarnings", Ty::Bool),
-        ],
+        vec![("Limit", INT), ("Grace", DUR), ("IgnoreWarnings", Ty::Bool)],
     )
 }
 
@@ -1090,11 +1082,7 @@ fn task() -> Ty {
                     "[]*api.Action",
                     st(
                         "Action",
-                        vec![
-                            ("Name", Ty::Str),
-                            ("Command", Ty::Str),
-                            ("Args", strings()),
-                        ],
+                        vec![("Name", Ty::Str), ("Command", Ty::Str), ("Args", strings())],
                     ),
                 ),
             ),
@@ -1164,10 +1152,7 @@ fn template() -> Ty {
             ("RightDelim", Ty::Str),
             ("Envvars", Ty::Bool),
             ("VaultGrace", DUR),
-            (
-                "Wait",
-                st("WaitConfig", vec![("Min", DUR), ("Max", DUR)]),
-            ),
+            ("Wait", st("WaitConfig", vec![("Min", DUR), ("Max", DUR)])),
             ("ErrMissingKey", Ty::Bool),
             ("Once", Ty::Bool),
         ],
@@ -1271,7 +1256,11 @@ mod tests {
             ),
         ];
         for (b, msg) in cases {
-            assert_eq!(refused(&b), (StatusCode::BAD_REQUEST, msg.to_string()), "{b}");
+            assert_eq!(
+                refused(&b),
+                (StatusCode::BAD_REQUEST, msg.to_string()),
+                "{b}"
+            );
         }
     }
 
@@ -1284,7 +1273,9 @@ mod tests {
         // `killtimeout` is `KillTimeout` to Go.
         let mut b = body();
         b["Job"]["TaskGroups"][0]["Tasks"][0]["killtimeout"] = json!("5s");
-        assert!(refused(&b).1.ends_with("Tasks.KillTimeout of type time.Duration"));
+        assert!(refused(&b)
+            .1
+            .ends_with("Tasks.KillTimeout of type time.Duration"));
         // null is always accepted.
         let mut b = body();
         b["Job"]["TaskGroups"][0]["Count"] = Value::Null;
@@ -1364,7 +1355,10 @@ mod tests {
             msg.starts_with("1 error occurred:\n\t* Task group fn validation failed: 1 error occurred:\n\t* Task fn validation failed: 1 error occurred:\n\t* Constraint 1 validation failed:"),
             "{msg}"
         );
-        assert!(msg.contains("unsupported attribute \"${env.PATH}\""), "{msg}");
+        assert!(
+            msg.contains("unsupported attribute \"${env.PATH}\""),
+            "{msg}"
+        );
         // No validation before the double's own 400s: no ID, or an ID the URL does not name.
         let mut b = body();
         b["Job"]["Constraints"][0]["LTarget"] = json!("${node.region}");
@@ -1394,7 +1388,10 @@ mod tests {
             ("${node.region}", "unsupported attribute \"${node.region}\""),
             ("${node.pool.}", "unsupported attribute \"${node.pool.}\""),
             ("${}", "unsupported attribute \"${}\""),
-            ("$attr.x", "attribute \"$attr.x\" is missing an opening brace"),
+            (
+                "$attr.x",
+                "attribute \"$attr.x\" is missing an opening brace",
+            ),
             (
                 "${node.datacenter",
                 "attribute \"${node.datacenter\" is missing a closing brace",
@@ -1420,9 +1417,11 @@ mod tests {
         );
         assert_eq!(
             check_scale(&json!({"Count": 9_223_372_036_854_775_808u64})).map_err(|r| r.1),
-            Err("json: cannot unmarshal number 9223372036854775808 into Go struct field \
+            Err(
+                "json: cannot unmarshal number 9223372036854775808 into Go struct field \
                  ScalingRequest.Count of type int64"
-                .into())
+                    .into()
+            )
         );
         assert_eq!(check_scale(&json!({"Count": JOB_MAX_COUNT})), Ok(()));
         let (status, msg) = check_scale(&json!({"Count": JOB_MAX_COUNT + 1})).unwrap_err();
