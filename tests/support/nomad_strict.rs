@@ -13,7 +13,8 @@
 //!    ignoring ASCII case) whose JSON value has the wrong kind is refused with Go's text,
 //!    `json: cannot unmarshal <kind> into Go struct field <Struct>.<path> of type <type>`,
 //!    where `<Struct>` is the innermost Go struct holding the field and `<path>` the field
-//!    names from the root, slices and maps adding nothing. Durations (`time.Duration`) are
+//!    names from the root, slices and maps adding nothing, an embedded struct adding its
+//!    name (Go 1.24+; Nomad 1.11 is built with Go 1.25). Durations (`time.Duration`) are
 //!    integers of nanoseconds, so `"5s"` is refused; an integer that does not fit its Go type
 //!    (or has a fraction or an exponent) is `number <literal>`. `null` is always accepted and
 //!    unknown keys are ignored, as Go does. Driver `Config`, `Connect`, `Periodic.Spec`,
@@ -54,7 +55,6 @@ enum Ty {
     Str,
     Bool,
     Int(IntKind),
-    Float,
     /// `[]byte`: a base64 string or an array of bytes.
     Bytes,
     /// A slice, with its Go type name (`[]*api.Constraint`).
@@ -79,6 +79,8 @@ enum IntKind {
 struct Struct {
     /// The Go type name without the package (`Task`).
     name: &'static str,
+    /// Each field's JSON name, behind the embedded struct that holds it when there is one
+    /// (`WriteRequest.Region`): Go 1.24+ names embedded structs in the error's field path.
     fields: Vec<(&'static str, Ty)>,
 }
 
@@ -295,10 +297,6 @@ fn walk(v: &Value, ty: &Ty, ctx: &mut Ctx) -> Result<(), String> {
             Value::Bool(_) => Ok(()),
             _ => refuse(kind(v)),
         },
-        Ty::Float => match v {
-            Value::Number(_) => Ok(()),
-            _ => refuse(kind(v)),
-        },
         Ty::Int(k) => match v {
             Value::Number(n) if int_fits(n, *k) => Ok(()),
             Value::Number(n) => refuse(format!("number {n}")),
@@ -327,14 +325,23 @@ fn walk(v: &Value, ty: &Ty, ctx: &mut Ctx) -> Result<(), String> {
     }
 }
 
+/// A field's JSON key: its name without the embedded struct in front.
+fn json_name(field: &str) -> &str {
+    field.rsplit('.').next().unwrap_or(field)
+}
+
 fn walk_struct(m: &Map<String, Value>, s: &Struct, ctx: &mut Ctx) -> Result<(), String> {
     for (key, value) in m {
         // Go prefers an exact name, then one equal ignoring case; other keys are ignored.
         let field = s
             .fields
             .iter()
-            .find(|(n, _)| n == key)
-            .or_else(|| s.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(key)));
+            .find(|(n, _)| json_name(n) == key)
+            .or_else(|| {
+                s.fields
+                    .iter()
+                    .find(|(n, _)| json_name(n).eq_ignore_ascii_case(key))
+            });
         let Some((name, ty)) = field else { continue };
         let outer = ctx.strukt;
         ctx.strukt = s.name;
@@ -381,7 +388,6 @@ fn type_name(ty: &Ty) -> String {
         Ty::Any => "interface {}".into(),
         Ty::Str => "string".into(),
         Ty::Bool => "bool".into(),
-        Ty::Float => "float64".into(),
         Ty::Bytes => "[]uint8".into(),
         Ty::Int(k) => match k {
             IntKind::Int => "int",
@@ -464,10 +470,9 @@ fn register_request() -> Ty {
             ("PreserveCounts", Ty::Bool),
             ("PreserveResources", Ty::Bool),
             ("EvalPriority", INT),
-            // The embedded api.WriteRequest.
-            ("Region", Ty::Str),
-            ("Namespace", Ty::Str),
-            ("SecretID", Ty::Str),
+            ("WriteRequest.Region", Ty::Str),
+            ("WriteRequest.Namespace", Ty::Str),
+            ("WriteRequest.SecretID", Ty::Str),
         ],
     )
 }
@@ -483,9 +488,9 @@ fn scaling_request() -> Ty {
             ("Meta", any_map()),
             ("PolicyOverride", Ty::Bool),
             ("JobModifyIndex", Ty::Int(IntKind::Uint64)),
-            ("Region", Ty::Str),
-            ("Namespace", Ty::Str),
-            ("SecretID", Ty::Str),
+            ("WriteRequest.Region", Ty::Str),
+            ("WriteRequest.Namespace", Ty::Str),
+            ("WriteRequest.SecretID", Ty::Str),
         ],
     )
 }
@@ -1253,6 +1258,10 @@ mod tests {
             (
                 json!([1]),
                 "json: cannot unmarshal array into Go value of type api.JobRegisterRequest",
+            ),
+            (
+                json!({"Region": 1}),
+                "json: cannot unmarshal number into Go struct field JobRegisterRequest.WriteRequest.Region of type string",
             ),
         ];
         for (b, msg) in cases {
