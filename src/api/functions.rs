@@ -7,7 +7,8 @@
 //! Airflow hook sends them; unknown JSON fields are ignored. Validation happens before the
 //! provider is called, so bad input changes nothing. Every route checks its namespace
 //! first: one outside the managed set answers 400 `namespace not valid` (faasd's text;
-//! `api::namespaces::require`), for reads as for writes.
+//! `api::namespaces::require`), for reads as for writes. A scale asks for at most
+//! [`MAX_REPLICAS`] replicas (a 400 beyond, as a scale label beyond it is at deploy).
 
 use std::sync::atomic::Ordering;
 
@@ -21,7 +22,7 @@ use super::{namespace_query, Gateway};
 use crate::control::{events, ProviderError};
 use crate::dataplane::response::GatewayBody;
 use crate::model::names::{validate_namespace, FunctionKey, DEFAULT_NAMESPACE};
-use crate::model::scale::ScaleSettings;
+use crate::model::scale::{ScaleSettings, MAX_REPLICAS};
 use crate::model::types::{
     DeleteFunctionRequest, FunctionDeployment, FunctionStats, FunctionStatus, ScaleServiceRequest,
     StringMap,
@@ -184,6 +185,11 @@ pub(crate) async fn scale(gw: &Gateway, req: Request<Incoming>, name: &str) -> A
     let replicas = s
         .replicas
         .ok_or_else(|| ApiError::BadRequest("replicas is required".into()))?;
+    if replicas > MAX_REPLICAS {
+        return Err(ApiError::BadRequest(format!(
+            "replicas {replicas} is above the maximum of {MAX_REPLICAS}"
+        )));
+    }
     let name = if name.is_empty() {
         s.service_name.as_str()
     } else {

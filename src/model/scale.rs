@@ -98,8 +98,11 @@ pub struct ScaleError {
     pub expected: &'static str,
 }
 
-/// The largest replica count a label may ask for: a Nomad job's `Count` is a Go `int`.
-pub(crate) const MAX_REPLICAS: u64 = i64::MAX as u64;
+/// The most replicas a function may have: the bound of `com.openfaas.scale.min`/`max` and of
+/// a `/system/scale-function` request. It is Nomad's default server `job_max_count` (50000,
+/// the most allocations one job may ask for since Nomad 1.11; a faasgate job has one group),
+/// so a count faasgate accepts is one a default Nomad server accepts too.
+pub const MAX_REPLICAS: u64 = 50_000;
 
 impl ScaleSettings {
     /// Reads the settings of a deployment (labels first, then annotations).
@@ -143,7 +146,7 @@ impl ScaleSettings {
                 .parse::<u64>()
                 .ok()
                 .filter(|n| *n <= MAX_REPLICAS)
-                .ok_or_else(|| bad(l, v, "a non-negative integer that fits in 63 bits")),
+                .ok_or_else(|| bad(l, v, "an integer from 0 to 50000")),
         };
         let float =
             |name: &'static str, default: f64, ok: fn(f64) -> bool, expected| match get(name) {
@@ -288,6 +291,9 @@ mod tests {
             (labels::MIN, "-1"),
             (labels::MIN, "two"),
             (labels::MIN, "9223372036854775808"),
+            (labels::MIN, "50001"),
+            (labels::MAX, "50001"),
+            (labels::MAX, "18446744073709551616"),
             (labels::MAX, "1.5"),
             (labels::FACTOR, "101"),
             (labels::TARGET, "0"),
@@ -322,10 +328,28 @@ mod tests {
                 ScaleSettings::default()
             );
         }
-        let m = map(&[(labels::MIN, "9223372036854775807"), (labels::ZERO, " No ")]);
+        let m = map(&[(labels::MIN, "50000"), (labels::ZERO, " No ")]);
         let s = ScaleSettings::parse(Some(&m), None).unwrap();
         assert_eq!(s.min, MAX_REPLICAS);
         assert!(!s.zero);
+    }
+
+    #[test]
+    fn replica_labels_are_bounded_by_max_replicas() {
+        assert_eq!(MAX_REPLICAS, 50_000);
+        let m = map(&[(labels::MAX, "50000")]);
+        assert_eq!(
+            ScaleSettings::parse(Some(&m), None).unwrap().max,
+            MAX_REPLICAS
+        );
+        for label in [labels::MIN, labels::MAX] {
+            let m = map(&[(label, "50001")]);
+            let e = ScaleSettings::parse(Some(&m), None).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("label {label} \"50001\" is invalid: expected an integer from 0 to 50000")
+            );
+        }
     }
 
     #[test]

@@ -245,6 +245,13 @@ async fn a_bad_scale_label_is_refused_at_deploy_naming_it() {
     for (field, label, value) in [
         ("labels", "com.openfaas.scale.min", "two"),
         ("labels", "com.openfaas.scale.max", "-1"),
+        // Beyond the documented maximum of replicas (Nomad's default job_max_count).
+        ("labels", "com.openfaas.scale.max", "50001"),
+        (
+            "annotations",
+            "com.openfaas.scale.min",
+            "9223372036854775808",
+        ),
         ("annotations", "com.openfaas.scale.zero", "maybe"),
         ("labels", "com.openfaas.scale.type", "cpu"),
         ("labels", "com.openfaas.scale.zero-duration", "soon"),
@@ -268,6 +275,21 @@ async fn a_bad_scale_label_is_refused_at_deploy_naming_it() {
         gw.status("badscale").await["labels"]["com.openfaas.scale.min"],
         "1"
     );
+    // A scale beyond the maximum is refused too, and changes nothing.
+    let r = gw
+        .post_json(
+            "/system/scale-function/badscale",
+            json!({"serviceName": "badscale", "replicas": 50_001}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("replicas 50001 is above the maximum of 50000"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(gw.status("badscale").await["replicas"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -838,3 +838,147 @@ async fn blocking_queries_wake_on_change_and_reset_when_the_index_goes_back() {
         .unwrap();
     wait_for("processes stopped", || double.pids().is_empty()).await;
 }
+
+/// The official job bodies are jobs Nomad takes: the strict reading of the double
+/// (`support::nomad_strict`) accepts each of them as a registration (the job read back from
+/// `GET /v1/job/:id`, the versions of a job and the parse response are `api.Job`s too).
+#[test]
+fn the_strict_double_accepts_the_official_job_bodies() {
+    use support::nomad_strict::check_register;
+    let Some(dir) = fixtures() else { return };
+    let mut bodies = vec![
+        (
+            "job-register-payload.json",
+            load(&dir, "nomad/job-register-payload.json"),
+        ),
+        (
+            "job-register-payload-full.json",
+            load(&dir, "nomad/job-register-payload-full.json"),
+        ),
+        ("job.json", json!({ "Job": load(&dir, "nomad/job.json") })),
+        (
+            "job-parse-response.json",
+            json!({ "Job": load(&dir, "nomad/job-parse-response.json") }),
+        ),
+    ];
+    let versions = load(&dir, "nomad/job-versions-diffs.json");
+    for v in versions["Versions"].as_array().expect("Versions") {
+        bodies.push(("job-versions-diffs.json Versions[]", json!({ "Job": v })));
+    }
+    for (name, body) in &bodies {
+        assert_eq!(check_register(body, None), Ok(()), "{name}");
+    }
+    let scale = load(&dir, "nomad/job-scale-payload.json");
+    assert_eq!(
+        support::nomad_strict::check_scale(&scale),
+        Ok(()),
+        "job-scale-payload.json"
+    );
+}
+
+/// Through HTTP: the double answers what Nomad answers for a job it would refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_double_refuses_what_nomad_refuses() {
+    let double = NomadDouble::start().await;
+    let id = function_job("strict", "nomad")["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job = |f: &dyn Fn(&mut Value)| {
+        let mut j = function_job("strict", "nomad");
+        // No allocation is started: the double would run the task.
+        j["TaskGroups"][0]["Count"] = json!(0);
+        f(&mut j);
+        json!({ "Job": j })
+    };
+    // A duration written as a string: Go's decoder refuses it (400).
+    let r = raw(
+        &double,
+        "POST",
+        "/v1/jobs",
+        Some(job(&|j| {
+            j["TaskGroups"][0]["Tasks"][0]["KillTimeout"] = json!("5s")
+        })),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text.as_str()),
+        (
+            400,
+            "json: cannot unmarshal string into Go struct field \
+             Task.Job.TaskGroups.Tasks.KillTimeout of type time.Duration"
+        )
+    );
+    assert!(r.content_type.starts_with("text/plain"));
+    // An attribute Nomad 1.11.2+ does not resolve: a validation error (500).
+    let r = raw(
+        &double,
+        "POST",
+        &format!("/v1/job/{id}"),
+        Some(job(
+            &|j| {
+                j["Constraints"] =
+                    json!([{"LTarget": "${node.region}", "RTarget": "eu", "Operand": "="}])
+            },
+        )),
+    )
+    .await;
+    assert_eq!(r.status, 500, "{}", r.text);
+    assert!(
+        r.text.contains("Constraint 1 validation failed")
+            && r.text.contains("unsupported attribute \"${node.region}\""),
+        "{}",
+        r.text
+    );
+    // Counts Go's int cannot hold (400), negative (500), above job_max_count (500).
+    let r = raw(
+        &double,
+        "POST",
+        "/v1/jobs",
+        Some(job(&|j| {
+            j["TaskGroups"][0]["Count"] = json!(9_223_372_036_854_775_808u64)
+        })),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r
+        .text
+        .contains("cannot unmarshal number 9223372036854775808"));
+    let r = raw(
+        &double,
+        "POST",
+        "/v1/jobs",
+        Some(job(&|j| j["TaskGroups"][0]["Count"] = json!(-1))),
+    )
+    .await;
+    assert_eq!(r.status, 500, "{}", r.text);
+    assert!(r.text.contains("Task group count can't be negative"));
+    let r = raw(
+        &double,
+        "POST",
+        "/v1/jobs",
+        Some(job(&|j| j["TaskGroups"][0]["Count"] = json!(50_001))),
+    )
+    .await;
+    assert_eq!(r.status, 500, "{}", r.text);
+    assert!(r.text.contains("job_max_count"), "{}", r.text);
+    assert!(double.job(&id).is_none(), "nothing refused was stored");
+    // The job as faasgate renders it is taken, and a scale past job_max_count is refused.
+    let r = raw(&double, "POST", "/v1/jobs", Some(job(&|_| {}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let scale = |count: Value| json!({"Count": count, "Target": {"Job": id, "Group": "fn"}});
+    let path = format!("/v1/job/{id}/scale");
+    let r = raw(&double, "POST", &path, Some(scale(json!(50_001)))).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("job_max_count"), "{}", r.text);
+    let r = raw(&double, "POST", &path, Some(scale(json!("2")))).await;
+    assert_eq!(
+        (r.status, r.text.as_str()),
+        (
+            400,
+            "json: cannot unmarshal string into Go struct field ScalingRequest.Count of type int64"
+        )
+    );
+    let r = raw(&double, "POST", &path, Some(scale(json!(0)))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

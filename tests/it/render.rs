@@ -9,9 +9,14 @@ use faasgate::control::nomad::render::{
     DRIVER_ANNOTATION,
 };
 use faasgate::model::names::FunctionKey;
+use faasgate::model::scale::MAX_REPLICAS;
+use faasgate::model::stack::parse_stack_in;
 use faasgate::model::types::{FunctionDeployment, FunctionResources};
 use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed, TestRunner};
 use serde_json::{json, Value};
+
+use crate::support::nomad_strict;
 
 const BIN: &str = env!("CARGO_BIN_EXE_faasgate");
 
@@ -207,6 +212,9 @@ proptest! {
         let parsed: Value = serde_json::from_str(&text).unwrap();
         prop_assert_eq!(&parsed["Job"], &job);
         let parsed = &parsed["Job"];
+
+        // Nomad takes it: the strict double's reading of a registration accepts it.
+        prop_assert_eq!(nomad_strict::check_register(&json!({ "Job": job }), None), Ok(()));
 
         // The exact deployment comes back.
         prop_assert_eq!(spec_from_job(parsed), Some(d.clone()));
@@ -468,4 +476,216 @@ fn render_shows_secret_templates_never_values() {
         "/var/openfaas/secrets"
     );
     assert_eq!(task["Config"]["mount"][0]["readonly"], true);
+}
+
+/// Constraint attributes a stack file may name, Nomad's own syntax included: those Nomad
+/// resolves and some it refuses (`${node.region}`: "unsupported attribute").
+const NOMAD_TARGETS: &[&str] = &[
+    "${attr.kernel.name}",
+    "${attr.unique.hostname}",
+    "${meta.rack}",
+    "${device.model}",
+    "${node.datacenter}",
+    "${node.class}",
+    "${node.pool}",
+    "${node.unique.id}",
+    "${node.unique.name}",
+    "${node.region}",
+    "${node.name}",
+    "${env.PATH}",
+    "${}",
+];
+
+/// Attributes in OpenFaaS's (Docker Swarm's) words, some mapped, some not.
+const SWARM_ATTRIBUTES: &[&str] = &[
+    "node.platform.os",
+    "node.platform.arch",
+    "node.hostname",
+    "node.id",
+    "node.labels.zone",
+    "engine.labels.disk",
+    "datacenter",
+    "node.region",
+    "node.role",
+    "node.class",
+    "node.pool",
+    "node.unique.name",
+    "attr.cpu.arch",
+    "meta.team",
+    "device.vendor",
+];
+
+const OPERATORS: &[&str] = &[
+    "==",
+    "=",
+    "!=",
+    "<",
+    ">=",
+    "regexp",
+    "version",
+    "set_contains",
+];
+
+/// Scale label values: in range, at the bound, beyond it, and not numbers.
+const SCALE_VALUES: &[&str] = &[
+    "0",
+    "1",
+    "3",
+    "20",
+    "49999",
+    "50000",
+    "50001",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-1",
+    "2.5",
+    "many",
+];
+
+/// One constraint as a stack file writes it; Nomad's `${...}` syntax goes through a
+/// variable (`${T3}` -> `${node.region}`), since the stack file's own `${VAR}` substitution
+/// takes only plain names.
+fn stack_constraint() -> impl Strategy<Value = String> {
+    let value = "[a-z0-9_.-]{1,8}";
+    prop_oneof![
+        (
+            0..NOMAD_TARGETS.len(),
+            proptest::sample::select(OPERATORS),
+            value
+        )
+            .prop_map(|(t, op, v)| format!("${{T{t}}} {op} {v}")),
+        (
+            proptest::sample::select(SWARM_ATTRIBUTES),
+            proptest::sample::select(OPERATORS),
+            value
+        )
+            .prop_map(|(a, op, v)| format!("{a} {op} {v}")),
+        proptest::sample::select(SWARM_ATTRIBUTES).prop_map(|a| format!("{a} is_set")),
+    ]
+}
+
+/// One function of a stack file, as JSON (a stack file is YAML; JSON is YAML).
+fn stack_function() -> impl Strategy<Value = Value> {
+    (
+        any::<bool>(),
+        "[a-z0-9][a-z0-9./:-]{0,20}",
+        // Printable ASCII but `$`: a stack file's `${` is its own substitution syntax.
+        "[ -#%-~]{0,16}",
+        proptest::collection::btree_map("[A-Za-z_][A-Za-z0-9_]{0,8}", "[ -#%-~]{0,12}", 0..4),
+        proptest::collection::vec(stack_constraint(), 0..3),
+        proptest::option::of(proptest::sample::select(SCALE_VALUES)),
+        proptest::option::of(proptest::sample::select(SCALE_VALUES)),
+        proptest::option::of(proptest::sample::select(
+            &["64Mi", "1G", "512M", "5Mi", "2"][..],
+        )),
+        proptest::collection::vec("[a-z0-9]{1,6}", 0..3),
+    )
+        .prop_map(
+            |(exec, image, fprocess, env, constraints, min, max, memory, secrets)| {
+                let mut labels = serde_json::Map::new();
+                if let Some(m) = min {
+                    labels.insert("com.openfaas.scale.min".into(), json!(m));
+                }
+                if let Some(m) = max {
+                    labels.insert("com.openfaas.scale.max".into(), json!(m));
+                }
+                let mut f = json!({
+                    "image": if exec { String::new() } else { image },
+                    "fprocess": format!("cmd {fprocess}"),
+                    "environment": env,
+                    "labels": labels,
+                    "constraints": constraints,
+                    "secrets": secrets,
+                });
+                if exec {
+                    f["annotations"] = json!({ DRIVER_ANNOTATION: "exec" });
+                }
+                if let Some(m) = memory {
+                    f["limits"] = json!({ "memory": m });
+                }
+                f
+            },
+        )
+}
+
+fn stack_file() -> impl Strategy<Value = String> {
+    proptest::collection::btree_map("[a-z][a-z0-9-]{0,12}", stack_function(), 1..4).prop_map(
+        |functions| {
+            json!({
+                "version": 1.0,
+                "provider": {"name": "openfaas", "gateway": "http://127.0.0.1:8080"},
+                "functions": functions,
+            })
+            .to_string()
+        },
+    )
+}
+
+fn render_options() -> impl Strategy<Value = RenderOptions> {
+    (
+        proptest::collection::vec("[a-z0-9*-]{1,6}", 0..3),
+        proptest::option::of("[a-z0-9-]{1,10}"),
+        proptest::option::of("[a-z0-9-]{1,10}"),
+    )
+        .prop_map(|(datacenters, nomad_namespace, region)| RenderOptions {
+            datacenters,
+            nomad_namespace,
+            region,
+            ..RenderOptions::default()
+        })
+}
+
+/// Every job faasgate renders from a stack file is one Nomad takes: the strict double's
+/// reading of a registration (Go's decoding of the `api` structs, constraint attributes,
+/// count bounds) accepts it, at the count the function starts with and at any count up to
+/// [`MAX_REPLICAS`]. What faasgate refuses (a bad label, a constraint Nomad would not
+/// resolve) it refuses before rendering, at deploy; enough cases render to make the
+/// property mean something.
+#[test]
+fn every_job_rendered_from_a_stack_file_is_one_nomad_takes() {
+    let mut runner = TestRunner::new(Config {
+        cases: 256,
+        rng_seed: RngSeed::Fixed(0x057a_c4f1),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let rendered = std::cell::Cell::new(0usize);
+    let strategy = (stack_file(), render_options(), 0..=MAX_REPLICAS);
+    runner
+        .run(&strategy, |(text, opts, any_count)| {
+            let env = |name: &str| {
+                let i: usize = name.strip_prefix('T')?.parse().ok()?;
+                NOMAD_TARGETS.get(i).map(|t| t.to_string())
+            };
+            let functions = parse_stack_in(&text, env, std::path::Path::new("."))
+                .map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+            for f in functions {
+                // A label out of range: refused at deploy (400 naming it), never rendered.
+                let Ok(start) = render::initial_count(&f) else {
+                    continue;
+                };
+                for count in [start, any_count] {
+                    // A constraint Nomad would not resolve: refused at deploy too.
+                    let Ok(job) = render_job(&f, count, &opts) else {
+                        continue;
+                    };
+                    rendered.set(rendered.get() + 1);
+                    let body = json!({ "Job": job });
+                    prop_assert_eq!(
+                        nomad_strict::check_register(&body, None),
+                        Ok(()),
+                        "{} at count {}",
+                        f.service,
+                        count
+                    );
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        rendered.get() >= 256,
+        "only {} jobs rendered: the property says little",
+        rendered.get()
+    );
 }

@@ -2,6 +2,8 @@
 //! HTTP/1.1 client over hyper, and bounded polling. Shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod nomad_strict;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

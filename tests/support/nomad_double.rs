@@ -1071,6 +1071,9 @@ fn register(
     q: &BTreeMap<String, String>,
     url_id: Option<&str>,
 ) -> Response<Body> {
+    if let Err((status, msg)) = crate::support::nomad_strict::check_register(&body, url_id) {
+        return text(status, &msg);
+    }
     let Some(mut job) = body.get("Job").cloned().filter(Value::is_object) else {
         return text(StatusCode::BAD_REQUEST, "Job must be specified");
     };
@@ -1396,6 +1399,9 @@ fn deregister(state: &Arc<State>, id: &str, q: &BTreeMap<String, String>) -> Res
 }
 
 fn scale(state: &Arc<State>, id: &str, body: Value, caller: &Caller) -> Response<Body> {
+    if let Err((status, msg)) = crate::support::nomad_strict::check_scale(&body) {
+        return text(status, &msg);
+    }
     if let Some(msg) = state.refuse_scale.lock().unwrap().take() {
         return text(StatusCode::BAD_REQUEST, &msg);
     }
