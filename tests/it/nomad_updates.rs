@@ -368,3 +368,64 @@ async fn a_version_that_never_becomes_ready_is_abandoned_and_the_old_one_serves(
     let r = gw.req("POST", "/function/ver", "x").await;
     assert!(r.text().starts_with("v3 "), "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_started_during_an_update_follows_it_to_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let double = NomadDouble::start().await;
+    let first = gateway(&double, "10m");
+    assert_eq!(
+        first
+            .deploy(ver_fn(dir.path(), "v1", 2, json!({})))
+            .await
+            .status,
+        202
+    );
+    first.wait_available("ver", 2).await;
+    let old = double.live_allocs(JOB);
+    let bad = ver_fn(
+        dir.path(),
+        "v2",
+        2,
+        json!({"mode": "http", "upstream_url": format!("http://127.0.0.1:{}", support::free_port())}),
+    );
+    let r = first.req("PUT", "/system/functions", bad.to_string()).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    support::eventually(Duration::from_secs(30), "canaries placed", || {
+        double.live_versions(JOB).iter().filter(|a| a.2).count() == 2
+    })
+    .await;
+    // The gateway that started the update goes away with the deployment open.
+    drop(first);
+    assert_eq!(
+        double.latest_deployment_status(JOB).as_deref(),
+        Some("running")
+    );
+
+    // A new one picks the update up and, the new version never becoming ready, abandons it.
+    let second = gateway(&double, "3s");
+    let mut state = Value::Null;
+    for _ in 0..300 {
+        state = second.status("ver").await["update"].clone();
+        if state["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state["status"], "failed", "{state}");
+    support::eventually(
+        Duration::from_secs(30),
+        "reverted; the old allocations serve alone",
+        || {
+            let live = double.live_versions(JOB);
+            live.len() == 2 && live.iter().all(|a| old.contains(&a.0))
+        },
+    )
+    .await;
+    assert_eq!(
+        double.job(JOB).unwrap()["TaskGroups"][0]["Tasks"][0]["Env"]["VERSION"],
+        "v1"
+    );
+    let r = second.req("POST", "/function/ver", "x").await;
+    assert!(r.text().starts_with("v1 "), "{}", r.text());
+}

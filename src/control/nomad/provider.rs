@@ -429,7 +429,68 @@ impl NomadProvider {
             _watch: watch,
         });
         functions.insert(key.clone(), t.clone());
+        drop(functions);
+        if let Some(me) = self.me.upgrade() {
+            let (key, t) = (key.clone(), t.clone());
+            tokio::spawn(async move { me.resume_rollout(&key, &t).await });
+        }
         t
+    }
+
+    /// For a function this gateway starts tracking: an update's deployment still open (its
+    /// gateway stopped, or another gateway runs it) is driven from here too; one that failed
+    /// while no gateway watched, leaving the job at the abandoned version, is reverted.
+    async fn resume_rollout(&self, key: &FunctionKey, tracked: &Arc<Tracked>) {
+        let d = match self
+            .nomad
+            .latest_deployment(&tracked.job_id, QueryOptions::default())
+            .await
+        {
+            Ok(r) => r.value,
+            Err(e) => {
+                tracing::debug!(function = %key, error = %e, "cannot read the latest deployment");
+                return;
+            }
+        };
+        let Some(d) = d.filter(|d| d.task_groups.values().any(|g| g.desired_canaries > 0)) else {
+            return;
+        };
+        let version = tracked.facts().version;
+        if d.job_version != version {
+            return;
+        }
+        let allocs = match self
+            .nomad
+            .job_allocations(&tracked.job_id, QueryOptions::default())
+            .await
+        {
+            Ok(r) => r.value,
+            Err(_) => return,
+        };
+        // The version serving: the newest one among live allocations that are not canaries.
+        let canaries: Vec<&String> = d
+            .task_groups
+            .values()
+            .flat_map(|g| g.placed_canaries.iter())
+            .collect();
+        let Some(from) = allocs
+            .iter()
+            .filter(|a| !a.is_terminal() && !canaries.contains(&&a.id) && a.job_version < version)
+            .map(|a| a.job_version)
+            .max()
+        else {
+            return;
+        };
+        let promoted = d.task_groups.values().all(|g| g.promoted);
+        if d.is_active() {
+            tracing::info!(function = %key, deployment = %d.id, from, to = version,
+                "an update is rolling out; following it from here");
+            self.start_rollout(key, tracked, from, version);
+        } else if d.status == "failed" && !promoted {
+            tracing::warn!(function = %key, deployment = %d.id, from, to = version,
+                "an update failed while no gateway followed it; reverting");
+            self.start_rollout(key, tracked, from, version);
+        }
     }
 
     fn untrack(&self, key: &FunctionKey) {

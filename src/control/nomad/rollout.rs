@@ -33,6 +33,10 @@
 //! provider keeps the latest count asked for and applies it when the rollout ends (success
 //! or failure): a count decided mid-update is what the function runs with after it.
 //!
+//! A gateway that starts tracking a function whose update deployment is open follows it too
+//! (`NomadProvider::resume_rollout`), so an update outlives the gateway that began it; one
+//! Nomad failed while no gateway watched is reverted then.
+//!
 //! A newer update of the same function supersedes the rollout (Nomad cancels the
 //! deployment); the newer one reverts, if it fails, to the version that was serving before
 //! both.
