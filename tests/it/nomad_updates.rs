@@ -15,10 +15,10 @@ use nomad_double::NomadDouble;
 use serde_json::{json, Value};
 use support::{Gateway, BIN};
 
-const JOB: &str = "faasgate-ver.openfaas-fn";
+pub(crate) const JOB: &str = "faasgate-ver.openfaas-fn";
 
 /// A function answering `<VERSION> <allocation id>` (the watchdog under `raw_exec`).
-fn ver_fn(dir: &std::path::Path, version: &str, min: u64, extra_env: Value) -> Value {
+pub(crate) fn ver_fn(dir: &std::path::Path, version: &str, min: u64, extra_env: Value) -> Value {
     let script = dir.join("ver.sh");
     std::fs::write(
         &script,

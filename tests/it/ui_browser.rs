@@ -718,3 +718,72 @@ async fn scenario(gw: &Gateway, c: &Client) {
         fn_shot.display()
     );
 }
+
+/// A failed Nomad update shows on the function page (and as the list's warning dot), in
+/// the words of the API's `update` state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_update_shows_on_the_function_page() {
+    use crate::nomad_double::NomadDouble;
+    use crate::nomad_updates::{ver_fn, JOB};
+    let dir = tempfile::tempdir().unwrap();
+    let double = NomadDouble::start().await;
+    let url = double.url();
+    let gw = Gateway::start_with(
+        &[
+            "--no-auth",
+            "--provider",
+            "nomad",
+            "--nomad-watchdog-path",
+            support::BIN,
+            "--nomad-update-deadline",
+            "2s",
+        ],
+        &[("NOMAD_ADDR", url.as_str())],
+    );
+    assert_eq!(
+        gw.deploy(ver_fn(dir.path(), "v1", 1, json!({})))
+            .await
+            .status,
+        202
+    );
+    gw.wait_available("ver", 1).await;
+    let bad = ver_fn(
+        dir.path(),
+        "v2",
+        1,
+        json!({"mode": "http", "upstream_url": format!("http://127.0.0.1:{}", support::free_port())}),
+    );
+    let r = gw.req("PUT", "/system/functions", bad.to_string()).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gw.wait_status("ver", "the update abandoned", |s| {
+        s["update"]["status"] == "failed"
+    })
+    .await;
+    assert_eq!(double.live_allocs(JOB).len(), 1);
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().expect("profile dir");
+    let c = browser(&driver, profile.path()).await;
+    let base = format!("http://{}", gw.addr);
+    let check = async {
+        c.goto(&format!("{base}/ui/#/function/openfaas-fn/ver"))
+            .await
+            .expect("open the function page");
+        wait_text(&c, "#fn-overview", WAIT, "the failed update", |t| {
+            t.contains("Last update")
+                && t.contains("0 of 1 new replicas healthy")
+                && t.contains("the previous version serves")
+        })
+        .await;
+        c.goto(&format!("{base}/ui/")).await.expect("open the list");
+        wait_present(
+            &c,
+            "#fns tr[data-name='ver'] .dot[data-state='warn']",
+            "the list's warning dot",
+        )
+        .await;
+    };
+    let result = tokio::time::timeout(Duration::from_secs(120), check).await;
+    let _ = c.close().await;
+    result.expect("the page showed the failed update within 120 s");
+}

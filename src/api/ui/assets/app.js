@@ -347,10 +347,14 @@ function listView() {
       setText(c[6], fmtSecs(s.p99));
       setText(c[7], fmtInt(s.inflight ?? 0));
       setText(c[8], fmtInt(queues[f.name]?.queued ?? 0));
-      const st = f.replicas === 0 ? 'zero' : f.availableReplicas >= f.replicas ? 'ok' : 'warn';
-      if (row.dot.dataset.state !== st) {
+      const up = f.update;
+      const st = up?.status === 'failed' ? 'warn'
+        : f.replicas === 0 ? 'zero' : f.availableReplicas >= f.replicas ? 'ok' : 'warn';
+      const title = up ? `update ${up.status}: ${up.message}`
+        : st === 'zero' ? 'scaled to zero' : st === 'ok' ? 'ready' : 'not all replicas ready';
+      if (row.dot.dataset.state !== st || row.dot.title !== title) {
         row.dot.dataset.state = st;
-        row.dot.title = st === 'zero' ? 'scaled to zero' : st === 'ok' ? 'ready' : 'not all replicas ready';
+        row.dot.title = title;
       }
     }
     for (const [name, row] of rows) {
@@ -425,6 +429,10 @@ function functionView(ns, name) {
       'In flight / queued': `${fmtInt(st.inflight ?? 0)} / ${fmtInt(st.queued ?? 0)}`,
       'Async queue': asyncQueue ? `${fmtInt(asyncQueue.queued)} queued (${fmtInt(asyncQueue.delivering)} being delivered), oldest ${fmtSecs(asyncQueue.oldestSeconds)}` : 'empty',
       'Created': s.createdAt ? new Date(s.createdAt).toLocaleString() : '–',
+      'Last update': !s.update ? 'applied'
+        : s.update.status === 'failed'
+          ? `failed ${new Date(s.update.since).toLocaleString()}: ${s.update.message} (the previous version serves)`
+          : `in progress since ${new Date(s.update.since).toLocaleString()}: ${s.update.message}`,
     });
     const labels = s.labels || {};
     const scale = {};
