@@ -15,6 +15,7 @@
 
 use crate::nomad_double;
 use crate::support;
+use crate::support::nomad_strict::json_kind;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -292,17 +293,6 @@ fn every_fixture_parses_with_the_client_wire_types() {
 
 // === shapes ===
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 /// Compares `actual` with `fixtures` (see the module doc); `extra` keys are allowed anywhere.
 fn check_shape(
     path: &str,
@@ -315,11 +305,11 @@ fn check_shape(
     if actual.is_null() || fx.is_empty() {
         return;
     }
-    if !fx.iter().any(|f| kind(f) == kind(actual)) {
+    if !fx.iter().any(|f| json_kind(f) == json_kind(actual)) {
         errs.push(format!(
             "{path}: {} where the fixtures have {}",
-            kind(actual),
-            kind(fx[0])
+            json_kind(actual),
+            json_kind(fx[0])
         ));
         return;
     }

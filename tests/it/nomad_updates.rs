@@ -39,6 +39,30 @@ pub(crate) fn ver_fn(dir: &std::path::Path, version: &str, min: u64, extra_env: 
     })
 }
 
+/// Updates `ver` to a v2 that never becomes ready (the watchdog in http mode towards a port
+/// nobody listens on never reports healthy) and waits until Nomad has placed its `n`
+/// canaries.
+pub(crate) async fn start_bad_update(
+    gw: &Gateway,
+    double: &NomadDouble,
+    dir: &std::path::Path,
+    n: u64,
+) {
+    let upstream = format!("http://127.0.0.1:{}", support::free_port());
+    let bad = ver_fn(
+        dir,
+        "v2",
+        n,
+        json!({"mode": "http", "upstream_url": upstream}),
+    );
+    let r = gw.req("PUT", "/system/functions", bad.to_string()).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    support::eventually(Duration::from_secs(30), "canaries placed", || {
+        double.live_versions(JOB).iter().filter(|a| a.2).count() as u64 == n
+    })
+    .await;
+}
+
 /// One answered request: when it was sent, how long it took, and who answered.
 struct Served {
     sent: Instant,
@@ -264,19 +288,7 @@ async fn a_version_that_never_becomes_ready_is_abandoned_and_the_old_one_serves(
 
     let load = start_load(&gw, 4);
     load.served_more(100, "load before the update").await;
-    // http mode towards a port nobody listens on: the watchdog never reports healthy.
-    let bad = ver_fn(
-        dir.path(),
-        "v2",
-        2,
-        json!({"mode": "http", "upstream_url": format!("http://127.0.0.1:{}", support::free_port())}),
-    );
-    let r = gw.req("PUT", "/system/functions", bad.to_string()).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    support::eventually(Duration::from_secs(30), "canaries placed", || {
-        double.live_versions(JOB).iter().filter(|a| a.2).count() == 2
-    })
-    .await;
+    start_bad_update(&gw, &double, dir.path(), 2).await;
     // The double refuses a scale while the deployment is active, as Nomad does.
     let blocked = support::request(
         double.addr(),
@@ -383,18 +395,7 @@ async fn a_gateway_started_during_an_update_follows_it_to_its_end() {
     );
     first.wait_available("ver", 2).await;
     let old = double.live_allocs(JOB);
-    let bad = ver_fn(
-        dir.path(),
-        "v2",
-        2,
-        json!({"mode": "http", "upstream_url": format!("http://127.0.0.1:{}", support::free_port())}),
-    );
-    let r = first.req("PUT", "/system/functions", bad.to_string()).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    support::eventually(Duration::from_secs(30), "canaries placed", || {
-        double.live_versions(JOB).iter().filter(|a| a.2).count() == 2
-    })
-    .await;
+    start_bad_update(&first, &double, dir.path(), 2).await;
     // The gateway that started the update goes away with the deployment open.
     drop(first);
     assert_eq!(

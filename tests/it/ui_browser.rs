@@ -724,7 +724,7 @@ async fn scenario(gw: &Gateway, c: &Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_update_shows_on_the_function_page() {
     use crate::nomad_double::NomadDouble;
-    use crate::nomad_updates::{ver_fn, JOB};
+    use crate::nomad_updates::{start_bad_update, ver_fn, JOB};
     let dir = tempfile::tempdir().unwrap();
     let double = NomadDouble::start().await;
     let url = double.url();
@@ -747,14 +747,7 @@ async fn a_failed_update_shows_on_the_function_page() {
         202
     );
     gw.wait_available("ver", 1).await;
-    let bad = ver_fn(
-        dir.path(),
-        "v2",
-        1,
-        json!({"mode": "http", "upstream_url": format!("http://127.0.0.1:{}", support::free_port())}),
-    );
-    let r = gw.req("PUT", "/system/functions", bad.to_string()).await;
-    assert_eq!(r.status, 202, "{}", r.text());
+    start_bad_update(&gw, &double, dir.path(), 1).await;
     gw.wait_status("ver", "the update abandoned", |s| {
         s["update"]["status"] == "failed"
     })

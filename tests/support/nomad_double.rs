@@ -405,14 +405,7 @@ impl NomadDouble {
 
     /// Live allocation IDs of a job (desired `run`), oldest first.
     pub fn live_allocs(&self, job_id: &str) -> Vec<String> {
-        let i = self.state.inner.lock().unwrap();
-        let mut v: Vec<&AllocRec> = i
-            .allocs
-            .values()
-            .filter(|a| a.job_id == job_id && a.desired == "run")
-            .collect();
-        v.sort_by_key(|a| a.create_index);
-        v.iter().map(|a| a.id.clone()).collect()
+        self.live_versions(job_id).into_iter().map(|a| a.0).collect()
     }
 
     /// Live allocations of a job (desired `run`) as `(ID, job version, canary)`, oldest first.
@@ -2696,19 +2689,8 @@ fn lock_duration(v: Option<&Value>, field: &str) -> Result<i128, String> {
         }),
         Some(other) => Err(format!(
             "json: cannot unmarshal {} into Go struct field VariableLock.{field}",
-            kind_name(other)
+            crate::support::nomad_strict::json_kind(other)
         )),
-    }
-}
-
-fn kind_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 
@@ -2721,26 +2703,26 @@ fn var_body(body: &[u8]) -> Result<VarBody, String> {
     let obj = v.as_object().ok_or_else(|| {
         format!(
             "json: cannot unmarshal {} into Go value of type structs.VariableDecrypted",
-            kind_name(&v)
+            crate::support::nomad_strict::json_kind(&v)
         )
     })?;
     let mut out = VarBody::default();
     match obj.get("Namespace") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => out.namespace = s.clone(),
-        Some(o) => return Err(format!("json: cannot unmarshal {} into Go struct field VariableDecrypted.Namespace of type string", kind_name(o))),
+        Some(o) => return Err(format!("json: cannot unmarshal {} into Go struct field VariableDecrypted.Namespace of type string", crate::support::nomad_strict::json_kind(o))),
     }
     match obj.get("Items") {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
                 let Some(s) = v.as_str() else {
-                    return Err(format!("json: cannot unmarshal {} into Go struct field VariableDecrypted.Items of type string", kind_name(v)));
+                    return Err(format!("json: cannot unmarshal {} into Go struct field VariableDecrypted.Items of type string", crate::support::nomad_strict::json_kind(v)));
                 };
                 out.items.insert(k.clone(), s.to_string());
             }
         }
-        Some(o) => return Err(format!("json: cannot unmarshal {} into Go struct field VariableDecrypted.Items of type structs.VariableItems", kind_name(o))),
+        Some(o) => return Err(format!("json: cannot unmarshal {} into Go struct field VariableDecrypted.Items of type structs.VariableItems", crate::support::nomad_strict::json_kind(o))),
     }
     match obj.get("Lock") {
         None | Some(Value::Null) => {}
@@ -2751,7 +2733,7 @@ fn var_body(body: &[u8]) -> Result<VarBody, String> {
                 delay: lock_duration(l.get("LockDelay"), "LockDelay")?,
             })
         }
-        Some(o) => return Err(format!("json: cannot unmarshal {} into Go struct field VariableMetadata.Lock of type structs.VariableLock", kind_name(o))),
+        Some(o) => return Err(format!("json: cannot unmarshal {} into Go struct field VariableMetadata.Lock of type structs.VariableLock", crate::support::nomad_strict::json_kind(o))),
     }
     Ok(out)
 }

@@ -291,16 +291,16 @@ fn walk(v: &Value, ty: &Ty, ctx: &mut Ctx) -> Result<(), String> {
         Ty::Any => Ok(()),
         Ty::Str => match v {
             Value::String(_) => Ok(()),
-            _ => refuse(kind(v)),
+            _ => refuse(json_kind(v).to_string()),
         },
         Ty::Bool => match v {
             Value::Bool(_) => Ok(()),
-            _ => refuse(kind(v)),
+            _ => refuse(json_kind(v).to_string()),
         },
         Ty::Int(k) => match v {
             Value::Number(n) if int_fits(n, *k) => Ok(()),
             Value::Number(n) => refuse(format!("number {n}")),
-            _ => refuse(kind(v)),
+            _ => refuse(json_kind(v).to_string()),
         },
         Ty::Bytes => match v {
             Value::String(_) => Ok(()),
@@ -308,19 +308,19 @@ fn walk(v: &Value, ty: &Ty, ctx: &mut Ctx) -> Result<(), String> {
                 let byte = Ty::Int(IntKind::Uint8);
                 items.iter().try_for_each(|i| walk(i, &byte, ctx))
             }
-            _ => refuse(kind(v)),
+            _ => refuse(json_kind(v).to_string()),
         },
         Ty::Slice(_, elem) => match v {
             Value::Array(items) => items.iter().try_for_each(|i| walk(i, elem, ctx)),
-            _ => refuse(kind(v)),
+            _ => refuse(json_kind(v).to_string()),
         },
         Ty::Map(_, elem) => match v {
             Value::Object(m) => m.values().try_for_each(|i| walk(i, elem, ctx)),
-            _ => refuse(kind(v)),
+            _ => refuse(json_kind(v).to_string()),
         },
         Ty::Struct(s) => match v {
             Value::Object(m) => walk_struct(m, s, ctx),
-            _ => refuse(kind(v)),
+            _ => refuse(json_kind(v).to_string()),
         },
     }
 }
@@ -371,7 +371,9 @@ fn refusal(what: &str, ty: &Ty, ctx: &Ctx) -> String {
     }
 }
 
-fn kind(v: &Value) -> String {
+/// The name Go's encoding/json gives a JSON value's kind in its errors (`cannot unmarshal
+/// <kind> into ...`); the double and the conformance tests use it too.
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "bool",
@@ -380,7 +382,6 @@ fn kind(v: &Value) -> String {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     }
-    .to_string()
 }
 
 fn type_name(ty: &Ty) -> String {
