@@ -19,12 +19,17 @@ pub(crate) const JOB: &str = "faasgate-ver.openfaas-fn";
 
 /// A function answering `<VERSION> <allocation id>` (the watchdog under `raw_exec`).
 pub(crate) fn ver_fn(dir: &std::path::Path, version: &str, min: u64, extra_env: Value) -> Value {
+    // Written once, atomically: replicas run it while later versions are deployed.
     let script = dir.join("ver.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nprintf '%s %s' \"$VERSION\" \"$NOMAD_ALLOC_ID\"\n",
-    )
-    .unwrap();
+    if !script.exists() {
+        let tmp = dir.join("ver.sh.tmp");
+        std::fs::write(
+            &tmp,
+            "#!/bin/sh\nprintf '%s %s' \"$VERSION\" \"$NOMAD_ALLOC_ID\"\n",
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &script).unwrap();
+    }
     let mut env = json!({"VERSION": version});
     for (k, v) in extra_env.as_object().into_iter().flatten() {
         env[k] = v.clone();
@@ -429,4 +434,55 @@ async fn a_gateway_started_during_an_update_follows_it_to_its_end() {
     );
     let r = second.req("POST", "/function/ver", "x").await;
     assert!(r.text().starts_with("v1 "), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_newer_update_supersedes_one_still_rolling_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let double = NomadDouble::start().await;
+    let gw = gateway(&double, "2m");
+    assert_eq!(
+        gw.deploy(ver_fn(dir.path(), "v1", 2, json!({})))
+            .await
+            .status,
+        202
+    );
+    gw.wait_available("ver", 2).await;
+    let old = double.live_allocs(JOB);
+    let load = start_load(&gw, 4);
+    load.served_more(100, "load before the updates").await;
+    start_bad_update(&gw, &double, dir.path(), 2).await;
+    // The fix comes while v2's canaries are still not ready.
+    let r = gw
+        .req(
+            "PUT",
+            "/system/functions",
+            ver_fn(dir.path(), "v3", 2, json!({})).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    support::eventually(Duration::from_secs(60), "v3 serving alone", || {
+        let live = double.live_versions(JOB);
+        live.len() == 2 && live.iter().all(|a| !a.2 && !old.contains(&a.0))
+    })
+    .await;
+    gw.wait_status("ver", "the rollout ended without a failure", |s| {
+        s["update"].is_null()
+    })
+    .await;
+    load.served_more(100, "load after the updates").await;
+    let (served, failed) = load.finish().await;
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        served.iter().all(|s| s.version != "v2"),
+        "the superseded version served"
+    );
+    assert!(served.iter().any(|s| s.version == "v3"));
+    let r = gw.req("POST", "/function/ver", "x").await;
+    assert!(r.text().starts_with("v3 "), "{}", r.text());
 }

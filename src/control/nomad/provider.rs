@@ -155,7 +155,8 @@ struct Tracked {
 struct RolloutRun {
     /// The version that was serving before it (what a failure reverts to).
     from: u64,
-    task: JoinHandle<()>,
+    /// The version it rolls out.
+    to: u64,
 }
 
 /// What faasgate reads from a function's job.
@@ -604,15 +605,15 @@ impl NomadProvider {
         Ok(ids)
     }
 
-    /// Starts (or takes over) the rollout of version `to` of `key`; a rollout already running
-    /// for it is superseded, and the version it would revert to stays the one serving.
+    /// Starts the rollout of version `to` of `key` (nothing when one already follows it). An
+    /// older rollout still running is not cut short: Nomad cancelled its deployment, so it
+    /// ends as superseded on its own (a promotion it tries is refused and undone); the
+    /// version a failure reverts to stays the one serving before both.
     fn start_rollout(&self, key: &FunctionKey, tracked: &Arc<Tracked>, from: u64, to: u64) {
         let mut slot = tracked.rollout.lock().expect("rollout mutex poisoned");
-        let from = match slot.take() {
-            Some(old) => {
-                old.task.abort();
-                old.from
-            }
+        let from = match slot.as_ref() {
+            Some(run) if run.to >= to => return,
+            Some(run) => run.from,
             None => from,
         };
         *tracked.update_state.lock().expect("update mutex poisoned") = Some(UpdateState {
@@ -634,13 +635,13 @@ impl NomadProvider {
             drain_timeout: self.opts.drain_timeout,
         };
         let (me, key, tracked2) = (self.me.clone(), key.clone(), tracked.clone());
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             let outcome = run.run().await;
             if let Some(p) = me.upgrade() {
                 p.rollout_ended(&key, &tracked2, to, outcome).await;
             }
         });
-        *slot = Some(RolloutRun { from, task });
+        *slot = Some(RolloutRun { from, to });
     }
 
     /// Records how the rollout of version `to` ended, drops its canary strategy (success),
@@ -653,6 +654,16 @@ impl NomadProvider {
         outcome: Outcome,
     ) {
         tracing::info!(function = %key, version = to, ?outcome, "update rollout ended");
+        let current = tracked
+            .rollout
+            .lock()
+            .expect("rollout mutex poisoned")
+            .as_ref()
+            .map(|r| r.to);
+        if current != Some(to) {
+            // A newer rollout owns the function's update state.
+            return;
+        }
         let state = match &outcome {
             Outcome::Promoted => {
                 if let Err(e) = self.drop_canary_strategy(key).await {
@@ -665,8 +676,8 @@ impl NomadProvider {
                 message: reason.clone(),
                 since: rfc3339(time::OffsetDateTime::now_utc()),
             }),
-            // The newer rollout owns the state.
-            Outcome::Superseded => return,
+            // A version this gateway does not follow (registered elsewhere) took over.
+            Outcome::Superseded => None,
         };
         tracked.publisher.admit_canaries(false);
         *tracked.update_state.lock().expect("update mutex poisoned") = state;
@@ -707,11 +718,14 @@ impl NomadProvider {
     /// Keeps `replicas` as the count to apply once Nomad accepts scale calls again (the
     /// rollout ends, or another gateway's deployment does), and makes sure a task applies it.
     fn defer_scale(&self, key: &FunctionKey, tracked: &Arc<Tracked>, replicas: u64) {
-        *tracked
+        let before = tracked
             .pending_scale
             .lock()
-            .expect("pending mutex poisoned") = Some(replicas);
-        tracing::info!(function = %key, replicas, "scale deferred until the update's deployment ends");
+            .expect("pending mutex poisoned")
+            .replace(replicas);
+        if before != Some(replicas) {
+            tracing::info!(function = %key, replicas, "scale deferred until the update's deployment ends");
+        }
         if tracked
             .rollout
             .lock()
