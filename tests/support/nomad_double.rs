@@ -405,7 +405,10 @@ impl NomadDouble {
 
     /// Live allocation IDs of a job (desired `run`), oldest first.
     pub fn live_allocs(&self, job_id: &str) -> Vec<String> {
-        self.live_versions(job_id).into_iter().map(|a| a.0).collect()
+        self.live_versions(job_id)
+            .into_iter()
+            .map(|a| a.0)
+            .collect()
     }
 
     /// Live allocations of a job (desired `run`) as `(ID, job version, canary)`, oldest first.
