@@ -105,8 +105,9 @@ pub(crate) async fn enqueue(
     let call = EncodedCall { record, ..call };
     let logged =
         (generated && tracing::enabled!(tracing::Level::DEBUG)).then(|| call.call_id.clone());
+    let function = call.function.clone();
     calls.store.enqueue(call).await?;
-    calls.dispatcher.notify();
+    calls.dispatcher.notify_enqueued(&function);
     let mut resp = super::error::empty(StatusCode::ACCEPTED);
     resp.headers_mut().insert(X_CALL_ID, call_id);
     if let Some(call_id) = logged {
