@@ -21,14 +21,8 @@
 //!   (at least once).
 //! - Ids come from `AUTOINCREMENT`, so they only grow and a call keeps its id through
 //!   retries, burial and replay.
-//! - Every statement the writer runs is prepared once (`prepare_cached`), `BEGIN` and
-//!   `COMMIT` included: parsing the INSERT for each enqueue was a sixth of the writer
-//!   thread's CPU under `loadtest/run --async`.
-//! - **A checkpoint thread** with its own connection copies the WAL into the database file
-//!   when the writer has written about [`CHECKPOINT_BYTES`], so no commit waits for that copy
-//!   (SQLite's automatic checkpoint runs inside the commit that crosses its threshold); the
-//!   writer's automatic checkpoint remains at a larger bound in case that thread falls
-//!   behind.
+//! - Every statement the writer runs is prepared once (`prepare_cached`): parsing the INSERT
+//!   for each enqueue was a sixth of the writer thread's CPU under `loadtest/run --async`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -45,12 +39,6 @@ use crate::queue::store::{Backlog, CallStore, DeadLetter, StoreError, Taken};
 
 /// The most operations one transaction takes.
 const MAX_BATCH: usize = 512;
-/// About this many bytes written to the WAL ask the checkpoint thread for a checkpoint
-/// (SQLite's own default is every 1,000 pages, 4 MiB).
-const CHECKPOINT_BYTES: usize = 4 << 20;
-/// The writer checkpoints inside a commit itself only once the WAL holds this many pages
-/// (64 MiB): a bound, should the checkpoint thread fall behind.
-const FALLBACK_CHECKPOINT_PAGES: i64 = 16_384;
 /// The store's file under the data dir.
 pub const FILE: &str = "async-queue.sqlite";
 
@@ -189,25 +177,12 @@ impl EmbeddedStore {
                 index.dead.insert(function, n as u64);
             }
         }
-        // Checkpoints run on a thread of their own (see `checkpoint_loop`); the writer's own
-        // automatic checkpoint stays only as a bound on the WAL should that thread fall behind.
-        conn.pragma_update(None, "wal_autocheckpoint", FALLBACK_CHECKPOINT_PAGES)
-            .map_err(|e| backend(&e))?;
-        let checkpointer = Connection::open(&path).map_err(|e| backend(&e))?;
-        checkpointer
-            .execute_batch("PRAGMA synchronous=FULL;")
-            .map_err(|e| backend(&e))?;
-        let (due, checkpoints) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("faasgate-queue-ckpt".into())
-            .spawn(move || checkpoint_loop(&checkpointer, &checkpoints))
-            .map_err(|e| backend(&e))?;
         let (tx, rx) = mpsc::channel();
         let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = commits.clone();
         std::thread::Builder::new()
             .name("faasgate-queue".into())
-            .spawn(move || write_loop(conn, rx, &counted, &due))
+            .spawn(move || write_loop(conn, rx, &counted))
             .map_err(|e| backend(&e))?;
         tracing::info!(path = %path.display(), queued = index.calls.len(), "async queue opened");
         Ok(Arc::new(Self {
@@ -526,9 +501,7 @@ fn write_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Batched>,
     commits: &std::sync::atomic::AtomicU64,
-    checkpoint: &mpsc::SyncSender<()>,
 ) {
-    let mut written = 0usize;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -539,34 +512,8 @@ fn write_loop(
         }
         let answers = run_batch(&mut conn, &batch);
         commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        written += batch
-            .iter()
-            .map(|b| match &b.op {
-                Op::Enqueue(call) => call.record.len() + 64,
-                _ => 256,
-            })
-            .sum::<usize>();
-        if written >= CHECKPOINT_BYTES {
-            // Full: one is asked for already.
-            let _ = checkpoint.try_send(());
-            written = 0;
-        }
         for (b, answer) in batch.into_iter().zip(answers) {
             let _ = b.reply.send(answer);
-        }
-    }
-}
-
-/// Copies the WAL's committed pages into the database file whenever the writer asks, so
-/// that no commit (and no enqueue waiting for one) waits for that copy and its `fsync`: in
-/// the writer, SQLite's automatic checkpoint ran inside the commit that crossed 1,000 pages
-/// (the enqueue p99 spikes). A `PASSIVE` checkpoint takes no lock the writer waits for;
-/// durability is the commit's (the WAL is synced at each), the checkpoint only moves pages.
-/// Ends when the writer does.
-fn checkpoint_loop(conn: &Connection, due: &mpsc::Receiver<()>) {
-    while due.recv().is_ok() {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "async queue: checkpoint failed (the writer's own bounds the WAL)");
         }
     }
 }
