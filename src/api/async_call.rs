@@ -19,7 +19,8 @@ use super::Gateway;
 use crate::dataplane::response::GatewayBody;
 use crate::http1::headers::{new_call_id, strip_hop_by_hop, X_CALL_ID};
 use crate::model::names::FunctionKey;
-use crate::queue::{CallStore, Dispatcher, QueuedCall, StoreError};
+use crate::queue::call::Fields;
+use crate::queue::{CallStore, Dispatcher, EncodedCall, StoreError};
 
 /// The route's prefix.
 pub(crate) const PREFIX: &str = "/async-function/";
@@ -44,13 +45,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// `rest` is the path after [`PREFIX`].
+/// `req`'s path starts with [`PREFIX`].
 pub(crate) async fn enqueue(
     gw: &Gateway,
     calls: &AsyncCalls,
     req: Request<Incoming>,
-    rest: &str,
 ) -> Result<Response<GatewayBody>, ApiError> {
+    // The URI is shared (`Bytes` inside), so its clone allocates nothing and outlives `req`.
+    let uri = req.uri().clone();
+    let rest = &uri.path()[PREFIX.len()..];
     let (segment, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -61,9 +64,10 @@ pub(crate) async fn enqueue(
             "error finding function {segment}: not found"
         )));
     }
-    let method = req.method().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let path = path.to_string();
+    // Everything borrowed from the request until the record is written: the record is the
+    // one copy of the call (body included), and the request is dropped before the wait for
+    // the store, which frees hyper's read buffer for the connection's next request.
+    let method = req.method().clone();
     let (mut parts, body) = super::read_body_within(req, calls.max_body).await?;
     let callback_url = match parts.headers.get(X_CALLBACK_URL) {
         None => None,
@@ -74,34 +78,40 @@ pub(crate) async fn enqueue(
         Some(v) => (v.clone(), false),
         None => (new_call_id(), true),
     };
-    let headers = parts
-        .headers
-        .iter()
-        .filter(|(name, _)| *name != X_CALL_ID && name.as_str() != X_CALLBACK_URL)
-        .map(|(name, value)| {
-            (
-                name.as_str().to_string(),
-                bytes::Bytes::copy_from_slice(value.as_bytes()),
-            )
-        })
-        .collect();
-    let call = QueuedCall {
+    let call = EncodedCall {
         call_id: String::from_utf8_lossy(call_id.as_bytes()).into_owned(),
         function: key.to_string(),
-        method,
-        path,
-        query,
-        headers,
-        body,
-        callback_url,
         arrived_unix_ms: crate::sys::clock::unix_ms(),
+        record: Vec::new(),
     };
-    calls.store.enqueue(&call).await?;
-    calls.dispatcher.notify();
+    let headers = || {
+        parts
+            .headers
+            .iter()
+            .filter(|(name, _)| **name != X_CALL_ID && name.as_str() != X_CALLBACK_URL)
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+    };
+    let record = Fields {
+        call_id: &call.call_id,
+        function: &call.function,
+        method: method.as_str(),
+        path,
+        query: uri.query().unwrap_or(""),
+        callback_url: callback_url.as_deref().unwrap_or(""),
+        arrived_unix_ms: call.arrived_unix_ms,
+    }
+    .encode(headers, &body);
+    drop((parts, body));
+    let call = EncodedCall { record, ..call };
+    let logged =
+        (generated && tracing::enabled!(tracing::Level::DEBUG)).then(|| call.call_id.clone());
+    let function = call.function.clone();
+    calls.store.enqueue(call).await?;
+    calls.dispatcher.notify_enqueued(&function);
     let mut resp = super::error::empty(StatusCode::ACCEPTED);
     resp.headers_mut().insert(X_CALL_ID, call_id);
-    if generated {
-        tracing::debug!(function = %key, call_id = %call.call_id, "async call queued");
+    if let Some(call_id) = logged {
+        tracing::debug!(function = %key, %call_id, "async call queued");
     }
     Ok(resp)
 }

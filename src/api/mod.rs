@@ -121,12 +121,11 @@ impl Gateway {
                 ),
             };
         }
-        if let (Some(rest), Some(calls)) = (
-            path.strip_prefix(async_call::PREFIX),
+        if let (true, Some(calls)) = (
+            path.starts_with(async_call::PREFIX),
             self.async_calls.as_ref(),
         ) {
-            let rest = rest.to_string();
-            return match async_call::enqueue(self, calls, req, &rest).await {
+            return match async_call::enqueue(self, calls, req).await {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(),
             };

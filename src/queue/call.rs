@@ -47,41 +47,104 @@ pub struct QueuedCall {
     pub arrived_unix_ms: u64,
 }
 
-impl QueuedCall {
-    /// The stored form (see the module doc).
-    pub fn encode(&self) -> Vec<u8> {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum();
+/// A call in its stored form, with the fields a store indexes it by: what
+/// [`CallStore::enqueue`](crate::queue::CallStore::enqueue) takes. The request path builds it
+/// straight from the request ([`Fields::encode`]), without a [`QueuedCall`] in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedCall {
+    pub call_id: String,
+    /// `name.namespace`.
+    pub function: String,
+    pub arrived_unix_ms: u64,
+    /// The record (see the module doc).
+    pub record: Vec<u8>,
+}
+
+/// The fields of a record, borrowed: one writer of the layout for [`QueuedCall::encode`] and
+/// the request path.
+pub struct Fields<'a> {
+    pub call_id: &'a str,
+    pub function: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    /// `""`: none.
+    pub callback_url: &'a str,
+    pub arrived_unix_ms: u64,
+}
+
+impl Fields<'_> {
+    /// The record: these fields, the headers `headers()` yields (called twice: once to
+    /// count them) and `body`, in one allocation sized up front.
+    pub fn encode<'h, H, I>(&self, headers: H, body: &[u8]) -> Vec<u8>
+    where
+        H: Fn() -> I,
+        I: Iterator<Item = (&'h [u8], &'h [u8])>,
+    {
+        let mut count = 0u64;
+        let mut header_bytes = 0;
+        for (n, v) in headers() {
+            count += 1;
+            header_bytes += n.len() + v.len() + 4;
+        }
         let mut out = Vec::with_capacity(
             64 + self.call_id.len()
                 + self.function.len()
+                + self.method.len()
                 + self.path.len()
                 + self.query.len()
-                + headers
-                + self.body.len(),
+                + self.callback_url.len()
+                + header_bytes
+                + body.len(),
         );
         out.extend_from_slice(MAGIC);
         for s in [
-            &self.call_id,
-            &self.function,
-            &self.method,
-            &self.path,
-            &self.query,
-            self.callback_url.as_deref().unwrap_or(""),
+            self.call_id,
+            self.function,
+            self.method,
+            self.path,
+            self.query,
+            self.callback_url,
         ] {
             leb128::put_bytes(&mut out, s.as_bytes());
         }
         leb128::put(&mut out, self.arrived_unix_ms);
-        leb128::put(&mut out, self.headers.len() as u64);
-        for (name, value) in &self.headers {
-            leb128::put_bytes(&mut out, name.as_bytes());
+        leb128::put(&mut out, count);
+        for (name, value) in headers() {
+            leb128::put_bytes(&mut out, name);
             leb128::put_bytes(&mut out, value);
         }
-        leb128::put_bytes(&mut out, &self.body);
+        leb128::put_bytes(&mut out, body);
         out
+    }
+}
+
+impl QueuedCall {
+    /// The stored form (see the module doc).
+    pub fn encode(&self) -> Vec<u8> {
+        Fields {
+            call_id: &self.call_id,
+            function: &self.function,
+            method: &self.method,
+            path: &self.path,
+            query: &self.query,
+            callback_url: self.callback_url.as_deref().unwrap_or(""),
+            arrived_unix_ms: self.arrived_unix_ms,
+        }
+        .encode(
+            || self.headers.iter().map(|(n, v)| (n.as_bytes(), v.as_ref())),
+            &self.body,
+        )
+    }
+
+    /// The stored form with its index fields, as a store takes it.
+    pub fn encoded(&self) -> EncodedCall {
+        EncodedCall {
+            call_id: self.call_id.clone(),
+            function: self.function.clone(),
+            arrived_unix_ms: self.arrived_unix_ms,
+            record: self.encode(),
+        }
     }
 
     /// Reads a record written by [`QueuedCall::encode`].

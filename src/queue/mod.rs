@@ -22,7 +22,7 @@ pub mod nats;
 pub mod stats;
 pub mod store;
 
-pub use call::QueuedCall;
+pub use call::{EncodedCall, QueuedCall};
 pub use callback::{CallbackConfig, Callbacks};
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use embedded::EmbeddedStore;

@@ -53,7 +53,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::queue::call::QueuedCall;
+use crate::queue::call::{EncodedCall, QueuedCall};
 use crate::queue::store::{Backlog, CallStore, DeadLetter, StoreError, Taken};
 use crate::sys::clock::unix_ms;
 
@@ -455,18 +455,23 @@ fn read_dead_letter(m: &jetstream::message::StreamMessage) -> Option<DeadLetter>
 
 #[async_trait]
 impl CallStore for NatsStore {
-    async fn enqueue(&self, call: &QueuedCall) -> Result<u64, StoreError> {
-        let record = call.encode();
+    async fn enqueue(&self, call: EncodedCall) -> Result<u64, StoreError> {
+        let EncodedCall {
+            call_id,
+            function,
+            arrived_unix_ms,
+            record,
+        } = call;
         if record.len() > self.max_record {
             return Err(StoreError::TooLarge(self.max_record));
         }
-        self.ensure_consumer(&call.function).await?;
+        self.ensure_consumer(&function).await?;
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", call.call_id.as_str());
+        headers.insert("Nats-Msg-Id", call_id.as_str());
         let ack = self
             .js
             .publish_with_headers(
-                format!("{SUBJECT_PREFIX}{}", call.function),
+                format!("{SUBJECT_PREFIX}{}", function),
                 headers,
                 record.into(),
             )
@@ -481,7 +486,7 @@ impl CallStore for NatsStore {
                 }
             })?;
         if !ack.duplicate {
-            self.note_enqueued(&call.function, call.arrived_unix_ms);
+            self.note_enqueued(&function, arrived_unix_ms);
         }
         Ok(ack.sequence)
     }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::queue::call::QueuedCall;
+use crate::queue::call::{EncodedCall, QueuedCall};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -75,7 +75,7 @@ pub struct Backlog {
 #[async_trait]
 pub trait CallStore: Send + Sync + 'static {
     /// Stores `call` durably and returns its id.
-    async fn enqueue(&self, call: &QueuedCall) -> Result<u64, StoreError>;
+    async fn enqueue(&self, call: EncodedCall) -> Result<u64, StoreError>;
     /// Leases up to `max` calls of `function` due at `now_unix_ms`, oldest first.
     async fn take(
         &self,

@@ -30,9 +30,9 @@ async fn calls_go_out_in_order_once_each_and_acks_forget_them() {
     let dir = tempfile::tempdir().unwrap();
     let s = EmbeddedStore::open(dir.path(), 100).unwrap();
     for n in 0..5 {
-        s.enqueue(&call("f.openfaas-fn", n)).await.unwrap();
+        s.enqueue(call("f.openfaas-fn", n).encoded()).await.unwrap();
     }
-    s.enqueue(&call("g.openfaas-fn", 9)).await.unwrap();
+    s.enqueue(call("g.openfaas-fn", 9).encoded()).await.unwrap();
     let first = s.take("f.openfaas-fn", 2, 0).await.unwrap();
     assert_eq!(ids(&first), ["call-0", "call-1"]);
     assert_eq!(first[0].call, call("f.openfaas-fn", 0), "stored whole");
@@ -62,8 +62,8 @@ async fn calls_go_out_in_order_once_each_and_acks_forget_them() {
 async fn a_retry_is_due_later_with_its_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let s = EmbeddedStore::open(dir.path(), 100).unwrap();
-    s.enqueue(&call("f", 0)).await.unwrap();
-    s.enqueue(&call("f", 1)).await.unwrap();
+    s.enqueue(call("f", 0).encoded()).await.unwrap();
+    s.enqueue(call("f", 1).encoded()).await.unwrap();
     let t = s.take("f", 1, 0).await.unwrap().remove(0);
     s.retry(t.id, 1, 5_000).await.unwrap();
     // Not due before 5 s: the next call goes first.
@@ -78,7 +78,7 @@ async fn dead_letters_are_listed_replayed_and_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let s = EmbeddedStore::open(dir.path(), 100).unwrap();
     for n in 0..3 {
-        s.enqueue(&call(if n == 2 { "g" } else { "f" }, n))
+        s.enqueue(call(if n == 2 { "g" } else { "f" }, n).encoded())
             .await
             .unwrap();
     }
@@ -141,7 +141,7 @@ async fn reopening_hands_out_every_call_not_done_leased_ones_included() {
     {
         let s = EmbeddedStore::open(dir.path(), 100).unwrap();
         for n in 0..4 {
-            s.enqueue(&call("f", n)).await.unwrap();
+            s.enqueue(call("f", n).encoded()).await.unwrap();
         }
         let t = s.take("f", 2, 0).await.unwrap();
         s.ack(t[0].id).await.unwrap();
@@ -156,7 +156,7 @@ async fn reopening_hands_out_every_call_not_done_leased_ones_included() {
     let later = s.take("f", 10, 9_000).await.unwrap();
     assert_eq!((later[0].id, later[0].attempts), (leased_id, 2));
     // New ids keep growing past the old ones.
-    let id = s.enqueue(&call("f", 7)).await.unwrap();
+    let id = s.enqueue(call("f", 7).encoded()).await.unwrap();
     assert!(id > leased_id);
 }
 
@@ -168,7 +168,7 @@ async fn concurrent_enqueues_share_commits_and_the_bound_holds() {
     let tasks: Vec<_> = (0..400)
         .map(|n| {
             let s = s.clone();
-            tokio::spawn(async move { s.enqueue(&call("f", n)).await.map(|_| ()) })
+            tokio::spawn(async move { s.enqueue(call("f", n).encoded()).await.map(|_| ()) })
         })
         .collect();
     let mut full = 0;
@@ -184,11 +184,11 @@ async fn concurrent_enqueues_share_commits_and_the_bound_holds() {
     assert!(commits < 300, "{commits} commits for 300 enqueues");
     eprintln!("queue: 300 concurrent enqueues in {commits} commits");
     assert!(matches!(
-        s.enqueue(&call("f", 300)).await,
+        s.enqueue(call("f", 300).encoded()).await,
         Err(StoreError::Full(300))
     ));
     // Room again once one is done.
     let t = s.take("f", 1, 0).await.unwrap();
     s.ack(t[0].id).await.unwrap();
-    s.enqueue(&call("f", 301)).await.unwrap();
+    s.enqueue(call("f", 301).encoded()).await.unwrap();
 }
