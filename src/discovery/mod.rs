@@ -375,11 +375,30 @@ impl Publisher {
     }
 
     /// Forgets the drained instances whose stop was ordered and that the catalog no longer
-    /// lists (`listed` is the catalog's whole answer, ready or not).
+    /// lists (`listed` is the catalog's whole answer, ready or not). They leave `found` in the
+    /// same step: a set rotated later (a canary admission, another drain) must never put a
+    /// replica marked draining back in rotation, where every pick of it would be skipped.
     pub(crate) fn forget_gone(&self, listed: &[Instance]) {
         let mut s = self.lock();
-        s.draining
-            .retain(|id, ordered| !*ordered || listed.iter().any(|i| &i.id == id));
+        let mut gone = Vec::new();
+        s.draining.retain(|id, ordered| {
+            let keep = !*ordered || listed.iter().any(|i| &i.id == id);
+            if !keep {
+                gone.push(id.clone());
+            }
+            keep
+        });
+        if gone.is_empty() {
+            return;
+        }
+        s.found = s
+            .found
+            .iter()
+            .filter(|r| !gone.iter().any(|id| id == r.id()))
+            .cloned()
+            .collect();
+        s.rotate();
+        self.publish(&s);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
@@ -504,5 +523,47 @@ mod tests {
         assert_eq!(p.draining(), ["d"]);
         p.forget_gone(&[inst("a", 1), inst("b", 1), inst("c", 1)]);
         assert!(p.draining().is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_drain_never_returns_to_rotation() {
+        let key = crate::model::names::FunctionKey::new("f", "").unwrap();
+        let handle = Arc::new(FunctionHandle::new(key));
+        let p = Publisher::new(handle.clone(), 2, ScaleSettings::default());
+        let [a, b] = ["a", "b"].map(|id| Replica::new(id, "127.0.0.1:1".parse().unwrap()));
+        p.set_replicas(vec![a.clone(), b.clone()]);
+        p.drain(&["b".into()]);
+        p.commit_drain(&["b".into()]);
+        // The catalog drops "b"; before discovery publishes its new ready set, something
+        // else rotates the set (here a canary admission): "b", still marked draining, must
+        // not come back (a request picking it would only be sent elsewhere, up to its limit).
+        p.forget_gone(&[inst("a", 1)]);
+        p.admit_canaries(true);
+        assert_eq!(ids(&handle), ["a"]);
+        assert!(b.is_draining());
+    }
+
+    #[test]
+    fn canaries_stay_out_until_admitted_or_promoted() {
+        let key = crate::model::names::FunctionKey::new("f", "").unwrap();
+        let handle = Arc::new(FunctionHandle::new(key));
+        let p = Publisher::new(handle.clone(), 2, ScaleSettings::default());
+        let [old, new] = ["old", "new"].map(|id| Replica::new(id, "127.0.0.1:1".parse().unwrap()));
+        let mut canary = inst("new", 1);
+        canary.canary = true;
+        p.set_canaries(&[inst("old", 1), canary.clone()]);
+        p.set_replicas(vec![old.clone(), new.clone()]);
+        assert_eq!(ids(&handle), ["old"]);
+        assert_eq!(
+            p.ready_split(),
+            (vec!["new".to_string()], vec!["old".to_string()])
+        );
+        p.admit_canaries(true);
+        assert_eq!(ids(&handle), ["new", "old"]);
+        p.admit_canaries(false);
+        assert_eq!(ids(&handle), ["old"]);
+        // Promoted: Nomad registers it with its plain tags.
+        p.set_canaries(&[inst("old", 1), inst("new", 1)]);
+        assert_eq!(ids(&handle), ["new", "old"]);
     }
 }

@@ -53,7 +53,8 @@ pub(crate) async fn start_bad_update(
     dir: &std::path::Path,
     n: u64,
 ) {
-    let upstream = format!("http://127.0.0.1:{}", support::free_port());
+    // Port 1: privileged, never a replica's (the double's are 20000-32000), never listening.
+    let upstream = "http://127.0.0.1:1";
     let bad = ver_fn(
         dir,
         "v2",

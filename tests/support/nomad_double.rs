@@ -1747,7 +1747,7 @@ fn schedule(state: &Arc<State>, job_id: &str) {
         {
             let idx = i.bump();
             let canary = deployment.as_ref().is_some_and(|d| d.1);
-            let port = free_port();
+            let port = dynamic_port(&i);
             let task = g["Tasks"][0]["Name"].as_str().unwrap_or("task").to_string();
             let services: Vec<ServiceRec> = g["Services"]
                 .as_array()
@@ -1878,12 +1878,24 @@ fn highest_to_stop(live: &[(u64, String, u64)], count: usize) -> Vec<String> {
     stop
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port for a new allocation from Nomad's dynamic port range (20000-32000, outside
+/// Linux's ephemeral range, so no outgoing connection or `bind(0)` elsewhere takes it), that
+/// no allocation whose task may still run holds, and that is free now. Nomad never gives
+/// one port to two live allocations of a node; picking from the ephemeral range with
+/// `bind(0)` did, when a stopped task had not released it or a new one had not bound it yet.
+fn dynamic_port(i: &Inner) -> u16 {
+    let held: BTreeSet<u16> = i
+        .allocs
+        .values()
+        .filter(|a| a.pid.is_some() || !a.is_terminal())
+        .map(|a| a.port)
+        .collect();
+    loop {
+        let port = fastrand::u16(20_000..32_000);
+        if !held.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn stop_job_allocs(state: &Arc<State>, job_id: &str) {
@@ -2138,6 +2150,9 @@ async fn run_alloc(state: Arc<State>, id: String, group: Value) {
         }
     });
     if !stopped {
+        eprintln!(
+            "[nomad double] allocation {id} (port {port}) exited on its own (failed: {failed})"
+        );
         deployments::record_health(&state, &id, false);
         // Crashed: the scheduler replaces it.
         {
