@@ -131,14 +131,20 @@ impl Load {
         support::eventually(Duration::from_secs(60), what, || self.count() >= target).await;
     }
 
-    async fn finish(self) -> (Vec<Served>, Vec<String>) {
+    /// Stops the loops and returns what was served; every request must have succeeded.
+    async fn finish(self) -> Vec<Served> {
         self.stop.store(true, Ordering::Relaxed);
         for w in self.workers {
             w.await.unwrap();
         }
-        let served = std::mem::take(&mut *self.served.lock().unwrap());
         let failed = std::mem::take(&mut *self.failed.lock().unwrap());
-        (served, failed)
+        assert!(
+            failed.is_empty(),
+            "{} requests failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        std::mem::take(&mut *self.served.lock().unwrap())
     }
 }
 
@@ -149,7 +155,8 @@ fn p99(took: &mut [Duration]) -> Duration {
         .unwrap_or_default()
 }
 
-fn gateway(double: &NomadDouble, deadline: &str) -> Arc<Gateway> {
+/// A gateway on the double whose updates are abandoned after `deadline`.
+pub(crate) fn gateway(double: &NomadDouble, deadline: &str) -> Arc<Gateway> {
     let url = double.url();
     Arc::new(Gateway::start_with(
         &[
@@ -172,28 +179,69 @@ async fn update_state(gw: &Gateway) -> Value {
     gw.status("ver").await["update"].clone()
 }
 
+/// Deploys `ver` at v1 with `n` replicas; returns their allocation IDs once all are routed.
+pub(crate) async fn deploy_v1(
+    gw: &Gateway,
+    double: &NomadDouble,
+    dir: &std::path::Path,
+    n: u64,
+) -> Vec<String> {
+    let r = gw.deploy(ver_fn(dir, "v1", n, json!({}))).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    gw.wait_available("ver", n).await;
+    let old = double.live_allocs(JOB);
+    assert_eq!(old.len() as u64, n);
+    old
+}
+
+/// Updates `ver` to a good `version` with `n` replicas.
+async fn update_to(gw: &Gateway, dir: &std::path::Path, version: &str, n: u64) {
+    let r = gw
+        .req(
+            "PUT",
+            "/system/functions",
+            ver_fn(dir, version, n, json!({})).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+}
+
+/// Waits until the gateway reports the update failed; returns its `update` state.
+pub(crate) async fn wait_update_failed(gw: &Gateway) -> Value {
+    gw.wait_status("ver", "the update reported failed", |s| {
+        s["update"]["status"] == "failed"
+    })
+    .await["update"]
+        .clone()
+}
+
+/// Waits until the job's live allocations are `n`, none a canary, and (`old_kept`) exactly
+/// the `old` ones or (not) none of them.
+async fn wait_serving_alone(
+    double: &NomadDouble,
+    old: &[String],
+    n: usize,
+    old_kept: bool,
+    what: &str,
+) {
+    support::eventually(Duration::from_secs(60), what, || {
+        let live = double.live_versions(JOB);
+        live.len() == n && live.iter().all(|a| !a.2 && old.contains(&a.0) == old_kept)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_update_moves_traffic_only_once_the_new_version_is_ready() {
     let dir = tempfile::tempdir().unwrap();
     let double = NomadDouble::start().await;
     let gw = gateway(&double, "2m");
-    let r = gw.deploy(ver_fn(dir.path(), "v1", 3, json!({}))).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    gw.wait_available("ver", 3).await;
-    let old: Vec<String> = double.live_allocs(JOB);
-    assert_eq!(old.len(), 3);
+    let old = deploy_v1(&gw, &double, dir.path(), 3).await;
 
     let load = start_load(&gw, 4);
     load.served_more(200, "load before the update").await;
     let update_at = Instant::now();
-    let r = gw
-        .req(
-            "PUT",
-            "/system/functions",
-            ver_fn(dir.path(), "v2", 3, json!({})).to_string(),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text());
+    update_to(&gw, dir.path(), "v2", 3).await;
     assert_eq!(update_state(&gw).await["status"], "in-progress");
     // Canaries run beside the old allocations, which keep serving.
     support::eventually(Duration::from_secs(60), "3 canaries placed", || {
@@ -218,13 +266,7 @@ async fn an_update_moves_traffic_only_once_the_new_version_is_ready() {
     .await;
     gw.wait_available("ver", 5).await;
     load.served_more(200, "load after the update").await;
-    let (served, failed) = load.finish().await;
-    assert!(
-        failed.is_empty(),
-        "{} requests failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    let served = load.finish().await;
     assert!(
         update_state(&gw).await.is_null(),
         "{}",
@@ -283,14 +325,7 @@ async fn a_version_that_never_becomes_ready_is_abandoned_and_the_old_one_serves(
     let dir = tempfile::tempdir().unwrap();
     let double = NomadDouble::start().await;
     let gw = gateway(&double, "4s");
-    assert_eq!(
-        gw.deploy(ver_fn(dir.path(), "v1", 2, json!({})))
-            .await
-            .status,
-        202
-    );
-    gw.wait_available("ver", 2).await;
-    let old = double.live_allocs(JOB);
+    let old = deploy_v1(&gw, &double, dir.path(), 2).await;
 
     let load = start_load(&gw, 4);
     load.served_more(100, "load before the update").await;
@@ -312,24 +347,15 @@ async fn a_version_that_never_becomes_ready_is_abandoned_and_the_old_one_serves(
         "job scaling blocked due to active deployment"
     );
 
-    let mut state = Value::Null;
-    for _ in 0..300 {
-        state = update_state(&gw).await;
-        if state["status"] == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(state["status"], "failed", "{state}");
+    let state = wait_update_failed(&gw).await;
     let message = state["message"].as_str().unwrap();
     assert!(message.contains("0 of 2 new replicas healthy"), "{message}");
-    support::eventually(
-        Duration::from_secs(30),
+    wait_serving_alone(
+        &double,
+        &old,
+        2,
+        true,
         "canaries stopped, old allocations kept",
-        || {
-            let live = double.live_versions(JOB);
-            live.len() == 2 && live.iter().all(|a| old.contains(&a.0))
-        },
     )
     .await;
     assert_eq!(
@@ -337,13 +363,7 @@ async fn a_version_that_never_becomes_ready_is_abandoned_and_the_old_one_serves(
         Some("failed")
     );
     load.served_more(100, "load after the failed update").await;
-    let (served, failed) = load.finish().await;
-    assert!(
-        failed.is_empty(),
-        "{} requests failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    let served = load.finish().await;
     assert!(
         served.iter().all(|s| s.version == "v1"),
         "the abandoned version served"
@@ -357,32 +377,10 @@ async fn a_version_that_never_becomes_ready_is_abandoned_and_the_old_one_serves(
     );
 
     // A later good update succeeds, and clears the failure.
-    let r = gw
-        .req(
-            "PUT",
-            "/system/functions",
-            ver_fn(dir.path(), "v3", 2, json!({})).to_string(),
-        )
+    update_to(&gw, dir.path(), "v3", 2).await;
+    wait_serving_alone(&double, &old, 2, false, "v3 serving alone").await;
+    gw.wait_status("ver", "the failure cleared", |s| s["update"].is_null())
         .await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    support::eventually(Duration::from_secs(60), "v3 serving alone", || {
-        let live = double.live_versions(JOB);
-        live.len() == 2 && live.iter().all(|a| !a.2 && !old.contains(&a.0))
-    })
-    .await;
-    let mut cleared = false;
-    for _ in 0..300 {
-        if update_state(&gw).await.is_null() {
-            cleared = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        cleared,
-        "update state not cleared: {}",
-        update_state(&gw).await
-    );
     let r = gw.req("POST", "/function/ver", "x").await;
     assert!(r.text().starts_with("v3 "), "{}", r.text());
 }
@@ -392,15 +390,7 @@ async fn a_gateway_started_during_an_update_follows_it_to_its_end() {
     let dir = tempfile::tempdir().unwrap();
     let double = NomadDouble::start().await;
     let first = gateway(&double, "10m");
-    assert_eq!(
-        first
-            .deploy(ver_fn(dir.path(), "v1", 2, json!({})))
-            .await
-            .status,
-        202
-    );
-    first.wait_available("ver", 2).await;
-    let old = double.live_allocs(JOB);
+    let old = deploy_v1(&first, &double, dir.path(), 2).await;
     start_bad_update(&first, &double, dir.path(), 2).await;
     // The gateway that started the update goes away with the deployment open.
     drop(first);
@@ -411,22 +401,13 @@ async fn a_gateway_started_during_an_update_follows_it_to_its_end() {
 
     // A new one picks the update up and, the new version never becoming ready, abandons it.
     let second = gateway(&double, "3s");
-    let mut state = Value::Null;
-    for _ in 0..300 {
-        state = second.status("ver").await["update"].clone();
-        if state["status"] == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(state["status"], "failed", "{state}");
-    support::eventually(
-        Duration::from_secs(30),
+    wait_update_failed(&second).await;
+    wait_serving_alone(
+        &double,
+        &old,
+        2,
+        true,
         "reverted; the old allocations serve alone",
-        || {
-            let live = double.live_versions(JOB);
-            live.len() == 2 && live.iter().all(|a| old.contains(&a.0))
-        },
     )
     .await;
     assert_eq!(
@@ -442,43 +423,19 @@ async fn a_newer_update_supersedes_one_still_rolling_out() {
     let dir = tempfile::tempdir().unwrap();
     let double = NomadDouble::start().await;
     let gw = gateway(&double, "2m");
-    assert_eq!(
-        gw.deploy(ver_fn(dir.path(), "v1", 2, json!({})))
-            .await
-            .status,
-        202
-    );
-    gw.wait_available("ver", 2).await;
-    let old = double.live_allocs(JOB);
+    let old = deploy_v1(&gw, &double, dir.path(), 2).await;
     let load = start_load(&gw, 4);
     load.served_more(100, "load before the updates").await;
     start_bad_update(&gw, &double, dir.path(), 2).await;
     // The fix comes while v2's canaries are still not ready.
-    let r = gw
-        .req(
-            "PUT",
-            "/system/functions",
-            ver_fn(dir.path(), "v3", 2, json!({})).to_string(),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    support::eventually(Duration::from_secs(60), "v3 serving alone", || {
-        let live = double.live_versions(JOB);
-        live.len() == 2 && live.iter().all(|a| !a.2 && !old.contains(&a.0))
-    })
-    .await;
+    update_to(&gw, dir.path(), "v3", 2).await;
+    wait_serving_alone(&double, &old, 2, false, "v3 serving alone").await;
     gw.wait_status("ver", "the rollout ended without a failure", |s| {
         s["update"].is_null()
     })
     .await;
     load.served_more(100, "load after the updates").await;
-    let (served, failed) = load.finish().await;
-    assert!(
-        failed.is_empty(),
-        "{} requests failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    let served = load.finish().await;
     assert!(
         served.iter().all(|s| s.version != "v2"),
         "the superseded version served"

@@ -724,34 +724,13 @@ async fn scenario(gw: &Gateway, c: &Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_update_shows_on_the_function_page() {
     use crate::nomad_double::NomadDouble;
-    use crate::nomad_updates::{start_bad_update, ver_fn, JOB};
+    use crate::nomad_updates::{deploy_v1, gateway, start_bad_update, wait_update_failed, JOB};
     let dir = tempfile::tempdir().unwrap();
     let double = NomadDouble::start().await;
-    let url = double.url();
-    let gw = Gateway::start_with(
-        &[
-            "--no-auth",
-            "--provider",
-            "nomad",
-            "--nomad-watchdog-path",
-            support::BIN,
-            "--nomad-update-deadline",
-            "2s",
-        ],
-        &[("NOMAD_ADDR", url.as_str())],
-    );
-    assert_eq!(
-        gw.deploy(ver_fn(dir.path(), "v1", 1, json!({})))
-            .await
-            .status,
-        202
-    );
-    gw.wait_available("ver", 1).await;
+    let gw = gateway(&double, "2s");
+    deploy_v1(&gw, &double, dir.path(), 1).await;
     start_bad_update(&gw, &double, dir.path(), 1).await;
-    gw.wait_status("ver", "the update abandoned", |s| {
-        s["update"]["status"] == "failed"
-    })
-    .await;
+    wait_update_failed(&gw).await;
     assert_eq!(double.live_allocs(JOB).len(), 1);
 
     let driver = Driver::start();

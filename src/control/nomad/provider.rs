@@ -929,10 +929,13 @@ impl Provider for NomadProvider {
         };
         f.count = current.count;
         f.job_modify_index = resp.job_modify_index;
-        f.version = current.version + 1;
+        // Nomad registers an unchanged job as is (same JobModifyIndex, no new version, nothing
+        // to roll out); any change is exactly one new version.
+        let changed = resp.job_modify_index != current.job_modify_index;
+        f.version = current.version + u64::from(changed);
         let to = f.version;
         let tracked = self.track(&key, f);
-        if roll {
+        if roll && changed {
             self.start_rollout(&key, &tracked, current.version, to);
         }
         Ok(())
@@ -1194,7 +1197,7 @@ impl Tracked {
 
 /// Waits until none of `replicas` has a request in flight (true), `deadline` passes (true:
 /// the caller goes on with requests in flight), or `cancelled()` turns true (false).
-async fn wait_idle(
+pub(super) async fn wait_idle(
     replicas: &[Arc<crate::dataplane::Replica>],
     deadline: tokio::time::Instant,
     cancelled: impl Fn() -> bool,

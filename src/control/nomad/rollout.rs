@@ -46,6 +46,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::provider::wait_idle;
 use crate::client::wire::nomad::{Allocation, Deployment};
 use crate::client::{NomadClient, QueryOptions};
 use crate::control::cluster::Cluster;
@@ -234,10 +235,12 @@ impl Rollout {
             );
             tokio::spawn(async move { cluster.drain_at_members(&key, &ids, bound).await })
         };
-        let until = tokio::time::Instant::now() + self.drain_timeout;
-        while replicas.iter().any(|r| r.pending() > 0) && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_idle(
+            &replicas,
+            tokio::time::Instant::now() + self.drain_timeout,
+            || false,
+        )
+        .await;
         let _ = members.await;
         match self.nomad.promote_deployment(&d.id).await {
             Ok(_) => {
