@@ -3,15 +3,18 @@
 //!
 //! Creates its own stream (`--stream`, default `jspub-bench`, subject `jspub.bench`) with the
 //! settings of faasgate's `faasgate-async` (WorkQueue retention, file storage, `discard: new`,
-//! a 2-minute duplicate window), then runs `--conns` publishers on one connection (as a
-//! gateway has one) for `--duration` seconds: each publishes a `--size`-byte message with a
-//! unique `Nats-Msg-Id` header (a 36-byte UUID-like id, as a call id is) and awaits its
-//! publish ack before the next one. Last, it deletes the stream, so the server's state is
+//! a 2-minute duplicate window), then runs `--conns` publishers for `--duration` seconds:
+//! each publishes a `--size`-byte message with a unique `Nats-Msg-Id` header (a 36-byte
+//! UUID-like id, as a call id is) and awaits its publish ack before the next one. By default
+//! the publishers share one connection (as a gateway's enqueues share its one connection, so
+//! the client batches their writes); with `--conn-each` every publisher has a connection of
+//! its own, as `nats bench js pub --clients N --batch 1` runs them and as wrk's connections
+//! each carry one call at a time. Last, it deletes the stream, so the server's state is
 //! as it found it. Prints one JSON line, the same fields as `loadtest/wrk/bench.lua`:
 //! requests (acked publishes), duration (µs), errors, p50/p99/p99.9 latency (µs).
 //!
 //!     cargo run --release --example jspub -- --url nats://127.0.0.1:PORT \
-//!         [--conns 64] [--duration 5] [--size 1024] [--stream jspub-bench]
+//!         [--conns 64] [--conn-each] [--duration 5] [--size 1024] [--stream jspub-bench]
 //!
 //! Bounded: every publish and ack wait has a 10 s timeout, and the run stops at its deadline.
 #![allow(clippy::unwrap_used)] // test and tool code: a failed unwrap is a failed run
@@ -30,6 +33,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 struct Args {
     url: String,
     conns: usize,
+    conn_each: bool,
     duration: Duration,
     size: usize,
     stream: String,
@@ -39,6 +43,7 @@ fn args() -> Args {
     let mut a = Args {
         url: "nats://127.0.0.1:4222".into(),
         conns: 64,
+        conn_each: false,
         duration: Duration::from_secs(5),
         size: 1024,
         stream: "jspub-bench".into(),
@@ -53,6 +58,7 @@ fn args() -> Args {
                 a.duration =
                     Duration::from_secs_f64(value("--duration").parse().expect("--duration S"))
             }
+            "--conn-each" => a.conn_each = true,
             "--size" => a.size = value("--size").parse().expect("--size BYTES"),
             "--stream" => a.stream = value("--stream"),
             other => panic!("unknown argument {other:?}"),
@@ -84,15 +90,20 @@ fn main() {
     rt.block_on(run(a));
 }
 
-async fn run(a: Args) {
+async fn connect(url: &str) -> (async_nats::Client, jetstream::Context) {
     let client = async_nats::ConnectOptions::new()
         .name("jspub")
         .connection_timeout(TIMEOUT)
-        .connect(&a.url)
+        .connect(url)
         .await
         .expect("connect to nats");
     let mut js = jetstream::new(client.clone());
     js.set_timeout(TIMEOUT);
+    (client, js)
+}
+
+async fn run(a: Args) {
+    let (client, js) = connect(&a.url).await;
     let subject = format!("{}.bench", a.stream.replace('-', "_"));
     // Left over from a run that did not finish: start empty.
     let _ = js.delete_stream(&a.stream).await;
@@ -110,12 +121,23 @@ async fn run(a: Args) {
 
     let payload = Bytes::from(vec![b'x'; a.size]);
     let errors = Arc::new(AtomicU64::new(0));
+    // Connected before the clock starts: the run measures publishes, not handshakes.
+    let mut own = Vec::new();
+    let mut publishers = Vec::with_capacity(a.conns);
+    for _ in 0..a.conns {
+        publishers.push(if a.conn_each {
+            let (c, js) = connect(&a.url).await;
+            own.push(c);
+            js
+        } else {
+            js.clone()
+        });
+    }
     let start = Instant::now();
     let deadline = start + a.duration;
     let mut tasks = Vec::with_capacity(a.conns);
-    for _ in 0..a.conns {
-        let (js, subject, payload, errors) =
-            (js.clone(), subject.clone(), payload.clone(), errors.clone());
+    for js in publishers {
+        let (subject, payload, errors) = (subject.clone(), payload.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             while Instant::now() < deadline {
@@ -149,6 +171,7 @@ async fn run(a: Args) {
         all.add(t.await.unwrap()).unwrap();
     }
     let elapsed = start.elapsed();
+    drop(own);
     let stored = js
         .get_stream(&a.stream)
         .await
@@ -158,11 +181,12 @@ async fn run(a: Args) {
     }
     client.flush().await.ok();
     eprintln!(
-        "jspub: {} publishes acked, {} stored in {} ({} publishers, {} B each)",
+        "jspub: {} publishes acked, {} stored in {} ({} publishers on {} connection(s), {} B each)",
         all.len(),
         stored,
         a.stream,
         a.conns,
+        if a.conn_each { a.conns } else { 1 },
         a.size
     );
     // A publish acked and not stored would be a lost message: count it as an error.
