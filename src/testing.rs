@@ -30,6 +30,15 @@ pub enum Planned {
         /// `X-Start-Time`, unix nanoseconds.
         start_time: u64,
     },
+    /// An async call, whole, for the loop's enqueue path.
+    Enqueue {
+        /// Bytes of its head.
+        head_len: usize,
+        /// Bytes of the request (head and body) at the start of the buffer.
+        len: usize,
+        /// The client asked to close after this response.
+        close: bool,
+    },
 }
 
 /// Plans the request at the start of `buf` as the byte-level loop does, writing its upstream
@@ -54,6 +63,11 @@ pub fn plan(
             close: p.close,
             call_id: p.call_id,
             start_time: p.start_time,
+        },
+        Step::Enqueue(e) => Planned::Enqueue {
+            head_len: e.head_len,
+            len: e.len,
+            close: e.close,
         },
     }
 }

@@ -7,6 +7,9 @@
 //! `--max-async-body` 413, an `X-Callback-Url` that is not an absolute `http`/`https` URL
 //! 400, the queue at its bound 429, a store failure 500. Like `/function/*`, the route is not
 //! behind basic auth.
+//!
+//! This is hyper's path; the byte loop enqueues the common case itself (`async_wire`), with
+//! the same record and answers, and hands everything else here.
 
 use std::sync::Arc;
 
@@ -23,7 +26,7 @@ use crate::queue::call::Fields;
 use crate::queue::{CallStore, Dispatcher, EncodedCall, StoreError};
 
 /// The route's prefix.
-pub(crate) const PREFIX: &str = "/async-function/";
+pub(crate) const PREFIX: &str = crate::http1::head::ASYNC_PREFIX;
 const X_CALLBACK_URL: &str = "x-callback-url";
 
 /// The async queue as the API sees it.
@@ -59,11 +62,11 @@ pub(crate) async fn enqueue(
         None => (rest, ""),
     };
     let key = FunctionKey::parse_segment(segment, "")?;
-    if gw.routes.get(key.as_ref()).is_none() {
+    let Some(handle) = gw.routes.get(key.as_ref()) else {
         return Err(ApiError::NotFound(format!(
             "error finding function {segment}: not found"
         )));
-    }
+    };
     // Everything borrowed from the request until the record is written: the record is the
     // one copy of the call (body included), and the request is dropped before the wait for
     // the store, which frees hyper's read buffer for the connection's next request.
@@ -105,9 +108,8 @@ pub(crate) async fn enqueue(
     let call = EncodedCall { record, ..call };
     let logged =
         (generated && tracing::enabled!(tracing::Level::DEBUG)).then(|| call.call_id.clone());
-    let function = call.function.clone();
     calls.store.enqueue(call).await?;
-    calls.dispatcher.notify_enqueued(&function);
+    calls.dispatcher.notify_enqueued(&handle);
     let mut resp = super::error::empty(StatusCode::ACCEPTED);
     resp.headers_mut().insert(X_CALL_ID, call_id);
     if let Some(call_id) = logged {

@@ -7,6 +7,7 @@
 
 pub(crate) mod alert;
 pub mod async_call;
+mod async_wire;
 pub mod error;
 pub(crate) mod functions;
 pub(crate) mod logs;
@@ -81,6 +82,16 @@ impl crate::dataplane::conn::Frontend for Gateway {
         peer: &Peer,
     ) -> impl std::future::Future<Output = Response<GatewayBody>> + Send {
         Gateway::handle(self, req, peer)
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        req: &'a [u8],
+        head_len: usize,
+        close: bool,
+        out: &'a mut Vec<u8>,
+    ) -> impl std::future::Future<Output = bool> + Send + 'a {
+        async_wire::enqueue(self, req, head_len, close, out)
     }
 }
 

@@ -1,5 +1,5 @@
-//! One client connection: invocations served by a byte-level HTTP/1.1 loop, everything else
-//! by hyper.
+//! One client connection: invocations and async calls served by a byte-level HTTP/1.1
+//! loop, everything else by hyper.
 //!
 //! The loop reads a request head with `httparse`. When it is an invocation it serves
 //! (`http1::head::plan`: HTTP/1.1, an origin-form `/function/{name}[/path][?query]` target of a deployed
@@ -10,6 +10,12 @@
 //! (`Forwarder::send_raw`: pick, pool, retries, hold, timeout) and writes the client's
 //! response head straight from the upstream's (the same rewrites), then the body by its
 //! framing. No `HeaderMap`, `Request` or `Response` is built for it.
+//!
+//! An async call (`/async-function/{name}[/path][?query]`, HTTP/1.1, not HEAD, the same
+//! framing limits) is read whole and given to [`Frontend::enqueue`] (`api::async_wire`),
+//! which stores its record straight from the bytes and writes the `202`, or declines it
+//! (a refusal hyper's path words: unknown function, bad name, large body, bad callback
+//! URL), and then hyper takes the connection as for any other request.
 //!
 //! Anything else (other paths, HTTP/1.0, chunked or large uploads, `Expect: 100-continue`,
 //! upgrades, unknown functions, malformed or oversized heads) hands the connection, with the
@@ -52,7 +58,9 @@ use crate::dataplane::response::GatewayBody;
 use crate::dataplane::table::{FunctionHandle, Routes};
 use crate::http1::codec::{self as http1, ChunkedDecoder, Decoded, Framing, RawHead, LAST_CHUNK};
 use crate::http1::exchange::coarse_deadline;
-use crate::http1::head::{date, header, ids, plan, response_head, status_line, Plan, Step};
+use crate::http1::head::{
+    date, header, ids, plan, response_head, status_line, Enqueue, Plan, Step,
+};
 use crate::http1::headers::Peer;
 use crate::http1::pool::Conn;
 use crate::http1::request_rules::{self, RequestError};
@@ -74,6 +82,22 @@ pub(crate) trait Frontend: Send + Sync + 'static {
         req: http::Request<hyper::body::Incoming>,
         peer: &Peer,
     ) -> impl std::future::Future<Output = http::Response<GatewayBody>> + Send;
+    /// Enqueues the async call `req` (head `head_len` bytes, then its whole body), writing
+    /// its answer to `out`; `false`: not served here (nothing stored, `out` untouched), the
+    /// connection goes to [`Frontend::handle`].
+    fn enqueue<'a>(
+        &'a self,
+        req: &'a [u8],
+        head_len: usize,
+        close: bool,
+        out: &'a mut Vec<u8>,
+    ) -> impl std::future::Future<Output = bool> + Send + 'a;
+}
+
+/// What the loop does with the request at the start of its buffer.
+enum Next {
+    Invoke(Arc<FunctionHandle>, Plan),
+    Enqueue(Enqueue),
 }
 
 /// How long, and for how many bytes, a connection closed after an error answer keeps
@@ -120,7 +144,7 @@ pub(crate) async fn serve<G: Frontend>(
     loop {
         // A complete request in `buf`, or the connection ends.
         coarse_deadline(sleep.as_mut(), read_timeout);
-        let (handle, plan) = loop {
+        let next = loop {
             let lookup = |key: KeyRef<'_>| gateway.routes().get(key);
             let forwarded_for = peer.forwarded_for.as_bytes();
             match plan(
@@ -130,7 +154,8 @@ pub(crate) async fn serve<G: Frontend>(
                 gateway.forwarder().allow_underscore_headers(),
                 lookup,
             ) {
-                Step::Serve(handle, plan) => break (handle, plan),
+                Step::Serve(handle, plan) => break Next::Invoke(handle, plan),
+                Step::Enqueue(e) => break Next::Enqueue(e),
                 Step::Reject(e, head_request) => {
                     client.reject(e, head_request).await;
                     return;
@@ -160,10 +185,29 @@ pub(crate) async fn serve<G: Frontend>(
                 _ => return,
             }
         };
-        match client
-            .invoke(gateway.forwarder(), handle, plan, upstream.as_mut())
-            .await
-        {
+        let served = match next {
+            Next::Invoke(handle, plan) => {
+                client
+                    .invoke(gateway.forwarder(), handle, plan, upstream.as_mut())
+                    .await
+            }
+            Next::Enqueue(e) => {
+                client.out.clear();
+                if !gateway
+                    .enqueue(&client.buf[..e.len], e.head_len, e.close, &mut client.out)
+                    .await
+                {
+                    let stream = Rewind {
+                        prefix: client.buf,
+                        stream: client.stream,
+                    };
+                    return handoff(stream, peer, gateway, read_timeout, shutdown).await;
+                }
+                client.buf.advance(e.len);
+                client.flush().await.map(|()| !e.close)
+            }
+        };
+        match served {
             Ok(true) if !stopping(&shutdown) => {}
             _ => {
                 let _ = client.stream.shutdown().await;

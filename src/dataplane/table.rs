@@ -29,7 +29,7 @@
 //! no lock, no allocation. `benches/demand.rs` measures it against the counters it replaced.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -115,6 +115,9 @@ pub struct FunctionHandle {
     state: ArcSwap<FunctionState>,
     pub demand: Demand,
     pub metrics: FunctionMetrics,
+    /// Queued (async) calls of this function the gateway's dispatcher is delivering now:
+    /// read by every enqueue (`queue::Dispatcher::notify_enqueued`) without a lock.
+    pub async_inflight: AtomicUsize,
     ready: Notify,
     cold_start_requested: AtomicBool,
     removed: AtomicBool,
@@ -283,6 +286,7 @@ impl FunctionHandle {
             state: ArcSwap::from_pointee(FunctionState::default()),
             demand: Demand::default(),
             metrics: FunctionMetrics::default(),
+            async_inflight: AtomicUsize::new(0),
             ready: Notify::new(),
             cold_start_requested: AtomicBool::new(false),
             removed: AtomicBool::new(false),

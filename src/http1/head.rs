@@ -7,8 +7,9 @@
 //! caller's lookup finds, no `Transfer-Encoding`, `Expect` or `Upgrade`, a `Content-Length`
 //! body of at most [`FAST_BODY`] bytes), writes its upstream form: hop-by-hop headers and
 //! those `Connection` names out; `X-Call-Id`, `X-Start-Time`, `X-Forwarded-For`,
-//! `X-Forwarded-Host` in. Anything else is [`Step::Handoff`] (a general HTTP/1.1 server
-//! serves it) or [`Step::Reject`]. [`response_head`] writes the client's response head from
+//! `X-Forwarded-Host` in. An `/async-function/...` call (HTTP/1.1, not HEAD, the same
+//! framing limits) is [`Step::Enqueue`] once whole. Anything else is [`Step::Handoff`] (a
+//! general HTTP/1.1 server serves it) or [`Step::Reject`]. [`response_head`] writes the client's response head from
 //! the upstream's, with the same rewrites and this hop's framing; [`status_line`] and the
 //! per-thread `Date` cache ([`date`]) serve error answers too.
 //!
@@ -35,6 +36,8 @@ pub(crate) const MAX_HEADERS: usize = 64;
 /// `Connection`-named headers the loop strips; more goes to hyper.
 pub(crate) const MAX_NAMED: usize = 8;
 pub(crate) const FUNCTION_PREFIX: &[u8] = b"/function/";
+/// The async route's prefix (`api::async_call::PREFIX` is this).
+pub(crate) const ASYNC_PREFIX: &str = "/async-function/";
 /// What the bytes at the start of the buffer ask for.
 pub(crate) enum Step<H> {
     /// An incomplete head or body: read more.
@@ -43,6 +46,9 @@ pub(crate) enum Step<H> {
     Handoff,
     /// An invocation of the function `H` whose upstream request is written in `up`.
     Serve(H, Plan),
+    /// An async call (`/async-function/...`), whole at the start of the buffer, for the
+    /// enqueue path (`api::async_wire`), which may still hand it to hyper.
+    Enqueue(Enqueue),
     /// A head that breaks a rule every request must pass: answered 400, then closed (`true`:
     /// it was a HEAD request, whose answer has no body).
     Reject(RequestError, bool),
@@ -60,6 +66,17 @@ pub(crate) struct Plan {
     /// `X-Call-Id` generated here (`None`: the client sent one, which is kept).
     pub call_id: Option<[u8; 36]>,
     pub start_time: u64,
+}
+
+/// An async call the loop may enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Enqueue {
+    /// Bytes of its head; its body follows.
+    pub head_len: usize,
+    /// Bytes of the request (head and body) at the start of the buffer.
+    pub len: usize,
+    /// The client asked to close after this response.
+    pub close: bool,
 }
 
 pub(crate) fn eq(a: &[u8], lower: &[u8]) -> bool {
@@ -158,6 +175,22 @@ pub(crate) fn plan<H>(
         return Step::Handoff;
     };
     let target = target.as_bytes();
+    // An async call, whole, in the bytes `http::Uri` accepts (a HEAD, a long body: hyper's).
+    if target.starts_with(ASYNC_PREFIX.as_bytes()) && uri_bytes(target) && kind != Method::HEAD {
+        let body_len = length.unwrap_or(0);
+        if body_len > FAST_BODY as u64 {
+            return Step::Handoff;
+        }
+        let len = head_len + body_len as usize;
+        if buf.len() < len {
+            return Step::More;
+        }
+        return Step::Enqueue(Enqueue {
+            head_len,
+            len,
+            close,
+        });
+    }
     // Origin form only, in the bytes `http::Uri` accepts (others: hyper decides).
     if !target.starts_with(FUNCTION_PREFIX) || !uri_bytes(target) {
         return Step::Handoff;
@@ -416,6 +449,7 @@ mod tests {
             (Step::Serve((), p), up) => (p, String::from_utf8(up).unwrap()),
             (Step::More, _) => panic!("asked for more: {:?}", String::from_utf8_lossy(buf)),
             (Step::Handoff, _) => panic!("handed off: {:?}", String::from_utf8_lossy(buf)),
+            (Step::Enqueue(e), _) => panic!("{e:?}: {:?}", String::from_utf8_lossy(buf)),
             (Step::Reject(e, _), _) => {
                 panic!("rejected ({e}): {:?}", String::from_utf8_lossy(buf))
             }
@@ -639,6 +673,55 @@ mod tests {
                 matches!(run(req.as_bytes()).0, Step::Handoff),
                 "served by the loop: {req:?}"
             );
+        }
+    }
+
+    #[test]
+    fn async_calls_are_planned_whole_for_the_enqueue_path() {
+        let req = b"POST /async-function/any/p?q=1 HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabcGET";
+        let head_len = req.len() - 6;
+        assert_eq!(
+            run(req).0.enqueue(),
+            Some(Enqueue {
+                head_len,
+                len: head_len + 3,
+                close: true
+            })
+        );
+        // The function is looked up by the enqueue path, not here: any name is planned.
+        let get = b"GET /async-function/nope HTTP/1.1\r\nHost: gw\r\n\r\n";
+        assert_eq!(run(get).0.enqueue().map(|e| e.len), Some(get.len()));
+        // A body still arriving: more.
+        assert!(matches!(run(&req[..head_len + 2]).0, Step::More));
+        let big = format!(
+            "POST /async-function/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n",
+            FAST_BODY + 1
+        );
+        for req in [
+            "HEAD /async-function/echo HTTP/1.1\r\nHost: gw\r\n\r\n",
+            "POST /async-function/echo HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+            "POST /async-function/echo HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /async-function/echo HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "GET /async-function/echo?q=\"a\" HTTP/1.1\r\nHost: gw\r\n\r\n",
+            "GET /async-functions/echo HTTP/1.1\r\nHost: gw\r\n\r\n",
+            &big,
+        ] {
+            assert!(
+                matches!(run(req.as_bytes()).0, Step::Handoff),
+                "planned for the enqueue path: {req:?}"
+            );
+        }
+        // The rules every head passes come first.
+        let two_hosts = b"POST /async-function/echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        assert!(matches!(run(two_hosts).0, Step::Reject(..)));
+    }
+
+    impl<H> Step<H> {
+        fn enqueue(&self) -> Option<Enqueue> {
+            match self {
+                Step::Enqueue(e) => Some(*e),
+                _ => None,
+            }
         }
     }
 

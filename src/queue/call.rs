@@ -75,7 +75,8 @@ pub struct Fields<'a> {
 
 impl Fields<'_> {
     /// The record: these fields, the headers `headers()` yields (called twice: once to
-    /// count them) and `body`, in one allocation sized up front.
+    /// count them; names are stored lowercased, as `http::HeaderName` holds them, whoever
+    /// parsed the request) and `body`, in one allocation sized up front.
     pub fn encode<'h, H, I>(&self, headers: H, body: &[u8]) -> Vec<u8>
     where
         H: Fn() -> I,
@@ -111,7 +112,8 @@ impl Fields<'_> {
         leb128::put(&mut out, self.arrived_unix_ms);
         leb128::put(&mut out, count);
         for (name, value) in headers() {
-            leb128::put_bytes(&mut out, name);
+            leb128::put(&mut out, name.len() as u64);
+            out.extend(name.iter().map(u8::to_ascii_lowercase));
             leb128::put_bytes(&mut out, value);
         }
         leb128::put_bytes(&mut out, body);
@@ -239,7 +241,12 @@ mod tests {
     proptest! {
         #[test]
         fn a_call_round_trips(c in call()) {
-            prop_assert_eq!(QueuedCall::decode(&c.encode()), Ok(c));
+            // Header names come back lowercased; everything else as it was.
+            let mut lowered = c.clone();
+            for (name, _) in &mut lowered.headers {
+                name.make_ascii_lowercase();
+            }
+            prop_assert_eq!(QueuedCall::decode(&c.encode()), Ok(lowered));
         }
 
         /// Any prefix, any single corrupted byte or trailing garbage: an error or a valid

@@ -23,9 +23,9 @@
 //! - Once a call is over (delivered, or buried after its last attempt), its answer goes to
 //!   its `X-Callback-Url`, if it had one (`callback`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,7 +35,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::dataplane::Routes;
+use crate::dataplane::{FunctionHandle, Routes};
 use crate::http1::headers::X_CALL_ID;
 use crate::model::names::KeyRef;
 use crate::queue::callback::{Answer, Callbacks};
@@ -88,7 +88,9 @@ pub struct Dispatcher {
     target: SocketAddr,
     cfg: DispatchConfig,
     client: Client<HttpConnector, Full<Bytes>>,
-    inflight: Mutex<HashMap<String, usize>>,
+    /// Deliveries of functions no longer deployed (a deployed one's are counted in its
+    /// handle's `async_inflight`).
+    orphans: AtomicUsize,
     /// Woken by an enqueue, so a new call does not wait for the next poll.
     wake: tokio::sync::Notify,
     callbacks: Arc<Callbacks>,
@@ -141,7 +143,7 @@ impl Dispatcher {
             target,
             cfg,
             client: Client::builder(TokioExecutor::new()).build_http(),
-            inflight: Mutex::new(HashMap::new()),
+            orphans: AtomicUsize::new(0),
             wake: tokio::sync::Notify::new(),
             callbacks,
             stats,
@@ -158,21 +160,25 @@ impl Dispatcher {
     /// wakes a function at zero), at most its `com.openfaas.queue.max-inflight` or else
     /// `max_inflight`. The scaler counts the calls still waiting as demand, so a backlog
     /// raises the count and with it this limit.
-    fn limit(&self, function: &str) -> usize {
-        let (capacity, cap) =
-            self.routes
-                .get(KeyRef::parse_segment(function, ""))
-                .map_or((0.0, None), |h| {
-                    let state = h.state();
-                    (
-                        state.replicas.len() as f64 * state.scale.per_replica(),
-                        state.scale.queue.max_inflight,
-                    )
-                });
+    fn limit(&self, handle: Option<&FunctionHandle>) -> usize {
+        let (capacity, cap) = handle.map_or((0.0, None), |h| {
+            let state = h.state();
+            (
+                state.replicas.len() as f64 * state.scale.per_replica(),
+                state.scale.queue.max_inflight,
+            )
+        });
         let cap = cap.map_or(self.cfg.max_inflight, |n| {
             usize::try_from(n).unwrap_or(usize::MAX)
         });
         (capacity as usize).clamp(1, cap.max(1))
+    }
+
+    /// Where the deliveries of a function are counted: its handle's counter, or, for a
+    /// function no longer deployed (its calls are delivered, and answered 404, one at a
+    /// time), the dispatcher's own.
+    fn counter<'a>(&'a self, handle: Option<&'a FunctionHandle>) -> &'a AtomicUsize {
+        handle.map_or(&self.orphans, |h| &h.async_inflight)
     }
 
     /// `function`'s settings: the gateway's, with the function's `com.openfaas.retry.*`
@@ -203,21 +209,14 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// A call of `function` was stored: wakes the dispatcher only if the function has room
-    /// for another delivery. Without room the pass would find nothing to do (it cost the
+    /// A call of `handle`'s function was stored: wakes the dispatcher only if the function
+    /// has room for another delivery (one atomic load: no lock on the enqueue path). Without room the pass would find nothing to do (it cost the
     /// enqueue path about a tenth of its instructions under load): the delivery that ends
     /// and frees a place wakes it, and a limit raised by new replicas is seen at the next
     /// poll (`POLL`). No wake-up is lost: the call is in the store before the check, and a
     /// place freed after the check wakes the dispatcher, which then sees the call.
-    pub fn notify_enqueued(&self, function: &str) {
-        let busy = self
-            .inflight
-            .lock()
-            .expect("dispatch mutex poisoned")
-            .get(function)
-            .copied()
-            .unwrap_or(0);
-        if busy < self.limit(function) {
+    pub fn notify_enqueued(&self, handle: &FunctionHandle) {
+        if handle.async_inflight.load(Ordering::SeqCst) < self.limit(Some(handle)) {
             self.wake.notify_one();
         }
     }
@@ -231,11 +230,10 @@ impl Dispatcher {
                 if b.next_due_unix_ms.is_none_or(|at| at > now) {
                     continue;
                 }
-                let room = {
-                    let inflight = self.inflight.lock().expect("dispatch mutex poisoned");
-                    self.limit(&b.function)
-                        .saturating_sub(inflight.get(&b.function).copied().unwrap_or(0))
-                };
+                let handle = self.routes.get(KeyRef::parse_segment(&b.function, ""));
+                let room = self
+                    .limit(handle.as_deref())
+                    .saturating_sub(self.counter(handle.as_deref()).load(Ordering::SeqCst));
                 if room == 0 {
                     continue;
                 }
@@ -247,19 +245,16 @@ impl Dispatcher {
                     }
                 };
                 for t in taken {
-                    *self
-                        .inflight
-                        .lock()
-                        .expect("dispatch mutex poisoned")
-                        .entry(b.function.clone())
-                        .or_default() += 1;
-                    tokio::spawn(self.clone().deliver(t));
+                    self.counter(handle.as_deref())
+                        .fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(self.clone().deliver(t, handle.clone()));
                 }
             }
         }
     }
 
-    async fn deliver(self: Arc<Self>, t: Taken) {
+    /// Delivers `t`, counted in `handle`'s (or the orphans') deliveries until it ends.
+    async fn deliver(self: Arc<Self>, t: Taken, handle: Option<Arc<FunctionHandle>>) {
         let function = t.call.function.clone();
         let retries = self.retries(&function);
         let attempt = self.attempt(&t, &retries).await;
@@ -289,14 +284,8 @@ impl Dispatcher {
                     "async: cannot record a delivery's outcome (the call will be delivered again)");
             }
         }
-        let mut inflight = self.inflight.lock().expect("dispatch mutex poisoned");
-        if let Some(n) = inflight.get_mut(&function) {
-            *n -= 1;
-            if *n == 0 {
-                inflight.remove(&function);
-            }
-        }
-        drop(inflight);
+        self.counter(handle.as_deref())
+            .fetch_sub(1, Ordering::SeqCst);
         // A place is free.
         self.wake.notify_one();
     }

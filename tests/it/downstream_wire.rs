@@ -1193,7 +1193,6 @@ async fn a_head_split_across_small_writes_is_served(mode: Mode) {
     let m = c.response().await.mirrored();
     assert_eq!(m.start, "POST /split?a=1 HTTP/1.1");
     assert_eq!(m.header("x-piece"), Some("1"));
-    assert_eq!(m.header("host"), Some("gw.test"));
     assert_eq!(m.body, b"abc");
 }
 
@@ -1293,6 +1292,314 @@ async fn header_names_reach_the_replica_case_insensitively_equal(mode: Mode) {
     assert_eq!(m.all("x-multi"), ["a", "b"]);
 }
 
+// === 17. async calls (`/async-function`) ===
+
+/// A replica that records every request it gets (head as sent, body) and answers `200`;
+/// `stall`: it records and never answers (a call stays in the queue).
+async fn recorder(stall: bool) -> (SocketAddr, Arc<std::sync::Mutex<Vec<Msg>>>) {
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Ok(Some(req)) = read_msg(&mut s, &mut buf, Kind::Request).await {
+                    seen.lock().unwrap().push(req);
+                    if stall {
+                        std::future::pending::<()>().await;
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if s.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, got)
+}
+
+/// A gateway with an async queue (bodies up to 4 KiB, at most `bound` calls) and the
+/// functions `rec` (a [`recorder`]) and `echo`; its store lives in the returned directory.
+async fn async_gateway(
+    mode: Mode,
+    stall: bool,
+    bound: u64,
+) -> (
+    inproc::InProc,
+    Arc<std::sync::Mutex<Vec<Msg>>>,
+    tempfile::TempDir,
+) {
+    let (rec, got) = recorder(stall).await;
+    let echo = inproc::spawn_upstream().await;
+    let routes = Arc::new(Routes::new());
+    inproc::publish(&routes, "rec", &[rec]);
+    inproc::publish(&routes, "echo", &[echo]);
+    let dir = tempfile::tempdir().unwrap();
+    let gw = inproc::spawn_gateway_async(
+        routes,
+        matches!(mode, Mode::ByteLoop),
+        dir.path(),
+        4096,
+        bound,
+        true,
+    )
+    .await;
+    (gw, got, dir)
+}
+
+/// Waits (bounded) until the recorder got `n` requests, and returns them.
+async fn delivered(got: &std::sync::Mutex<Vec<Msg>>, n: usize) -> Vec<Msg> {
+    let end = tokio::time::Instant::now() + WAIT;
+    loop {
+        {
+            let got = got.lock().unwrap();
+            if got.len() >= n {
+                return got.clone();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{} of {n} calls delivered in time",
+            got.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An accepted call's answer: `202`, its `X-Call-Id`, no body, a `Date`; the id.
+fn accepted(r: &Msg) -> String {
+    assert_eq!(r.start, "HTTP/1.1 202 Accepted");
+    assert_eq!(r.header("content-length"), Some("0"));
+    assert!(r.body.is_empty());
+    assert_eq!(r.all("date").len(), 1);
+    r.header("x-call-id").expect("an X-Call-Id").to_string()
+}
+
+async fn async_calls_are_stored_as_sent_and_delivered_with_their_id(mode: Mode) {
+    let (gw, got, _dir) = async_gateway(mode, false, 1000).await;
+    let mut c = Client::connect(gw.addr).await;
+    let body = pattern(1500);
+    let mut first = format!(
+        "POST /async-function/rec/sub/path?x=1&y=%20 HTTP/1.1\r\nHost: gw.test\r\n\
+         X-Custom: one\r\nx-custom: two\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\
+         Connection: keep-alive, X-Private\r\nX-Private: hop\r\nX-Under_Score: kept\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    first.extend_from_slice(&body);
+    let r = c.roundtrip(&first).await;
+    let id1 = accepted(&r);
+    assert_eq!(id1.len(), 36, "a generated id is a UUID: {id1}");
+    assert_eq!(r.header("connection"), None);
+    let r = c.roundtrip(&get("/async-function/rec")).await;
+    let id2 = accepted(&r);
+    assert_ne!(id1, id2);
+    let r = c
+        .roundtrip(b"PUT /async-function/rec.openfaas-fn/?q HTTP/1.1\r\nHost: gw.test\r\nX-Call-Id: client-id-7\r\nX-Call-Id: second\r\nContent-Length: 3\r\n\r\nput")
+        .await;
+    assert_eq!(accepted(&r), "client-id-7");
+    // The connection goes on serving invocations.
+    let r = c.roundtrip(&get("/function/echo")).await;
+    assert_eq!((r.status(), r.body.as_slice()), (200, inproc::GET_BODY));
+
+    let calls = delivered(&got, 3).await;
+    let by_id = |id: &str| {
+        calls
+            .iter()
+            .find(|m| m.header("x-call-id") == Some(id))
+            .unwrap_or_else(|| panic!("no delivery with X-Call-Id {id}: {calls:?}"))
+    };
+    let m = by_id(&id1);
+    assert_eq!(m.start, "POST /sub/path?x=1&y=%20 HTTP/1.1");
+    assert_eq!(m.body, body);
+    assert_eq!(m.all("x-custom"), ["one", "two"]);
+    assert_eq!(m.header("content-type"), Some("application/octet-stream"));
+    // Hop-by-hop headers, and the one `Connection` names, stay at the gateway.
+    for hop in ["keep-alive", "te", "x-private"] {
+        assert_eq!(m.header(hop), None, "{hop} delivered: {:?}", m.headers);
+    }
+    // A name with `_` is stored; the delivery's hop (the gateway's invocation path)
+    // drops it, as it drops it for a synchronous call.
+    assert_eq!(m.header("x-under_score"), None);
+    let m = by_id(&id2);
+    assert_eq!(m.start, "GET / HTTP/1.1");
+    assert!(m.body.is_empty());
+    let m = by_id("client-id-7");
+    assert_eq!(m.start, "PUT /?q HTTP/1.1");
+    assert_eq!(m.body, b"put");
+    assert_eq!(m.all("x-call-id"), ["client-id-7"]);
+}
+
+async fn pipelined_async_calls_are_answered_in_order(mode: Mode) {
+    let (gw, got, _dir) = async_gateway(mode, false, 1000).await;
+    let mut c = Client::connect(gw.addr).await;
+    let mut batch = Vec::new();
+    for i in 0..3 {
+        batch.extend(
+            format!(
+                "POST /async-function/rec/{i} HTTP/1.1\r\nHost: gw.test\r\nX-Call-Id: p-{i}\r\nContent-Length: 2\r\n\r\nb{i}"
+            )
+            .into_bytes(),
+        );
+    }
+    batch.extend(get("/function/echo"));
+    batch.extend(get("/async-function/rec/last"));
+    c.send(&batch).await;
+    for i in 0..3 {
+        assert_eq!(accepted(&c.response().await), format!("p-{i}"));
+    }
+    let r = c.response().await;
+    assert_eq!((r.status(), r.body.as_slice()), (200, inproc::GET_BODY));
+    accepted(&c.response().await);
+    let calls = delivered(&got, 4).await;
+    for i in 0..3 {
+        let m = calls
+            .iter()
+            .find(|m| m.header("x-call-id") == Some(&format!("p-{i}")))
+            .expect("delivered");
+        assert_eq!(m.start, format!("POST /{i} HTTP/1.1"));
+        assert_eq!(m.body, format!("b{i}").into_bytes());
+    }
+}
+
+async fn async_calls_refused_at_the_door_get_hypers_answers(mode: Mode) {
+    let (gw, got, _dir) = async_gateway(mode, false, 1000).await;
+    let cases: [(Vec<u8>, u16, &str); 5] = [
+        (get("/async-function/nope"), 404, "error finding function nope: not found"),
+        (get("/async-function/bad%24name"), 400, ""),
+        (post("/async-function/rec", &pattern(4097)), 413, "request body is larger than the limit of 4096 bytes"),
+        (b"POST /async-function/rec HTTP/1.1\r\nHost: gw.test\r\nX-Callback-Url: ftp://cb.test/x\r\nContent-Length: 0\r\n\r\n".to_vec(), 400, ""),
+        (b"POST /async-function/rec HTTP/1.1\r\nHost: gw.test\r\nX-Callback-Url: http://cb.test/\xff\r\nContent-Length: 0\r\n\r\n".to_vec(), 400, "X-Callback-Url is not a visible ASCII string"),
+    ];
+    for (req, status, text) in cases {
+        let mut c = Client::connect(gw.addr).await;
+        let r = c.roundtrip(&req).await;
+        assert_eq!(
+            r.status(),
+            status,
+            "{:?}: {}",
+            String::from_utf8_lossy(&req),
+            r.body_str()
+        );
+        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        if !text.is_empty() {
+            assert_eq!(r.body_str(), text);
+        }
+        assert_eq!(r.header("x-call-id"), None);
+    }
+    // A HEAD is stored too (by hyper's path).
+    let mut c = Client::connect(gw.addr).await;
+    c.send(b"HEAD /async-function/rec HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .await;
+    let r = c.read(Kind::Response { head: true }).await;
+    assert_eq!(r.status(), 202);
+    // Nothing refused was stored: the one delivery is the HEAD's.
+    let calls = delivered(&got, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(got.lock().unwrap().len(), 1, "{calls:?}");
+    assert!(
+        calls[0].start.starts_with("HEAD / "),
+        "{:?}",
+        calls[0].start
+    );
+}
+
+async fn a_full_queue_is_429_and_the_connection_stays(mode: Mode) {
+    // One call fits; the replica takes it and never answers, so it stays stored.
+    let (gw, got, _dir) = async_gateway(mode, true, 1).await;
+    let mut c = Client::connect(gw.addr).await;
+    accepted(&c.roundtrip(&post("/async-function/rec", b"first")).await);
+    delivered(&got, 1).await;
+    let r = c.roundtrip(&post("/async-function/rec", b"second")).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert!(
+        r.body_str().contains('1'),
+        "names the bound: {}",
+        r.body_str()
+    );
+    assert_eq!(r.header("x-call-id"), None);
+    let r = c.roundtrip(&get("/function/echo")).await;
+    assert_eq!((r.status(), r.body.as_slice()), (200, inproc::GET_BODY));
+}
+
+async fn ambiguous_async_heads_are_400_closed_and_never_stored(mode: Mode) {
+    // The RFC 9112 rules apply to an async call before anything is stored, as in
+    // `content_length_with_transfer_encoding_is_400_or_read_chunked_then_closed` and
+    // `malformed_request_heads_are_400_and_closed`.
+    let (gw, got, _dir) = async_gateway(mode, false, 1000).await;
+    let mut c = Client::connect(gw.addr).await;
+    let r = c
+        .roundtrip(b"POST /async-function/rec HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!GET /async-function/rec/smuggled HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .await;
+    assert_eq!(r.start, "HTTP/1.1 400 Bad Request");
+    assert_eq!(r.header("connection"), Some("close"));
+    c.assert_closed().await;
+
+    let mut c = Client::connect(gw.addr).await;
+    let r = c
+        .roundtrip(
+            b"POST /async-function/rec/te HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\n\
+              Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+    assert_eq!(r.header("connection"), Some("close"));
+    let expected = match mode {
+        Mode::ByteLoop => {
+            assert_eq!(r.start, "HTTP/1.1 400 Bad Request");
+            1
+        }
+        // hyper's parser drops the Content-Length and reads the body chunked (see the
+        // synchronous case): stored by its framing, then closed.
+        Mode::Hyper => {
+            accepted(&r);
+            2
+        }
+    };
+    c.assert_closed().await;
+
+    let mut c = Client::connect(gw.addr).await;
+    accepted(
+        &c.roundtrip(&post("/async-function/rec/after", b"fine"))
+            .await,
+    );
+    let calls = delivered(&got, expected).await;
+    assert!(
+        calls.iter().all(|m| !m.start.contains("smuggled")),
+        "{calls:?}"
+    );
+    if let Mode::Hyper = mode {
+        let m = calls
+            .iter()
+            .find(|m| m.start.starts_with("POST /te "))
+            .expect("the chunked call");
+        assert_eq!(m.body, b"hello");
+    }
+    // Nothing else arrives (the one call after was the last stored).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(got.lock().unwrap().len(), expected);
+}
+
+async fn connection_close_on_an_async_call_is_answered_then_closed(mode: Mode) {
+    let (gw, got, _dir) = async_gateway(mode, false, 1000).await;
+    let mut c = Client::connect(gw.addr).await;
+    let r = c
+        .roundtrip(b"POST /async-function/rec HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye")
+        .await;
+    accepted(&r);
+    assert_eq!(r.header("connection"), Some("close"));
+    c.assert_closed().await;
+    assert_eq!(delivered(&got, 1).await[0].body, b"bye");
+}
+
 // === every case, both ways ===
 
 /// Who serves `/function/*`: the byte-level client loop (`api::conn`, the default), or
@@ -1358,6 +1665,12 @@ both_ways!(
     an_unknown_function_is_404_and_the_connection_stays,
     a_head_split_across_small_writes_is_served,
     header_names_reach_the_replica_case_insensitively_equal,
+    async_calls_are_stored_as_sent_and_delivered_with_their_id,
+    pipelined_async_calls_are_answered_in_order,
+    async_calls_refused_at_the_door_get_hypers_answers,
+    a_full_queue_is_429_and_the_connection_stays,
+    connection_close_on_an_async_call_is_answered_then_closed,
+    ambiguous_async_heads_are_400_closed_and_never_stored,
     ;
     multi_thread:
     a_body_over_max_body_bytes_is_forwarded_on_function_routes,

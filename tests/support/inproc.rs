@@ -167,6 +167,68 @@ pub async fn spawn_gateway_with(
     InProc { addr, routes, stop }
 }
 
+/// A gateway on `127.0.0.1:0` with an async queue: the embedded store in `dir` holding at
+/// most `bound` calls, bodies up to `max_body`, and (when `deliver`) its dispatcher
+/// delivering through the gateway itself (as `faasgate serve` wires them); invocations and
+/// async calls served by the byte loop or (`false`) by hyper.
+pub async fn spawn_gateway_async(
+    routes: Arc<Routes>,
+    byte_loop: bool,
+    dir: &std::path::Path,
+    max_body: usize,
+    bound: u64,
+    deliver: bool,
+) -> InProc {
+    use faasgate::queue::{
+        AsyncStats, CallStore, Callbacks, DispatchConfig, Dispatcher, EmbeddedStore,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
+    let addr = listener.local_addr().expect("gateway address");
+    let store: Arc<dyn CallStore> = EmbeddedStore::open(dir, bound).expect("open the store");
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        routes.clone(),
+        addr,
+        DispatchConfig {
+            retry_wait: Duration::from_millis(100),
+            retry_max_wait: Duration::from_millis(200),
+            ..DispatchConfig::default()
+        },
+        Callbacks::new(Default::default()),
+        Arc::new(AsyncStats::default()),
+    );
+    let dispatching = tokio::spawn({
+        let d = dispatcher.clone();
+        async move {
+            if deliver {
+                d.run().await
+            }
+        }
+    });
+    let mut gw = gateway(routes.clone());
+    let g = Arc::get_mut(&mut gw).expect("not shared yet");
+    g.byte_loop = byte_loop;
+    g.async_calls = Some(faasgate::api::async_call::AsyncCalls {
+        store,
+        dispatcher,
+        max_body,
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(faasgate::api::server::serve(
+        listener,
+        gw,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        async move {
+            let _ = stopped.await;
+            dispatching.abort();
+        },
+    ));
+    InProc { addr, routes, stop }
+}
+
 /// A gateway on `127.0.0.1:0` with the forwarder's settings given, serving invocations by
 /// the byte loop or (`false`) by hyper.
 #[allow(dead_code)]
