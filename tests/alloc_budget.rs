@@ -98,10 +98,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn proxied_requests_stay_within_the_allocation_budget() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async {
         let upstream = inproc::spawn_upstream().await;
         let bare = spawn_bare_proxy(upstream).await;
@@ -156,10 +153,7 @@ const ASYNC_LOOP_BUDGET: f64 = 26.0;
 #[test]
 fn async_calls_enqueued_by_the_byte_loop_allocate_less_than_through_hyper() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async {
         let upstream = inproc::spawn_upstream().await;
         let body = Bytes::from(vec![b'x'; 1024]);
@@ -189,6 +183,14 @@ fn async_calls_enqueued_by_the_byte_loop_allocate_less_than_through_hyper() {
              {ASYNC_LOOP_BUDGET})"
         );
     });
+}
+
+/// One thread for the client, the gateway and the upstream: the count is deterministic.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Allocations per request over `N` requests on one keep-alive connection, after a warm-up.

@@ -177,14 +177,10 @@ pub(crate) fn plan<H>(
     let target = target.as_bytes();
     // An async call, whole, in the bytes `http::Uri` accepts (a HEAD, a long body: hyper's).
     if target.starts_with(ASYNC_PREFIX.as_bytes()) && uri_bytes(target) && kind != Method::HEAD {
-        let body_len = length.unwrap_or(0);
-        if body_len > FAST_BODY as u64 {
-            return Step::Handoff;
-        }
-        let len = head_len + body_len as usize;
-        if buf.len() < len {
-            return Step::More;
-        }
+        let len = match whole(buf, head_len, length) {
+            Ok(len) => len,
+            Err(step) => return step,
+        };
         return Step::Enqueue(Enqueue {
             head_len,
             len,
@@ -224,14 +220,11 @@ pub(crate) fn plan<H>(
             }
         }
     }
-    let body_len = length.unwrap_or(0);
-    if body_len > FAST_BODY as u64 {
-        return Step::Handoff;
-    }
-    let len = head_len + body_len as usize;
-    if buf.len() < len {
-        return Step::More;
-    }
+    let len = match whole(buf, head_len, length) {
+        Ok(len) => len,
+        Err(step) => return step,
+    };
+    let body_len = (len - head_len) as u64;
     // Looked up once the request is whole: a body still arriving costs no route lookup.
     let Some(handle) = lookup(KeyRef::parse_segment(segment, "")) else {
         return Step::Handoff;
@@ -299,6 +292,20 @@ pub(crate) fn plan<H>(
             start_time,
         },
     )
+}
+
+/// The length of the request whose head is `head_len` bytes and whose body `length` says,
+/// once all of it is in `buf`; else read more, or (a body over [`FAST_BODY`]) hand it off.
+fn whole<H>(buf: &[u8], head_len: usize, length: Option<u64>) -> Result<usize, Step<H>> {
+    let body_len = length.unwrap_or(0);
+    if body_len > FAST_BODY as u64 {
+        return Err(Step::Handoff);
+    }
+    let len = head_len + body_len as usize;
+    if buf.len() < len {
+        return Err(Step::More);
+    }
+    Ok(len)
 }
 
 /// Whether `target` holds only the visible ASCII bytes `http::Uri` accepts unescaped, in its

@@ -152,19 +152,32 @@ pub async fn spawn_gateway_with(
 ) -> InProc {
     let listener = TcpListener::bind(listen).await.expect("bind gateway");
     let addr = listener.local_addr().expect("gateway address");
-    let (stop, stopped) = oneshot::channel::<()>();
     let mut gw = gateway(routes.clone());
     Arc::get_mut(&mut gw).expect("not shared yet").byte_loop = byte_loop;
+    let stop = serve_until_stopped(listener, gw, Duration::from_secs(60), || ());
+    InProc { addr, routes, stop }
+}
+
+/// Serves `gw` on `listener` (as `faasgate serve` does, with `read_timeout`) until the
+/// returned sender fires or is dropped, then runs `on_stop`.
+fn serve_until_stopped(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    read_timeout: Duration,
+    on_stop: impl FnOnce() + Send + 'static,
+) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(faasgate::api::server::serve(
         listener,
         gw,
-        Duration::from_secs(60),
+        read_timeout,
         Duration::from_secs(1),
         async move {
             let _ = stopped.await;
+            on_stop();
         },
     ));
-    InProc { addr, routes, stop }
+    stop
 }
 
 /// A gateway on `127.0.0.1:0` with an async queue: the embedded store in `dir` holding at
@@ -215,17 +228,9 @@ pub async fn spawn_gateway_async(
         dispatcher,
         max_body,
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(faasgate::api::server::serve(
-        listener,
-        gw,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        async move {
-            let _ = stopped.await;
-            dispatching.abort();
-        },
-    ));
+    let stop = serve_until_stopped(listener, gw, Duration::from_secs(60), move || {
+        dispatching.abort()
+    });
     InProc { addr, routes, stop }
 }
 
@@ -241,20 +246,11 @@ pub async fn spawn_gateway_config(
         .await
         .expect("bind gateway");
     let addr = listener.local_addr().expect("gateway address");
-    let (stop, stopped) = oneshot::channel::<()>();
     // `read_timeout` bounds a request's head and each piece of its body, as in the binary.
     let read_timeout = config.client_body_timeout;
     let mut gw = gateway_with_config(routes.clone(), config);
     Arc::get_mut(&mut gw).expect("not shared yet").byte_loop = byte_loop;
-    tokio::spawn(faasgate::api::server::serve(
-        listener,
-        gw,
-        read_timeout,
-        Duration::from_secs(1),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let stop = serve_until_stopped(listener, gw, read_timeout, || ());
     InProc { addr, routes, stop }
 }
 
