@@ -162,7 +162,7 @@ fn async_calls_enqueued_by_the_byte_loop_allocate_less_than_through_hyper() {
             let routes = Arc::new(Routes::new());
             inproc::publish(&routes, "bench", &[upstream]);
             let dir = tempfile::tempdir().unwrap();
-            let gw =
+            let (gw, _) =
                 inproc::spawn_gateway_async(routes, byte_loop, dir.path(), 1 << 20, 1 << 20, false)
                     .await;
             per.push(measure(gw.addr, "/async-function/bench", &Method::POST, &body, 202).await);

@@ -3,7 +3,8 @@
 //! stored (`queue`), and delivered later; `/system/async/dead-letters` lists, replays and
 //! drops the calls that ran out of attempts.
 //!
-//! Statuses at enqueue: an invalid name 400, an unknown function 404, a body over
+//! Statuses at enqueue: an invalid name 400, an unknown function 404, `CONNECT` 405 (a
+//! tunnel cannot be queued and replayed), a body over
 //! `--max-async-body` 413, an `X-Callback-Url` that is not an absolute `http`/`https` URL
 //! 400, the queue at its bound 429, a store failure 500. Like `/function/*`, the route is not
 //! behind basic auth.
@@ -62,6 +63,9 @@ pub(crate) async fn enqueue(
         None => (rest, ""),
     };
     let key = FunctionKey::parse_segment(segment, "")?;
+    if req.method() == http::Method::CONNECT {
+        return Err(ApiError::MethodNotAllowed);
+    }
     let Some(handle) = gw.routes.get(key.as_ref()) else {
         return Err(ApiError::NotFound(format!(
             "error finding function {segment}: not found"
@@ -72,15 +76,17 @@ pub(crate) async fn enqueue(
     // the store, which frees hyper's read buffer for the connection's next request.
     let method = req.method().clone();
     let (mut parts, body) = super::read_body_within(req, calls.max_body).await?;
+    // Both read before the hop-by-hop headers go, as the invocation path reads `X-Call-Id`:
+    // a `Connection` header naming them does not change the call.
     let callback_url = match parts.headers.get(X_CALLBACK_URL) {
         None => None,
         Some(v) => Some(callback(calls, v)?),
     };
-    strip_hop_by_hop(&mut parts.headers);
     let (call_id, generated) = match parts.headers.get(&X_CALL_ID) {
         Some(v) => (v.clone(), false),
         None => (new_call_id(), true),
     };
+    strip_hop_by_hop(&mut parts.headers);
     let call = EncodedCall {
         call_id: String::from_utf8_lossy(call_id.as_bytes()).into_owned(),
         function: key.to_string(),

@@ -2,10 +2,12 @@
 //! from the request bytes (`dataplane::conn`, [`Step::Enqueue`](crate::http1::head::Step)),
 //! and its `202` written as bytes: no `Request`, `HeaderMap` or `Response` is built.
 //!
-//! It serves only the calls `async_call::enqueue` would accept, and stores the same record:
+//! It serves only the calls `async_call::enqueue` would accept, and stores the same call:
 //! the same method, sub-path, raw query and body, the same headers (hop-by-hop ones and
 //! those `Connection` names out, `X-Call-Id` and `X-Callback-Url` apart, names lowercased
-//! by the record's encoder), the client's first `X-Call-Id` or a new one. Every call it
+//! by the record's encoder; in the order the client sent them, where hyper's `HeaderMap`
+//! groups a name's values, which a delivery's own `HeaderMap` does too), the client's first
+//! `X-Call-Id` or a new one. Every call it
 //! would refuse at the door (no queue, a bad name, an unknown function, a body over
 //! `--max-async-body`, an `X-Callback-Url` that is not a visible-ASCII URL `--callback-allow`
 //! admits) goes to hyper's path unserved, which answers it as it answers every request: one
@@ -22,7 +24,7 @@ use super::error::ApiError;
 use super::Gateway;
 use crate::http1::head::{date, eq, header, is_hop_by_hop, status_line, MAX_HEADERS};
 use crate::http1::headers::call_id_bytes;
-use crate::model::names::FunctionKey;
+use crate::model::names::KeyRef;
 use crate::queue::call::Fields;
 use crate::queue::EncodedCall;
 
@@ -65,10 +67,8 @@ pub(crate) async fn enqueue(
     let (segment, path) = target
         .find('/')
         .map_or((target, ""), |i| target.split_at(i));
-    let Ok(key) = FunctionKey::parse_segment(segment, "") else {
-        return false;
-    };
-    let Some(handle) = gw.routes.get(key.as_ref()) else {
+    // Only valid names are deployed: one not found (invalid or unknown) is hyper's 400 or 404.
+    let Some(handle) = gw.routes.get(KeyRef::parse_segment(segment, "")) else {
         return false;
     };
     if body.len() > calls.max_body {
@@ -129,7 +129,8 @@ pub(crate) async fn enqueue(
         }
     };
     let call_id = String::from_utf8_lossy(id).into_owned();
-    let function = key.to_string();
+    // `name.namespace`, as `FunctionKey`'s `Display` writes it.
+    let function = handle.label().to_owned();
     let arrived_unix_ms = crate::sys::clock::unix_ms();
     let kept = || {
         headers

@@ -174,6 +174,11 @@ pub(crate) fn plan<H>(
     let Ok(kind) = Method::from_bytes(method.as_bytes()) else {
         return Step::Handoff;
     };
+    // hyper's server treats CONNECT as an upgrade (a 2xx ends the connection's HTTP): never
+    // the loop's, on any route.
+    if kind == Method::CONNECT {
+        return Step::Handoff;
+    }
     let target = target.as_bytes();
     // An async call, whole, in the bytes `http::Uri` accepts (a HEAD, a long body: hyper's).
     if target.starts_with(ASYNC_PREFIX.as_bytes()) && uri_bytes(target) && kind != Method::HEAD {
@@ -666,6 +671,7 @@ mod tests {
             "POST /function/echo HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST /function/echo HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
             "GET /function/echo HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "CONNECT /function/echo HTTP/1.1\r\nHost: gw\r\n\r\n",
             "GET /function/echo HTTP/1.1\r\nHost: gw\r\nBad Header\r\n\r\n",
             "GET /function/echo#frag HTTP/1.1\r\nHost: gw\r\n\r\n",
             "GET /function/echo/<a> HTTP/1.1\r\nHost: gw\r\n\r\n",
@@ -709,6 +715,7 @@ mod tests {
             "POST /async-function/echo HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
             "POST /async-function/echo HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST /async-function/echo HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "CONNECT /async-function/echo HTTP/1.1\r\nHost: gw\r\n\r\n",
             "GET /async-function/echo?q=\"a\" HTTP/1.1\r\nHost: gw\r\n\r\n",
             "GET /async-functions/echo HTTP/1.1\r\nHost: gw\r\n\r\n",
             &big,

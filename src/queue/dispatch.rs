@@ -97,6 +97,36 @@ pub struct Dispatcher {
     stats: Arc<AsyncStats>,
 }
 
+/// One delivery's place among its function's (`FunctionHandle::async_inflight`, or the
+/// dispatcher's `orphans`): given back, and the dispatcher woken, when the delivery ends,
+/// however it ends (a panic in it included).
+struct Place {
+    dispatcher: Arc<Dispatcher>,
+    handle: Option<Arc<FunctionHandle>>,
+}
+
+impl Place {
+    fn take(dispatcher: &Arc<Dispatcher>, handle: Option<Arc<FunctionHandle>>) -> Self {
+        dispatcher
+            .counter(handle.as_deref())
+            .fetch_add(1, Ordering::SeqCst);
+        Place {
+            dispatcher: dispatcher.clone(),
+            handle,
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.dispatcher
+            .counter(self.handle.as_deref())
+            .fetch_sub(1, Ordering::SeqCst);
+        // A place is free.
+        self.dispatcher.wake.notify_one();
+    }
+}
+
 /// One function's retry rules (see [`Dispatcher::retries`]).
 struct Retries {
     max_attempts: u32,
@@ -174,9 +204,11 @@ impl Dispatcher {
         (capacity as usize).clamp(1, cap.max(1))
     }
 
-    /// Where the deliveries of a function are counted: its handle's counter, or, for a
-    /// function no longer deployed (its calls are delivered, and answered 404, one at a
-    /// time), the dispatcher's own.
+    /// Where the deliveries of a function are counted: its handle's counter, or, for the
+    /// functions no longer deployed (their calls are delivered, and answered 404, one at a
+    /// time across all of them), the dispatcher's own. A function deleted and deployed again
+    /// gets a new handle: deliveries still running under the old one are not counted against
+    /// the new one's limit (for as long as they run).
     fn counter<'a>(&'a self, handle: Option<&'a FunctionHandle>) -> &'a AtomicUsize {
         handle.map_or(&self.orphans, |h| &h.async_inflight)
     }
@@ -245,16 +277,15 @@ impl Dispatcher {
                     }
                 };
                 for t in taken {
-                    self.counter(handle.as_deref())
-                        .fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(self.clone().deliver(t, handle.clone()));
+                    let place = Place::take(&self, handle.clone());
+                    tokio::spawn(self.clone().deliver(t, place));
                 }
             }
         }
     }
 
-    /// Delivers `t`, counted in `handle`'s (or the orphans') deliveries until it ends.
-    async fn deliver(self: Arc<Self>, t: Taken, handle: Option<Arc<FunctionHandle>>) {
+    /// Delivers `t`, holding its `place` among its function's deliveries until it ends.
+    async fn deliver(self: Arc<Self>, t: Taken, place: Place) {
         let function = t.call.function.clone();
         let retries = self.retries(&function);
         let attempt = self.attempt(&t, &retries).await;
@@ -284,10 +315,7 @@ impl Dispatcher {
                     "async: cannot record a delivery's outcome (the call will be delivered again)");
             }
         }
-        self.counter(handle.as_deref())
-            .fetch_sub(1, Ordering::SeqCst);
-        // A place is free.
-        self.wake.notify_one();
+        drop(place);
     }
 
     /// One delivery of `t` through the gateway.

@@ -191,10 +191,10 @@ impl EmbeddedStore {
         tracing::info!(path = %path.display(), queued = index.calls.len(), "async queue opened");
         let queued = index.queued.clone();
         let index = Arc::new(Mutex::new(index));
-        let indexed = index.clone();
+        let (indexed, places) = (index.clone(), queued.clone());
         std::thread::Builder::new()
             .name("faasgate-queue".into())
-            .spawn(move || write_loop(conn, rx, &indexed, &counted))
+            .spawn(move || write_loop(conn, rx, &indexed, &places, &counted))
             .map_err(|e| backend(&e))?;
         Ok(Arc::new(Self {
             ops: tx,
@@ -220,10 +220,8 @@ impl EmbeddedStore {
         let (reply, answer) = oneshot::channel();
         self.ops
             .send(Batched { op, reply })
-            .map_err(|_| StoreError::Backend("the queue's writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Backend("the queue's writer has stopped".into()))?
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -241,13 +239,24 @@ impl CallStore for EmbeddedStore {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(StoreError::Full(queued));
         }
-        // The record moves to the writer, which adds the call to the index: no copy, no lock.
-        match self.run(Op::Enqueue(call)).await {
-            Ok(Answer::Id(id)) => Ok(id),
-            other => {
-                self.queued.fetch_sub(1, Ordering::SeqCst);
-                Err(other.err().unwrap_or_else(unexpected))
-            }
+        // The record moves to the writer, which adds the call to the index, or gives the
+        // place back if the write fails (then, not here: this future may be dropped while
+        // it waits, by a client gone). No copy, no lock.
+        let (reply, answer) = oneshot::channel();
+        if self
+            .ops
+            .send(Batched {
+                op: Op::Enqueue(call),
+                reply,
+            })
+            .is_err()
+        {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(stopped());
+        }
+        match answer.await.map_err(|_| stopped())?? {
+            Answer::Id(id) => Ok(id),
+            _ => Err(unexpected()),
         }
     }
 
@@ -509,11 +518,13 @@ impl Index {
 // === the writer thread ===
 
 /// Runs batches until every sender is gone. A committed batch's new calls join the index
-/// before any of its operations is answered.
+/// before any of its operations is answered; an enqueue that failed gives its place under
+/// the bound back (`queued`).
 fn write_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Batched>,
     index: &Mutex<Index>,
+    queued: &AtomicU64,
     commits: &AtomicU64,
 ) {
     while let Ok(first) = rx.recv() {
@@ -526,21 +537,23 @@ fn write_loop(
         }
         let answers = run_batch(&mut conn, &batch);
         commits.fetch_add(1, Ordering::Relaxed);
-        let mut added = batch
-            .iter()
-            .zip(&answers)
-            .filter_map(|(b, a)| match (&b.op, a) {
-                (Op::Enqueue(call), Ok(Answer::Id(id))) => Some((call, *id)),
-                _ => None,
-            })
-            .peekable();
-        if added.peek().is_some() {
-            let mut index = index.lock().expect("queue index mutex poisoned");
-            for (call, id) in added {
-                let name = index.name(&call.function);
-                index.insert(name, id, call.arrived_unix_ms, 0);
+        // The index's lock is taken once, at the batch's first stored call.
+        let mut locked = None;
+        for (b, answer) in batch.iter().zip(&answers) {
+            match (&b.op, answer) {
+                (Op::Enqueue(call), Ok(Answer::Id(id))) => {
+                    let index = locked
+                        .get_or_insert_with(|| index.lock().expect("queue index mutex poisoned"));
+                    let name = index.name(&call.function);
+                    index.insert(name, *id, call.arrived_unix_ms, 0);
+                }
+                (Op::Enqueue(_), _) => {
+                    queued.fetch_sub(1, Ordering::SeqCst);
+                }
+                _ => {}
             }
         }
+        drop(locked);
         for (b, answer) in batch.into_iter().zip(answers) {
             let _ = b.reply.send(answer);
         }
@@ -726,6 +739,10 @@ fn apply(tx: &Connection, op: &Op) -> Result<Answer, Failure> {
 
 fn backend(e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the queue's writer has stopped".into())
 }
 
 fn unexpected() -> StoreError {

@@ -192,3 +192,35 @@ async fn concurrent_enqueues_share_commits_and_the_bound_holds() {
     s.ack(t[0].id).await.unwrap();
     s.enqueue(call("f", 301).encoded()).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_enqueue_dropped_while_it_waits_keeps_the_bound_exact() {
+    // A client gone mid-enqueue drops the future after the call went to the writer: the
+    // call is stored and holds its place until acked, and no place is lost or counted twice.
+    let dir = tempfile::tempdir().unwrap();
+    let s: Arc<EmbeddedStore> = EmbeddedStore::open(dir.path(), 2).unwrap();
+    {
+        let mut dropped = Box::pin(s.enqueue(call("f", 1).encoded()));
+        // Polled once (the call goes to the writer), then dropped unanswered.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(std::future::Future::poll(dropped.as_mut(), &mut cx).is_pending());
+    }
+    s.enqueue(call("f", 2).encoded()).await.unwrap();
+    // Both stored: the bound of 2 is reached, and both are handed out.
+    assert!(matches!(
+        s.enqueue(call("f", 3).encoded()).await,
+        Err(StoreError::Full(2))
+    ));
+    let taken = s.take("f", 10, u64::MAX).await.unwrap();
+    assert_eq!(ids(&taken), ["call-1", "call-2"]);
+    for t in &taken {
+        s.ack(t.id).await.unwrap();
+    }
+    // Both places are free again.
+    s.enqueue(call("f", 4).encoded()).await.unwrap();
+    s.enqueue(call("f", 5).encoded()).await.unwrap();
+    assert!(matches!(
+        s.enqueue(call("f", 6).encoded()).await,
+        Err(StoreError::Full(2))
+    ));
+}

@@ -1326,23 +1326,23 @@ async fn recorder(stall: bool) -> (SocketAddr, Arc<std::sync::Mutex<Vec<Msg>>>) 
 }
 
 /// A gateway with an async queue (bodies up to 4 KiB, at most `bound` calls) and the
-/// functions `rec` (a [`recorder`]) and `echo`; its store lives in the returned directory.
-async fn async_gateway(
-    mode: Mode,
-    stall: bool,
-    bound: u64,
-) -> (
-    inproc::InProc,
-    Arc<std::sync::Mutex<Vec<Msg>>>,
-    tempfile::TempDir,
-) {
+/// functions `rec` (a [`recorder`]) and `echo`.
+struct AsyncGw {
+    gw: inproc::InProc,
+    /// What `rec` got.
+    got: Arc<std::sync::Mutex<Vec<Msg>>>,
+    store: Arc<dyn faasgate::queue::CallStore>,
+    _dir: tempfile::TempDir,
+}
+
+async fn async_gateway(mode: Mode, stall: bool, bound: u64) -> AsyncGw {
     let (rec, got) = recorder(stall).await;
     let echo = inproc::spawn_upstream().await;
     let routes = Arc::new(Routes::new());
     inproc::publish(&routes, "rec", &[rec]);
     inproc::publish(&routes, "echo", &[echo]);
     let dir = tempfile::tempdir().unwrap();
-    let gw = inproc::spawn_gateway_async(
+    let (gw, store) = inproc::spawn_gateway_async(
         routes,
         matches!(mode, Mode::ByteLoop),
         dir.path(),
@@ -1351,7 +1351,48 @@ async fn async_gateway(
         true,
     )
     .await;
-    (gw, got, dir)
+    AsyncGw {
+        gw,
+        got,
+        store,
+        _dir: dir,
+    }
+}
+
+impl AsyncGw {
+    /// Waits (bounded) until the store holds no call: every call stored was delivered (a
+    /// call leaves the store once its delivery's answer came), so what `rec` got is final.
+    async fn drained(&self) -> Vec<Msg> {
+        let end = tokio::time::Instant::now() + WAIT;
+        while !self.store.backlog().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "calls still stored: {:?}",
+                self.store.backlog()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// Which server has the connection now: the byte loop answers a request with both
+/// `Content-Length` and `Transfer-Encoding` 400, hyper's parser reads it chunked (see
+/// `content_length_with_transfer_encoding_is_400_or_read_chunked_then_closed`). Closes it.
+async fn assert_served_by(c: &mut Client, loop_has_it: bool) {
+    let r = c
+        .roundtrip(b"POST /function/echo HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        .await;
+    let who = if r.status() == 400 {
+        "the byte loop"
+    } else {
+        "hyper"
+    };
+    assert_eq!(
+        r.status(),
+        if loop_has_it { 400 } else { 200 },
+        "the connection is {who}'s"
+    );
 }
 
 /// Waits (bounded) until the recorder got `n` requests, and returns them.
@@ -1383,7 +1424,8 @@ fn accepted(r: &Msg) -> String {
 }
 
 async fn async_calls_are_stored_as_sent_and_delivered_with_their_id(mode: Mode) {
-    let (gw, got, _dir) = async_gateway(mode, false, 1000).await;
+    let a = async_gateway(mode, false, 1000).await;
+    let (gw, got) = (&a.gw, &a.got);
     let mut c = Client::connect(gw.addr).await;
     let body = pattern(1500);
     let mut first = format!(
@@ -1406,11 +1448,17 @@ async fn async_calls_are_stored_as_sent_and_delivered_with_their_id(mode: Mode) 
         .roundtrip(b"PUT /async-function/rec.openfaas-fn/?q HTTP/1.1\r\nHost: gw.test\r\nX-Call-Id: client-id-7\r\nX-Call-Id: second\r\nContent-Length: 3\r\n\r\nput")
         .await;
     assert_eq!(accepted(&r), "client-id-7");
+    // A `Connection` header naming X-Call-Id does not change the call's id (the invocation
+    // path reads it the same way).
+    let r = c
+        .roundtrip(b"POST /async-function/rec HTTP/1.1\r\nHost: gw.test\r\nConnection: X-Call-Id\r\nX-Call-Id: named-id\r\nContent-Length: 0\r\n\r\n")
+        .await;
+    assert_eq!(accepted(&r), "named-id");
     // The connection goes on serving invocations.
     let r = c.roundtrip(&get("/function/echo")).await;
     assert_eq!((r.status(), r.body.as_slice()), (200, inproc::GET_BODY));
 
-    let calls = delivered(&got, 3).await;
+    let calls = delivered(got, 4).await;
     let by_id = |id: &str| {
         calls
             .iter()
@@ -1436,10 +1484,14 @@ async fn async_calls_are_stored_as_sent_and_delivered_with_their_id(mode: Mode) 
     assert_eq!(m.start, "PUT /?q HTTP/1.1");
     assert_eq!(m.body, b"put");
     assert_eq!(m.all("x-call-id"), ["client-id-7"]);
+    assert_eq!(by_id("named-id").start, "POST / HTTP/1.1");
+    // The loop served every call on this connection itself.
+    assert_served_by(&mut c, matches!(mode, Mode::ByteLoop)).await;
 }
 
 async fn pipelined_async_calls_are_answered_in_order(mode: Mode) {
-    let (gw, got, _dir) = async_gateway(mode, false, 1000).await;
+    let a = async_gateway(mode, false, 1000).await;
+    let (gw, got) = (&a.gw, &a.got);
     let mut c = Client::connect(gw.addr).await;
     let mut batch = Vec::new();
     for i in 0..3 {
@@ -1459,7 +1511,7 @@ async fn pipelined_async_calls_are_answered_in_order(mode: Mode) {
     let r = c.response().await;
     assert_eq!((r.status(), r.body.as_slice()), (200, inproc::GET_BODY));
     accepted(&c.response().await);
-    let calls = delivered(&got, 4).await;
+    let calls = delivered(got, 4).await;
     for i in 0..3 {
         let m = calls
             .iter()
@@ -1468,10 +1520,12 @@ async fn pipelined_async_calls_are_answered_in_order(mode: Mode) {
         assert_eq!(m.start, format!("POST /{i} HTTP/1.1"));
         assert_eq!(m.body, format!("b{i}").into_bytes());
     }
+    assert_served_by(&mut c, matches!(mode, Mode::ByteLoop)).await;
 }
 
 async fn async_calls_refused_at_the_door_get_hypers_answers(mode: Mode) {
-    let (gw, got, _dir) = async_gateway(mode, false, 1000).await;
+    let a = async_gateway(mode, false, 1000).await;
+    let gw = &a.gw;
     let cases: [(Vec<u8>, u16, &str); 5] = [
         (get("/async-function/nope"), 404, "error finding function nope: not found"),
         (get("/async-function/bad%24name"), 400, ""),
@@ -1479,7 +1533,7 @@ async fn async_calls_refused_at_the_door_get_hypers_answers(mode: Mode) {
         (b"POST /async-function/rec HTTP/1.1\r\nHost: gw.test\r\nX-Callback-Url: ftp://cb.test/x\r\nContent-Length: 0\r\n\r\n".to_vec(), 400, ""),
         (b"POST /async-function/rec HTTP/1.1\r\nHost: gw.test\r\nX-Callback-Url: http://cb.test/\xff\r\nContent-Length: 0\r\n\r\n".to_vec(), 400, "X-Callback-Url is not a visible ASCII string"),
     ];
-    for (req, status, text) in cases {
+    for (i, (req, status, text)) in cases.into_iter().enumerate() {
         let mut c = Client::connect(gw.addr).await;
         let r = c.roundtrip(&req).await;
         assert_eq!(
@@ -1494,6 +1548,10 @@ async fn async_calls_refused_at_the_door_get_hypers_answers(mode: Mode) {
             assert_eq!(r.body_str(), text);
         }
         assert_eq!(r.header("x-call-id"), None);
+        if i == 0 {
+            // The loop handed the connection to hyper, which answered.
+            assert_served_by(&mut c, false).await;
+        }
     }
     // A HEAD is stored too (by hyper's path).
     let mut c = Client::connect(gw.addr).await;
@@ -1502,9 +1560,8 @@ async fn async_calls_refused_at_the_door_get_hypers_answers(mode: Mode) {
     let r = c.read(Kind::Response { head: true }).await;
     assert_eq!(r.status(), 202);
     // Nothing refused was stored: the one delivery is the HEAD's.
-    let calls = delivered(&got, 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(got.lock().unwrap().len(), 1, "{calls:?}");
+    let calls = a.drained().await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(
         calls[0].start.starts_with("HEAD / "),
         "{:?}",
@@ -1514,10 +1571,11 @@ async fn async_calls_refused_at_the_door_get_hypers_answers(mode: Mode) {
 
 async fn a_full_queue_is_429_and_the_connection_stays(mode: Mode) {
     // One call fits; the replica takes it and never answers, so it stays stored.
-    let (gw, got, _dir) = async_gateway(mode, true, 1).await;
+    let a = async_gateway(mode, true, 1).await;
+    let (gw, got) = (&a.gw, &a.got);
     let mut c = Client::connect(gw.addr).await;
     accepted(&c.roundtrip(&post("/async-function/rec", b"first")).await);
-    delivered(&got, 1).await;
+    delivered(got, 1).await;
     let r = c.roundtrip(&post("/async-function/rec", b"second")).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
@@ -1529,13 +1587,16 @@ async fn a_full_queue_is_429_and_the_connection_stays(mode: Mode) {
     assert_eq!(r.header("x-call-id"), None);
     let r = c.roundtrip(&get("/function/echo")).await;
     assert_eq!((r.status(), r.body.as_slice()), (200, inproc::GET_BODY));
+    // The 429 came from the loop, which kept the connection.
+    assert_served_by(&mut c, matches!(mode, Mode::ByteLoop)).await;
 }
 
 async fn ambiguous_async_heads_are_400_closed_and_never_stored(mode: Mode) {
     // The RFC 9112 rules apply to an async call before anything is stored, as in
     // `content_length_with_transfer_encoding_is_400_or_read_chunked_then_closed` and
     // `malformed_request_heads_are_400_and_closed`.
-    let (gw, got, _dir) = async_gateway(mode, false, 1000).await;
+    let a = async_gateway(mode, false, 1000).await;
+    let (gw, got) = (&a.gw, &a.got);
     let mut c = Client::connect(gw.addr).await;
     let r = c
         .roundtrip(b"POST /async-function/rec HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!GET /async-function/rec/smuggled HTTP/1.1\r\nHost: gw.test\r\n\r\n")
@@ -1571,7 +1632,7 @@ async fn ambiguous_async_heads_are_400_closed_and_never_stored(mode: Mode) {
         &c.roundtrip(&post("/async-function/rec/after", b"fine"))
             .await,
     );
-    let calls = delivered(&got, expected).await;
+    let calls = delivered(got, expected).await;
     assert!(
         calls.iter().all(|m| !m.start.contains("smuggled")),
         "{calls:?}"
@@ -1583,13 +1644,48 @@ async fn ambiguous_async_heads_are_400_closed_and_never_stored(mode: Mode) {
             .expect("the chunked call");
         assert_eq!(m.body, b"hello");
     }
-    // Nothing else arrives (the one call after was the last stored).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(got.lock().unwrap().len(), expected);
+    // Nothing else was stored.
+    assert_eq!(a.drained().await.len(), expected);
+}
+
+async fn connect_is_never_the_byte_loops(mode: Mode) {
+    // hyper's server takes CONNECT as an upgrade: a 2xx answer ends HTTP on the connection,
+    // so bytes after it are never read as a request. The loop hands CONNECT to it on every
+    // route rather than answer and read on; an async CONNECT is refused (a tunnel cannot be
+    // queued), and then the connection goes on.
+    let a = async_gateway(mode, false, 1000).await;
+    let gw = &a.gw;
+    let next = "GET /function/echo HTTP/1.1\r\nHost: gw.test\r\n\r\n";
+    let mut c = Client::connect(gw.addr).await;
+    c.send(format!("CONNECT /function/echo HTTP/1.1\r\nHost: gw.test\r\n\r\n{next}").as_bytes())
+        .await;
+    let r = c.response().await;
+    assert_eq!(r.status(), 200, "{}", r.start);
+    assert_eq!(r.header("content-length"), None);
+    c.assert_closed().await;
+
+    let mut c = Client::connect(gw.addr).await;
+    c.send(
+        format!("CONNECT /async-function/rec HTTP/1.1\r\nHost: gw.test\r\n\r\n{next}").as_bytes(),
+    )
+    .await;
+    let r = c.response().await;
+    assert_eq!(
+        (r.status(), r.body_str().as_str()),
+        (405, "method not allowed")
+    );
+    let r = c.response().await;
+    assert_eq!((r.status(), r.body.as_slice()), (200, inproc::GET_BODY));
+    // Nothing was stored: the next call is the one delivered.
+    accepted(&c.roundtrip(&get("/async-function/rec/after")).await);
+    let calls = a.drained().await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].start, "GET /after HTTP/1.1");
 }
 
 async fn connection_close_on_an_async_call_is_answered_then_closed(mode: Mode) {
-    let (gw, got, _dir) = async_gateway(mode, false, 1000).await;
+    let a = async_gateway(mode, false, 1000).await;
+    let (gw, got) = (&a.gw, &a.got);
     let mut c = Client::connect(gw.addr).await;
     let r = c
         .roundtrip(b"POST /async-function/rec HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye")
@@ -1597,7 +1693,7 @@ async fn connection_close_on_an_async_call_is_answered_then_closed(mode: Mode) {
     accepted(&r);
     assert_eq!(r.header("connection"), Some("close"));
     c.assert_closed().await;
-    assert_eq!(delivered(&got, 1).await[0].body, b"bye");
+    assert_eq!(delivered(got, 1).await[0].body, b"bye");
 }
 
 // === every case, both ways ===
@@ -1671,6 +1767,7 @@ both_ways!(
     a_full_queue_is_429_and_the_connection_stays,
     connection_close_on_an_async_call_is_answered_then_closed,
     ambiguous_async_heads_are_400_closed_and_never_stored,
+    connect_is_never_the_byte_loops,
     ;
     multi_thread:
     a_body_over_max_body_bytes_is_forwarded_on_function_routes,

@@ -183,7 +183,7 @@ fn serve_until_stopped(
 /// A gateway on `127.0.0.1:0` with an async queue: the embedded store in `dir` holding at
 /// most `bound` calls, bodies up to `max_body`, and (when `deliver`) its dispatcher
 /// delivering through the gateway itself (as `faasgate serve` wires them); invocations and
-/// async calls served by the byte loop or (`false`) by hyper.
+/// async calls served by the byte loop or (`false`) by hyper. Returns the store too.
 pub async fn spawn_gateway_async(
     routes: Arc<Routes>,
     byte_loop: bool,
@@ -191,7 +191,7 @@ pub async fn spawn_gateway_async(
     max_body: usize,
     bound: u64,
     deliver: bool,
-) -> InProc {
+) -> (InProc, Arc<dyn faasgate::queue::CallStore>) {
     use faasgate::queue::{
         AsyncStats, CallStore, Callbacks, DispatchConfig, Dispatcher, EmbeddedStore,
     };
@@ -224,14 +224,14 @@ pub async fn spawn_gateway_async(
     let g = Arc::get_mut(&mut gw).expect("not shared yet");
     g.byte_loop = byte_loop;
     g.async_calls = Some(faasgate::api::async_call::AsyncCalls {
-        store,
+        store: store.clone(),
         dispatcher,
         max_body,
     });
     let stop = serve_until_stopped(listener, gw, Duration::from_secs(60), move || {
         dispatching.abort()
     });
-    InProc { addr, routes, stop }
+    (InProc { addr, routes, stop }, store)
 }
 
 /// A gateway on `127.0.0.1:0` with the forwarder's settings given, serving invocations by
