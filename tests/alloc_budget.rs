@@ -143,8 +143,8 @@ fn proxied_requests_stay_within_the_allocation_budget() {
 /// Heap allocations per async call (`POST /async-function`, 1 KiB, the embedded store, the
 /// client's own included) that the byte loop's enqueue may make: the call's id, function
 /// name and record (moved to the store's writer), the store's reply channel, and SQLite's
-/// and the index's own per row. Measured 2026-12-07: 23.4 (hyper's path: 30.4).
-const ASYNC_LOOP_BUDGET: f64 = 26.0;
+/// and the index's own per row. Measured 2026-12-07: 20.4 (hyper's path: 30.4).
+const ASYNC_LOOP_BUDGET: f64 = 23.0;
 
 /// An async call enqueued by the byte loop (`api::async_wire`) allocates less than one
 /// enqueued through hyper's server (`api::async_call`), and stays within
