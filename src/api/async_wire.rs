@@ -23,7 +23,7 @@ use http::StatusCode;
 use super::error::ApiError;
 use super::Gateway;
 use crate::http1::head::{date, eq, header, is_hop_by_hop, status_line, MAX_HEADERS};
-use crate::http1::headers::call_id_bytes;
+use crate::http1::headers::{call_id_bytes, names_a_header};
 use crate::model::names::KeyRef;
 use crate::queue::call::Fields;
 use crate::queue::EncodedCall;
@@ -83,11 +83,7 @@ pub(crate) async fn enqueue(
         let name = h.name.as_bytes();
         if eq(name, b"connection") {
             for token in h.value.split(|&b| b == b',').map(crate::http1::codec::trim) {
-                if token.is_empty()
-                    || eq(token, b"close")
-                    || eq(token, b"keep-alive")
-                    || eq(token, b"host")
-                {
+                if !names_a_header(token) {
                     continue;
                 }
                 if named_count == MAX_NAMED {

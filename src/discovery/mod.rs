@@ -463,9 +463,7 @@ mod tests {
 
     #[test]
     fn publisher_keeps_desired_and_replicas_together() {
-        let key = crate::model::names::FunctionKey::new("f", "").unwrap();
-        let handle = Arc::new(FunctionHandle::new(key));
-        let p = Publisher::new(handle.clone(), 2, ScaleSettings::default());
+        let (handle, p) = publisher(2);
         assert_eq!(handle.state().desired, 2);
         let r = Replica::new("a", "127.0.0.1:1".parse().unwrap());
         p.set_replicas(vec![r.clone()]);
@@ -473,6 +471,14 @@ mod tests {
         let st = handle.state_full();
         assert_eq!(st.desired, 3);
         assert!(Arc::ptr_eq(&st.replicas[0], &r));
+    }
+
+    /// A publisher for function `f` wanting `desired` replicas, and its handle.
+    fn publisher(desired: u64) -> (Arc<FunctionHandle>, Publisher) {
+        let key = crate::model::names::FunctionKey::new("f", "").unwrap();
+        let handle = Arc::new(FunctionHandle::new(key));
+        let p = Publisher::new(handle.clone(), desired, ScaleSettings::default());
+        (handle, p)
     }
 
     fn ids(handle: &FunctionHandle) -> Vec<String> {
@@ -496,9 +502,7 @@ mod tests {
 
     #[test]
     fn drained_instances_stay_out_until_undrained_or_gone() {
-        let key = crate::model::names::FunctionKey::new("f", "").unwrap();
-        let handle = Arc::new(FunctionHandle::new(key));
-        let p = Publisher::new(handle.clone(), 3, ScaleSettings::default());
+        let (handle, p) = publisher(3);
         let [a, b, c] = ["a", "b", "c"].map(|id| Replica::new(id, "127.0.0.1:1".parse().unwrap()));
         p.set_replicas(vec![a.clone(), b.clone(), c.clone()]);
 
@@ -527,9 +531,7 @@ mod tests {
 
     #[test]
     fn a_forgotten_drain_never_returns_to_rotation() {
-        let key = crate::model::names::FunctionKey::new("f", "").unwrap();
-        let handle = Arc::new(FunctionHandle::new(key));
-        let p = Publisher::new(handle.clone(), 2, ScaleSettings::default());
+        let (handle, p) = publisher(2);
         let [a, b] = ["a", "b"].map(|id| Replica::new(id, "127.0.0.1:1".parse().unwrap()));
         p.set_replicas(vec![a.clone(), b.clone()]);
         p.drain(&["b".into()]);
@@ -545,9 +547,7 @@ mod tests {
 
     #[test]
     fn canaries_stay_out_until_admitted_or_promoted() {
-        let key = crate::model::names::FunctionKey::new("f", "").unwrap();
-        let handle = Arc::new(FunctionHandle::new(key));
-        let p = Publisher::new(handle.clone(), 2, ScaleSettings::default());
+        let (handle, p) = publisher(2);
         let [old, new] = ["old", "new"].map(|id| Replica::new(id, "127.0.0.1:1".parse().unwrap()));
         let mut canary = inst("new", 1);
         canary.canary = true;

@@ -8,9 +8,10 @@
 //! body of at most [`FAST_BODY`] bytes), writes its upstream form: hop-by-hop headers and
 //! those `Connection` names out; `X-Call-Id`, `X-Start-Time`, `X-Forwarded-For`,
 //! `X-Forwarded-Host` in. An `/async-function/...` call (HTTP/1.1, not HEAD, the same
-//! framing limits) is [`Step::Enqueue`] once whole. Anything else is [`Step::Handoff`] (a
-//! general HTTP/1.1 server serves it) or [`Step::Reject`]. [`response_head`] writes the client's response head from
-//! the upstream's, with the same rewrites and this hop's framing; [`status_line`] and the
+//! framing limits) is [`Step::Enqueue`] once whole. Anything else (CONNECT on any route
+//! included) is [`Step::Handoff`] (a general HTTP/1.1 server serves it) or
+//! [`Step::Reject`]. [`response_head`] writes the client's response head from the
+//! upstream's, with the same rewrites and this hop's framing; [`status_line`] and the
 //! per-thread `Date` cache ([`date`]) serve error answers too.
 //!
 //! Invariant: nothing is allocated per request; the caller owns the buffers.
@@ -21,7 +22,7 @@ use http::{Method, StatusCode};
 
 use crate::http1::codec::{trim, Framing, RawHead};
 use crate::http1::exchange::idempotent;
-use crate::http1::headers::{call_id_bytes, start_time_nanos, HOP_BY_HOP};
+use crate::http1::headers::{call_id_bytes, names_a_header, start_time_nanos, HOP_BY_HOP};
 use crate::http1::request_rules::{self, RequestError, RequestRules};
 use crate::model::names::KeyRef;
 
@@ -139,12 +140,10 @@ pub(crate) fn plan<H>(
             unusual = true;
         } else if eq(name, b"connection") {
             for token in h.value.split(|&b| b == b',').map(trim) {
-                // `Host` is never this hop's only: it is kept whatever `Connection` names.
-                if token.is_empty() || eq(token, b"keep-alive") || eq(token, b"host") {
-                    continue;
-                }
                 if eq(token, b"close") {
                     close = true;
+                } else if !names_a_header(token) {
+                    continue;
                 } else if eq(token, b"upgrade") || named_count == MAX_NAMED {
                     unusual = true;
                 } else {

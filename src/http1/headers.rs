@@ -134,6 +134,17 @@ pub(crate) fn drop_underscore_names(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a `Connection` token (trimmed) names a header for this hop only: not empty, not
+/// the `close` or `keep-alive` options, and never `Host` (it is not this hop's only, and a
+/// request without one would break RFC 9112 section 3.2 at the next hop). One rule for
+/// hyper's path and the byte loop's.
+pub(crate) fn names_a_header(token: &[u8]) -> bool {
+    !(token.is_empty()
+        || token.eq_ignore_ascii_case(b"close")
+        || token.eq_ignore_ascii_case(b"keep-alive")
+        || token.eq_ignore_ascii_case(b"host"))
+}
+
 /// Removes hop-by-hop headers, and the headers the `Connection` header names (never
 /// `Host`: it is not this hop's only, and a request without one would break RFC 9112
 /// section 3.2 at the next hop).
@@ -148,11 +159,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         // reads it the same way).
         for value in headers.get_all(header::CONNECTION) {
             for token in value.as_bytes().split(|&b| b == b',').map(http1::trim) {
-                if token.is_empty()
-                    || token.eq_ignore_ascii_case(b"close")
-                    || token.eq_ignore_ascii_case(b"keep-alive")
-                    || token.eq_ignore_ascii_case(b"host")
-                {
+                if !names_a_header(token) {
                     continue;
                 }
                 if let Ok(name) = HeaderName::from_bytes(token) {

@@ -215,12 +215,8 @@ impl Dispatcher {
 
     /// `function`'s settings: the gateway's, with the function's `com.openfaas.retry.*`
     /// overrides.
-    fn retries(&self, function: &str) -> Retries {
-        let q = self
-            .routes
-            .get(KeyRef::parse_segment(function, ""))
-            .map(|h| h.state().scale.queue)
-            .unwrap_or_default();
+    fn retries(&self, handle: Option<&FunctionHandle>) -> Retries {
+        let q = handle.map(|h| h.state().scale.queue).unwrap_or_default();
         Retries {
             max_attempts: q.attempts.unwrap_or(self.cfg.max_attempts),
             wait: q.min_wait.unwrap_or(self.cfg.retry_wait),
@@ -242,9 +238,9 @@ impl Dispatcher {
     }
 
     /// A call of `handle`'s function was stored: wakes the dispatcher only if the function
-    /// has room for another delivery (one atomic load: no lock on the enqueue path). Without room the pass would find nothing to do (it cost the
-    /// enqueue path about a tenth of its instructions under load): the delivery that ends
-    /// and frees a place wakes it, and a limit raised by new replicas is seen at the next
+    /// has room for another delivery (one atomic load: no lock on the enqueue path). Without
+    /// room the pass would find nothing to do (it cost the enqueue path about a tenth of its
+    /// instructions under load): the delivery that ends and frees a place wakes it, and a limit raised by new replicas is seen at the next
     /// poll (`POLL`). No wake-up is lost: the call is in the store before the check, and a
     /// place freed after the check wakes the dispatcher, which then sees the call.
     pub fn notify_enqueued(&self, handle: &FunctionHandle) {
@@ -287,7 +283,7 @@ impl Dispatcher {
     /// Delivers `t`, holding its `place` among its function's deliveries until it ends.
     async fn deliver(self: Arc<Self>, t: Taken, place: Place) {
         let function = t.call.function.clone();
-        let retries = self.retries(&function);
+        let retries = self.retries(place.handle.as_deref());
         let attempt = self.attempt(&t, &retries).await;
         let status = match &attempt.outcome {
             Outcome::Done(s) | Outcome::Failed(s, _) => *s,

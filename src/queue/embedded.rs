@@ -19,8 +19,8 @@
 //!   queued call's arrival) says what to hand out without a query; it is rebuilt from the
 //!   file at open. The writer adds each batch's new calls to it, under its lock once per
 //!   batch, before answering them; an enqueue itself takes no lock: it takes its place under
-//!   the bound on one counter (calls in the index and enqueues being written). Leases live only in memory: after a restart every call is waiting again
-//!   (at least once).
+//!   the bound on one counter (calls in the index and enqueues being written). Leases live
+//!   only in memory: after a restart every call is waiting again (at least once).
 //! - Ids come from `AUTOINCREMENT`, so they only grow and a call keeps its id through
 //!   retries, burial and replay.
 //! - Every statement the writer runs is prepared once (`prepare_cached`): parsing the INSERT
@@ -55,7 +55,7 @@ pub struct EmbeddedStore {
     queued: Arc<AtomicU64>,
     /// At most this many calls queued.
     bound: u64,
-    commits: Arc<std::sync::atomic::AtomicU64>,
+    commits: Arc<AtomicU64>,
     path: PathBuf,
 }
 
@@ -575,11 +575,7 @@ fn run_batch(conn: &mut Connection, batch: &[Batched]) -> Vec<Result<Answer, Sto
     let answers: Vec<Result<Answer, StoreError>> = batch
         .iter()
         .map(|b| {
-            match &b.op {
-                Op::Enqueue(call) => insert_call(conn, &mut insert, call),
-                op => apply(conn, op),
-            }
-            .map_err(|e| match e {
+            apply(conn, &mut insert, &b.op).map_err(|e| match e {
                 Failure::Sql(e) => backend(&e),
                 Failure::Store(e) => e,
             })
@@ -634,9 +630,14 @@ fn insert_call<'c>(
     Ok(Answer::Id(tx.last_insert_rowid() as u64))
 }
 
-fn apply(tx: &Connection, op: &Op) -> Result<Answer, Failure> {
+/// Runs `op`; an enqueue with the batch's `insert`.
+fn apply<'c>(
+    tx: &'c Connection,
+    insert: &mut Option<rusqlite::CachedStatement<'c>>,
+    op: &Op,
+) -> Result<Answer, Failure> {
     Ok(match op {
-        Op::Enqueue(call) => return insert_call(tx, &mut None, call),
+        Op::Enqueue(call) => return insert_call(tx, insert, call),
         Op::Read(ids) => {
             let mut q = tx.prepare_cached("SELECT record, attempts FROM calls WHERE id = ?1")?;
             let mut out = Vec::with_capacity(ids.len());
